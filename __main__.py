@@ -1,0 +1,55 @@
+"""Media-processing platform: turns validated stack settings into components and exports.
+
+Nothing else lives here: every rule is in `components/`, every value in the stack's config.
+"""
+
+import pulumi
+import pulumi_aws as aws
+
+from components.kms import AwsContext, PlatformKeys, PlatformKeysArgs
+from components.naming import common_tags, namer_for
+from components.network import SecureVpc, SecureVpcArgs
+from components.settings import load_settings
+
+settings = load_settings()  # raises one ConfigError listing every bad key (G8)
+namer = namer_for(settings)
+
+# One explicit provider carries the region and the common tags (G4) for every resource.
+provider = aws.Provider("aws", region=settings.region,
+                        default_tags={"tags": common_tags(settings)})
+invoke = pulumi.InvokeOptions(provider=provider)
+# Only zones that need no opt-in (G1: zones are looked up, never written down).
+zones = settings.require_zones(aws.get_availability_zones(
+    state="available",
+    filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+    opts=invoke,
+).names)
+identity = aws.get_caller_identity_output(opts=invoke)
+partition = aws.get_partition_output(opts=invoke)
+context = AwsContext(account_id=identity.account_id, partition=partition.partition,
+                     region=settings.region, dns_suffix=partition.dns_suffix)
+on_provider = pulumi.ResourceOptions(provider=provider)
+
+keys = PlatformKeys("keys", PlatformKeysArgs(
+    context=context, namer=namer,
+    deletion_window_days=settings.protection.kms_deletion_window_days,
+), on_provider)
+
+network = SecureVpc("network", SecureVpcArgs(
+    cidr=settings.network.cidr,
+    availability_zones=zones,
+    namer=namer,
+    context=context,
+    flow_log_key_arn=keys.logs.arn,
+    log_retention_days=settings.log_retention_days,
+    nat_strategy=settings.network.nat_strategy,
+    data_subnet_nacls=settings.network.data_subnet_nacls,
+    vpc_endpoints=settings.network.vpc_endpoints,
+), on_provider)
+
+pulumi.export("region", settings.region)
+pulumi.export("availabilityZones", zones)
+pulumi.export("vpcId", network.vpc_id)
+pulumi.export("publicSubnetIds", network.public_subnet_ids)
+pulumi.export("appSubnetIds", network.app_subnet_ids)
+pulumi.export("dataSubnetIds", network.data_subnet_ids)

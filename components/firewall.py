@@ -1,0 +1,89 @@
+"""Security groups by role, with access granted rather than pre-wired (N3).
+
+Each component owns one `RoleSecurityGroup`. A consumer is let in with
+`target.allow_from(consumer, port)`, which adds exactly one ingress rule on the target (from
+the consumer's group, on that port) and the matching egress rule on the consumer — the idea of
+CDK's `connections`. Groups start with no rules at all: AWS's default allow-all egress is
+removed by pulumi-aws, so every flow a workload needs is written down here.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.naming import NameKind, Namer, name_tag
+
+HTTPS = 443
+POSTGRES = 5432
+REDIS = 6379
+NFS = 2049
+ANYWHERE_IPV4 = "0.0.0.0/0"
+
+
+class RoleSecurityGroup:
+    """One security group for one role (API backend, workers, database, cache, file system)."""
+
+    def __init__(self, name: str, *, role: str, description: str, vpc_id: pulumi.Input[str],
+                 namer: Namer, parent: pulumi.Resource):
+        self._name = name
+        self._parent = parent
+        self.physical_name = namer.name(f"{role}-sg", NameKind.SECURITY_GROUP)
+        self.group = aws.ec2.SecurityGroup(
+            name,
+            name=self.physical_name,
+            description=description,
+            vpc_id=vpc_id,
+            revoke_rules_on_delete=True,
+            tags=name_tag(self.physical_name),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        self.id: pulumi.Output[str] = self.group.id
+
+    def allow_from(self, peer: RoleSecurityGroup, port: int, label: str) -> None:
+        """Admit `peer` on `port` (TCP): ingress here, egress on the peer."""
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-from-{label}",
+            security_group_id=self.id,
+            referenced_security_group_id=peer.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=f"{label} to {self.physical_name} on {port}",
+            opts=pulumi.ResourceOptions(parent=self._parent),
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{peer._name}-to-{self._name}",
+            security_group_id=peer.id,
+            referenced_security_group_id=self.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=f"to {self.physical_name} on {port}",
+            opts=pulumi.ResourceOptions(parent=peer._parent),
+        )
+
+    def allow_https_from_cidr(self, cidr: pulumi.Input[str], label: str) -> None:
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-https-from-{label}",
+            security_group_id=self.id,
+            cidr_ipv4=cidr,
+            ip_protocol="tcp",
+            from_port=HTTPS,
+            to_port=HTTPS,
+            description=f"HTTPS from {label}",
+            opts=pulumi.ResourceOptions(parent=self._parent),
+        )
+
+    def allow_https_egress(self) -> None:
+        """AWS APIs (ECR, Secrets Manager, Logs, SQS, Kinesis) over HTTPS via NAT or endpoints."""
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-https-out",
+            security_group_id=self.id,
+            cidr_ipv4=ANYWHERE_IPV4,
+            ip_protocol="tcp",
+            from_port=HTTPS,
+            to_port=HTTPS,
+            description="HTTPS to AWS APIs",
+            opts=pulumi.ResourceOptions(parent=self._parent),
+        )

@@ -1,0 +1,341 @@
+"""`SecureVpc`: the network tier (N1-N6).
+
+Three subnet tiers per AZ: public (NAT gateways only), private app (Lambda, Fargate tasks,
+interface endpoints) and private data (Aurora, cache, EFS mount targets; no route to the
+internet at all). The VPC CIDR is cut into quarters — app, data, public, spare — and each
+quarter into four subnets, one per AZ, so each tier also has one summary CIDR that NACLs and
+rules can name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components.firewall import HTTPS, NFS, POSTGRES, REDIS, RoleSecurityGroup
+from components.kms import AwsContext
+from components.naming import NameKind, Namer, name_tag
+from components.settings import NatStrategy
+
+# Interface endpoints for the AWS APIs the workloads call (N6): image pulls, logs, secrets,
+# keys, the queue, the stream, STS for SDK credential chains and X-Ray for traces.
+INTERFACE_ENDPOINT_SERVICES = (
+    "ecr.api", "ecr.dkr", "logs", "secretsmanager", "kms", "sqs", "kinesis-streams", "sts",
+    "xray",
+)
+DATA_PORTS = (POSTGRES, REDIS, NFS)
+MAX_AZS = 4  # the CIDR plan cuts each tier quarter into four subnets
+
+
+@dataclass(frozen=True)
+class TierPlan:
+    summary: str
+    subnets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SubnetPlan:
+    public: TierPlan
+    app: TierPlan
+    data: TierPlan
+
+
+def plan_subnets(vpc_cidr: str, az_count: int) -> SubnetPlan:
+    """Split `vpc_cidr` into per-AZ public, app and data subnets (pure; tested directly)."""
+    if not 1 <= az_count <= MAX_AZS:
+        raise ValueError(f"az_count={az_count}: allowed 1..{MAX_AZS}")
+    network = ipaddress.IPv4Network(vpc_cidr, strict=True)
+    if network.prefixlen > 24:
+        raise ValueError(f"vpc_cidr={vpc_cidr}: allowed /16 to /24")
+    app, data, public, _spare = network.subnets(prefixlen_diff=2)
+
+    def tier(summary: ipaddress.IPv4Network) -> TierPlan:
+        subnets = tuple(str(s) for s in summary.subnets(prefixlen_diff=2))[:az_count]
+        return TierPlan(str(summary), subnets)
+
+    return SubnetPlan(public=tier(public), app=tier(app), data=tier(data))
+
+
+def nat_gateway_count(strategy: NatStrategy, az_count: int) -> int:
+    return {NatStrategy.ONE_PER_AZ: az_count, NatStrategy.SINGLE: 1, NatStrategy.NONE: 0}[strategy]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecureVpcArgs:
+    """Inputs of `SecureVpc`."""
+
+    cidr: str
+    """IPv4 CIDR of the VPC, /16-/24 (required)."""
+    availability_zones: list[str]
+    """Zone names looked up for the region, one subnet per tier in each (required)."""
+    namer: Namer
+    """Stack namer (required)."""
+    context: AwsContext
+    """Account, partition and region facts (required)."""
+    flow_log_key_arn: pulumi.Input[str]
+    """CMK ARN for the flow-log group; the key must allow the regional logs principal."""
+    log_retention_days: int = 30
+    """Flow-log retention (an allowed CloudWatch value)."""
+    nat_strategy: NatStrategy = NatStrategy.ONE_PER_AZ
+    """One NAT per AZ (default), a single shared NAT, or none."""
+    data_subnet_nacls: bool = True
+    """Network ACLs on the data subnets admitting only the data ports from the app tier."""
+    vpc_endpoints: bool = True
+    """S3 gateway plus interface endpoints for `INTERFACE_ENDPOINT_SERVICES`."""
+    endpoint_services: tuple[str, ...] = field(default=INTERFACE_ENDPOINT_SERVICES)
+    """Which interface endpoints to create when `vpc_endpoints` is on."""
+
+    def validate(self) -> None:
+        problems = []
+        zones = self.availability_zones
+        if not 2 <= len(zones) <= 3 or len(set(zones)) != len(zones):
+            problems.append(f"availability_zones={zones}: allowed 2 or 3 distinct zones")
+        try:
+            plan_subnets(self.cidr, max(1, min(len(zones), MAX_AZS)))
+        except ValueError as error:
+            problems.append(str(error))
+        if self.nat_strategy is NatStrategy.NONE and not self.vpc_endpoints:
+            problems.append("nat_strategy=NONE: allowed only with vpc_endpoints=True")
+        if problems:
+            raise ValueError("SecureVpcArgs: " + "; ".join(problems))
+
+
+class SecureVpc(pulumi.ComponentResource):
+    """VPC with public, private-app and private-data subnets across the given AZs."""
+
+    vpc_id: pulumi.Output[str]
+    public_subnet_ids: list[pulumi.Output[str]]
+    app_subnet_ids: list[pulumi.Output[str]]
+    data_subnet_ids: list[pulumi.Output[str]]
+    plan: SubnetPlan
+
+    def __init__(self, name: str, args: SecureVpcArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:network:SecureVpc", name, None, opts)
+        self._name = name
+        self._args = args
+        self._child = pulumi.ResourceOptions(parent=self)
+        self.plan = plan_subnets(args.cidr, len(args.availability_zones))
+        self.zones = list(args.availability_zones)
+        vpc_name = args.namer.name("vpc")
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.cidr,
+            # Interface endpoints with private DNS and EFS mount by DNS need both.
+            enable_dns_support=True,
+            enable_dns_hostnames=True,
+            tags=name_tag(vpc_name),
+            opts=self._child,
+        )
+        self.vpc_id = self.vpc.id
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            vpc_id=self.vpc.id,
+            tags=name_tag(args.namer.name("default-sg-unused")),
+            opts=self._child,
+        )
+        self.igw = aws.ec2.InternetGateway(
+            f"{name}-igw", vpc_id=self.vpc.id, tags=name_tag(args.namer.name("igw")),
+            opts=self._child)
+        public = self._subnets("public", self.plan.public)
+        app = self._subnets("app", self.plan.app)
+        data = self._subnets("data", self.plan.data)
+        self.public_subnet_ids = [s.id for s in public]
+        self.app_subnet_ids = [s.id for s in app]
+        self.data_subnet_ids = [s.id for s in data]
+        self._public_routes(public)
+        nat_ids = self._nat_gateways(public)
+        app_tables = self._app_routes(app, nat_ids)
+        data_table = self._data_routes(data)
+        self._flow_logs()
+        if args.data_subnet_nacls:
+            self._data_nacl(data)
+        if args.vpc_endpoints:
+            self._endpoints(app_tables + [data_table])
+        self.nat_gateway_count = len(nat_ids)
+        self.register_outputs({
+            "vpc_id": self.vpc_id,
+            "public_subnet_ids": self.public_subnet_ids,
+            "app_subnet_ids": self.app_subnet_ids,
+            "data_subnet_ids": self.data_subnet_ids,
+        })
+
+    def _subnets(self, tier: str, plan: TierPlan) -> list[aws.ec2.Subnet]:
+        subnets = []
+        for index, (zone, cidr) in enumerate(zip(self.zones, plan.subnets, strict=False)):
+            subnet_name = self._args.namer.name(f"{tier}-{zone}")
+            subnets.append(aws.ec2.Subnet(
+                f"{self._name}-{tier}-{index}",
+                vpc_id=self.vpc.id,
+                cidr_block=cidr,
+                availability_zone=zone,
+                # Nothing in this platform needs a public IP; NAT gateways use Elastic IPs.
+                map_public_ip_on_launch=False,
+                tags={**name_tag(subnet_name), "Tier": tier},
+                opts=self._child,
+            ))
+        return subnets
+
+    def _route_table(self, label: str, subnets: list[aws.ec2.Subnet]) -> aws.ec2.RouteTable:
+        table = aws.ec2.RouteTable(
+            f"{self._name}-{label}-rt", vpc_id=self.vpc.id,
+            tags=name_tag(self._args.namer.name(f"{label}-rt")), opts=self._child)
+        for index, subnet in enumerate(subnets):
+            aws.ec2.RouteTableAssociation(
+                f"{self._name}-{label}-rta-{index}", subnet_id=subnet.id,
+                route_table_id=table.id, opts=self._child)
+        return table
+
+    def _public_routes(self, public: list[aws.ec2.Subnet]) -> None:
+        table = self._route_table("public", public)
+        aws.ec2.Route(f"{self._name}-public-default", route_table_id=table.id,
+                      destination_cidr_block="0.0.0.0/0", gateway_id=self.igw.id,
+                      opts=self._child)
+
+    def _nat_gateways(self, public: list[aws.ec2.Subnet]) -> list[pulumi.Output[str]]:
+        count = nat_gateway_count(self._args.nat_strategy, len(public))
+        nat_ids = []
+        for index in range(count):
+            nat_name = self._args.namer.name(f"nat-{self.zones[index]}")
+            # EIP and NAT fail intermittently if created before the IGW is attached.
+            after_igw = pulumi.ResourceOptions(parent=self, depends_on=[self.igw])
+            eip = aws.ec2.Eip(f"{self._name}-nat-eip-{index}", domain="vpc",
+                              tags=name_tag(nat_name), opts=after_igw)
+            nat = aws.ec2.NatGateway(f"{self._name}-nat-{index}", allocation_id=eip.id,
+                                     subnet_id=public[index].id, tags=name_tag(nat_name),
+                                     opts=after_igw)
+            nat_ids.append(nat.id)
+        return nat_ids
+
+    def _app_routes(self, app: list[aws.ec2.Subnet],
+                    nat_ids: list[pulumi.Output[str]]) -> list[aws.ec2.RouteTable]:
+        """One table per AZ, routed to the NAT in the same AZ (or the shared one)."""
+        tables = []
+        for index, subnet in enumerate(app):
+            table = self._route_table(f"app-{self.zones[index]}", [subnet])
+            if nat_ids:
+                aws.ec2.Route(f"{self._name}-app-{index}-default", route_table_id=table.id,
+                              destination_cidr_block="0.0.0.0/0",
+                              nat_gateway_id=nat_ids[index % len(nat_ids)], opts=self._child)
+            tables.append(table)
+        return tables
+
+    def _data_routes(self, data: list[aws.ec2.Subnet]) -> aws.ec2.RouteTable:
+        # Data subnets keep only the local route: databases never reach the internet.
+        return self._route_table("data", data)
+
+    def _flow_logs(self) -> None:
+        args = self._args
+        group = aws.cloudwatch.LogGroup(
+            f"{self._name}-flow-logs",
+            name=args.namer.path("/vpc/flow-logs/", "vpc"),
+            kms_key_id=args.flow_log_key_arn,
+            retention_in_days=args.log_retention_days,
+            opts=self._child,
+        )
+        role_name = args.namer.name("vpc-flow-logs", NameKind.IAM_ROLE)
+        role = aws.iam.Role(
+            f"{self._name}-flow-logs-role",
+            name=role_name,
+            assume_role_policy=pulumi.Output.json_dumps(self._flow_logs_trust()),
+            tags=name_tag(role_name),
+            opts=self._child,
+        )
+        aws.iam.RolePolicy(
+            f"{self._name}-flow-logs-policy",
+            role=role.id,
+            policy=pulumi.Output.json_dumps({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": "WriteFlowLogs",
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents",
+                               "logs:DescribeLogStreams"],
+                    "Resource": [group.arn, pulumi.Output.concat(group.arn, ":*")],
+                }],
+            }),
+            opts=self._child,
+        )
+        self.flow_log_group = group
+        self.flow_log = aws.ec2.FlowLog(
+            f"{self._name}-flow-log",
+            vpc_id=self.vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags=name_tag(args.namer.name("flow-log")),
+            opts=self._child,
+        )
+
+    def _flow_logs_trust(self) -> dict:
+        ctx = self._args.context
+        return {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                # Confused-deputy guard: only flow logs of this account may assume the role.
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": ctx.account_id},
+                    "ArnLike": {"aws:SourceArn": pulumi.Output.concat(
+                        "arn:", ctx.partition, ":ec2:", ctx.region, ":", ctx.account_id,
+                        ":vpc-flow-log/*")},
+                },
+            }],
+        }
+
+    def _data_nacl(self, data: list[aws.ec2.Subnet]) -> None:
+        """Data subnets admit only the data ports from the app tier, and talk among themselves."""
+        app_cidr, data_cidr = self.plan.app.summary, self.plan.data.summary
+        nacl = aws.ec2.NetworkAcl(
+            f"{self._name}-data-nacl", vpc_id=self.vpc.id,
+            subnet_ids=[s.id for s in data],
+            tags=name_tag(self._args.namer.name("data-nacl")), opts=self._child)
+        rules = [(100 + i * 10, False, "6", port, port, app_cidr)
+                 for i, port in enumerate(DATA_PORTS)]
+        rules += [
+            (200, False, "-1", 0, 0, data_cidr),
+            (100, True, "6", 1024, 65535, app_cidr),
+            (200, True, "-1", 0, 0, data_cidr),
+        ]
+        for number, egress, protocol, from_port, to_port, cidr in rules:
+            direction = "out" if egress else "in"
+            aws.ec2.NetworkAclRule(
+                f"{self._name}-data-nacl-{direction}-{number}",
+                network_acl_id=nacl.id, rule_number=number, egress=egress,
+                protocol=protocol, rule_action="allow", cidr_block=cidr,
+                from_port=from_port, to_port=to_port, opts=self._child)
+        self.data_nacl = nacl
+
+    def _endpoints(self, private_tables: list[aws.ec2.RouteTable]) -> None:
+        invoke = pulumi.InvokeOptions(parent=self)
+        s3 = aws.ec2.get_vpc_endpoint_service_output(
+            service="s3", service_type="Gateway", opts=invoke)
+        aws.ec2.VpcEndpoint(
+            f"{self._name}-s3-endpoint", vpc_id=self.vpc.id,
+            service_name=s3.service_name, vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in private_tables],
+            tags=name_tag(self._args.namer.name("s3-endpoint")), opts=self._child)
+        self.endpoint_security_group = RoleSecurityGroup(
+            f"{self._name}-endpoints-sg", role="endpoints",
+            description="Interface endpoints: HTTPS from the private app subnets",
+            vpc_id=self.vpc.id, namer=self._args.namer, parent=self)
+        self.endpoint_security_group.allow_https_from_cidr(self.plan.app.summary, "app-subnets")
+        for service in self._args.endpoint_services:
+            label = service.replace(".", "-")
+            found = aws.ec2.get_vpc_endpoint_service_output(
+                service=service, service_type="Interface", opts=invoke)
+            aws.ec2.VpcEndpoint(
+                f"{self._name}-{label}-endpoint", vpc_id=self.vpc.id,
+                service_name=found.service_name, vpc_endpoint_type="Interface",
+                private_dns_enabled=True, subnet_ids=self.app_subnet_ids,
+                security_group_ids=[self.endpoint_security_group.id],
+                tags=name_tag(self._args.namer.name(f"{label}-endpoint")), opts=self._child)
+

@@ -1,0 +1,370 @@
+"""Evaluate the real `__main__.py` in-process with Pulumi's mocks — no CLI, no AWS account.
+
+`EngineMocks` answers like the engine and the AWS provider where the program depends on it:
+ids, ARNs in the configured region and account, endpoints and URLs, and look-ups
+(availability zones per region, caller identity, partition, endpoint service names).
+`run_stack` loads a stack file, applies overrides, runs the program and returns every
+registered resource with its resolved inputs, its parent and the stack outputs. Tests and
+the offline plan both use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import runpy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "media-pipeline"
+ACCOUNT_ID = "123456789012"
+
+# Availability zones as the regions report them (note the gaps AWS leaves in some regions).
+REGION_ZONES: dict[str, tuple[str, ...]] = {
+    "eu-central-1": ("eu-central-1a", "eu-central-1b", "eu-central-1c"),
+    "us-east-1": ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e",
+                  "us-east-1f"),
+    "ca-central-1": ("ca-central-1a", "ca-central-1b", "ca-central-1d"),
+    "ap-northeast-1": ("ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d"),
+    "eu-west-3": ("eu-west-3a", "eu-west-3b", "eu-west-3c"),
+    "me-central-1": ("me-central-1a", "me-central-1b", "me-central-1c"),
+    "us-west-1": ("us-west-1b", "us-west-1c"),
+}
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:17]
+
+
+@dataclass
+class EngineMocks(pulumi_mocks.Mocks):
+    region: str
+    account_id: str = ACCOUNT_ID
+
+    def arn(self, service: str, resource: str, *, regional: bool = True) -> str:
+        region = self.region if regional else ""
+        return f"arn:aws:{service}:{region}:{self.account_id}:{resource}"
+
+    # -- resources -----------------------------------------------------------------------
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        inputs = dict(args.inputs)
+        physical = inputs.get("name") or f"{args.name}-{_short_hash(args.name)[:7]}"
+        resource_id = args.resource_id or self._id_for(args.typ, args.name, inputs, physical)
+        outputs = self._computed(args.typ, resource_id, physical, inputs)
+        return resource_id, {**inputs, **outputs}
+
+    def _id_for(self, typ: str, name: str, inputs: dict, physical: str) -> str:
+        prefixes = {
+            "aws:ec2/vpc:Vpc": "vpc-", "aws:ec2/subnet:Subnet": "subnet-",
+            "aws:ec2/securityGroup:SecurityGroup": "sg-", "aws:efs/fileSystem:FileSystem": "fs-",
+            "aws:efs/accessPoint:AccessPoint": "fsap-", "aws:ec2/natGateway:NatGateway": "nat-",
+            "aws:ec2/internetGateway:InternetGateway": "igw-",
+            "aws:ec2/routeTable:RouteTable": "rtb-", "aws:ec2/eip:Eip": "eipalloc-",
+            "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce-", "aws:ec2/networkAcl:NetworkAcl": "acl-",
+        }
+        if typ in prefixes:
+            return prefixes[typ] + _short_hash(typ, name)
+        if typ == "aws:sqs/queue:Queue":
+            return f"https://sqs.{self.region}.amazonaws.com/{self.account_id}/{physical}"
+        if typ == "aws:kms/key:Key":
+            return _uuid_like(name)
+        if typ == "aws:apigateway/restApi:RestApi":
+            return _short_hash(name)[:10]
+        return inputs.get("name") or f"{name}-id"
+
+    def _computed(self, typ: str, rid: str, physical: str, inputs: dict) -> dict:
+        region, account = self.region, self.account_id
+        service = typ.split(":")[1].split("/")[0]
+        table: dict[str, dict[str, Any]] = {
+            "aws:kms/key:Key": {"arn": self.arn("kms", f"key/{rid}"), "keyId": rid},
+            "aws:kms/alias:Alias": {"arn": self.arn("kms", physical)},
+            "aws:iam/role:Role": {"arn": self.arn("iam", f"role/{physical}", regional=False),
+                                  "uniqueId": "AROA" + _short_hash(physical).upper()},
+            "aws:iam/policy:Policy": {"arn": self.arn("iam", f"policy/{physical}",
+                                                      regional=False)},
+            "aws:cloudwatch/logGroup:LogGroup": {
+                "arn": self.arn("logs", f"log-group:{physical}")},
+            "aws:ec2/vpc:Vpc": {"arn": self.arn("ec2", f"vpc/{rid}"),
+                                "defaultSecurityGroupId": "sg-default"},
+            "aws:ec2/subnet:Subnet": {"arn": self.arn("ec2", f"subnet/{rid}")},
+            "aws:ec2/securityGroup:SecurityGroup": {
+                "arn": self.arn("ec2", f"security-group/{rid}")},
+            "aws:ec2/flowLog:FlowLog": {"arn": self.arn("ec2", f"vpc-flow-log/{rid}")},
+            "aws:sqs/queue:Queue": {"arn": self.arn("sqs", physical), "url": rid},
+            "aws:sns/topic:Topic": {"arn": self.arn("sns", physical)},
+            "aws:kinesis/stream:Stream": {"arn": self.arn("kinesis", f"stream/{physical}")},
+            "aws:secretsmanager/secret:Secret": {
+                "arn": self.arn("secretsmanager", f"secret:{physical}-AbCdEf")},
+            "aws:rds/cluster:Cluster": {
+                "arn": self.arn("rds", f"cluster:{physical}"),
+                "endpoint": f"{physical}.cluster-c0ffee.{region}.rds.amazonaws.com",
+                "readerEndpoint": f"{physical}.cluster-ro-c0ffee.{region}.rds.amazonaws.com",
+                "port": 5432,
+                "clusterResourceId": "cluster-" + _short_hash(physical).upper(),
+                "masterUserSecrets": [{
+                    "secretArn": self.arn("secretsmanager", f"secret:rds!cluster-{rid}-XyZ012"),
+                    "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
+                    "secretStatus": "active",
+                }],
+            },
+            "aws:rds/clusterInstance:ClusterInstance": {
+                "arn": self.arn("rds", f"db:{physical}"),
+                "endpoint": f"{physical}.c0ffee.{region}.rds.amazonaws.com"},
+            "aws:elasticache/replicationGroup:ReplicationGroup": {
+                "arn": self.arn("elasticache", f"replicationgroup:{rid}"),
+                "primaryEndpointAddress": f"master.{rid}.c0ffee.{_az_code(region)}.cache."
+                                            "amazonaws.com",
+                "readerEndpointAddress": f"replica.{rid}.c0ffee.{_az_code(region)}.cache."
+                                           "amazonaws.com"},
+            "aws:efs/fileSystem:FileSystem": {
+                "arn": self.arn("elasticfilesystem", f"file-system/{rid}"),
+                "dnsName": f"{rid}.efs.{region}.amazonaws.com"},
+            "aws:efs/accessPoint:AccessPoint": {
+                "arn": self.arn("elasticfilesystem", f"access-point/{rid}")},
+            "aws:ecs/cluster:Cluster": {"arn": self.arn("ecs", f"cluster/{physical}")},
+            "aws:ecs/service:Service": {"arn": self.arn("ecs", f"service/{physical}")},
+            "aws:ecs/taskDefinition:TaskDefinition": {
+                "arn": self.arn("ecs", f"task-definition/{inputs.get('family', rid)}:1"),
+                "revision": 1},
+            "aws:ecr/repository:Repository": {
+                "arn": self.arn("ecr", f"repository/{physical}"),
+                "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}"},
+            "aws:lambda/function:Function": {
+                "arn": self.arn("lambda", f"function:{physical}"),
+                "invokeArn": f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
+                              f"{self.arn('lambda', f'function:{physical}')}/invocations",
+                "qualifiedArn": self.arn("lambda", f"function:{physical}:1"),
+                "version": "1"},
+            "aws:apigateway/restApi:RestApi": {
+                "arn": f"arn:aws:apigateway:{region}::/restapis/{rid}",
+                "rootResourceId": "root" + rid[:6],
+                "executionArn": self.arn("execute-api", rid)},
+            "aws:apigateway/stage:Stage": {
+                "arn": f"arn:aws:apigateway:{region}::/restapis/{inputs.get('restApi')}"
+                       f"/stages/{inputs.get('stageName')}",
+                "invokeUrl": f"https://{inputs.get('restApi')}.execute-api.{region}."
+                              f"amazonaws.com/{inputs.get('stageName')}",
+                "executionArn": self.arn("execute-api", f"{inputs.get('restApi')}/"
+                                                         f"{inputs.get('stageName')}")},
+            "aws:apigateway/apiKey:ApiKey": {"arn": f"arn:aws:apigateway:{region}::/apikeys/"
+                                                    f"{rid}"},
+            "aws:wafv2/webAcl:WebAcl": {"arn": self.arn("wafv2", f"regional/webacl/{physical}/"
+                                                                 f"{_uuid_like(physical)}")},
+            "aws:s3/bucket:Bucket": {"arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
+                                     "bucket": inputs.get("bucket", rid)},
+            "aws:cloudtrail/trail:Trail": {"arn": self.arn("cloudtrail", f"trail/{physical}")},
+            "aws:pipes/pipe:Pipe": {"arn": self.arn("pipes", f"pipe/{physical}")},
+            "aws:cloudwatch/metricAlarm:MetricAlarm": {
+                "arn": self.arn("cloudwatch", f"alarm:{physical}")},
+            "random:index/randomPassword:RandomPassword": {
+                "result": "x" * int(inputs.get("length", 32))},
+            "random:index/randomBytes:RandomBytes": {
+                "base64": "QUJD" * 8, "hex": "ab" * int(inputs.get("length", 32))},
+        }
+        if typ in table:
+            return table[typ]
+        if typ.startswith("aws:"):
+            return {"arn": self.arn(service, f"{typ.split(':')[-1].lower()}/{rid}")}
+        return {}
+
+    # -- invokes -------------------------------------------------------------------------
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
+        token, call_args = args.token, args.args
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            zones = REGION_ZONES.get(self.region, ())
+            return {"names": list(zones), "zoneIds": [f"{_az_code(self.region)}-az{i + 1}"
+                                                        for i in range(len(zones))],
+                    "id": self.region}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": self.account_id, "id": self.account_id,
+                    "arn": f"arn:aws:iam::{self.account_id}:user/ci",
+                    "userId": "AIDACI"}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com",
+                    "reverseDnsPrefix": "com.amazonaws", "id": "aws"}
+        if token == "aws:index/getRegion:getRegion":
+            return {"region": self.region, "id": self.region,
+                    "endpoint": f"ec2.{self.region}.amazonaws.com"}
+        if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
+            service = call_args["service"]
+            return {"serviceName": f"com.amazonaws.{self.region}.{service}",
+                    "serviceType": call_args.get("serviceType", "Interface"),
+                    "id": service}
+        raise NotImplementedError(f"EngineMocks has no answer for invoke {token}")
+
+
+def _uuid_like(seed: str) -> str:
+    h = _short_hash(seed, "uuid") + _short_hash("k", seed)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def _az_code(region: str) -> str:
+    parts = region.split("-")
+    return parts[0] + "".join(p[0] for p in parts[1:-1]) + parts[-1]
+
+
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Registered:
+    """One registered resource: type token, logical name, parent URN and resolved inputs."""
+
+    urn: str
+    type: str
+    name: str
+    parent_urn: str
+    custom: bool
+    inputs: dict[str, Any]
+    state: dict[str, Any]
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also remembering each registration's inputs and parent."""
+
+    def __init__(self, mocks: EngineMocks):
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            from pulumi.runtime import rpc
+
+            inputs = rpc.deserialize_properties(request.object)
+            self.registered.append(Registered(
+                urn=response.urn, type=request.type, name=request.name,
+                parent_urn=request.parent, custom=request.custom, inputs=inputs,
+                state=self.resources[response.urn].state))
+        return response
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    region: str
+    config: dict[str, str]
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, type_token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> Registered:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one {type_token} {name or ''}, found "
+                                 f"{[r.name for r in found]}")
+        return found[0]
+
+    def named(self, name: str) -> Registered:
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one resource named {name}, found {len(found)}")
+        return found[0]
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` block of `Pulumi.<stack>.yaml`."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    return document.get("config", {}) or {}
+
+
+def to_engine_value(value: Any) -> str:
+    """Config values reach the program as strings, structured values as JSON (as the CLI does)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def qualify(key: str) -> str:
+    return key if ":" in key else f"{PROJECT}:{key}"
+
+
+def run_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, *,
+              preview: bool = False) -> ProgramRun:
+    """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ overrides) under mocks."""
+    raw = {qualify(k): v for k, v in stack_config(stack).items()}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            raw.pop(qualify(key), None)
+        else:
+            raw[qualify(key)] = value
+    config = {k: to_engine_value(v) for k, v in raw.items()}
+    region = config.get("aws:region", "")
+    return run_program(stack, config, region, preview=preview)
+
+
+def run_program(stack: str, config: dict[str, str], region: str, *,
+                preview: bool = False) -> ProgramRun:
+    return run_under_mocks(
+        lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
+        stack=stack, config=config, region=region, preview=preview)
+
+
+def run_components(build: Callable[[], Any], *, region: str = "eu-central-1",
+                   stack: str = "test") -> ProgramRun:
+    """Run `build` (which creates components) under the same mocks as a whole program."""
+    return run_under_mocks(build, stack=stack, config={"aws:region": region}, region=region)
+
+
+def run_under_mocks(program: Callable[[], Any], *, stack: str, config: dict[str, str],
+                    region: str, preview: bool = False) -> ProgramRun:
+    mocks = EngineMocks(region=region)
+    monitor = RecordingMonitor(mocks)
+    logger = logging.getLogger(f"offline.{stack}")
+    logger.propagate = False
+    collector = _WarningCollector()
+    logger.handlers = [collector]
+    pulumi_settings.set_root_resource(None)  # a fresh root stack per run
+    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, logger=logger,
+                           monitor=monitor)
+    pulumi.runtime.set_all_config(config)
+    os.environ.pop("PULUMI_CONFIG", None)
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        _sync_await(run_pulumi_func(program))
+        outputs, secret = _resolve_outputs()
+    finally:
+        os.chdir(cwd)
+    return ProgramRun(stack=stack, region=region, config=config, resources=monitor.registered,
+                      outputs=outputs, secret_outputs=secret, warnings=collector.messages)
+
+
+def _resolve_outputs() -> tuple[dict[str, Any], set[str]]:
+    root = pulumi_settings.get_root_resource()
+    values, secret = {}, set()
+    for name, value in getattr(root, "outputs", {}).items():
+        output = pulumi.Output.from_input(value)
+        values[name] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            secret.add(name)
+    return values, secret
