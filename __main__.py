@@ -9,6 +9,7 @@ import pulumi_aws as aws
 from components.kms import AwsContext, PlatformKeys, PlatformKeysArgs
 from components.naming import common_tags, namer_for
 from components.network import SecureVpc, SecureVpcArgs
+from components.observability import AlarmTopic, AlarmTopicArgs
 from components.settings import load_settings
 
 settings = load_settings()  # raises one ConfigError listing every bad key (G8)
@@ -47,9 +48,23 @@ network = SecureVpc("network", SecureVpcArgs(
     vpc_endpoints=settings.network.vpc_endpoints,
 ), on_provider)
 
+alarms = AlarmTopic("alarms", AlarmTopicArgs(
+    namer=namer, context=context, kms_key_arn=keys.messaging.arn,
+    email=settings.observability.alarm_email,
+), on_provider)
+
+# --- data tier (issue 4): database, cache -------------------------------------------------
+
+# --- processing tier (issue 5): stream, job queue, shared storage, worker service ----------
+
+# --- API tier (issue 6) --------------------------------------------------------------------
+
+# --- operations (issue 7): audit trail, dashboard --------------------------------------------
+
 pulumi.export("region", settings.region)
 pulumi.export("availabilityZones", zones)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("publicSubnetIds", network.public_subnet_ids)
 pulumi.export("appSubnetIds", network.app_subnet_ids)
 pulumi.export("dataSubnetIds", network.data_subnet_ids)
+pulumi.export("alarmTopicArn", alarms.arn)

@@ -89,10 +89,12 @@ class Namer:
 def check_name(name: str, kind: NameKind) -> None:
     rule = kind.value
     if len(name) > rule.max_length:
-        raise InvalidNameError(f"name '{name}' is {len(name)} chars; {kind.name} names allow at most "
-                         f"{rule.max_length} (shorten prefix or environmentSuffix)")
+        raise InvalidNameError(
+            f"name '{name}' is {len(name)} chars; {kind.name} names allow at most "
+            f"{rule.max_length} (shorten prefix or environmentSuffix)")
     if not rule.pattern.match(name):
-        raise InvalidNameError(f"name '{name}' breaks the {kind.name} rule: allowed {rule.allowed}")
+        raise InvalidNameError(
+            f"name '{name}' breaks the {kind.name} rule: allowed {rule.allowed}")
 
 
 def namer_for(settings: StackSettings) -> Namer:

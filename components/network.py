@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.firewall import HTTPS, NFS, POSTGRES, REDIS, RoleSecurityGroup
+from components.firewall import NFS, POSTGRES, REDIS, RoleSecurityGroup
 from components.kms import AwsContext
 from components.naming import NameKind, Namer, name_tag
 from components.settings import NatStrategy
@@ -155,7 +155,7 @@ class SecureVpc(pulumi.ComponentResource):
         if args.data_subnet_nacls:
             self._data_nacl(data)
         if args.vpc_endpoints:
-            self._endpoints(app_tables + [data_table])
+            self._endpoints([*app_tables, data_table])
         self.nat_gateway_count = len(nat_ids)
         self.register_outputs({
             "vpc_id": self.vpc_id,

@@ -1,0 +1,87 @@
+"""IAM documents as data: trust policies and inline role policies with exact actions on ARNs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.kms import AwsContext
+from components.naming import NameKind, Namer, name_tag
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One policy statement: exact actions on exact resources."""
+
+    sid: str
+    actions: tuple[str, ...]
+    resources: tuple[pulumi.Input[str], ...]
+    conditions: dict[str, Any] | None = None
+
+    def statement(self) -> dict[str, Any]:
+        if not self.actions or not self.resources:
+            raise ValueError(f"grant {self.sid}: needs at least one action and one resource")
+        if any(a == "*" or a.endswith(":*") for a in self.actions):
+            raise ValueError(f"grant {self.sid}: wildcard actions are not allowed")
+        statement: dict[str, Any] = {
+            "Sid": self.sid,
+            "Effect": "Allow",
+            "Action": list(self.actions),
+            "Resource": list(self.resources),
+        }
+        if self.conditions:
+            statement["Condition"] = self.conditions
+        return statement
+
+
+def policy_document(grants: Sequence[Grant]) -> pulumi.Output[str]:
+    return pulumi.Output.json_dumps({
+        "Version": "2012-10-17",
+        "Statement": [g.statement() for g in grants],
+    })
+
+
+def service_trust_policy(service: str, ctx: AwsContext,
+                         source_arn: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
+    """Trust `service` only on behalf of this account (confused-deputy guard)."""
+    condition: dict[str, Any] = {"StringEquals": {"aws:SourceAccount": ctx.account_id}}
+    if source_arn is not None:
+        condition["ArnLike"] = {"aws:SourceArn": source_arn}
+    return pulumi.Output.json_dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "sts:AssumeRole",
+            "Condition": condition,
+        }],
+    })
+
+
+def service_role(resource_name: str, *, role: str, service: str, ctx: AwsContext,
+                 namer: Namer, parent: pulumi.Resource,
+                 source_arn: pulumi.Input[str] | None = None) -> aws.iam.Role:
+    physical = namer.name(role, NameKind.IAM_ROLE)
+    return aws.iam.Role(
+        resource_name,
+        name=physical,
+        assume_role_policy=service_trust_policy(service, ctx, source_arn),
+        # Policies attached outside this program must not block `pulumi destroy`.
+        force_detach_policies=True,
+        tags=name_tag(physical),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def attach_grants(resource_name: str, role: aws.iam.Role, grants: Sequence[Grant], *,
+                  parent: pulumi.Resource) -> aws.iam.RolePolicy:
+    return aws.iam.RolePolicy(
+        resource_name,
+        role=role.id,
+        policy=policy_document(grants),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

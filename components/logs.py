@@ -1,0 +1,28 @@
+"""Encrypted log groups with retention: every log group of the stack is made here (O1).
+
+Services that would otherwise create their own group (Lambda, RDS, API Gateway, ECS) get one
+pre-created under the exact name they use, and the producer depends on it, so the group is
+created first, deleted last, encrypted and never left to "never expire".
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from components.settings import LOG_RETENTION_DAYS
+
+
+def encrypted_log_group(resource_name: str, *, name: pulumi.Input[str],
+                        kms_key_arn: pulumi.Input[str], retention_days: int,
+                        parent: pulumi.Resource) -> aws.cloudwatch.LogGroup:
+    if retention_days not in LOG_RETENTION_DAYS:
+        raise ValueError(f"retention_days={retention_days}: allowed one of "
+                         + ", ".join(map(str, LOG_RETENTION_DAYS)))
+    return aws.cloudwatch.LogGroup(
+        resource_name,
+        name=name,
+        kms_key_id=kms_key_arn,
+        retention_in_days=retention_days,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
