@@ -1,0 +1,1 @@
+"""The API Lambda behind API Gateway (REST API, Lambda proxy integration)."""

@@ -1,0 +1,1 @@
+"""Pieces shared by the API Lambda and the media worker."""

@@ -1,0 +1,177 @@
+"""PostgreSQL access with pg8000 (pure Python, so the Lambda needs no native build).
+
+One connection per process, reused across Lambda invocations and worker jobs. Work is
+handed in as a function that runs inside one transaction; if the connection turns out
+to be dead (idle timeout, failover, pg_terminate_backend) the transaction is run again
+once on a fresh connection, which is safe because nothing of it was committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pg8000.dbapi
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+from services.common.secrets import CredentialsError, DbCredentialProvider, DbCredentials
+from services.common.settings import DatabaseSettings, SslMode
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_AUTH_FAILURE_CODES = frozenset({"28P01", "28000"})
+# admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now, too many clients
+_UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03", "53300"})
+_LOST_CONNECTION_MESSAGES = ("network error", "connection is closed", "communication error")
+_STATEMENT_TIMEOUT_MS = "15000"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached right now; retrying later may succeed."""
+
+
+class DatabaseAuthError(DatabaseUnavailable):
+    """The server rejected the credentials, even after fetching them again."""
+
+
+def sqlstate(error: BaseException) -> str | None:
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        return error.args[0].get("C")
+    return None
+
+
+def _is_connection_lost(error: BaseException) -> bool:
+    if isinstance(error, InterfaceError):
+        text = str(error).lower()
+        return any(message in text for message in _LOST_CONNECTION_MESSAGES)
+    code = sqlstate(error)
+    return code is not None and (code.startswith("08") or code in _UNAVAILABLE_CODES)
+
+
+def ssl_context_for(settings: DatabaseSettings) -> ssl.SSLContext | None:
+    if settings.ssl_mode == SslMode.DISABLE:
+        return None
+    context = ssl.create_default_context(cafile=settings.ssl_root_cert)
+    if settings.ssl_mode == SslMode.REQUIRE:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Database:
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        credentials: DbCredentialProvider,
+        *,
+        application_name: str,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._application_name = application_name
+        self._timeout = connect_timeout
+        self._ssl_context = ssl_context_for(settings)
+        self._connection: pg8000.dbapi.Connection | None = None
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        """Run `work(cursor)` in one transaction and commit; retry once on a lost connection."""
+        for attempt in (1, 2):
+            connection = self._connected()
+            try:
+                result = work(connection.cursor())
+                connection.commit()
+                return result
+            except Exception as error:
+                if not _is_connection_lost(error):
+                    self._rollback_quietly(connection)
+                    raise
+                self._discard()
+                if attempt == 2:
+                    raise DatabaseUnavailable(f"database connection lost: {error}") from error
+                log.warning(
+                    "database connection lost; retrying on a new one", extra={"error": str(error)}
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run_script(self, work: Callable[[pg8000.dbapi.Connection], T]) -> T:
+        """Give `work` the raw connection inside a transaction (multi-statement DDL)."""
+        connection = self._connected()
+        try:
+            connection.cursor().execute("SELECT 1")  # opens the transaction block
+            result = work(connection)
+            connection.commit()
+            return result
+        except Exception as error:
+            if _is_connection_lost(error):
+                self._discard()
+                raise DatabaseUnavailable(f"database connection lost: {error}") from error
+            self._rollback_quietly(connection)
+            raise
+
+    def close(self) -> None:
+        self._discard()
+
+    def _connected(self) -> pg8000.dbapi.Connection:
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
+
+    def _open(self) -> pg8000.dbapi.Connection:
+        try:
+            credentials = self._credentials.current()
+            try:
+                return self._connect(credentials)
+            except DatabaseError as error:
+                if sqlstate(error) not in _AUTH_FAILURE_CODES:
+                    raise
+                return self._reconnect_with_fresh_credentials(error)
+        except CredentialsError as error:
+            raise DatabaseUnavailable(f"database credentials unavailable: {error}") from error
+        except (InterfaceError, OSError) as error:
+            raise DatabaseUnavailable(f"cannot connect to the database: {error}") from error
+        except DatabaseError as error:
+            if _is_connection_lost(error):
+                raise DatabaseUnavailable(f"database refused the connection: {error}") from error
+            raise
+
+    def _reconnect_with_fresh_credentials(self, rejected: DatabaseError) -> pg8000.dbapi.Connection:
+        log.warning("database rejected the credentials; fetching them again")
+        if not self._credentials.refresh():
+            raise DatabaseAuthError(f"database rejected the credentials: {rejected}") from rejected
+        try:
+            return self._connect(self._credentials.current())
+        except DatabaseError as error:
+            if sqlstate(error) in _AUTH_FAILURE_CODES:
+                raise DatabaseAuthError(f"database rejected fresh credentials: {error}") from error
+            raise
+
+    def _connect(self, credentials: DbCredentials) -> pg8000.dbapi.Connection:
+        return pg8000.dbapi.connect(
+            user=credentials.username,
+            password=credentials.password,
+            host=self._settings.host,
+            port=self._settings.port,
+            database=self._settings.name,
+            ssl_context=self._ssl_context,
+            timeout=self._timeout,
+            application_name=self._application_name,
+            startup_params={"statement_timeout": _STATEMENT_TIMEOUT_MS},
+        )
+
+    def _rollback_quietly(self, connection: pg8000.dbapi.Connection) -> None:
+        try:
+            connection.rollback()
+        except Exception:
+            self._discard()
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                log.debug("closing a broken database connection failed", exc_info=True)

@@ -1,0 +1,130 @@
+"""Events on the Kinesis stream and how they arrive in SQS.
+
+An event is a flat JSON object: `type`, `version`, `video_id`, `job_id`, `source_uri`,
+`occurred_at`, plus type-specific keys. The EventBridge Pipe forwards `job.requested`
+events with the input template `<$.data>`, so an SQS body is normally the event itself;
+a raw Kinesis record envelope (`{"data": "<base64>"}` or `{"data": {...}}`) is accepted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+JOB_REQUESTED = "job.requested"
+VIDEO_PROCESSED = "video.processed"
+EVENT_TYPES = frozenset({JOB_REQUESTED, VIDEO_PROCESSED})
+EVENT_VERSION = 1
+_REQUIRED_TEXT = ("video_id", "job_id", "source_uri", "occurred_at")
+_CORE_KEYS = frozenset({"type", "version", *_REQUIRED_TEXT})
+
+
+class EventError(ValueError):
+    """A message that can never be understood, however often it is retried."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    type: str
+    video_id: str
+    job_id: str
+    source_uri: str
+    occurred_at: str
+    version: int = EVENT_VERSION
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.detail,
+            "type": self.type,
+            "version": self.version,
+            "video_id": self.video_id,
+            "job_id": self.job_id,
+            "source_uri": self.source_uri,
+            "occurred_at": self.occurred_at,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True, default=str)
+
+    @property
+    def partition_key(self) -> str:
+        return self.video_id
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event(
+    event_type: str, *, video_id: str, job_id: str, source_uri: str, **detail: Any
+) -> Event:
+    return Event(
+        type=event_type,
+        video_id=video_id,
+        job_id=job_id,
+        source_uri=source_uri,
+        occurred_at=utc_now_iso(),
+        detail=detail,
+    )
+
+
+def parse_event(document: Any) -> Event:
+    if not isinstance(document, dict):
+        raise EventError("event is not a JSON object")
+    if document.get("type") not in EVENT_TYPES:
+        raise EventError(f"unknown event type {document.get('type')!r}")
+    if document.get("version") != EVENT_VERSION:
+        raise EventError(f"unsupported event version {document.get('version')!r}")
+    for key in _REQUIRED_TEXT:
+        if not isinstance(document.get(key), str) or not document[key]:
+            raise EventError(f"event field {key!r} is missing or not a string")
+    for key in ("video_id", "job_id"):
+        _require_uuid(key, document[key])
+    return Event(
+        type=document["type"],
+        video_id=document["video_id"],
+        job_id=document["job_id"],
+        source_uri=document["source_uri"],
+        occurred_at=document["occurred_at"],
+        detail={k: v for k, v in document.items() if k not in _CORE_KEYS},
+    )
+
+
+def parse_message_body(body: str | bytes) -> Event:
+    """The event in an SQS message body, unwrapping a Kinesis record envelope if present."""
+    document = _json(body)
+    if isinstance(document, dict) and "type" not in document and "data" in document:
+        document = _unwrap_kinesis_data(document["data"])
+    return parse_event(document)
+
+
+def _unwrap_kinesis_data(data: Any) -> Any:
+    if isinstance(data, dict):
+        return data
+    if not isinstance(data, str):
+        raise EventError("Kinesis envelope 'data' is neither base64 text nor an object")
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise EventError("Kinesis envelope 'data' is not valid base64") from None
+    return _json(decoded)
+
+
+def _json(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EventError("message body is not JSON") from None
+
+
+def _require_uuid(key: str, value: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise EventError(f"event field {key!r} is not a UUID") from None

@@ -1,0 +1,257 @@
+"""Settings read once from the environment into frozen dataclasses.
+
+Every problem names the environment variable, so a misconfigured task or function
+fails at start-up with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SQS_MAX_VISIBILITY_SECONDS = 43_200
+
+
+class SettingsError(ValueError):
+    """An environment variable is missing or holds a value that is not allowed."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"environment variable {name}: {problem}")
+        self.variable = name
+
+
+class SslMode:
+    """How a TLS connection to PostgreSQL is checked (`DB_SSL`)."""
+
+    DISABLE = "disable"
+    REQUIRE = "require"  # encrypted, server certificate not verified (libpq sslmode=require)
+    VERIFY_FULL = "verify-full"  # encrypted, chain and host name verified
+
+
+class _Env:
+    """Typed reads from one environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                raise SettingsError(name, "is required but not set")
+            return default
+        return value
+
+    def optional(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def integer(self, name: str, default: int | None = None, *, low: int, high: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                raise SettingsError(name, "is required but not set")
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"must be an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(name, f"must be between {low} and {high}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, f"must be a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(name, f"must be between {low} and {high}, got {number}")
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise SettingsError(name, f"must be true or false, got {value!r}")
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).upper()
+        if value not in allowed:
+            raise SettingsError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def ssl_mode(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            return SslMode.VERIFY_FULL
+        lowered = value.lower()
+        if lowered in _TRUE or lowered == SslMode.VERIFY_FULL:
+            return SslMode.VERIFY_FULL
+        if lowered in _FALSE or lowered == SslMode.DISABLE:
+            return SslMode.DISABLE
+        if lowered == SslMode.REQUIRE:
+            return SslMode.REQUIRE
+        raise SettingsError(name, f"must be true, false or require, got {value!r}")
+
+    def absolute_path(self, name: str, default: str | None = None) -> PurePosixPath:
+        value = self.text(name, default)
+        path = PurePosixPath(value)
+        if not path.is_absolute():
+            raise SettingsError(name, f"must be an absolute path, got {value!r}")
+        return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    host: str
+    port: int
+    name: str
+    ssl_mode: str
+    """`verify-full` (DB_SSL=true, the default), `require`, or `disable` (DB_SSL=false)."""
+    ssl_root_cert: str | None = None
+    """PEM bundle to trust instead of the system store (DB_SSL_ROOT_CERT)."""
+    secret_arn: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    host: str
+    port: int
+    tls: bool
+    auth_secret_arn: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonSettings:
+    database: DatabaseSettings
+    redis: RedisSettings
+    stream_name: str
+    media_root: PurePosixPath
+    cache_ttl_seconds: int
+    log_level: str
+    aws_region: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    common: CommonSettings
+    jobs_queue_url: str
+    dead_letter_queue_url: str
+    max_receive_count: int
+    job_timeout_seconds: int
+    visibility_timeout_seconds: int
+    content_key_secret_arn: str | None
+    scratch_dir: PurePosixPath
+    batch_size: int
+    receive_wait_seconds: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    stop_timeout_seconds: float
+    ffprobe_path: str
+
+
+def _database(env: _Env, *, credentials_from_env: bool) -> DatabaseSettings:
+    secret_arn = env.optional("DB_SECRET_ARN")
+    username = env.optional("DB_USERNAME")
+    password = env.optional("DB_PASSWORD")
+    if secret_arn is None:
+        if not credentials_from_env:
+            raise SettingsError("DB_SECRET_ARN", "is required but not set")
+        if username is None:
+            raise SettingsError("DB_USERNAME", "is required when DB_SECRET_ARN is not set")
+        if password is None:
+            raise SettingsError("DB_PASSWORD", "is required when DB_SECRET_ARN is not set")
+    return DatabaseSettings(
+        host=env.text("DB_HOST"),
+        port=env.integer("DB_PORT", 5432, low=1, high=65535),
+        name=env.text("DB_NAME"),
+        ssl_mode=env.ssl_mode("DB_SSL"),
+        ssl_root_cert=env.optional("DB_SSL_ROOT_CERT"),
+        secret_arn=secret_arn,
+        username=username,
+        password=password,
+    )
+
+
+def _redis(env: _Env) -> RedisSettings:
+    return RedisSettings(
+        host=env.text("REDIS_HOST"),
+        port=env.integer("REDIS_PORT", 6379, low=1, high=65535),
+        tls=env.boolean("REDIS_TLS", True),
+        auth_secret_arn=env.optional("REDIS_AUTH_SECRET_ARN"),
+        auth_token=env.optional("REDIS_AUTH_TOKEN"),
+    )
+
+
+def _common(env: _Env, *, credentials_from_env: bool) -> CommonSettings:
+    return CommonSettings(
+        database=_database(env, credentials_from_env=credentials_from_env),
+        redis=_redis(env),
+        stream_name=env.text("STREAM_NAME"),
+        media_root=env.absolute_path("MEDIA_ROOT"),
+        cache_ttl_seconds=env.integer("CACHE_TTL_SECONDS", 300, low=1, high=86_400 * 7),
+        log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+        aws_region=env.optional("AWS_REGION") or env.optional("AWS_DEFAULT_REGION"),
+    )
+
+
+def load_api_settings(environ: Mapping[str, str] | None = None) -> CommonSettings:
+    """Settings of the API Lambda: credentials come from Secrets Manager by ARN."""
+    env = _Env(os.environ if environ is None else environ)
+    return _common(env, credentials_from_env=False)
+
+
+def load_worker_settings(environ: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Settings of the media worker: credentials by secret ARN if given, else from env."""
+    env = _Env(os.environ if environ is None else environ)
+    common = _common(env, credentials_from_env=True)
+    job_timeout = env.integer("JOB_TIMEOUT_SECONDS", 120, low=1, high=SQS_MAX_VISIBILITY_SECONDS)
+    visibility = env.integer(
+        "VISIBILITY_TIMEOUT_SECONDS", 300, low=1, high=SQS_MAX_VISIBILITY_SECONDS
+    )
+    if visibility <= job_timeout:
+        raise SettingsError(
+            "VISIBILITY_TIMEOUT_SECONDS",
+            f"must be greater than JOB_TIMEOUT_SECONDS ({job_timeout}), got {visibility}",
+        )
+    retry_max = env.number(
+        "RETRY_MAX_SECONDS", 900.0, low=0.0, high=float(SQS_MAX_VISIBILITY_SECONDS)
+    )
+    return WorkerSettings(
+        common=common,
+        jobs_queue_url=env.text("JOBS_QUEUE_URL"),
+        dead_letter_queue_url=env.text("DEAD_LETTER_QUEUE_URL"),
+        max_receive_count=env.integer("MAX_RECEIVE_COUNT", low=1, high=1000),
+        job_timeout_seconds=job_timeout,
+        visibility_timeout_seconds=visibility,
+        content_key_secret_arn=env.optional("CONTENT_KEY_SECRET_ARN"),
+        scratch_dir=env.absolute_path("SCRATCH_DIR", "/tmp"),
+        batch_size=env.integer("WORKER_BATCH_SIZE", 10, low=1, high=10),
+        receive_wait_seconds=env.integer("RECEIVE_WAIT_SECONDS", 20, low=0, high=20),
+        retry_base_seconds=env.number("RETRY_BASE_SECONDS", 5.0, low=0.0, high=retry_max),
+        retry_max_seconds=retry_max,
+        stop_timeout_seconds=env.number("STOP_TIMEOUT_SECONDS", 100.0, low=1.0, high=3600.0),
+        ffprobe_path=env.text("FFPROBE_PATH", "ffprobe"),
+    )

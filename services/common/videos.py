@@ -1,0 +1,112 @@
+"""Video rows: SQL shared by the API and the worker, and their JSON representation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED")
+COLUMNS = (
+    "id, title, creator, uploaded_at, status, duration_s, size_bytes, container,"
+    " video_codec, audio_codec, width, height, bitrate, source_uri, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class Video:
+    id: uuid.UUID
+    title: str
+    creator: str
+    uploaded_at: datetime
+    status: str
+    duration_s: float | None
+    size_bytes: int | None
+    container: str | None
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    bitrate: int | None
+    source_uri: str
+    updated_at: datetime
+
+    @property
+    def version(self) -> int:
+        """Monotonic per row (every update sets updated_at = now()); orders cache writes."""
+        return _epoch_micros(self.updated_at)
+
+    def to_api(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["id"] = str(self.id)
+        document["uploaded_at"] = iso_utc(self.uploaded_at)
+        document["updated_at"] = iso_utc(self.updated_at)
+        return document
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _epoch_micros(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def video_from_row(row: Any) -> Video:
+    return Video(*row)
+
+
+def insert_video_with_job(
+    cursor: Any,
+    *,
+    video_id: uuid.UUID,
+    job_id: uuid.UUID,
+    title: str,
+    creator: str,
+    source_uri: str,
+) -> Video:
+    # ON CONFLICT: ids are fresh per request, so a conflict can only be this same
+    # transaction retried after its connection died around COMMIT.
+    cursor.execute(
+        "INSERT INTO videos (id, title, creator, source_uri) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (id) DO NOTHING",
+        (video_id, title, creator, source_uri),
+    )
+    cursor.execute(
+        "INSERT INTO jobs (id, video_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+        (job_id, video_id),
+    )
+    video = fetch_video(cursor, video_id)
+    assert video is not None
+    return video
+
+
+def fetch_video(cursor: Any, video_id: uuid.UUID) -> Video | None:
+    cursor.execute(f"SELECT {COLUMNS} FROM videos WHERE id = %s", (video_id,))
+    row = cursor.fetchone()
+    return None if row is None else video_from_row(row)
+
+
+def list_videos(
+    cursor: Any,
+    *,
+    status: str | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[Video]:
+    """Newest first, keyset-paginated on (uploaded_at, id)."""
+    conditions, parameters = [], []
+    if status is not None:
+        conditions.append("status = %s")
+        parameters.append(status)
+    if after is not None:
+        conditions.append("(uploaded_at, id) < (%s, %s)")
+        parameters.extend(after)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    cursor.execute(
+        f"SELECT {COLUMNS} FROM videos{where} ORDER BY uploaded_at DESC, id DESC LIMIT %s",
+        (*parameters, limit),
+    )
+    return [video_from_row(row) for row in cursor.fetchall()]

@@ -1,0 +1,1 @@
+"""The media worker: consumes processing jobs from SQS and probes media with ffprobe."""

@@ -1,0 +1,464 @@
+"""The job loop (R3, W5, W6): receive from SQS, claim, probe, record, publish, delete.
+
+Every step is safe to repeat: a message may arrive twice, a worker may die anywhere, and
+a transient failure just puts the message back (with backoff) for the next attempt,
+which picks up where the job's row says it is.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.aws import AWS_ERRORS, EventStream
+from services.common.cache import CacheUnavailable, VideoCache
+from services.common.db import Database, DatabaseAuthError
+from services.common.events import (
+    JOB_REQUESTED,
+    VIDEO_PROCESSED,
+    EventError,
+    new_event,
+    parse_message_body,
+)
+from services.common.settings import WorkerSettings
+from services.common.videos import Video, fetch_video
+from services.worker.backoff import full_jitter_delay
+from services.worker.errors import PermanentJobError, ProbeTimeout
+from services.worker.heartbeat import heartbeat_path, write_heartbeat
+from services.worker.jobs import (
+    TERMINAL_STATES,
+    Claim,
+    claim_job,
+    complete_job,
+    fail_job,
+    job_status,
+    mark_notified,
+    release_job,
+)
+from services.worker.probe import MediaFacts
+
+log = logging.getLogger(__name__)
+
+Deadline = Callable[[], tuple[float, bool]]
+Probe = Callable[[str, Deadline], MediaFacts]
+_RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"]
+_MEDIA_FIELDS = (
+    "duration_s",
+    "size_bytes",
+    "container",
+    "video_codec",
+    "audio_codec",
+    "width",
+    "height",
+    "bitrate",
+)
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"  # the job had already ended; the message was only cleaned up
+    DEFERRED = "deferred"  # another worker holds the job's lease
+    RETRY = "retry"  # transient error; the message comes back after a backoff
+    RELEASED = "released"  # shutting down; the message is visible again at once
+    POISON = "poison"  # unreadable message, sent to the dead-letter queue
+    LEASE_LOST = "lease_lost"  # the lease expired and another worker took the job over
+
+
+class StopSignal:
+    """Set by SIGTERM; fixes the moment by which the worker must have let go of its work."""
+
+    def __init__(self, stop_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._timeout = stop_timeout
+        self._clock = clock
+        self._event = threading.Event()
+        self.deadline: float | None = None
+
+    def request(self) -> None:
+        if self.deadline is None:
+            self.deadline = self._clock() + self._timeout
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    body: str
+    receipt_handle: str
+    receive_count: int
+    seconds_since_first_receive: float
+    received_at: float
+
+    @classmethod
+    def from_sqs(cls, raw: dict[str, Any], received_at: float) -> Message:
+        attributes = raw.get("Attributes") or {}
+        first_ms = int(attributes.get("ApproximateFirstReceiveTimestamp") or time.time() * 1000)
+        return cls(
+            message_id=raw["MessageId"],
+            body=raw.get("Body") or "",
+            receipt_handle=raw["ReceiptHandle"],
+            receive_count=int(attributes.get("ApproximateReceiveCount") or 1),
+            seconds_since_first_receive=max(0.0, time.time() - first_ms / 1000),
+            received_at=received_at,
+        )
+
+
+@dataclass
+class _Attempt:
+    message: Message
+    job_id: uuid.UUID
+    video_id: uuid.UUID
+    token: uuid.UUID = field(default_factory=uuid.uuid4)
+    claim: Claim | None = None
+
+    @property
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "job_id": str(self.job_id),
+            "video_id": str(self.video_id),
+            "receive_count": self.message.receive_count,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerDeps:
+    database: Database
+    sqs: Any
+    stream: EventStream
+    cache: VideoCache
+    probe: Probe
+    rng: Callable[[], float] = random.random
+    clock: Callable[[], float] = time.monotonic
+
+
+class ReceiveFailed(RuntimeError):
+    """SQS could not be polled."""
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, deps: WorkerDeps, stop: StopSignal) -> None:
+        self._settings = settings
+        self._deps = deps
+        self._db = deps.database
+        self._stop = stop
+        self._heartbeat = heartbeat_path(settings.scratch_dir)
+
+    def run(self) -> int:
+        """Poll until SIGTERM; 0 on a clean stop. DatabaseAuthError propagates to main."""
+        failures = 0
+        while not self._stop.requested:
+            self.beat()
+            try:
+                self.poll_once()
+                failures = 0
+            except ReceiveFailed as error:
+                failures += 1
+                delay = self._deps.rng() * min(30.0, 2.0**failures)
+                log.warning(
+                    "receive failed; backing off", extra={"error": str(error), "delay_s": delay}
+                )
+                self._stop.wait(delay)
+        log.info("stop requested; exiting")
+        return 0
+
+    def beat(self) -> None:
+        write_heartbeat(self._heartbeat)
+
+    def poll_once(self) -> list[Outcome]:
+        messages = self._receive()
+        outcomes: list[Outcome] = []
+        for index, message in enumerate(messages):
+            if self._stop.requested:
+                self._release_messages(messages[index:])
+                break
+            try:
+                outcomes.append(self.handle(message))
+            except BaseException:
+                self._release_messages(messages[index + 1 :])
+                raise
+            self.beat()
+        return outcomes
+
+    def _receive(self) -> list[Message]:
+        try:
+            response = self._deps.sqs.receive_message(
+                QueueUrl=self._settings.jobs_queue_url,
+                MaxNumberOfMessages=self._settings.batch_size,
+                WaitTimeSeconds=self._settings.receive_wait_seconds,
+                VisibilityTimeout=self._settings.visibility_timeout_seconds,
+                AttributeNames=_RECEIVE_ATTRIBUTES,
+            )
+        except AWS_ERRORS as error:
+            raise ReceiveFailed(str(error)) from error
+        now = self._deps.clock()
+        return [Message.from_sqs(raw, now) for raw in response.get("Messages", [])]
+
+    def handle(self, message: Message) -> Outcome:
+        try:
+            event = parse_message_body(message.body)
+            if event.type != JOB_REQUESTED:
+                raise EventError(f"unexpected event type {event.type!r} on the jobs queue")
+        except EventError as error:
+            return self._dead_letter_unreadable(message, str(error))
+        attempt = _Attempt(message, uuid.UUID(event.job_id), uuid.UUID(event.video_id))
+        try:
+            try:
+                outcome = self._process(attempt)
+            except PermanentJobError as error:
+                outcome = self._fail_permanently(attempt, str(error))
+        except DatabaseAuthError:
+            self._release(attempt, "database rejected the credentials", visibility=0)
+            raise
+        except Exception as error:
+            outcome = self._retry_later(attempt, error)
+        log.info("message handled", extra={**attempt.log_fields, "outcome": str(outcome)})
+        return outcome
+
+    def _process(self, attempt: _Attempt) -> Outcome:
+        self._keep_invisible(attempt.message)
+        claim = self._db.run(
+            lambda cursor: claim_job(
+                cursor,
+                job_id=attempt.job_id,
+                video_id=attempt.video_id,
+                token=attempt.token,
+                lease_seconds=self._settings.visibility_timeout_seconds,
+            )
+        )
+        if claim is None:
+            return self._not_claimed(attempt)
+        attempt.claim = claim
+        facts = self._deps.probe(claim.source_uri, self._probe_deadline())
+        video = self._db.run(lambda cursor: complete_job(cursor, claim, facts))
+        if video is None:
+            log.warning("lease lost before completion", extra=attempt.log_fields)
+            return Outcome.LEASE_LOST
+        self._publish_outcome(attempt, video, "COMPLETED", None)
+        return Outcome.COMPLETED
+
+    def _not_claimed(self, attempt: _Attempt) -> Outcome:
+        status = self._db.run(
+            lambda cursor: job_status(cursor, job_id=attempt.job_id, video_id=attempt.video_id)
+        )
+        if status is None:
+            return self._dead_letter_unreadable(attempt.message, "no such job for this video")
+        if status.state in TERMINAL_STATES:
+            if status.notified:
+                self._delete(attempt.message)
+            else:
+                video = self._db.run(lambda cursor: fetch_video(cursor, attempt.video_id))
+                assert video is not None  # jobs reference videos with ON DELETE CASCADE
+                self._publish_outcome(attempt, video, status.state, status.last_error)
+            return Outcome.DUPLICATE
+        # Another worker holds a live lease: look again once it would have lapsed.
+        self._change_visibility(attempt.message, math.ceil(status.lease_seconds_left) + 1)
+        return Outcome.DEFERRED
+
+    def _probe_deadline(self) -> Deadline:
+        job_deadline = self._deps.clock() + self._settings.job_timeout_seconds
+
+        def deadline() -> tuple[float, bool]:
+            stop_deadline = self._stop.deadline
+            if stop_deadline is not None and stop_deadline < job_deadline:
+                return stop_deadline, True
+            return job_deadline, False
+
+        return deadline
+
+    def _fail_permanently(self, attempt: _Attempt, reason: str) -> Outcome:
+        log.warning("job failed permanently", extra={**attempt.log_fields, "reason": reason})
+        video = self._db.run(
+            lambda cursor: fail_job(
+                cursor,
+                job_id=attempt.job_id,
+                video_id=attempt.video_id,
+                token=attempt.claim.token if attempt.claim else None,
+                reason=reason,
+                dead_lettered_by_sqs=False,
+            )
+        )
+        if video is None:
+            return Outcome.LEASE_LOST
+        self._publish_outcome(attempt, video, "FAILED", reason)
+        return Outcome.FAILED
+
+    def _publish_outcome(
+        self, attempt: _Attempt, video: Video, state: str, reason: str | None
+    ) -> None:
+        """Cache, then the processed event or the dead-letter copy, then note it and delete.
+
+        A failure before `mark_notified` repeats the publication on the next delivery, so
+        the outcome is published at least once and, unless the worker dies between the
+        put and the update, exactly once.
+        """
+        self._refresh_cache(video)
+        if state == "COMPLETED":
+            self._deps.stream.put(self._processed_event(attempt, video))
+        else:
+            self._send_to_dead_letter_queue(attempt.message, reason or "failed", attempt.job_id)
+        self._db.run(lambda cursor: mark_notified(cursor, attempt.job_id))
+        self._delete(attempt.message)
+
+    @staticmethod
+    def _processed_event(attempt: _Attempt, video: Video) -> Any:
+        representation = video.to_api()
+        return new_event(
+            VIDEO_PROCESSED,
+            video_id=str(video.id),
+            job_id=str(attempt.job_id),
+            source_uri=video.source_uri,
+            status=video.status,
+            media={name: representation[name] for name in _MEDIA_FIELDS},
+        )
+
+    def _retry_later(self, attempt: _Attempt, error: Exception) -> Outcome:
+        reason = f"{type(error).__name__}: {error}"
+        shutting_down = self._stop.requested or (
+            isinstance(error, ProbeTimeout) and error.shutting_down
+        )
+        if shutting_down:
+            self._release(attempt, reason, visibility=0)
+            return Outcome.RELEASED
+        known = isinstance(error, (*AWS_ERRORS, CacheUnavailable)) or type(
+            error
+        ).__module__.startswith("services.")
+        log.warning(
+            "transient failure", extra={**attempt.log_fields, "error": reason}, exc_info=not known
+        )
+        if attempt.message.receive_count >= self._settings.max_receive_count:
+            return self._give_up(attempt, reason)
+        delay = full_jitter_delay(
+            attempt.message.receive_count,
+            base=self._settings.retry_base_seconds,
+            cap=self._settings.retry_max_seconds,
+            seconds_since_first_receive=attempt.message.seconds_since_first_receive,
+            rng=self._deps.rng,
+        )
+        self._release(attempt, reason, visibility=delay)
+        return Outcome.RETRY
+
+    def _give_up(self, attempt: _Attempt, reason: str) -> Outcome:
+        """Last allowed receive: record FAILED now, because SQS dead-letters the message next."""
+        message = attempt.message
+        final_reason = f"gave up after {message.receive_count} attempts: {reason}"
+        try:
+            video = self._db.run(
+                lambda cursor: fail_job(
+                    cursor,
+                    job_id=attempt.job_id,
+                    video_id=attempt.video_id,
+                    token=attempt.claim.token if attempt.claim else None,
+                    reason=final_reason,
+                    dead_lettered_by_sqs=True,
+                )
+            )
+        except Exception:
+            log.exception(
+                "could not record the failure; SQS dead-letters the message anyway",
+                extra=attempt.log_fields,
+            )
+            video = None
+        if video is not None:
+            self._refresh_cache_quietly(video)
+        # Visible at once, so the next receive moves it to the dead-letter queue.
+        self._change_visibility(message, 0)
+        return Outcome.FAILED
+
+    def _release(self, attempt: _Attempt, reason: str, *, visibility: int) -> None:
+        claim = attempt.claim
+        if claim is not None:
+            try:
+                self._db.run(lambda cursor: release_job(cursor, claim, reason))
+            except Exception as error:
+                # The lease still expires on its own; the job can be claimed after that.
+                log.warning(
+                    "could not release the job", extra={**attempt.log_fields, "error": str(error)}
+                )
+        self._change_visibility(attempt.message, visibility)
+
+    def _release_messages(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._change_visibility(message, 0)
+
+    def _dead_letter_unreadable(self, message: Message, reason: str) -> Outcome:
+        log.error("unreadable message", extra={"message_id": message.message_id, "reason": reason})
+        try:
+            self._send_to_dead_letter_queue(message, reason, None)
+        except AWS_ERRORS as error:
+            log.warning("dead-letter send failed", extra={"error": str(error)})
+            self._change_visibility(message, self._settings.visibility_timeout_seconds // 10)
+            return Outcome.RETRY
+        self._delete(message)
+        return Outcome.POISON
+
+    def _send_to_dead_letter_queue(
+        self, message: Message, reason: str, job_id: uuid.UUID | None
+    ) -> None:
+        attributes = {
+            "failure_reason": {"DataType": "String", "StringValue": reason[:1000] or "unknown"},
+            "source_message_id": {"DataType": "String", "StringValue": message.message_id},
+        }
+        if job_id is not None:
+            attributes["job_id"] = {"DataType": "String", "StringValue": str(job_id)}
+        self._deps.sqs.send_message(
+            QueueUrl=self._settings.dead_letter_queue_url,
+            MessageBody=message.body or "{}",
+            MessageAttributes=attributes,
+        )
+
+    def _refresh_cache(self, video: Video) -> None:
+        self._deps.cache.put(str(video.id), video.to_api(), video.version)
+
+    def _refresh_cache_quietly(self, video: Video) -> None:
+        try:
+            self._refresh_cache(video)
+        except CacheUnavailable as error:
+            log.warning(
+                "cache refresh failed", extra={"video_id": str(video.id), "error": str(error)}
+            )
+
+    def _keep_invisible(self, message: Message) -> None:
+        # A batch is worked through in order; renew the visibility of a message that waited.
+        waited = self._deps.clock() - message.received_at
+        if waited > self._settings.visibility_timeout_seconds / 2:
+            self._change_visibility(message, self._settings.visibility_timeout_seconds)
+
+    def _change_visibility(self, message: Message, seconds: int) -> None:
+        try:
+            self._deps.sqs.change_message_visibility(
+                QueueUrl=self._settings.jobs_queue_url,
+                ReceiptHandle=message.receipt_handle,
+                VisibilityTimeout=max(0, int(seconds)),
+            )
+        except AWS_ERRORS as error:
+            # The message reappears when its current visibility runs out instead.
+            log.warning(
+                "change visibility failed",
+                extra={"message_id": message.message_id, "error": str(error)},
+            )
+
+    def _delete(self, message: Message) -> None:
+        try:
+            self._deps.sqs.delete_message(
+                QueueUrl=self._settings.jobs_queue_url, ReceiptHandle=message.receipt_handle
+            )
+        except AWS_ERRORS as error:
+            # A redelivery finds the job ended and notified, and deletes it then.
+            log.warning(
+                "delete failed", extra={"message_id": message.message_id, "error": str(error)}
+            )

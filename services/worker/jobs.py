@@ -1,0 +1,156 @@
+"""Job state transitions (R3), each a guarded UPDATE so a redelivered message, a second
+worker or a worker whose lease lapsed can never move a job twice.
+
+QUEUED -> PROCESSING (claim, with a lease token and expiry)
+PROCESSING -> COMPLETED | FAILED (only by the holder of the lease)
+PROCESSING -> QUEUED (release by the holder, after a transient error)
+A PROCESSING job whose lease expired (its worker died) may be claimed again.
+`notified_at` records that the outcome left the database (processed event or DLQ copy).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.videos import COLUMNS, Video, video_from_row
+from services.worker.probe import MediaFacts
+
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED"})
+_RELEASE_GUARD = "id = %s AND state = 'PROCESSING' AND lease_token = %s"
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: uuid.UUID
+    video_id: uuid.UUID
+    token: uuid.UUID
+    attempts: int
+    source_uri: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str
+    notified: bool
+    lease_seconds_left: float
+    last_error: str | None
+
+
+def claim_job(
+    cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID, token: uuid.UUID, lease_seconds: int
+) -> Claim | None:
+    # `lease_token = token` makes the claim idempotent if its COMMIT was cut off and the
+    # transaction is run again with the same token.
+    cursor.execute(
+        "UPDATE jobs SET state = 'PROCESSING', attempts = attempts + 1, lease_token = %s,"
+        " lease_expires_at = now() + %s * interval '1 second', started_at = now(),"
+        " updated_at = now()"
+        " WHERE id = %s AND video_id = %s AND (state = 'QUEUED' OR (state = 'PROCESSING'"
+        " AND (lease_expires_at < now() OR lease_token = %s)))"
+        " RETURNING attempts",
+        (token, lease_seconds, job_id, video_id, token),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    cursor.execute(
+        "UPDATE videos SET status = 'PROCESSING', updated_at = now() WHERE id = %s"
+        " RETURNING source_uri",
+        (video_id,),
+    )
+    (source_uri,) = cursor.fetchone()
+    return Claim(job_id, video_id, token, row[0], source_uri)
+
+
+def job_status(cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID) -> JobStatus | None:
+    cursor.execute(
+        "SELECT state, notified_at IS NOT NULL,"
+        " GREATEST(0, EXTRACT(EPOCH FROM lease_expires_at - now()))::float8, last_error"
+        " FROM jobs WHERE id = %s AND video_id = %s",
+        (job_id, video_id),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return JobStatus(row[0], row[1], row[2] or 0.0, row[3])
+
+
+def complete_job(cursor: Any, claim: Claim, facts: MediaFacts) -> Video | None:
+    """COMPLETED with the media facts; None if the lease was lost meanwhile."""
+    cursor.execute(
+        "UPDATE jobs SET state = 'COMPLETED', finished_at = now(), lease_token = NULL,"
+        f" lease_expires_at = NULL, updated_at = now() WHERE {_RELEASE_GUARD} RETURNING id",
+        (claim.job_id, claim.token),
+    )
+    if cursor.fetchone() is None:
+        return None
+    cursor.execute(
+        "UPDATE videos SET status = 'COMPLETED', duration_s = %s, size_bytes = %s,"
+        " container = %s, video_codec = %s, audio_codec = %s, width = %s, height = %s,"
+        f" bitrate = %s, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
+        (
+            facts.duration_s,
+            facts.size_bytes,
+            facts.container,
+            facts.video_codec,
+            facts.audio_codec,
+            facts.width,
+            facts.height,
+            facts.bitrate,
+            claim.video_id,
+        ),
+    )
+    return video_from_row(cursor.fetchone())
+
+
+def fail_job(
+    cursor: Any,
+    *,
+    job_id: uuid.UUID,
+    video_id: uuid.UUID,
+    token: uuid.UUID | None,
+    reason: str,
+    dead_lettered_by_sqs: bool,
+) -> Video | None:
+    """FAILED with the reason; None if another worker holds the job or it already ended.
+
+    Without a token (the job was never claimed in this attempt) only a QUEUED job or one
+    whose lease expired may be failed.
+    """
+    cursor.execute(
+        "UPDATE jobs SET state = 'FAILED', last_error = %s, finished_at = now(),"
+        " lease_token = NULL, lease_expires_at = NULL,"
+        " notified_at = CASE WHEN %s THEN now() END, updated_at = now()"
+        " WHERE id = %s AND video_id = %s AND (state = 'QUEUED' OR (state = 'PROCESSING'"
+        " AND (lease_token = %s OR lease_expires_at < now())))"
+        " RETURNING id",
+        (reason[:2000], dead_lettered_by_sqs, job_id, video_id, token),
+    )
+    if cursor.fetchone() is None:
+        return None
+    cursor.execute(
+        "UPDATE videos SET status = 'FAILED', updated_at = now()"
+        f" WHERE id = %s RETURNING {COLUMNS}",
+        (video_id,),
+    )
+    return video_from_row(cursor.fetchone())
+
+
+def release_job(cursor: Any, claim: Claim, reason: str) -> bool:
+    """Give the job back (QUEUED) after a transient error so a retry need not wait for the lease."""
+    cursor.execute(
+        "UPDATE jobs SET state = 'QUEUED', lease_token = NULL, lease_expires_at = NULL,"
+        f" last_error = %s, updated_at = now() WHERE {_RELEASE_GUARD} RETURNING id",
+        (reason[:2000], claim.job_id, claim.token),
+    )
+    return cursor.fetchone() is not None
+
+
+def mark_notified(cursor: Any, job_id: uuid.UUID) -> None:
+    cursor.execute(
+        "UPDATE jobs SET notified_at = now(), updated_at = now()"
+        " WHERE id = %s AND notified_at IS NULL",
+        (job_id,),
+    )
