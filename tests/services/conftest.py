@@ -1,0 +1,217 @@
+"""Real PostgreSQL (pytest-postgresql), real Redis (pytest-redis), ffmpeg-made clips and
+moto for the AWS APIs (R4)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pg8000.dbapi
+import pytest
+from moto import mock_aws
+from pytest_postgresql import factories as postgresql_factories
+from pytest_redis import factories as redis_factories
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+for _path in (REPO_ROOT, Path(__file__).resolve().parent):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+# moto and every client the code under test creates read these; set before any client.
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "eu-central-1",
+    "AWS_REGION": "eu-central-1",
+}.items():
+    os.environ[_name] = _value
+
+from svc_support import make_clips  # noqa: E402
+
+from services.common.db import Database  # noqa: E402
+from services.common.migrations import apply_migrations  # noqa: E402
+from services.common.secrets import StaticDbCredentials  # noqa: E402
+from services.common.settings import DatabaseSettings, SslMode  # noqa: E402
+
+REGION = "eu-central-1"
+APP_USER = "media_app"
+APP_PASSWORD = "app-password-1"
+DB_NAME = "media"
+STREAM = "media-events-test"
+MAX_RECEIVE_COUNT = 3
+
+
+def _real_pg_ctl() -> str | None:
+    """Debian keeps pg_ctl out of PATH, under /usr/lib/postgresql/<major>/bin."""
+
+    def major(path: str) -> int:
+        found = re.search(r"/postgresql/(\d+)/", path)
+        return int(found.group(1)) if found else 0
+
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=major, reverse=True)
+    return candidates[0] if candidates else shutil.which("pg_ctl")
+
+
+def _pg_ctl() -> str | None:
+    """The real pg_ctl, or as root (CI) a wrapper that runs it as the postgres user."""
+    real = _real_pg_ctl()
+    if real is None or os.geteuid() != 0:
+        return real
+    wrapper_dir = Path(tempfile.mkdtemp(prefix="svc-pg-ctl-"))
+    wrapper = wrapper_dir / "pg_ctl"
+    helper = Path(__file__).resolve().parent / "pg_ctl_as_postgres.py"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{helper}" "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+# Password authentication (not trust), so credential rotation can really be rejected.
+postgresql_proc = postgresql_factories.postgresql_proc(
+    executable=_pg_ctl(), port=None, password="superuser-password"
+)
+redis_proc = redis_factories.redis_proc(executable=shutil.which("redis-server"), port=None)
+
+
+@dataclass(frozen=True)
+class PgServer:
+    host: str
+    port: int
+    superuser: str
+    superuser_password: str
+
+    def admin(self, database: str = DB_NAME) -> pg8000.dbapi.Connection:
+        connection = pg8000.dbapi.connect(
+            user=self.superuser,
+            password=self.superuser_password,
+            host=self.host,
+            port=self.port,
+            database=database,
+        )
+        connection.autocommit = True
+        return connection
+
+    def settings(self, *, port: int | None = None, name: str = DB_NAME) -> DatabaseSettings:
+        return DatabaseSettings(
+            host=self.host,
+            port=port or self.port,
+            name=name,
+            ssl_mode=SslMode.DISABLE,
+            username=APP_USER,
+            password=APP_PASSWORD,
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_server(postgresql_proc: Any) -> PgServer:
+    server = PgServer(
+        host=postgresql_proc.host,
+        port=int(postgresql_proc.port),
+        superuser=postgresql_proc.user,
+        superuser_password=postgresql_proc.password,
+    )
+    admin = server.admin("postgres")
+    cursor = admin.cursor()
+    cursor.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'")
+    cursor.execute(f"CREATE DATABASE {DB_NAME} OWNER {APP_USER}")
+    admin.close()
+    database = Database(
+        server.settings(), StaticDbCredentials(APP_USER, APP_PASSWORD), application_name="tests"
+    )
+    apply_migrations(database)
+    database.close()
+    return server
+
+
+@pytest.fixture
+def admin_db(pg_server: PgServer) -> Iterator[pg8000.dbapi.Connection]:
+    """A superuser connection to the test database, emptied of videos and jobs before use."""
+    connection = pg_server.admin()
+    connection.cursor().execute("TRUNCATE videos, jobs CASCADE")
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def database(pg_server: PgServer, admin_db: Any) -> Iterator[Database]:
+    db = Database(
+        pg_server.settings(),
+        StaticDbCredentials(APP_USER, APP_PASSWORD),
+        application_name="media-worker",
+    )
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def redis_client(redis_proc: Any) -> Iterator[Any]:
+    import redis
+
+    client = redis.Redis(host=redis_proc.host, port=redis_proc.port, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    make_clips(root / "clips")
+    return root
+
+
+@dataclass
+class AwsResources:
+    kinesis: Any
+    sqs: Any
+    secrets: Any
+    jobs_queue_url: str
+    dlq_url: str
+    db_secret_arn: str
+    redis_secret_arn: str
+    content_key_arn: str
+
+
+def create_aws_resources(endpoint_url: str | None = None, *, visibility: int = 30) -> AwsResources:
+    def client(service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=endpoint_url)
+
+    kinesis, sqs, secrets = client("kinesis"), client("sqs"), client("secretsmanager")
+    kinesis.create_stream(StreamName=STREAM, ShardCount=2)
+    dlq_url = sqs.create_queue(QueueName="media-jobs-dlq-test")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    jobs_url = sqs.create_queue(
+        QueueName="media-jobs-test",
+        Attributes={
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": (
+                f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "{MAX_RECEIVE_COUNT}"}}'
+            ),
+        },
+    )["QueueUrl"]
+    db_secret = secrets.create_secret(
+        Name="media-db-test",
+        SecretString=f'{{"username": "{APP_USER}", "password": "{APP_PASSWORD}"}}',
+    )["ARN"]
+    redis_secret = secrets.create_secret(Name="media-redis-test", SecretString="unused")["ARN"]
+    content_key = secrets.create_secret(Name="media-content-key-test", SecretString="k" * 32)["ARN"]
+    return AwsResources(
+        kinesis, sqs, secrets, jobs_url, dlq_url, db_secret, redis_secret, content_key
+    )
+
+
+@pytest.fixture
+def aws() -> Iterator[AwsResources]:
+    with mock_aws():
+        yield create_aws_resources()

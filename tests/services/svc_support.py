@@ -1,0 +1,285 @@
+"""Helpers for the services tests: media clips, fault-injecting proxies, stream readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+CLIP_ARGS = {
+    # 1 s, 64x64 test pattern with a sine tone: the smallest real video with audio.
+    "ok.mp4": [
+        "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=1",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+        "-c:v", "mpeg4", "-c:a", "aac", "-shortest",
+    ],
+    "silent.mp4": [
+        "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=1", "-an", "-c:v", "mpeg4",
+    ],
+    "audio_only.m4a": [
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-vn", "-c:a", "aac",
+    ],
+}  # fmt: skip
+
+
+def make_clips(directory: Path) -> dict[str, Path]:
+    """Valid, audio-less, audio-only, corrupt and zero-byte media, made by ffmpeg."""
+    directory.mkdir(parents=True, exist_ok=True)
+    clips = {}
+    for name, args in CLIP_ARGS.items():
+        path = directory / name
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(path)],
+            check=True,
+            timeout=60,
+        )
+        clips[name] = path
+    corrupt = directory / "corrupt.mp4"
+    corrupt.write_bytes(random.Random(7).randbytes(4096))
+    empty = directory / "empty.mp4"
+    empty.write_bytes(b"")
+    clips["corrupt.mp4"], clips["empty.mp4"] = corrupt, empty
+    return clips
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TcpProxy:
+    """Forwards a local port to a server; `cut()` drops every connection and refuses
+    new ones until `restore()`, which is how a database or cache outage looks to a client."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for sock in list(self._sockets):
+                _close(sock)
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        _close(self._listener)
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._sockets.update({client, upstream})
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        peers = {client: upstream, upstream: client}
+        try:
+            for sock in peers:
+                selector.register(sock, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select(timeout=1):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    peers[key.fileobj].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            selector.close()
+            for sock in peers:
+                _close(sock)
+            with self._lock:
+                self._sockets.difference_update(peers)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class FaultyAwsProxy:
+    """An HTTP proxy in front of a moto server that fails a share of AWS calls.
+
+    A faulted call is answered with HTTP 500 InternalFailure *without* being forwarded,
+    so it certainly did not happen, which is what a client sees from a throttled or
+    briefly unavailable AWS endpoint. Counts of faults per operation are kept.
+    """
+
+    def __init__(self, upstream: str, *, fault_rate: float, operations: set[str], seed: int = 1):
+        self.upstream = upstream.rstrip("/")
+        self.fault_rate = fault_rate
+        self.operations = operations
+        self.faults: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                proxy._handle(self)
+
+            def do_GET(self) -> None:
+                proxy._handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _should_fault(self, operation: str) -> bool:
+        with self._lock:
+            self.calls[operation] += 1
+            if operation in self.operations and self._random.random() < self.fault_rate:
+                self.faults[operation] += 1
+                return True
+            return False
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length) if length else b""
+        operation = (request.headers.get("X-Amz-Target") or "").rpartition(".")[2] or "other"
+        if self._should_fault(operation):
+            payload = json.dumps({"__type": "InternalFailure", "message": "injected"}).encode()
+            self._reply(request, 500, {"Content-Type": "application/x-amz-json-1.0"}, payload)
+            return
+        forward = urllib.request.Request(
+            self.upstream + request.path,
+            data=body if request.command == "POST" else None,
+            method=request.command,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        )
+        try:
+            with urllib.request.urlopen(forward, timeout=30) as response:
+                status, headers, payload = response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            status, headers, payload = error.code, dict(error.headers), error.read()
+        self._reply(request, status, headers, payload)
+
+    @staticmethod
+    def _reply(request: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes):
+        request.send_response(status)
+        for key, value in headers.items():
+            if key.lower() not in {
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "date",
+                "server",
+            }:
+                request.send_header(key, value)
+        request.send_header("Content-Length", str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+
+def read_stream(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
+    """Every record on the stream, decoded as JSON, across all shards."""
+    events = []
+    shards = kinesis.list_shards(StreamName=stream_name)["Shards"]
+    for shard in shards:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            response = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            events.extend(json.loads(record["Data"]) for record in response["Records"])
+            if not response["Records"]:
+                break
+            iterator = response.get("NextShardIterator")
+    return events
+
+
+def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Receive and delete everything visible on a queue."""
+    messages = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            return messages
+        messages.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
+
+
+def queue_depth(sqs: Any, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages on a queue."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m services.worker` as a real process, logging to a file."""
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process by the caller
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.worker"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
