@@ -4,6 +4,7 @@ initialise or start as root, so hand the paths pytest-postgresql chose to the `p
 user and run the real pg_ctl as that user. Usage: pg_ctl_as_postgres.py REAL_PG_CTL ARGS...
 """
 
+import itertools
 import os
 import pwd
 import re
@@ -29,7 +30,7 @@ def give(path: Path, user: pwd.struct_passwd, *, directory: bool) -> None:
 def main() -> None:
     real, args = sys.argv[1], sys.argv[2:]
     user = pwd.getpwnam(RUN_AS)
-    for flag, value in zip(args, args[1:], strict=False):
+    for flag, value in itertools.pairwise(args):
         if flag in ("-D", "--pgdata"):
             give(Path(value), user, directory=True)
         elif flag in ("-l", "--log"):
