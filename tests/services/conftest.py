@@ -215,3 +215,38 @@ def create_aws_resources(endpoint_url: str | None = None, *, visibility: int = 3
 def aws() -> Iterator[AwsResources]:
     with mock_aws():
         yield create_aws_resources()
+
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    raw_body: str | None = None,
+    base64_body: bool = False,
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event as the integration delivers it."""
+    import base64
+    import json
+
+    resource, path_parameters = path, None
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "videos":
+        resource, path_parameters = "/videos/{videoId}", {"videoId": parts[1]}
+    text = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
+    if text is not None and base64_body:
+        text = base64.b64encode(text.encode()).decode()
+    default_headers = {"Content-Type": "application/json"} if text is not None else {}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers if headers is not None else default_headers,
+        "queryStringParameters": query,
+        "pathParameters": path_parameters,
+        "body": text,
+        "isBase64Encoded": base64_body,
+        "requestContext": {"stage": "test", "requestId": "req-1"},
+    }

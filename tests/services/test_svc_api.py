@@ -1,0 +1,438 @@
+"""R2: API handlers against real PostgreSQL and Redis, moto for Kinesis and Secrets Manager."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import PurePosixPath
+from typing import Any
+
+import pytest
+from conftest import STREAM, api_event
+from svc_support import TcpProxy
+
+from services.api.app import ApiApp, Dependencies
+from services.common.aws import EventStream
+from services.common.cache import VideoCache
+from services.common.db import Database
+from services.common.redis_client import create_redis
+from services.common.secrets import StaticDbCredentials
+from services.common.settings import RedisSettings
+
+pytestmark = pytest.mark.services
+
+MEDIA_ROOT = PurePosixPath("/mnt/media")
+VALID = {"title": "Pilot", "creator": "Studio A", "source_path": "uploads/pilot.mp4"}
+
+
+def make_cache(port: int, ttl: int = 300) -> VideoCache:
+    settings = RedisSettings(host="127.0.0.1", port=port, tls=False)
+    return VideoCache(create_redis(settings, None, client_name="media-api"), ttl)
+
+
+def make_app(database: Database, aws, redis_port: int, *, stream_name: str = STREAM) -> ApiApp:
+    return ApiApp(
+        Dependencies(
+            database=database,
+            stream=EventStream(aws.kinesis, stream_name),
+            cache=lambda: make_cache(redis_port),
+            media_root=MEDIA_ROOT,
+        )
+    )
+
+
+@pytest.fixture
+def app(database, aws, redis_proc, redis_client) -> ApiApp:
+    return make_app(database, aws, redis_proc.port)
+
+
+def call(app: ApiApp, method: str, path: str, **kwargs: Any) -> tuple[int, dict, dict]:
+    response = app.handle(api_event(method, path, **kwargs))
+    return response["statusCode"], json.loads(response["body"]), response["headers"]
+
+
+def create(app: ApiApp, **overrides: Any) -> dict:
+    status, body, _ = call(app, "POST", "/videos", body={**VALID, **overrides})
+    assert status == 202, body
+    return body
+
+
+def row(admin_db, sql: str, *params: Any) -> Any:
+    cursor = admin_db.cursor()
+    cursor.execute(sql, params)
+    return cursor.fetchone()
+
+
+# --- POST /videos ---------------------------------------------------------------------
+
+
+def test_r2_create_writes_queued_rows_and_puts_job_requested_keyed_by_video(app, aws, admin_db):
+    status, body, headers = call(app, "POST", "/videos", body=VALID)
+    assert status == 202
+    assert body["status"] == "QUEUED"
+    assert headers["Location"] == f"/videos/{body['video_id']}"
+    video = row(
+        admin_db,
+        "SELECT status, title, creator, source_uri FROM videos WHERE id = %s",
+        uuid.UUID(body["video_id"]),
+    )
+    assert video == ["QUEUED", "Pilot", "Studio A", "uploads/pilot.mp4"]
+    job = row(
+        admin_db,
+        "SELECT state, attempts, video_id FROM jobs WHERE id = %s",
+        uuid.UUID(body["job_id"]),
+    )
+    assert job == ["QUEUED", 0, uuid.UUID(body["video_id"])]
+    shard = aws.kinesis.list_shards(StreamName=STREAM)["Shards"]
+    records = []
+    for s in shard:
+        iterator = aws.kinesis.get_shard_iterator(
+            StreamName=STREAM, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records += aws.kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert len(records) == 1
+    assert records[0]["PartitionKey"] == body["video_id"]
+    event = json.loads(records[0]["Data"])
+    assert event["type"] == "job.requested"
+    assert event["version"] == 1
+    assert (event["video_id"], event["job_id"]) == (body["video_id"], body["job_id"])
+    assert event["source_uri"] == "uploads/pilot.mp4"
+
+
+@pytest.mark.parametrize(
+    ("source_path", "stored"),
+    [
+        ("/mnt/media/uploads/./a.mp4", "uploads/a.mp4"),
+        ("uploads//b/../c.mp4", "uploads/c.mp4"),
+        ("clip one.mov", "clip one.mov"),
+    ],
+)
+def test_r2_create_normalises_source_paths_inside_media_root(app, admin_db, source_path, stored):
+    body = create(app, source_path=source_path)
+    assert (
+        row(admin_db, "SELECT source_uri FROM videos WHERE id = %s", uuid.UUID(body["video_id"]))[0]
+        == stored
+    )
+
+
+def test_r2_create_accepts_a_base64_encoded_body(app):
+    status, body, _ = call(app, "POST", "/videos", body=VALID, base64_body=True)
+    assert status == 202
+    assert uuid.UUID(body["video_id"])
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"creator": "c", "source_path": "a.mp4"}, "title"),
+        ({**VALID, "title": "   "}, "title"),
+        ({**VALID, "title": "x" * 201}, "title"),
+        ({**VALID, "title": 42}, "title"),
+        ({**VALID, "title": "bad\x07bell"}, "title"),
+        ({**VALID, "creator": ""}, "creator"),
+        ({**VALID, "creator": "y" * 101}, "creator"),
+        ({**VALID, "source_path": "../etc/passwd"}, "source_path"),
+        ({**VALID, "source_path": "uploads/../../etc/passwd"}, "source_path"),
+        ({**VALID, "source_path": "/etc/passwd"}, "source_path"),
+        ({**VALID, "source_path": "/mnt/media/../secrets/key"}, "source_path"),
+        ({**VALID, "source_path": "/mnt/mediax/a.mp4"}, "source_path"),
+        ({**VALID, "source_path": "/mnt/media"}, "source_path"),
+        ({**VALID, "source_path": "."}, "source_path"),
+        ({**VALID, "source_path": ""}, "source_path"),
+        ({**VALID, "source_path": "a\x00b"}, "source_path"),
+        ({**VALID, "source_path": "a/" * 600}, "source_path"),
+        ({**VALID, "priority": "high"}, "priority"),
+    ],
+)
+def test_r2_create_rejects_invalid_fields_with_400_naming_the_field(app, admin_db, payload, field):
+    status, body, _ = call(app, "POST", "/videos", body=payload)
+    assert status == 400
+    assert body["error"]["code"] == "validation_failed"
+    assert body["error"]["field"] == field
+    assert row(admin_db, "SELECT count(*) FROM videos")[0] == 0
+
+
+def test_r2_create_rejects_a_non_object_body(app):
+    status, body, _ = call(app, "POST", "/videos", body=["not", "an", "object"])
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        400,
+        "validation_failed",
+        "body",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"raw_body": "{not json"}, 400, "invalid_json"),
+        ({"raw_body": ""}, 400, "invalid_json"),
+        ({"body": VALID, "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"body": VALID, "headers": {}}, 415, "unsupported_media_type"),
+        ({"body": {**VALID, "title": "t" * 70_000}}, 413, "payload_too_large"),
+    ],
+)
+def test_r2_create_rejects_unusable_bodies(app, kwargs, status, code):
+    got_status, body, _ = call(app, "POST", "/videos", **kwargs)
+    assert (got_status, body["error"]["code"]) == (status, code)
+
+
+def test_r2_create_rejects_a_body_flagged_base64_that_is_not(app):
+    event = api_event("POST", "/videos", raw_body="%%%")
+    event["isBase64Encoded"] = True
+    response = app.handle(event)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "invalid_body"
+
+
+def test_r2_stream_failure_after_commit_returns_503_and_marks_the_request_failed(
+    database, aws, redis_proc, redis_client, admin_db
+):
+    """The rows commit first; if the put fails the job is FAILED (never stuck QUEUED) and
+    the client is told to retry, which creates a fresh request."""
+    app = make_app(database, aws, redis_proc.port, stream_name="no-such-stream")
+    status, body, headers = call(app, "POST", "/videos", body=VALID)
+    assert (status, body["error"]["code"]) == (503, "stream_unavailable")
+    assert headers["Retry-After"] == "1"
+    job = row(
+        admin_db,
+        "SELECT j.state, j.last_error, v.status, j.notified_at IS NOT NULL"
+        " FROM jobs j JOIN videos v ON v.id = j.video_id",
+    )
+    assert job[0] == "FAILED"
+    assert "could not be put on the stream" in job[1]
+    assert job[2:] == ["FAILED", True]
+
+
+def test_r2_database_outage_returns_503_without_details(database, aws, redis_proc, pg_server):
+    proxy = TcpProxy(pg_server.port)
+    proxy.cut()
+    db = Database(
+        pg_server.settings(port=proxy.port),
+        StaticDbCredentials("media_app", "app-password-1"),
+        application_name="media-api",
+    )
+    try:
+        app = make_app(db, aws, redis_proc.port)
+        status, body, headers = call(app, "POST", "/videos", body=VALID)
+        assert (status, body["error"]["code"]) == (503, "database_unavailable")
+        assert "Traceback" not in json.dumps(body)
+        status, body, _ = call(app, "GET", f"/videos/{uuid.uuid4()}")
+        assert (status, body["error"]["code"]) == (503, "database_unavailable")
+        proxy.restore()
+        status, body, _ = call(app, "POST", "/videos", body=VALID)
+        assert status == 202
+    finally:
+        db.close()
+        proxy.close()
+
+
+# --- GET /videos/{videoId} --------------------------------------------------------------
+
+
+def test_r2_get_is_cache_aside_miss_then_hit_with_ttl(app, redis_client, admin_db):
+    created = create(app)
+    path = f"/videos/{created['video_id']}"
+    status, first, headers = call(app, "GET", path)
+    assert (status, headers["X-Cache"]) == (200, "MISS")
+    assert first["id"] == created["video_id"]
+    assert first["status"] == "QUEUED"
+    assert first["duration_s"] is None
+    key = VideoCache.key(created["video_id"])
+    assert 0 < redis_client.ttl(key) <= 300
+    # Change the row behind the cache's back: a hit must come from Redis, not the database.
+    admin_db.cursor().execute("UPDATE videos SET title = 'changed'")
+    status, second, headers = call(app, "GET", path)
+    assert (status, headers["X-Cache"]) == (200, "HIT")
+    assert second == first
+
+
+def test_r2_get_unknown_video_is_404(app):
+    status, body, _ = call(app, "GET", f"/videos/{uuid.uuid4()}")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        404,
+        "video_not_found",
+        "videoId",
+    )
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "1234", "'; DROP TABLE videos;--"])
+def test_r2_get_malformed_id_is_400(app, bad_id):
+    status, body, _ = call(app, "GET", f"/videos/{bad_id}")
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        400,
+        "validation_failed",
+        "videoId",
+    )
+
+
+def test_r2_redis_outage_degrades_to_the_database(database, aws, redis_proc, redis_client):
+    """C5: the cache is an optimisation; with Redis gone GET still answers from PostgreSQL."""
+    proxy = TcpProxy(redis_proc.port)
+    app = make_app(database, aws, proxy.port)
+    try:
+        created = create(app)
+        proxy.cut()
+        status, body, headers = call(app, "GET", f"/videos/{created['video_id']}")
+        assert (status, headers["X-Cache"], body["id"]) == (200, "BYPASS", created["video_id"])
+        proxy.restore()
+        status, _, headers = call(app, "GET", f"/videos/{created['video_id']}")
+        assert (status, headers["X-Cache"]) == (200, "MISS")
+    finally:
+        proxy.close()
+
+
+def test_r2_cache_that_cannot_be_built_is_bypassed(database, aws):
+    from services.common.secrets import CredentialsError
+
+    def broken_cache() -> VideoCache:
+        raise CredentialsError("cannot read the redis token")
+
+    app = ApiApp(Dependencies(database, EventStream(aws.kinesis, STREAM), broken_cache, MEDIA_ROOT))
+    created = create(app)
+    status, _, headers = call(app, "GET", f"/videos/{created['video_id']}")
+    assert (status, headers["X-Cache"]) == (200, "BYPASS")
+
+
+def test_r2_unexpected_error_is_500_without_a_stack_trace(database, aws):
+    def exploding_cache() -> VideoCache:
+        raise RuntimeError("secret internals")
+
+    app = ApiApp(
+        Dependencies(database, EventStream(aws.kinesis, STREAM), exploding_cache, MEDIA_ROOT)
+    )
+    status, body, _ = call(app, "GET", f"/videos/{uuid.uuid4()}")
+    assert (status, body) == (
+        500,
+        {"error": {"code": "internal_error", "message": "internal error"}},
+    )
+
+
+def test_c5_cache_never_replaces_a_newer_entry_with_an_older_one(redis_proc, redis_client):
+    cache = make_cache(redis_proc.port, ttl=60)
+    video_id = str(uuid.uuid4())
+    assert cache.put(video_id, {"status": "COMPLETED"}, 2_000)
+    assert not cache.put(video_id, {"status": "PROCESSING"}, 1_000)
+    assert cache.get(video_id) == {"status": "COMPLETED"}
+    assert cache.put(video_id, {"status": "FAILED"}, 3_000)
+    assert cache.get(video_id) == {"status": "FAILED"}
+
+
+# --- GET /videos ------------------------------------------------------------------------
+
+
+def test_r2_list_pages_newest_first_with_an_opaque_cursor(app, admin_db):
+    ids = [create(app, title=f"v{i}")["video_id"] for i in range(5)]
+    # Same-second uploads: the id breaks ties, so force distinct, known timestamps too.
+    for offset, video_id in enumerate(ids):
+        admin_db.cursor().execute(
+            "UPDATE videos SET uploaded_at = now() - %s * interval '1 minute' WHERE id = %s",
+            (len(ids) - offset, uuid.UUID(video_id)),
+        )
+    seen, cursor = [], None
+    for _ in range(3):
+        query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        status, page, _ = call(app, "GET", "/videos", query=query)
+        assert status == 200
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    assert cursor is None
+
+
+def test_r2_list_keyset_breaks_timestamp_ties_by_id(app, admin_db):
+    ids = [create(app)["video_id"] for _ in range(4)]
+    admin_db.cursor().execute("UPDATE videos SET uploaded_at = '2024-01-01T00:00:00Z'")
+    status, first, _ = call(app, "GET", "/videos", query={"limit": "3"})
+    status, second, _ = call(
+        app, "GET", "/videos", query={"limit": "3", "cursor": first["next_cursor"]}
+    )
+    listed = [item["id"] for item in first["items"] + second["items"]]
+    assert listed == sorted(ids, reverse=True)
+    assert second["next_cursor"] is None
+
+
+def test_r2_list_filters_by_status(app, admin_db):
+    done = create(app)["video_id"]
+    create(app)
+    admin_db.cursor().execute(
+        "UPDATE videos SET status = 'COMPLETED' WHERE id = %s", (uuid.UUID(done),)
+    )
+    status, page, _ = call(app, "GET", "/videos", query={"status": "completed"})
+    assert status == 200
+    assert [item["id"] for item in page["items"]] == [done]
+    status, page, _ = call(app, "GET", "/videos", query=None)
+    assert len(page["items"]) == 2
+
+
+def test_r2_list_default_limit_is_20(app, admin_db):
+    cursor = admin_db.cursor()
+    for i in range(25):
+        cursor.execute(
+            "INSERT INTO videos (id, title, creator, source_uri) VALUES (%s, %s, 'c', 'a.mp4')",
+            (uuid.uuid4(), f"t{i}"),
+        )
+    status, page, _ = call(app, "GET", "/videos")
+    assert (status, len(page["items"])) == (200, 20)
+    assert page["next_cursor"] is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"status": "DONE"}, "status"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "!!!"}, "cursor"),
+        ({"cursor": "eyJ1IjogMX0"}, "cursor"),
+        ({"cursor": "WzEsMl0"}, "cursor"),
+    ],
+)
+def test_r2_list_rejects_bad_parameters_with_400(app, query, field):
+    status, body, _ = call(app, "GET", "/videos", query=query)
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        400,
+        "validation_failed",
+        field,
+    )
+
+
+def test_r2_list_rejects_a_cursor_from_another_status_listing(app):
+    from datetime import UTC, datetime
+
+    from services.api.validation import encode_cursor
+
+    naive = encode_cursor(datetime(2024, 1, 1), uuid.uuid4(), None)
+    other = encode_cursor(datetime(2024, 1, 1, tzinfo=UTC), uuid.uuid4(), "FAILED")
+    for cursor in (naive, other):
+        status, body, _ = call(app, "GET", "/videos", query={"status": "QUEUED", "cursor": cursor})
+        assert (status, body["error"]["field"]) == (400, "cursor")
+
+
+# --- routing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("DELETE", "/videos", "GET, POST"), ("PUT", f"/videos/{uuid.uuid4()}", "GET")],
+)
+def test_r2_wrong_method_is_405_with_allow(app, method, path, allow):
+    status, body, headers = call(app, method, path)
+    assert (status, body["error"]["code"], headers["Allow"]) == (405, "method_not_allowed", allow)
+
+
+def test_r2_unknown_route_is_404(app):
+    status, body, _ = call(app, "GET", "/nothing/here")
+    assert (status, body["error"]["code"]) == (404, "route_not_found")
+
+
+def test_r2_routes_by_path_when_resource_is_missing(app):
+    """A proxy resource ({proxy+}) or a direct invocation carries only the path."""
+    created = create(app)
+    event = api_event("GET", f"/videos/{created['video_id']}/")
+    event["resource"], event["pathParameters"] = "/{proxy+}", {"proxy": "ignored"}
+    response = app.handle(event)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["id"] == created["video_id"]
