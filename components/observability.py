@@ -90,10 +90,12 @@ def metric_alarm(resource_name: str, *, alarm_name: str, description: str,
                  namespace: str, metric_name: str, dimensions: dict[str, Any],
                  statistic: str, comparison: str, threshold: float, topic_arn: pulumi.Input[str],
                  parent: pulumi.Resource, period: int = 300,
-                 evaluation_periods: int = 1) -> aws.cloudwatch.MetricAlarm:
+                 evaluation_periods: int = 1,
+                 treat_missing_data: str = "notBreaching") -> aws.cloudwatch.MetricAlarm:
     """A CloudWatch alarm on one metric that notifies (and clears) through the alarm topic.
 
-    Missing data counts as not breaching: idle queues and streams publish no datapoints.
+    Missing data counts as not breaching by default: idle queues and streams publish no
+    datapoints. Pass `treat_missing_data="breaching"` where silence itself is the failure.
     """
     extended = statistic.startswith("p")
     return aws.cloudwatch.MetricAlarm(
@@ -109,7 +111,7 @@ def metric_alarm(resource_name: str, *, alarm_name: str, description: str,
         threshold=threshold,
         period=period,
         evaluation_periods=evaluation_periods,
-        treat_missing_data="notBreaching",
+        treat_missing_data=treat_missing_data,
         alarm_actions=[topic_arn],
         ok_actions=[topic_arn],
         opts=pulumi.ResourceOptions(parent=parent),
