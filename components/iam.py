@@ -85,3 +85,17 @@ def attach_grants(resource_name: str, role: aws.iam.Role, grants: Sequence[Grant
         policy=policy_document(grants),
         opts=pulumi.ResourceOptions(parent=parent),
     )
+
+
+def secret_read_grants(label: str, secret_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str],
+                       ctx: AwsContext) -> tuple[Grant, Grant]:
+    """Read one secret: its value on exactly its ARN, and decrypt with its CMK only when
+    Secrets Manager (of this region) asks on the caller's behalf."""
+    via_secrets_manager = pulumi.Output.concat("secretsmanager.", ctx.region, ".", ctx.dns_suffix)
+    return (
+        Grant(sid=f"Read{label}Secret",
+              actions=("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"),
+              resources=(secret_arn,)),
+        Grant(sid=f"Decrypt{label}Secret", actions=("kms:Decrypt",), resources=(kms_key_arn,),
+              conditions={"StringEquals": {"kms:ViaService": via_secrets_manager}}),
+    )

@@ -43,6 +43,50 @@ API_CACHE_SIZES_GB = ("0.5", "1.6", "6.1", "13.5", "28.4", "58.2", "118", "237")
 MAX_PREFIX_LENGTH = 15
 MAX_SUFFIX_LENGTH = 10
 
+# Shortest backup/maintenance windows each service accepts (RDS 30 min, ElastiCache 60 min).
+RDS_MIN_WINDOW_MINUTES = 30
+ELASTICACHE_MIN_WINDOW_MINUTES = 60
+# Databases every Aurora PostgreSQL cluster already has (or RDS reserves for itself).
+RESERVED_DB_NAMES = ("rdsadmin", "template0", "template1")
+MINUTES_PER_DAY = 24 * 60
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def aurora_parameter_group_family(engine_version: str) -> str:
+    return f"aurora-postgresql{engine_version.split('.')[0]}"
+
+
+def cache_parameter_group_family(engine: str, engine_version: str) -> str:
+    major = engine_version.split(".")[0]
+    # Redis 6 is the one family named after the whole major line.
+    return "redis6.x" if (engine, major) == ("redis", "6") else f"{engine}{major}"
+
+
+def _minute_of(moment: str) -> int:
+    *day, hours, minutes = moment.split(":")
+    offset = _WEEKDAYS.index(day[0]) * MINUTES_PER_DAY if day else 0
+    return offset + int(hours) * 60 + int(minutes)
+
+
+def window_span(window: str) -> tuple[int, int]:
+    """(start, length) in minutes of a UTC window, daily `hh:mm-hh:mm` or weekly
+    `ddd:hh:mm-ddd:hh:mm`; a window may wrap past midnight or the end of the week."""
+    start_text, end_text = window.split("-")
+    period = MINUTES_PER_WEEK if start_text[:3] in _WEEKDAYS else MINUTES_PER_DAY
+    start = _minute_of(start_text)
+    return start, (_minute_of(end_text) - start) % period
+
+
+def windows_overlap(daily: str, weekly: str) -> bool:
+    """Whether a daily window (repeated every day) meets a weekly window."""
+    daily_start, daily_length = window_span(daily)
+    weekly_start, weekly_length = window_span(weekly)
+    daily_minutes = {(day * MINUTES_PER_DAY + daily_start + i) % MINUTES_PER_WEEK
+                     for day in range(7) for i in range(daily_length)}
+    return any((weekly_start + i) % MINUTES_PER_WEEK in daily_minutes
+               for i in range(weekly_length))
+
 
 class ConfigError(ValueError):
     """Bad stack configuration; the message lists every problem found."""
@@ -252,7 +296,7 @@ class DatabaseSettings:
 
     @property
     def parameter_group_family(self) -> str:
-        return f"aurora-postgresql{self.engine_version.split('.')[0]}"
+        return aurora_parameter_group_family(self.engine_version)
 
 
 @dataclass(frozen=True)
@@ -268,7 +312,7 @@ class CacheSettings:
 
     @property
     def parameter_group_family(self) -> str:
-        return f"{self.engine}{self.engine_version.split('.')[0]}"
+        return cache_parameter_group_family(self.engine, self.engine_version)
 
 
 @dataclass(frozen=True)
@@ -405,9 +449,6 @@ class _Reader:
         self.raw = raw
         self.problems: list[str] = []
 
-    def is_set(self, name: str) -> bool:
-        return name in self.raw
-
     def problem(self, name: str, value: Any, allowed: str) -> None:
         self.problems.append(f"{name}={json.dumps(value)}: allowed {allowed}")
 
@@ -538,48 +579,84 @@ def _read_database(r: _Reader) -> DatabaseSettings:
         r.problem("dbMaxCapacity", max_acu, f">= dbMinCapacity ({min_acu})")
     # At least one reader: D2 puts a failover target in another AZ.
     readers = r.number("dbReaderCount", 1, 15)
+    name = r.text("dbName", _DB_NAME, "lowercase letter then letters, digits, _ (<= 63)")
+    if name in RESERVED_DB_NAMES:
+        r.problem("dbName", name, "a name other than " + ", ".join(RESERVED_DB_NAMES)
+                  + " (they exist in every cluster)")
+    backup = r.text("dbBackupWindow", _DAILY_WINDOW, "hh:mm-hh:mm (UTC)")
+    maintenance = r.text("dbMaintenanceWindow", _WEEKLY_WINDOW,
+                         "ddd:hh:mm-ddd:hh:mm (UTC, ddd = mon..sun)")
+    _check_windows(r, ("dbBackupWindow", backup), ("dbMaintenanceWindow", maintenance),
+                   RDS_MIN_WINDOW_MINUTES, "RDS")
     return DatabaseSettings(
         engine_version=version,
         min_capacity=min_acu,
         max_capacity=max_acu,
         reader_count=readers,
-        name=r.text("dbName", _DB_NAME, "lowercase letter then letters, digits, _ (<= 63)"),
+        name=name,
         backup_retention_days=r.number("dbBackupRetentionDays", 1, 35),
-        backup_window=r.text("dbBackupWindow", _DAILY_WINDOW, "hh:mm-hh:mm (UTC)"),
-        maintenance_window=r.text("dbMaintenanceWindow", _WEEKLY_WINDOW,
-                                  "ddd:hh:mm-ddd:hh:mm (UTC, ddd = mon..sun)"),
+        backup_window=backup,
+        maintenance_window=maintenance,
         secret_rotation_days=r.number("dbSecretRotationDays", 1, 365),
     )
 
 
-def _read_cache(r: _Reader) -> CacheSettings:
+def _check_windows(r: _Reader, daily: tuple[str, str], weekly: tuple[str, str],
+                   minimum: int, service: str) -> None:
+    """Both windows long enough, and the daily one never inside the weekly one."""
+    well_formed = True
+    for (key, window), pattern in ((daily, _DAILY_WINDOW), (weekly, _WEEKLY_WINDOW)):
+        if not pattern.match(window):
+            well_formed = False
+        elif window_span(window)[1] < minimum:
+            well_formed = False
+            r.problem(key, window, f"a window of at least {minimum} minutes ({service} minimum)")
+    if well_formed and windows_overlap(daily[1], weekly[1]):
+        r.problem(weekly[0], weekly[1],
+                  f"a window that does not overlap {daily[0]} ({daily[1]}); {service} rejects "
+                  "overlapping windows")
+
+
+def _read_cache(r: _Reader, protected: bool) -> CacheSettings:
     engine = r.choice("cacheEngine", tuple(CACHE_ENGINE_VERSIONS))
     version = r.get("cacheEngineVersion")
     if version not in CACHE_ENGINE_VERSIONS[engine]:
         r.problem("cacheEngineVersion", version,
                   f"for {engine}: " + ", ".join(CACHE_ENGINE_VERSIONS[engine]))
-    # Two nodes at least: automatic failover and Multi-AZ need a replica (C1).
+    # Two nodes at least: automatic failover and Multi-AZ need a replica (C1). More nodes
+    # than zones is fine: the component places them round-robin over the zones.
     nodes = r.number("cacheNodeCount", 2, 6)
+    transit = r.flag("cacheTransitEncryption")
+    if protected and not transit:
+        r.problem("cacheTransitEncryption", transit,
+                  "true when dataProtection is true (turning TLS off is a development "
+                  "convenience only)")
+    snapshot = r.text("cacheSnapshotWindow", _DAILY_WINDOW, "hh:mm-hh:mm (UTC)")
+    maintenance = r.text("cacheMaintenanceWindow", _WEEKLY_WINDOW,
+                         "ddd:hh:mm-ddd:hh:mm (UTC, ddd = mon..sun)")
+    _check_windows(r, ("cacheSnapshotWindow", snapshot), ("cacheMaintenanceWindow", maintenance),
+                   ELASTICACHE_MIN_WINDOW_MINUTES, "ElastiCache")
     return CacheSettings(
         engine=engine,
         engine_version=version,
         node_type=r.text("cacheNodeType", _NODE_TYPE, "an ElastiCache node type like "
                          "cache.t4g.micro"),
         node_count=nodes,
-        transit_encryption=r.flag("cacheTransitEncryption"),
+        transit_encryption=transit,
         snapshot_retention_days=r.number("cacheSnapshotRetentionDays", 0, 35),
-        snapshot_window=r.text("cacheSnapshotWindow", _DAILY_WINDOW, "hh:mm-hh:mm (UTC)"),
-        maintenance_window=r.text("cacheMaintenanceWindow", _WEEKLY_WINDOW,
-                                  "ddd:hh:mm-ddd:hh:mm (UTC, ddd = mon..sun)"),
+        snapshot_window=snapshot,
+        maintenance_window=maintenance,
     )
 
 
 def _read_stream(r: _Reader) -> StreamSettings:
     mode = r.choice("streamMode", StreamMode)
     shards = r.number("streamShardCount", 1, 500)
-    if mode is StreamMode.ON_DEMAND and r.is_set("streamShardCount"):
+    default_shards = KEYS_BY_NAME["streamShardCount"].default
+    if mode is StreamMode.ON_DEMAND and shards != default_shards:
         r.problem("streamShardCount", shards,
-                  "unset when streamMode is ON_DEMAND (AWS sizes on-demand streams itself)")
+                  f"unset (default {default_shards}) when streamMode is ON_DEMAND "
+                  "(AWS sizes on-demand streams itself)")
     return StreamSettings(mode, shards, r.number("streamRetentionHours", 24, 8760))
 
 
@@ -722,7 +799,7 @@ def parse_settings(raw: Mapping[str, str], *, project: str, stack: str,
         log_retention_days=retention,
         network=network,
         database=_read_database(r),
-        cache=_read_cache(r),
+        cache=_read_cache(r, protected),
         stream=_read_stream(r),
         queue=queue,
         worker=_read_worker(r, stop_ceiling=120),

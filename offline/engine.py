@@ -60,7 +60,8 @@ class EngineMocks(pulumi_mocks.Mocks):
     # -- resources -----------------------------------------------------------------------
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
         inputs = dict(args.inputs)
-        physical = inputs.get("name") or f"{args.name}-{_short_hash(args.name)[:7]}"
+        physical = (inputs.get(_IDENTIFIER_INPUTS.get(args.typ, "name")) or inputs.get("name")
+                    or f"{args.name}-{_short_hash(args.name)[:7]}")
         resource_id = args.resource_id or self._id_for(args.typ, args.name, inputs, physical)
         outputs = self._computed(args.typ, resource_id, physical, inputs)
         return resource_id, {**inputs, **outputs}
@@ -82,6 +83,8 @@ class EngineMocks(pulumi_mocks.Mocks):
             return _uuid_like(name)
         if typ == "aws:apigateway/restApi:RestApi":
             return _short_hash(name)[:10]
+        if typ in _IDENTIFIER_INPUTS:
+            return physical  # AWS uses the chosen identifier as the resource id
         return inputs.get("name") or f"{name}-id"
 
     def _computed(self, typ: str, rid: str, physical: str, inputs: dict) -> dict:
@@ -170,6 +173,8 @@ class EngineMocks(pulumi_mocks.Mocks):
                 "arn": self.arn("cloudwatch", f"alarm:{physical}")},
             "random:index/randomPassword:RandomPassword": {
                 "result": "x" * int(inputs.get("length", 32))},
+            "random:index/randomString:RandomString": {
+                "result": (_short_hash(physical) * 4)[: int(inputs.get("length", 8))]},
             "random:index/randomBytes:RandomBytes": {
                 "base64": "QUJD" * 8, "hex": "ab" * int(inputs.get("length", 32))},
         }
@@ -205,6 +210,14 @@ class EngineMocks(pulumi_mocks.Mocks):
         raise NotImplementedError(f"EngineMocks has no answer for invoke {token}")
 
 
+# Resources whose physical name (and id) is an identifier input rather than `name`.
+_IDENTIFIER_INPUTS = {
+    "aws:rds/cluster:Cluster": "clusterIdentifier",
+    "aws:rds/clusterInstance:ClusterInstance": "identifier",
+    "aws:elasticache/replicationGroup:ReplicationGroup": "replicationGroupId",
+}
+
+
 def _uuid_like(seed: str) -> str:
     h = _short_hash(seed, "uuid") + _short_hash("k", seed)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
@@ -223,12 +236,15 @@ class Registered:
     """One registered resource: type token, logical name, parent URN and resolved inputs."""
 
     urn: str
+    id: str
     type: str
     name: str
     parent_urn: str
     custom: bool
     inputs: dict[str, Any]
     state: dict[str, Any]
+    dependencies: list[str] = field(default_factory=list)
+    """URNs the engine is told to create first (`depends_on` and input references)."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -245,9 +261,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
             inputs = rpc.deserialize_properties(request.object)
             self.registered.append(Registered(
-                urn=response.urn, type=request.type, name=request.name,
+                urn=response.urn, id=response.id, type=request.type, name=request.name,
                 parent_urn=request.parent, custom=request.custom, inputs=inputs,
-                state=self.resources[response.urn].state))
+                state=self.resources[response.urn].state,
+                dependencies=list(request.dependencies)))
         return response
 
 
@@ -306,10 +323,18 @@ def qualify(key: str) -> str:
     return key if ":" in key else f"{PROJECT}:{key}"
 
 
+def project_defaults() -> dict[str, Any]:
+    """Defaults declared in `Pulumi.yaml`; the CLI passes them to the program like set values."""
+    document = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    return {key: spec["default"] for key, spec in document.get("config", {}).items()
+            if isinstance(spec, dict) and "default" in spec}
+
+
 def run_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, *,
               preview: bool = False) -> ProgramRun:
     """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ overrides) under mocks."""
-    raw = {qualify(k): v for k, v in stack_config(stack).items()}
+    raw = {qualify(k): v for k, v in project_defaults().items()}
+    raw.update({qualify(k): v for k, v in stack_config(stack).items()})
     for key, value in (overrides or {}).items():
         if value is None:
             raw.pop(qualify(key), None)
@@ -353,6 +378,10 @@ def run_under_mocks(program: Callable[[], Any], *, stack: str, config: dict[str,
     try:
         _sync_await(run_pulumi_func(program))
         outputs, secret = _resolve_outputs()
+    except Exception as error:
+        # Lets callers check what was registered before the failure (G8 expects nothing).
+        error.registered = monitor.registered  # type: ignore[attr-defined]
+        raise
     finally:
         os.chdir(cwd)
     return ProgramRun(stack=stack, region=region, config=config, resources=monitor.registered,

@@ -1,0 +1,126 @@
+"""Offline plan: evaluate a stack under the mocks and print its resources as a tree.
+
+    python -m offline.plan [STACK] [--region REGION]
+
+No AWS account and no Pulumi CLI: the same `offline.engine.run_stack` the tests use runs the
+real `__main__.py`, then each component is printed with its children (type, physical name, key
+security settings), followed by a count per resource type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from components.settings import ConfigError
+from offline.engine import ProgramRun, Registered, run_stack
+
+# Inputs that carry a physical name, in order of preference.
+NAME_KEYS = ("name", "bucket", "clusterIdentifier", "identifier", "replicationGroupId", "family",
+             "functionName", "stageName", "creationToken", "serviceName")
+
+# Inputs worth seeing in a security review, shown when present.
+SECURITY_KEYS = (
+    "enableKeyRotation", "deletionWindowInDays", "kmsKeyId", "kmsMasterKeyId", "kmsKeyArn",
+    "masterUserSecretKmsKeyId", "performanceInsightsKmsKeyId", "storageEncrypted", "encrypted",
+    "encryptionType", "atRestEncryptionEnabled", "transitEncryptionEnabled", "multiAzEnabled",
+    "automaticFailoverEnabled", "deletionProtection", "skipFinalSnapshot",
+    "recoveryWindowInDays", "forceDestroy", "forceDelete", "retentionInDays",
+    "mapPublicIpOnLaunch", "publiclyAccessible", "trafficType", "logDestination",
+    "imageTagMutability", "apiKeyRequired", "authorization", "xrayTracingEnabled",
+    "enforceConsumerDeletion", "availabilityZone", "enableLogFileValidation",
+    "isMultiRegionTrail", "cidrBlock",
+)
+
+
+def short(value: Any, aliases: dict[str, str]) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value)
+    if text in aliases:
+        return aliases[text]
+    if text.startswith("arn:") and len(text) > 60:
+        return "…" + text.rsplit(":", 1)[-1][-40:]
+    return text
+
+
+def key_aliases(run: ProgramRun) -> dict[str, str]:
+    """Key ARN -> alias name, so the plan says `alias/media-database-key-dev`, not a UUID."""
+    key_arn_by_id = {r.state.get("keyId"): r.state.get("arn")
+                     for r in run.of_type("aws:kms/key:Key")}
+    return {key_arn_by_id[a.inputs["targetKeyId"]]: a.inputs["name"]
+            for a in run.of_type("aws:kms/alias:Alias")
+            if a.inputs.get("targetKeyId") in key_arn_by_id}
+
+
+def describe(resource: Registered, aliases: dict[str, str]) -> str:
+    name = next((resource.inputs[k] for k in NAME_KEYS if resource.inputs.get(k)), "")
+    name = name or (resource.inputs.get("tags") or {}).get("Name", "")
+    settings = [f"{k}={short(resource.inputs[k], aliases)}" for k in SECURITY_KEYS
+                if k in resource.inputs and resource.inputs[k] not in (None, "")]
+    kind = resource.type if resource.custom else f"[{resource.type}]"
+    parts = [f"{resource.name}  {kind}"]
+    if name:
+        parts.append(f"name={name}")
+    return "  ".join(parts + settings)
+
+
+def render_tree(run: ProgramRun) -> list[str]:
+    children: dict[str, list[Registered]] = defaultdict(list)
+    urns = {r.urn for r in run.resources}
+    roots = []
+    for resource in run.resources:
+        if resource.parent_urn in urns:
+            children[resource.parent_urn].append(resource)
+        else:
+            roots.append(resource)
+    aliases = key_aliases(run)
+    lines: list[str] = []
+
+    def walk(resource: Registered, prefix: str, last: bool) -> None:
+        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{describe(resource, aliases)}")
+        kids = children.get(resource.urn, [])
+        for index, kid in enumerate(kids):
+            walk(kid, prefix + ("   " if last else "│  "), index == len(kids) - 1)
+
+    for index, root in enumerate(roots):
+        walk(root, "", index == len(roots) - 1)
+    return lines
+
+
+def render_counts(run: ProgramRun) -> list[str]:
+    counts = Counter(r.type for r in run.resources if r.custom)
+    width = max(len(t) for t in counts)
+    lines = [f"{count:4d}  {token:<{width}}" for token, count in sorted(counts.items())]
+    lines.append(f"{sum(counts.values()):4d}  resources "
+                 f"({len([r for r in run.resources if not r.custom])} components)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stack", nargs="?", default="dev")
+    parser.add_argument("--region", help="override aws:region for this evaluation")
+    args = parser.parse_args(argv)
+    overrides = {"aws:region": args.region} if args.region else None
+    started = time.monotonic()
+    try:
+        run = run_stack(args.stack, overrides)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"Stack {args.stack} in {run.region} (offline evaluation, nothing deployed)\n")
+    print("\n".join(render_tree(run)))
+    print("\nResources by type:")
+    print("\n".join(render_counts(run)))
+    for warning in run.warnings:
+        print(f"warning: {warning}")
+    print(f"\nEvaluated in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

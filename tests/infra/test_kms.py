@@ -1,0 +1,105 @@
+"""Customer-managed keys (K1, K2): rotation, alias, exact key-policy statements."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.kms import (
+    PLATFORM_KEY_PURPOSES,
+    EncryptionKey,
+    EncryptionKeyArgs,
+    PlatformKeys,
+    PlatformKeysArgs,
+    ServiceGrant,
+)
+from offline.engine import run_components
+
+ROOT_STATEMENT = {
+    "Sid": "EnableAccountIamPolicies",
+    "Effect": "Allow",
+    "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+    "Action": "kms:*",
+    "Resource": "*",
+}
+
+
+def build_platform_keys(namer, context, window=7):
+    return run_components(lambda: PlatformKeys("keys", PlatformKeysArgs(
+        context=context, namer=namer, deletion_window_days=window)))
+
+
+def policy_of(run, name):
+    return json.loads(run.named(name).inputs["policy"])
+
+
+def test_every_platform_key_rotates_and_has_a_suffixed_alias_k1(namer, context):
+    run = build_platform_keys(namer, context)
+    keys = run.of_type("aws:kms/key:Key")
+    assert len(keys) == len(PLATFORM_KEY_PURPOSES) == 8
+    assert all(k.inputs["enableKeyRotation"] is True for k in keys)
+    assert all(k.inputs["deletionWindowInDays"] == 7 for k in keys)
+    assert sorted(a.inputs["name"] for a in run.of_type("aws:kms/alias:Alias")) == sorted(
+        f"alias/media-{p}-key-test" for p in PLATFORM_KEY_PURPOSES)
+
+
+def test_data_protection_window_reaches_every_key_g3(namer, context):
+    run = build_platform_keys(namer, context, window=30)
+    assert {k.inputs["deletionWindowInDays"] for k in run.of_type("aws:kms/key:Key")} == {30}
+
+
+def test_database_key_policy_is_only_the_account_root_k2(namer, context):
+    run = build_platform_keys(namer, context)
+    assert policy_of(run, "keys-database-key") == {
+        "Version": "2012-10-17", "Statement": [ROOT_STATEMENT]}
+
+
+def test_logs_key_admits_the_regional_logs_principal_for_this_accounts_groups_k2(
+        namer, context):
+    statements = policy_of(build_platform_keys(namer, context), "keys-logs-key")["Statement"]
+    assert statements == [ROOT_STATEMENT, {
+        "Sid": "AllowCloudWatchLogs",
+        "Effect": "Allow",
+        "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
+        "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                   "kms:Describe*"],
+        "Resource": "*",
+        "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                                  "arn:aws:logs:eu-central-1:123456789012:log-group:*"}},
+    }]
+
+
+def test_messaging_key_lets_cloudwatch_alarms_publish_to_the_encrypted_topic_k2(
+        namer, context):
+    statements = policy_of(build_platform_keys(namer, context), "keys-messaging-key")["Statement"]
+    assert statements[1] == {
+        "Sid": "AllowCloudWatchAlarmsToPublish",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+    }
+
+
+def test_key_alias_targets_its_own_key(namer, context):
+    run = build_platform_keys(namer, context)
+    key = run.named("keys-stream-key")
+    alias = run.named("keys-stream-alias")
+    assert alias.inputs["targetKeyId"] == key.state["keyId"]
+
+
+@pytest.mark.parametrize(("window", "grants", "message"), [
+    (5, (), "deletion_window_days=5: allowed 7..30"),
+    (31, (), "deletion_window_days=31: allowed 7..30"),
+    (7, (ServiceGrant("A", "x.amazonaws.com", ("kms:Decrypt",)),
+         ServiceGrant("A", "y.amazonaws.com", ("kms:Decrypt",))),
+     "service_grants: statement ids must be unique, got ['A', 'A']"),
+])
+def test_bad_key_args_are_rejected_before_any_child(namer, context, window, grants, message):
+    args = EncryptionKeyArgs(purpose="x", context=context, namer=namer,
+                             deletion_window_days=window, service_grants=grants)
+    with pytest.raises(ValueError, match="EncryptionKeyArgs: ") as caught:
+        EncryptionKey("k", args)
+    assert message in str(caught.value)
