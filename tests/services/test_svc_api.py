@@ -213,7 +213,7 @@ def test_r2_database_outage_returns_503_without_details(database, aws, redis_pro
     )
     try:
         app = make_app(db, aws, redis_proc.port)
-        status, body, headers = call(app, "POST", "/videos", body=VALID)
+        status, body, _ = call(app, "POST", "/videos", body=VALID)
         assert (status, body["error"]["code"]) == (503, "database_unavailable")
         assert "Traceback" not in json.dumps(body)
         status, body, _ = call(app, "GET", f"/videos/{uuid.uuid4()}")
@@ -344,10 +344,11 @@ def test_r2_list_pages_newest_first_with_an_opaque_cursor(app, admin_db):
 def test_r2_list_keyset_breaks_timestamp_ties_by_id(app, admin_db):
     ids = [create(app)["video_id"] for _ in range(4)]
     admin_db.cursor().execute("UPDATE videos SET uploaded_at = '2024-01-01T00:00:00Z'")
-    status, first, _ = call(app, "GET", "/videos", query={"limit": "3"})
-    status, second, _ = call(
+    first_status, first, _ = call(app, "GET", "/videos", query={"limit": "3"})
+    second_status, second, _ = call(
         app, "GET", "/videos", query={"limit": "3", "cursor": first["next_cursor"]}
     )
+    assert (first_status, second_status) == (200, 200)
     listed = [item["id"] for item in first["items"] + second["items"]]
     assert listed == sorted(ids, reverse=True)
     assert second["next_cursor"] is None
