@@ -18,4 +18,4 @@ lint:
 	ruff check .
 
 schema:
-	$(PYTHON) -m offline.schema > Pulumi.yaml
+	$(PYTHON) -m offline.schema

@@ -168,3 +168,12 @@ def test_stack_files_use_only_declared_keys(stack):
     project_keys = [k.split(":", 1)[1] for k in stack_config(stack) if
                     k.startswith("media-pipeline:")]
     assert project_keys and set(project_keys) <= names
+
+
+def test_readme_config_table_lists_every_key_with_its_default():
+    from offline.schema import render_readme
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme == render_readme(readme)
+    for key in CONFIG_KEYS:
+        assert f"| `{key.name}` |" in readme
