@@ -16,8 +16,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components.firewall import NFS, POSTGRES, REDIS, RoleSecurityGroup
+from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
-from components.naming import NameKind, Namer, name_tag
+from components.naming import Namer, name_tag
 from components.settings import NatStrategy
 
 # Interface endpoints for the AWS APIs the workloads call (N6): image pulls, logs, secrets,
@@ -237,29 +238,18 @@ class SecureVpc(pulumi.ComponentResource):
             retention_in_days=args.log_retention_days,
             opts=self._child,
         )
-        role_name = args.namer.name("vpc-flow-logs", NameKind.IAM_ROLE)
-        role = aws.iam.Role(
-            f"{self._name}-flow-logs-role",
-            name=role_name,
-            assume_role_policy=pulumi.Output.json_dumps(self._flow_logs_trust()),
-            tags=name_tag(role_name),
-            opts=self._child,
-        )
-        aws.iam.RolePolicy(
-            f"{self._name}-flow-logs-policy",
-            role=role.id,
-            policy=pulumi.Output.json_dumps({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Sid": "WriteFlowLogs",
-                    "Effect": "Allow",
-                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents",
-                               "logs:DescribeLogStreams"],
-                    "Resource": [group.arn, pulumi.Output.concat(group.arn, ":*")],
-                }],
-            }),
-            opts=self._child,
-        )
+        ctx = args.context
+        # Confused-deputy guard: only flow logs of this account may assume the role.
+        role = service_role(
+            f"{self._name}-flow-logs-role", role="vpc-flow-logs",
+            service="vpc-flow-logs.amazonaws.com", ctx=ctx, namer=args.namer, parent=self,
+            source_arn=pulumi.Output.concat("arn:", ctx.partition, ":ec2:", ctx.region, ":",
+                                            ctx.account_id, ":vpc-flow-log/*"))
+        attach_grants(f"{self._name}-flow-logs-policy", role, [Grant(
+            sid="WriteFlowLogs",
+            actions=("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
+            resources=(group.arn, pulumi.Output.concat(group.arn, ":*")),
+        )], parent=self)
         self.flow_log_group = group
         self.flow_log = aws.ec2.FlowLog(
             f"{self._name}-flow-log",
@@ -272,24 +262,6 @@ class SecureVpc(pulumi.ComponentResource):
             tags=name_tag(args.namer.name("flow-log")),
             opts=self._child,
         )
-
-    def _flow_logs_trust(self) -> dict:
-        ctx = self._args.context
-        return {
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-                # Confused-deputy guard: only flow logs of this account may assume the role.
-                "Condition": {
-                    "StringEquals": {"aws:SourceAccount": ctx.account_id},
-                    "ArnLike": {"aws:SourceArn": pulumi.Output.concat(
-                        "arn:", ctx.partition, ":ec2:", ctx.region, ":", ctx.account_id,
-                        ":vpc-flow-log/*")},
-                },
-            }],
-        }
 
     def _data_nacl(self, data: list[aws.ec2.Subnet]) -> None:
         """Data subnets admit only the data ports from the app tier, and talk among themselves."""
