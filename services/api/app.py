@@ -52,6 +52,9 @@ class ApiApp:
             VIDEO: {"GET": self.get_video},
         }
 
+    def close(self) -> None:
+        self._deps.database.close()
+
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         try:
             request = parse_request(event)

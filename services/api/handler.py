@@ -74,6 +74,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def reset() -> None:
-    """Forget the built app (tests change the environment between cases)."""
+    """Close and forget the built app (tests change the environment between cases)."""
     global _app
+    if _app is not None:
+        _app.close()
     _app = None

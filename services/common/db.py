@@ -44,6 +44,8 @@ def sqlstate(error: BaseException) -> str | None:
 
 
 def _is_connection_lost(error: BaseException) -> bool:
+    if isinstance(error, OSError):  # pg8000 lets some socket errors through unwrapped
+        return True
     if isinstance(error, InterfaceError):
         text = str(error).lower()
         return any(message in text for message in _LOST_CONNECTION_MESSAGES)

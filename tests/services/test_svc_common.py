@@ -1,0 +1,392 @@
+"""Shared pieces: settings from env, events, secrets, the database wrapper, logging."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+import uuid
+
+import pytest
+from pg8000.exceptions import DatabaseError
+
+from services.common.db import Database, DatabaseAuthError, DatabaseUnavailable, ssl_context_for
+from services.common.events import (
+    EventError,
+    new_event,
+    parse_event,
+    parse_message_body,
+)
+from services.common.logs import JsonFormatter, configure_logging
+from services.common.redis_client import create_redis
+from services.common.secrets import (
+    CredentialsError,
+    SecretCache,
+    StaticDbCredentials,
+    db_credentials,
+    redis_token,
+)
+from services.common.settings import (
+    DatabaseSettings,
+    RedisSettings,
+    SettingsError,
+    SslMode,
+    load_api_settings,
+    load_worker_settings,
+)
+
+pytestmark = pytest.mark.services
+
+BASE_ENV = {
+    "DB_HOST": "db.internal",
+    "DB_NAME": "media",
+    "REDIS_HOST": "cache.internal",
+    "STREAM_NAME": "media-events",
+    "MEDIA_ROOT": "/mnt/media",
+}
+WORKER_ENV = {
+    **BASE_ENV,
+    "DB_USERNAME": "worker",
+    "DB_PASSWORD": "pw",
+    "JOBS_QUEUE_URL": "https://sqs/jobs",
+    "DEAD_LETTER_QUEUE_URL": "https://sqs/dlq",
+    "MAX_RECEIVE_COUNT": "5",
+}
+
+
+# --- settings ---------------------------------------------------------------------------
+
+
+def test_api_settings_defaults_are_secure():
+    settings = load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
+    assert settings.database.port == 5432
+    assert settings.database.ssl_mode == SslMode.VERIFY_FULL
+    assert settings.redis.port == 6379
+    assert settings.redis.tls is True
+    assert settings.cache_ttl_seconds == 300
+    assert settings.log_level == "INFO"
+
+
+def test_worker_settings_read_every_variable():
+    settings = load_worker_settings(
+        {
+            **WORKER_ENV,
+            "DB_PORT": "6432",
+            "DB_SSL": "false",
+            "REDIS_TLS": "0",
+            "REDIS_AUTH_TOKEN": "tok",
+            "JOB_TIMEOUT_SECONDS": "60",
+            "VISIBILITY_TIMEOUT_SECONDS": "120",
+            "CONTENT_KEY_SECRET_ARN": "arn:key",
+            "SCRATCH_DIR": "/scratch",
+            "LOG_LEVEL": "debug",
+            "AWS_REGION": "ap-northeast-1",
+        }
+    )
+    assert (settings.common.database.port, settings.common.database.ssl_mode) == (6432, "disable")
+    assert (settings.common.redis.tls, settings.common.redis.auth_token) == (False, "tok")
+    assert (settings.job_timeout_seconds, settings.visibility_timeout_seconds) == (60, 120)
+    assert settings.max_receive_count == 5
+    assert str(settings.scratch_dir) == "/scratch"
+    assert settings.common.log_level == "DEBUG"
+    assert settings.common.aws_region == "ap-northeast-1"
+    assert settings.content_key_secret_arn == "arn:key"
+    assert (settings.batch_size, settings.receive_wait_seconds) == (10, 20)
+
+
+def test_secrets_never_appear_in_settings_repr():
+    settings = load_worker_settings({**WORKER_ENV, "REDIS_AUTH_TOKEN": "tok-value"})
+    assert "pw" not in repr(settings.common.database).replace("port", "")
+    assert "tok-value" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("change", "variable", "text"),
+    [
+        ({"DB_HOST": None}, "DB_HOST", "required"),
+        ({"DB_PORT": "abc"}, "DB_PORT", "integer"),
+        ({"DB_PORT": "70000"}, "DB_PORT", "between"),
+        ({"DB_SSL": "maybe"}, "DB_SSL", "true, false or require"),
+        ({"REDIS_TLS": "perhaps"}, "REDIS_TLS", "true or false"),
+        ({"MEDIA_ROOT": "relative/path"}, "MEDIA_ROOT", "absolute"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "one of"),
+        ({"CACHE_TTL_SECONDS": "0"}, "CACHE_TTL_SECONDS", "between"),
+        ({"DB_USERNAME": None}, "DB_USERNAME", "DB_SECRET_ARN"),
+        ({"DB_PASSWORD": ""}, "DB_PASSWORD", "DB_SECRET_ARN"),
+        ({"MAX_RECEIVE_COUNT": None}, "MAX_RECEIVE_COUNT", "required"),
+        ({"RETRY_BASE_SECONDS": "x"}, "RETRY_BASE_SECONDS", "number"),
+        ({"RETRY_MAX_SECONDS": "50000"}, "RETRY_MAX_SECONDS", "between"),
+        (
+            {"JOB_TIMEOUT_SECONDS": "300", "VISIBILITY_TIMEOUT_SECONDS": "300"},
+            "VISIBILITY_TIMEOUT_SECONDS",
+            "greater than JOB_TIMEOUT_SECONDS",
+        ),
+    ],
+)
+def test_invalid_worker_settings_name_the_variable(change, variable, text):
+    env = {**WORKER_ENV, **change}
+    env = {k: v for k, v in env.items() if v is not None}
+    with pytest.raises(SettingsError, match=text) as caught:
+        load_worker_settings(env)
+    assert caught.value.variable == variable
+    assert variable in str(caught.value)
+
+
+def test_api_requires_the_database_secret_arn():
+    with pytest.raises(SettingsError) as caught:
+        load_api_settings({**BASE_ENV, "DB_USERNAME": "u", "DB_PASSWORD": "p"})
+    assert caught.value.variable == "DB_SECRET_ARN"
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("true", "verify-full"), ("1", "verify-full"), ("require", "require"), ("off", "disable")],
+)
+def test_db_ssl_values(value, mode):
+    assert (
+        load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "a", "DB_SSL": value}).database.ssl_mode
+        == mode
+    )
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+def _db_settings(mode: str, **kwargs) -> DatabaseSettings:
+    return DatabaseSettings(host="h", port=1, name="n", ssl_mode=mode, **kwargs)
+
+
+def test_d6_tls_verifies_chain_and_host_name_by_default():
+    context = ssl_context_for(_db_settings(SslMode.VERIFY_FULL))
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+
+
+def test_d6_tls_require_mode_encrypts_without_verifying():
+    context = ssl_context_for(_db_settings(SslMode.REQUIRE))
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
+    assert ssl_context_for(_db_settings(SslMode.DISABLE)) is None
+
+
+def test_d6_tls_with_a_missing_root_cert_file_fails_loudly():
+    with pytest.raises(FileNotFoundError):
+        ssl_context_for(_db_settings(SslMode.VERIFY_FULL, ssl_root_cert="/nonexistent/ca.pem"))
+
+
+def test_d6_tls_connection_is_refused_by_a_server_without_tls(pg_server):
+    settings = DatabaseSettings(
+        host=pg_server.host, port=pg_server.port, name="media", ssl_mode=SslMode.REQUIRE
+    )
+    db = Database(
+        settings, StaticDbCredentials("media_app", "app-password-1"), application_name="t"
+    )
+    with pytest.raises(DatabaseUnavailable, match="SSL"):
+        db.run(lambda c: c.execute("SELECT 1"))
+
+
+# --- database wrapper -------------------------------------------------------------------
+
+
+def _select_one(cursor):
+    cursor.execute("SELECT 1")
+    return cursor.fetchone()[0]
+
+
+def test_database_reconnects_once_after_the_backend_is_terminated(database, admin_db):
+    assert database.run(_select_one) == 1
+    admin_db.cursor().execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'media-worker'"
+    )
+    assert database.run(_select_one) == 1
+
+
+def test_database_sql_errors_propagate_and_the_connection_stays_usable(database):
+    with pytest.raises(DatabaseError) as caught:
+        database.run(lambda c: c.execute("SELECT no_such_column FROM videos"))
+    assert caught.value.args[0]["C"] == "42703"
+    assert database.run(_select_one) == 1
+
+
+def test_database_unreachable_is_unavailable(pg_server):
+    from svc_support import free_port
+
+    db = Database(
+        pg_server.settings(port=free_port()),
+        StaticDbCredentials("media_app", "app-password-1"),
+        application_name="t",
+    )
+    with pytest.raises(DatabaseUnavailable) as caught:
+        db.run(_select_one)
+    assert not isinstance(caught.value, DatabaseAuthError)
+
+
+def test_database_wrong_static_password_is_an_auth_error(pg_server):
+    db = Database(
+        pg_server.settings(), StaticDbCredentials("media_app", "wrong"), application_name="t"
+    )
+    with pytest.raises(DatabaseAuthError):
+        db.run(_select_one)
+
+
+def test_database_credentials_secret_unreadable_is_unavailable(pg_server, aws):
+    provider = db_credentials(
+        SecretCache(aws.secrets),
+        secret_arn="arn:aws:secretsmanager:eu-central-1:123456789012:secret:nope",
+        username=None,
+        password=None,
+    )
+    db = Database(pg_server.settings(), provider, application_name="t")
+    with pytest.raises(DatabaseUnavailable, match="credentials unavailable"):
+        db.run(_select_one)
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def test_secret_cache_reads_once_until_refreshed(aws):
+    cache = SecretCache(aws.secrets)
+    provider = db_credentials(cache, secret_arn=aws.db_secret_arn, username=None, password=None)
+    assert provider.current().password == "app-password-1"
+    aws.secrets.put_secret_value(
+        SecretId=aws.db_secret_arn, SecretString=json.dumps({"username": "u", "password": "new"})
+    )
+    assert provider.current().password == "app-password-1"
+    assert provider.refresh() is True
+    assert provider.current().password == "new"
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [("not json", "not JSON"), ("[1]", "not a JSON object"), ('{"username": "u"}', "lacks")],
+)
+def test_malformed_database_secret_is_refused(aws, secret, message):
+    aws.secrets.put_secret_value(SecretId=aws.db_secret_arn, SecretString=secret)
+    provider = db_credentials(
+        SecretCache(aws.secrets), secret_arn=aws.db_secret_arn, username=None, password=None
+    )
+    with pytest.raises(CredentialsError, match=message):
+        provider.current()
+
+
+def test_binary_secret_is_refused(aws):
+    arn = aws.secrets.create_secret(Name="binary", SecretBinary=b"\x00\x01")["ARN"]
+    with pytest.raises(CredentialsError, match="no SecretString"):
+        SecretCache(aws.secrets).get(arn)
+
+
+def test_env_credentials_are_used_without_an_arn_and_cannot_refresh():
+    provider = db_credentials(None, secret_arn=None, username="w", password="p")
+    assert (provider.current().username, provider.refresh()) == ("w", False)
+    with pytest.raises(CredentialsError):
+        db_credentials(None, secret_arn=None, username="w", password=None)
+    with pytest.raises(CredentialsError):
+        db_credentials(None, secret_arn="arn", username=None, password=None)
+
+
+def test_redis_token_prefers_the_secret_over_env(aws):
+    aws.secrets.put_secret_value(SecretId=aws.redis_secret_arn, SecretString="from-secret")
+    cache = SecretCache(aws.secrets)
+    assert redis_token(cache, secret_arn=aws.redis_secret_arn, token="from-env") == "from-secret"
+    assert redis_token(None, secret_arn=None, token="from-env") == "from-env"
+    assert redis_token(None, secret_arn=None, token=None) is None
+    with pytest.raises(CredentialsError):
+        redis_token(None, secret_arn="arn", token=None)
+
+
+def test_c3_redis_client_uses_tls_and_the_auth_token_when_configured():
+    client = create_redis(RedisSettings(host="h", port=6380, tls=True), "tok", client_name="x")
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["password"] == "tok"
+    assert kwargs["ssl_cert_reqs"] == "required"
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+def _job_event() -> dict:
+    return new_event(
+        "job.requested", video_id=str(uuid.uuid4()), job_id=str(uuid.uuid4()), source_uri="a.mp4"
+    ).to_dict()
+
+
+def test_event_round_trips_with_extra_fields():
+    event = new_event(
+        "video.processed",
+        video_id=str(uuid.uuid4()),
+        job_id=str(uuid.uuid4()),
+        source_uri="a.mp4",
+        media={"width": 64},
+    )
+    parsed = parse_message_body(event.to_json())
+    assert parsed == event
+    assert parsed.partition_key == event.video_id
+    assert parsed.occurred_at.endswith("Z")
+
+
+def test_event_accepts_kinesis_envelopes_base64_and_object():
+    document = _job_event()
+    encoded = base64.b64encode(json.dumps(document).encode()).decode()
+    assert parse_message_body(json.dumps({"data": encoded})).job_id == document["job_id"]
+    assert parse_message_body(json.dumps({"data": document})).job_id == document["job_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"data": "***"}', "base64"),
+        ('{"data": 5}', "neither"),
+        ("[1, 2]", "not a JSON object"),
+    ],
+)
+def test_event_unreadable_bodies_are_event_errors(body, message):
+    with pytest.raises(EventError, match=message):
+        parse_message_body(body)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"type": "video.deleted"}, "unknown event type"),
+        ({"version": 2}, "unsupported event version"),
+        ({"job_id": None}, "'job_id' is missing"),
+        ({"video_id": "v-1"}, "not a UUID"),
+        ({"source_uri": ""}, "'source_uri' is missing"),
+    ],
+)
+def test_event_fields_are_validated(change, message):
+    with pytest.raises(EventError, match=message):
+        parse_event({**_job_event(), **change})
+
+
+# --- logging ----------------------------------------------------------------------------
+
+
+def test_logs_are_json_with_extra_fields_and_exceptions():
+    record = logging.LogRecord("svc", logging.ERROR, __file__, 1, "job %s failed", ("j1",), None)
+    record.job_id = "j1"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    entry = json.loads(JsonFormatter().format(record))
+    assert (entry["message"], entry["level"], entry["job_id"]) == ("job j1 failed", "ERROR", "j1")
+    assert "ValueError: boom" in entry["exception"]
+
+
+def test_configure_logging_replaces_root_handlers(capsys):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("WARNING")
+        assert len(root.handlers) == 1
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+        assert root.level == logging.WARNING
+        assert logging.getLogger("botocore").level == logging.WARNING
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -1,0 +1,112 @@
+"""R2 through the Lambda entry point: settings from env, secrets by ARN, rotation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+from conftest import APP_PASSWORD, APP_USER, STREAM, api_event
+from pytest_redis import factories as redis_factories
+
+from services.api import handler as lambda_handler
+
+pytestmark = pytest.mark.services
+
+REDIS_TOKEN = "redis-auth-token-1"
+redis_proc_auth = redis_factories.redis_proc(
+    executable=shutil.which("redis-server"), port=None, password=REDIS_TOKEN
+)
+
+
+@pytest.fixture
+def lambda_env(monkeypatch, aws, pg_server, redis_proc_auth, admin_db):
+    aws.secrets.put_secret_value(SecretId=aws.redis_secret_arn, SecretString=REDIS_TOKEN)
+    env = {
+        "DB_HOST": pg_server.host,
+        "DB_PORT": str(pg_server.port),
+        "DB_NAME": "media",
+        "DB_SSL": "false",
+        "DB_SECRET_ARN": aws.db_secret_arn,
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_proc_auth.port),
+        "REDIS_TLS": "false",
+        "REDIS_AUTH_SECRET_ARN": aws.redis_secret_arn,
+        "STREAM_NAME": STREAM,
+        "MEDIA_ROOT": "/mnt/media",
+        "CACHE_TTL_SECONDS": "60",
+        "LOG_LEVEL": "INFO",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    lambda_handler.reset()
+    yield env
+    lambda_handler.reset()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def invoke(event):
+    response = lambda_handler.handler(event, type("Context", (), {"aws_request_id": "r-1"})())
+    return response["statusCode"], json.loads(response["body"]), response["headers"]
+
+
+def set_app_password(admin_db, password: str) -> None:
+    admin_db.cursor().execute(f"ALTER ROLE {APP_USER} PASSWORD '{password}'")
+
+
+def kill_api_connections(admin_db) -> int:
+    cursor = admin_db.cursor()
+    cursor.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = 'media-api'"
+    )
+    return cursor.fetchone()[0]
+
+
+def test_r2_lambda_handler_creates_and_reads_through_the_authenticated_cache(lambda_env):
+    """Credentials and the Redis AUTH token come from Secrets Manager by ARN."""
+    status, created, _ = invoke(
+        api_event("POST", "/videos", body={"title": "t", "creator": "c", "source_path": "a.mp4"})
+    )
+    assert status == 202
+    path = f"/videos/{created['video_id']}"
+    assert invoke(api_event("GET", path))[2]["X-Cache"] == "MISS"
+    status, body, headers = invoke(api_event("GET", path))
+    assert (status, headers["X-Cache"], body["status"]) == (200, "HIT", "QUEUED")
+
+
+def test_r2_rotated_database_password_is_picked_up_after_an_auth_failure(lambda_env, aws, admin_db):
+    assert invoke(api_event("GET", "/videos"))[0] == 200
+    try:
+        set_app_password(admin_db, "rotated-password-2")
+        aws.secrets.put_secret_value(
+            SecretId=aws.db_secret_arn,
+            SecretString=json.dumps({"username": APP_USER, "password": "rotated-password-2"}),
+        )
+        assert kill_api_connections(admin_db) == 1
+        # The cached (old) password is rejected; the handler fetches the secret again.
+        status, body, _ = invoke(api_event("GET", "/videos"))
+        assert (status, body["items"]) == (200, [])
+    finally:
+        set_app_password(admin_db, APP_PASSWORD)
+
+
+def test_r2_rejected_credentials_even_after_refresh_are_503(lambda_env, admin_db):
+    assert invoke(api_event("GET", "/videos"))[0] == 200
+    try:
+        set_app_password(admin_db, "rotated-but-secret-not-updated")
+        kill_api_connections(admin_db)
+        status, body, _ = invoke(api_event("GET", "/videos"))
+        assert (status, body["error"]["code"]) == (503, "database_unavailable")
+    finally:
+        set_app_password(admin_db, APP_PASSWORD)
+
+
+def test_r2_missing_configuration_is_a_json_500(lambda_env, monkeypatch):
+    monkeypatch.delenv("DB_SECRET_ARN")
+    status, body, _ = invoke(api_event("GET", "/videos"))
+    assert (status, body["error"]["code"]) == (500, "configuration_error")
