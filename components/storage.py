@@ -64,7 +64,7 @@ class SharedFileSystemArgs:
     def validate(self) -> None:
         problems = []
         if len(self.subnet_ids) < 2:
-            problems.append(f"subnet_ids: {len(self.subnet_ids)} given; allowed one data "
+            problems.append(f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one data "
                             "subnet per AZ, at least 2 (G7)")
         if not _POSIX_PATH.match(self.root_path):
             problems.append(f"root_path={self.root_path!r}: allowed an absolute path like "
@@ -98,7 +98,7 @@ class SharedFileSystem(pulumi.ComponentResource):
         super().__init__("media:storage:SharedFileSystem", name, None, opts)
         self._name = name
         child = pulumi.ResourceOptions(parent=self)
-        fs_name = args.namer.name("media-fs")
+        fs_name = args.namer.name("files")
         self.file_system = aws.efs.FileSystem(
             f"{name}-fs",
             encrypted=True,
@@ -146,7 +146,7 @@ class SharedFileSystem(pulumi.ComponentResource):
                 "creation_info": {"owner_uid": args.owner_uid, "owner_gid": args.owner_gid,
                                   "permissions": args.permissions},
             },
-            tags=name_tag(args.namer.name("media-fs-ap")),
+            tags=name_tag(args.namer.name("files-ap")),
             opts=child,
         )
         self.access_point_id = self.access_point.id

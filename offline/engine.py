@@ -143,7 +143,8 @@ class EngineMocks(pulumi_mocks.Mocks):
                 "revision": 1},
             "aws:ecr/repository:Repository": {
                 "arn": self.arn("ecr", f"repository/{physical}"),
-                "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}"},
+                "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}",
+                "registryId": account},
             "aws:lambda/function:Function": {
                 "arn": self.arn("lambda", f"function:{physical}"),
                 "invokeArn": f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
@@ -178,6 +179,9 @@ class EngineMocks(pulumi_mocks.Mocks):
             "random:index/randomBytes:RandomBytes": {
                 "base64": "QUJD" * 8, "hex": "ab" * int(inputs.get("length", 32))},
         }
+        if typ == "docker-build:index:Image":
+            # pulumi-docker-build: the pushed manifest digest, and the first tag pinned to it.
+            return _image_outputs(inputs)
         if typ in table:
             return table[typ]
         if typ.startswith("aws:"):
@@ -207,6 +211,12 @@ class EngineMocks(pulumi_mocks.Mocks):
             return {"serviceName": f"com.amazonaws.{self.region}.{service}",
                     "serviceType": call_args.get("serviceType", "Interface"),
                     "id": service}
+        if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            registry = call_args.get("registryId") or self.account_id
+            return {"userName": "AWS", "password": "mock-ecr-token",
+                    "authorizationToken": "QVdTOm1vY2stZWNyLXRva2Vu",
+                    "proxyEndpoint": f"https://{registry}.dkr.ecr.{self.region}.amazonaws.com",
+                    "expiresAt": "2030-01-01T00:00:00Z", "id": self.region}
         raise NotImplementedError(f"EngineMocks has no answer for invoke {token}")
 
 
@@ -216,6 +226,13 @@ _IDENTIFIER_INPUTS = {
     "aws:rds/clusterInstance:ClusterInstance": "identifier",
     "aws:elasticache/replicationGroup:ReplicationGroup": "replicationGroupId",
 }
+
+
+def _image_outputs(inputs: dict) -> dict[str, Any]:
+    tags = inputs.get("tags") or []
+    digest = "sha256:" + hashlib.sha256(json.dumps(tags).encode()).hexdigest()
+    ref = f"{tags[0].rsplit(':', 1)[0]}@{digest}" if tags else ""
+    return {"digest": digest, "ref": ref, "contextHash": _short_hash(json.dumps(tags))}
 
 
 def _uuid_like(seed: str) -> str:
@@ -245,6 +262,8 @@ class Registered:
     state: dict[str, Any]
     dependencies: list[str] = field(default_factory=list)
     """URNs the engine is told to create first (`depends_on` and input references)."""
+    ignore_changes: list[str] = field(default_factory=list)
+    """Properties the engine keeps out of diffs (`ignore_changes`)."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -264,7 +283,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 urn=response.urn, id=response.id, type=request.type, name=request.name,
                 parent_urn=request.parent, custom=request.custom, inputs=inputs,
                 state=self.resources[response.urn].state,
-                dependencies=list(request.dependencies)))
+                dependencies=list(request.dependencies),
+                ignore_changes=list(request.ignoreChanges)))
         return response
 
 
