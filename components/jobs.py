@@ -34,8 +34,11 @@ JOBS_RETENTION_SECONDS = 4 * 24 * 3600
 # messages longer than the source queue or they expire there early: SQS's maximum.
 DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600
 LONG_POLL_SECONDS = 20
+# Pipes cannot batch more records than the target's batch API takes (SendMessageBatch: 10).
+MAX_SQS_TARGET_BATCH = 10
 DATA_KEY_REUSE_SECONDS = 3600
-# Pipes sends JSON records to targets as parsed JSON; `<$.data>` makes the SQS body the event.
+# Pipes parses a Kinesis record's data when it is JSON and applies the template per record,
+# so `<$.data>` makes each SQS body the event itself.
 EVENT_BODY_TEMPLATE = "<$.data>"
 CONSUME_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                    "sqs:GetQueueAttributes")
@@ -145,9 +148,9 @@ class JobQueueArgs:
     the pipe runs (first deploy, pipe replaced) are not lost; the replayed duplicates are
     harmless because workers move each job through its states once (R3)."""
     batch_size: int = 10
-    """Records per pipe batch, 1-10000; default 10 (one SQS SendMessageBatch)."""
+    """Records per pipe batch, 1-10 (an SQS target takes at most 10 per batch); default 10."""
     maximum_retry_attempts: int = 3
-    """Pipe retries of a failed batch, 0-185 (finite: an infinite retry blocks the shard
+    """Pipe retries of a failed batch, 0-10000 (finite: an infinite retry blocks the shard
     until the record expires); default 3."""
     maximum_record_age_seconds: int = 3600
     """Records older than this go to the pipe-failure queue, 60-604800; default 3600."""
@@ -168,8 +171,9 @@ class JobQueueArgs:
         check("max_receive_count", self.max_receive_count, 1, 1000)
         check("oldest_message_alarm_seconds", self.oldest_message_alarm_seconds, 60,
               DEAD_LETTER_RETENTION_SECONDS)
-        check("batch_size", self.batch_size, 1, 10000)
-        check("maximum_retry_attempts", self.maximum_retry_attempts, 0, 185,
+        check("batch_size", self.batch_size, 1, MAX_SQS_TARGET_BATCH,
+              " (an SQS target takes at most 10 messages per batch)")
+        check("maximum_retry_attempts", self.maximum_retry_attempts, 0, 10000,
               " (finite; -1 would retry forever)")
         check("maximum_record_age_seconds", self.maximum_record_age_seconds, 60, 604800,
               " (finite; -1 would keep a record forever)")
