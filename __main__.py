@@ -6,13 +6,22 @@ Nothing else lives here: every rule is in `components/`, every value in the stac
 import pulumi
 import pulumi_aws as aws
 
+from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
+from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.jobs import JobQueue, JobQueueArgs
 from components.kms import AwsContext, PlatformKeys, PlatformKeysArgs
 from components.naming import common_tags, namer_for
 from components.network import SecureVpc, SecureVpcArgs
 from components.observability import AlarmTopic, AlarmTopicArgs
 from components.settings import load_settings
+from components.storage import SharedFileSystem, SharedFileSystemArgs
 from components.stream import AnalyticsStream, AnalyticsStreamArgs, StreamMode
+from components.worker import (
+    MediaWorkerService,
+    MediaWorkerServiceArgs,
+    SharedVolume,
+    WorkerConnections,
+)
 
 settings = load_settings()  # raises one ConfigError listing every bad key (G8)
 namer = namer_for(settings)
@@ -56,6 +65,54 @@ alarms = AlarmTopic("alarms", AlarmTopicArgs(
 ), on_provider)
 
 # --- data tier (issue 4): database, cache -------------------------------------------------
+# Consumers are let in by their tiers: `database.allow_from(sg)`, `cache.allow_from(sg)`.
+database = EncryptedAurora("database", EncryptedAuroraArgs(
+    namer=namer,
+    context=context,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.data_subnet_ids,
+    availability_zones=network.zones,
+    storage_key_arn=keys.database.arn,
+    secret_key_arn=keys.secrets.arn,
+    logs_key_arn=keys.logs.arn,
+    alarm_topic_arn=alarms.arn,
+    engine_version=settings.database.engine_version,
+    min_capacity=settings.database.min_capacity,
+    max_capacity=settings.database.max_capacity,
+    reader_count=settings.database.reader_count,
+    database_name=settings.database.name,
+    backup_retention_days=settings.database.backup_retention_days,
+    backup_window=settings.database.backup_window,
+    maintenance_window=settings.database.maintenance_window,
+    secret_rotation_days=settings.database.secret_rotation_days,
+    log_retention_days=settings.log_retention_days,
+    protect_data=settings.protection.enabled,
+    cpu_alarm_percent=settings.observability.thresholds.db_cpu_percent,
+), on_provider)
+
+cache = RedisReplicationGroup("cache", RedisReplicationGroupArgs(
+    namer=namer,
+    context=context,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.data_subnet_ids,
+    availability_zones=network.zones,
+    storage_key_arn=keys.cache.arn,
+    secret_key_arn=keys.secrets.arn,
+    logs_key_arn=keys.logs.arn,
+    alarm_topic_arn=alarms.arn,
+    engine=settings.cache.engine,
+    engine_version=settings.cache.engine_version,
+    node_type=settings.cache.node_type,
+    node_count=settings.cache.node_count,
+    transit_encryption=settings.cache.transit_encryption,
+    snapshot_retention_days=settings.cache.snapshot_retention_days,
+    snapshot_window=settings.cache.snapshot_window,
+    maintenance_window=settings.cache.maintenance_window,
+    protect_data=settings.protection.enabled,
+    secret_recovery_window_days=settings.protection.secret_recovery_window_days,
+    log_retention_days=settings.log_retention_days,
+    cpu_alarm_percent=settings.observability.thresholds.cache_cpu_percent,
+), on_provider)
 
 # --- processing tier (issue 5): stream, job queue, shared storage, worker service ----------
 
@@ -86,6 +143,69 @@ jobs = JobQueue("jobs", JobQueueArgs(
     oldest_message_alarm_seconds=settings.observability.thresholds.queue_oldest_message_seconds,
 ), on_provider)
 
+files = SharedFileSystem("files", SharedFileSystemArgs(
+    namer=namer,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.data_subnet_ids,
+    kms_key_arn=keys.filesystem.arn,
+), on_provider)
+
+worker = MediaWorkerService("worker", MediaWorkerServiceArgs(
+    namer=namer,
+    context=context,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.app_subnet_ids,
+    connections=WorkerConnections(
+        db_host=database.endpoint,
+        db_port=database.port,
+        db_name=database.database_name,
+        db_secret_arn=database.secret_arn,
+        redis_host=cache.primary_endpoint,
+        redis_port=cache.port,
+        redis_tls=cache.transit_encryption,
+        redis_auth_secret_arn=cache.auth_secret_arn,
+        stream_name=stream.name,
+        jobs_queue_url=jobs.queue_url,
+        jobs_queue_name=jobs.queue_name,
+        dead_letter_queue_url=jobs.dlq_url,
+        max_receive_count=jobs.max_receive_count,
+    ),
+    logs_key_arn=keys.logs.arn,
+    images_key_arn=keys.images.arn,
+    secrets_key_arn=keys.secrets.arn,
+    alarm_topic_arn=alarms.arn,
+    execution_grants={"db-secret": database.grant_secret_read,
+                      "cache-secret": cache.grant_secret_read},
+    task_grants={"jobs": jobs.grant_consume, "stream": stream.grant_write},
+    shared_volume=SharedVolume(file_system_id=files.file_system_id,
+                               access_point_id=files.access_point_id,
+                               grant_mount=files.grant_mount,
+                               mount_targets=files.mount_targets),
+    efs_mount=settings.worker.efs_mount,
+    cpu=settings.worker.cpu,
+    memory=settings.worker.memory,
+    min_tasks=settings.worker.min_tasks,
+    max_tasks=settings.worker.max_tasks,
+    fargate_base=settings.worker.fargate_base,
+    fargate_weight=settings.worker.fargate_weight,
+    spot_weight=settings.worker.spot_weight,
+    image=settings.worker.image,
+    cpu_target=settings.worker.cpu_target,
+    backlog_per_task=settings.worker.backlog_per_task,
+    stop_timeout_seconds=settings.worker.stop_timeout_seconds,
+    job_timeout_seconds=settings.queue.job_timeout_seconds,
+    visibility_timeout_seconds=settings.queue.visibility_timeout_seconds,
+    log_retention_days=settings.log_retention_days,
+    force_delete_images=settings.protection.force_destroy,
+    secret_recovery_window_days=settings.protection.secret_recovery_window_days,
+    cpu_alarm_percent=settings.observability.thresholds.worker_cpu_percent,
+    memory_alarm_percent=settings.observability.thresholds.worker_memory_percent,
+), on_provider)
+database.allow_from(worker.security_group)
+cache.allow_from(worker.security_group)
+if settings.worker.efs_mount:
+    files.allow_from(worker.security_group)
+
 # --- API tier (issue 6) --------------------------------------------------------------------
 
 # --- operations (issue 7): audit trail, dashboard --------------------------------------------
@@ -101,3 +221,15 @@ pulumi.export("streamName", stream.name)
 pulumi.export("streamArn", stream.arn)
 pulumi.export("jobQueueUrl", jobs.queue_url)
 pulumi.export("deadLetterQueueUrl", jobs.dlq_url)
+pulumi.export("databaseEndpoint", database.endpoint)
+pulumi.export("databaseReaderEndpoint", database.reader_endpoint)
+pulumi.export("databaseSecretArn", database.secret_arn)
+pulumi.export("cacheEndpoint", cache.primary_endpoint)
+pulumi.export("cacheReaderEndpoint", cache.reader_endpoint)
+if cache.auth_secret_arn is not None:
+    pulumi.export("cacheAuthSecretArn", cache.auth_secret_arn)
+pulumi.export("ecsClusterName", worker.cluster_name)
+pulumi.export("ecsServiceName", worker.service_name)
+pulumi.export("fileSystemId", files.file_system_id)
+pulumi.export("workerRepositoryUrl", worker.repository_url)
+pulumi.export("contentKeySecretArn", worker.content_key_secret_arn)

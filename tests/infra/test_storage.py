@@ -128,10 +128,22 @@ def test_allow_from_admits_only_nfs_from_the_peer_group_n3(run):
     egress = run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
     assert [(r.name, r.inputs["securityGroupId"], r.inputs["referencedSecurityGroupId"],
              r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"])
-            for r in ingress] == [("files-sg-from-app-sg", files_sg, app_sg, "tcp", 2049, 2049)]
+            for r in ingress] == [("files-sg-from-media-app-sg-test", files_sg, app_sg, "tcp", 2049, 2049)]
     assert [(r.inputs["securityGroupId"], r.inputs["referencedSecurityGroupId"],
              r.inputs["fromPort"], r.inputs["toPort"]) for r in egress] == [
         (app_sg, files_sg, 2049, 2049)]
+
+
+def test_allowing_the_same_peer_twice_is_an_error(namer):
+    def build():
+        files = SharedFileSystem("files", _args(namer))
+        group = RoleSecurityGroup("app-sg", role="app", description="app", vpc_id="vpc-1",
+                                  namer=namer, parent=_Peer("app"))
+        files.allow_from(group)
+        files.allow_from(group)
+
+    with pytest.raises(ValueError, match="files: media-app-sg-test is already allowed"):
+        run_components(build)
 
 
 def test_no_rules_without_grants(namer, context):

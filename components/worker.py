@@ -1,0 +1,724 @@
+"""`MediaWorkerService`: the Fargate workers that process media jobs (W1-W4, W7-W9, K3).
+
+An ECS cluster (Container Insights on) with FARGATE and FARGATE_SPOT associated, one service in
+the private app subnets without public IPs, a task definition whose container runs as
+uid/gid 1000 on a read-only root file system, secrets injected by ECS from Secrets Manager,
+logs to a pre-created encrypted group, the shared EFS volume mounted with TLS and IAM, and
+target-tracking scaling on backlog per task and on CPU.
+
+Two roles, never confused: the execution role is what ECS itself uses before the container
+starts (pull the image, write logs, fetch the injected secrets); the task role is what the
+worker code uses (consume jobs, write the stream, mount EFS, read the content key).
+
+The content-protection key (K3) is generated here, stored in its own secret encrypted with the
+Secrets Manager CMK, and handed to the worker by ARN only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker_build as docker_build
+import pulumi_random as random
+
+from components.firewall import RoleSecurityGroup
+from components.iam import Grant, attach_grants, service_role
+from components.kms import AwsContext
+from components.logs import encrypted_log_group
+from components.naming import NameKind, Namer, name_tag
+from components.observability import metric_alarm
+from components.settings import FARGATE_MEMORY_BY_CPU, LOG_RETENTION_DAYS
+
+GrantFn = Callable[[str, aws.iam.Role], aws.iam.RolePolicy | None]
+"""A component's grant helper, e.g. `jobs.grant_consume`: (resource name, role) -> policy."""
+
+CONTAINER_NAME = "worker"
+CONTAINER_UID_GID = "1000:1000"
+SCRATCH_PATH = "/tmp"
+MEDIA_ROOT = "/mnt/media"
+HEALTH_COMMAND = ("CMD", "python", "-m", "services.worker.healthcheck")
+ECR_PULL_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+)
+SCALE_OUT_COOLDOWN_SECONDS = 60
+SCALE_IN_COOLDOWN_SECONDS = 300
+KEEP_IMAGES = 20
+UNTAGGED_IMAGE_DAYS = 7
+CONTENT_KEY_BYTES = 32
+# The worker stops taking jobs on SIGTERM and must be done before ECS sends SIGKILL.
+SHUTDOWN_MARGIN_SECONDS = 10
+
+_IMAGE = re.compile(
+    r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
+    r"(?:\.cn)?/(?P<repository>[a-z0-9._/-]+?)(?::[\w][\w.-]*|@sha256:[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class EcrImage:
+    """Where an `<account>.dkr.ecr.<region>.amazonaws.com/<repo>` image lives."""
+
+    account_id: str
+    region: str
+    repository: str
+
+    def repository_arn(self, partition: pulumi.Input[str]) -> pulumi.Output[str]:
+        return pulumi.Output.concat("arn:", partition, ":ecr:", self.region, ":",
+                                    self.account_id, ":repository/", self.repository)
+
+
+def parse_ecr_image(image: str) -> EcrImage | None:
+    """The ECR repository of `image`, or None for any other registry (pure; tested directly)."""
+    found = _ECR_IMAGE.match(image)
+    if not found:
+        return None
+    return EcrImage(found["account"], found["region"], found["repository"])
+
+
+def content_tag(context_dir: str | os.PathLike[str]) -> str:
+    """An image tag derived from every file of the build context (pure; tested directly).
+
+    The repository's tags are immutable, so a tag must change whenever the image can: hash
+    every file a build sends (byte code caches aside, which a build never needs).
+    """
+    root = Path(context_dir)
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for file_name in sorted(files):
+            if file_name.endswith(".pyc"):
+                continue
+            path = Path(folder, file_name)
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return "src-" + digest.hexdigest()[:16]
+
+
+def ecr_lifecycle_policy(keep_images: int = KEEP_IMAGES,
+                         untagged_days: int = UNTAGGED_IMAGE_DAYS) -> dict[str, Any]:
+    return {"rules": [
+        {
+            "rulePriority": 1,
+            "description": f"expire untagged images after {untagged_days} days",
+            "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
+                          "countUnit": "days", "countNumber": untagged_days},
+            "action": {"type": "expire"},
+        },
+        {
+            # A rule on "any" must have the lowest priority (highest number).
+            "rulePriority": 2,
+            "description": f"keep the last {keep_images} images",
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                          "countNumber": keep_images},
+            "action": {"type": "expire"},
+        },
+    ]}
+
+
+def capacity_strategy(base: int, fargate_weight: int,
+                      spot_weight: int) -> list[dict[str, Any]]:
+    """`base` tasks on regular FARGATE, the rest split by weight with FARGATE_SPOT (W2)."""
+    return [
+        {"capacity_provider": "FARGATE", "base": base, "weight": fargate_weight},
+        {"capacity_provider": "FARGATE_SPOT", "weight": spot_weight},
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedVolume:
+    """The EFS file system the workers mount (built by `SharedFileSystem`)."""
+
+    file_system_id: pulumi.Input[str]
+    """EFS file-system id (required)."""
+    access_point_id: pulumi.Input[str]
+    """Access point the mount goes through; it fixes the POSIX user and root (required)."""
+    grant_mount: GrantFn
+    """Grants ClientMount/ClientWrite through the access point to a role (required)."""
+    mount_targets: Sequence[pulumi.Resource] = ()
+    """Mount targets the service waits for, so first tasks don't fail to mount. Default none."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConnections:
+    """Endpoints, names and ARNs the worker is given (its environment contract)."""
+
+    db_host: pulumi.Input[str]
+    """Aurora writer endpoint (required)."""
+    db_port: pulumi.Input[int]
+    """Aurora port (required)."""
+    db_name: pulumi.Input[str]
+    """Database name (required)."""
+    db_secret_arn: pulumi.Input[str]
+    """RDS-managed master secret (JSON `username`/`password`), injected by ECS (required)."""
+    redis_host: pulumi.Input[str]
+    """Cache primary endpoint (required)."""
+    redis_port: pulumi.Input[int]
+    """Cache port (required)."""
+    redis_tls: bool
+    """Whether the cache speaks TLS (required)."""
+    stream_name: pulumi.Input[str]
+    """Kinesis stream the worker puts `video.processed` on (required)."""
+    jobs_queue_url: pulumi.Input[str]
+    """SQS jobs queue URL (required)."""
+    jobs_queue_name: pulumi.Input[str]
+    """SQS jobs queue name, the dimension of the backlog metric (required)."""
+    dead_letter_queue_url: pulumi.Input[str]
+    """SQS dead-letter queue URL (required)."""
+    max_receive_count: int
+    """Receives before SQS moves a job to the DLQ (required)."""
+    redis_auth_secret_arn: pulumi.Input[str] | None = None
+    """Secret holding the cache AUTH token (plain string); None when the cache has no AUTH."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaWorkerServiceArgs:
+    """Inputs of `MediaWorkerService`."""
+
+    namer: Namer
+    """Stack namer (required)."""
+    context: AwsContext
+    """Account, partition and region facts (required)."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the workers' security group (required)."""
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private app subnets (NAT or endpoints for AWS APIs), one per AZ (required, >= 2)."""
+    connections: WorkerConnections
+    """What the worker talks to (required)."""
+    logs_key_arn: pulumi.Input[str]
+    """CMK of the container log group (required)."""
+    images_key_arn: pulumi.Input[str]
+    """CMK of the ECR repository (required)."""
+    secrets_key_arn: pulumi.Input[str]
+    """Secrets Manager CMK for the content-protection key secret (required)."""
+    alarm_topic_arn: pulumi.Input[str]
+    """Topic the worker alarms notify (required)."""
+    execution_grants: Mapping[str, GrantFn] = field(default_factory=dict)
+    """Label -> grant letting the execution role read an injected secret (data tier's
+    `grant_secret_read`). Default none."""
+    task_grants: Mapping[str, GrantFn] = field(default_factory=dict)
+    """Label -> grant for the worker code (`jobs.grant_consume`, `stream.grant_write`).
+    Default none."""
+    shared_volume: SharedVolume | None = None
+    """EFS to mount at /mnt/media; required while `efs_mount` is on. Default none."""
+    efs_mount: bool = True
+    """Mount the shared EFS into the container (W4). Default on; off is a logged opt-out."""
+    cpu: int = 512
+    """Task CPU units, a Fargate size. Default 512."""
+    memory: int = 1024
+    """Task memory MiB, allowed for `cpu`. Default 1024."""
+    min_tasks: int = 2
+    """Fewest tasks (and the initial desired count), 2..200 (one per AZ at least). Default 2."""
+    max_tasks: int = 20
+    """Most tasks, min_tasks..200. Default 20."""
+    fargate_base: int = 1
+    """Tasks always on regular FARGATE, 0..100. Default 1."""
+    fargate_weight: int = 1
+    """FARGATE weight beyond the base, 0..1000. Default 1."""
+    spot_weight: int = 3
+    """FARGATE_SPOT weight beyond the base, 0..1000. Default 3."""
+    image: str = ""
+    """Image URI to run; empty builds `dockerfile` in `build_context` and pushes it to this
+    service's repository. Default empty."""
+    build_context: str = "services"
+    """Docker build context, relative to the project. Default `services`."""
+    dockerfile: str = "services/worker/Dockerfile"
+    """Dockerfile of the worker image. Default `services/worker/Dockerfile`."""
+    cpu_target: int = 70
+    """Average CPU % the CPU scaling policy holds, 10..90. Default 70."""
+    backlog_per_task: int = 10
+    """Visible jobs per running task the backlog policy holds, 1..1000. Default 10."""
+    stop_timeout_seconds: int = 110
+    """SIGTERM-to-SIGKILL grace, 2..120 (Spot warns 120 s ahead). Default 110."""
+    job_timeout_seconds: int = 900
+    """Longest one job may take. Default 900."""
+    visibility_timeout_seconds: int = 1200
+    """Jobs-queue visibility timeout, more than `job_timeout_seconds`. Default 1200."""
+    log_retention_days: int = 30
+    """Container log retention (an allowed CloudWatch value). Default 30."""
+    log_level: str = "INFO"
+    """Worker log level. Default INFO."""
+    force_delete_images: bool = True
+    """Delete the repository with its images on destroy (G3). Default True."""
+    secret_recovery_window_days: int = 0
+    """Content-key secret recovery window: 0 (delete at once) or 7..30. Default 0."""
+    cpu_alarm_percent: int = 85
+    """Service CPU % that alarms. Default 85."""
+    memory_alarm_percent: int = 85
+    """Service memory % that alarms. Default 85."""
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        self._validate_size(problems)
+        self._validate_counts(problems)
+        if len(self.subnet_ids) < 2:
+            problems.append(f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one app "
+                            "subnet per AZ, at least 2 (W1, G7)")
+        if self.efs_mount and self.shared_volume is None:
+            problems.append("shared_volume: required while efs_mount is True (W4)")
+        if self.image and not _IMAGE.match(self.image):
+            problems.append(f"image={self.image!r}: allowed empty (build) or "
+                            "registry/repository:tag or registry/repository@sha256:<digest>")
+        if not self.image and not Path(self.build_context).is_dir():
+            problems.append(f"build_context={self.build_context!r}: not a directory")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
+                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        window = self.secret_recovery_window_days
+        if window != 0 and not 7 <= window <= 30:
+            problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")
+        if problems:
+            raise ValueError("MediaWorkerServiceArgs: " + "; ".join(problems))
+
+    def _validate_size(self, problems: list[str]) -> None:
+        if self.cpu not in FARGATE_MEMORY_BY_CPU:
+            problems.append(f"cpu={self.cpu}: allowed one of "
+                            + ", ".join(map(str, FARGATE_MEMORY_BY_CPU)))
+        elif self.memory not in FARGATE_MEMORY_BY_CPU[self.cpu]:
+            problems.append(f"memory={self.memory}: allowed for cpu={self.cpu} one of "
+                            + ", ".join(map(str, FARGATE_MEMORY_BY_CPU[self.cpu])))
+
+    def _validate_counts(self, problems: list[str]) -> None:
+        ranges = (("min_tasks", 2, 200), ("max_tasks", 2, 200), ("fargate_base", 0, 100),
+                  ("fargate_weight", 0, 1000), ("spot_weight", 0, 1000), ("cpu_target", 10, 90),
+                  ("backlog_per_task", 1, 1000), ("stop_timeout_seconds", 2, 120),
+                  ("cpu_alarm_percent", 1, 100), ("memory_alarm_percent", 1, 100))
+        for name, low, high in ranges:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                problems.append(f"{name}={value}: allowed {low}..{high}")
+        if self.max_tasks < self.min_tasks:
+            problems.append(f"max_tasks={self.max_tasks}: allowed >= min_tasks ({self.min_tasks})")
+        if self.fargate_weight + self.spot_weight == 0:
+            problems.append("spot_weight=0: allowed > 0 unless fargate_weight > 0 (all-zero "
+                            "weights launch nothing past the base)")
+        if self.visibility_timeout_seconds <= self.job_timeout_seconds:
+            problems.append(f"visibility_timeout_seconds={self.visibility_timeout_seconds}: "
+                            f"allowed more than job_timeout_seconds ({self.job_timeout_seconds})")
+
+
+class MediaWorkerService(pulumi.ComponentResource):
+    """Fargate + Fargate Spot workers: cluster, image, task, service, scaling, alarms."""
+
+    cluster_name: pulumi.Output[str]
+    cluster_arn: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    security_group: RoleSecurityGroup
+    task_role: aws.iam.Role
+    execution_role: aws.iam.Role
+    log_group_name: pulumi.Output[str]
+    repository_url: pulumi.Output[str]
+    content_key_secret_arn: pulumi.Output[str]
+    image_ref: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MediaWorkerServiceArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:worker:MediaWorkerService", name, None, opts)
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self)
+        if not args.efs_mount:
+            pulumi.log.warn(
+                "MediaWorkerService: efs_mount=False (config workerEfsMount=false): workers get "
+                f"no shared media volume at {MEDIA_ROOT} (W4 opt-out)", resource=self)
+        namer = args.namer
+        self.security_group = RoleSecurityGroup(
+            f"{name}-sg", role="worker", description="Media workers: egress to granted roles only",
+            vpc_id=args.vpc_id, namer=namer, parent=self)
+        self.security_group.allow_https_egress()
+        self._cluster()
+        self._repository()
+        self.log_group = encrypted_log_group(
+            f"{name}-logs", name=namer.path("/ecs/", "worker"), kms_key_arn=args.logs_key_arn,
+            retention_days=args.log_retention_days, parent=self)
+        self.log_group_name = self.log_group.name
+        self.execution_role = self._role("exec", "worker-exec")
+        self.task_role = self._role("task", "worker-task")
+        self._content_key()
+        self.image_ref = self._image()
+        policies = [*self._execution_policies(), *self._task_policies()]
+        self.task_definition = self._task_definition()
+        self._service(policies)
+        self._scaling()
+        self._alarms()
+        self.register_outputs({
+            "cluster_name": self.cluster_name, "cluster_arn": self.cluster_arn,
+            "service_name": self.service_name, "security_group_id": self.security_group.id,
+            "task_role_arn": self.task_role.arn, "execution_role_arn": self.execution_role.arn,
+            "log_group_name": self.log_group_name, "repository_url": self.repository_url,
+            "content_key_secret_arn": self.content_key_secret_arn, "image_ref": self.image_ref,
+        })
+
+    # -- cluster, repository, image --------------------------------------------------------
+    def _cluster(self) -> None:
+        args, name = self._args, self._name
+        cluster_name = args.namer.name("workers", NameKind.ECS)
+        self.cluster = aws.ecs.Cluster(
+            f"{name}-cluster", name=cluster_name,
+            # RunningTaskCount (backlog scaling, task-count alarm) exists only with insights on.
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+            tags=name_tag(cluster_name), opts=self._child)
+        self.cluster_name, self.cluster_arn = self.cluster.name, self.cluster.arn
+        # A service naming FARGATE_SPOT fails unless this association exists first.
+        self.capacity_providers = aws.ecs.ClusterCapacityProviders(
+            f"{name}-capacity", cluster_name=self.cluster.name,
+            capacity_providers=["FARGATE", "FARGATE_SPOT"],
+            default_capacity_provider_strategies=self._strategy(), opts=self._child)
+
+    def _strategy(self) -> list[dict[str, Any]]:
+        args = self._args
+        return capacity_strategy(args.fargate_base, args.fargate_weight, args.spot_weight)
+
+    def _repository(self) -> None:
+        args, name = self._args, self._name
+        repo_name = args.namer.name("worker", NameKind.ECR_REPOSITORY)
+        self.repository = aws.ecr.Repository(
+            f"{name}-repo", name=repo_name, image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration={"scan_on_push": True},
+            encryption_configurations=[{"encryption_type": "KMS", "kms_key": args.images_key_arn}],
+            force_delete=args.force_delete_images, tags=name_tag(repo_name), opts=self._child)
+        self.repository_url = self.repository.repository_url
+        aws.ecr.LifecyclePolicy(
+            f"{name}-repo-lifecycle", repository=self.repository.name,
+            policy=pulumi.Output.json_dumps(ecr_lifecycle_policy()), opts=self._child)
+
+    def _image(self) -> pulumi.Output[str]:
+        args, name = self._args, self._name
+        if args.image:
+            return pulumi.Output.from_input(args.image)
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=self.repository.registry_id, opts=pulumi.InvokeOptions(parent=self))
+        self.image = docker_build.Image(
+            f"{name}-image",
+            context={"location": args.build_context},
+            dockerfile={"location": args.dockerfile},
+            # Fargate Spot runs X86_64 only; build for it whatever the build host is.
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            push=True,
+            # `pulumi preview` (pull-request checks) needs no Docker daemon; `up` builds.
+            build_on_preview=False,
+            tags=[pulumi.Output.concat(self.repository_url, ":", content_tag(args.build_context))],
+            registries=[{"address": self.repository_url, "username": token.user_name,
+                         "password": token.password}],
+            opts=self._child)
+        # Run exactly the pushed bytes: a digest cannot be re-pointed the way a tag can.
+        return pulumi.Output.concat(self.repository_url, "@", self.image.digest)
+
+    # -- roles and their policies ----------------------------------------------------------
+    def _role(self, label: str, role: str) -> aws.iam.Role:
+        ctx = self._args.context
+        return service_role(
+            f"{self._name}-{label}-role", role=role, service="ecs-tasks.amazonaws.com", ctx=ctx,
+            namer=self._args.namer, parent=self,
+            source_arn=pulumi.Output.concat("arn:", ctx.partition, ":ecs:", ctx.region, ":",
+                                            ctx.account_id, ":*"))
+
+    def _pull_grants(self) -> list[Grant]:
+        args, ctx = self._args, self._args.context
+        if args.image:
+            external = parse_ecr_image(args.image)
+            if external is None:
+                # A public registry needs no IAM; a private non-ECR one would need
+                # repositoryCredentials, which this component does not offer.
+                return []
+            repositories: tuple[pulumi.Input[str], ...] = (
+                external.repository_arn(ctx.partition),)
+        else:
+            repositories = (self.repository.arn,)
+        grants = [
+            # GetAuthorizationToken is account-wide: IAM accepts no narrower resource.
+            Grant("EcrAuthorizationToken", ("ecr:GetAuthorizationToken",), ("*",)),
+            Grant("PullWorkerImage", ECR_PULL_ACTIONS, repositories),
+        ]
+        if not args.image:
+            grants.append(Grant(
+                "DecryptImageLayers", ("kms:Decrypt",), (args.images_key_arn,),
+                {"StringEquals": {"kms:ViaService": pulumi.Output.concat(
+                    "ecr.", ctx.region, ".", ctx.dns_suffix)}}))
+        return grants
+
+    def _execution_policies(self) -> list[aws.iam.RolePolicy]:
+        name, role = self._name, self.execution_role
+        grants = [
+            *self._pull_grants(),
+            Grant("WriteContainerLogs", ("logs:CreateLogStream", "logs:PutLogEvents"),
+                  (pulumi.Output.concat(self.log_group.arn, ":*"),)),
+        ]
+        policies = [attach_grants(f"{name}-exec-policy", role, grants, parent=self)]
+        for label, grant in self._args.execution_grants.items():
+            policies.append(grant(f"{name}-exec-{label}", role))
+        return [p for p in policies if p is not None]
+
+    def _task_policies(self) -> list[aws.iam.RolePolicy]:
+        args, name, role, ctx = self._args, self._name, self.task_role, self._args.context
+        grants = [
+            Grant("ReadContentKey", ("secretsmanager:GetSecretValue",),
+                  (self.content_key_secret.arn,)),
+            Grant("DecryptContentKey", ("kms:Decrypt",), (args.secrets_key_arn,),
+                  {"StringEquals": {"kms:ViaService": pulumi.Output.concat(
+                      "secretsmanager.", ctx.region, ".", ctx.dns_suffix)}}),
+        ]
+        policies = [attach_grants(f"{name}-task-policy", role, grants, parent=self)]
+        for label, grant in args.task_grants.items():
+            policies.append(grant(f"{name}-task-{label}", role))
+        if args.efs_mount and args.shared_volume is not None:
+            policies.append(args.shared_volume.grant_mount(f"{name}-task-efs", role))
+        return [p for p in policies if p is not None]
+
+    # -- content-protection key (K3) -------------------------------------------------------
+    def _content_key(self) -> None:
+        args, name = self._args, self._name
+        secret_name = args.namer.name("content-key", NameKind.SECRET)
+        self.content_key_secret = aws.secretsmanager.Secret(
+            f"{name}-content-key", name=secret_name,
+            description="Content-protection key material of the media workers (K3)",
+            kms_key_id=args.secrets_key_arn,
+            recovery_window_in_days=args.secret_recovery_window_days,
+            tags=name_tag(secret_name), opts=self._child)
+        self.content_key_secret_arn = self.content_key_secret.arn
+        material = random.RandomBytes(f"{name}-content-key-material", length=CONTENT_KEY_BYTES,
+                                      opts=self._child)
+        value = pulumi.Output.secret(pulumi.Output.json_dumps(
+            {"kid": material.base64.apply(_key_id), "key": material.base64}))
+        version = aws.secretsmanager.SecretVersion(
+            f"{name}-content-key-value", secret_id=self.content_key_secret.id,
+            secret_string=value, opts=self._child)
+        # After the version exists: the provider reads the value back right after writing it.
+        aws.secretsmanager.SecretPolicy(
+            f"{name}-content-key-policy", secret_arn=self.content_key_secret.arn,
+            block_public_policy=True, policy=self._content_key_policy(),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[version]))
+
+    def _content_key_policy(self) -> pulumi.Output[str]:
+        # An explicit deny beats every allow, the account root's and administrators' included:
+        # only the worker task role can read the value. Managing the secret (describe, policy,
+        # rotation, deletion) stays with IAM; removing this policy is the audited break-glass.
+        return pulumi.Output.json_dumps({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "OnlyWorkerTaskRoleReadsContentKey",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": self.task_role.arn}},
+            }],
+        })
+
+    # -- task definition and service -------------------------------------------------------
+    def _environment(self) -> list[dict[str, pulumi.Input[str]]]:
+        args, c = self._args, self._args.connections
+        values: dict[str, pulumi.Input[str]] = {
+            "DB_HOST": c.db_host,
+            "DB_PORT": _text(c.db_port),
+            "DB_NAME": c.db_name,
+            "DB_SSL": "true",
+            "REDIS_HOST": c.redis_host,
+            "REDIS_PORT": _text(c.redis_port),
+            "REDIS_TLS": "true" if c.redis_tls else "false",
+            "STREAM_NAME": c.stream_name,
+            "JOBS_QUEUE_URL": c.jobs_queue_url,
+            "DEAD_LETTER_QUEUE_URL": c.dead_letter_queue_url,
+            "MAX_RECEIVE_COUNT": str(c.max_receive_count),
+            "JOB_TIMEOUT_SECONDS": str(args.job_timeout_seconds),
+            "VISIBILITY_TIMEOUT_SECONDS": str(args.visibility_timeout_seconds),
+            "STOP_TIMEOUT_SECONDS": str(max(1, args.stop_timeout_seconds
+                                            - SHUTDOWN_MARGIN_SECONDS)),
+            "MEDIA_ROOT": MEDIA_ROOT,
+            "SCRATCH_DIR": SCRATCH_PATH,
+            "CONTENT_KEY_SECRET_ARN": self.content_key_secret_arn,
+            "LOG_LEVEL": args.log_level,
+        }
+        return [{"name": key, "value": value} for key, value in sorted(values.items())]
+
+    def _secrets(self) -> list[dict[str, pulumi.Input[str]]]:
+        c = self._args.connections
+        # `<arn>:<json-key>::` picks one key of a JSON secret (current version).
+        secrets = [
+            {"name": "DB_PASSWORD", "valueFrom": pulumi.Output.concat(c.db_secret_arn,
+                                                                      ":password::")},
+            {"name": "DB_USERNAME", "valueFrom": pulumi.Output.concat(c.db_secret_arn,
+                                                                      ":username::")},
+        ]
+        if c.redis_auth_secret_arn is not None:
+            secrets.append({"name": "REDIS_AUTH_TOKEN", "valueFrom": c.redis_auth_secret_arn})
+        return secrets
+
+    def _mounts(self) -> list[dict[str, Any]]:
+        mounts = [{"sourceVolume": "scratch", "containerPath": SCRATCH_PATH, "readOnly": False}]
+        if self._args.efs_mount:
+            mounts.append({"sourceVolume": "media", "containerPath": MEDIA_ROOT,
+                           "readOnly": False})
+        return mounts
+
+    def _volumes(self) -> list[dict[str, Any]]:
+        # A bind mount without a host path is task-local scratch space (the root is read-only).
+        volumes: list[dict[str, Any]] = [{"name": "scratch"}]
+        shared = self._args.shared_volume
+        if self._args.efs_mount and shared is not None:
+            volumes.append({"name": "media", "efs_volume_configuration": {
+                "file_system_id": shared.file_system_id,
+                # IAM authorisation is refused without TLS; the access point sets the root.
+                "transit_encryption": "ENABLED",
+                "authorization_config": {"access_point_id": shared.access_point_id,
+                                         "iam": "ENABLED"},
+            }})
+        return volumes
+
+    def _container(self) -> dict[str, Any]:
+        args = self._args
+        return {
+            "name": CONTAINER_NAME,
+            "image": self.image_ref,
+            "essential": True,
+            "user": CONTAINER_UID_GID,
+            "readonlyRootFilesystem": True,
+            "stopTimeout": args.stop_timeout_seconds,
+            # An init process forwards SIGTERM to the worker and reaps ffprobe children.
+            "linuxParameters": {"initProcessEnabled": True},
+            "environment": self._environment(),
+            "secrets": self._secrets(),
+            "mountPoints": self._mounts(),
+            "healthCheck": {"command": list(HEALTH_COMMAND), "interval": 30, "timeout": 10,
+                            "retries": 3, "startPeriod": 120},
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": self.log_group.name,
+                "awslogs-region": args.context.region,
+                "awslogs-stream-prefix": CONTAINER_NAME,
+            }},
+        }
+
+    def _task_definition(self) -> aws.ecs.TaskDefinition:
+        args, name = self._args, self._name
+        family = args.namer.name("worker", NameKind.ECS)
+        return aws.ecs.TaskDefinition(
+            f"{name}-task", family=family, cpu=str(args.cpu), memory=str(args.memory),
+            network_mode="awsvpc", requires_compatibilities=["FARGATE"],
+            runtime_platform={"cpu_architecture": "X86_64", "operating_system_family": "LINUX"},
+            execution_role_arn=self.execution_role.arn, task_role_arn=self.task_role.arn,
+            container_definitions=pulumi.Output.json_dumps([self._container()]),
+            volumes=self._volumes(), tags=name_tag(family), opts=self._child)
+
+    def _service(self, policies: list[aws.iam.RolePolicy]) -> None:
+        args, name = self._args, self._name
+        service_name = args.namer.name("worker", NameKind.ECS)
+        mount_targets = list(args.shared_volume.mount_targets) if (
+            args.efs_mount and args.shared_volume is not None) else []
+        self.service = aws.ecs.Service(
+            f"{name}-service", name=service_name, cluster=self.cluster.arn,
+            task_definition=self.task_definition.arn, desired_count=args.min_tasks,
+            # No launch_type: it conflicts with a capacity-provider strategy.
+            capacity_provider_strategies=self._strategy(),
+            # A strategy change only takes effect with a new deployment.
+            force_new_deployment=True,
+            network_configuration={"subnets": list(args.subnet_ids),
+                                   "security_groups": [self.security_group.id],
+                                   "assign_public_ip": False},
+            deployment_circuit_breaker={"enable": True, "rollback": True},
+            deployment_minimum_healthy_percent=100, deployment_maximum_percent=200,
+            availability_zone_rebalancing="ENABLED",
+            propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            # `pulumi up` fails when tasks never get healthy instead of reporting success; the
+            # circuit breaker has then already rolled back to the last completed deployment.
+            wait_for_steady_state=True,
+            tags=name_tag(service_name),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Association before a strategy names FARGATE_SPOT; policies and mount targets
+                # outlive the service on destroy so draining tasks keep their access.
+                depends_on=[self.capacity_providers, *policies, *mount_targets],
+                # App Auto Scaling owns the count after creation.
+                ignore_changes=["desiredCount"]))
+        self.service_name = self.service.name
+
+    # -- scaling and alarms ----------------------------------------------------------------
+    def _scaling(self) -> None:
+        args, name = self._args, self._name
+        target = aws.appautoscaling.Target(
+            f"{name}-scaling", service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.concat("service/", self.cluster.name, "/",
+                                             self.service.name),
+            min_capacity=args.min_tasks, max_capacity=args.max_tasks, opts=self._child)
+        common = {"resource_id": target.resource_id,
+                  "scalable_dimension": target.scalable_dimension,
+                  "service_namespace": target.service_namespace,
+                  "policy_type": "TargetTrackingScaling", "opts": self._child}
+        cooldowns = {"scale_out_cooldown": SCALE_OUT_COOLDOWN_SECONDS,
+                     "scale_in_cooldown": SCALE_IN_COOLDOWN_SECONDS}
+        aws.appautoscaling.Policy(
+            f"{name}-scale-backlog", name=args.namer.name("worker-backlog"), **common,
+            target_tracking_scaling_policy_configuration={
+                "target_value": args.backlog_per_task,
+                "customized_metric_specification": {"metrics": self._backlog_metrics()},
+                **cooldowns})
+        aws.appautoscaling.Policy(
+            f"{name}-scale-cpu", name=args.namer.name("worker-cpu"), **common,
+            target_tracking_scaling_policy_configuration={
+                "target_value": args.cpu_target,
+                "predefined_metric_specification": {
+                    "predefined_metric_type": "ECSServiceAverageCPUUtilization"},
+                **cooldowns})
+
+    def _backlog_metrics(self) -> list[dict[str, Any]]:
+        """Visible jobs divided by running tasks: the backlog each task faces (W7)."""
+        queue = self._args.connections.jobs_queue_name
+        service_dims = [{"name": "ClusterName", "value": self.cluster.name},
+                        {"name": "ServiceName", "value": self.service.name}]
+        return [
+            {"id": "m1", "label": "visible jobs", "return_data": False, "metric_stat": {
+                "stat": "Sum", "metric": {
+                    "namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
+                    "dimensions": [{"name": "QueueName", "value": queue}]}}},
+            {"id": "m2", "label": "running tasks", "return_data": False, "metric_stat": {
+                "stat": "Average", "metric": {
+                    "namespace": "ECS/ContainerInsights", "metric_name": "RunningTaskCount",
+                    "dimensions": service_dims}}},
+            {"id": "e1", "label": "backlog per task", "expression": "m1 / m2",
+             "return_data": True},
+        ]
+
+    def _alarms(self) -> None:
+        args, name, namer = self._args, self._name, self._args.namer
+        dims = {"ClusterName": self.cluster.name, "ServiceName": self.service.name}
+        common = {"dimensions": dims, "statistic": "Average", "topic_arn": args.alarm_topic_arn,
+                  "parent": self}
+        metric_alarm(
+            f"{name}-cpu-alarm", alarm_name=namer.name("worker-cpu-high"),
+            description=f"Worker CPU above {args.cpu_alarm_percent}% (W9)",
+            namespace="AWS/ECS", metric_name="CPUUtilization",
+            comparison="GreaterThanThreshold", threshold=args.cpu_alarm_percent,
+            evaluation_periods=2, **common)
+        metric_alarm(
+            f"{name}-memory-alarm", alarm_name=namer.name("worker-memory-high"),
+            description=f"Worker memory above {args.memory_alarm_percent}% (W9)",
+            namespace="AWS/ECS", metric_name="MemoryUtilization",
+            comparison="GreaterThanThreshold", threshold=args.memory_alarm_percent,
+            evaluation_periods=2, **common)
+        metric_alarm(
+            f"{name}-tasks-alarm", alarm_name=namer.name("worker-tasks-low"),
+            description=f"Fewer than {args.min_tasks} worker tasks running (W1, W7)",
+            namespace="ECS/ContainerInsights", metric_name="RunningTaskCount",
+            comparison="LessThanThreshold", threshold=args.min_tasks, period=60,
+            evaluation_periods=5,
+            # No datapoints means no tasks reporting: that is the outage this alarm is for.
+            treat_missing_data="breaching", **common)
+
+
+def _text(value: pulumi.Input[Any]) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(value).apply(str)
+
+
+def _key_id(key_base64: str) -> str:
+    """A stable, non-secret id for the key: a prefix of its SHA-256 (changes with the key)."""
+    return "ck-" + hashlib.sha256(key_base64.encode()).hexdigest()[:16]
