@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -53,6 +55,7 @@ def run_ffprobe(ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bo
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so a timeout kills all of it
         )
     except OSError as error:
         raise TransientJobError(f"cannot run {ffprobe}: {error}") from error
@@ -71,13 +74,18 @@ def _wait(process: subprocess.Popen[bytes], deadline: Callable[[], tuple[float, 
         limit, shutting_down = deadline()
         remaining = limit - time.monotonic()
         if remaining <= 0:
-            process.kill()
+            _kill_group(process)
             process.communicate()
             raise ProbeTimeout("ffprobe timed out", shutting_down=shutting_down)
         try:
             return process.communicate(timeout=min(_POLL_SECONDS, remaining))
         except subprocess.TimeoutExpired:
             continue
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def facts_from_probe(document: Any) -> MediaFacts:

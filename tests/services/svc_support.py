@@ -282,3 +282,30 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
+
+
+def submit_job(database: Any, sqs: Any, queue_url: str, source_uri: str, *, envelope: bool = False):
+    """Write a QUEUED video and job, then deliver its job.requested event the way the
+    EventBridge Pipe does (the event as the body), or as a raw Kinesis envelope."""
+    import base64
+    import uuid
+
+    from services.common.events import JOB_REQUESTED, new_event
+    from services.common.videos import insert_video_with_job
+
+    video_id, job_id = uuid.uuid4(), uuid.uuid4()
+    database.run(
+        lambda cursor: insert_video_with_job(
+            cursor, video_id=video_id, job_id=job_id, title="t", creator="c", source_uri=source_uri
+        )
+    )
+    event = new_event(
+        JOB_REQUESTED, video_id=str(video_id), job_id=str(job_id), source_uri=source_uri
+    )
+    body = event.to_json()
+    if envelope:
+        body = json.dumps(
+            {"data": base64.b64encode(body.encode()).decode(), "partitionKey": str(video_id)}
+        )
+    sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    return video_id, job_id

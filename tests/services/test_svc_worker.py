@@ -1,0 +1,511 @@
+"""R3 / W5 / W6: the worker in-process against real PostgreSQL, Redis and ffprobe."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+import uuid
+from functools import partial
+from pathlib import Path, PurePosixPath
+
+import pytest
+from conftest import MAX_RECEIVE_COUNT, STREAM
+from svc_support import TcpProxy, drain_queue, queue_depth, read_stream, submit_job
+
+from services.common.aws import EventStream
+from services.common.cache import VideoCache
+from services.common.db import Database, DatabaseAuthError
+from services.common.redis_client import create_redis
+from services.common.secrets import StaticDbCredentials
+from services.common.settings import (
+    CommonSettings,
+    DatabaseSettings,
+    RedisSettings,
+    SslMode,
+    WorkerSettings,
+)
+from services.worker.consumer import Outcome, StopSignal, Worker, WorkerDeps
+from services.worker.errors import TransientJobError
+from services.worker.probe import probe_media
+
+pytestmark = pytest.mark.services
+
+
+@dataclasses.dataclass
+class Kit:
+    """Everything a worker test needs, with a way to build workers against it."""
+
+    database: Database
+    aws: object
+    redis_port: int
+    media_root: Path
+    scratch: Path
+    admin: object
+
+    def settings(self, **overrides) -> WorkerSettings:
+        common = CommonSettings(
+            database=DatabaseSettings(
+                host="unused", port=1, name="media", ssl_mode=SslMode.DISABLE
+            ),
+            redis=RedisSettings(host="127.0.0.1", port=self.redis_port, tls=False),
+            stream_name=STREAM,
+            media_root=PurePosixPath(str(self.media_root)),
+            cache_ttl_seconds=300,
+            log_level="INFO",
+            aws_region="eu-central-1",
+        )
+        base = WorkerSettings(
+            common=common,
+            jobs_queue_url=self.aws.jobs_queue_url,
+            dead_letter_queue_url=self.aws.dlq_url,
+            max_receive_count=MAX_RECEIVE_COUNT,
+            job_timeout_seconds=10,
+            visibility_timeout_seconds=30,
+            content_key_secret_arn=None,
+            scratch_dir=PurePosixPath(str(self.scratch)),
+            batch_size=10,
+            receive_wait_seconds=0,
+            retry_base_seconds=1.0,
+            retry_max_seconds=1.0,
+            stop_timeout_seconds=5.0,
+            ffprobe_path="ffprobe",
+        )
+        return dataclasses.replace(base, **overrides)
+
+    def worker(self, *, probe=None, database=None, stream_name=STREAM, stop=None, **overrides):
+        settings = self.settings(**overrides)
+        cache = VideoCache(
+            create_redis(settings.common.redis, None, client_name="media-worker"), 300
+        )
+        deps = WorkerDeps(
+            database=database or self.database,
+            sqs=self.aws.sqs,
+            stream=EventStream(self.aws.kinesis, stream_name),
+            cache=cache,
+            probe=probe or partial(probe_media, "ffprobe", str(self.media_root)),
+            rng=lambda: 1.0,  # the longest backoff, so waits in tests are predictable
+        )
+        return Worker(settings, deps, stop or StopSignal(settings.stop_timeout_seconds))
+
+    def submit(self, source_uri: str, **kwargs):
+        return submit_job(
+            self.database, self.aws.sqs, self.aws.jobs_queue_url, source_uri, **kwargs
+        )
+
+    def job(self, job_id):
+        cursor = self.admin.cursor()
+        cursor.execute(
+            "SELECT state, attempts, last_error, notified_at IS NOT NULL, finished_at IS NOT NULL"
+            " FROM jobs WHERE id = %s",
+            (job_id,),
+        )
+        return dict(
+            zip(
+                ("state", "attempts", "last_error", "notified", "finished"),
+                cursor.fetchone(),
+                strict=True,
+            )
+        )
+
+    def video(self, video_id):
+        cursor = self.admin.cursor()
+        cursor.execute(
+            "SELECT status, duration_s, size_bytes, container, video_codec, audio_codec, width,"
+            " height, bitrate FROM videos WHERE id = %s",
+            (video_id,),
+        )
+        names = (
+            "status",
+            "duration_s",
+            "size_bytes",
+            "container",
+            "video_codec",
+            "audio_codec",
+            "width",
+            "height",
+            "bitrate",
+        )
+        return dict(zip(names, cursor.fetchone(), strict=True))
+
+    def processed_events(self):
+        return [e for e in read_stream(self.aws.kinesis, STREAM) if e["type"] == "video.processed"]
+
+    def depth(self):
+        return queue_depth(self.aws.sqs, self.aws.jobs_queue_url)
+
+
+@pytest.fixture
+def kit(database, aws, redis_proc, redis_client, media_root, tmp_path, admin_db) -> Kit:
+    return Kit(database, aws, redis_proc.port, media_root, tmp_path, admin_db)
+
+
+def wait_visible(kit: Kit, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while kit.depth()[0] == 0:
+        assert time.monotonic() < deadline, "message never became visible again"
+        time.sleep(0.1)
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+def test_r3_valid_clip_is_probed_stored_cached_and_announced(kit, redis_client):
+    video_id, job_id = kit.submit("clips/ok.mp4")
+    assert kit.worker().poll_once() == [Outcome.COMPLETED]
+    video = kit.video(video_id)
+    assert video["status"] == "COMPLETED"
+    assert video["duration_s"] == pytest.approx(1.0, abs=0.2)
+    assert video["size_bytes"] == (kit.media_root / "clips/ok.mp4").stat().st_size
+    assert "mp4" in video["container"]
+    assert (video["video_codec"], video["audio_codec"]) == ("mpeg4", "aac")
+    assert (video["width"], video["height"]) == (64, 64)
+    assert video["bitrate"] > 0
+    job = kit.job(job_id)
+    assert (job["state"], job["attempts"], job["notified"], job["finished"]) == (
+        "COMPLETED",
+        1,
+        True,
+        True,
+    )
+    cached = VideoCache(redis_client, 300).get(str(video_id))
+    assert cached["status"] == "COMPLETED"
+    assert cached["width"] == 64
+    [event] = kit.processed_events()
+    assert (event["video_id"], event["job_id"], event["status"]) == (
+        str(video_id),
+        str(job_id),
+        "COMPLETED",
+    )
+    assert event["media"]["video_codec"] == "mpeg4"
+    assert kit.depth() == (0, 0)
+
+
+def test_r3_clip_without_audio_completes_with_no_audio_codec(kit):
+    video_id, _ = kit.submit("clips/silent.mp4")
+    assert kit.worker().poll_once() == [Outcome.COMPLETED]
+    assert (kit.video(video_id)["audio_codec"], kit.video(video_id)["width"]) == (None, 64)
+
+
+def test_r3_kinesis_record_envelope_in_sqs_is_accepted(kit):
+    _, job_id = kit.submit("clips/ok.mp4", envelope=True)
+    assert kit.worker().poll_once() == [Outcome.COMPLETED]
+    assert kit.job(job_id)["state"] == "COMPLETED"
+
+
+# --- permanent failures -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("clips/corrupt.mp4", "ffprobe rejected the media"),
+        ("clips/empty.mp4", "ffprobe rejected the media"),
+        ("clips/audio_only.m4a", "no video stream"),
+        ("clips/missing.mp4", "does not exist"),
+        ("clips", "does not exist"),
+        ("escape-link.mp4", "outside the media root"),
+    ],
+)
+def test_w6_permanent_failure_fails_the_job_and_dead_letters_at_once(
+    kit, redis_client, source, reason
+):
+    link = kit.media_root / "escape-link.mp4"
+    if not link.is_symlink():
+        link.symlink_to("/etc/hostname")
+    video_id, job_id = kit.submit(source)
+    assert kit.worker().poll_once() == [Outcome.FAILED]
+    job = kit.job(job_id)
+    assert (job["state"], job["attempts"], job["notified"]) == ("FAILED", 1, True)
+    assert reason in job["last_error"]
+    assert kit.video(video_id)["status"] == "FAILED"
+    assert VideoCache(redis_client, 300).get(str(video_id))["status"] == "FAILED"
+    [dead] = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
+    assert dead["MessageAttributes"]["job_id"]["StringValue"] == str(job_id)
+    assert reason in dead["MessageAttributes"]["failure_reason"]["StringValue"]
+    assert json.loads(dead["Body"])["job_id"] == str(job_id)
+    assert kit.depth() == (0, 0)
+    assert kit.processed_events() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json at all",
+        json.dumps({"type": "job.requested", "version": 1}),
+        json.dumps(
+            {
+                "type": "video.processed",
+                "version": 1,
+                "video_id": str(uuid.uuid4()),
+                "job_id": str(uuid.uuid4()),
+                "source_uri": "a",
+                "occurred_at": "now",
+            }
+        ),
+        json.dumps(
+            {
+                "type": "job.requested",
+                "version": 1,
+                "video_id": str(uuid.uuid4()),
+                "job_id": str(uuid.uuid4()),
+                "source_uri": "a",
+                "occurred_at": "now",
+            }
+        ),
+    ],
+    ids=["not-json", "missing-fields", "wrong-type", "unknown-job"],
+)
+def test_w6_poison_message_goes_to_the_dead_letter_queue_once(kit, body):
+    kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody=body)
+    assert kit.worker().poll_once() == [Outcome.POISON]
+    [dead] = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
+    assert dead["Body"] == body
+    assert dead["MessageAttributes"]["failure_reason"]["StringValue"]
+    assert kit.depth() == (0, 0)
+
+
+# --- redelivery and leases --------------------------------------------------------------
+
+
+def test_r3_redelivered_job_is_processed_once(kit):
+    """Two deliveries of one job (SQS at-least-once, or the pipe retrying)."""
+    video_id, job_id = kit.submit("clips/ok.mp4")
+    event_body = drain_queue(kit.aws.sqs, kit.aws.jobs_queue_url)[0]["Body"]
+    for _ in range(2):
+        kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody=event_body)
+    assert sorted(kit.worker(batch_size=1).poll_once() + kit.worker(batch_size=1).poll_once()) == [
+        Outcome.COMPLETED,
+        Outcome.DUPLICATE,
+    ]
+    assert kit.job(job_id)["attempts"] == 1
+    assert len(kit.processed_events()) == 1
+    assert kit.depth() == (0, 0)
+
+
+def test_r3_ended_job_whose_outcome_was_not_published_is_published_on_redelivery(kit):
+    """The worker died between committing COMPLETED and putting the event."""
+    video_id, job_id = kit.submit("clips/ok.mp4")
+    kit.admin.cursor().execute(
+        "UPDATE jobs SET state = 'COMPLETED', finished_at = now() WHERE id = %s", (job_id,)
+    )
+    assert kit.worker().poll_once() == [Outcome.DUPLICATE]
+    assert kit.job(job_id)["notified"] is True
+    assert [e["job_id"] for e in kit.processed_events()] == [str(job_id)]
+    assert kit.depth() == (0, 0)
+
+
+def test_r3_job_leased_by_a_live_worker_is_deferred_not_processed(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    kit.admin.cursor().execute(
+        "UPDATE jobs SET state = 'PROCESSING', attempts = 1, lease_token = %s,"
+        " lease_expires_at = now() + interval '60 seconds' WHERE id = %s",
+        (uuid.uuid4(), job_id),
+    )
+    assert kit.worker().poll_once() == [Outcome.DEFERRED]
+    assert (kit.job(job_id)["state"], kit.job(job_id)["attempts"]) == ("PROCESSING", 1)
+    assert kit.depth() == (0, 1)  # hidden until the other lease would have lapsed
+    assert kit.processed_events() == []
+
+
+def test_r3_job_of_a_crashed_worker_is_reclaimed_after_its_lease_expires(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    kit.admin.cursor().execute(
+        "UPDATE jobs SET state = 'PROCESSING', attempts = 1, lease_token = %s,"
+        " lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (uuid.uuid4(), job_id),
+    )
+    assert kit.worker().poll_once() == [Outcome.COMPLETED]
+    assert (kit.job(job_id)["state"], kit.job(job_id)["attempts"]) == ("COMPLETED", 2)
+    assert len(kit.processed_events()) == 1
+
+
+def test_r3_worker_whose_lease_was_taken_over_does_not_complete(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+
+    def probe_then_lose_lease(source_uri, deadline):
+        facts = probe_media("ffprobe", str(kit.media_root), source_uri, deadline)
+        kit.admin.cursor().execute(
+            "UPDATE jobs SET lease_token = %s WHERE id = %s", (uuid.uuid4(), job_id)
+        )
+        return facts
+
+    assert kit.worker(probe=probe_then_lose_lease).poll_once() == [Outcome.LEASE_LOST]
+    assert kit.job(job_id)["state"] == "PROCESSING"
+    assert kit.processed_events() == []
+
+
+# --- transient failures -----------------------------------------------------------------
+
+
+def test_w6_database_outage_mid_job_backs_off_then_completes_exactly_once(kit, pg_server):
+    """The database disappears while ffprobe runs: the attempt is retried after a backoff,
+    and the lease of the half-done attempt lapses so the retry can claim the job."""
+    proxy = TcpProxy(pg_server.port)
+    database = Database(
+        pg_server.settings(port=proxy.port),
+        StaticDbCredentials("media_app", "app-password-1"),
+        application_name="media-worker",
+    )
+    video_id, job_id = kit.submit("clips/ok.mp4")
+
+    def probe_during_outage(source_uri, deadline):
+        proxy.cut()
+        return probe_media("ffprobe", str(kit.media_root), source_uri, deadline)
+
+    try:
+        outcome = kit.worker(
+            probe=probe_during_outage,
+            database=database,
+            job_timeout_seconds=1,
+            visibility_timeout_seconds=2,
+        ).poll_once()
+        assert outcome == [Outcome.RETRY]
+        assert kit.job(job_id)["state"] == "PROCESSING"  # could not even be released
+        assert kit.depth() == (0, 1)
+        proxy.restore()
+        wait_visible(kit)  # backoff of at most RETRY_MAX_SECONDS (1 s)
+        time.sleep(2.1)  # the stranded lease (VISIBILITY_TIMEOUT_SECONDS) runs out
+        worker = kit.worker(database=database, job_timeout_seconds=1, visibility_timeout_seconds=2)
+        assert worker.poll_once() == [Outcome.COMPLETED]
+    finally:
+        database.close()
+        proxy.close()
+    job = kit.job(job_id)
+    assert (job["state"], job["attempts"]) == ("COMPLETED", 2)
+    assert len(kit.processed_events()) == 1
+    assert kit.video(video_id)["status"] == "COMPLETED"
+
+
+def test_w6_terminated_backend_mid_job_is_survived_by_reconnecting(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+
+    def probe_and_kill_backend(source_uri, deadline):
+        kit.admin.cursor().execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'media-worker'"
+        )
+        return probe_media("ffprobe", str(kit.media_root), source_uri, deadline)
+
+    assert kit.worker(probe=probe_and_kill_backend).poll_once() == [Outcome.COMPLETED]
+    assert (kit.job(job_id)["state"], kit.job(job_id)["attempts"]) == ("COMPLETED", 1)
+
+
+def test_w6_stream_outage_after_commit_publishes_once_on_the_next_delivery(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    assert kit.worker(stream_name="missing-stream").poll_once() == [Outcome.RETRY]
+    job = kit.job(job_id)
+    assert (job["state"], job["notified"]) == ("COMPLETED", False)
+    wait_visible(kit)
+    assert kit.worker().poll_once() == [Outcome.DUPLICATE]
+    assert kit.job(job_id)["notified"] is True
+    assert len(kit.processed_events()) == 1
+    assert kit.depth() == (0, 0)
+
+
+def test_w6_redis_outage_is_transient_and_retried(kit, redis_client):
+    proxy = TcpProxy(kit.redis_port)
+    proxy.cut()
+    kit_down = dataclasses.replace(kit, redis_port=proxy.port)
+    video_id, job_id = kit.submit("clips/ok.mp4")
+    try:
+        assert kit_down.worker().poll_once() == [Outcome.RETRY]
+        assert kit.processed_events() == []
+        wait_visible(kit)
+        assert kit.worker().poll_once() == [Outcome.DUPLICATE]
+    finally:
+        proxy.close()
+    assert VideoCache(redis_client, 300).get(str(video_id))["status"] == "COMPLETED"
+    assert kit.job(job_id)["notified"] is True
+
+
+def test_w6_transient_failures_back_off_then_fail_on_the_last_receive_before_sqs_dead_letters(kit):
+    """Each attempt fails transiently; the one at MAX_RECEIVE_COUNT records FAILED and SQS's
+    redrive policy (maxReceiveCount) moves the message to the dead-letter queue."""
+    video_id, job_id = kit.submit("clips/ok.mp4")
+
+    def flaky_probe(source_uri, deadline):
+        raise TransientJobError("shared storage timed out")
+
+    outcomes = []
+    for attempt in range(MAX_RECEIVE_COUNT):
+        if attempt:
+            wait_visible(kit)
+        outcomes += kit.worker(probe=flaky_probe).poll_once()
+        job = kit.job(job_id)
+        assert job["attempts"] == attempt + 1
+        if attempt + 1 < MAX_RECEIVE_COUNT:
+            assert job["state"] == "QUEUED"  # released for the retry
+    assert outcomes == [Outcome.RETRY] * (MAX_RECEIVE_COUNT - 1) + [Outcome.FAILED]
+    job = kit.job(job_id)
+    assert job["state"] == "FAILED"
+    assert job["last_error"].startswith(f"gave up after {MAX_RECEIVE_COUNT} attempts")
+    assert kit.video(video_id)["status"] == "FAILED"
+    # The next receive lets SQS redrive it: nothing for the worker, one message in the DLQ.
+    assert kit.worker().poll_once() == []
+    dead = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
+    assert [json.loads(m["Body"])["job_id"] for m in dead] == [str(job_id)]
+    assert kit.processed_events() == []
+
+
+def test_w6_database_rejecting_credentials_releases_the_batch_and_stops(kit, pg_server):
+    database = Database(
+        pg_server.settings(),
+        StaticDbCredentials("media_app", "wrong"),
+        application_name="media-worker",
+    )
+    kit.submit("clips/ok.mp4")
+    kit.submit("clips/ok.mp4")
+    with pytest.raises(DatabaseAuthError):
+        kit.worker(database=database).poll_once()
+    assert kit.depth() == (2, 0)
+
+
+# --- shutdown ---------------------------------------------------------------------------
+
+
+def test_r3_stop_before_a_batch_releases_every_message(kit):
+    stop = StopSignal(5)
+    worker = kit.worker(stop=stop)
+    jobs = [kit.submit("clips/ok.mp4")[1] for _ in range(3)]
+    stop.request()
+    assert worker.poll_once() == []
+    assert kit.depth() == (3, 0)
+    assert {kit.job(j)["state"] for j in jobs} == {"QUEUED"}
+
+
+def test_r3_stop_during_a_slow_probe_releases_the_job_within_the_stop_timeout(kit, tmp_path):
+    slow = tmp_path / "slow-ffprobe"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    stop = StopSignal(0.5)
+    _, job_id = kit.submit("clips/ok.mp4")
+    worker = kit.worker(stop=stop, probe=partial(probe_media, str(slow), str(kit.media_root)))
+    threading.Timer(0.3, stop.request).start()
+    started = time.monotonic()
+    assert worker.poll_once() == [Outcome.RELEASED]
+    assert time.monotonic() - started < 3
+    assert (kit.job(job_id)["state"], kit.depth()) == ("QUEUED", (1, 0))
+
+
+def test_r3_run_loop_beats_and_exits_zero_on_stop(kit):
+    stop = StopSignal(5)
+    worker = kit.worker(stop=stop)
+    _, job_id = kit.submit("clips/ok.mp4")
+    threading.Timer(1.0, stop.request).start()
+    assert worker.run() == 0
+    assert kit.job(job_id)["state"] == "COMPLETED"
+    beat = json.loads((kit.scratch / "media-worker.heartbeat").read_text())
+    assert beat["pid"] == os.getpid()
+    assert time.time() - beat["ts"] < 5
+
+
+def test_w6_run_loop_survives_sqs_receive_failures(kit):
+    stop = StopSignal(5)
+    worker = kit.worker(stop=stop, jobs_queue_url=kit.aws.jobs_queue_url + "-missing")
+    threading.Timer(0.5, stop.request).start()
+    started = time.monotonic()
+    assert worker.run() == 0
+    assert time.monotonic() - started < 5
