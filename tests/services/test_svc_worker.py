@@ -272,7 +272,7 @@ def test_w6_poison_message_goes_to_the_dead_letter_queue_once(kit, body):
 
 def test_r3_redelivered_job_is_processed_once(kit):
     """Two deliveries of one job (SQS at-least-once, or the pipe retrying)."""
-    video_id, job_id = kit.submit("clips/ok.mp4")
+    _video_id, job_id = kit.submit("clips/ok.mp4")
     event_body = drain_queue(kit.aws.sqs, kit.aws.jobs_queue_url)[0]["Body"]
     for _ in range(2):
         kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody=event_body)
@@ -287,7 +287,7 @@ def test_r3_redelivered_job_is_processed_once(kit):
 
 def test_r3_ended_job_whose_outcome_was_not_published_is_published_on_redelivery(kit):
     """The worker died between committing COMPLETED and putting the event."""
-    video_id, job_id = kit.submit("clips/ok.mp4")
+    _video_id, job_id = kit.submit("clips/ok.mp4")
     kit.admin.cursor().execute(
         "UPDATE jobs SET state = 'COMPLETED', finished_at = now() WHERE id = %s", (job_id,)
     )
