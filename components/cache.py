@@ -1,0 +1,369 @@
+"""`RedisReplicationGroup`: the hot-metadata and session cache (C1-C4).
+
+A Redis-compatible ElastiCache replication group (Valkey by default) with cluster mode off:
+a primary and replicas spread round-robin over the zones with Multi-AZ automatic failover,
+encrypted at rest with the cache CMK, TLS plus an AUTH token kept in Secrets Manager, slow
+and engine logs in encrypted log groups, and alarms on engine CPU, memory and evictions.
+Turning TLS off is one explicit flag that logs a warning and drops the token and its secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components.firewall import REDIS, RoleSecurityGroup
+from components.iam import attach_grants, secret_read_grants
+from components.kms import AwsContext
+from components.logs import encrypted_log_group
+from components.naming import NameKind, Namer, check_name, name_tag
+from components.observability import metric_alarm
+from components.settings import (
+    CACHE_ENGINE_VERSIONS,
+    ELASTICACHE_MIN_WINDOW_MINUTES,
+    LOG_RETENTION_DAYS,
+    cache_parameter_group_family,
+    window_span,
+    windows_overlap,
+)
+
+# With cluster mode disabled a group holds one primary and up to five replicas.
+MIN_NODES, MAX_NODES = 2, 6
+LOG_TYPES = ("slow-log", "engine-log")
+# ElastiCache accepts only these specials in an AUTH token (16-128 printable characters).
+AUTH_TOKEN_SPECIALS = "!&#$^<>-"
+AUTH_TOKEN_LENGTH = 64
+_NODE_TYPE = re.compile(r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
+_DAILY = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+_WEEKLY = re.compile(rf"^{_DAY}:([01]\d|2[0-3]):[0-5]\d-{_DAY}:([01]\d|2[0-3]):[0-5]\d$")
+
+
+def node_zones(zones: Sequence[str], node_count: int) -> list[str]:
+    """Primary in the first zone, each replica in the next one, round-robin (C1).
+
+    More nodes than zones is allowed: the extra replicas add read capacity and the primary
+    still has a replica in another zone to fail over to.
+    """
+    return [zones[index % len(zones)] for index in range(node_count)]
+
+
+def member_cluster_ids(replication_group_id: str, node_count: int) -> list[str]:
+    """The ids ElastiCache gives the nodes of a cluster-mode-disabled group (metrics use them)."""
+    return [f"{replication_group_id}-{index + 1:03d}" for index in range(node_count)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisReplicationGroupArgs:
+    """Inputs of `RedisReplicationGroup`."""
+
+    namer: Namer
+    """Stack namer for every physical name (required)."""
+    context: AwsContext
+    """Account facts; the region scopes the KMS condition of `grant_secret_read` (required)."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the cache security group (required)."""
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private data subnets, one per zone, in the order of `availability_zones` (required)."""
+    availability_zones: Sequence[str]
+    """Zones of `subnet_ids`; nodes are placed round-robin over them (required)."""
+    storage_key_arn: pulumi.Input[str]
+    """Cache CMK ARN for data at rest (required; an ARN, never an id)."""
+    secret_key_arn: pulumi.Input[str]
+    """Secrets Manager CMK ARN for the AUTH-token secret (required)."""
+    logs_key_arn: pulumi.Input[str]
+    """Logs CMK ARN for the slow-log and engine-log groups (required)."""
+    alarm_topic_arn: pulumi.Input[str]
+    """SNS topic every alarm notifies (required)."""
+    engine: str = "valkey"
+    """`valkey` (default) or `redis`, lowercase as the v7 provider requires."""
+    engine_version: str = "8.0"
+    """major.minor allowed for the engine (valkey 7.2/8.0/8.1, redis 6.2/7.0/7.1)."""
+    node_type: str = "cache.t4g.micro"
+    """Node type; default cache.t4g.micro."""
+    node_count: int = 2
+    """Primary plus replicas, 2-6, round-robin over the zones; default 2 (C1)."""
+    transit_encryption: bool = True
+    """TLS with an AUTH token kept in Secrets Manager (default). False is a development
+    opt-out: no TLS, no token, no secret, and a warning in the preview (C3)."""
+    snapshot_retention_days: int = 1
+    """Automatic snapshots kept, 0 (off)-35 days; default 1 (C4)."""
+    snapshot_window: str = "01:00-02:00"
+    """Daily snapshot window, UTC, >= 60 minutes; default 01:00-02:00."""
+    maintenance_window: str = "sun:05:00-sun:06:00"
+    """Weekly maintenance window, UTC, >= 60 minutes, apart from the snapshot window."""
+    protect_data: bool = False
+    """False (default): destroyable — no final snapshot, changes applied at once.
+    True: a uniquely named final snapshot, changes wait for the maintenance window (G3)."""
+    secret_recovery_window_days: int = 0
+    """Recovery window of the token secret: 0 (delete at once, default) or 7-30."""
+    log_retention_days: int = 30
+    """Slow-log and engine-log retention (an allowed CloudWatch value); default 30."""
+    cpu_alarm_percent: int = 75
+    """EngineCPUUtilization (%) per node that alarms when sustained 15 minutes; default 75."""
+    memory_alarm_percent: int = 80
+    """DatabaseMemoryUsagePercentage per node that alarms when sustained; default 80."""
+
+    @property
+    def parameter_group_family(self) -> str:
+        return cache_parameter_group_family(self.engine, self.engine_version)
+
+    def validate(self) -> None:
+        problems = []
+        if self.engine not in CACHE_ENGINE_VERSIONS:
+            problems.append(f"engine={self.engine!r}: allowed "
+                            + " or ".join(CACHE_ENGINE_VERSIONS) + " (lowercase)")
+        elif self.engine_version not in CACHE_ENGINE_VERSIONS[self.engine]:
+            problems.append(f"engine_version={self.engine_version!r}: allowed for {self.engine} "
+                            + ", ".join(CACHE_ENGINE_VERSIONS[self.engine]))
+        if not _NODE_TYPE.match(self.node_type):
+            problems.append(f"node_type={self.node_type!r}: allowed an ElastiCache node type "
+                            "like cache.t4g.micro")
+        if not MIN_NODES <= self.node_count <= MAX_NODES:
+            problems.append(f"node_count={self.node_count}: allowed {MIN_NODES}..{MAX_NODES} "
+                            "(automatic failover needs a replica; cluster mode off holds 6)")
+        zones = list(self.availability_zones)
+        if len(zones) < 2 or len(set(zones)) != len(zones):
+            problems.append(f"availability_zones={zones}: allowed 2 or more distinct zones")
+        if len(self.subnet_ids) != len(zones):
+            problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
+                            f"availability zone ({len(zones)})")
+        if not 0 <= self.snapshot_retention_days <= 35:
+            problems.append(f"snapshot_retention_days={self.snapshot_retention_days}: "
+                            "allowed 0..35")
+        problems += self._window_problems()
+        if not (self.secret_recovery_window_days == 0
+                or 7 <= self.secret_recovery_window_days <= 30):
+            problems.append(f"secret_recovery_window_days={self.secret_recovery_window_days}: "
+                            "allowed 0 or 7..30")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
+                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        for field, value in (("cpu_alarm_percent", self.cpu_alarm_percent),
+                             ("memory_alarm_percent", self.memory_alarm_percent)):
+            if not 1 <= value <= 100:
+                problems.append(f"{field}={value}: allowed 1..100")
+        if problems:
+            raise ValueError("RedisReplicationGroupArgs: " + "; ".join(problems))
+
+    def _window_problems(self) -> list[str]:
+        problems = []
+        for field, window, pattern, form in (
+                ("snapshot_window", self.snapshot_window, _DAILY, "hh:mm-hh:mm"),
+                ("maintenance_window", self.maintenance_window, _WEEKLY, "ddd:hh:mm-ddd:hh:mm")):
+            if not pattern.match(window):
+                problems.append(f"{field}={window!r}: allowed {form} (UTC)")
+            elif window_span(window)[1] < ELASTICACHE_MIN_WINDOW_MINUTES:
+                problems.append(f"{field}={window!r}: allowed at least "
+                                f"{ELASTICACHE_MIN_WINDOW_MINUTES} minutes")
+        if not problems and windows_overlap(self.snapshot_window, self.maintenance_window):
+            problems.append(f"maintenance_window={self.maintenance_window!r}: allowed a window "
+                            f"that does not overlap snapshot_window ({self.snapshot_window!r})")
+        return problems
+
+
+class RedisReplicationGroup(pulumi.ComponentResource):
+    """Multi-AZ Redis-compatible replication group, encrypted at rest and by default in transit."""
+
+    primary_endpoint: pulumi.Output[str]
+    reader_endpoint: pulumi.Output[str]
+    port: int
+    transit_encryption: bool
+    auth_secret_arn: pulumi.Output[str] | None
+    security_group: RoleSecurityGroup
+    replication_group_id: str
+
+    def __init__(self, name: str, args: RedisReplicationGroupArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:cache:RedisReplicationGroup", name, None, opts)
+        self._name = name
+        self._args = args
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._peers: set[str] = set()
+        namer = args.namer
+        self.replication_group_id = namer.name("cache", NameKind.ELASTICACHE_ID)
+        self.port = REDIS
+        self.transit_encryption = args.transit_encryption
+
+        self.security_group = RoleSecurityGroup(
+            f"{name}-sg", role="cache",
+            description=f"ElastiCache {args.engine}: 6379 only from granted security groups",
+            vpc_id=args.vpc_id, namer=namer, parent=self)
+        subnet_group_name = namer.name("cache-subnets", NameKind.PARAMETER_GROUP)
+        self.subnet_group = aws.elasticache.SubnetGroup(
+            f"{name}-subnets", name=subnet_group_name,
+            description="Private data subnets of the cache",
+            subnet_ids=list(args.subnet_ids), tags=name_tag(subnet_group_name), opts=self._child)
+        family = args.parameter_group_family
+        # The family is part of the name so a major upgrade creates a new group beside the old.
+        params_name = namer.name(f"cache-{family.replace('.', '-')}", NameKind.PARAMETER_GROUP)
+        self.parameter_group = aws.elasticache.ParameterGroup(
+            f"{name}-params", name=params_name, family=family,
+            description=f"{args.engine} {args.engine_version} parameters (cluster mode off)",
+            tags=name_tag(params_name), opts=self._child)
+        log_groups = self._log_groups()
+        token = self._auth_token()
+        self.group = self._replication_group(log_groups, token)
+        self.primary_endpoint = self.group.primary_endpoint_address
+        self.reader_endpoint = self.group.reader_endpoint_address
+        self.auth_secret_arn = self._auth_secret(token) if token is not None else None
+        self._alarms()
+        self.register_outputs({
+            "primary_endpoint": self.primary_endpoint,
+            "reader_endpoint": self.reader_endpoint,
+            "port": self.port,
+            "transit_encryption": self.transit_encryption,
+            "auth_secret_arn": self.auth_secret_arn,
+            "security_group_id": self.security_group.id,
+            "replication_group_id": self.replication_group_id,
+        })
+
+    # -- children ------------------------------------------------------------------------
+    def _log_groups(self) -> dict[str, aws.cloudwatch.LogGroup]:
+        groups = {}
+        for log_type in LOG_TYPES:
+            # Log delivery adds each group to the account's CloudWatch Logs resource policy
+            # (5,120 characters at most); /aws/vendedlogs/ groups are covered by one wildcard.
+            log_name = f"/aws/vendedlogs/elasticache/{self.replication_group_id}/{log_type}"
+            check_name(log_name, NameKind.LOG_GROUP)
+            groups[log_type] = encrypted_log_group(
+                f"{self._name}-{log_type}", name=log_name, kms_key_arn=self._args.logs_key_arn,
+                retention_days=self._args.log_retention_days, parent=self)
+        return groups
+
+    def _auth_token(self) -> pulumi.Output[str] | None:
+        if not self._args.transit_encryption:
+            pulumi.log.warn(
+                f"{self._name}: cacheTransitEncryption is false — the cache accepts plaintext "
+                "connections without an AUTH token (C3 opt-out; development only). Changing "
+                "it later replaces or migrates the replication group.",
+                resource=self)
+            return None
+        password = random.RandomPassword(
+            f"{self._name}-auth-token", length=AUTH_TOKEN_LENGTH, special=True,
+            override_special=AUTH_TOKEN_SPECIALS, opts=self._child)
+        return pulumi.Output.secret(password.result)
+
+    def _final_snapshot_identifier(self) -> pulumi.Output[str] | None:
+        if not self._args.protect_data:
+            return None  # a final snapshot would block re-creating the group under its name
+        stem = f"{self.replication_group_id}-final-"
+        check_name(stem + "x" * 8, NameKind.RDS_IDENTIFIER)
+        suffix = random.RandomString(f"{self._name}-final-snapshot-suffix", length=8,
+                                     special=False, upper=False, opts=self._child)
+        return pulumi.Output.concat(stem, suffix.result)
+
+    def _replication_group(self, log_groups: dict[str, aws.cloudwatch.LogGroup],
+                           token: pulumi.Output[str] | None) -> aws.elasticache.ReplicationGroup:
+        args = self._args
+        tls = token is not None
+        return aws.elasticache.ReplicationGroup(
+            f"{self._name}-group",
+            replication_group_id=self.replication_group_id,
+            description=f"Hot metadata and session cache ({args.engine})",
+            engine=args.engine,
+            engine_version=args.engine_version,
+            node_type=args.node_type,
+            num_cache_clusters=args.node_count,
+            preferred_cache_cluster_azs=node_zones(args.availability_zones, args.node_count),
+            cluster_mode="disabled",
+            automatic_failover_enabled=True,
+            multi_az_enabled=True,
+            parameter_group_name=self.parameter_group.name,
+            port=REDIS,
+            subnet_group_name=self.subnet_group.name,
+            security_group_ids=[self.security_group.id],
+            at_rest_encryption_enabled=True,
+            kms_key_id=args.storage_key_arn,
+            transit_encryption_enabled=tls,
+            transit_encryption_mode="required" if tls else None,
+            auth_token=token,
+            auth_token_update_strategy="ROTATE" if tls else None,
+            snapshot_retention_limit=args.snapshot_retention_days,
+            snapshot_window=args.snapshot_window,
+            maintenance_window=args.maintenance_window,
+            final_snapshot_identifier=self._final_snapshot_identifier(),
+            apply_immediately=not args.protect_data,
+            auto_minor_version_upgrade=True,
+            log_delivery_configurations=[
+                {
+                    "destination": log_groups[log_type].name,
+                    "destination_type": "cloudwatch-logs",
+                    "log_format": "json",
+                    "log_type": log_type,
+                }
+                for log_type in LOG_TYPES
+            ],
+            tags=name_tag(self.replication_group_id),
+            opts=self._child,
+        )
+
+    def _auth_secret(self, token: pulumi.Output[str]) -> pulumi.Output[str]:
+        args = self._args
+        secret_name = args.namer.name("cache-auth-token", NameKind.SECRET)
+        secret = aws.secretsmanager.Secret(
+            f"{self._name}-auth-secret",
+            name=secret_name,
+            description=f"AUTH token of the {self.replication_group_id} cache (the raw token)",
+            kms_key_id=args.secret_key_arn,
+            recovery_window_in_days=args.secret_recovery_window_days,
+            tags=name_tag(secret_name),
+            opts=self._child)
+        aws.secretsmanager.SecretVersion(
+            f"{self._name}-auth-secret-value", secret_id=secret.id, secret_string=token,
+            opts=self._child)
+        return secret.arn
+
+    def _alarms(self) -> None:
+        args = self._args
+        for index, member in enumerate(member_cluster_ids(self.replication_group_id,
+                                                          args.node_count)):
+            node = f"{index + 1:03d}"
+            for label, metric, statistic, threshold, description in (
+                ("cpu", "EngineCPUUtilization", "Average", args.cpu_alarm_percent,
+                 f"Cache engine CPU on {member} above {args.cpu_alarm_percent}% for 15 minutes"),
+                ("memory", "DatabaseMemoryUsagePercentage", "Average", args.memory_alarm_percent,
+                 f"Cache memory on {member} above {args.memory_alarm_percent}% for 15 minutes"),
+                # Evictions mean the working set no longer fits; one burst is noise.
+                ("evictions", "Evictions", "Sum", 0,
+                 f"Cache {member} evicting keys for 15 minutes: the node type is too small"),
+            ):
+                metric_alarm(
+                    f"{self._name}-{node}-{label}-alarm",
+                    alarm_name=args.namer.name(f"cache-{node}-{label}"),
+                    description=description,
+                    namespace="AWS/ElastiCache",
+                    metric_name=metric,
+                    dimensions={"CacheClusterId": member},
+                    statistic=statistic,
+                    comparison="GreaterThanThreshold",
+                    threshold=threshold,
+                    evaluation_periods=3,
+                    topic_arn=args.alarm_topic_arn,
+                    parent=self,
+                )
+
+    # -- grants --------------------------------------------------------------------------
+    def allow_from(self, peer: RoleSecurityGroup) -> None:
+        """Admit `peer` to the cache (6379): ingress here, matching egress on the peer (C4)."""
+        if peer.physical_name in self._peers:
+            raise ValueError(f"{self._name}: {peer.physical_name} is already allowed")
+        self._peers.add(peer.physical_name)
+        self.security_group.allow_from(peer, REDIS, peer.physical_name)
+
+    def grant_secret_read(self, resource_name: str,
+                          role: aws.iam.Role) -> aws.iam.RolePolicy | None:
+        """Let `role` read the AUTH token; None when TLS and the token are off."""
+        if self.auth_secret_arn is None:
+            return None
+        return attach_grants(
+            resource_name, role,
+            secret_read_grants("CacheAuth", self.auth_secret_arn, self._args.secret_key_arn,
+                               self._args.context),
+            parent=self)

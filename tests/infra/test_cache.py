@@ -1,0 +1,495 @@
+"""`RedisReplicationGroup` (C1-C4) and the cache config checks: exact inputs under mocks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+from components.cache import (
+    RedisReplicationGroup,
+    RedisReplicationGroupArgs,
+    member_cluster_ids,
+    node_zones,
+)
+from components.firewall import RoleSecurityGroup
+from components.settings import ConfigError, cache_parameter_group_family, parse_settings
+from offline.engine import ACCOUNT_ID, run_components, run_stack
+
+REGION = "eu-central-1"
+ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+SUBNETS = ["subnet-data-a", "subnet-data-b", "subnet-data-c"]
+TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
+GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-cache-auth-token-test-AbCdEf"
+TLS_WARNING = ("cache: cacheTransitEncryption is false — the cache accepts plaintext connections "
+               "without an AUTH token (C3 opt-out; development only). Changing it later "
+               "replaces or migrates the replication group.")
+
+
+def key(purpose: str) -> str:
+    return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{purpose}"
+
+
+def cache_args(namer, context, **overrides: Any) -> RedisReplicationGroupArgs:
+    values: dict[str, Any] = {
+        "namer": namer, "context": context, "vpc_id": "vpc-test",
+        "subnet_ids": SUBNETS[:2], "availability_zones": ZONES[:2],
+        "storage_key_arn": key("cache"), "secret_key_arn": key("secrets"),
+        "logs_key_arn": key("logs"), "alarm_topic_arn": TOPIC,
+    }
+    values.update(overrides)
+    return RedisReplicationGroupArgs(**values)
+
+
+class _Peer(pulumi.ComponentResource):
+    def __init__(self, namer):
+        super().__init__("media:test:Peer", "peer", None, None)
+        self.sg = RoleSecurityGroup("api-sg", role="api", description="peer",
+                                    vpc_id="vpc-test", namer=namer, parent=self)
+
+
+def build(namer, context, *, peer: bool = False, grant: bool = False, **overrides: Any):
+    made: dict[str, Any] = {}
+
+    def program():
+        cache = RedisReplicationGroup("cache", cache_args(namer, context, **overrides))
+        made["cache"] = cache
+        if peer:
+            made["peer"] = _Peer(namer)
+            cache.allow_from(made["peer"].sg)
+        if grant:
+            role = aws.iam.Role("api-role", assume_role_policy="{}")
+            made["policy"] = cache.grant_secret_read("api-cache-secret", role)
+
+    return run_components(program, region=REGION), made
+
+
+@pytest.fixture
+def run(namer, context):
+    return build(namer, context)[0]
+
+
+def group_of(run):
+    return run.one(GROUP, "cache-group").inputs
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
+
+
+# -- C1 replication group across zones -----------------------------------------------------
+
+
+def test_c1_valkey_by_default_lowercase_cluster_mode_off_with_explicit_id(run):
+    group = group_of(run)
+    assert group["replicationGroupId"] == "media-cache-test"
+    assert group["engine"] == "valkey"
+    assert group["engineVersion"] == "8.0"
+    assert group["nodeType"] == "cache.t4g.micro"
+    assert group["clusterMode"] == "disabled"
+    assert group["port"] == 6379
+    assert "numNodeGroups" not in group and "replicasPerNodeGroup" not in group
+
+
+def test_c1_two_nodes_in_distinct_zones_with_multi_az_failover(run):
+    group = group_of(run)
+    assert group["numCacheClusters"] == 2
+    assert group["preferredCacheClusterAzs"] == ["eu-central-1a", "eu-central-1b"]
+    assert group["multiAzEnabled"] is True
+    assert group["automaticFailoverEnabled"] is True
+
+
+def test_c1_node_count_type_and_version_from_args(namer, context):
+    run, _ = build(namer, context, engine="redis", engine_version="7.1",
+                   node_type="cache.r7g.large", node_count=3, subnet_ids=SUBNETS,
+                   availability_zones=ZONES)
+    group = group_of(run)
+    assert (group["engine"], group["engineVersion"], group["nodeType"],
+            group["numCacheClusters"]) == ("redis", "7.1", "cache.r7g.large", 3)
+    assert group["preferredCacheClusterAzs"] == ZONES
+
+
+def test_c1_more_nodes_than_zones_go_round_robin(namer, context):
+    run, _ = build(namer, context, node_count=5)
+    assert group_of(run)["preferredCacheClusterAzs"] == [
+        "eu-central-1a", "eu-central-1b", "eu-central-1a", "eu-central-1b", "eu-central-1a"]
+    assert node_zones(["a", "b", "c"], 2) == ["a", "b"]
+
+
+def test_c1_parameter_group_family_follows_engine_major(run):
+    params = run.one("aws:elasticache/parameterGroup:ParameterGroup", "cache-params")
+    assert params.inputs["family"] == "valkey8"
+    assert params.inputs["name"] == "media-cache-valkey8-test"
+    assert group_of(run)["parameterGroupName"] == "media-cache-valkey8-test"
+
+
+def test_c1_redis6_family_is_redis6x(namer, context):
+    run, _ = build(namer, context, engine="redis", engine_version="6.2")
+    params = run.one("aws:elasticache/parameterGroup:ParameterGroup").inputs
+    assert (params["family"], params["name"]) == ("redis6.x", "media-cache-redis6-x-test")
+
+
+@pytest.mark.parametrize(("engine", "version", "family"), [
+    ("valkey", "7.2", "valkey7"), ("valkey", "8.1", "valkey8"), ("redis", "7.1", "redis7"),
+    ("redis", "6.2", "redis6.x")])
+def test_c1_parameter_group_families(engine, version, family):
+    assert cache_parameter_group_family(engine, version) == family
+
+
+# -- C2 encryption at rest, private subnets --------------------------------------------------
+
+
+def test_c2_encrypted_at_rest_with_the_cache_key_arn(run):
+    group = group_of(run)
+    assert group["atRestEncryptionEnabled"] is True
+    assert group["kmsKeyId"] == key("cache")
+
+
+def test_c2_subnet_group_over_the_data_subnets(run):
+    subnets = run.one("aws:elasticache/subnetGroup:SubnetGroup", "cache-subnets").inputs
+    assert subnets["subnetIds"] == SUBNETS[:2]
+    assert group_of(run)["subnetGroupName"] == subnets["name"] == "media-cache-subnets-test"
+
+
+# -- C3 TLS and AUTH token -------------------------------------------------------------------
+
+
+def test_c3_tls_required_with_a_secret_auth_token_rotated_on_change(run):
+    group = group_of(run)
+    assert group["transitEncryptionEnabled"] is True
+    assert group["transitEncryptionMode"] == "required"
+    assert group["authTokenUpdateStrategy"] == "ROTATE"
+    assert is_secret(group["authToken"])
+    password = run.one(PASSWORD, "cache-auth-token")
+    assert password.inputs == {"length": 64, "special": True, "overrideSpecial": "!&#$^<>-"}
+    assert group["authToken"]["value"] == password.state["result"]
+
+
+def test_c3_token_kept_in_secrets_manager_with_the_secrets_key(run):
+    secret = run.one(SECRET, "cache-auth-secret")
+    assert secret.inputs["name"] == "media-cache-auth-token-test"
+    assert secret.inputs["kmsKeyId"] == key("secrets")
+    assert secret.inputs["recoveryWindowInDays"] == 0
+    version = run.one(SECRET_VERSION, "cache-auth-secret-value").inputs
+    assert version["secretId"] == secret.id
+    # The secret holds the raw token (what the services read), and stays secret in state.
+    assert is_secret(version["secretString"])
+    assert version["secretString"]["value"] == run.one(PASSWORD).state["result"]
+
+
+def test_c3_secret_recovery_window_from_args(namer, context):
+    run, _ = build(namer, context, secret_recovery_window_days=30)
+    assert run.one(SECRET).inputs["recoveryWindowInDays"] == 30
+
+
+def test_c3_no_warning_when_tls_is_on(run):
+    assert run.warnings == []
+
+
+def test_c3_turning_tls_off_warns_and_drops_token_and_secret(namer, context):
+    run, made = build(namer, context, transit_encryption=False, grant=True)
+    assert run.warnings == [TLS_WARNING]
+    group = group_of(run)
+    assert group["transitEncryptionEnabled"] is False
+    for absent in ("authToken", "authTokenUpdateStrategy", "transitEncryptionMode"):
+        assert absent not in group
+    assert run.of_type(PASSWORD) == [] and run.of_type(SECRET) == []
+    assert run.of_type(SECRET_VERSION) == []
+    cache = made["cache"]
+    assert (cache.transit_encryption, cache.auth_secret_arn, made["policy"]) == \
+        (False, None, None)
+    assert run.of_type("aws:iam/rolePolicy:RolePolicy") == []
+    # At rest stays encrypted either way.
+    assert group["atRestEncryptionEnabled"] is True
+
+
+def test_c3_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer, context):
+    run, made = build(namer, context, grant=True)
+    assert isinstance(made["policy"], aws.iam.RolePolicy)
+    policy = run.one("aws:iam/rolePolicy:RolePolicy", "api-cache-secret")
+    assert json.loads(policy.inputs["policy"]) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ReadCacheAuthSecret", "Effect": "Allow",
+             "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+             "Resource": [SECRET_ARN]},
+            {"Sid": "DecryptCacheAuthSecret", "Effect": "Allow", "Action": ["kms:Decrypt"],
+             "Resource": [key("secrets")],
+             "Condition": {"StringEquals": {
+                 "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}}},
+        ],
+    }
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
+
+
+# -- C4 access, snapshots, maintenance, logs ---------------------------------------------------
+
+
+def test_c4_security_group_admits_nothing_until_granted(run):
+    sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg")
+    assert sg.inputs["name"] == "media-cache-sg-test"
+    assert group_of(run)["securityGroupIds"] == [sg.id]
+    assert run.of_type(INGRESS) == [] and run.of_type(EGRESS) == []
+
+
+def test_c4_allow_from_admits_6379_only_from_the_peer_group(namer, context):
+    run, _ = build(namer, context, peer=True)
+    cache_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg")
+    peer_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "api-sg")
+    [ingress] = run.of_type(INGRESS)
+    assert {k: ingress.inputs[k] for k in ("securityGroupId", "referencedSecurityGroupId",
+                                           "ipProtocol", "fromPort", "toPort")} == {
+        "securityGroupId": cache_sg.id, "referencedSecurityGroupId": peer_sg.id,
+        "ipProtocol": "tcp", "fromPort": 6379, "toPort": 6379}
+    assert "cidrIpv4" not in ingress.inputs
+    [egress] = run.of_type(EGRESS)
+    assert (egress.inputs["securityGroupId"], egress.inputs["referencedSecurityGroupId"],
+            egress.inputs["fromPort"]) == (peer_sg.id, cache_sg.id, 6379)
+
+
+def test_c4_allowing_the_same_peer_twice_is_an_error(namer, context):
+    def program():
+        cache = RedisReplicationGroup("cache", cache_args(namer, context))
+        peer = _Peer(namer)
+        cache.allow_from(peer.sg)
+        cache.allow_from(peer.sg)
+
+    with pytest.raises(ValueError, match="cache: media-api-sg-test is already allowed"):
+        run_components(program, region=REGION)
+
+
+def test_c4_snapshots_and_maintenance_from_args(namer, context):
+    run, _ = build(namer, context, snapshot_retention_days=7, snapshot_window="03:00-04:00",
+                   maintenance_window="tue:05:00-tue:06:30")
+    group = group_of(run)
+    assert (group["snapshotRetentionLimit"], group["snapshotWindow"],
+            group["maintenanceWindow"]) == (7, "03:00-04:00", "tue:05:00-tue:06:30")
+
+
+def test_c4_slow_and_engine_logs_as_json_to_encrypted_groups(namer, context):
+    run, _ = build(namer, context, log_retention_days=90)
+    for log_type in ("slow-log", "engine-log"):
+        group = run.one("aws:cloudwatch/logGroup:LogGroup", f"cache-{log_type}").inputs
+        assert group == {"name": f"/aws/vendedlogs/elasticache/media-cache-test/{log_type}",
+                         "kmsKeyId": key("logs"), "retentionInDays": 90}
+    assert group_of(run)["logDeliveryConfigurations"] == [
+        {"destination": "/aws/vendedlogs/elasticache/media-cache-test/slow-log",
+         "destinationType": "cloudwatch-logs", "logFormat": "json", "logType": "slow-log"},
+        {"destination": "/aws/vendedlogs/elasticache/media-cache-test/engine-log",
+         "destinationType": "cloudwatch-logs", "logFormat": "json", "logType": "engine-log"},
+    ]
+
+
+def test_c4_alarms_per_node_on_cpu_memory_and_evictions(namer, context):
+    run, _ = build(namer, context, cpu_alarm_percent=60, memory_alarm_percent=85)
+    alarms = {a.inputs["name"]: a.inputs for a in run.of_type(ALARM)}
+    assert sorted(alarms) == sorted(f"media-cache-{n}-{m}-test" for n in ("001", "002")
+                                    for m in ("cpu", "memory", "evictions"))
+    expected = {"cpu": ("EngineCPUUtilization", "Average", 60),
+                "memory": ("DatabaseMemoryUsagePercentage", "Average", 85),
+                "evictions": ("Evictions", "Sum", 0)}
+    for node in ("001", "002"):
+        for label, (metric, statistic, threshold) in expected.items():
+            alarm = alarms[f"media-cache-{node}-{label}-test"]
+            assert (alarm["namespace"], alarm["metricName"], alarm["statistic"],
+                    alarm["threshold"], alarm["comparisonOperator"], alarm["evaluationPeriods"],
+                    alarm["dimensions"], alarm["alarmActions"], alarm["okActions"]) == (
+                "AWS/ElastiCache", metric, statistic, threshold, "GreaterThanThreshold", 3,
+                {"CacheClusterId": f"media-cache-test-{node}"}, [TOPIC], [TOPIC])
+
+
+def test_c4_member_ids_are_numbered_as_elasticache_does():
+    assert member_cluster_ids("media-cache-dev", 3) == [
+        "media-cache-dev-001", "media-cache-dev-002", "media-cache-dev-003"]
+
+
+# -- G3 destroyable versus protected ----------------------------------------------------------
+
+
+def test_g3_destroyable_by_default_no_final_snapshot(run):
+    group = group_of(run)
+    assert "finalSnapshotIdentifier" not in group
+    assert group["applyImmediately"] is True
+    assert run.of_type("random:index/randomString:RandomString") == []
+
+
+def test_g3_protected_takes_a_uniquely_named_final_snapshot(namer, context):
+    run, _ = build(namer, context, protect_data=True)
+    group = group_of(run)
+    suffix = run.one("random:index/randomString:RandomString", "cache-final-snapshot-suffix")
+    assert suffix.inputs == {"length": 8, "special": False, "upper": False}
+    assert group["finalSnapshotIdentifier"] == f"media-cache-test-final-{suffix.state['result']}"
+    assert group["applyImmediately"] is False
+
+
+# -- exposed attributes ------------------------------------------------------------------------
+
+
+def test_exposes_what_consumers_wire(namer, context):
+    _, made = build(namer, context)
+    cache = made["cache"]
+    assert (cache.port, cache.transit_encryption, cache.replication_group_id) == \
+        (6379, True, "media-cache-test")
+    assert isinstance(cache.security_group, RoleSecurityGroup)
+    assert isinstance(cache.auth_secret_arn, pulumi.Output)
+    assert isinstance(cache.primary_endpoint, pulumi.Output)
+
+
+# -- validation (G8) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"engine": "Redis"}, "engine='Redis': allowed valkey or redis (lowercase)"),
+    ({"engine": "memcached"}, "engine='memcached': allowed valkey or redis (lowercase)"),
+    ({"engine_version": "7.1"}, "engine_version='7.1': allowed for valkey 7.2, 8.0, 8.1"),
+    ({"engine": "redis", "engine_version": "8.0"},
+     "engine_version='8.0': allowed for redis 6.2, 7.0, 7.1"),
+    ({"node_type": "t4g.micro"},
+     "node_type='t4g.micro': allowed an ElastiCache node type like cache.t4g.micro"),
+    ({"node_count": 1}, "node_count=1: allowed 2..6 (automatic failover needs a replica; "
+     "cluster mode off holds 6)"),
+    ({"node_count": 7}, "node_count=7: allowed 2..6"),
+    ({"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
+     "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones"),
+    ({"subnet_ids": ["subnet-a"]},
+     "subnet_ids: 1 given, allowed exactly one per availability zone (2)"),
+    ({"snapshot_retention_days": 36}, "snapshot_retention_days=36: allowed 0..35"),
+    ({"snapshot_window": "1am"}, "snapshot_window='1am': allowed hh:mm-hh:mm (UTC)"),
+    ({"snapshot_window": "01:00-01:30"},
+     "snapshot_window='01:00-01:30': allowed at least 60 minutes"),
+    ({"maintenance_window": "sun:05:00"},
+     "maintenance_window='sun:05:00': allowed ddd:hh:mm-ddd:hh:mm (UTC)"),
+    ({"maintenance_window": "sun:05:00-sun:05:30"},
+     "maintenance_window='sun:05:00-sun:05:30': allowed at least 60 minutes"),
+    ({"maintenance_window": "sun:01:30-sun:02:30"},
+     "maintenance_window='sun:01:30-sun:02:30': allowed a window that does not overlap "
+     "snapshot_window ('01:00-02:00')"),
+    ({"secret_recovery_window_days": 3},
+     "secret_recovery_window_days=3: allowed 0 or 7..30"),
+    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
+    ({"cpu_alarm_percent": 101}, "cpu_alarm_percent=101: allowed 1..100"),
+    ({"memory_alarm_percent": 0}, "memory_alarm_percent=0: allowed 1..100"),
+])
+def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(namer, context, overrides,
+                                                                    message):
+    with pytest.raises(ValueError) as caught:
+        cache_args(namer, context, **overrides).validate()
+    assert str(caught.value).startswith("RedisReplicationGroupArgs: ")
+    assert message in str(caught.value)
+
+
+def test_g8_every_problem_in_one_error_before_any_resource(namer, context):
+    def program():
+        RedisReplicationGroup("cache", cache_args(namer, context, node_count=1,
+                                                  snapshot_retention_days=-1))
+
+    with pytest.raises(ValueError) as caught:
+        run_components(program, region=REGION)
+    assert "node_count=1" in str(caught.value)
+    assert "snapshot_retention_days=-1" in str(caught.value)
+    assert caught.value.registered == []
+
+
+# -- config keys of the cache (G8) ------------------------------------------------------------
+
+
+def config_problems(**raw: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(raw, project="media-pipeline", stack="test", region=REGION)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"cacheSnapshotWindow": "01:00-01:30"},
+     'cacheSnapshotWindow="01:00-01:30": allowed a window of at least 60 minutes '
+     "(ElastiCache minimum)"),
+    ({"cacheMaintenanceWindow": "sun:05:00-sun:05:45"},
+     'cacheMaintenanceWindow="sun:05:00-sun:05:45": allowed a window of at least 60 minutes '
+     "(ElastiCache minimum)"),
+    ({"cacheSnapshotWindow": "05:30-06:30"},
+     'cacheMaintenanceWindow="sun:05:00-sun:06:00": allowed a window that does not overlap '
+     "cacheSnapshotWindow (05:30-06:30); ElastiCache rejects overlapping windows"),
+    ({"cacheTransitEncryption": "false", "dataProtection": "true"},
+     "cacheTransitEncryption=false: allowed true when dataProtection is true (turning TLS off "
+     "is a development convenience only)"),
+])
+def test_g8_cache_config_rejected_with_key_and_allowed(raw, message):
+    assert config_problems(**raw) == [message]
+
+
+def test_c3_tls_off_is_accepted_config_without_data_protection():
+    settings = parse_settings({"cacheTransitEncryption": "false"}, project="media-pipeline",
+                              stack="test", region=REGION)
+    assert settings.cache.transit_encryption is False
+
+
+def test_six_nodes_over_two_zones_is_valid_config():
+    settings = parse_settings({"cacheNodeCount": "6"}, project="media-pipeline", stack="test",
+                              region=REGION)
+    assert settings.cache.node_count == 6
+
+
+# -- whole program -------------------------------------------------------------------------------
+
+
+def test_program_dev_cache_two_nodes_tls_destroyable(dev_run):
+    group = dev_run.one(GROUP).inputs
+    zones = dev_run.outputs["availabilityZones"]
+    assert (group["replicationGroupId"], group["numCacheClusters"],
+            group["preferredCacheClusterAzs"]) == ("media-cache-dev", 2, zones)
+    keys = {r.name: r.state["arn"] for r in dev_run.of_type("aws:kms/key:Key")}
+    assert group["kmsKeyId"] == keys["keys-cache-key"]
+    assert group["transitEncryptionEnabled"] is True and is_secret(group["authToken"])
+    assert "finalSnapshotIdentifier" not in group
+    secret = dev_run.one(SECRET, "cache-auth-secret").inputs
+    assert (secret["kmsKeyId"], secret["recoveryWindowInDays"]) == (keys["keys-secrets-key"], 0)
+    subnets = dev_run.one("aws:elasticache/subnetGroup:SubnetGroup").inputs["subnetIds"]
+    assert subnets == dev_run.outputs["dataSubnetIds"]
+    assert dev_run.one(ALARM, "cache-001-cpu-alarm").inputs["threshold"] == 75
+
+
+def test_program_prod_cache_three_nodes_protected(prod_run):
+    group = prod_run.one(GROUP).inputs
+    assert (group["numCacheClusters"], group["nodeType"], group["snapshotRetentionLimit"]) == \
+        (3, "cache.r7g.large", 7)
+    assert group["preferredCacheClusterAzs"] == prod_run.outputs["availabilityZones"]
+    assert group["finalSnapshotIdentifier"].startswith("media-cache-prod-final-")
+    assert prod_run.one(SECRET, "cache-auth-secret").inputs["recoveryWindowInDays"] == 30
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_g6_cache_outputs(stack, dev_run, prod_run):
+    run = {"dev": dev_run, "prod": prod_run}[stack]
+    state = run.one(GROUP).state
+    assert run.outputs["cacheEndpoint"] == state["primaryEndpointAddress"]
+    assert run.outputs["cacheReaderEndpoint"] == state["readerEndpointAddress"]
+    assert run.outputs["cacheAuthSecretArn"] == run.one(SECRET, "cache-auth-secret").state["arn"]
+
+
+def test_g6_no_cache_secret_output_when_tls_is_off():
+    run = run_stack("dev", {"cacheTransitEncryption": False})
+    assert run.warnings == [TLS_WARNING]
+    assert "cacheAuthSecretArn" not in run.outputs
+    assert run.one(GROUP).inputs["transitEncryptionEnabled"] is False
+
+
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1",
+                                    "ap-northeast-1"])
+def test_g1_cache_in_every_region_without_warnings(region):
+    run = run_stack("dev", {"aws:region": region})
+    assert run.warnings == []
+    group = run.one(GROUP).inputs
+    assert group["preferredCacheClusterAzs"] == run.outputs["availabilityZones"]
+    assert all(z.startswith(region) for z in group["preferredCacheClusterAzs"])
+    assert run.outputs["cacheAuthSecretArn"].startswith(f"arn:aws:secretsmanager:{region}:")
