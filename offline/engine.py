@@ -264,6 +264,8 @@ class Registered:
     """URNs the engine is told to create first (`depends_on` and input references)."""
     ignore_changes: list[str] = field(default_factory=list)
     """Properties the engine keeps out of diffs (`ignore_changes`)."""
+    retain_on_delete: bool = False
+    """Whether `pulumi destroy` leaves the cloud resource in place (`retain_on_delete`)."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -284,7 +286,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent_urn=request.parent, custom=request.custom, inputs=inputs,
                 state=self.resources[response.urn].state,
                 dependencies=list(request.dependencies),
-                ignore_changes=list(request.ignoreChanges)))
+                ignore_changes=list(request.ignoreChanges),
+                retain_on_delete=bool(request.retainOnDelete)))
         return response
 
 

@@ -1,0 +1,859 @@
+"""`PublicApi`: the REST API in front of the platform (A1-A7).
+
+A regional API Gateway REST API with `/videos` (POST creates a video and requests its
+processing, GET lists by status) and `/videos/{videoId}` (GET). Requests are validated by API
+Gateway (a JSON-schema model for the body, declared parameters) before the Lambda backend is
+invoked through a proxy integration. Every method requires an API key whose value lives only
+in Secrets Manager (or IAM authorisation as the opt-out); throttling is set on the stage and
+in the usage plan with a quota; a WAF web ACL (rate limit per IP plus AWS managed rules) sits
+on the stage; access logs, execution logs and WAF logs go to encrypted log groups; X-Ray traces
+the stage and the function. The Lambda runs in the private app subnets with its own security
+group; consumers of other tiers let it in with their `allow_from(api.security_group)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components.firewall import RoleSecurityGroup
+from components.iam import Grant, attach_grants, service_role
+from components.kms import AwsContext
+from components.logs import encrypted_log_group
+from components.naming import NameKind, Namer, check_name, name_tag
+from components.observability import metric_alarm
+from components.packaging import TARGET_ARCHITECTURE, TARGET_PYTHON
+from components.settings import API_CACHE_SIZES_GB, LOG_RETENTION_DAYS, ApiAuth
+
+RUNTIME = f"python{TARGET_PYTHON}"
+HANDLER = "services.api.handler.handler"
+# API Gateway ends every integration call after 29 s; the function must answer before.
+INTEGRATION_TIMEOUT_SECONDS = 29
+API_KEY_LENGTH = 40
+QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DB_SSL_MODES = ("require", "verify-full")
+STAGE_CACHE_TTL_SECONDS = 60
+WAF_MIN_RATE_LIMIT = 10
+WAF_MAX_RATE_LIMIT = 2_000_000_000
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+# Lambda's JSON log levels are named differently from Python's.
+_LAMBDA_LOG_LEVEL = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR",
+                     "CRITICAL": "FATAL"}
+
+# Lambda needs these on "*": ENI actions have no resource-level form it accepts for the
+# execution role (it validates the role before creating the function), and X-Ray's
+# PutTraceSegments/PutTelemetryRecords support no resource ARNs at all.
+VPC_NETWORK_INTERFACE_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+
+# Headers WAF must never write to its logs: the API key and SigV4 signatures.
+WAF_REDACTED_HEADERS = ("x-api-key", "authorization")
+WAF_MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
+
+# One JSON object per request; identifies the caller by key id and IP, never the key value.
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "ip": "$context.identity.sourceIp",
+    "caller": "$context.identity.caller",
+    "user": "$context.identity.user",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "integrationLatency": "$context.integrationLatency",
+    "responseLatency": "$context.responseLatency",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "wafResponseCode": "$context.wafResponseCode",
+    "xrayTraceId": "$context.xrayTraceId",
+    "errorMessage": "$context.error.message",
+}
+ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
+
+# The POST /videos body, mirroring services/api/validation.py (which checks again).
+CREATE_VIDEO_MODEL = "CreateVideo"
+CREATE_VIDEO_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-04/schema#",
+    "title": CREATE_VIDEO_MODEL,
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["title", "creator", "source_path"],
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": 200},
+        "creator": {"type": "string", "minLength": 1, "maxLength": 100},
+        "source_path": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+}
+
+# Request validators: name -> (validate body, validate parameters).
+VALIDATORS = {
+    "body-and-parameters": (True, True),
+    "parameters-only": (False, True),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method of the API."""
+
+    key: str
+    """Stable logical-name part, e.g. `create-video`."""
+    path: str
+    """Resource path, e.g. `/videos/{videoId}`."""
+    http_method: str
+    validator: str
+    query_parameters: tuple[str, ...] = ()
+    path_parameters: tuple[str, ...] = ()
+    body_model: str | None = None
+
+    def request_parameters(self) -> dict[str, bool]:
+        """API Gateway's `method.request.*` map: path parameters required, queries optional."""
+        params = {f"method.request.path.{p}": True for p in self.path_parameters}
+        params.update({f"method.request.querystring.{q}": False for q in self.query_parameters})
+        return params
+
+    def cache_key_parameters(self) -> list[str]:
+        """Every declared parameter keys the stage cache, so `?status=A` never answers `B`."""
+        return sorted(self.request_parameters())
+
+    def arn_path(self) -> str:
+        """The method's part of an execute-api ARN: `GET/videos/*` for `/videos/{videoId}`."""
+        parts = ["*" if p.startswith("{") else p for p in self.path.strip("/").split("/")]
+        return f"{self.http_method}/" + "/".join(parts)
+
+
+# Resource path -> (path part, parent path); "/" is the API's root resource.
+RESOURCES = {
+    "/videos": ("videos", "/"),
+    "/videos/{videoId}": ("{videoId}", "/videos"),
+}
+ROUTES = (
+    Route("list-videos", "/videos", "GET", "parameters-only",
+          query_parameters=("status", "limit", "cursor")),
+    Route("create-video", "/videos", "POST", "body-and-parameters",
+          body_model=CREATE_VIDEO_MODEL),
+    Route("get-video", "/videos/{videoId}", "GET", "parameters-only",
+          path_parameters=("videoId",)),
+)
+
+
+def method_authorization(auth: ApiAuth) -> dict[str, Any]:
+    if auth is ApiAuth.IAM:
+        return {"authorization": "AWS_IAM", "api_key_required": False}
+    return {"authorization": "NONE", "api_key_required": True}
+
+
+def api_definition(auth: ApiAuth, routes: Sequence[Route] = ROUTES) -> dict[str, Any]:
+    """Everything a deployment snapshots, as plain data (pure; the redeploy trigger's input)."""
+    return {
+        "endpoint": "REGIONAL",
+        "resources": {path: list(spec) for path, spec in sorted(RESOURCES.items())},
+        "validators": {n: list(v) for n, v in sorted(VALIDATORS.items())},
+        "models": {CREATE_VIDEO_MODEL: CREATE_VIDEO_SCHEMA},
+        "methods": [
+            {
+                "path": r.path,
+                "httpMethod": r.http_method,
+                **method_authorization(auth),
+                "validator": r.validator,
+                "requestParameters": r.request_parameters(),
+                "requestModels": {"application/json": r.body_model} if r.body_model else {},
+                "integration": {"type": "AWS_PROXY", "httpMethod": "POST",
+                                "cacheKeyParameters": r.cache_key_parameters()},
+            }
+            for r in sorted(routes, key=lambda r: (r.path, r.http_method))
+        ],
+    }
+
+
+def redeploy_hash(definition: Mapping[str, Any], integration_uri: str) -> str:
+    """SHA-256 of the definition and the backend it calls, serialised deterministically."""
+    document = json.dumps({"definition": definition, "integrationUri": integration_uri},
+                          sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+GrantFn = Callable[[str, aws.iam.Role], "aws.iam.RolePolicy | None"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiBackend:
+    """What the handler connects to: endpoints, names and secret ARNs, never secret values."""
+
+    db_host: pulumi.Input[str]
+    """Aurora writer endpoint (required)."""
+    db_port: pulumi.Input[int]
+    """PostgreSQL port (required)."""
+    db_name: pulumi.Input[str]
+    """Database name (required)."""
+    db_secret_arn: pulumi.Input[str]
+    """RDS-managed master secret (JSON username/password) (required)."""
+    redis_host: pulumi.Input[str]
+    """Cache primary endpoint (required)."""
+    redis_port: pulumi.Input[int]
+    """Cache port (required)."""
+    stream_name: pulumi.Input[str]
+    """Kinesis stream the handler puts `job.requested` events on (required)."""
+    redis_tls: bool = True
+    """Whether the cache speaks TLS; default True (C3)."""
+    redis_auth_secret_arn: pulumi.Input[str] | None = None
+    """Secret holding the cache AUTH token; default None (no AUTH)."""
+    db_ssl: str = "require"
+    """`DB_SSL` for the handler: `require` (default: TLS without CA check, since the Lambda
+    runtime's trust store lacks the RDS CA) or `verify-full` (ship the RDS bundle first)."""
+    media_root: str = "/mnt/media"
+    """Root every `source_path` must stay under; default `/mnt/media`."""
+    cache_ttl_seconds: int = 300
+    """Redis cache-aside TTL; default 300 s."""
+    log_level: str = "INFO"
+    """Handler log level; default INFO."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicApiArgs:
+    """Inputs of `PublicApi`."""
+
+    namer: Namer
+    """Stack namer for every physical name (required)."""
+    context: AwsContext
+    """Account facts for ARNs and KMS conditions (required)."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the function's security group (required)."""
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private app subnets with egress, one per AZ, at least two (required)."""
+    code_path: str
+    """Zip built by `components.packaging` (required)."""
+    code_sha256: str
+    """Base64 SHA-256 of that zip; a change redeploys the code (required)."""
+    backend: ApiBackend
+    """Endpoints and secret ARNs passed to the handler (required)."""
+    logs_key_arn: pulumi.Input[str]
+    """CMK of every log group here (required)."""
+    secrets_key_arn: pulumi.Input[str]
+    """Secrets Manager CMK: the API key secret and the function's environment (required)."""
+    alarm_topic_arn: pulumi.Input[str]
+    """Topic the alarms notify (required)."""
+    access_grants: Mapping[str, GrantFn] = field(default_factory=dict)
+    """label -> grant helper of another tier, called with (resource name, role) — e.g.
+    `database.grant_secret_read`; the function waits for every policy returned. Default none."""
+    auth: ApiAuth = ApiAuth.API_KEY
+    """API_KEY (default: key on every method, usage plan, quota) or IAM (SigV4 on every
+    method, no key and no usage plan; stage throttling still applies)."""
+    throttle_rate_limit: float = 50
+    """Steady requests/s for the stage, the usage plan and each method; default 50."""
+    throttle_burst_limit: int = 100
+    """Burst for the stage, the usage plan and each method; default 100."""
+    quota_limit: int = 100_000
+    """Requests per quota period per key; default 100000."""
+    quota_period: str = "MONTH"
+    """DAY, WEEK or MONTH; default MONTH."""
+    waf_rate_limit: int = 2000
+    """Requests per 5 minutes per IP before WAF blocks; default 2000."""
+    reserved_concurrency: int = -1
+    """Reserved concurrent executions; default -1 (unreserved)."""
+    memory_mb: int = 256
+    """Function memory; default 256 MiB."""
+    timeout_seconds: int = 15
+    """Function timeout, below API Gateway's 29 s; default 15 s."""
+    cache_size_gb: str = ""
+    """Encrypted stage cache size (API Gateway's sizes); default "" (no cache)."""
+    manage_cloudwatch_role: bool = False
+    """Create the account-wide API Gateway logging role (retained on destroy); default False:
+    the account must already have one, or stages with logging fail to deploy."""
+    stage_name: str = "v1"
+    """Stage name; default `v1`."""
+    log_retention_days: int = 30
+    """Retention of every log group here; default 30."""
+    secret_recovery_window_days: int = 0
+    """API key secret recovery window: 0 (default, destroyable) or 7-30."""
+    alarm_5xx_threshold: int = 5
+    """5XX responses per 5 minutes that alarm; default 5."""
+    alarm_latency_p99_ms: int = 3000
+    """p99 latency that alarms; default 3000 ms."""
+
+    def validate(self) -> None:
+        problems = [*self._network_problems(), *self._throttle_problems(),
+                    *self._function_problems(), *self._stage_problems()]
+        if problems:
+            raise ValueError("PublicApiArgs: " + "; ".join(problems))
+
+    def _network_problems(self) -> list[str]:
+        if len(self.subnet_ids) < 2:
+            return [f"subnet_ids: {len(self.subnet_ids)} given, allowed at least 2 "
+                    "(one per AZ, G7)"]
+        return []
+
+    def _throttle_problems(self) -> list[str]:
+        problems = []
+        if not 0 < self.throttle_rate_limit <= 10_000:
+            problems.append(f"throttle_rate_limit={self.throttle_rate_limit}: allowed > 0 and "
+                            "<= 10000 requests/s")
+        if not 1 <= self.throttle_burst_limit <= 5000:
+            problems.append(f"throttle_burst_limit={self.throttle_burst_limit}: allowed 1..5000")
+        if self.quota_limit < 1:
+            problems.append(f"quota_limit={self.quota_limit}: allowed >= 1")
+        if self.quota_period not in QUOTA_PERIODS:
+            problems.append(f"quota_period={self.quota_period!r}: allowed one of "
+                            + ", ".join(QUOTA_PERIODS))
+        if not WAF_MIN_RATE_LIMIT <= self.waf_rate_limit <= WAF_MAX_RATE_LIMIT:
+            problems.append(f"waf_rate_limit={self.waf_rate_limit}: allowed "
+                            f"{WAF_MIN_RATE_LIMIT}..{WAF_MAX_RATE_LIMIT} per 5 minutes")
+        return problems
+
+    def _function_problems(self) -> list[str]:
+        problems = []
+        if self.reserved_concurrency != -1 and self.reserved_concurrency < 1:
+            problems.append(f"reserved_concurrency={self.reserved_concurrency}: allowed -1 "
+                            "(unreserved) or >= 1 (0 would stop the function)")
+        if not 128 <= self.memory_mb <= 10240:
+            problems.append(f"memory_mb={self.memory_mb}: allowed 128..10240")
+        if not 1 <= self.timeout_seconds < INTEGRATION_TIMEOUT_SECONDS:
+            problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
+                            f"1..{INTEGRATION_TIMEOUT_SECONDS - 1} (API Gateway gives up "
+                            f"after {INTEGRATION_TIMEOUT_SECONDS} s)")
+        if not self.code_path or not self.code_sha256:
+            problems.append("code_path/code_sha256: allowed a built package "
+                            "(components.packaging.build_api_package)")
+        backend = self.backend
+        if backend.db_ssl not in DB_SSL_MODES:
+            problems.append(f"backend.db_ssl={backend.db_ssl!r}: allowed one of "
+                            + ", ".join(DB_SSL_MODES))
+        if backend.log_level not in LOG_LEVELS:
+            problems.append(f"backend.log_level={backend.log_level!r}: allowed one of "
+                            + ", ".join(LOG_LEVELS))
+        if not PurePosixPath(backend.media_root).is_absolute():
+            problems.append(f"backend.media_root={backend.media_root!r}: allowed an absolute "
+                            "path")
+        if not 1 <= backend.cache_ttl_seconds <= 604_800:
+            problems.append(f"backend.cache_ttl_seconds={backend.cache_ttl_seconds}: allowed "
+                            "1..604800")
+        return problems
+
+    def _stage_problems(self) -> list[str]:
+        problems = []
+        if self.cache_size_gb and self.cache_size_gb not in API_CACHE_SIZES_GB:
+            problems.append(f"cache_size_gb={self.cache_size_gb!r}: allowed empty or one of "
+                            + ", ".join(API_CACHE_SIZES_GB))
+        if not _STAGE_NAME.match(self.stage_name):
+            problems.append(f"stage_name={self.stage_name!r}: allowed 1-128 letters, digits, _")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
+                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        window = self.secret_recovery_window_days
+        if window != 0 and not 7 <= window <= 30:
+            problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")
+        if self.alarm_5xx_threshold < 1:
+            problems.append(f"alarm_5xx_threshold={self.alarm_5xx_threshold}: allowed >= 1")
+        if not 1 <= self.alarm_latency_p99_ms <= INTEGRATION_TIMEOUT_SECONDS * 1000:
+            problems.append(f"alarm_latency_p99_ms={self.alarm_latency_p99_ms}: allowed "
+                            f"1..{INTEGRATION_TIMEOUT_SECONDS * 1000}")
+        return problems
+
+
+class PublicApi(pulumi.ComponentResource):
+    """Regional REST API with keys, throttling, validation, WAF, logs and a VPC Lambda."""
+
+    rest_api_id: pulumi.Output[str]
+    stage_name: pulumi.Output[str]
+    invoke_url: pulumi.Output[str]
+    videos_url: pulumi.Output[str]
+    api_key_id: pulumi.Output[str] | None
+    api_key_secret_arn: pulumi.Output[str] | None
+    security_group: RoleSecurityGroup
+    function_name: pulumi.Output[str]
+    web_acl_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PublicApiArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:api:PublicApi", name, None, opts)
+        self._name = name
+        self._args = args
+        self._child = pulumi.ResourceOptions(parent=self)
+        namer = args.namer
+        self.security_group = RoleSecurityGroup(
+            f"{name}-sg", role="api", description="API Lambda backend", vpc_id=args.vpc_id,
+            namer=namer, parent=self)
+        # Secrets Manager, Kinesis, X-Ray and KMS over HTTPS (via NAT or the VPC endpoints).
+        self.security_group.allow_https_egress()
+        self.function = self._function()
+        self.function_name = self.function.name
+        self.rest_api = aws.apigateway.RestApi(
+            f"{name}-rest-api",
+            name=namer.name("api"),
+            description="Video metadata and processing requests",
+            endpoint_configuration={"types": "REGIONAL"},
+            api_key_source="HEADER",
+            tags=name_tag(namer.name("api")),
+            opts=self._child,
+        )
+        self.rest_api_id = self.rest_api.id
+        deployment = self._methods_and_deployment()
+        account = self._cloudwatch_account() if args.manage_cloudwatch_role else None
+        self.stage = self._stage(deployment, account)
+        self.stage_name = self.stage.stage_name
+        self.invoke_url = self.stage.invoke_url
+        self.videos_url = pulumi.Output.concat(self.stage.invoke_url, "/videos")
+        self._method_settings(account)
+        self.api_key_id, self.api_key_secret_arn = self._access_control()
+        self.web_acl_arn = self._firewall()
+        self._alarms()
+        self.register_outputs({
+            "rest_api_id": self.rest_api_id,
+            "stage_name": self.stage_name,
+            "invoke_url": self.invoke_url,
+            "api_key_id": self.api_key_id,
+            "api_key_secret_arn": self.api_key_secret_arn,
+            "security_group_id": self.security_group.id,
+            "function_name": self.function_name,
+            "web_acl_arn": self.web_acl_arn,
+        })
+
+    # -- Lambda backend (A4) ---------------------------------------------------------------
+
+    def _function(self) -> aws.lambda_.Function:
+        args, name = self._args, self._name
+        function_name = args.namer.name("api", NameKind.LAMBDA_FUNCTION)
+        log_group_name = f"/aws/lambda/{function_name}"
+        check_name(log_group_name, NameKind.LOG_GROUP)
+        # Created first and deleted last, so Lambda never makes its own unencrypted group.
+        log_group = encrypted_log_group(
+            f"{name}-function-logs", name=log_group_name, kms_key_arn=args.logs_key_arn,
+            retention_days=args.log_retention_days, parent=self)
+        role = service_role(f"{name}-role", role="api-lambda", service="lambda.amazonaws.com",
+                            ctx=args.context, namer=args.namer, parent=self)
+        self.role = role
+        policies: list[pulumi.Resource] = [attach_grants(
+            f"{name}-runtime-policy", role, self._runtime_grants(log_group, function_name),
+            parent=self)]
+        for label, grant in sorted(args.access_grants.items()):
+            policy = grant(f"{name}-{label}", role)
+            if policy is not None:
+                policies.append(policy)
+        level = _LAMBDA_LOG_LEVEL[args.backend.log_level]
+        return aws.lambda_.Function(
+            f"{name}-function",
+            name=function_name,
+            description="Video API backend (API Gateway proxy integration)",
+            role=role.arn,
+            runtime=RUNTIME,
+            handler=HANDLER,
+            architectures=[TARGET_ARCHITECTURE],
+            code=pulumi.FileArchive(args.code_path),
+            source_code_hash=args.code_sha256,
+            memory_size=args.memory_mb,
+            timeout=args.timeout_seconds,
+            reserved_concurrent_executions=(
+                None if args.reserved_concurrency == -1 else args.reserved_concurrency),
+            vpc_config={"subnet_ids": list(args.subnet_ids),
+                        "security_group_ids": [self.security_group.id]},
+            environment={"variables": self._environment()},
+            kms_key_arn=args.secrets_key_arn,
+            logging_config={"log_format": "JSON", "log_group": log_group.name,
+                            "application_log_level": level, "system_log_level": "WARN"},
+            tracing_config={"mode": "Active"},
+            tags=name_tag(function_name),
+            # Role policies first: a VPC function is refused when its role cannot yet create
+            # network interfaces.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, *policies]),
+        )
+
+    def _environment(self) -> dict[str, pulumi.Input[str]]:
+        backend = self._args.backend
+        variables: dict[str, pulumi.Input[str]] = {
+            "DB_HOST": backend.db_host,
+            "DB_PORT": pulumi.Output.from_input(backend.db_port).apply(str),
+            "DB_NAME": backend.db_name,
+            "DB_SSL": backend.db_ssl,
+            "DB_SECRET_ARN": backend.db_secret_arn,
+            "REDIS_HOST": backend.redis_host,
+            "REDIS_PORT": pulumi.Output.from_input(backend.redis_port).apply(str),
+            "REDIS_TLS": "true" if backend.redis_tls else "false",
+            "STREAM_NAME": backend.stream_name,
+            "MEDIA_ROOT": backend.media_root,
+            "CACHE_TTL_SECONDS": str(backend.cache_ttl_seconds),
+            "LOG_LEVEL": backend.log_level,
+        }
+        if backend.redis_auth_secret_arn is not None:
+            variables["REDIS_AUTH_SECRET_ARN"] = backend.redis_auth_secret_arn
+        return variables
+
+    def _runtime_grants(self, log_group: aws.cloudwatch.LogGroup,
+                        function_name: str) -> list[Grant]:
+        ctx = self._args.context
+        # Built, not read from the function: the function waits for this policy.
+        function_arn = pulumi.Output.concat("arn:", ctx.partition, ":lambda:", ctx.region, ":",
+                                            ctx.account_id, ":function:", function_name)
+        return [
+            Grant("WriteOwnLogGroup", ("logs:CreateLogStream", "logs:PutLogEvents"),
+                  (pulumi.Output.concat(log_group.arn, ":*"),)),
+            # Lambda decrypts the environment on this function's behalf, with its ARN as the
+            # encryption context.
+            Grant("DecryptOwnEnvironment", ("kms:Decrypt",), (self._args.secrets_key_arn,),
+                  conditions={"StringEquals": {
+                      "kms:ViaService": pulumi.Output.concat("lambda.", ctx.region, ".",
+                                                             ctx.dns_suffix),
+                      "kms:EncryptionContext:aws:lambda:FunctionArn": function_arn,
+                  }}),
+            Grant("ManageVpcNetworkInterfaces", VPC_NETWORK_INTERFACE_ACTIONS, ("*",)),
+            Grant("WriteTraces", XRAY_ACTIONS, ("*",)),
+        ]
+
+    # -- resources, validation, methods, deployment (A1, A5, A7) ---------------------------
+
+    def _methods_and_deployment(self) -> aws.apigateway.Deployment:
+        args, name, rest_api = self._args, self._name, self.rest_api
+        resource_ids: dict[str, pulumi.Input[str]] = {"/": rest_api.root_resource_id}
+        for path, (part, parent) in RESOURCES.items():
+            resource = aws.apigateway.Resource(
+                f"{name}{path.replace('/', '-').replace('{', '').replace('}', '').lower()}",
+                rest_api=rest_api.id, parent_id=resource_ids[parent], path_part=part,
+                opts=self._child)
+            resource_ids[path] = resource.id
+        validators = {
+            key: aws.apigateway.RequestValidator(
+                f"{name}-validate-{key}", rest_api=rest_api.id, name=key,
+                validate_request_body=body, validate_request_parameters=params,
+                opts=self._child)
+            for key, (body, params) in VALIDATORS.items()
+        }
+        model = aws.apigateway.Model(
+            f"{name}-create-video-model", rest_api=rest_api.id, name=CREATE_VIDEO_MODEL,
+            description="POST /videos body", content_type="application/json",
+            schema=json.dumps(CREATE_VIDEO_SCHEMA, sort_keys=True), opts=self._child)
+        snapshot: list[pulumi.Resource] = []
+        for route in ROUTES:
+            method = aws.apigateway.Method(
+                f"{name}-{route.key}-method",
+                rest_api=rest_api.id,
+                resource_id=resource_ids[route.path],
+                http_method=route.http_method,
+                **method_authorization(args.auth),
+                request_validator_id=validators[route.validator].id,
+                request_parameters=route.request_parameters() or None,
+                request_models={"application/json": model.name} if route.body_model else None,
+                opts=self._child,
+            )
+            integration = aws.apigateway.Integration(
+                f"{name}-{route.key}-integration",
+                rest_api=rest_api.id,
+                resource_id=resource_ids[route.path],
+                http_method=method.http_method,
+                type="AWS_PROXY",
+                # Lambda is always invoked with POST, whatever the client's method.
+                integration_http_method="POST",
+                uri=self.function.invoke_arn,
+                cache_key_parameters=route.cache_key_parameters() or None,
+                opts=self._child,
+            )
+            aws.lambda_.Permission(
+                f"{name}-{route.key}-invoke",
+                action="lambda:InvokeFunction",
+                function=self.function.name,
+                principal="apigateway.amazonaws.com",
+                source_arn=pulumi.Output.concat(rest_api.execution_arn, "/", args.stage_name,
+                                                "/", route.arn_path()),
+                opts=self._child,
+            )
+            snapshot += [method, integration]
+        trigger = self.function.invoke_arn.apply(
+            lambda uri: redeploy_hash(api_definition(args.auth), uri))
+        # A deployment snapshots the API when created; the trigger replaces it on any change.
+        return aws.apigateway.Deployment(
+            f"{name}-deployment",
+            rest_api=rest_api.id,
+            description="Video API",
+            triggers={"redeploy": trigger},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=snapshot),
+        )
+
+    # -- stage, logging, throttling (A2, A5) -----------------------------------------------
+
+    def _cloudwatch_account(self) -> aws.apigateway.Account:
+        """The region's API Gateway logging role: an account-wide singleton, kept on destroy
+        because v7 resets it on delete, which would break every other API's logging."""
+        args, name = self._args, self._name
+        ctx = args.context
+        pulumi.log.info("PublicApi: manage_cloudwatch_role=True sets the account-wide API "
+                        "Gateway CloudWatch role; it and its role are retained on destroy",
+                        resource=self)
+        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
+        role_name = args.namer.name("apigw-cloudwatch", NameKind.IAM_ROLE)
+        # The trust AWS documents for this role: API Gateway assumes it for every API of the
+        # account and region.
+        role = aws.iam.Role(
+            f"{name}-cloudwatch-role",
+            name=role_name,
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow",
+                               "Principal": {"Service": "apigateway.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            }),
+            tags=name_tag(role_name),
+            opts=keep,
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{name}-cloudwatch-policy",
+            role=role.name,
+            policy_arn=pulumi.Output.concat(
+                "arn:", ctx.partition,
+                ":iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"),
+            opts=keep,
+        )
+        return aws.apigateway.Account(
+            f"{name}-account",
+            cloudwatch_role_arn=role.arn,
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True,
+                                        depends_on=[attachment]),
+        )
+
+    def _stage(self, deployment: aws.apigateway.Deployment,
+               account: aws.apigateway.Account | None) -> aws.apigateway.Stage:
+        args, name = self._args, self._name
+        retention, key = args.log_retention_days, args.logs_key_arn
+        execution_logs = encrypted_log_group(
+            f"{name}-execution-logs",
+            name=pulumi.Output.concat("API-Gateway-Execution-Logs_", self.rest_api.id, "/",
+                                      args.stage_name),
+            kms_key_arn=key, retention_days=retention, parent=self)
+        access_logs = encrypted_log_group(
+            f"{name}-access-logs", name=args.namer.path("/apigateway/access-logs/", "api"),
+            kms_key_arn=key, retention_days=retention, parent=self)
+        cache = {"cache_cluster_enabled": True, "cache_cluster_size": args.cache_size_gb} \
+            if args.cache_size_gb else {}
+        return aws.apigateway.Stage(
+            f"{name}-stage",
+            rest_api=self.rest_api.id,
+            deployment=deployment.id,
+            stage_name=args.stage_name,
+            description="Video API",
+            access_log_settings={"destination_arn": access_logs.arn,
+                                 "format": ACCESS_LOG_FORMAT},
+            xray_tracing_enabled=True,
+            **cache,
+            tags=name_tag(args.namer.name(f"api-{args.stage_name.lower()}")),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[execution_logs, *([account] if account else [])]),
+        )
+
+    def _method_settings(self, account: aws.apigateway.Account | None) -> None:
+        args = self._args
+        cached = bool(args.cache_size_gb)
+        settings: dict[str, Any] = {
+            "throttling_rate_limit": args.throttle_rate_limit,
+            "throttling_burst_limit": args.throttle_burst_limit,
+            "metrics_enabled": True,
+            "logging_level": "INFO",
+            # Full request/response bodies would put titles and paths of unreleased films
+            # (and headers) into the logs.
+            "data_trace_enabled": False,
+            "caching_enabled": cached,
+        }
+        if cached:
+            settings.update({
+                "cache_data_encrypted": True,
+                "cache_ttl_in_seconds": STAGE_CACHE_TTL_SECONDS,
+                # Clients may not flush the shared cache with Cache-Control: max-age=0.
+                "require_authorization_for_cache_control": True,
+                "unauthorized_cache_control_header_strategy": "FAIL_WITH_403",
+            })
+        aws.apigateway.MethodSettings(
+            f"{self._name}-method-settings",
+            rest_api=self.rest_api.id,
+            stage_name=self.stage.stage_name,
+            method_path="*/*",
+            settings=settings,
+            opts=pulumi.ResourceOptions(parent=self,
+                                        depends_on=[account] if account else []),
+        )
+
+    # -- API key, usage plan (A2, A3) ------------------------------------------------------
+
+    def _access_control(self) -> tuple[pulumi.Output[str] | None, pulumi.Output[str] | None]:
+        args, name = self._args, self._name
+        if args.auth is ApiAuth.IAM:
+            pulumi.log.info("PublicApi: auth=IAM — every method requires SigV4 (AWS_IAM); no API "
+                            "key or usage plan is created, so per-client quotas do not apply "
+                            "(stage throttling still does)", resource=self)
+            return None, None
+        key_name = args.namer.name("api-key")
+        value = random.RandomPassword(
+            f"{name}-key-value", length=API_KEY_LENGTH, special=False,
+            min_upper=4, min_lower=4, min_numeric=4, opts=self._child)
+        secret_name = args.namer.name("api-key", NameKind.SECRET)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-key-secret",
+            name=secret_name,
+            description=f"Value of the API key {key_name} (x-api-key header)",
+            kms_key_id=args.secrets_key_arn,
+            recovery_window_in_days=args.secret_recovery_window_days,
+            tags=name_tag(secret_name),
+            opts=self._child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-key-secret-value", secret_id=secret.id, secret_string=value.result,
+            opts=self._child)
+        api_key = aws.apigateway.ApiKey(
+            f"{name}-key", name=key_name, description="Client key of the video API",
+            enabled=True, value=value.result, tags=name_tag(key_name), opts=self._child)
+        plan_name = args.namer.name("api-plan")
+        throttle = {"rate_limit": args.throttle_rate_limit,
+                    "burst_limit": args.throttle_burst_limit}
+        plan = aws.apigateway.UsagePlan(
+            f"{name}-usage-plan",
+            name=plan_name,
+            description="Per-key throttling and quota of the video API",
+            # Naming the stage's output makes the plan wait for the stage to exist.
+            api_stages=[{
+                "api_id": self.rest_api.id,
+                "stage": self.stage.stage_name,
+                "throttles": [{"path": f"{r.path}/{r.http_method}", **throttle}
+                              for r in ROUTES],
+            }],
+            throttle_settings=throttle,
+            quota_settings={"limit": args.quota_limit, "period": args.quota_period},
+            tags=name_tag(plan_name),
+            opts=self._child,
+        )
+        aws.apigateway.UsagePlanKey(
+            f"{name}-usage-plan-key", key_id=api_key.id, key_type="API_KEY",
+            usage_plan_id=plan.id, opts=self._child)
+        return api_key.id, secret.arn
+
+    # -- WAF (A6) --------------------------------------------------------------------------
+
+    def _firewall(self) -> pulumi.Output[str]:
+        args, name = self._args, self._name
+        acl_name = args.namer.name("api-waf", NameKind.WAF)
+
+        def visibility(metric: str) -> dict[str, Any]:
+            return {"cloudwatch_metrics_enabled": True, "metric_name": metric,
+                    "sampled_requests_enabled": True}
+
+        rules: list[dict[str, Any]] = [{
+            "name": "rate-limit-per-ip",
+            "priority": 1,
+            "action": {"block": {}},
+            "statement": {"rate_based_statement": {"limit": args.waf_rate_limit,
+                                                   "aggregate_key_type": "IP"}},
+            "visibility_config": visibility(f"{acl_name}-rate-limit-per-ip"),
+        }]
+        for priority, group in enumerate(WAF_MANAGED_RULE_GROUPS, start=2):
+            rules.append({
+                "name": group,
+                "priority": priority,
+                # Rule groups keep their own actions; `action` here is rejected by WAF.
+                "override_action": {"none": {}},
+                "statement": {"managed_rule_group_statement": {"name": group,
+                                                               "vendor_name": "AWS"}},
+                "visibility_config": visibility(f"{acl_name}-{group}"),
+            })
+        acl = aws.wafv2.WebAcl(
+            f"{name}-waf",
+            name=acl_name,
+            description="Video API: rate limit per IP and AWS managed rules",
+            scope="REGIONAL",
+            default_action={"allow": {}},
+            rules=rules,
+            visibility_config=visibility(acl_name),
+            tags=name_tag(acl_name),
+            opts=self._child,
+        )
+        # Stage.arn has the form WAF requires and makes the association wait for the stage.
+        aws.wafv2.WebAclAssociation(
+            f"{name}-waf-association", resource_arn=self.stage.arn, web_acl_arn=acl.arn,
+            opts=self._child)
+        self._firewall_logging(acl)
+        return acl.arn
+
+    def _firewall_logging(self, acl: aws.wafv2.WebAcl) -> None:
+        args, name = self._args, self._name
+        ctx = args.context
+        # WAF accepts only log groups whose names start with aws-waf-logs-.
+        group = encrypted_log_group(
+            f"{name}-waf-logs", name=args.namer.path("aws-waf-logs-", "api"),
+            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
+        # WAF delivers through CloudWatch Logs' log-delivery service. A policy on this group
+        # grants it up front, instead of WAF growing the account-wide AWSWAF-LOGS policy
+        # (5,120 characters, ten per region) on every web ACL.
+        policy = aws.cloudwatch.LogResourcePolicy(
+            f"{name}-waf-logs-policy",
+            resource_arn=group.arn,
+            policy_document=pulumi.Output.json_dumps({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": "WafLogDelivery",
+                    "Effect": "Allow",
+                    "Principal": {"Service": pulumi.Output.concat("delivery.logs.",
+                                                                  ctx.dns_suffix)},
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    "Resource": pulumi.Output.concat(group.arn, ":*"),
+                    "Condition": {
+                        "StringEquals": {"aws:SourceAccount": ctx.account_id},
+                        "ArnLike": {"aws:SourceArn": pulumi.Output.concat(
+                            "arn:", ctx.partition, ":logs:", ctx.region, ":", ctx.account_id,
+                            ":*")},
+                    },
+                }],
+            }),
+            opts=self._child,
+        )
+        aws.wafv2.WebAclLoggingConfiguration(
+            f"{name}-waf-logging",
+            resource_arn=acl.arn,
+            log_destination_configs=[group.arn],
+            redacted_fields=[{"single_header": {"name": h}} for h in WAF_REDACTED_HEADERS],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
+        )
+
+    # -- alarms (O2) -----------------------------------------------------------------------
+
+    def _alarms(self) -> None:
+        args, name, namer = self._args, self._name, self._args.namer
+        api = {"ApiName": self.rest_api.name, "Stage": self.stage.stage_name}
+        function = {"FunctionName": self.function.name}
+        alarms = (
+            ("5xx", "AWS/ApiGateway", "5XXError", api, "Sum", args.alarm_5xx_threshold,
+             "API answered with server errors"),
+            ("latency-p99", "AWS/ApiGateway", "Latency", api, "p99", args.alarm_latency_p99_ms,
+             "API p99 latency is high"),
+            ("lambda-errors", "AWS/Lambda", "Errors", function, "Sum", 0,
+             "API function invocations failed"),
+            ("lambda-throttles", "AWS/Lambda", "Throttles", function, "Sum", 0,
+             "API function invocations were throttled"),
+        )
+        for suffix, namespace, metric, dimensions, statistic, threshold, text in alarms:
+            metric_alarm(
+                f"{name}-{suffix}-alarm",
+                alarm_name=namer.name(f"api-{suffix}"),
+                description=text,
+                namespace=namespace,
+                metric_name=metric,
+                dimensions=dimensions,
+                statistic=statistic,
+                comparison="GreaterThanThreshold",
+                threshold=threshold,
+                topic_arn=args.alarm_topic_arn,
+                parent=self,
+            )

@@ -1,0 +1,756 @@
+"""PublicApi (A1-A7): REST API, validation, keys, usage plan, stage, WAF, Lambda backend."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pytest
+from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+from components.api import (
+    ACCESS_LOG_FORMAT,
+    CREATE_VIDEO_SCHEMA,
+    ROUTES,
+    VPC_NETWORK_INTERFACE_ACTIONS,
+    ApiBackend,
+    PublicApi,
+    PublicApiArgs,
+    Route,
+    api_definition,
+    redeploy_hash,
+)
+from components.iam import Grant, attach_grants
+from components.settings import ApiAuth
+from offline.engine import run_components
+
+LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
+SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
+TOPIC = "arn:aws:sns:eu-central-1:123456789012:media-alarms-test"
+DB_SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rds!cluster-1-AbC"
+REDIS_SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:media-cache-auth-AbC"
+SUBNETS = ["subnet-app-a", "subnet-app-b"]
+FUNCTION_ARN = "arn:aws:lambda:eu-central-1:123456789012:function:media-api-test"
+INVOKE_ARN = ("arn:aws:apigateway:eu-central-1:lambda:path/2015-03-31/functions/"
+              f"{FUNCTION_ARN}/invocations")
+
+T_REST_API = "aws:apigateway/restApi:RestApi"
+T_METHOD = "aws:apigateway/method:Method"
+T_INTEGRATION = "aws:apigateway/integration:Integration"
+T_STAGE = "aws:apigateway/stage:Stage"
+T_LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+T_FUNCTION = "aws:lambda/function:Function"
+
+
+def backend(**overrides) -> ApiBackend:
+    values = dict(db_host="media-aurora-test.cluster-c0ffee.rds.amazonaws.com", db_port=5432,
+                  db_name="media", db_secret_arn=DB_SECRET,
+                  redis_host="master.media-cache-test.cache.amazonaws.com", redis_port=6379,
+                  stream_name="media-stream-test")
+    values.update(overrides)
+    return ApiBackend(**values)
+
+
+def api_args(namer, context, **overrides) -> PublicApiArgs:
+    values = dict(namer=namer, context=context, vpc_id="vpc-1", subnet_ids=SUBNETS,
+                  code_path="build/lambda/api.zip", code_sha256="q2x0c3eDkLIw=",
+                  backend=backend(), logs_key_arn=LOGS_KEY, secrets_key_arn=SECRETS_KEY,
+                  alarm_topic_arn=TOPIC, log_retention_days=90)
+    values.update(overrides)
+    return PublicApiArgs(**values)
+
+
+def build(namer, context, **overrides):
+    holder = {}
+
+    def program():
+        holder["api"] = PublicApi("api", api_args(namer, context, **overrides))
+
+    run = run_components(program)
+    run.api = holder["api"]
+    return run
+
+
+@pytest.fixture
+def run(namer, context):
+    return build(namer, context)
+
+
+def state(run, name, key):
+    return run.named(name).state[key]
+
+
+def statements(policy_json: str) -> dict[str, dict]:
+    return {s["Sid"]: s for s in json.loads(policy_json)["Statement"]}
+
+
+def as_secret(value) -> dict:
+    """How the engine sees a value marked secret."""
+    return {_special_sig_key: _special_secret_sig, "value": value}
+
+
+def method(run, route_key):
+    return run.named(f"api-{route_key}-method").inputs
+
+
+# -- REST API and resources (A1) ---------------------------------------------------------------
+
+
+def test_rest_api_is_regional_and_reads_keys_from_the_header_a1(run):
+    rest_api = run.one(T_REST_API).inputs
+    assert rest_api["name"] == "media-api-test"
+    assert rest_api["endpointConfiguration"] == {"types": "REGIONAL"}
+    assert rest_api["apiKeySource"] == "HEADER"
+
+
+def test_resources_are_videos_and_one_video_by_id_a1(run):
+    videos = run.named("api-videos").inputs
+    video = run.named("api-videos-videoid").inputs
+    assert videos["pathPart"] == "videos"
+    assert videos["parentId"] == run.one(T_REST_API).state["rootResourceId"]
+    assert video["pathPart"] == "{videoId}"
+    assert video["parentId"] == run.named("api-videos").id
+
+
+def test_three_methods_on_their_resources_a1(run):
+    found = {(m.inputs["resourceId"], m.inputs["httpMethod"]) for m in run.of_type(T_METHOD)}
+    videos, video = run.named("api-videos").id, run.named("api-videos-videoid").id
+    assert found == {(videos, "GET"), (videos, "POST"), (video, "GET")}
+
+
+# -- authorisation (A3) ------------------------------------------------------------------------
+
+
+def test_every_method_requires_the_api_key_a3(run):
+    methods = run.of_type(T_METHOD)
+    assert len(methods) == 3
+    for m in methods:
+        assert m.inputs["apiKeyRequired"] is True
+        assert m.inputs["authorization"] == "NONE"
+
+
+def test_key_value_is_generated_and_kept_only_in_secrets_manager_a3_g5(run):
+    password = run.one("random:index/randomPassword:RandomPassword").inputs
+    assert password["length"] == 40
+    assert password["special"] is False
+    assert (password["minUpper"], password["minLower"], password["minNumeric"]) == (4, 4, 4)
+    value = run.one("random:index/randomPassword:RandomPassword").state["result"]
+    secret = run.one("aws:secretsmanager/secret:Secret").inputs
+    assert secret["name"] == "media-api-key-test"
+    assert secret["kmsKeyId"] == SECRETS_KEY
+    assert secret["recoveryWindowInDays"] == 0
+    version = run.one("aws:secretsmanager/secretVersion:SecretVersion").inputs
+    assert version["secretId"] == run.one("aws:secretsmanager/secret:Secret").id
+    assert version["secretString"] == as_secret(value)
+    api_key = run.one("aws:apigateway/apiKey:ApiKey").inputs
+    assert api_key["value"] == as_secret(value)
+    assert api_key["enabled"] is True
+
+
+def test_secret_recovery_window_follows_data_protection_g3(namer, context):
+    run = build(namer, context, secret_recovery_window_days=30)
+    assert run.one("aws:secretsmanager/secret:Secret").inputs["recoveryWindowInDays"] == 30
+
+
+def test_exposes_key_id_and_secret_arn_but_never_the_value(run):
+    key = run.one("aws:apigateway/apiKey:ApiKey")
+    secret = run.one("aws:secretsmanager/secret:Secret")
+    resolved = pulumi.runtime.sync_await._sync_await
+    assert resolved(run.api.api_key_id.future()) == key.id
+    assert resolved(run.api.api_key_secret_arn.future()) == secret.state["arn"]
+
+
+def test_iam_auth_signs_every_method_and_creates_no_key_a3(namer, context):
+    run = build(namer, context, auth=ApiAuth.IAM)
+    for m in run.of_type(T_METHOD):
+        assert m.inputs["authorization"] == "AWS_IAM"
+        assert m.inputs["apiKeyRequired"] is False
+    for token in ("aws:apigateway/apiKey:ApiKey", "aws:apigateway/usagePlan:UsagePlan",
+                  "aws:apigateway/usagePlanKey:UsagePlanKey", "aws:secretsmanager/secret:Secret",
+                  "random:index/randomPassword:RandomPassword"):
+        assert run.of_type(token) == [], token
+    assert run.api.api_key_id is None and run.api.api_key_secret_arn is None
+    # IAM is not weaker than a key: an info message, not a warning.
+    assert run.warnings == []
+
+
+# -- usage plan and throttling (A2) ------------------------------------------------------------
+
+
+def test_usage_plan_binds_the_stage_with_throttle_and_quota_a2(namer, context):
+    run = build(namer, context, throttle_rate_limit=20, throttle_burst_limit=40,
+                quota_limit=10000, quota_period="WEEK")
+    plan = run.one("aws:apigateway/usagePlan:UsagePlan")
+    throttle = {"rateLimit": 20, "burstLimit": 40}
+    assert plan.inputs["apiStages"] == [{
+        "apiId": run.one(T_REST_API).id,
+        "stage": "v1",
+        "throttles": [{"path": "/videos/GET", **throttle}, {"path": "/videos/POST", **throttle},
+                      {"path": "/videos/{videoId}/GET", **throttle}],
+    }]
+    assert plan.inputs["throttleSettings"] == throttle
+    assert plan.inputs["quotaSettings"] == {"limit": 10000, "period": "WEEK"}
+    # The plan names the stage's output, so it is created after the stage exists.
+    assert run.one(T_STAGE).urn in plan.dependencies
+
+
+def test_usage_plan_key_attaches_the_key_to_the_plan_a3(run):
+    plan_key = run.one("aws:apigateway/usagePlanKey:UsagePlanKey").inputs
+    assert plan_key == {
+        "keyId": run.one("aws:apigateway/apiKey:ApiKey").id,
+        "keyType": "API_KEY",
+        "usagePlanId": run.one("aws:apigateway/usagePlan:UsagePlan").id,
+    }
+
+
+def test_stage_wide_method_settings_throttle_log_and_never_trace_bodies_a2_a5(namer, context):
+    run = build(namer, context, throttle_rate_limit=200, throttle_burst_limit=400)
+    settings = run.one("aws:apigateway/methodSettings:MethodSettings").inputs
+    assert settings["methodPath"] == "*/*"
+    assert settings["stageName"] == "v1"
+    assert settings["restApi"] == run.one(T_REST_API).id
+    assert settings["settings"] == {
+        "throttlingRateLimit": 200, "throttlingBurstLimit": 400, "metricsEnabled": True,
+        "loggingLevel": "INFO", "dataTraceEnabled": False, "cachingEnabled": False,
+    }
+
+
+# -- validation (A7) ---------------------------------------------------------------------------
+
+
+def test_validators_check_body_and_parameters_or_parameters_only_a7(run):
+    body = run.named("api-validate-body-and-parameters")
+    params = run.named("api-validate-parameters-only")
+    assert (body.inputs["validateRequestBody"], body.inputs["validateRequestParameters"]) == \
+        (True, True)
+    assert (params.inputs["validateRequestBody"], params.inputs["validateRequestParameters"]) \
+        == (False, True)
+    assert method(run, "create-video")["requestValidatorId"] == body.id
+    assert method(run, "list-videos")["requestValidatorId"] == params.id
+    assert method(run, "get-video")["requestValidatorId"] == params.id
+
+
+def test_post_body_model_is_the_create_video_schema_a7(run):
+    model = run.one("aws:apigateway/model:Model").inputs
+    assert model["name"] == "CreateVideo"
+    assert model["contentType"] == "application/json"
+    assert json.loads(model["schema"]) == {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "CreateVideo",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title", "creator", "source_path"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "creator": {"type": "string", "minLength": 1, "maxLength": 100},
+            "source_path": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
+    }
+    assert method(run, "create-video")["requestModels"] == {"application/json": "CreateVideo"}
+
+
+def test_schema_limits_match_the_handler_validation_r2():
+    from services.api.validation import CREATOR_MAX, SOURCE_PATH_MAX, TITLE_MAX
+
+    props = CREATE_VIDEO_SCHEMA["properties"]
+    assert (props["title"]["maxLength"], props["creator"]["maxLength"],
+            props["source_path"]["maxLength"]) == (TITLE_MAX, CREATOR_MAX, SOURCE_PATH_MAX)
+
+
+def test_video_id_path_parameter_is_required_and_list_queries_optional_a7(run):
+    assert method(run, "get-video")["requestParameters"] == {"method.request.path.videoId": True}
+    assert method(run, "list-videos")["requestParameters"] == {
+        "method.request.querystring.status": False,
+        "method.request.querystring.limit": False,
+        "method.request.querystring.cursor": False,
+    }
+    assert "requestParameters" not in method(run, "create-video")
+
+
+# -- integrations and Lambda permissions (A4) --------------------------------------------------
+
+
+def test_every_method_is_a_lambda_proxy_called_with_post_a4(run):
+    integrations = run.of_type(T_INTEGRATION)
+    assert len(integrations) == 3
+    for integration in integrations:
+        assert integration.inputs["type"] == "AWS_PROXY"
+        assert integration.inputs["integrationHttpMethod"] == "POST"
+        assert integration.inputs["uri"] == INVOKE_ARN
+
+
+def test_every_declared_parameter_keys_the_cache(run):
+    assert run.named("api-list-videos-integration").inputs["cacheKeyParameters"] == [
+        "method.request.querystring.cursor", "method.request.querystring.limit",
+        "method.request.querystring.status"]
+    assert run.named("api-get-video-integration").inputs["cacheKeyParameters"] == [
+        "method.request.path.videoId"]
+    assert "cacheKeyParameters" not in run.named("api-create-video-integration").inputs
+
+
+def test_api_gateway_may_invoke_the_function_only_through_the_three_methods_a4(run):
+    execution = run.one(T_REST_API).state["executionArn"]
+    permissions = run.of_type("aws:lambda/permission:Permission")
+    assert {p.inputs["sourceArn"] for p in permissions} == {
+        f"{execution}/v1/GET/videos", f"{execution}/v1/POST/videos",
+        f"{execution}/v1/GET/videos/*"}
+    for p in permissions:
+        assert p.inputs["principal"] == "apigateway.amazonaws.com"
+        assert p.inputs["action"] == "lambda:InvokeFunction"
+        assert p.inputs["function"] == "media-api-test"
+
+
+# -- deployment and redeploy trigger (A5) ------------------------------------------------------
+
+
+def test_deployment_has_a_redeploy_trigger_and_no_stage_a5(run):
+    deployment = run.one("aws:apigateway/deployment:Deployment")
+    assert "stageName" not in deployment.inputs
+    assert deployment.inputs["triggers"] == {
+        "redeploy": redeploy_hash(api_definition(ApiAuth.API_KEY), INVOKE_ARN)}
+    snapshot = {r.urn for r in run.of_type(T_METHOD) + run.of_type(T_INTEGRATION)}
+    assert snapshot <= set(deployment.dependencies)
+
+
+def trigger(run):
+    return run.one("aws:apigateway/deployment:Deployment").inputs["triggers"]["redeploy"]
+
+
+def test_redeploy_trigger_changes_when_a_method_changes_a5(namer, context, run):
+    assert trigger(build(namer, context, auth=ApiAuth.IAM)) != trigger(run)
+
+
+def test_redeploy_trigger_is_stable_when_only_stage_or_backend_settings_change_a5(
+        namer, context, run):
+    other = build(namer, context, throttle_rate_limit=7, waf_rate_limit=100, memory_mb=1024,
+                  cache_size_gb="0.5", reserved_concurrency=5)
+    assert trigger(other) == trigger(run)
+    assert trigger(build(namer, context)) == trigger(run)
+
+
+def test_definition_hash_follows_parameters_models_and_the_backend_uri():
+    base = api_definition(ApiAuth.API_KEY)
+    assert redeploy_hash(base, "uri") == redeploy_hash(api_definition(ApiAuth.API_KEY), "uri")
+    with_param = api_definition(ApiAuth.API_KEY, (*ROUTES[:2], Route(
+        "get-video", "/videos/{videoId}", "GET", "parameters-only",
+        path_parameters=("videoId",), query_parameters=("fields",))))
+    assert redeploy_hash(with_param, "uri") != redeploy_hash(base, "uri")
+    assert redeploy_hash(base, "other-uri") != redeploy_hash(base, "uri")
+
+
+def test_route_arn_paths_wildcard_path_parameters():
+    assert [r.arn_path() for r in ROUTES] == ["GET/videos", "POST/videos", "GET/videos/*"]
+
+
+# -- stage, logs, tracing, cache (A5, O1) ------------------------------------------------------
+
+
+def test_stage_writes_structured_access_logs_and_traces_a5(run):
+    stage = run.one(T_STAGE).inputs
+    access = run.named("api-access-logs")
+    assert stage["stageName"] == "v1"
+    assert stage["deployment"] == run.one("aws:apigateway/deployment:Deployment").id
+    assert stage["xrayTracingEnabled"] is True
+    assert stage["accessLogSettings"]["destinationArn"] == access.state["arn"]
+    assert stage["accessLogSettings"]["format"] == ACCESS_LOG_FORMAT
+    fields = json.loads(stage["accessLogSettings"]["format"])
+    assert set(fields) == {
+        "requestId", "extendedRequestId", "ip", "caller", "user", "requestTime", "httpMethod",
+        "resourcePath", "status", "protocol", "responseLength", "integrationLatency",
+        "responseLatency", "apiKeyId", "wafResponseCode", "xrayTraceId", "errorMessage"}
+    assert fields["apiKeyId"] == "$context.identity.apiKeyId"
+    assert fields["ip"] == "$context.identity.sourceIp"
+    assert fields["wafResponseCode"] == "$context.wafResponseCode"
+    # The key's value ($context.identity.apiKey) never reaches the logs.
+    assert "$context.identity.apiKey" not in fields.values()
+    assert "cacheClusterEnabled" not in stage and "cacheClusterSize" not in stage
+
+
+def test_execution_log_group_exists_before_the_stage_a5_o1(run):
+    group = run.named("api-execution-logs")
+    rest_api_id = run.one(T_REST_API).id
+    assert group.inputs["name"] == f"API-Gateway-Execution-Logs_{rest_api_id}/v1"
+    assert group.inputs["kmsKeyId"] == LOGS_KEY
+    assert group.inputs["retentionInDays"] == 90
+    assert group.urn in run.one(T_STAGE).dependencies
+
+
+def test_every_log_group_is_encrypted_with_the_logs_key_and_expires_o1(run):
+    groups = run.of_type(T_LOG_GROUP)
+    assert {g.name for g in groups} == {"api-function-logs", "api-access-logs",
+                                        "api-execution-logs", "api-waf-logs"}
+    for group in groups:
+        assert group.inputs["kmsKeyId"] == LOGS_KEY
+        assert group.inputs["retentionInDays"] == 90
+
+
+def test_stage_cache_is_encrypted_and_keyed_when_enabled(namer, context):
+    run = build(namer, context, cache_size_gb="0.5")
+    stage = run.one(T_STAGE).inputs
+    assert (stage["cacheClusterEnabled"], stage["cacheClusterSize"]) == (True, "0.5")
+    settings = run.one("aws:apigateway/methodSettings:MethodSettings").inputs["settings"]
+    assert settings["cachingEnabled"] is True
+    assert settings["cacheDataEncrypted"] is True
+    assert settings["cacheTtlInSeconds"] == 60
+    assert settings["requireAuthorizationForCacheControl"] is True
+    assert settings["unauthorizedCacheControlHeaderStrategy"] == "FAIL_WITH_403"
+
+
+def test_no_account_wide_logging_role_unless_asked(run):
+    assert run.of_type("aws:apigateway/account:Account") == []
+
+
+def test_managed_cloudwatch_role_is_set_before_stage_and_settings_a5(namer, context):
+    run = build(namer, context, manage_cloudwatch_role=True)
+    account = run.one("aws:apigateway/account:Account")
+    role = run.named("api-cloudwatch-role")
+    attachment = run.named("api-cloudwatch-policy")
+    assert account.inputs["cloudwatchRoleArn"] == role.state["arn"]
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [{
+        "Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]
+    assert attachment.inputs["policyArn"] == \
+        "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+    assert attachment.urn in account.dependencies
+    assert account.urn in run.one(T_STAGE).dependencies
+    assert account.urn in run.one("aws:apigateway/methodSettings:MethodSettings").dependencies
+    assert run.warnings == []
+
+
+def test_managed_cloudwatch_role_survives_destroy_with_the_account_setting_g3(namer, context):
+    """v7 resets the account-wide setting on delete, breaking every other API's logging; the
+    setting and the role it points at are kept instead (the only retained resources)."""
+    run = build(namer, context, manage_cloudwatch_role=True)
+    retained = {r.name for r in run.resources if r.retain_on_delete}
+    assert retained == {"api-account", "api-cloudwatch-role", "api-cloudwatch-policy"}
+
+
+def test_nothing_is_retained_by_default_g3(run):
+    assert [r.name for r in run.resources if r.retain_on_delete] == []
+
+
+# -- WAF (A6) ----------------------------------------------------------------------------------
+
+
+def visibility(metric):
+    return {"cloudwatchMetricsEnabled": True, "metricName": metric,
+            "sampledRequestsEnabled": True}
+
+
+def test_web_acl_rate_limits_per_ip_and_applies_managed_rules_a6(namer, context):
+    run = build(namer, context, waf_rate_limit=500)
+    acl = run.one("aws:wafv2/webAcl:WebAcl").inputs
+    assert acl["scope"] == "REGIONAL"
+    assert acl["defaultAction"] == {"allow": {}}
+    assert acl["visibilityConfig"] == visibility("media-api-waf-test")
+    assert acl["rules"] == [
+        {"name": "rate-limit-per-ip", "priority": 1, "action": {"block": {}},
+         "statement": {"rateBasedStatement": {"limit": 500, "aggregateKeyType": "IP"}},
+         "visibilityConfig": visibility("media-api-waf-test-rate-limit-per-ip")},
+        {"name": "AWSManagedRulesCommonRuleSet", "priority": 2, "overrideAction": {"none": {}},
+         "statement": {"managedRuleGroupStatement": {"name": "AWSManagedRulesCommonRuleSet",
+                                                     "vendorName": "AWS"}},
+         "visibilityConfig": visibility("media-api-waf-test-AWSManagedRulesCommonRuleSet")},
+        {"name": "AWSManagedRulesKnownBadInputsRuleSet", "priority": 3,
+         "overrideAction": {"none": {}},
+         "statement": {"managedRuleGroupStatement": {
+             "name": "AWSManagedRulesKnownBadInputsRuleSet", "vendorName": "AWS"}},
+         "visibilityConfig": visibility(
+             "media-api-waf-test-AWSManagedRulesKnownBadInputsRuleSet")},
+    ]
+
+
+def test_web_acl_is_associated_with_the_stage_a6(run):
+    association = run.one("aws:wafv2/webAclAssociation:WebAclAssociation")
+    stage = run.one(T_STAGE)
+    assert association.inputs["resourceArn"] == stage.state["arn"]
+    assert association.inputs["resourceArn"] == (
+        f"arn:aws:apigateway:eu-central-1::/restapis/{run.one(T_REST_API).id}"
+        "/stages/v1")
+    assert association.inputs["webAclArn"] == run.one("aws:wafv2/webAcl:WebAcl").state["arn"]
+    assert stage.urn in association.dependencies
+
+
+def test_waf_logs_go_to_an_aws_waf_logs_group_without_key_headers_a6_o1(run):
+    group = run.named("api-waf-logs")
+    assert group.inputs["name"] == "aws-waf-logs-media-api-test"
+    logging = run.one("aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration")
+    assert logging.inputs["resourceArn"] == run.one("aws:wafv2/webAcl:WebAcl").state["arn"]
+    assert logging.inputs["logDestinationConfigs"] == [group.state["arn"]]
+    assert logging.inputs["redactedFields"] == [
+        {"singleHeader": {"name": "x-api-key"}}, {"singleHeader": {"name": "authorization"}}]
+    policy = run.one("aws:cloudwatch/logResourcePolicy:LogResourcePolicy")
+    assert policy.urn in logging.dependencies
+
+
+def test_waf_log_delivery_policy_is_scoped_to_the_group_and_account_a6(run):
+    group_arn = run.named("api-waf-logs").state["arn"]
+    policy = run.one("aws:cloudwatch/logResourcePolicy:LogResourcePolicy").inputs
+    assert policy["resourceArn"] == group_arn
+    assert "policyName" not in policy
+    assert json.loads(policy["policyDocument"])["Statement"] == [{
+        "Sid": "WafLogDelivery",
+        "Effect": "Allow",
+        "Principal": {"Service": "delivery.logs.amazonaws.com"},
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": f"{group_arn}:*",
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": "123456789012"},
+            "ArnLike": {"aws:SourceArn": "arn:aws:logs:eu-central-1:123456789012:*"},
+        },
+    }]
+
+
+# -- Lambda function (A4) ----------------------------------------------------------------------
+
+
+def test_function_runtime_size_tracing_and_encrypted_environment_a4(run):
+    function = run.one(T_FUNCTION).inputs
+    assert function["name"] == "media-api-test"
+    assert function["runtime"] == "python3.12"
+    assert function["runtime"] in {r.value for r in aws.lambda_.Runtime}
+    assert function["handler"] == "services.api.handler.handler"
+    assert function["architectures"] == ["arm64"]
+    assert function["memorySize"] == 256
+    assert function["timeout"] == 15
+    assert function["sourceCodeHash"] == "q2x0c3eDkLIw="
+    assert function["kmsKeyArn"] == SECRETS_KEY
+    assert function["tracingConfig"] == {"mode": "Active"}
+    assert "reservedConcurrentExecutions" not in function
+
+
+def test_function_logs_as_json_to_its_precreated_group_o1(run):
+    function = run.one(T_FUNCTION)
+    group = run.named("api-function-logs")
+    assert group.inputs["name"] == "/aws/lambda/media-api-test"
+    assert function.inputs["loggingConfig"] == {
+        "logFormat": "JSON", "logGroup": "/aws/lambda/media-api-test",
+        "applicationLogLevel": "INFO", "systemLogLevel": "WARN"}
+
+
+def test_log_group_and_role_policies_are_created_before_the_function_a4(run):
+    dependencies = run.one(T_FUNCTION).dependencies
+    assert run.named("api-function-logs").urn in dependencies
+    assert run.named("api-runtime-policy").urn in dependencies
+
+
+def test_function_runs_in_the_app_subnets_with_its_own_group_a4_n3(run):
+    function = run.one(T_FUNCTION).inputs
+    group = run.named("api-sg")
+    assert function["vpcConfig"] == {"subnetIds": SUBNETS,
+                                     "securityGroupIds": [group.id]}
+    assert group.inputs["name"] == "media-api-sg-test"
+    assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
+    egress = run.one("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule").inputs
+    assert (egress["securityGroupId"], egress["cidrIpv4"], egress["fromPort"],
+            egress["toPort"], egress["ipProtocol"]) == (group.id, "0.0.0.0/0", 443, 443,
+                                                        "tcp")
+
+
+def test_environment_holds_endpoints_names_and_secret_arns_only_a4_g5(run):
+    assert run.one(T_FUNCTION).inputs["environment"] == {"variables": {
+        "DB_HOST": "media-aurora-test.cluster-c0ffee.rds.amazonaws.com",
+        "DB_PORT": "5432",
+        "DB_NAME": "media",
+        "DB_SSL": "require",
+        "DB_SECRET_ARN": DB_SECRET,
+        "REDIS_HOST": "master.media-cache-test.cache.amazonaws.com",
+        "REDIS_PORT": "6379",
+        "REDIS_TLS": "true",
+        "STREAM_NAME": "media-stream-test",
+        "MEDIA_ROOT": "/mnt/media",
+        "CACHE_TTL_SECONDS": "300",
+        "LOG_LEVEL": "INFO",
+    }}
+
+
+def test_environment_names_the_cache_token_secret_when_there_is_one_c3(namer, context):
+    run = build(namer, context, backend=backend(redis_auth_secret_arn=REDIS_SECRET,
+                                                redis_tls=True, log_level="WARNING"))
+    function = run.one(T_FUNCTION).inputs
+    assert function["environment"]["variables"]["REDIS_AUTH_SECRET_ARN"] == REDIS_SECRET
+    assert function["environment"]["variables"]["LOG_LEVEL"] == "WARNING"
+    assert function["loggingConfig"]["applicationLogLevel"] == "WARN"
+
+
+def test_environment_says_when_the_cache_has_no_tls_c3(namer, context):
+    run = build(namer, context, backend=backend(redis_tls=False))
+    variables = run.one(T_FUNCTION).inputs["environment"]["variables"]
+    assert variables["REDIS_TLS"] == "false"
+    assert "REDIS_AUTH_SECRET_ARN" not in variables
+
+
+def test_reserved_concurrency_and_memory_come_from_args(namer, context):
+    function = build(namer, context, reserved_concurrency=50, memory_mb=512).one(T_FUNCTION)
+    assert function.inputs["reservedConcurrentExecutions"] == 50
+    assert function.inputs["memorySize"] == 512
+
+
+def test_role_is_trusted_by_lambda_for_this_account_only_a4(run):
+    role = run.one("aws:iam/role:Role")
+    assert role.inputs["name"] == "media-api-lambda-test"
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}}}]
+    assert run.one(T_FUNCTION).inputs["role"] == role.state["arn"]
+
+
+def test_runtime_policy_grants_exact_actions_on_exact_resources_a4(run):
+    policy = run.named("api-runtime-policy")
+    group_arn = run.named("api-function-logs").state["arn"]
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert statements(policy.inputs["policy"]) == {
+        "WriteOwnLogGroup": {
+            "Sid": "WriteOwnLogGroup", "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"{group_arn}:*"]},
+        "DecryptOwnEnvironment": {
+            "Sid": "DecryptOwnEnvironment", "Effect": "Allow", "Action": ["kms:Decrypt"],
+            "Resource": [SECRETS_KEY],
+            "Condition": {"StringEquals": {
+                "kms:ViaService": "lambda.eu-central-1.amazonaws.com",
+                "kms:EncryptionContext:aws:lambda:FunctionArn": FUNCTION_ARN}}},
+        "ManageVpcNetworkInterfaces": {
+            "Sid": "ManageVpcNetworkInterfaces", "Effect": "Allow",
+            "Action": list(VPC_NETWORK_INTERFACE_ACTIONS), "Resource": ["*"]},
+        "WriteTraces": {
+            "Sid": "WriteTraces", "Effect": "Allow",
+            "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": ["*"]},
+    }
+    actions = {a for s in json.loads(policy.inputs["policy"])["Statement"] for a in s["Action"]}
+    # Lambda must not be able to re-create its log group outside the program.
+    assert "logs:CreateLogGroup" not in actions
+    assert run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
+
+
+def test_grants_of_other_tiers_attach_to_the_role_and_precede_the_function_a4(namer, context):
+    calls = []
+
+    def grant(label, resource):
+        def attach(resource_name, role):
+            calls.append((label, resource_name, role))
+            return attach_grants(resource_name, role, [Grant(label, ("kinesis:PutRecord",),
+                                                             (resource,))], parent=role)
+        return attach
+
+    def skipped(resource_name, role):
+        calls.append(("none", resource_name, role))
+        return None
+
+    run = build(namer, context, access_grants={
+        "stream-write": grant("Write", "arn:aws:kinesis:eu-central-1:123456789012:stream/s"),
+        "cache-secret": skipped})
+    assert [(c[0], c[1]) for c in calls] == [("none", "api-cache-secret"),
+                                             ("Write", "api-stream-write")]
+    assert all(c[2] is run.api.role for c in calls)
+    policy = run.named("api-stream-write")
+    assert policy.urn in run.one(T_FUNCTION).dependencies
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+
+
+# -- alarms (O2) -------------------------------------------------------------------------------
+
+
+def test_alarms_on_api_errors_latency_and_function_health_o2(namer, context):
+    run = build(namer, context, alarm_5xx_threshold=7, alarm_latency_p99_ms=2500)
+    api_dims = {"ApiName": "media-api-test", "Stage": "v1"}
+    fn_dims = {"FunctionName": "media-api-test"}
+    expected = {
+        "media-api-5xx-test": ("AWS/ApiGateway", "5XXError", api_dims, "Sum", 7),
+        "media-api-latency-p99-test": ("AWS/ApiGateway", "Latency", api_dims, "p99", 2500),
+        "media-api-lambda-errors-test": ("AWS/Lambda", "Errors", fn_dims, "Sum", 0),
+        "media-api-lambda-throttles-test": ("AWS/Lambda", "Throttles", fn_dims, "Sum", 0),
+    }
+    alarms = {a.inputs["name"]: a.inputs
+              for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(alarms) == set(expected)
+    for alarm_name, (namespace, metric, dims, statistic, threshold) in expected.items():
+        alarm = alarms[alarm_name]
+        assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == \
+            (namespace, metric, dims)
+        assert alarm.get("statistic", alarm.get("extendedStatistic")) == statistic
+        assert alarm["threshold"] == threshold
+        assert alarm["comparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["alarmActions"] == [TOPIC] and alarm["okActions"] == [TOPIC]
+
+
+# -- component shape ---------------------------------------------------------------------------
+
+
+def test_every_child_is_parented_by_the_component(run):
+    component = run.one("media:api:PublicApi")
+    own = [r for r in run.resources if r.urn != component.urn]
+    assert own and all(r.parent_urn == component.urn for r in own)
+
+
+def test_outputs_for_the_program(run):
+    resolved = pulumi.runtime.sync_await._sync_await
+    api = run.api
+    rest_api_id = run.one(T_REST_API).id
+    stage_url = f"https://{rest_api_id}.execute-api.eu-central-1.amazonaws.com/v1"
+    assert resolved(api.rest_api_id.future()) == rest_api_id
+    assert resolved(api.stage_name.future()) == "v1"
+    assert resolved(api.invoke_url.future()) == stage_url
+    assert resolved(api.videos_url.future()) == f"{stage_url}/videos"
+    assert resolved(api.function_name.future()) == "media-api-test"
+    assert resolved(api.web_acl_arn.future()) == run.one("aws:wafv2/webAcl:WebAcl").state["arn"]
+
+
+# -- validation (G8) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"subnet_ids": ["subnet-a"]}, "subnet_ids: 1 given, allowed at least 2"),
+    ({"throttle_rate_limit": 0}, "throttle_rate_limit=0: allowed > 0 and <= 10000"),
+    ({"throttle_burst_limit": 0}, "throttle_burst_limit=0: allowed 1..5000"),
+    ({"quota_limit": 0}, "quota_limit=0: allowed >= 1"),
+    ({"quota_period": "YEAR"}, "quota_period='YEAR': allowed one of DAY, WEEK, MONTH"),
+    ({"waf_rate_limit": 5}, "waf_rate_limit=5: allowed 10..2000000000 per 5 minutes"),
+    ({"reserved_concurrency": 0}, "reserved_concurrency=0: allowed -1 (unreserved) or >= 1"),
+    ({"memory_mb": 64}, "memory_mb=64: allowed 128..10240"),
+    ({"timeout_seconds": 29}, "timeout_seconds=29: allowed 1..28"),
+    ({"code_sha256": ""}, "code_path/code_sha256: allowed a built package"),
+    ({"backend": backend(db_ssl="prefer")},
+     "backend.db_ssl='prefer': allowed one of require, verify-full"),
+    ({"backend": backend(log_level="TRACE")}, "backend.log_level='TRACE': allowed one of DEBUG"),
+    ({"backend": backend(media_root="media")},
+     "backend.media_root='media': allowed an absolute path"),
+    ({"backend": backend(cache_ttl_seconds=0)}, "backend.cache_ttl_seconds=0: allowed 1..604800"),
+    ({"cache_size_gb": "2"}, "cache_size_gb='2': allowed empty or one of 0.5, 1.6"),
+    ({"stage_name": "v-1"}, "stage_name='v-1': allowed 1-128 letters, digits, _"),
+    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3"),
+    ({"secret_recovery_window_days": 3}, "secret_recovery_window_days=3: allowed 0 or 7..30"),
+    ({"alarm_5xx_threshold": 0}, "alarm_5xx_threshold=0: allowed >= 1"),
+    ({"alarm_latency_p99_ms": 30000}, "alarm_latency_p99_ms=30000: allowed 1..29000"),
+])
+def test_bad_args_fail_with_a_message_naming_the_field_g8(namer, context, overrides, message):
+    with pytest.raises(ValueError, match="PublicApiArgs: ") as error:
+        api_args(namer, context, **overrides).validate()
+    assert message in str(error.value)
+
+
+def test_every_problem_is_reported_at_once_and_nothing_is_registered_g8(namer, context):
+    args = api_args(namer, context, memory_mb=1, quota_period="YEAR", stage_name="")
+    failures = []
+
+    def program():
+        try:
+            PublicApi("api", args)
+        except ValueError as error:
+            failures.append(str(error))
+
+    run = run_components(program)
+    assert run.resources == []
+    assert len(failures) == 1
+    for part in ("memory_mb=1", "quota_period='YEAR'", "stage_name=''"):
+        assert part in failures[0]
+
+
+def test_access_log_format_is_one_json_object():
+    assert json.loads(ACCESS_LOG_FORMAT)["requestId"] == "$context.requestId"
+
+
+def test_component_type_token(run):
+    assert run.one("media:api:PublicApi").name == "api"
