@@ -1,10 +1,13 @@
-"""Operations tier: the alarm topic every tier publishes to (O2).
+"""Operations tier: the alarm topic every tier publishes to and the operations dashboard (O2).
 
-Tiers create their own alarms with `metric_alarm`, always pointing at this topic.
+Tiers create their own alarms with `metric_alarm`, always pointing at this topic. The
+dashboard shows each tier's key signals side by side from plain identifiers (names, ids),
+so it can be built before, and without, the tier components themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,3 +119,232 @@ def metric_alarm(resource_name: str, *, alarm_name: str, description: str,
         ok_actions=[topic_arn],
         opts=pulumi.ResourceOptions(parent=parent),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Operations dashboard
+# ---------------------------------------------------------------------------------------
+
+DASHBOARD_COLUMNS = 24  # CloudWatch dashboards are a 24-unit grid
+WIDGET_WIDTH = 8
+WIDGET_HEIGHT = 6
+DASHBOARD_PERIODS = (60, 300, 900, 3600)
+MAX_CACHE_NODES = 6
+
+
+def cache_member_ids(replication_group_id: pulumi.Input[str],
+                     node_count: int) -> list[pulumi.Output[str]]:
+    """ElastiCache names the nodes of a cluster-mode-disabled group `<group>-001`, `-002`, …;
+    node metrics carry those ids, there is no group-level dimension."""
+    return [pulumi.Output.concat(replication_group_id, f"-{index + 1:03d}")
+            for index in range(node_count)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperationsDashboardArgs:
+    """Inputs of `OperationsDashboard`. Every tier is optional: give a tier's identifiers and
+    its widgets appear; pairs (API name + stage, cluster + service, cache id + node count)
+    come together."""
+
+    namer: Namer
+    """Names the dashboard `{prefix}-operations-{suffix}` (required)."""
+    region: pulumi.Input[str]
+    """Region of every metric (required)."""
+    period_seconds: int = 300
+    """Aggregation period of every widget: 60, 300, 900 or 3600; default 300."""
+    api_name: pulumi.Input[str] | None = None
+    """REST API name (the `ApiName` dimension); default none."""
+    api_stage: pulumi.Input[str] | None = None
+    """REST API stage name; default none."""
+    queue_name: pulumi.Input[str] | None = None
+    """Jobs queue name; default none."""
+    dead_letter_queue_name: pulumi.Input[str] | None = None
+    """Dead-letter queue name; default none."""
+    cluster_name: pulumi.Input[str] | None = None
+    """ECS cluster of the worker service; default none."""
+    service_name: pulumi.Input[str] | None = None
+    """ECS worker service name; default none."""
+    stream_name: pulumi.Input[str] | None = None
+    """Kinesis stream name; default none."""
+    db_cluster_identifier: pulumi.Input[str] | None = None
+    """Aurora cluster identifier; default none."""
+    cache_replication_group_id: pulumi.Input[str] | None = None
+    """ElastiCache replication group id; default none."""
+    cache_node_count: int = 0
+    """Nodes in the replication group (1-6) when the cache is shown; default 0."""
+
+    def validate(self) -> None:
+        problems = []
+        if self.period_seconds not in DASHBOARD_PERIODS:
+            problems.append(f"period_seconds={self.period_seconds}: allowed one of "
+                            + ", ".join(map(str, DASHBOARD_PERIODS)))
+        for first, second in (("api_name", "api_stage"), ("cluster_name", "service_name")):
+            if (getattr(self, first) is None) != (getattr(self, second) is None):
+                problems.append(f"{first}={getattr(self, first)!r}, "
+                                f"{second}={getattr(self, second)!r}: give both or neither")
+        has_cache = self.cache_replication_group_id is not None
+        if has_cache and not 1 <= self.cache_node_count <= MAX_CACHE_NODES:
+            problems.append(f"cache_node_count={self.cache_node_count}: allowed "
+                            f"1..{MAX_CACHE_NODES} with cache_replication_group_id")
+        if not has_cache and self.cache_node_count:
+            problems.append(f"cache_node_count={self.cache_node_count}: allowed 0 without "
+                            "cache_replication_group_id")
+        if not problems and not self.tiers():
+            problems.append("no tier identifiers given: allowed any of api_name + api_stage, "
+                            "queue_name, dead_letter_queue_name, cluster_name + service_name, "
+                            "stream_name, db_cluster_identifier, cache_replication_group_id")
+        if problems:
+            raise ValueError("OperationsDashboardArgs: " + "; ".join(problems))
+
+    def tiers(self) -> list[str]:
+        """The tiers whose identifiers were given, in dashboard order."""
+        present = {
+            "api": self.api_name is not None,
+            "queue": self.queue_name is not None or self.dead_letter_queue_name is not None,
+            "worker": self.cluster_name is not None,
+            "stream": self.stream_name is not None,
+            "database": self.db_cluster_identifier is not None,
+            "cache": self.cache_replication_group_id is not None,
+        }
+        return [tier for tier, given in present.items() if given]
+
+
+def metric_widget(title: str, metrics: Sequence[Sequence[Any]], *, region: pulumi.Input[str],
+                  period: int, stat: str) -> dict[str, Any]:
+    """A time-series widget; each metric row is `[namespace, name, dim, value, ..., {opts}]`."""
+    return {
+        "type": "metric",
+        "width": WIDGET_WIDTH,
+        "height": WIDGET_HEIGHT,
+        "properties": {
+            "title": title,
+            "view": "timeSeries",
+            "region": region,
+            "period": period,
+            "stat": stat,
+            "metrics": [list(row) for row in metrics],
+        },
+    }
+
+
+def _api_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
+    dims = ("ApiName", a.api_name, "Stage", a.api_stage)
+    api = "AWS/ApiGateway"
+    return [
+        w("API requests and errors", [[api, "Count", *dims], [api, "4XXError", *dims],
+                                      [api, "5XXError", *dims]], "Sum"),
+        w("API latency (ms)", [[api, "Latency", *dims, {"stat": "p50"}],
+                               [api, "Latency", *dims, {"stat": "p99"}],
+                               [api, "IntegrationLatency", *dims, {"stat": "p99"}]], "p99"),
+    ]
+
+
+def _queue_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
+    sqs = "AWS/SQS"
+    widgets = []
+    if a.queue_name is not None:
+        queue = ("QueueName", a.queue_name)
+        widgets += [
+            w("Job queue depth", [[sqs, "ApproximateNumberOfMessagesVisible", *queue],
+                                  [sqs, "ApproximateNumberOfMessagesNotVisible", *queue]],
+              "Maximum"),
+            w("Oldest job age (s)", [[sqs, "ApproximateAgeOfOldestMessage", *queue]],
+              "Maximum"),
+        ]
+    if a.dead_letter_queue_name is not None:
+        widgets.append(w("Dead-letter queue depth",
+                         [[sqs, "ApproximateNumberOfMessagesVisible", "QueueName",
+                           a.dead_letter_queue_name]], "Maximum"))
+    return widgets
+
+
+def _worker_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
+    dims = ("ClusterName", a.cluster_name, "ServiceName", a.service_name)
+    return [
+        w("Worker CPU and memory (%)", [["AWS/ECS", "CPUUtilization", *dims],
+                                        ["AWS/ECS", "MemoryUtilization", *dims]], "Average"),
+        w("Worker tasks", [["ECS/ContainerInsights", "RunningTaskCount", *dims],
+                           ["ECS/ContainerInsights", "DesiredTaskCount", *dims]], "Average"),
+    ]
+
+
+def _stream_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
+    kinesis, dims = "AWS/Kinesis", ("StreamName", a.stream_name)
+    return [
+        w("Stream iterator age (ms)", [[kinesis, "GetRecords.IteratorAgeMilliseconds", *dims]],
+          "Maximum"),
+        w("Stream records and throttling", [
+            [kinesis, "IncomingRecords", *dims],
+            [kinesis, "WriteProvisionedThroughputExceeded", *dims],
+            [kinesis, "ReadProvisionedThroughputExceeded", *dims]], "Sum"),
+    ]
+
+
+def _database_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
+    rds, dims = "AWS/RDS", ("DBClusterIdentifier", a.db_cluster_identifier)
+    return [
+        w("Database capacity (ACU)", [[rds, "ServerlessDatabaseCapacity", *dims]], "Average"),
+        w("Database CPU and ACU use (%)", [[rds, "CPUUtilization", *dims],
+                                           [rds, "ACUUtilization", *dims]], "Maximum"),
+        w("Database connections", [[rds, "DatabaseConnections", *dims]], "Maximum"),
+    ]
+
+
+def _cache_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
+    members = cache_member_ids(a.cache_replication_group_id, a.cache_node_count)
+
+    def per_node(metric: str) -> list[list[Any]]:
+        return [["AWS/ElastiCache", metric, "CacheClusterId", member] for member in members]
+
+    return [
+        w("Cache engine CPU (%)", per_node("EngineCPUUtilization"), "Average"),
+        w("Cache memory used (%)", per_node("DatabaseMemoryUsagePercentage"), "Average"),
+        w("Cache evictions", per_node("Evictions"), "Sum"),
+    ]
+
+
+_TIER_WIDGETS = {"api": _api_widgets, "queue": _queue_widgets, "worker": _worker_widgets,
+                 "stream": _stream_widgets, "database": _database_widgets,
+                 "cache": _cache_widgets}
+
+
+def dashboard_widgets(args: OperationsDashboardArgs) -> list[dict[str, Any]]:
+    """Every widget, each tier starting a new row of up to three, with grid positions."""
+
+    def widget(title: str, metrics: Sequence[Sequence[Any]], stat: str) -> dict[str, Any]:
+        return metric_widget(title, metrics, region=args.region, period=args.period_seconds,
+                             stat=stat)
+
+    placed: list[dict[str, Any]] = []
+    y = 0
+    for tier in args.tiers():
+        x = 0
+        for item in _TIER_WIDGETS[tier](args, widget):
+            if x + WIDGET_WIDTH > DASHBOARD_COLUMNS:
+                x, y = 0, y + WIDGET_HEIGHT
+            placed.append({**item, "x": x, "y": y})
+            x += WIDGET_WIDTH
+        y += WIDGET_HEIGHT
+    return placed
+
+
+class OperationsDashboard(pulumi.ComponentResource):
+    """One CloudWatch dashboard with each tier's key signals (O2)."""
+
+    dashboard_name: str
+    widget_count: int
+
+    def __init__(self, name: str, args: OperationsDashboardArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:observability:OperationsDashboard", name, None, opts)
+        self.dashboard_name = args.namer.name("operations", NameKind.DASHBOARD)
+        widgets = dashboard_widgets(args)
+        self.widget_count = len(widgets)
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=self.dashboard_name,
+            dashboard_body=pulumi.Output.json_dumps({"widgets": widgets}),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"dashboard_name": self.dashboard_name})

@@ -225,6 +225,7 @@ _IDENTIFIER_INPUTS = {
     "aws:rds/cluster:Cluster": "clusterIdentifier",
     "aws:rds/clusterInstance:ClusterInstance": "identifier",
     "aws:elasticache/replicationGroup:ReplicationGroup": "replicationGroupId",
+    "aws:s3/bucket:Bucket": "bucket",
 }
 
 

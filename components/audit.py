@@ -1,0 +1,277 @@
+"""Audit trail: CloudTrail to an encrypted, versioned, private bucket and to CloudWatch (O3).
+
+The trail's name is fixed up front so its ARN can be written into the bucket and key
+policies (`aws:SourceArn`) without a dependency cycle; the trail then waits for the bucket
+policy, because CloudTrail checks the policy when the trail is created.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.iam import Grant, attach_grants, service_role
+from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
+from components.logs import encrypted_log_group
+from components.naming import InvalidNameError, NameKind, Namer, name_tag
+from components.settings import LOG_RETENTION_DAYS, AuditTrailMode
+
+TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:trail/[A-Za-z0-9_.-]{3,128}$")
+ACCOUNT_PLACEHOLDER = "0" * 12  # account ids are always 12 digits
+LOG_PREFIX = "AWSLogs/"  # CloudTrail writes logs and digests under AWSLogs/<account>/
+TRAIL_LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+
+
+def trail_bucket_name(namer: Namer, account_id: str) -> str:
+    """`{prefix}-trail-{account}-{suffix}`: bucket names are global, the account makes it ours."""
+    return namer.name(f"trail-{account_id}", NameKind.S3_BUCKET)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditTrailArgs:
+    """Inputs of `AuditTrail`."""
+
+    namer: Namer
+    """Physical names of the trail, bucket, key alias, role and log group (required)."""
+    context: AwsContext
+    """Account, partition and region for ARNs and policy conditions (required)."""
+    mode: AuditTrailMode = AuditTrailMode.CREATE
+    """CREATE a trail (default), use an EXISTING organisation trail, or OFF (logged opt-out)."""
+    existing_trail_arn: str = ""
+    """ARN of the existing trail; required with EXISTING, empty otherwise."""
+    logs_key_arn: pulumi.Input[str] | None = None
+    """CMK of the trail's CloudWatch log group (the platform logs key); required with CREATE."""
+    log_retention_days: int = 90
+    """Retention of the trail's CloudWatch log group; default 90."""
+    transition_days: int = 30
+    """Days before log objects move to Glacier Instant Retrieval; default 30."""
+    expiration_days: int = 365
+    """Days before log objects (and noncurrent versions) expire; default 365."""
+    key_deletion_window_days: int = 7
+    """Deletion window of the audit key, 7-30; default 7 (30 with data protection)."""
+    force_destroy: bool = True
+    """Empty the bucket on destroy; default True (False with data protection)."""
+
+    def validate(self) -> None:
+        problems = []
+        existing = self.mode is AuditTrailMode.EXISTING
+        if existing and not TRAIL_ARN.match(self.existing_trail_arn):
+            problems.append(f"existing_trail_arn={self.existing_trail_arn!r}: allowed a trail ARN "
+                            "arn:<partition>:cloudtrail:<region>:<account>:trail/<name> with "
+                            "mode EXISTING")
+        if not existing and self.existing_trail_arn:
+            problems.append(f"existing_trail_arn={self.existing_trail_arn!r}: allowed only with "
+                            f"mode EXISTING (mode is {self.mode.value})")
+        if self.mode is AuditTrailMode.CREATE:
+            problems += self._create_problems()
+        if problems:
+            raise ValueError("AuditTrailArgs: " + "; ".join(problems))
+
+    def _create_problems(self) -> list[str]:
+        problems = []
+        if self.logs_key_arn is None:
+            problems.append("logs_key_arn=None: required with mode CREATE")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
+                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        if self.transition_days < 1:
+            problems.append(f"transition_days={self.transition_days}: allowed >= 1")
+        if self.expiration_days <= self.transition_days:
+            problems.append(f"expiration_days={self.expiration_days}: allowed more than "
+                            f"transition_days ({self.transition_days})")
+        if not 7 <= self.key_deletion_window_days <= 30:
+            problems.append(f"key_deletion_window_days={self.key_deletion_window_days}: "
+                            "allowed 7..30")
+        for check in (lambda: trail_bucket_name(self.namer, ACCOUNT_PLACEHOLDER),
+                      lambda: self.namer.name("trail", NameKind.CLOUDTRAIL)):
+            try:
+                check()
+            except InvalidNameError as error:
+                problems.append(f"namer: {error}")
+        return problems
+
+
+def cloudtrail_key_grants(ctx: AwsContext, trail_arn: pulumi.Input[str]) -> tuple[ServiceGrant,
+                                                                                 ...]:
+    """What CloudTrail needs on the audit key, only on behalf of this trail.
+
+    Decrypt is part of it because the bucket uses an S3 Bucket Key, for which CloudTrail must
+    decrypt the bucket-level data key. Readers of the logs get kms:Decrypt through IAM
+    policies, which the key's account-root statement enables.
+    """
+    this_trail = {"aws:SourceArn": trail_arn}
+    any_trail_of_account = pulumi.Output.concat("arn:", ctx.partition, ":cloudtrail:*:",
+                                                ctx.account_id, ":trail/*")
+    return (
+        ServiceGrant(
+            sid="CloudTrailEncryptLogs",
+            service=pulumi.Output.concat("cloudtrail.", ctx.dns_suffix),
+            actions=("kms:GenerateDataKey*",),
+            conditions={
+                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": any_trail_of_account},
+                "StringEquals": this_trail,
+            },
+        ),
+        ServiceGrant(
+            sid="CloudTrailDescribeKeyAndBucketKey",
+            service=pulumi.Output.concat("cloudtrail.", ctx.dns_suffix),
+            actions=("kms:DescribeKey", "kms:Decrypt"),
+            conditions={"StringEquals": this_trail},
+        ),
+    )
+
+
+def trail_bucket_policy(bucket_arn: pulumi.Input[str], trail_arn: pulumi.Input[str],
+                        ctx: AwsContext) -> pulumi.Output[str]:
+    """TLS only; CloudTrail may read the ACL and write its objects, for this trail only."""
+    service = pulumi.Output.concat("cloudtrail.", ctx.dns_suffix)
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, pulumi.Output.concat(bucket_arn, "/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "CloudTrailAclCheck",
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "s3:GetBucketAcl",
+            "Resource": bucket_arn,
+            "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+        },
+        {
+            "Sid": "CloudTrailWrite",
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "s3:PutObject",
+            "Resource": pulumi.Output.concat(bucket_arn, "/", LOG_PREFIX, ctx.account_id, "/*"),
+            "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control",
+                                           "aws:SourceArn": trail_arn}},
+        },
+    ]
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+class AuditTrail(pulumi.ComponentResource):
+    """CloudTrail for the account (O3): create one, point at an existing one, or none (logged).
+
+    Attributes are `None` where the mode creates nothing: `trail_arn` (CREATE or EXISTING),
+    `bucket_name`, `key_arn`, `log_group_name` (CREATE only).
+    """
+
+    trail_arn: pulumi.Output[str] | None
+    bucket_name: pulumi.Output[str] | None
+    key_arn: pulumi.Output[str] | None
+    log_group_name: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: AuditTrailArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:audit:AuditTrail", name, None, opts)
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self)
+        self.trail_arn = self.bucket_name = self.key_arn = self.log_group_name = None
+        if args.mode is AuditTrailMode.EXISTING:
+            self.trail_arn = pulumi.Output.from_input(args.existing_trail_arn)
+        elif args.mode is AuditTrailMode.OFF:
+            pulumi.log.warn("auditTrailMode=OFF: this stack creates no CloudTrail trail; API "
+                            "activity is audited only if the account has another trail (O3)",
+                            resource=self)
+        else:
+            self._create()
+        self.register_outputs({"trail_arn": self.trail_arn, "bucket_name": self.bucket_name,
+                               "key_arn": self.key_arn, "log_group_name": self.log_group_name})
+
+    def _create(self) -> None:
+        args, name, ctx = self._args, self._name, self._args.context
+        trail_name = args.namer.name("trail", NameKind.CLOUDTRAIL)
+        trail_arn = pulumi.Output.concat("arn:", ctx.partition, ":cloudtrail:", ctx.region, ":",
+                                         ctx.account_id, ":trail/", trail_name)
+        key = EncryptionKey(f"{name}-key", EncryptionKeyArgs(
+            purpose="audit-key", context=ctx, namer=args.namer,
+            deletion_window_days=args.key_deletion_window_days,
+            service_grants=cloudtrail_key_grants(ctx, trail_arn),
+        ), self._child)
+        bucket, bucket_policy = self._bucket(key, trail_arn)
+        group = encrypted_log_group(
+            f"{name}-log-group", name=args.namer.path("/aws/cloudtrail/", "trail"),
+            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
+        role = service_role(f"{name}-logs-role", role="trail-logs",
+                            service="cloudtrail.amazonaws.com", ctx=ctx, namer=args.namer,
+                            parent=self, source_arn=trail_arn)
+        role_policy = attach_grants(f"{name}-logs-policy", role, [Grant(
+            sid="TrailWritesItsLogGroup", actions=TRAIL_LOG_WRITE_ACTIONS,
+            resources=(pulumi.Output.concat(group.arn, ":log-stream:*"),))], parent=self)
+        self.trail = aws.cloudtrail.Trail(
+            f"{name}-trail",
+            name=trail_name,
+            s3_bucket_name=bucket.bucket,
+            kms_key_id=key.arn,
+            enable_log_file_validation=True,
+            is_multi_region_trail=True,
+            include_global_service_events=True,
+            # CloudTrail requires the log-stream wildcard on the group ARN.
+            cloud_watch_logs_group_arn=pulumi.Output.concat(group.arn, ":*"),
+            cloud_watch_logs_role_arn=role.arn,
+            tags=name_tag(trail_name),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[bucket_policy, role_policy]),
+        )
+        self.trail_arn = self.trail.arn
+        self.bucket_name = bucket.bucket
+        self.key_arn = key.arn
+        self.log_group_name = group.name
+
+    def _bucket(self, key: EncryptionKey,
+                trail_arn: pulumi.Output[str]) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
+        args, name, child = self._args, self._name, self._child
+        physical = pulumi.Output.from_input(args.context.account_id).apply(
+            lambda account: trail_bucket_name(args.namer, account))
+        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=physical,
+                               force_destroy=args.force_destroy,
+                               tags=physical.apply(name_tag), opts=child)
+        aws.s3.BucketOwnershipControls(
+            f"{name}-bucket-ownership", bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+        block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-bucket-public-access", bucket=bucket.id, block_public_acls=True,
+            block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
+            opts=child)
+        aws.s3.BucketVersioning(f"{name}-bucket-versioning", bucket=bucket.id,
+                                versioning_configuration={"status": "Enabled"}, opts=child)
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-bucket-encryption", bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {
+                "sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
+                "bucket_key_enabled": True}],
+            opts=child)
+        self._lifecycle(bucket)
+        policy = aws.s3.BucketPolicy(
+            f"{name}-bucket-policy", bucket=bucket.id,
+            policy=trail_bucket_policy(bucket.arn, trail_arn, args.context),
+            # S3 rejects a policy while the public-access block is still being applied.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]))
+        return bucket, policy
+
+    def _lifecycle(self, bucket: aws.s3.Bucket) -> None:
+        args = self._args
+        aws.s3.BucketLifecycleConfiguration(
+            f"{self._name}-bucket-lifecycle", bucket=bucket.id,
+            rules=[{
+                "id": "audit-log-retention",
+                "status": "Enabled",
+                "filter": {"prefix": LOG_PREFIX},
+                "transitions": [{"days": args.transition_days, "storage_class": "GLACIER_IR"}],
+                "expiration": {"days": args.expiration_days},
+                "noncurrent_version_transitions": [{"noncurrent_days": args.transition_days,
+                                                    "storage_class": "GLACIER_IR"}],
+                "noncurrent_version_expiration": {"noncurrent_days": args.expiration_days},
+                "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+            }],
+            opts=self._child)

@@ -1,0 +1,99 @@
+"""CrossGuard glue: each rule of `rules.py` as a `ResourceValidationPolicy` (O4).
+
+Kept apart from `__main__.py` (which serves the pack as soon as it is built) so the tests can
+build the policies and run their validations without a Pulumi engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+from pulumi_policy import proxy as policy_proxy
+
+try:  # imported as `policy.pack` by the tests, as `pack` by the pack's own __main__
+    from .rules import (
+        CONFIGURED_RULES,
+        STATIC_RULES,
+        UNKNOWN,
+        PolicyConfig,
+        Rule,
+        configured_rules,
+    )
+except ImportError:  # pragma: no cover - the CrossGuard runtime path
+    from rules import (  # type: ignore[no-redef]
+        CONFIGURED_RULES,
+        STATIC_RULES,
+        UNKNOWN,
+        PolicyConfig,
+        Rule,
+        configured_rules,
+    )
+
+PACK_NAME = "media-platform-security"
+
+# Each configured rule's schema: the keys of its entry in policy-config.<stack>.json.
+CONFIG_SCHEMAS = {
+    "required-tags": {"environmentSuffix": {"type": "string", "minLength": 1}},
+    "names-carry-suffix": {"environmentSuffix": {"type": "string", "minLength": 1}},
+    "destroyable-unless-protected": {"dataProtection": {"type": "boolean"}},
+}
+
+_UNKNOWN_SENTINELS = frozenset({
+    policy_proxy.UNKNOWN_BOOLEAN_VALUE, policy_proxy.UNKNOWN_NUMBER_VALUE,
+    policy_proxy.UNKNOWN_STRING_VALUE, policy_proxy.UNKNOWN_ARRAY_VALUE,
+    policy_proxy.UNKNOWN_ASSET_VALUE, policy_proxy.UNKNOWN_ARCHIVE_VALUE,
+    policy_proxy.UNKNOWN_OBJECT_VALUE,
+})
+
+
+def plain(value: Any) -> Any:
+    """CrossGuard props (proxies that raise on values unknown during preview) as plain data,
+    with each unknown value replaced by `rules.UNKNOWN`."""
+    if isinstance(value, Mapping):
+        raw = value["__target"] if isinstance(value, policy_proxy._DictProxy) else value
+        return {key: plain(item) for key, item in raw.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        raw = value["__target"] if isinstance(value, policy_proxy._ListProxy) else value
+        return [plain(item) for item in raw]
+    if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
+        return UNKNOWN
+    return value
+
+
+def _validate(rule_name: str) -> Any:
+    static = {rule.name: rule for rule in STATIC_RULES}
+
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        rule: Rule = static.get(rule_name) or next(
+            r for r in configured_rules(PolicyConfig.from_mapping(args.get_config()))
+            if r.name == rule_name)
+        for message in rule.check(args.resource_type, plain(args.props)):
+            report_violation(message, None)
+
+    return validate
+
+
+def build_policies() -> list[ResourceValidationPolicy]:
+    """One policy per rule: mandatory rules fail the preview, advisory ones warn."""
+    metadata = STATIC_RULES + configured_rules(PolicyConfig("", False))
+    return [
+        ResourceValidationPolicy(
+            name=rule.name,
+            description=f"{rule.description} ({rule.requirements})",
+            validate=_validate(rule.name),
+            enforcement_level=(EnforcementLevel.MANDATORY if rule.mandatory
+                               else EnforcementLevel.ADVISORY),
+            config_schema=(PolicyConfigSchema(properties=CONFIG_SCHEMAS[rule.name],
+                                              required=list(CONFIG_SCHEMAS[rule.name]))
+                           if rule.name in CONFIGURED_RULES else None),
+        )
+        for rule in metadata
+    ]
