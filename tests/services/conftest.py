@@ -250,3 +250,55 @@ def api_event(
         "isBase64Encoded": base64_body,
         "requestContext": {"stage": "test", "requestId": "req-1"},
     }
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """One moto server for tests whose worker runs as a separate process."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def served_aws(moto_server: str) -> AwsResources:
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
+    return create_aws_resources(moto_server)
+
+
+def worker_environment(
+    pg: PgServer, redis_port: int, aws: AwsResources, media_root: Path, scratch: Path, **extra: str
+) -> dict[str, str]:
+    """The environment the ECS task definition gives the worker container."""
+    return {
+        "DB_HOST": pg.host,
+        "DB_PORT": str(pg.port),
+        "DB_NAME": DB_NAME,
+        "DB_SSL": "false",
+        "DB_USERNAME": APP_USER,
+        "DB_PASSWORD": APP_PASSWORD,
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_port),
+        "REDIS_TLS": "false",
+        "STREAM_NAME": STREAM,
+        "MEDIA_ROOT": str(media_root),
+        "CACHE_TTL_SECONDS": "60",
+        "LOG_LEVEL": "INFO",
+        "JOBS_QUEUE_URL": aws.jobs_queue_url,
+        "DEAD_LETTER_QUEUE_URL": aws.dlq_url,
+        "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
+        "JOB_TIMEOUT_SECONDS": "10",
+        "VISIBILITY_TIMEOUT_SECONDS": "30",
+        "CONTENT_KEY_SECRET_ARN": aws.content_key_arn,
+        "SCRATCH_DIR": str(scratch),
+        "RECEIVE_WAIT_SECONDS": "1",
+        "RETRY_BASE_SECONDS": "1",
+        "RETRY_MAX_SECONDS": "1",
+        **extra,
+    }

@@ -1,0 +1,111 @@
+"""W6 backoff arithmetic and ffprobe edge cases (timeouts, missing binary, odd output)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from services.worker.backoff import full_jitter_delay
+from services.worker.errors import PermanentJobError, ProbeTimeout, TransientJobError
+from services.worker.probe import facts_from_probe, resolve_source, run_ffprobe
+
+pytestmark = pytest.mark.services
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"), [(1, 5), (2, 10), (3, 20), (8, 640), (9, 900), (500, 900)]
+)
+def test_w6_backoff_doubles_up_to_the_cap(attempt, expected):
+    assert full_jitter_delay(attempt, base=5, cap=900, rng=lambda: 1.0) == expected
+
+
+def test_w6_backoff_is_full_jitter():
+    assert full_jitter_delay(4, base=5, cap=900, rng=lambda: 0.0) == 0
+    assert full_jitter_delay(4, base=5, cap=900, rng=lambda: 0.5) == 20
+
+
+def test_w6_backoff_never_passes_the_sqs_12_hour_visibility_limit():
+    delay = full_jitter_delay(
+        30, base=60, cap=43_200, seconds_since_first_receive=43_000, rng=lambda: 1.0
+    )
+    assert delay == 199
+    assert full_jitter_delay(30, base=60, cap=43_200, seconds_since_first_receive=50_000) == 0
+
+
+def _deadline(seconds: float, shutting_down: bool = False):
+    limit = time.monotonic() + seconds
+    return lambda: (limit, shutting_down)
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "fake-ffprobe"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("shutting_down", [False, True])
+def test_r3_ffprobe_timeout_is_transient_and_says_why(tmp_path, shutting_down):
+    started = time.monotonic()
+    with pytest.raises(ProbeTimeout) as caught:
+        run_ffprobe(_script(tmp_path, "sleep 20"), tmp_path, _deadline(0.3, shutting_down))
+    assert caught.value.shutting_down is shutting_down
+    assert time.monotonic() - started < 5
+
+
+def test_r3_missing_ffprobe_binary_is_transient(tmp_path):
+    with pytest.raises(TransientJobError, match="cannot run"):
+        run_ffprobe(str(tmp_path / "no-ffprobe"), tmp_path, _deadline(5))
+
+
+def test_r3_ffprobe_printing_garbage_is_permanent(tmp_path):
+    with pytest.raises(PermanentJobError, match="no JSON"):
+        run_ffprobe(_script(tmp_path, "echo not-json"), tmp_path, _deadline(5))
+
+
+def test_r3_source_that_is_the_media_root_itself_is_refused(tmp_path):
+    with pytest.raises(PermanentJobError, match="outside the media root"):
+        resolve_source(tmp_path, "/")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "not an object"),
+        ({"streams": [{"codec_type": "audio", "codec_name": "aac"}]}, "no video stream"),
+        (
+            {
+                "streams": [
+                    {
+                        "codec_type": "video",
+                        "codec_name": "mjpeg",
+                        "disposition": {"attached_pic": 1},
+                    }
+                ]
+            },
+            "no video stream",
+        ),
+    ],
+)
+def test_r3_probe_documents_without_a_real_video_stream_are_permanent(document, message):
+    with pytest.raises(PermanentJobError, match=message):
+        facts_from_probe(document)
+
+
+def test_r3_missing_or_odd_numbers_become_null():
+    facts = facts_from_probe(
+        {
+            "format": {
+                "duration": "N/A",
+                "size": "-5",
+                "bit_rate": "fast",
+                "format_name": "matroska,webm",
+            },
+            "streams": ["junk", {"codec_type": "video", "width": 0, "height": "720"}],
+        }
+    )
+    assert (facts.duration_s, facts.size_bytes, facts.bitrate) == (None, None, None)
+    assert (facts.width, facts.height, facts.video_codec) == (None, 720, "unknown")
+    assert (facts.container, facts.audio_codec) == ("matroska,webm", None)
