@@ -6,13 +6,21 @@ Nothing else lives here: every rule is in `components/`, every value in the stac
 import pulumi
 import pulumi_aws as aws
 
+from components.api import ApiBackend, PublicApi, PublicApiArgs
+from components.audit import AuditTrail, AuditTrailArgs
 from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
 from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.jobs import JobQueue, JobQueueArgs
 from components.kms import AwsContext, PlatformKeys, PlatformKeysArgs
 from components.naming import common_tags, namer_for
 from components.network import SecureVpc, SecureVpcArgs
-from components.observability import AlarmTopic, AlarmTopicArgs
+from components.observability import (
+    AlarmTopic,
+    AlarmTopicArgs,
+    OperationsDashboard,
+    OperationsDashboardArgs,
+)
+from components.packaging import build_api_package
 from components.settings import load_settings
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from components.stream import AnalyticsStream, AnalyticsStreamArgs, StreamMode
@@ -208,7 +216,80 @@ if settings.worker.efs_mount:
 
 # --- API tier (issue 6) --------------------------------------------------------------------
 
+# The function's zip is rebuilt from services/ and the installed wheels on every run; the same
+# sources give the same bytes, so an unchanged API shows no diff (A4).
+api_package = build_api_package()
+api = PublicApi("api", PublicApiArgs(
+    namer=namer,
+    context=context,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.app_subnet_ids,
+    code_path=api_package.archive_path(),
+    code_sha256=api_package.sha256_base64,
+    backend=ApiBackend(
+        db_host=database.endpoint,
+        db_port=database.port,
+        db_name=database.database_name,
+        db_secret_arn=database.secret_arn,
+        redis_host=cache.primary_endpoint,
+        redis_port=cache.port,
+        redis_tls=cache.transit_encryption,
+        redis_auth_secret_arn=cache.auth_secret_arn,
+        stream_name=stream.name,
+    ),
+    logs_key_arn=keys.logs.arn,
+    secrets_key_arn=keys.secrets.arn,
+    alarm_topic_arn=alarms.arn,
+    access_grants={"db-secret": database.grant_secret_read,
+                   "cache-secret": cache.grant_secret_read,
+                   "stream-write": stream.grant_write},
+    auth=settings.api.auth,
+    throttle_rate_limit=settings.api.throttle_rate_limit,
+    throttle_burst_limit=settings.api.throttle_burst_limit,
+    quota_limit=settings.api.quota_limit,
+    quota_period=settings.api.quota_period,
+    waf_rate_limit=settings.api.waf_rate_limit,
+    reserved_concurrency=settings.api.reserved_concurrency,
+    memory_mb=settings.api.lambda_memory_mb,
+    cache_size_gb=settings.api.cache_size_gb,
+    manage_cloudwatch_role=settings.api.manage_cloudwatch_role,
+    log_retention_days=settings.log_retention_days,
+    secret_recovery_window_days=settings.protection.secret_recovery_window_days,
+    alarm_5xx_threshold=settings.observability.thresholds.api_5xx,
+    alarm_latency_p99_ms=settings.observability.thresholds.api_latency_p99_ms,
+), on_provider)
+database.allow_from(api.security_group)
+cache.allow_from(api.security_group)
+
 # --- operations (issue 7): audit trail, dashboard --------------------------------------------
+
+audit = AuditTrail("audit", AuditTrailArgs(
+    namer=namer,
+    context=context,
+    mode=settings.observability.audit_trail_mode,
+    existing_trail_arn=settings.observability.audit_trail_existing_arn,
+    logs_key_arn=keys.logs.arn,
+    log_retention_days=settings.log_retention_days,
+    transition_days=settings.observability.audit_log_transition_days,
+    expiration_days=settings.observability.audit_log_expiration_days,
+    key_deletion_window_days=settings.protection.kms_deletion_window_days,
+    force_destroy=settings.protection.force_destroy,
+), on_provider)
+
+dashboard = OperationsDashboard("operations", OperationsDashboardArgs(
+    namer=namer,
+    region=settings.region,
+    api_name=api.rest_api.name,
+    api_stage=api.stage_name,
+    queue_name=jobs.queue_name,
+    dead_letter_queue_name=jobs.dlq_name,
+    cluster_name=worker.cluster_name,
+    service_name=worker.service_name,
+    stream_name=stream.name,
+    db_cluster_identifier=database.cluster_identifier,
+    cache_replication_group_id=cache.replication_group_id,
+    cache_node_count=settings.cache.node_count,
+), on_provider)
 
 pulumi.export("region", settings.region)
 pulumi.export("availabilityZones", zones)
@@ -233,3 +314,13 @@ pulumi.export("ecsServiceName", worker.service_name)
 pulumi.export("fileSystemId", files.file_system_id)
 pulumi.export("workerRepositoryUrl", worker.repository_url)
 pulumi.export("contentKeySecretArn", worker.content_key_secret_arn)
+pulumi.export("apiUrl", api.invoke_url)
+pulumi.export("apiId", api.rest_api_id)
+pulumi.export("apiStageName", api.stage_name)
+pulumi.export("apiKeyId", api.api_key_id)
+pulumi.export("apiKeySecretArn", api.api_key_secret_arn)
+pulumi.export("operationsDashboardName", dashboard.dashboard_name)
+if audit.trail_arn is not None:
+    pulumi.export("auditTrailArn", audit.trail_arn)
+if audit.bucket_name is not None:
+    pulumi.export("auditBucketName", audit.bucket_name)

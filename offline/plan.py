@@ -4,7 +4,9 @@
 
 No AWS account and no Pulumi CLI: the same `offline.engine.run_stack` the tests use runs the
 real `__main__.py`, then each component is printed with its children (type, physical name, key
-security settings), followed by a count per resource type.
+security settings), followed by a count per resource type and the policy pack's report (the
+rules of `policy/rules.py` with the stack's `policy/policy-config.<stack>.json`); exit code 1
+when a mandatory rule is violated, as `pulumi preview --policy-pack policy` would fail.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from components.settings import ConfigError
 from offline.engine import ProgramRun, Registered, run_stack
+from policy.rules import PolicyConfig, build_rules, evaluate
 
 # Inputs that carry a physical name, in order of preference.
 NAME_KEYS = ("name", "bucket", "clusterIdentifier", "identifier", "replicationGroupId", "family",
@@ -58,7 +61,8 @@ def key_aliases(run: ProgramRun) -> dict[str, str]:
 
 def describe(resource: Registered, aliases: dict[str, str]) -> str:
     name = next((resource.inputs[k] for k in NAME_KEYS if resource.inputs.get(k)), "")
-    name = name or (resource.inputs.get("tags") or {}).get("Name", "")
+    tags = resource.inputs.get("tags")
+    name = name or (tags.get("Name", "") if isinstance(tags, dict) else "")
     settings = [f"{k}={short(resource.inputs[k], aliases)}" for k in SECURITY_KEYS
                 if k in resource.inputs and resource.inputs[k] not in (None, "")]
     kind = resource.type if resource.custom else f"[{resource.type}]"
@@ -100,6 +104,25 @@ def render_counts(run: ProgramRun) -> list[str]:
     return lines
 
 
+def render_policy_report(run: ProgramRun, config: PolicyConfig) -> tuple[list[str], int]:
+    """The policy pack's rules over this run: resources checked and violations per rule (O4),
+    and how many mandatory violations there are (a real preview would fail on any)."""
+    rules = build_rules(config)
+    checked, findings = evaluate(rules, [(r.type, r.name, r.inputs) for r in run.resources])
+    width = max(len(rule.name) for rule in rules)
+    lines = []
+    for rule in rules:
+        found = [f for f in findings if f.rule == rule.name]
+        level = "mandatory" if rule.mandatory else "advisory"
+        lines.append(f"{rule.name:<{width}}  {level:<9}  {checked[rule.name]:4d} checked  "
+                     f"{len(found)} violation(s)")
+        lines += [f"    {f.resource}: {f.message}" for f in found]
+    failed = sum(1 for f in findings if f.mandatory)
+    lines.append(f"{'PASSED' if not failed else 'FAILED'}: {failed} mandatory, "
+                 f"{len(findings) - failed} advisory violation(s)")
+    return lines, failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stack", nargs="?", default="dev")
@@ -116,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(render_tree(run)))
     print("\nResources by type:")
     print("\n".join(render_counts(run)))
+    print(f"\nPolicy pack (policy/policy-config.{args.stack}.json):")
+    report, failed = render_policy_report(run, PolicyConfig.for_stack(args.stack))
+    print("\n".join(report))
     for warning in run.warnings:
         print(f"warning: {warning}")
     print(f"\nEvaluated in {time.monotonic() - started:.1f} s")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

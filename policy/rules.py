@@ -506,6 +506,10 @@ SCOPED_NAME_TYPES = frozenset({
 })
 
 
+# Names AWS dictates (the API Gateway execution-log group is named after the API id + stage).
+AWS_FIXED_NAMES = (re.compile(r"^API-Gateway-Execution-Logs_"),)
+
+
 def _names_carry_suffix(config: PolicyConfig) -> Check:
     token = re.compile(rf"(^|[^A-Za-z0-9]){re.escape(config.environment_suffix)}([^A-Za-z0-9]|$)")
 
@@ -515,6 +519,8 @@ def _names_carry_suffix(config: PolicyConfig) -> Check:
         for key in NAME_PROPS:
             value = p.get(key)
             if isinstance(value, str) and value:
+                if any(fixed.match(value) for fixed in AWS_FIXED_NAMES):
+                    return []
                 return _require(bool(token.search(value)),
                                 f"{key}={value!r} must carry the suffix "
                                 f"'-{config.environment_suffix}'")
