@@ -317,8 +317,9 @@ pulumi.export("contentKeySecretArn", worker.content_key_secret_arn)
 pulumi.export("apiUrl", api.invoke_url)
 pulumi.export("apiId", api.rest_api_id)
 pulumi.export("apiStageName", api.stage_name)
-pulumi.export("apiKeyId", api.api_key_id)
-pulumi.export("apiKeySecretArn", api.api_key_secret_arn)
+if api.api_key_id is not None:  # apiAuth IAM creates no key
+    pulumi.export("apiKeyId", api.api_key_id)
+    pulumi.export("apiKeySecretArn", api.api_key_secret_arn)
 pulumi.export("operationsDashboardName", dashboard.dashboard_name)
 if audit.trail_arn is not None:
     pulumi.export("auditTrailArn", audit.trail_arn)

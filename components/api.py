@@ -531,7 +531,8 @@ class PublicApi(pulumi.ComponentResource):
             resource_ids[path] = resource.id
         validators = {
             key: aws.apigateway.RequestValidator(
-                f"{name}-validate-{key}", rest_api=rest_api.id, name=key,
+                f"{name}-validate-{key}", rest_api=rest_api.id,
+                name=args.namer.name(f"api-{key}"),
                 validate_request_body=body, validate_request_parameters=params,
                 opts=self._child)
             for key, (body, params) in VALIDATORS.items()

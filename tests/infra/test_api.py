@@ -22,8 +22,9 @@ from components.api import (
     redeploy_hash,
 )
 from components.iam import Grant, attach_grants
+from components.packaging import build_api_package
 from components.settings import ApiAuth
-from offline.engine import run_components
+from offline.engine import run_components, run_stack
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
@@ -222,6 +223,8 @@ def test_stage_wide_method_settings_throttle_log_and_never_trace_bodies_a2_a5(na
 def test_validators_check_body_and_parameters_or_parameters_only_a7(run):
     body = run.named("api-validate-body-and-parameters")
     params = run.named("api-validate-parameters-only")
+    assert body.inputs["name"] == "media-api-body-and-parameters-test"
+    assert params.inputs["name"] == "media-api-parameters-only-test"
     assert (body.inputs["validateRequestBody"], body.inputs["validateRequestParameters"]) == \
         (True, True)
     assert (params.inputs["validateRequestBody"], params.inputs["validateRequestParameters"]) \
@@ -754,3 +757,126 @@ def test_access_log_format_is_one_json_object():
 
 def test_component_type_token(run):
     assert run.one("media:api:PublicApi").name == "api"
+
+
+# -- whole program (G6, A2, A4, N3, G1) --------------------------------------------------------
+
+PROGRAM_REGIONS = ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"]
+
+
+@pytest.fixture(scope="module")
+def region_runs():
+    return {region: run_stack("dev", {"aws:region": region}) for region in PROGRAM_REGIONS}
+
+
+@pytest.mark.parametrize("fixture", ["dev_run", "prod_run"])
+def test_program_exports_the_api_but_never_the_key_value_g6(request, fixture):
+    run = request.getfixturevalue(fixture)
+    rest_api = run.one(T_REST_API)
+    key = run.one("aws:apigateway/apiKey:ApiKey")
+    secret = run.one("aws:secretsmanager/secret:Secret", "api-key-secret")
+    assert run.outputs["apiUrl"] == (
+        f"https://{rest_api.id}.execute-api.{run.region}.amazonaws.com/v1")
+    assert run.outputs["apiId"] == rest_api.id
+    assert run.outputs["apiStageName"] == "v1"
+    assert run.outputs["apiKeyId"] == key.id
+    assert run.outputs["apiKeySecretArn"] == secret.state["arn"]
+    value = run.one("random:index/randomPassword:RandomPassword", "api-key-value").state["result"]
+    assert value not in repr(run.outputs)
+
+
+@pytest.mark.parametrize(("fixture", "rate", "burst", "quota"), [
+    ("dev_run", 20, 40, 10000), ("prod_run", 200, 400, 5000000)])
+def test_program_throttles_and_quotas_come_from_the_stack_file_a2(request, fixture, rate, burst,
+                                                                   quota):
+    run = request.getfixturevalue(fixture)
+    plan = run.one("aws:apigateway/usagePlan:UsagePlan").inputs
+    assert plan["throttleSettings"] == {"rateLimit": rate, "burstLimit": burst}
+    assert plan["quotaSettings"] == {"limit": quota, "period": "MONTH"}
+    settings = run.one("aws:apigateway/methodSettings:MethodSettings").inputs["settings"]
+    assert (settings["throttlingRateLimit"], settings["throttlingBurstLimit"]) == (rate, burst)
+    assert run.one("aws:wafv2/webAcl:WebAcl").inputs["rules"][0]["statement"] == {
+        "rateBasedStatement": {"limit": 2000, "aggregateKeyType": "IP"}}
+
+
+def test_program_sizes_the_function_per_stack_a4(dev_run, prod_run):
+    dev, prod = dev_run.one(T_FUNCTION).inputs, prod_run.one(T_FUNCTION).inputs
+    assert (dev["memorySize"], "reservedConcurrentExecutions" in dev) == (256, False)
+    assert (prod["memorySize"], prod["reservedConcurrentExecutions"]) == (512, 50)
+    assert prod_run.one("aws:secretsmanager/secret:Secret", "api-key-secret").inputs[
+        "recoveryWindowInDays"] == 30
+    for run, days in ((dev_run, 14), (prod_run, 90)):
+        groups = [g for g in run.of_type(T_LOG_GROUP) if g.name.startswith("api-")]
+        assert len(groups) == 4
+        assert {g.inputs["retentionInDays"] for g in groups} == {days}
+
+
+def test_program_ships_the_reproducible_package_a4(dev_run):
+    function = dev_run.one(T_FUNCTION).inputs
+    package = build_api_package()
+    assert function["sourceCodeHash"] == package.sha256_base64
+    assert function["code"].path == "build/lambda/api.zip"
+
+
+def test_program_passes_the_data_tier_endpoints_and_secret_arns_a4(dev_run):
+    variables = dev_run.one(T_FUNCTION).inputs["environment"]["variables"]
+    cluster = dev_run.one("aws:rds/cluster:Cluster")
+    group = dev_run.one("aws:elasticache/replicationGroup:ReplicationGroup")
+    stream = dev_run.one("aws:kinesis/stream:Stream")
+    assert variables["DB_HOST"] == cluster.state["endpoint"]
+    assert variables["DB_PORT"] == "5432"
+    assert variables["DB_SECRET_ARN"] == cluster.state["masterUserSecrets"][0]["secretArn"]
+    assert variables["REDIS_HOST"] == group.state["primaryEndpointAddress"]
+    assert variables["REDIS_TLS"] == "true"
+    assert variables["REDIS_AUTH_SECRET_ARN"] == dev_run.one(
+        "aws:secretsmanager/secret:Secret", "cache-auth-secret").state["arn"]
+    assert variables["STREAM_NAME"] == stream.inputs["name"]
+
+
+def test_program_lets_the_api_reach_the_database_and_cache_only_on_their_ports_n3_a4(dev_run):
+    api_sg = dev_run.named("api-sg").id
+    ingress = [r.inputs for r in dev_run.of_type(
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs.get("referencedSecurityGroupId") == api_sg]
+    targets = {r.id: r.name for r in [dev_run.named("database-sg"), dev_run.named("cache-sg")]}
+    assert sorted((targets[i["securityGroupId"]], i["fromPort"], i["toPort"])
+                  for i in ingress) == [("cache-sg", 6379, 6379), ("database-sg", 5432, 5432)]
+    egress = sorted((r.inputs.get("referencedSecurityGroupId") or r.inputs["cidrIpv4"],
+                     r.inputs["fromPort"]) for r in dev_run.of_type(
+        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.inputs["securityGroupId"] == api_sg)
+    assert egress == sorted([("0.0.0.0/0", 443), (dev_run.named("database-sg").id, 5432),
+                             (dev_run.named("cache-sg").id, 6379)])
+
+
+def test_program_role_reads_both_secrets_and_writes_the_stream_before_the_function_a4(dev_run):
+    role = dev_run.one("aws:iam/role:Role", "api-role")
+    function = dev_run.one(T_FUNCTION)
+    for name in ("api-db-secret", "api-cache-secret", "api-stream-write", "api-runtime-policy"):
+        policy = dev_run.named(name)
+        assert policy.inputs["role"] == role.id
+        assert policy.urn in function.dependencies
+    stream_arn = dev_run.one("aws:kinesis/stream:Stream").state["arn"]
+    write = statements(dev_run.named("api-stream-write").inputs["policy"])
+    assert any(stream_arn in s["Resource"] for s in write.values())
+
+
+@pytest.mark.parametrize("region", PROGRAM_REGIONS)
+def test_program_evaluates_in_every_region_without_warnings_g1(region_runs, region):
+    run = region_runs[region]
+    assert run.warnings == []
+    association = run.one("aws:wafv2/webAclAssociation:WebAclAssociation").inputs
+    assert association["resourceArn"].startswith(f"arn:aws:apigateway:{region}::/restapis/")
+    policy = statements(run.named("api-runtime-policy").inputs["policy"])
+    assert policy["DecryptOwnEnvironment"]["Condition"]["StringEquals"]["kms:ViaService"] == \
+        f"lambda.{region}.amazonaws.com"
+    assert run.outputs["apiUrl"].endswith(f".execute-api.{region}.amazonaws.com/v1")
+
+
+def test_program_with_iam_auth_exports_no_key_a3():
+    run = run_stack("dev", {"apiAuth": "IAM"})
+    assert run.warnings == []
+    assert "apiKeyId" not in run.outputs and "apiKeySecretArn" not in run.outputs
+    assert run.outputs["apiId"] == run.one(T_REST_API).id
+    assert {m.inputs["authorization"] for m in run.of_type(T_METHOD)} == {"AWS_IAM"}
+
