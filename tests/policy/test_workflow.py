@@ -58,7 +58,7 @@ def test_o4_runs_on_pull_requests_with_read_only_default_permissions(workflow):
 
 def test_o4_every_action_is_pinned_to_a_version(workflow):
     uses = [s["uses"] for job in workflow["jobs"].values() for s in job["steps"] if "uses" in s]
-    assert len(uses) == 8
+    assert len(uses) == 7
     assert [u for u in uses if not PINNED.match(u)] == []
 
 
