@@ -57,6 +57,8 @@ UNTAGGED_IMAGE_DAYS = 7
 CONTENT_KEY_BYTES = 32
 # The worker stops taking jobs on SIGTERM and must be done before ECS sends SIGKILL.
 SHUTDOWN_MARGIN_SECONDS = 10
+# Aurora forces TLS either way; verify-full also checks the RDS CA chain and host name.
+DB_SSL_MODES = ("require", "verify-full")
 
 _IMAGE = re.compile(
     r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
@@ -248,6 +250,9 @@ class MediaWorkerServiceArgs:
     """Container log retention (an allowed CloudWatch value). Default 30."""
     log_level: str = "INFO"
     """Worker log level. Default INFO."""
+    db_ssl: str = "require"
+    """`DB_SSL`: `require` (TLS without CA check: the image's trust store lacks the RDS CA) or
+    `verify-full` (once the image ships the RDS bundle). Default `require`."""
     force_delete_images: bool = True
     """Delete the repository with its images on destroy (G3). Default True."""
     secret_recovery_window_days: int = 0
@@ -271,9 +276,14 @@ class MediaWorkerServiceArgs:
                             "registry/repository:tag or registry/repository@sha256:<digest>")
         if not self.image and not Path(self.build_context).is_dir():
             problems.append(f"build_context={self.build_context!r}: not a directory")
+        if not self.image and not Path(self.dockerfile).is_file():
+            problems.append(f"dockerfile={self.dockerfile!r}: no such file (set image to run "
+                            "a prebuilt image instead)")
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
                             + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        if self.db_ssl not in DB_SSL_MODES:
+            problems.append(f"db_ssl={self.db_ssl!r}: allowed one of " + ", ".join(DB_SSL_MODES))
         window = self.secret_recovery_window_days
         if window != 0 and not 7 <= window <= 30:
             problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")
@@ -522,7 +532,7 @@ class MediaWorkerService(pulumi.ComponentResource):
             "DB_HOST": c.db_host,
             "DB_PORT": _text(c.db_port),
             "DB_NAME": c.db_name,
-            "DB_SSL": "true",
+            "DB_SSL": args.db_ssl,
             "REDIS_HOST": c.redis_host,
             "REDIS_PORT": _text(c.redis_port),
             "REDIS_TLS": "true" if c.redis_tls else "false",

@@ -316,7 +316,7 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
     assert environment == {
         "DB_HOST": "db.cluster.example", "DB_PORT": "5432", "DB_NAME": "media",
-        "DB_SSL": "true", "REDIS_HOST": "master.cache.example", "REDIS_PORT": "6379",
+        "DB_SSL": "require", "REDIS_HOST": "master.cache.example", "REDIS_PORT": "6379",
         "REDIS_TLS": "true", "STREAM_NAME": "media-kinesis-test",
         "JOBS_QUEUE_URL": "https://sqs.example/jobs",
         "DEAD_LETTER_QUEUE_URL": "https://sqs.example/dlq", "MAX_RECEIVE_COUNT": "5",
@@ -326,6 +326,12 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
     }
     assert not any(k in environment for k in ("DB_PASSWORD", "DB_USERNAME",
                                               "REDIS_AUTH_TOKEN"))
+
+
+def test_d6_database_tls_can_be_verified_once_the_image_ships_the_rds_bundle(namer, context):
+    run = build_run(namer, context, db_ssl="verify-full")
+    environment = {e["name"]: e["value"] for e in container(run)["environment"]}
+    assert environment["DB_SSL"] == "verify-full"
 
 
 def test_w3_secrets_injected_from_secrets_manager_by_json_key(run):
@@ -615,9 +621,12 @@ def test_exposes_what_main_wires(namer, context):
     ({"subnet_ids": ["one"]}, "subnet_ids=1 subnet(s): allowed one app subnet per AZ"),
     ({"image": "latest"}, "image='latest': allowed empty (build) or registry/repository:tag"),
     ({"build_context": "no-such-dir"}, "build_context='no-such-dir': not a directory"),
+    ({"dockerfile": "services/nope/Dockerfile"},
+     "dockerfile='services/nope/Dockerfile': no such file (set image to run a prebuilt image"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
     ({"secret_recovery_window_days": 3}, "secret_recovery_window_days=3: allowed 0 or 7..30"),
     ({"shared_volume": None}, "shared_volume: required while efs_mount is True (W4)"),
+    ({"db_ssl": "disable"}, "db_ssl='disable': allowed one of require, verify-full"),
 ])
 def test_bad_args_are_rejected_naming_the_field(namer, context, overrides, message):
     with pytest.raises(ValueError) as error:
