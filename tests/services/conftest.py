@@ -181,7 +181,12 @@ class AwsResources:
     content_key_arn: str
 
 
-def create_aws_resources(endpoint_url: str | None = None, *, visibility: int = 30) -> AwsResources:
+def create_aws_resources(
+    endpoint_url: str | None = None,
+    *,
+    visibility: int = 30,
+    max_receive_count: int = MAX_RECEIVE_COUNT,
+) -> AwsResources:
     def client(service: str) -> Any:
         return boto3.client(service, region_name=REGION, endpoint_url=endpoint_url)
 
@@ -196,7 +201,7 @@ def create_aws_resources(endpoint_url: str | None = None, *, visibility: int = 3
         Attributes={
             "VisibilityTimeout": str(visibility),
             "RedrivePolicy": (
-                f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "{MAX_RECEIVE_COUNT}"}}'
+                f'{{"deadLetterTargetArn": "{dlq_arn}", "maxReceiveCount": "{max_receive_count}"}}'
             ),
         },
     )["QueueUrl"]
@@ -264,11 +269,15 @@ def moto_server() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def served_aws(moto_server: str) -> AwsResources:
+def reset_moto_server(url: str) -> None:
     import urllib.request
 
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+
+
+@pytest.fixture
+def served_aws(moto_server: str) -> AwsResources:
+    reset_moto_server(moto_server)
     return create_aws_resources(moto_server)
 
 
