@@ -309,22 +309,27 @@ _TIER_WIDGETS = {"api": _api_widgets, "queue": _queue_widgets, "worker": _worker
 
 
 def dashboard_widgets(args: OperationsDashboardArgs) -> list[dict[str, Any]]:
-    """Every widget, each tier starting a new row of up to three, with grid positions."""
+    """Every widget with its grid position, each tier starting a new row of up to three."""
 
     def widget(title: str, metrics: Sequence[Sequence[Any]], stat: str) -> dict[str, Any]:
         return metric_widget(title, metrics, region=args.region, period=args.period_seconds,
                              stat=stat)
 
+    return grid([_TIER_WIDGETS[tier](args, widget) for tier in args.tiers()])
+
+
+def grid(sections: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Place widgets left to right, wrapping at the grid's width; each section starts a row."""
     placed: list[dict[str, Any]] = []
     y = 0
-    for tier in args.tiers():
+    for section in sections:
         x = 0
-        for item in _TIER_WIDGETS[tier](args, widget):
-            if x + WIDGET_WIDTH > DASHBOARD_COLUMNS:
-                x, y = 0, y + WIDGET_HEIGHT
+        for item in section:
+            if x + item["width"] > DASHBOARD_COLUMNS:
+                x, y = 0, y + item["height"]
             placed.append({**item, "x": x, "y": y})
-            x += WIDGET_WIDTH
-        y += WIDGET_HEIGHT
+            x += item["width"]
+        y += max((item["height"] for item in section), default=0)
     return placed
 
 

@@ -14,6 +14,7 @@ from components.observability import (
     OperationsDashboard,
     OperationsDashboardArgs,
     cache_member_ids,
+    grid,
     metric_alarm,
 )
 from offline.engine import ACCOUNT_ID, run_components, run_stack
@@ -211,6 +212,13 @@ def test_o2_dashboard_layout_starts_each_tier_on_a_new_row_of_three(full_args):
         ("Cache engine CPU (%)", 0, 30, 8, 6), ("Cache memory used (%)", 8, 30, 8, 6),
         ("Cache evictions", 16, 30, 8, 6)]
     assert all(x + w <= 24 for _, x, _, w, _ in positions)
+
+
+def test_o2_grid_wraps_a_full_row_and_skips_empty_sections():
+    widget = {"type": "metric", "width": 8, "height": 6}
+    placed = grid([[widget] * 4, [], [{**widget, "width": 12}] * 2])
+    assert [(w["x"], w["y"]) for w in placed] == [(0, 0), (8, 0), (16, 0), (0, 6),
+                                                  (0, 12), (12, 12)]
 
 
 def test_o2_dashboard_shows_only_the_tiers_given(namer):
