@@ -154,3 +154,12 @@ def test_longest_prefix_and_suffix_still_fit_every_name_g2():
 def test_empty_prefix_names_are_resource_suffix_g2():
     run = run_stack("dev", {"prefix": ""})
     assert run.outputs["alarmTopicArn"].endswith(":alarms-dev")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_readme_documents_every_stack_output_g6(runs, stack):
+    readme = (__import__("offline.engine", fromlist=["ROOT"]).ROOT / "README.md").read_text()
+    outputs_section = readme.split("## Outputs", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in runs[stack, "eu-central-1"].outputs
+               if f"`{name}`" not in outputs_section]
+    assert missing == []
