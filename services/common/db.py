@@ -26,7 +26,9 @@ _AUTH_FAILURE_CODES = frozenset({"28P01", "28000"})
 # admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now, too many clients
 _UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03", "53300"})
 _LOST_CONNECTION_MESSAGES = ("network error", "connection is closed", "communication error")
-_STATEMENT_TIMEOUT_MS = "15000"
+# Below the 10 s socket timeout, so a slow statement is cancelled by the server (a clean
+# error) rather than looking like a dead connection to the client.
+_STATEMENT_TIMEOUT_MS = "8000"
 
 
 class DatabaseUnavailable(RuntimeError):

@@ -342,15 +342,17 @@ class Worker:
         )
         if attempt.message.receive_count >= self._settings.max_receive_count:
             return self._give_up(attempt, reason)
-        delay = full_jitter_delay(
-            attempt.message.receive_count,
+        self._release(attempt, reason, visibility=self._backoff(attempt.message))
+        return Outcome.RETRY
+
+    def _backoff(self, message: Message) -> int:
+        return full_jitter_delay(
+            message.receive_count,
             base=self._settings.retry_base_seconds,
             cap=self._settings.retry_max_seconds,
-            seconds_since_first_receive=attempt.message.seconds_since_first_receive,
+            seconds_since_first_receive=message.seconds_since_first_receive,
             rng=self._deps.rng,
         )
-        self._release(attempt, reason, visibility=delay)
-        return Outcome.RETRY
 
     def _give_up(self, attempt: _Attempt, reason: str) -> Outcome:
         """Last allowed receive: record FAILED now, because SQS dead-letters the message next."""
@@ -401,7 +403,7 @@ class Worker:
             self._send_to_dead_letter_queue(message, reason, None)
         except AWS_ERRORS as error:
             log.warning("dead-letter send failed", extra={"error": str(error)})
-            self._change_visibility(message, self._settings.visibility_timeout_seconds // 10)
+            self._change_visibility(message, self._backoff(message))
             return Outcome.RETRY
         self._delete(message)
         return Outcome.POISON
