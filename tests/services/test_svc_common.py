@@ -1,4 +1,5 @@
-"""Shared pieces: settings from env, events, secrets, the database wrapper, logging."""
+"""Shared pieces (R2, R3, R4): settings from env, events (W5), secrets, the database
+wrapper, TLS (D6), logging."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ WORKER_ENV = {
 # --- settings ---------------------------------------------------------------------------
 
 
-def test_api_settings_defaults_are_secure():
+def test_r2_api_settings_defaults_are_secure():
     settings = load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
     assert settings.database.port == 5432
     assert settings.database.ssl_mode == SslMode.VERIFY_FULL
@@ -68,7 +69,7 @@ def test_api_settings_defaults_are_secure():
     assert settings.log_level == "INFO"
 
 
-def test_worker_settings_read_every_variable():
+def test_r3_worker_settings_read_every_variable():
     settings = load_worker_settings(
         {
             **WORKER_ENV,
@@ -95,7 +96,7 @@ def test_worker_settings_read_every_variable():
     assert (settings.batch_size, settings.receive_wait_seconds) == (10, 20)
 
 
-def test_secrets_never_appear_in_settings_repr():
+def test_r3_secrets_never_appear_in_settings_repr():
     settings = load_worker_settings({**WORKER_ENV, "REDIS_AUTH_TOKEN": "tok-value"})
     assert "pw" not in repr(settings.common.database).replace("port", "")
     assert "tok-value" not in repr(settings)
@@ -124,7 +125,7 @@ def test_secrets_never_appear_in_settings_repr():
         ),
     ],
 )
-def test_invalid_worker_settings_name_the_variable(change, variable, text):
+def test_r3_invalid_worker_settings_name_the_variable(change, variable, text):
     env = {**WORKER_ENV, **change}
     env = {k: v for k, v in env.items() if v is not None}
     with pytest.raises(SettingsError, match=text) as caught:
@@ -133,7 +134,7 @@ def test_invalid_worker_settings_name_the_variable(change, variable, text):
     assert variable in str(caught.value)
 
 
-def test_api_requires_the_database_secret_arn():
+def test_r2_api_requires_the_database_secret_arn():
     with pytest.raises(SettingsError) as caught:
         load_api_settings({**BASE_ENV, "DB_USERNAME": "u", "DB_PASSWORD": "p"})
     assert caught.value.variable == "DB_SECRET_ARN"
@@ -143,7 +144,7 @@ def test_api_requires_the_database_secret_arn():
     ("value", "mode"),
     [("true", "verify-full"), ("1", "verify-full"), ("require", "require"), ("off", "disable")],
 )
-def test_db_ssl_values(value, mode):
+def test_d6_db_ssl_values(value, mode):
     assert (
         load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "a", "DB_SSL": value}).database.ssl_mode
         == mode
@@ -193,7 +194,7 @@ def _select_one(cursor):
     return cursor.fetchone()[0]
 
 
-def test_database_reconnects_once_after_the_backend_is_terminated(database, admin_db):
+def test_r4_database_reconnects_once_after_the_backend_is_terminated(database, admin_db):
     assert database.run(_select_one) == 1
     admin_db.cursor().execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'media-worker'"
@@ -201,14 +202,14 @@ def test_database_reconnects_once_after_the_backend_is_terminated(database, admi
     assert database.run(_select_one) == 1
 
 
-def test_database_sql_errors_propagate_and_the_connection_stays_usable(database):
+def test_r4_database_sql_errors_propagate_and_the_connection_stays_usable(database):
     with pytest.raises(DatabaseError) as caught:
         database.run(lambda c: c.execute("SELECT no_such_column FROM videos"))
     assert caught.value.args[0]["C"] == "42703"
     assert database.run(_select_one) == 1
 
 
-def test_database_unreachable_is_unavailable(pg_server):
+def test_r4_database_unreachable_is_unavailable(pg_server):
     from svc_support import free_port
 
     db = Database(
@@ -221,7 +222,7 @@ def test_database_unreachable_is_unavailable(pg_server):
     assert not isinstance(caught.value, DatabaseAuthError)
 
 
-def test_database_wrong_static_password_is_an_auth_error(pg_server):
+def test_r4_database_wrong_static_password_is_an_auth_error(pg_server):
     db = Database(
         pg_server.settings(), StaticDbCredentials("media_app", "wrong"), application_name="t"
     )
@@ -229,7 +230,7 @@ def test_database_wrong_static_password_is_an_auth_error(pg_server):
         db.run(_select_one)
 
 
-def test_database_credentials_secret_unreadable_is_unavailable(pg_server, aws):
+def test_r2_database_credentials_secret_unreadable_is_unavailable(pg_server, aws):
     provider = db_credentials(
         SecretCache(aws.secrets),
         secret_arn="arn:aws:secretsmanager:eu-central-1:123456789012:secret:nope",
@@ -244,7 +245,7 @@ def test_database_credentials_secret_unreadable_is_unavailable(pg_server, aws):
 # --- secrets ----------------------------------------------------------------------------
 
 
-def test_secret_cache_reads_once_until_refreshed(aws):
+def test_r2_secret_cache_reads_once_until_refreshed(aws):
     cache = SecretCache(aws.secrets)
     provider = db_credentials(cache, secret_arn=aws.db_secret_arn, username=None, password=None)
     assert provider.current().password == "app-password-1"
@@ -260,7 +261,7 @@ def test_secret_cache_reads_once_until_refreshed(aws):
     ("secret", "message"),
     [("not json", "not JSON"), ("[1]", "not a JSON object"), ('{"username": "u"}', "lacks")],
 )
-def test_malformed_database_secret_is_refused(aws, secret, message):
+def test_r2_malformed_database_secret_is_refused(aws, secret, message):
     aws.secrets.put_secret_value(SecretId=aws.db_secret_arn, SecretString=secret)
     provider = db_credentials(
         SecretCache(aws.secrets), secret_arn=aws.db_secret_arn, username=None, password=None
@@ -269,13 +270,13 @@ def test_malformed_database_secret_is_refused(aws, secret, message):
         provider.current()
 
 
-def test_binary_secret_is_refused(aws):
+def test_r2_binary_secret_is_refused(aws):
     arn = aws.secrets.create_secret(Name="binary", SecretBinary=b"\x00\x01")["ARN"]
     with pytest.raises(CredentialsError, match="no SecretString"):
         SecretCache(aws.secrets).get(arn)
 
 
-def test_env_credentials_are_used_without_an_arn_and_cannot_refresh():
+def test_r3_env_credentials_are_used_without_an_arn_and_cannot_refresh():
     provider = db_credentials(None, secret_arn=None, username="w", password="p")
     assert (provider.current().username, provider.refresh()) == ("w", False)
     with pytest.raises(CredentialsError):
@@ -284,7 +285,7 @@ def test_env_credentials_are_used_without_an_arn_and_cannot_refresh():
         db_credentials(None, secret_arn="arn", username=None, password=None)
 
 
-def test_redis_token_prefers_the_secret_over_env(aws):
+def test_c3_redis_token_prefers_the_secret_over_env(aws):
     aws.secrets.put_secret_value(SecretId=aws.redis_secret_arn, SecretString="from-secret")
     cache = SecretCache(aws.secrets)
     assert redis_token(cache, secret_arn=aws.redis_secret_arn, token="from-env") == "from-secret"
@@ -311,7 +312,7 @@ def _job_event() -> dict:
     ).to_dict()
 
 
-def test_event_round_trips_with_extra_fields():
+def test_w5_event_round_trips_with_extra_fields():
     event = new_event(
         "video.processed",
         video_id=str(uuid.uuid4()),
@@ -325,7 +326,7 @@ def test_event_round_trips_with_extra_fields():
     assert parsed.occurred_at.endswith("Z")
 
 
-def test_event_accepts_kinesis_envelopes_base64_and_object():
+def test_w5_event_accepts_kinesis_envelopes_base64_and_object():
     document = _job_event()
     encoded = base64.b64encode(json.dumps(document).encode()).decode()
     assert parse_message_body(json.dumps({"data": encoded})).job_id == document["job_id"]
@@ -341,7 +342,7 @@ def test_event_accepts_kinesis_envelopes_base64_and_object():
         ("[1, 2]", "not a JSON object"),
     ],
 )
-def test_event_unreadable_bodies_are_event_errors(body, message):
+def test_w5_event_unreadable_bodies_are_event_errors(body, message):
     with pytest.raises(EventError, match=message):
         parse_message_body(body)
 
@@ -356,7 +357,7 @@ def test_event_unreadable_bodies_are_event_errors(body, message):
         ({"source_uri": ""}, "'source_uri' is missing"),
     ],
 )
-def test_event_fields_are_validated(change, message):
+def test_w5_event_fields_are_validated(change, message):
     with pytest.raises(EventError, match=message):
         parse_event({**_job_event(), **change})
 
@@ -364,7 +365,7 @@ def test_event_fields_are_validated(change, message):
 # --- logging ----------------------------------------------------------------------------
 
 
-def test_logs_are_json_with_extra_fields_and_exceptions():
+def test_r4_logs_are_json_with_extra_fields_and_exceptions():
     record = logging.LogRecord("svc", logging.ERROR, __file__, 1, "job %s failed", ("j1",), None)
     record.job_id = "j1"
     try:
@@ -378,7 +379,7 @@ def test_logs_are_json_with_extra_fields_and_exceptions():
     assert "ValueError: boom" in entry["exception"]
 
 
-def test_configure_logging_replaces_root_handlers(capsys):
+def test_r4_configure_logging_replaces_root_handlers(capsys):
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:

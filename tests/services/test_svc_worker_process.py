@@ -81,7 +81,7 @@ def test_r3_main_processes_jobs_until_sigterm_then_exits_zero(
     assert queue_depth(aws.sqs, aws.jobs_queue_url) == (0, 0)
 
 
-def test_main_bad_configuration_exits_2(in_process_env, monkeypatch, restore_signals):
+def test_r3_main_bad_configuration_exits_2(in_process_env, monkeypatch, restore_signals):
     monkeypatch.delenv("JOBS_QUEUE_URL")
     assert main() == EXIT_BAD_CONFIG
 
@@ -95,14 +95,14 @@ def test_k3_unreadable_content_key_secret_fails_start_up(
     assert main() == EXIT_STARTUP_FAILED
 
 
-def test_main_rejected_database_credentials_exit_78_for_a_restart(
+def test_r3_main_rejected_database_credentials_exit_78_for_a_restart(
     in_process_env, monkeypatch, restore_signals
 ):
     monkeypatch.setenv("DB_PASSWORD", "stale-after-rotation")
     assert main() == EXIT_CREDENTIALS_REJECTED
 
 
-def test_main_waits_for_an_unreachable_database_and_still_stops_cleanly(
+def test_r3_main_waits_for_an_unreachable_database_and_still_stops_cleanly(
     in_process_env, monkeypatch, restore_signals
 ):
     from svc_support import free_port
