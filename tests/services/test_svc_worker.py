@@ -359,16 +359,16 @@ def test_w6_database_outage_mid_job_backs_off_then_completes_exactly_once(kit, p
         outcome = kit.worker(
             probe=probe_during_outage,
             database=database,
-            job_timeout_seconds=1,
-            visibility_timeout_seconds=2,
+            job_timeout_seconds=3,
+            visibility_timeout_seconds=4,
         ).poll_once()
         assert outcome == [Outcome.RETRY]
         assert kit.job(job_id)["state"] == "PROCESSING"  # could not even be released
         assert kit.depth() == (0, 1)
         proxy.restore()
         wait_visible(kit)  # backoff of at most RETRY_MAX_SECONDS (1 s)
-        time.sleep(2.1)  # the stranded lease (VISIBILITY_TIMEOUT_SECONDS) runs out
-        worker = kit.worker(database=database, job_timeout_seconds=1, visibility_timeout_seconds=2)
+        time.sleep(4.1)  # the stranded lease (VISIBILITY_TIMEOUT_SECONDS) runs out
+        worker = kit.worker(database=database, job_timeout_seconds=3, visibility_timeout_seconds=4)
         assert worker.poll_once() == [Outcome.COMPLETED]
     finally:
         database.close()
