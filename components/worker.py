@@ -373,11 +373,18 @@ class MediaWorkerService(pulumi.ComponentResource):
     def _cluster(self) -> None:
         args, name = self._args, self._name
         cluster_name = args.namer.name("workers", NameKind.ECS)
+        # Container Insights would create this group itself: unencrypted, never expiring and
+        # left behind on destroy. Pre-created, it is encrypted, expires and goes with the stack.
+        self.insights_log_group = encrypted_log_group(
+            f"{name}-insights-logs",
+            name=f"/aws/ecs/containerinsights/{cluster_name}/performance",
+            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
         self.cluster = aws.ecs.Cluster(
             f"{name}-cluster", name=cluster_name,
             # RunningTaskCount (backlog scaling, task-count alarm) exists only with insights on.
             settings=[{"name": "containerInsights", "value": "enabled"}],
-            tags=name_tag(cluster_name), opts=self._child)
+            tags=name_tag(cluster_name),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.insights_log_group]))
         self.cluster_name, self.cluster_arn = self.cluster.name, self.cluster.arn
         # A service naming FARGATE_SPOT fails unless this association exists first.
         self.capacity_providers = aws.ecs.ClusterCapacityProviders(

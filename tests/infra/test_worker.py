@@ -304,7 +304,7 @@ def test_w3_container_runs_non_root_on_a_read_only_root_with_tmp_scratch(run):
 
 
 def test_w9_container_logs_to_the_precreated_encrypted_group(run):
-    group = run.one("aws:cloudwatch/logGroup:LogGroup").inputs
+    group = run.named("worker-logs").inputs
     assert group == {"name": "/ecs/media-worker-test", "kmsKeyId": key("logs"),
                      "retentionInDays": 30}
     assert container(run)["logConfiguration"] == {"logDriver": "awslogs", "options": {
@@ -824,3 +824,12 @@ def test_g8_bad_worker_config_fails_before_any_resource(overrides, message):
         run_stack("dev", overrides)
     assert message in error.value.problems
     assert error.value.registered == []  # type: ignore[attr-defined]
+
+
+def test_o1_container_insights_group_is_pre_created_encrypted_before_the_cluster():
+    run = run_stack("dev")
+    group = run.named("worker-insights-logs")
+    assert group.inputs["name"] == "/aws/ecs/containerinsights/media-workers-dev/performance"
+    assert group.inputs["kmsKeyId"] == run.named("keys-logs-key").state["arn"]
+    assert group.inputs["retentionInDays"] == 14
+    assert group.urn in run.named("worker-cluster").dependencies
