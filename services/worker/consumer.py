@@ -328,20 +328,20 @@ class Worker:
 
     def _retry_later(self, attempt: _Attempt, error: Exception) -> Outcome:
         reason = f"{type(error).__name__}: {error}"
-        shutting_down = self._stop.requested or (
-            isinstance(error, ProbeTimeout) and error.shutting_down
-        )
-        if shutting_down:
-            self._release(attempt, reason, visibility=0)
-            return Outcome.RELEASED
-        known = isinstance(error, (*AWS_ERRORS, CacheUnavailable)) or type(
-            error
-        ).__module__.startswith("services.")
+        expected = isinstance(error, (*AWS_ERRORS, CacheUnavailable))
+        expected = expected or type(error).__module__.startswith("services.")
         log.warning(
-            "transient failure", extra={**attempt.log_fields, "error": reason}, exc_info=not known
+            "transient failure",
+            extra={**attempt.log_fields, "error": reason},
+            exc_info=not expected,  # a stack trace only for what nobody anticipated
         )
+        # On the last allowed receive SQS dead-letters the message whatever happens next,
+        # so record FAILED even when shutting down.
         if attempt.message.receive_count >= self._settings.max_receive_count:
             return self._give_up(attempt, reason)
+        if self._stop.requested or (isinstance(error, ProbeTimeout) and error.shutting_down):
+            self._release(attempt, reason, visibility=0)
+            return Outcome.RELEASED
         self._release(attempt, reason, visibility=self._backoff(attempt.message))
         return Outcome.RETRY
 

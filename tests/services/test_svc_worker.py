@@ -28,7 +28,7 @@ from services.common.settings import (
     WorkerSettings,
 )
 from services.worker.consumer import Outcome, StopSignal, Worker, WorkerDeps
-from services.worker.errors import TransientJobError
+from services.worker.errors import ProbeTimeout, TransientJobError
 from services.worker.probe import probe_media
 
 pytestmark = pytest.mark.services
@@ -509,3 +509,23 @@ def test_w6_run_loop_survives_sqs_receive_failures(kit):
     started = time.monotonic()
     assert worker.run() == 0
     assert time.monotonic() - started < 5
+
+
+def test_w6_last_receive_records_failed_even_when_shutting_down(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+
+    def interrupted(source_uri, deadline):
+        raise ProbeTimeout("ffprobe timed out", shutting_down=True)
+
+    assert kit.worker(probe=interrupted, max_receive_count=1).poll_once() == [Outcome.FAILED]
+    assert kit.job(job_id)["state"] == "FAILED"
+    assert kit.depth() == (1, 0)  # visible at once, for SQS's redrive
+
+
+def test_w6_unreadable_message_is_retried_when_the_dead_letter_queue_is_unreachable(kit):
+    kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody="garbage")
+    worker = kit.worker(dead_letter_queue_url=kit.aws.dlq_url + "-missing")
+    assert worker.poll_once() == [Outcome.RETRY]
+    wait_visible(kit)  # backoff, not lost
+    assert kit.worker().poll_once() == [Outcome.POISON]
+    assert [m["Body"] for m in drain_queue(kit.aws.sqs, kit.aws.dlq_url)] == ["garbage"]
