@@ -28,8 +28,7 @@ from components.settings import (
     ELASTICACHE_MIN_WINDOW_MINUTES,
     LOG_RETENTION_DAYS,
     cache_parameter_group_family,
-    window_span,
-    windows_overlap,
+    window_pair_problems,
 )
 
 # With cluster mode disabled a group holds one primary and up to five replicas.
@@ -39,9 +38,6 @@ LOG_TYPES = ("slow-log", "engine-log")
 AUTH_TOKEN_SPECIALS = "!&#$^<>-"
 AUTH_TOKEN_LENGTH = 64
 _NODE_TYPE = re.compile(r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
-_DAILY = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
-_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
-_WEEKLY = re.compile(rf"^{_DAY}:([01]\d|2[0-3]):[0-5]\d-{_DAY}:([01]\d|2[0-3]):[0-5]\d$")
 
 
 def node_zones(zones: Sequence[str], node_count: int) -> list[str]:
@@ -152,19 +148,9 @@ class RedisReplicationGroupArgs:
             raise ValueError("RedisReplicationGroupArgs: " + "; ".join(problems))
 
     def _window_problems(self) -> list[str]:
-        problems = []
-        for field, window, pattern, form in (
-                ("snapshot_window", self.snapshot_window, _DAILY, "hh:mm-hh:mm"),
-                ("maintenance_window", self.maintenance_window, _WEEKLY, "ddd:hh:mm-ddd:hh:mm")):
-            if not pattern.match(window):
-                problems.append(f"{field}={window!r}: allowed {form} (UTC)")
-            elif window_span(window)[1] < ELASTICACHE_MIN_WINDOW_MINUTES:
-                problems.append(f"{field}={window!r}: allowed at least "
-                                f"{ELASTICACHE_MIN_WINDOW_MINUTES} minutes")
-        if not problems and windows_overlap(self.snapshot_window, self.maintenance_window):
-            problems.append(f"maintenance_window={self.maintenance_window!r}: allowed a window "
-                            f"that does not overlap snapshot_window ({self.snapshot_window!r})")
-        return problems
+        return window_pair_problems(("snapshot_window", self.snapshot_window),
+                                    ("maintenance_window", self.maintenance_window),
+                                    ELASTICACHE_MIN_WINDOW_MINUTES)
 
 
 class RedisReplicationGroup(pulumi.ComponentResource):

@@ -30,8 +30,7 @@ from components.settings import (
     RDS_MIN_WINDOW_MINUTES,
     RESERVED_DB_NAMES,
     aurora_parameter_group_family,
-    window_span,
-    windows_overlap,
+    window_pair_problems,
 )
 
 ENGINE = "aurora-postgresql"
@@ -49,9 +48,6 @@ _BYTES_PER_CONNECTION = 9531392
 _MAX_CONNECTIONS_CAP = 5000
 _MASTER_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}$")
 _DB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_DAILY = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
-_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
-_WEEKLY = re.compile(rf"^{_DAY}:([01]\d|2[0-3]):[0-5]\d-{_DAY}:([01]\d|2[0-3]):[0-5]\d$")
 
 
 def default_max_connections(max_capacity: float) -> int:
@@ -180,19 +176,9 @@ class EncryptedAuroraArgs:
             raise ValueError("EncryptedAuroraArgs: " + "; ".join(problems))
 
     def _window_problems(self) -> list[str]:
-        problems = []
-        for field, window, pattern, form in (
-                ("backup_window", self.backup_window, _DAILY, "hh:mm-hh:mm"),
-                ("maintenance_window", self.maintenance_window, _WEEKLY, "ddd:hh:mm-ddd:hh:mm")):
-            if not pattern.match(window):
-                problems.append(f"{field}={window!r}: allowed {form} (UTC)")
-            elif window_span(window)[1] < RDS_MIN_WINDOW_MINUTES:
-                problems.append(f"{field}={window!r}: allowed at least "
-                                f"{RDS_MIN_WINDOW_MINUTES} minutes")
-        if not problems and windows_overlap(self.backup_window, self.maintenance_window):
-            problems.append(f"maintenance_window={self.maintenance_window!r}: allowed a window "
-                            f"that does not overlap backup_window ({self.backup_window!r})")
-        return problems
+        return window_pair_problems(("backup_window", self.backup_window),
+                                    ("maintenance_window", self.maintenance_window),
+                                    RDS_MIN_WINDOW_MINUTES)
 
 
 class EncryptedAurora(pulumi.ComponentResource):

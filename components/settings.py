@@ -78,6 +78,23 @@ def window_span(window: str) -> tuple[int, int]:
     return start, (_minute_of(end_text) - start) % period
 
 
+def window_pair_problems(daily: tuple[str, str], weekly: tuple[str, str],
+                         minimum_minutes: int) -> list[str]:
+    """Problems of a (field, daily window) and (field, weekly window) pair given to a component:
+    form, minimum length, and no overlap between the two."""
+    problems = []
+    for (field_name, window), pattern, form in ((daily, _DAILY_WINDOW, "hh:mm-hh:mm"),
+                                                (weekly, _WEEKLY_WINDOW, "ddd:hh:mm-ddd:hh:mm")):
+        if not pattern.match(window):
+            problems.append(f"{field_name}={window!r}: allowed {form} (UTC)")
+        elif window_span(window)[1] < minimum_minutes:
+            problems.append(f"{field_name}={window!r}: allowed at least {minimum_minutes} minutes")
+    if not problems and windows_overlap(daily[1], weekly[1]):
+        problems.append(f"{weekly[0]}={weekly[1]!r}: allowed a window that does not overlap "
+                        f"{daily[0]} ({daily[1]!r})")
+    return problems
+
+
 def windows_overlap(daily: str, weekly: str) -> bool:
     """Whether a daily window (repeated every day) meets a weekly window."""
     daily_start, daily_length = window_span(daily)
