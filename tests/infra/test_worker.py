@@ -833,3 +833,13 @@ def test_o1_container_insights_group_is_pre_created_encrypted_before_the_cluster
     assert group.inputs["kmsKeyId"] == run.named("keys-logs-key").state["arn"]
     assert group.inputs["retentionInDays"] == 14
     assert group.urn in run.named("worker-cluster").dependencies
+
+
+def test_w3_worker_image_runs_as_uid_1000_with_a_writable_scratch_volume():
+    """The task mounts scratch on /tmp under a read-only root; the image must seed it."""
+    dockerfile = (Path(__file__).resolve().parents[2] / "services/worker/Dockerfile").read_text()
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    assert "RUN chmod 1777 /tmp" in lines
+    assert 'VOLUME ["/tmp"]' in lines
+    assert lines.index('VOLUME ["/tmp"]') < lines.index("USER 1000:1000")
+    assert 'ENTRYPOINT ["python", "-m", "services.worker"]' in lines
