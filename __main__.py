@@ -151,6 +151,19 @@ jobs = JobQueue("jobs", JobQueueArgs(
     oldest_message_alarm_seconds=settings.observability.thresholds.queue_oldest_message_seconds,
 ), on_provider)
 
+# What both services connect to: endpoints, names and secret ARNs (components/connections.py).
+data_plane = dict(
+    db_host=database.endpoint,
+    db_port=database.port,
+    db_name=database.database_name,
+    db_secret_arn=database.secret_arn,
+    redis_host=cache.primary_endpoint,
+    redis_port=cache.port,
+    redis_tls=cache.transit_encryption,
+    redis_auth_secret_arn=cache.auth_secret_arn,
+    stream_name=stream.name,
+)
+
 files = SharedFileSystem("files", SharedFileSystemArgs(
     namer=namer,
     vpc_id=network.vpc_id,
@@ -164,15 +177,7 @@ worker = MediaWorkerService("worker", MediaWorkerServiceArgs(
     vpc_id=network.vpc_id,
     subnet_ids=network.app_subnet_ids,
     connections=WorkerConnections(
-        db_host=database.endpoint,
-        db_port=database.port,
-        db_name=database.database_name,
-        db_secret_arn=database.secret_arn,
-        redis_host=cache.primary_endpoint,
-        redis_port=cache.port,
-        redis_tls=cache.transit_encryption,
-        redis_auth_secret_arn=cache.auth_secret_arn,
-        stream_name=stream.name,
+        **data_plane,
         jobs_queue_url=jobs.queue_url,
         jobs_queue_name=jobs.queue_name,
         dead_letter_queue_url=jobs.dlq_url,
@@ -226,17 +231,7 @@ api = PublicApi("api", PublicApiArgs(
     subnet_ids=network.app_subnet_ids,
     code_path=api_package.archive_path(),
     code_sha256=api_package.sha256_base64,
-    backend=ApiBackend(
-        db_host=database.endpoint,
-        db_port=database.port,
-        db_name=database.database_name,
-        db_secret_arn=database.secret_arn,
-        redis_host=cache.primary_endpoint,
-        redis_port=cache.port,
-        redis_tls=cache.transit_encryption,
-        redis_auth_secret_arn=cache.auth_secret_arn,
-        stream_name=stream.name,
-    ),
+    backend=ApiBackend(**data_plane),
     logs_key_arn=keys.logs.arn,
     secrets_key_arn=keys.secrets.arn,
     alarm_topic_arn=alarms.arn,

@@ -25,6 +25,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.connections import DataPlane
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
@@ -196,27 +197,9 @@ GrantFn = Callable[[str, aws.iam.Role], "aws.iam.RolePolicy | None"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ApiBackend:
-    """What the handler connects to: endpoints, names and secret ARNs, never secret values."""
+class ApiBackend(DataPlane):
+    """What the handler connects to, plus its own settings."""
 
-    db_host: pulumi.Input[str]
-    """Aurora writer endpoint (required)."""
-    db_port: pulumi.Input[int]
-    """PostgreSQL port (required)."""
-    db_name: pulumi.Input[str]
-    """Database name (required)."""
-    db_secret_arn: pulumi.Input[str]
-    """RDS-managed master secret (JSON username/password) (required)."""
-    redis_host: pulumi.Input[str]
-    """Cache primary endpoint (required)."""
-    redis_port: pulumi.Input[int]
-    """Cache port (required)."""
-    stream_name: pulumi.Input[str]
-    """Kinesis stream the handler puts `job.requested` events on (required)."""
-    redis_tls: bool = True
-    """Whether the cache speaks TLS; default True (C3)."""
-    redis_auth_secret_arn: pulumi.Input[str] | None = None
-    """Secret holding the cache AUTH token; default None (no AUTH)."""
     db_ssl: str = "require"
     """`DB_SSL` for the handler: `require` (default: TLS without CA check, since the Lambda
     runtime's trust store lacks the RDS CA) or `verify-full` (ship the RDS bundle first)."""
@@ -480,15 +463,10 @@ class PublicApi(pulumi.ComponentResource):
     def _environment(self) -> dict[str, pulumi.Input[str]]:
         backend = self._args.backend
         variables: dict[str, pulumi.Input[str]] = {
-            "DB_HOST": backend.db_host,
-            "DB_PORT": pulumi.Output.from_input(backend.db_port).apply(str),
-            "DB_NAME": backend.db_name,
-            "DB_SSL": backend.db_ssl,
+            **backend.environment(backend.db_ssl),
+            # The handler reads its credentials at run time, by ARN, and re-reads after a
+            # rotation.
             "DB_SECRET_ARN": backend.db_secret_arn,
-            "REDIS_HOST": backend.redis_host,
-            "REDIS_PORT": pulumi.Output.from_input(backend.redis_port).apply(str),
-            "REDIS_TLS": "true" if backend.redis_tls else "false",
-            "STREAM_NAME": backend.stream_name,
             "MEDIA_ROOT": backend.media_root,
             "CACHE_TTL_SECONDS": str(backend.cache_ttl_seconds),
             "LOG_LEVEL": backend.log_level,

@@ -29,6 +29,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 import pulumi_random as random
 
+from components.connections import DataPlane
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
@@ -152,25 +153,9 @@ class SharedVolume:
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorkerConnections:
-    """Endpoints, names and ARNs the worker is given (its environment contract)."""
+class WorkerConnections(DataPlane):
+    """The data plane plus the queues the worker consumes (its environment contract)."""
 
-    db_host: pulumi.Input[str]
-    """Aurora writer endpoint (required)."""
-    db_port: pulumi.Input[int]
-    """Aurora port (required)."""
-    db_name: pulumi.Input[str]
-    """Database name (required)."""
-    db_secret_arn: pulumi.Input[str]
-    """RDS-managed master secret (JSON `username`/`password`), injected by ECS (required)."""
-    redis_host: pulumi.Input[str]
-    """Cache primary endpoint (required)."""
-    redis_port: pulumi.Input[int]
-    """Cache port (required)."""
-    redis_tls: bool
-    """Whether the cache speaks TLS (required)."""
-    stream_name: pulumi.Input[str]
-    """Kinesis stream the worker puts `video.processed` on (required)."""
     jobs_queue_url: pulumi.Input[str]
     """SQS jobs queue URL (required)."""
     jobs_queue_name: pulumi.Input[str]
@@ -179,8 +164,6 @@ class WorkerConnections:
     """SQS dead-letter queue URL (required)."""
     max_receive_count: int
     """Receives before SQS moves a job to the DLQ (required)."""
-    redis_auth_secret_arn: pulumi.Input[str] | None = None
-    """Secret holding the cache AUTH token (plain string); None when the cache has no AUTH."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -536,14 +519,7 @@ class MediaWorkerService(pulumi.ComponentResource):
     def _environment(self) -> list[dict[str, pulumi.Input[str]]]:
         args, c = self._args, self._args.connections
         values: dict[str, pulumi.Input[str]] = {
-            "DB_HOST": c.db_host,
-            "DB_PORT": _text(c.db_port),
-            "DB_NAME": c.db_name,
-            "DB_SSL": args.db_ssl,
-            "REDIS_HOST": c.redis_host,
-            "REDIS_PORT": _text(c.redis_port),
-            "REDIS_TLS": "true" if c.redis_tls else "false",
-            "STREAM_NAME": c.stream_name,
+            **c.environment(args.db_ssl),
             "JOBS_QUEUE_URL": c.jobs_queue_url,
             "DEAD_LETTER_QUEUE_URL": c.dead_letter_queue_url,
             "MAX_RECEIVE_COUNT": str(c.max_receive_count),
@@ -730,10 +706,6 @@ class MediaWorkerService(pulumi.ComponentResource):
             evaluation_periods=5,
             # No datapoints means no tasks reporting: that is the outage this alarm is for.
             treat_missing_data="breaching", **common)
-
-
-def _text(value: pulumi.Input[Any]) -> pulumi.Output[str]:
-    return pulumi.Output.from_input(value).apply(str)
 
 
 def _key_id(key_base64: str) -> str:

@@ -1,0 +1,53 @@
+"""What the services on the platform connect to, shared by the API function and the workers.
+
+Only endpoints, names and secret ARNs travel here — never a secret value — and they become
+the environment contract of `services/` (see services/README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataPlane:
+    """The database, cache and stream a service uses."""
+
+    db_host: pulumi.Input[str]
+    """Aurora writer endpoint (required)."""
+    db_port: pulumi.Input[int]
+    """PostgreSQL port (required)."""
+    db_name: pulumi.Input[str]
+    """Database name (required)."""
+    db_secret_arn: pulumi.Input[str]
+    """RDS-managed master secret, JSON `username`/`password` (required)."""
+    redis_host: pulumi.Input[str]
+    """Cache primary endpoint (required)."""
+    redis_port: pulumi.Input[int]
+    """Cache port (required)."""
+    stream_name: pulumi.Input[str]
+    """Kinesis stream events are put on (required)."""
+    redis_tls: bool = True
+    """Whether the cache speaks TLS; default True (C3)."""
+    redis_auth_secret_arn: pulumi.Input[str] | None = None
+    """Secret holding the cache AUTH token (plain string); default None (no AUTH)."""
+
+    def environment(self, db_ssl: str) -> dict[str, pulumi.Input[str]]:
+        """The variables both services read to reach the data plane."""
+        return {
+            "DB_HOST": self.db_host,
+            "DB_PORT": as_text(self.db_port),
+            "DB_NAME": self.db_name,
+            "DB_SSL": db_ssl,
+            "REDIS_HOST": self.redis_host,
+            "REDIS_PORT": as_text(self.redis_port),
+            "REDIS_TLS": "true" if self.redis_tls else "false",
+            "STREAM_NAME": self.stream_name,
+        }
+
+
+def as_text(value: pulumi.Input[Any]) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(value).apply(str)
