@@ -245,7 +245,7 @@ class SecureVpc(pulumi.ComponentResource):
             service="vpc-flow-logs.amazonaws.com", ctx=ctx, namer=args.namer, parent=self,
             source_arn=pulumi.Output.concat("arn:", ctx.partition, ":ec2:", ctx.region, ":",
                                             ctx.account_id, ":vpc-flow-log/*"))
-        attach_grants(f"{self._name}-flow-logs-policy", role, [Grant(
+        policy = attach_grants(f"{self._name}-flow-logs-policy", role, [Grant(
             sid="WriteFlowLogs",
             actions=("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
             resources=(group.arn, pulumi.Output.concat(group.arn, ":*")),
@@ -260,7 +260,8 @@ class SecureVpc(pulumi.ComponentResource):
             iam_role_arn=role.arn,
             max_aggregation_interval=60,
             tags=name_tag(args.namer.name("flow-log")),
-            opts=self._child,
+            # Delivery starts at once; without its permissions the first records are dropped.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
 
     def _data_nacl(self, data: list[aws.ec2.Subnet]) -> None:

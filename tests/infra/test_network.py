@@ -120,6 +120,7 @@ def test_flow_logs_go_to_the_kms_encrypted_group_with_retention_n4(namer, contex
     assert flow.inputs["logDestinationType"] == "cloud-watch-logs"
     assert flow.inputs["trafficType"] == "ALL"
     assert flow.inputs["iamRoleArn"] == run.named("net-flow-logs-role").state["arn"]
+    assert run.named("net-flow-logs-policy").urn in flow.dependencies
 
 
 def test_flow_log_role_is_scoped_to_its_group_and_this_accounts_flow_logs_n4(namer, context):
