@@ -53,6 +53,7 @@ on_provider = pulumi.ResourceOptions(provider=provider)
 keys = PlatformKeys("keys", PlatformKeysArgs(
     context=context, namer=namer,
     deletion_window_days=settings.protection.kms_deletion_window_days,
+    protect_data=settings.protection.enabled,
 ), on_provider)
 
 network = SecureVpc("network", SecureVpcArgs(
@@ -134,6 +135,7 @@ stream = AnalyticsStream("stream", AnalyticsStreamArgs(
     retention_hours=settings.stream.retention_hours,
     iterator_age_alarm_ms=settings.observability.thresholds.stream_iterator_age_ms,
     enforce_consumer_deletion=settings.protection.force_destroy,
+    protect_data=settings.protection.enabled,
 ), on_provider)
 
 jobs = JobQueue("jobs", JobQueueArgs(
@@ -149,6 +151,7 @@ jobs = JobQueue("jobs", JobQueueArgs(
     visibility_timeout_seconds=settings.queue.visibility_timeout_seconds,
     max_receive_count=settings.queue.max_receive_count,
     oldest_message_alarm_seconds=settings.observability.thresholds.queue_oldest_message_seconds,
+    protect_data=settings.protection.enabled,
 ), on_provider)
 
 # What both services connect to: endpoints, names and secret ARNs (components/connections.py).
@@ -169,6 +172,7 @@ files = SharedFileSystem("files", SharedFileSystemArgs(
     vpc_id=network.vpc_id,
     subnet_ids=network.data_subnet_ids,
     kms_key_arn=keys.filesystem.arn,
+    protect_data=settings.protection.enabled,
 ), on_provider)
 
 worker = MediaWorkerService("worker", MediaWorkerServiceArgs(
@@ -269,6 +273,7 @@ audit = AuditTrail("audit", AuditTrailArgs(
     expiration_days=settings.observability.audit_log_expiration_days,
     key_deletion_window_days=settings.protection.kms_deletion_window_days,
     force_destroy=settings.protection.force_destroy,
+    protect_data=settings.protection.enabled,
 ), on_provider)
 
 dashboard = OperationsDashboard("operations", OperationsDashboardArgs(

@@ -18,6 +18,7 @@ from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
 from components.logs import encrypted_log_group
 from components.naming import InvalidNameError, NameKind, Namer, name_tag
+from components.protection import data_store_options
 from components.settings import LOG_RETENTION_DAYS, AuditTrailMode
 
 TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:trail/[A-Za-z0-9_.-]{3,128}$")
@@ -55,6 +56,9 @@ class AuditTrailArgs:
     """Deletion window of the audit key, 7-30; default 7 (30 with data protection)."""
     force_destroy: bool = True
     """Empty the bucket on destroy; default True (False with data protection)."""
+    protect_data: bool = False
+    """False (default): bucket and key are deleted on destroy. True: the engine refuses to
+    delete or replace the log bucket and the audit key, and both are retained on delete (G3)."""
 
     def validate(self) -> None:
         problems = []
@@ -198,6 +202,7 @@ class AuditTrail(pulumi.ComponentResource):
             purpose="audit-key", context=ctx, namer=args.namer,
             deletion_window_days=args.key_deletion_window_days,
             service_grants=cloudtrail_key_grants(ctx, trail_arn),
+            protect_data=args.protect_data,
         ), self._child)
         bucket, bucket_policy = self._bucket(key, trail_arn)
         group = encrypted_log_group(
@@ -235,7 +240,8 @@ class AuditTrail(pulumi.ComponentResource):
             lambda account: trail_bucket_name(args.namer, account))
         bucket = aws.s3.Bucket(f"{name}-bucket", bucket=physical,
                                force_destroy=args.force_destroy,
-                               tags=physical.apply(name_tag), opts=child)
+                               tags=physical.apply(name_tag),
+                               opts=data_store_options(self, args.protect_data))
         aws.s3.BucketOwnershipControls(
             f"{name}-bucket-ownership", bucket=bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)

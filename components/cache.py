@@ -95,7 +95,9 @@ class RedisReplicationGroupArgs:
     """Weekly maintenance window, UTC, >= 60 minutes, apart from the snapshot window."""
     protect_data: bool = False
     """False (default): destroyable — no final snapshot, changes applied at once.
-    True: a uniquely named final snapshot, changes wait for the maintenance window (G3)."""
+    True: a uniquely named final snapshot, changes wait for the maintenance window (G3).
+    The group itself is not protected from deletion: it holds sessions and data rebuilt
+    from the database, and the final snapshot (under the protected cache key) keeps them."""
     secret_recovery_window_days: int = 0
     """Recovery window of the token secret: 0 (delete at once, default) or 7-30."""
     log_retention_days: int = 30
@@ -181,7 +183,7 @@ class RedisReplicationGroup(pulumi.ComponentResource):
             f"{name}-sg", role="cache",
             description=f"ElastiCache {args.engine}: 6379 only from granted security groups",
             vpc_id=args.vpc_id, namer=namer, parent=self)
-        subnet_group_name = namer.name("cache-subnets", NameKind.PARAMETER_GROUP)
+        subnet_group_name = namer.name("cache-subnets", NameKind.ELASTICACHE_SUBNET_GROUP)
         self.subnet_group = aws.elasticache.SubnetGroup(
             f"{name}-subnets", name=subnet_group_name,
             description="Private data subnets of the cache",
@@ -240,7 +242,7 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         if not self._args.protect_data:
             return None  # a final snapshot would block re-creating the group under its name
         stem = f"{self.replication_group_id}-final-"
-        check_name(stem + "x" * 8, NameKind.RDS_IDENTIFIER)
+        check_name(stem + "x" * 8, NameKind.ELASTICACHE_SNAPSHOT)
         suffix = random.RandomString(f"{self._name}-final-snapshot-suffix", length=8,
                                      special=False, upper=False, opts=self._child)
         return pulumi.Output.concat(stem, suffix.result)

@@ -24,6 +24,7 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, check_name, name_tag
 from components.observability import metric_alarm
+from components.protection import data_store_options
 from components.settings import (
     AURORA_MAJORS,
     LOG_RETENTION_DAYS,
@@ -88,7 +89,8 @@ class EncryptedAuroraArgs:
     alarm_topic_arn: pulumi.Input[str]
     """SNS topic every alarm notifies (required)."""
     engine_version: str = "16.6"
-    """Aurora PostgreSQL major.minor; the parameter-group family follows the major."""
+    """Aurora PostgreSQL major.minor; the parameter-group family follows the major. Minor
+    upgrades are applied by changing it (automatic minor upgrades are off)."""
     min_capacity: float = 0.5
     """Serverless v2 minimum ACUs, 0.5-256 in steps of 0.5; default 0.5."""
     max_capacity: float = 4
@@ -112,7 +114,8 @@ class EncryptedAuroraArgs:
     protect_data: bool = False
     """False (default): destroyable — no deletion protection, no final snapshot, changes
     applied at once. True: deletion protection, a uniquely named final snapshot, automated
-    backups kept after deletion, changes wait for the maintenance window (G3)."""
+    backups kept after deletion, changes wait for the maintenance window, and the engine
+    refuses to delete or replace the cluster, which is retained on delete (G3)."""
     cpu_alarm_percent: int = 80
     """CPUUtilization (%) that alarms when sustained for 15 minutes; default 80."""
     capacity_alarm_ratio: float = 0.9
@@ -318,9 +321,13 @@ class EncryptedAurora(pulumi.ComponentResource):
             final_snapshot_identifier=self._final_snapshot_identifier(),
             delete_automated_backups=not protected,
             apply_immediately=not protected,
+            # `engine_version` is pinned: once RDS patched the cluster to a newer minor, the
+            # next `up` would ask for a downgrade, which RDS refuses. Minor upgrades are config
+            # changes instead (dbEngineVersion), reviewed like any other.
+            auto_minor_version_upgrade=False,
             tags=name_tag(self.cluster_identifier),
             # Created after, deleted before its log group, so RDS never re-creates the group.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
+            opts=data_store_options(self, protected, depends_on=[log_group]),
         )
 
     def _instances(self, params: aws.rds.ParameterGroup) -> list[aws.rds.ClusterInstance]:
@@ -348,7 +355,7 @@ class EncryptedAurora(pulumi.ComponentResource):
                 performance_insights_enabled=True,
                 performance_insights_kms_key_id=args.storage_key_arn,
                 performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS,
-                auto_minor_version_upgrade=True,
+                auto_minor_version_upgrade=False,  # see the cluster
                 copy_tags_to_snapshot=True,
                 apply_immediately=not args.protect_data,
                 tags=name_tag(identifier),

@@ -26,6 +26,7 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
+from components.protection import data_store_options
 from components.settings import LOG_RETENTION_DAYS
 
 JOB_REQUESTED = "job.requested"
@@ -154,6 +155,10 @@ class JobQueueArgs:
     until the record expires); default 3."""
     maximum_record_age_seconds: int = 3600
     """Records older than this go to the pipe-failure queue, 60-604800; default 3600."""
+    protect_data: bool = False
+    """False (default): every queue is deleted on destroy. True: the two dead-letter queues
+    (failed jobs, undeliverable stream records — the only evidence of a failure) are
+    protected and retained on delete; the jobs queue holds only work in flight (G3)."""
 
     def validate(self) -> None:
         problems = []
@@ -209,13 +214,14 @@ class JobQueue(pulumi.ComponentResource):
         args.validate()
         super().__init__("media:jobs:JobQueue", name, None, opts)
         self._name, self._args = name, args
-        self.dlq = self._queue("dlq", "jobs-dlq", DEAD_LETTER_RETENTION_SECONDS)
+        self.dlq = self._queue("dlq", "jobs-dlq", DEAD_LETTER_RETENTION_SECONDS,
+                               keep=args.protect_data)
         self.queue = self._queue(
             "queue", "jobs", JOBS_RETENTION_SECONDS,
             visibility_timeout_seconds=args.visibility_timeout_seconds,
             receive_wait_time_seconds=LONG_POLL_SECONDS)
         self.failures = self._queue("pipe-failures", "pipe-failures",
-                                    DEAD_LETTER_RETENTION_SECONDS)
+                                    DEAD_LETTER_RETENTION_SECONDS, keep=args.protect_data)
         self._redrive()
         self.max_receive_count = args.max_receive_count
         (self.queue_url, self.queue_arn, self.queue_name) = (
@@ -242,7 +248,8 @@ class JobQueue(pulumi.ComponentResource):
     def _child(self, **extra: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **extra)
 
-    def _queue(self, role: str, resource: str, retention: int, **extra: Any) -> aws.sqs.Queue:
+    def _queue(self, role: str, resource: str, retention: int, *, keep: bool = False,
+               **extra: Any) -> aws.sqs.Queue:
         physical = self._args.namer.name(resource, NameKind.SQS_QUEUE)
         queue = aws.sqs.Queue(
             f"{self._name}-{role}",
@@ -251,7 +258,7 @@ class JobQueue(pulumi.ComponentResource):
             kms_master_key_id=self._args.kms_key_arn,
             kms_data_key_reuse_period_seconds=DATA_KEY_REUSE_SECONDS,
             tags=name_tag(physical),
-            opts=self._child(),
+            opts=data_store_options(self, keep),
             **extra,
         )
         aws.sqs.QueuePolicy(f"{self._name}-{role}-policy", queue_url=queue.url,

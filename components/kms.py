@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import Namer, name_tag
+from components.protection import data_store_options
 
 ENCRYPT_DECRYPT_ACTIONS = (
     "kms:Encrypt*",
@@ -115,6 +116,10 @@ class EncryptionKeyArgs:
     """7 (destroyable stacks) to 30 (data protection); KMS always waits at least 7 days."""
     service_grants: tuple[ServiceGrant, ...] = ()
     """Service principals allowed to use the key besides the account; default none."""
+    protect_data: bool = False
+    """False (default): the key is scheduled for deletion on destroy. True: the engine refuses
+    to delete or replace it and it is retained on delete — the data it encrypts (snapshots,
+    backups, retained stores) stays readable (G3)."""
 
     def validate(self) -> None:
         problems = []
@@ -148,7 +153,7 @@ class EncryptionKey(pulumi.ComponentResource):
             deletion_window_in_days=args.deletion_window_days,
             policy=key_policy(args.context, args.service_grants),
             tags=name_tag(self.alias_name.removeprefix("alias/")),
-            opts=child,
+            opts=data_store_options(self, args.protect_data),
         )
         aws.kms.Alias(f"{name}-alias", name=self.alias_name, target_key_id=self.key.key_id,
                       opts=child)
@@ -174,6 +179,8 @@ class PlatformKeysArgs:
     """Stack namer for the aliases (required)."""
     deletion_window_days: int = 7
     """Applied to every key; follows the stack's data-protection setting."""
+    protect_data: bool = False
+    """Protect and retain every key (see `EncryptionKeyArgs.protect_data`); default False."""
 
 
 class PlatformKeys(pulumi.ComponentResource):
@@ -200,6 +207,7 @@ class PlatformKeys(pulumi.ComponentResource):
                     namer=args.namer,
                     deletion_window_days=args.deletion_window_days,
                     service_grants=grants.get(purpose, ()),
+                    protect_data=args.protect_data,
                 ),
                 pulumi.ResourceOptions(parent=self),
             )

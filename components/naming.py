@@ -37,6 +37,13 @@ class NameKind(Enum):
                            "lowercase letters, digits, single hyphens; starts with a letter")
     ELASTICACHE_ID = _rule(40, _LOWER_HYPHENATED,
                            "lowercase letters, digits, single hyphens; starts with a letter")
+    # AWS stores the name lowercased: an uppercase name would show a diff on every update.
+    ELASTICACHE_SUBNET_GROUP = _rule(255, r"^[a-z0-9-]+$", "lowercase letters, digits, -")
+    # CreateSnapshot documents no rule; 255 is the limit of serverless snapshot names, and the
+    # identifier form is what the console accepts for a backup name.
+    ELASTICACHE_SNAPSHOT = _rule(255, _LOWER_HYPHENATED,
+                                 "lowercase letters, digits, single hyphens; starts with a "
+                                 "letter")
     IAM_ROLE = _rule(64, r"^[\w+=,.@-]+$", "letters, digits, + = , . @ _ -")
     IAM_POLICY = _rule(128, r"^[\w+=,.@-]+$", "letters, digits, + = , . @ _ -")
     LAMBDA_FUNCTION = _rule(64, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")

@@ -170,8 +170,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     _k("complianceRegime", "string", "MPA-CSP", "Compliance tag (e.g. MPA-CSP, TPN, GDPR)."),
     _k("extraTags", "array", [], "Extra tags as 'Key=Value' strings, added to every resource."),
     _k("dataProtection", "boolean", False,
-       "Protect data on destroy: deletion protection, final snapshots, 30-day key and secret "
-       "recovery windows, buckets and repositories kept when not empty (G3)."),
+       "Protect data on destroy: the data stores (Aurora, EFS, stream, dead-letter queues, "
+       "audit bucket, KMS keys) protected and retained, deletion protection, final "
+       "snapshots, 30-day key and secret recovery windows, buckets and repositories kept "
+       "when not empty (G3)."),
     _k("logRetentionDays", "integer", 30,
        "Retention of every log group, one of CloudWatch's allowed values (O1)."),
     # network
@@ -183,7 +185,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     _k("vpcEndpoints", "boolean", True,
        "S3 gateway and interface endpoints for the AWS APIs the workloads call (N6)."),
     # database
-    _k("dbEngineVersion", "string", "16.6", "Aurora PostgreSQL version (major 13-17)."),
+    _k("dbEngineVersion", "string", "16.6",
+       "Aurora PostgreSQL major.minor (major 13-17); automatic minor upgrades are off, so "
+       "minor upgrades are applied by changing this key."),
     _k("dbMinCapacity", "number", 0.5, "Serverless v2 minimum ACUs (0.5-256, steps of 0.5)."),
     _k("dbMaxCapacity", "number", 4, "Serverless v2 maximum ACUs (>= minimum, <= 256)."),
     _k("dbReaderCount", "integer", 1, "Aurora readers in other AZs (1-15) (D2)."),

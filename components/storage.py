@@ -20,6 +20,7 @@ import pulumi_aws as aws
 from components.firewall import NFS, RoleSecurityGroup
 from components.iam import Grant, attach_grants
 from components.naming import Namer, name_tag
+from components.protection import data_store_options
 
 IA_TRANSITIONS = (
     "AFTER_1_DAY", "AFTER_7_DAYS", "AFTER_14_DAYS", "AFTER_30_DAYS", "AFTER_60_DAYS",
@@ -60,6 +61,9 @@ class SharedFileSystemArgs:
     """When untouched files move to Infrequent Access. Default `AFTER_30_DAYS`."""
     backups: bool = True
     """AWS Backup's daily EFS backups (35-day recovery points). Default on; off is an opt-out."""
+    protect_data: bool = False
+    """False (default): the file system is deleted on destroy. True: the engine refuses to
+    delete or replace it and it is retained on delete — the shared media survive (G3)."""
 
     def validate(self) -> None:
         problems = []
@@ -111,7 +115,7 @@ class SharedFileSystem(pulumi.ComponentResource):
                 {"transition_to_primary_storage_class": "AFTER_1_ACCESS"},
             ],
             tags=name_tag(fs_name),
-            opts=child,
+            opts=data_store_options(self, args.protect_data),
         )
         self.file_system_id = self.file_system.id
         self.file_system_arn = self.file_system.arn

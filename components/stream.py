@@ -18,6 +18,7 @@ import pulumi_aws as aws
 from components.iam import Grant, attach_grants
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
+from components.protection import data_store_options
 from components.settings import StreamMode
 
 MAX_SHARDS = 500
@@ -89,6 +90,9 @@ class AnalyticsStreamArgs:
     """Consumer lag (GetRecords.IteratorAgeMilliseconds maximum) that alarms; default 60000."""
     enforce_consumer_deletion: bool = True
     """Deregister enhanced fan-out consumers on destroy (G3); default True."""
+    protect_data: bool = False
+    """False (default): the stream is deleted on destroy. True: the engine refuses to delete
+    or replace it and it is retained on delete, with the records still in it (G3)."""
 
     def validate(self) -> None:
         problems = []
@@ -130,7 +134,7 @@ class AnalyticsStream(pulumi.ComponentResource):
             kms_key_id=args.kms_key_arn,
             enforce_consumer_deletion=args.enforce_consumer_deletion,
             tags=name_tag(physical),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=data_store_options(self, args.protect_data),
         )
         self.name = self.stream.name
         self.arn = self.stream.arn

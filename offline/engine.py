@@ -267,6 +267,8 @@ class Registered:
     """Properties the engine keeps out of diffs (`ignore_changes`)."""
     retain_on_delete: bool = False
     """Whether `pulumi destroy` leaves the cloud resource in place (`retain_on_delete`)."""
+    protect: bool = False
+    """Whether the engine refuses to delete or replace the resource (`protect`)."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -288,7 +290,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 state=self.resources[response.urn].state,
                 dependencies=list(request.dependencies),
                 ignore_changes=list(request.ignoreChanges),
-                retain_on_delete=bool(request.retainOnDelete)))
+                retain_on_delete=bool(request.retainOnDelete),
+                protect=bool(request.protect)))
         return response
 
 

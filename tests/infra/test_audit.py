@@ -387,3 +387,23 @@ def test_o3_trail_arn_follows_the_region_g1(region):
                   for s in policy["Statement"]]
     assert conditions[1:] == [run.outputs["auditTrailArn"]] * 2
     assert run.warnings == []
+
+
+# --- G3 data protection ---------------------------------------------------------------------
+
+
+def guarded(run):
+    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
+            if r.protect or r.retain_on_delete}
+
+
+def test_g3_bucket_and_key_are_deleted_on_destroy_by_default(created):
+    assert guarded(created) == set()
+
+
+def test_g3_data_protection_protects_and_retains_the_log_bucket_and_the_audit_key(base_args):
+    run = build(replace(base_args, force_destroy=False, key_deletion_window_days=30,
+                        protect_data=True))
+    assert guarded(run) == {("aws:s3/bucket:Bucket", "audit-bucket", True, True),
+                            ("aws:kms/key:Key", "audit-key-key", True, True)}
+    assert audit_key(run).protect is True

@@ -493,3 +493,35 @@ def test_g1_cache_in_every_region_without_warnings(region):
     assert group["preferredCacheClusterAzs"] == run.outputs["availabilityZones"]
     assert all(z.startswith(region) for z in group["preferredCacheClusterAzs"])
     assert run.outputs["cacheAuthSecretArn"].startswith(f"arn:aws:secretsmanager:{region}:")
+
+
+# -- G3 decision: the cache is rebuildable; C4 name rules of its own kinds ----------------------
+
+
+def test_g3_cache_group_is_never_protected_the_final_snapshot_keeps_its_data(namer, context):
+    """Unlike Aurora, the group holds sessions and data rebuilt from the database: data
+    protection gives it a final snapshot (under the protected cache key) but no `protect`, so
+    a change that replaces the group is not blocked."""
+    for protect_data in (False, True):
+        run, _ = build(namer, context, protect_data=protect_data)
+        assert [(r.name, r.protect, r.retain_on_delete) for r in run.resources
+                if r.protect or r.retain_on_delete] == []
+
+
+def test_subnet_group_and_final_snapshot_names_are_checked_with_elasticache_rules(
+        namer, context, monkeypatch):
+    import components.cache as cache_module
+    from components.naming import NameKind, check_name
+
+    checked: list[tuple[str, NameKind]] = []
+
+    def recording_check(name, kind):
+        checked.append((name, kind))
+        check_name(name, kind)
+
+    monkeypatch.setattr(cache_module, "check_name", recording_check)
+    monkeypatch.setattr("components.naming.check_name", recording_check)
+    build(namer, context, protect_data=True)
+    kinds = {name: kind for name, kind in checked}
+    assert kinds["media-cache-subnets-test"] is NameKind.ELASTICACHE_SUBNET_GROUP
+    assert kinds["media-cache-test-final-xxxxxxxx"] is NameKind.ELASTICACHE_SNAPSHOT

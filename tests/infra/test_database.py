@@ -535,3 +535,35 @@ def test_g1_database_in_every_region_without_warnings(region):
     assert run.warnings == []
     assert run.outputs["databaseEndpoint"].endswith(f".{region}.rds.amazonaws.com")
     assert run.one(ROTATION, "database-secret-rotation").inputs["secretId"].startswith(f"arn:aws:secretsmanager:{region}:")
+
+
+# -- G3 engine-level protection, D1 explicit minor upgrades ------------------------------------
+
+
+def guarded(run):
+    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
+            if r.protect or r.retain_on_delete}
+
+
+def test_g3_nothing_is_protected_or_retained_by_default(run):
+    assert guarded(run) == set()
+
+
+def test_g3_data_protection_protects_and_retains_the_cluster_only(namer, context):
+    run, _ = build(namer, context, protect_data=True)
+    assert guarded(run) == {(CLUSTER, "db-cluster", True, True)}
+    # The explicit depends_on on the log group survives the protection options.
+    log_group = run.one("aws:cloudwatch/logGroup:LogGroup")
+    assert log_group.urn in run.one(CLUSTER, "db-cluster").dependencies
+
+
+@pytest.mark.parametrize("protect_data", [False, True])
+def test_d1_minor_upgrades_are_explicit_so_a_pinned_version_never_drifts(
+        namer, context, protect_data):
+    """RDS would patch 16.6 to a newer minor and the next `up` would ask for a downgrade."""
+    run, _ = build(namer, context, engine_version="16.6", protect_data=protect_data)
+    cluster = cluster_of(run)
+    assert cluster["engineVersion"] == "16.6"
+    assert cluster["autoMinorVersionUpgrade"] is False
+    assert "engineVersion" not in run.one(CLUSTER, "db-cluster").ignore_changes
+    assert [i.inputs["autoMinorVersionUpgrade"] for i in instances_of(run)] == [False, False]

@@ -448,3 +448,22 @@ def test_g1_processing_tier_in_every_region_without_warnings(region):
     assert pipe["target"] == f"arn:aws:sqs:{region}:{ACCOUNT_ID}:media-jobs-dev"
     assert run.outputs["jobQueueUrl"] == (
         f"https://sqs.{region}.amazonaws.com/{ACCOUNT_ID}/media-jobs-dev")
+
+
+# --- G3 data protection ---------------------------------------------------------------------
+
+
+def guarded(run):
+    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
+            if r.protect or r.retain_on_delete}
+
+
+def test_g3_every_queue_is_deleted_on_destroy_by_default(base_args):
+    assert guarded(build(base_args, worker=True)) == set()
+
+
+def test_g3_data_protection_keeps_both_dead_letter_queues_not_the_jobs_queue(base_args):
+    run = build(replace(base_args, protect_data=True), worker=True)
+    assert guarded(run) == {(QUEUE, "jobs-dlq", True, True),
+                            (QUEUE, "jobs-pipe-failures", True, True)}
+    assert queue(run, "queue").protect is False

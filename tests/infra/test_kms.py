@@ -103,3 +103,33 @@ def test_bad_key_args_are_rejected_before_any_child(namer, context, window, gran
     with pytest.raises(ValueError, match="EncryptionKeyArgs: ") as caught:
         EncryptionKey("k", args)
     assert message in str(caught.value)
+
+
+# -- G3 data protection: the keys outlive a destroy -------------------------------------------
+
+
+def guarded(run):
+    """(name, protect, retain_on_delete) of every resource with either option set."""
+    return {(r.name, r.protect, r.retain_on_delete) for r in run.resources
+            if r.protect or r.retain_on_delete}
+
+
+def test_g3_keys_are_ordinary_resources_without_data_protection(namer, context):
+    assert guarded(build_platform_keys(namer, context)) == set()
+
+
+def test_g3_data_protection_protects_and_retains_every_platform_key_not_the_aliases(
+        namer, context):
+    run = run_components(lambda: PlatformKeys("keys", PlatformKeysArgs(
+        context=context, namer=namer, deletion_window_days=30, protect_data=True)))
+    assert guarded(run) == {(f"keys-{p}-key", True, True) for p in PLATFORM_KEY_PURPOSES}
+    assert all(not a.protect and not a.retain_on_delete
+               for a in run.of_type("aws:kms/alias:Alias"))
+
+
+def test_g3_single_key_protection_is_on_the_key_only(namer, context):
+    run = run_components(lambda: EncryptionKey("audit", EncryptionKeyArgs(
+        purpose="audit-key", context=context, namer=namer, protect_data=True)))
+    assert guarded(run) == {("audit-key", True, True)}
+    # Protection is set on the key, not inherited from a protected component.
+    assert run.one("media:kms:EncryptionKey").protect is False

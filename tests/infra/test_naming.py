@@ -57,3 +57,27 @@ def test_common_tags_cover_cost_and_compliance_and_extras_cannot_override_g4():
         "Compliance": "MPA-CSP",
         "ManagedBy": "pulumi",
     }
+
+
+def test_elasticache_subnet_group_rule_is_lowercase_alphanumerics_and_hyphens_255():
+    """CreateCacheSubnetGroup: at most 255 letters, digits or hyphens, stored lowercase."""
+    kind = NameKind.ELASTICACHE_SUBNET_GROUP
+    assert Namer("media", "dev").name("cache-subnets", kind) == "media-cache-subnets-dev"
+    assert Namer("", "dev").name("x" * 251, kind) == "x" * 251 + "-dev"
+    with pytest.raises(InvalidNameError, match="is 256 chars; ELASTICACHE_SUBNET_GROUP names "
+                                               "allow at most 255"):
+        Namer("", "dev").name("x" * 252, kind)
+    for bad in ("Media", "media_files", "media.files", "media files"):
+        with pytest.raises(InvalidNameError, match="breaks the ELASTICACHE_SUBNET_GROUP rule: "
+                                                   "allowed lowercase letters, digits, -"):
+            Namer(bad, "dev").name("cache-subnets", kind)
+
+
+def test_elasticache_snapshot_rule_is_a_255_character_identifier():
+    kind = NameKind.ELASTICACHE_SNAPSHOT
+    assert len(Namer("", "dev").name("s" * 251, kind)) == 255
+    with pytest.raises(InvalidNameError, match="ELASTICACHE_SNAPSHOT names allow at most 255"):
+        Namer("", "dev").name("s" * 252, kind)
+    for bad in ("1media", "media--x", "Media"):
+        with pytest.raises(InvalidNameError, match="breaks the ELASTICACHE_SNAPSHOT rule"):
+            Namer(bad, "dev").name("cache-final", kind)

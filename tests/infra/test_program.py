@@ -163,3 +163,43 @@ def test_readme_documents_every_stack_output_g6(runs, stack):
     missing = [name for name in runs[stack, "eu-central-1"].outputs
                if f"`{name}`" not in outputs_section]
     assert missing == []
+
+
+PROTECTED_IN_PROD = {
+    ("aws:rds/cluster:Cluster", "database-cluster"),
+    ("aws:efs/fileSystem:FileSystem", "files-fs"),
+    ("aws:kinesis/stream:Stream", "stream-stream"),
+    ("aws:sqs/queue:Queue", "jobs-dlq"),
+    ("aws:sqs/queue:Queue", "jobs-pipe-failures"),
+    ("aws:s3/bucket:Bucket", "audit-bucket"),
+    ("aws:kms/key:Key", "audit-key-key"),
+    *(("aws:kms/key:Key", f"keys-{purpose}-key") for purpose in (
+        "logs", "database", "cache", "secrets", "filesystem", "stream", "messaging", "images")),
+}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_data_protection_guards_every_data_store_and_only_those_g3(runs, region):
+    """G3: with dataProtection every data store is `protect`ed (a destroy stops before deleting
+    anything) and retained on delete; without it nothing is. The cache is rebuildable and
+    left out; the API's account-level CloudWatch role is retained in both stacks."""
+    dev, prod = runs["dev", region], runs["prod", region]
+
+    def protected(run):
+        return {(r.type, r.name) for r in run.resources if r.protect}
+
+    def retained(run):
+        return {(r.type, r.name) for r in run.resources if r.retain_on_delete}
+
+    assert protected(dev) == set()
+    assert protected(prod) == PROTECTED_IN_PROD
+    assert {t for t, _ in protected(prod)} == {
+        "aws:rds/cluster:Cluster", "aws:efs/fileSystem:FileSystem",
+        "aws:kinesis/stream:Stream", "aws:sqs/queue:Queue", "aws:s3/bucket:Bucket",
+        "aws:kms/key:Key"}
+    # Every key of the stack, wherever it is made, is among them.
+    assert {("aws:kms/key:Key", k.name) for k in prod.of_type("aws:kms/key:Key")} <= \
+        PROTECTED_IN_PROD
+    assert retained(prod) - PROTECTED_IN_PROD == retained(dev)
+    assert retained(dev) & PROTECTED_IN_PROD == set()
+    assert not any(r.protect for r in prod.resources if not r.custom)  # never inherited

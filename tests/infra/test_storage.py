@@ -217,3 +217,20 @@ def test_grant_mount_returns_the_role_policy_for_depends_on(namer, context):
 
     run_components(build)
     assert isinstance(seen["policy"], aws.iam.RolePolicy)
+
+
+# -- G3 data protection -----------------------------------------------------------------------
+
+
+def guarded(run):
+    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
+            if r.protect or r.retain_on_delete}
+
+
+def test_g3_file_system_is_deleted_on_destroy_by_default(run):
+    assert guarded(run) == set()
+
+
+def test_g3_data_protection_protects_and_retains_only_the_file_system(namer, context):
+    run = _run(namer, context, grant=True, peer=True, protect_data=True)
+    assert guarded(run) == {(FS, "files-fs", True, True)}

@@ -311,3 +311,20 @@ def test_g6_stream_outputs(request, run_name):
 def test_program_iterator_age_threshold_from_config():
     run = run_stack("dev", {"alarmStreamIteratorAgeMs": 120000})
     assert run.one(ALARM, "stream-iterator-age").inputs["threshold"] == 120000
+
+
+# --- G3 data protection ---------------------------------------------------------------------
+
+
+def guarded(run):
+    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
+            if r.protect or r.retain_on_delete}
+
+
+def test_g3_stream_is_deleted_on_destroy_by_default(base_args):
+    assert guarded(build(base_args, grants=True)) == set()
+
+
+def test_g3_data_protection_protects_and_retains_only_the_stream(base_args):
+    run = build(replace(base_args, protect_data=True), grants=True)
+    assert guarded(run) == {(STREAM, "stream-stream", True, True)}
