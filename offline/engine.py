@@ -358,8 +358,9 @@ def project_defaults() -> dict[str, Any]:
 
 
 def run_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, *,
-              preview: bool = False) -> ProgramRun:
-    """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ overrides) under mocks."""
+              preview: bool = False, account_id: str = ACCOUNT_ID) -> ProgramRun:
+    """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ overrides) under mocks, as if deployed
+    into `account_id` (G1: nothing may depend on which account that is)."""
     raw = {qualify(k): v for k, v in project_defaults().items()}
     raw.update({qualify(k): v for k, v in stack_config(stack).items()})
     for key, value in (overrides or {}).items():
@@ -369,14 +370,14 @@ def run_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, *,
             raw[qualify(key)] = value
     config = {k: to_engine_value(v) for k, v in raw.items()}
     region = config.get("aws:region", "")
-    return run_program(stack, config, region, preview=preview)
+    return run_program(stack, config, region, preview=preview, account_id=account_id)
 
 
 def run_program(stack: str, config: dict[str, str], region: str, *,
-                preview: bool = False) -> ProgramRun:
+                preview: bool = False, account_id: str = ACCOUNT_ID) -> ProgramRun:
     return run_under_mocks(
         lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
-        stack=stack, config=config, region=region, preview=preview)
+        stack=stack, config=config, region=region, preview=preview, account_id=account_id)
 
 
 def run_components(build: Callable[[], Any], *, region: str = "eu-central-1",
@@ -386,8 +387,9 @@ def run_components(build: Callable[[], Any], *, region: str = "eu-central-1",
 
 
 def run_under_mocks(program: Callable[[], Any], *, stack: str, config: dict[str, str],
-                    region: str, preview: bool = False) -> ProgramRun:
-    mocks = EngineMocks(region=region)
+                    region: str, preview: bool = False,
+                    account_id: str = ACCOUNT_ID) -> ProgramRun:
+    mocks = EngineMocks(region=region, account_id=account_id)
     monitor = RecordingMonitor(mocks)
     logger = logging.getLogger(f"offline.{stack}")
     logger.propagate = False

@@ -139,11 +139,30 @@ def test_o3_audit_key_policy_has_the_cloudtrail_statements_k2(created):
 
 
 def test_o3_key_grants_use_the_partition(context):
-    china = replace(context, partition="aws-cn", dns_suffix="amazonaws.com.cn")
-    grants = cloudtrail_key_grants(china, "arn:aws-cn:cloudtrail:cn-north-1:1:trail/t")
-    assert [g.actions for g in grants] == [("kms:GenerateDataKey*",),
-                                           ("kms:DescribeKey", "kms:Decrypt")]
-    assert all(g.sid.startswith("CloudTrail") for g in grants)
+    """G1: in aws-cn the principal and the trail ARNs follow the partition and DNS suffix."""
+    china = replace(context, partition="aws-cn", region="cn-north-1",
+                    dns_suffix="amazonaws.com.cn")
+    trail = f"arn:aws-cn:cloudtrail:cn-north-1:{ACCOUNT_ID}:trail/media-trail-test"
+
+    def program():
+        grants = cloudtrail_key_grants(china, trail)
+        pulumi.export("statements", pulumi.Output.json_dumps([g.statement() for g in grants]))
+
+    run = run_components(program, region="cn-north-1")
+    assert json.loads(run.outputs["statements"]) == [{
+        "Sid": "CloudTrailEncryptLogs", "Effect": "Allow",
+        "Principal": {"Service": "cloudtrail.amazonaws.com.cn"},
+        "Action": ["kms:GenerateDataKey*"], "Resource": "*",
+        "Condition": {
+            "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
+                           f"arn:aws-cn:cloudtrail:*:{ACCOUNT_ID}:trail/*"},
+            "StringEquals": {"aws:SourceArn": trail}},
+    }, {
+        "Sid": "CloudTrailDescribeKeyAndBucketKey", "Effect": "Allow",
+        "Principal": {"Service": "cloudtrail.amazonaws.com.cn"},
+        "Action": ["kms:DescribeKey", "kms:Decrypt"], "Resource": "*",
+        "Condition": {"StringEquals": {"aws:SourceArn": trail}},
+    }]
 
 
 # --- the bucket ------------------------------------------------------------------------------
@@ -299,24 +318,33 @@ def test_o3_bucket_name_helper_checks_the_s3_rule():
 
 
 def test_o3_existing_mode_needs_no_logs_key(context, namer):
-    AuditTrailArgs(namer=namer, context=context, mode=AuditTrailMode.EXISTING,
-                   existing_trail_arn=EXISTING).validate()
-    AuditTrailArgs(namer=namer, context=context, mode=AuditTrailMode.OFF).validate()
+    """Only CREATE makes a log group, so only CREATE requires the logs key."""
+    existing = AuditTrailArgs(namer=namer, context=context, mode=AuditTrailMode.EXISTING,
+                              existing_trail_arn=EXISTING)
+    off = AuditTrailArgs(namer=namer, context=context, mode=AuditTrailMode.OFF)
+    assert (existing.logs_key_arn, off.logs_key_arn) == (None, None)
+    assert (existing.validate(), off.validate()) == (None, None)
+    with pytest.raises(ValueError) as error:
+        replace(existing, mode=AuditTrailMode.CREATE, existing_trail_arn="").validate()
+    assert str(error.value) == "AuditTrailArgs: logs_key_arn=None: required with mode CREATE"
+    run = build(existing)
+    assert [r.type for r in run.resources] == ["media:audit:AuditTrail"]
 
 
 # --- config (G8) -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    ({"auditTrailMode": "SOMETIMES"}, "auditTrailMode"),
-    ({"auditTrailMode": "EXISTING"}, "auditTrailExistingArn"),
-    ({"auditTrailExistingArn": EXISTING}, "empty unless auditTrailMode is EXISTING"),
-    ({"auditLogTransitionDays": "400"}, "more than auditLogTransitionDays (400)"),
+    ({"auditTrailMode": "SOMETIMES"},
+     'auditTrailMode="SOMETIMES": allowed one of CREATE, EXISTING, OFF'),
+    ({"auditLogTransitionDays": "400"},
+     "auditLogExpirationDays=365: allowed more than auditLogTransitionDays (400)"),
 ])
 def test_o3_bad_audit_config_fails_with_the_key_named_g8(raw, message):
+    """A missing or misplaced existing-trail ARN are rows of test_settings.BAD_CONFIGURATIONS."""
     with pytest.raises(ConfigError) as error:
         parse_settings(raw, project="media-pipeline", stack="dev", region=REGION)
-    assert message in str(error.value)
+    assert error.value.problems == [message]
 
 
 # --- whole program ---------------------------------------------------------------------------
@@ -330,13 +358,15 @@ def test_o3_stacks_create_the_trail_and_export_it_g6(stack, dev_run, prod_run):
     assert run.outputs["auditTrailArn"] == (
         f"arn:aws:cloudtrail:eu-central-1:{ACCOUNT_ID}:trail/media-trail-{stack}")
     assert run.outputs["auditBucketName"] == f"media-trail-{ACCOUNT_ID}-{stack}"
-    keys = {k.state["arn"] for k in run.of_type("aws:kms/key:Key")}
-    assert trail.inputs["kmsKeyId"] in keys
-    logs_alias = next(a for a in run.of_type("aws:kms/alias:Alias")
-                      if a.inputs["name"] == f"alias/media-logs-key-{stack}")
+    audit_alias = next(a for a in run.of_type("aws:kms/alias:Alias")
+                       if a.inputs["name"] == f"alias/media-audit-key-{stack}")
+    audit_key = next(k for k in run.of_type("aws:kms/key:Key")
+                     if k.state["keyId"] == audit_alias.inputs["targetKeyId"])
+    assert audit_key.name == "audit-key-key"
+    assert trail.inputs["kmsKeyId"] == audit_key.state["arn"]
     group = next(g for g in run.of_type("aws:cloudwatch/logGroup:LogGroup")
                  if g.inputs["name"] == f"/aws/cloudtrail/media-trail-{stack}")
-    assert group.inputs["kmsKeyId"].endswith(logs_alias.inputs["targetKeyId"])
+    assert group.inputs["kmsKeyId"] == run.one("aws:kms/key:Key", "keys-logs-key").state["arn"]
 
 
 @pytest.mark.parametrize(("stack", "transition", "expiration", "retention", "destroy", "window"), [
@@ -378,8 +408,8 @@ def test_o3_trail_off_from_config_is_a_visible_opt_out():
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "ca-central-1", "ap-northeast-1"])
-def test_o3_trail_arn_follows_the_region_g1(region):
-    run = run_stack("prod", {"aws:region": region})
+def test_o3_trail_arn_follows_the_region_g1(region_runs, region):
+    run = region_runs["prod", region]
     assert run.outputs["auditTrailArn"] == (
         f"arn:aws:cloudtrail:{region}:{ACCOUNT_ID}:trail/media-trail-prod")
     policy = json.loads(run.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])

@@ -486,8 +486,8 @@ def test_g6_no_cache_secret_output_when_tls_is_off():
 
 @pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1",
                                     "ap-northeast-1"])
-def test_g1_cache_in_every_region_without_warnings(region):
-    run = run_stack("dev", {"aws:region": region})
+def test_g1_cache_in_every_region_without_warnings(region_runs, region):
+    run = region_runs["dev", region]
     assert run.warnings == []
     group = run.one(GROUP).inputs
     assert group["preferredCacheClusterAzs"] == run.outputs["availabilityZones"]

@@ -8,12 +8,14 @@ import pytest
 
 from components.kms import (
     PLATFORM_KEY_PURPOSES,
+    AwsContext,
     EncryptionKey,
     EncryptionKeyArgs,
     PlatformKeys,
     PlatformKeysArgs,
     ServiceGrant,
 )
+from components.naming import Namer
 from offline.engine import run_components
 
 ROOT_STATEMENT = {
@@ -133,3 +135,84 @@ def test_g3_single_key_protection_is_on_the_key_only(namer, context):
     assert guarded(run) == {("audit-key", True, True)}
     # Protection is set on the key, not inherited from a protected component.
     assert run.one("media:kms:EncryptionKey").protect is False
+
+
+# -- K2: the complete key policy of every key -------------------------------------------------
+
+LOGS_STATEMENT = {
+    "Sid": "AllowCloudWatchLogs",
+    "Effect": "Allow",
+    "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
+    "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+               "kms:Describe*"],
+    "Resource": "*",
+    "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
+                              "arn:aws:logs:eu-central-1:123456789012:log-group:*"}},
+}
+ALARMS_STATEMENT = {
+    "Sid": "AllowCloudWatchAlarmsToPublish",
+    "Effect": "Allow",
+    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+    "Resource": "*",
+    "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+}
+# Only the logs and messaging keys admit a service principal; every other key is used by
+# services on behalf of IAM principals, which the root statement enables.
+PLATFORM_KEY_STATEMENTS = {
+    "logs": [ROOT_STATEMENT, LOGS_STATEMENT],
+    "database": [ROOT_STATEMENT],
+    "cache": [ROOT_STATEMENT],
+    "secrets": [ROOT_STATEMENT],
+    "filesystem": [ROOT_STATEMENT],
+    "stream": [ROOT_STATEMENT],
+    "messaging": [ROOT_STATEMENT, ALARMS_STATEMENT],
+    "images": [ROOT_STATEMENT],
+}
+
+
+def audit_key_statements(stack: str) -> list[dict]:
+    trail = f"arn:aws:cloudtrail:eu-central-1:123456789012:trail/media-trail-{stack}"
+    return [ROOT_STATEMENT, {
+        "Sid": "CloudTrailEncryptLogs", "Effect": "Allow",
+        "Principal": {"Service": "cloudtrail.amazonaws.com"},
+        "Action": ["kms:GenerateDataKey*"], "Resource": "*",
+        "Condition": {
+            "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
+                           "arn:aws:cloudtrail:*:123456789012:trail/*"},
+            "StringEquals": {"aws:SourceArn": trail}},
+    }, {
+        "Sid": "CloudTrailDescribeKeyAndBucketKey", "Effect": "Allow",
+        "Principal": {"Service": "cloudtrail.amazonaws.com"},
+        "Action": ["kms:DescribeKey", "kms:Decrypt"], "Resource": "*",
+        "Condition": {"StringEquals": {"aws:SourceArn": trail}},
+    }]
+
+
+def test_every_purpose_has_a_statement_list_k2():
+    assert set(PLATFORM_KEY_STATEMENTS) == set(PLATFORM_KEY_PURPOSES)
+
+
+@pytest.fixture(scope="module")
+def platform_keys_run():
+    return build_platform_keys(Namer("media", "test"), AwsContext(
+        account_id="123456789012", partition="aws", region="eu-central-1"))
+
+
+@pytest.mark.parametrize("purpose", PLATFORM_KEY_PURPOSES)
+def test_platform_key_policy_is_exactly_root_plus_its_service_statements_k2(
+        platform_keys_run, purpose):
+    assert policy_of(platform_keys_run, f"keys-{purpose}-key") == {
+        "Version": "2012-10-17", "Statement": PLATFORM_KEY_STATEMENTS[purpose]}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_program_keys_have_exactly_the_expected_policies_k2(dev_run, prod_run, stack):
+    """Every key the program makes (8 platform keys + the audit key), statement by statement:
+    no extra service principal, action or condition on any of them."""
+    run = {"dev": dev_run, "prod": prod_run}[stack]
+    expected = {f"keys-{p}-key": s for p, s in PLATFORM_KEY_STATEMENTS.items()}
+    expected["audit-key-key"] = audit_key_statements(stack)
+    assert {k.name: json.loads(k.inputs["policy"]) for k in run.of_type("aws:kms/key:Key")} == {
+        name: {"Version": "2012-10-17", "Statement": statements}
+        for name, statements in expected.items()}

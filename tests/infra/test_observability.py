@@ -17,7 +17,7 @@ from components.observability import (
     grid,
     metric_alarm,
 )
-from offline.engine import ACCOUNT_ID, run_components, run_stack
+from offline.engine import ACCOUNT_ID, run_components
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -322,8 +322,8 @@ def test_o2_stack_dashboard_shows_every_tier_of_the_stack(stack, dev_run, prod_r
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "ap-northeast-1"])
-def test_o2_dashboard_metrics_follow_the_region_g1(region):
-    run = run_stack("dev", {"aws:region": region})
+def test_o2_dashboard_metrics_follow_the_region_g1(region_runs, region):
+    run = region_runs["dev", region]
     body = json.loads(run.one(DASHBOARD).inputs["dashboardBody"])
     assert {w["properties"]["region"] for w in body["widgets"]} == {region}
     assert run.warnings == []

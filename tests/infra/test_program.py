@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from components.naming import common_tags
@@ -20,19 +18,9 @@ STACKS = ["dev", "prod"]
 
 
 @pytest.fixture(scope="module")
-def runs():
-    """Every stack in every region, evaluated once, with Python warnings recorded (G1)."""
-    run_stack("dev")  # import every SDK module first: import-time notices are not ours
-    results = {}
-    for stack in STACKS:
-        for region in REGIONS:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                run = run_stack(stack, {"aws:region": region})
-            run.python_warnings = [str(w.message) for w in caught
-                                   if issubclass(w.category, DeprecationWarning)]
-            results[stack, region] = run
-    return results
+def runs(region_runs):
+    """Every stack in every region, evaluated once per session, Python warnings recorded (G1)."""
+    return region_runs
 
 
 def all_runs(runs):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pulumi
-import pulumi_aws as aws
 import pytest
 
 from components.firewall import RoleSecurityGroup
@@ -169,9 +168,13 @@ def test_grant_mount_allows_mount_and_write_through_the_access_point_only(run):
 
 def test_children_are_parented_to_the_component(run):
     component = run.one("media:storage:SharedFileSystem")
-    for resource in run.resources:
-        if resource.type.startswith("aws:efs/") or resource.name == "files-sg":
-            assert resource.parent_urn == component.urn, resource.name
+    children = sorted(r.name for r in run.resources if r.parent_urn == component.urn)
+    assert children == sorted([
+        "files-fs", "files-sg", "files-mount-0", "files-mount-1", "files-mount-2",
+        "files-backup", "files-ap", "files-policy", "files-sg-from-media-app-sg-test",
+        "app-efs"])
+    assert len(children) == 10
+    assert all(r.name in children for r in run.resources if r.type.startswith("aws:efs/"))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -197,7 +200,10 @@ def test_bad_args_rejected_before_any_resource(namer, overrides, message):
 def test_every_problem_reported_at_once(namer):
     with pytest.raises(ValueError) as error:
         _args(namer, owner_uid=0, permissions="x", subnet_ids=[]).validate()
-    assert str(error.value).count(";") == 2
+    assert str(error.value) == (
+        "SharedFileSystemArgs: subnet_ids=0 subnet(s): allowed one data subnet per AZ, at "
+        "least 2 (G7); owner_uid=0: allowed 1..4294967295 (never root); permissions='x': "
+        "allowed an octal mode like 750")
 
 
 def test_component_registers_nothing_on_bad_args(namer, context):
@@ -207,16 +213,18 @@ def test_component_registers_nothing_on_bad_args(namer, context):
 
 
 def test_grant_mount_returns_the_role_policy_for_depends_on(namer, context):
-    seen = {}
-
     def build():
         files = SharedFileSystem("files", _args(namer))
         role = service_role("app-role", role="app", service="ecs-tasks.amazonaws.com",
                             ctx=context, namer=namer, parent=_Peer("app"))
-        seen["policy"] = files.grant_mount("app-efs", role)
+        policy = files.grant_mount("app-efs", role)
+        pulumi.export("urn", policy.urn)
+        pulumi.export("role", policy.role)
 
-    run_components(build)
-    assert isinstance(seen["policy"], aws.iam.RolePolicy)
+    run = run_components(build)
+    attached = run.one("aws:iam/rolePolicy:RolePolicy")
+    assert (run.outputs["urn"], run.outputs["role"]) == (attached.urn, "media-app-test")
+    assert attached.name == "app-efs"
 
 
 # -- G3 data protection -----------------------------------------------------------------------

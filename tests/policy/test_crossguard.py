@@ -14,7 +14,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from offline.engine import ROOT
-from policy.pack import CONFIG_SCHEMAS
+from policy.pack import CONFIG_SCHEMAS, PACK_NAME
 from policy.rules import PolicyConfig, build_rules
 
 ADVISORY, MANDATORY = analyzer_pb2.ADVISORY, analyzer_pb2.MANDATORY
@@ -59,10 +59,13 @@ def analyze(stub, resource_type: str, props: dict) -> list[tuple[str, int, str]]
 
 def test_o4_pack_announces_every_rule_with_its_level_and_config(analyzer):
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
-    assert info.name == "media-platform-security"
+    assert info.name == PACK_NAME == "media-platform-security"
     rules = build_rules(PolicyConfig("dev", False))
     assert [(p.name, p.enforcementLevel) for p in info.policies] == [
         (r.name, MANDATORY if r.mandatory else ADVISORY) for r in rules]
+    # Only the deprecation rule advises; every other rule blocks the deployment.
+    assert [p.name for p in info.policies if p.enforcementLevel == ADVISORY] == [
+        "no-deprecated-resources"]
     schemas = {p.name: p.configSchema for p in info.policies if p.configSchema.required}
     assert {name: list(schema.required) for name, schema in schemas.items()} == {
         name: list(properties) for name, properties in CONFIG_SCHEMAS.items()}

@@ -115,10 +115,18 @@ def test_r2_create_normalises_source_paths_inside_media_root(app, admin_db, sour
     )
 
 
-def test_r2_create_accepts_a_base64_encoded_body(app):
+def test_r2_create_accepts_a_base64_encoded_body(app, admin_db):
+    """API Gateway base64-encodes some bodies; the decoded fields are what gets stored."""
     status, body, _ = call(app, "POST", "/videos", body=VALID, base64_body=True)
     assert status == 202
-    assert uuid.UUID(body["video_id"])
+    video = row(
+        admin_db,
+        "SELECT status, title, creator, source_uri FROM videos WHERE id = %s",
+        uuid.UUID(body["video_id"]),
+    )
+    assert video == ["QUEUED", "Pilot", "Studio A", "uploads/pilot.mp4"]
+    job = row(admin_db, "SELECT video_id FROM jobs WHERE id = %s", uuid.UUID(body["job_id"]))
+    assert job == [uuid.UUID(body["video_id"])]
 
 
 @pytest.mark.parametrize(

@@ -279,9 +279,11 @@ def test_r2_binary_secret_is_refused(aws):
 def test_r3_env_credentials_are_used_without_an_arn_and_cannot_refresh():
     provider = db_credentials(None, secret_arn=None, username="w", password="p")
     assert (provider.current().username, provider.refresh()) == ("w", False)
-    with pytest.raises(CredentialsError):
+    with pytest.raises(CredentialsError, match="neither a database secret ARN nor a username "
+                                               "and password"):
         db_credentials(None, secret_arn=None, username="w", password=None)
-    with pytest.raises(CredentialsError):
+    with pytest.raises(CredentialsError, match="a secret ARN is configured but no Secrets "
+                                               "Manager client"):
         db_credentials(None, secret_arn="arn", username=None, password=None)
 
 
@@ -291,7 +293,8 @@ def test_c3_redis_token_prefers_the_secret_over_env(aws):
     assert redis_token(cache, secret_arn=aws.redis_secret_arn, token="from-env") == "from-secret"
     assert redis_token(None, secret_arn=None, token="from-env") == "from-env"
     assert redis_token(None, secret_arn=None, token=None) is None
-    with pytest.raises(CredentialsError):
+    with pytest.raises(CredentialsError, match="a Redis secret ARN is configured but no "
+                                               "Secrets Manager client"):
         redis_token(None, secret_arn="arn", token=None)
 
 
