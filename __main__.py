@@ -46,6 +46,8 @@ zones = settings.require_zones(aws.get_availability_zones(
 ).names)
 identity = aws.get_caller_identity_output(opts=invoke)
 partition = aws.get_partition_output(opts=invoke)
+# The role behind the deploying session (CI's OIDC role, an engineer's SSO role).
+deployer = aws.iam.get_session_context_output(arn=identity.arn, opts=invoke)
 context = AwsContext(account_id=identity.account_id, partition=partition.partition,
                      region=settings.region, dns_suffix=partition.dns_suffix)
 on_provider = pulumi.ResourceOptions(provider=provider)
@@ -191,6 +193,7 @@ worker = MediaWorkerService("worker", MediaWorkerServiceArgs(
     images_key_arn=keys.images.arn,
     secrets_key_arn=keys.secrets.arn,
     alarm_topic_arn=alarms.arn,
+    deployer_arn=deployer.issuer_arn,
     execution_grants={"db-secret": database.grant_secret_read,
                       "cache-secret": cache.grant_secret_read},
     task_grants={"jobs": jobs.grant_consume, "stream": stream.grant_write},
@@ -218,6 +221,7 @@ worker = MediaWorkerService("worker", MediaWorkerServiceArgs(
     cpu_alarm_percent=settings.observability.thresholds.worker_cpu_percent,
     memory_alarm_percent=settings.observability.thresholds.worker_memory_percent,
 ), on_provider)
+network.grant_aws_apis(worker.security_group, "worker")
 database.allow_from(worker.security_group)
 cache.allow_from(worker.security_group)
 if settings.worker.efs_mount:
@@ -257,6 +261,7 @@ api = PublicApi("api", PublicApiArgs(
     alarm_5xx_threshold=settings.observability.thresholds.api_5xx,
     alarm_latency_p99_ms=settings.observability.thresholds.api_latency_p99_ms,
 ), on_provider)
+network.grant_aws_apis(api.security_group, "api")
 database.allow_from(api.security_group)
 cache.allow_from(api.security_group)
 

@@ -377,7 +377,6 @@ class PublicApi(pulumi.ComponentResource):
             f"{name}-sg", role="api", description="API Lambda backend", vpc_id=args.vpc_id,
             namer=namer, parent=self)
         # Secrets Manager, Kinesis, X-Ray and KMS over HTTPS (via NAT or the VPC endpoints).
-        self.security_group.allow_https_egress()
         self.function = self._function()
         self.function_name = self.function.name
         self.rest_api = aws.apigateway.RestApi(
@@ -576,19 +575,23 @@ class PublicApi(pulumi.ComponentResource):
                         "Gateway CloudWatch role; it and its role are retained on destroy",
                         resource=self)
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
-        role_name = args.namer.name("apigw-cloudwatch", NameKind.IAM_ROLE)
+        # A prefix, not a fixed name: the role is retained on destroy, so a later `up` of the
+        # same stack must be free to create a new one (IAM allows at most 38 chars here).
+        role_name = args.namer.name("apigw-cw", NameKind.IAM_ROLE) + "-"
+        if len(role_name) > 38:
+            raise ValueError(f"name prefix '{role_name}' exceeds IAM's 38 characters")
         # The trust AWS documents for this role: API Gateway assumes it for every API of the
         # account and region.
         role = aws.iam.Role(
             f"{name}-cloudwatch-role",
-            name=role_name,
+            name_prefix=role_name,
             assume_role_policy=json.dumps({
                 "Version": "2012-10-17",
                 "Statement": [{"Effect": "Allow",
                                "Principal": {"Service": "apigateway.amazonaws.com"},
                                "Action": "sts:AssumeRole"}],
             }),
-            tags=name_tag(role_name),
+            tags=name_tag(role_name.rstrip("-")),
             opts=keep,
         )
         attachment = aws.iam.RolePolicyAttachment(

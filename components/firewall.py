@@ -63,15 +63,16 @@ class RoleSecurityGroup:
             opts=pulumi.ResourceOptions(parent=peer._parent),
         )
 
-    def allow_https_from_cidr(self, cidr: pulumi.Input[str], label: str) -> None:
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-https-from-{label}",
+    def allow_https_to_prefix_list(self, prefix_list_id: pulumi.Input[str], label: str) -> None:
+        """HTTPS to an AWS-managed prefix list, e.g. S3 through its gateway endpoint."""
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-https-to-{label}",
             security_group_id=self.id,
-            cidr_ipv4=cidr,
+            prefix_list_id=prefix_list_id,
             ip_protocol="tcp",
             from_port=HTTPS,
             to_port=HTTPS,
-            description=f"HTTPS from {label}",
+            description=f"HTTPS to {label}",
             opts=pulumi.ResourceOptions(parent=self._parent),
         )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.firewall import NFS, POSTGRES, REDIS, RoleSecurityGroup
+from components.firewall import HTTPS, NFS, POSTGRES, REDIS, RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
 from components.naming import Namer, name_tag
@@ -165,6 +165,18 @@ class SecureVpc(pulumi.ComponentResource):
             "data_subnet_ids": self.data_subnet_ids,
         })
 
+    def grant_aws_apis(self, consumer: RoleSecurityGroup, label: str) -> None:
+        """Let `consumer` reach the AWS APIs over HTTPS (ECR, Logs, Secrets Manager, SQS, …).
+
+        With endpoints: only the interface endpoints' group and S3's prefix list (image
+        layers), so a task has no path to the internet at all. Without: anywhere, via NAT.
+        """
+        if not self._args.vpc_endpoints:
+            consumer.allow_https_egress()
+            return
+        self.endpoint_security_group.allow_from(consumer, HTTPS, label)
+        consumer.allow_https_to_prefix_list(self.s3_endpoint.prefix_list_id, "s3")
+
     def _subnets(self, tier: str, plan: TierPlan) -> list[aws.ec2.Subnet]:
         subnets = []
         for index, (zone, cidr) in enumerate(zip(self.zones, plan.subnets, strict=False)):
@@ -291,7 +303,7 @@ class SecureVpc(pulumi.ComponentResource):
         invoke = pulumi.InvokeOptions(parent=self)
         s3 = aws.ec2.get_vpc_endpoint_service_output(
             service="s3", service_type="Gateway", opts=invoke)
-        aws.ec2.VpcEndpoint(
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{self._name}-s3-endpoint", vpc_id=self.vpc.id,
             service_name=s3.service_name, vpc_endpoint_type="Gateway",
             route_table_ids=[t.id for t in private_tables],
@@ -300,7 +312,6 @@ class SecureVpc(pulumi.ComponentResource):
             f"{self._name}-endpoints-sg", role="endpoints",
             description="Interface endpoints: HTTPS from the private app subnets",
             vpc_id=self.vpc.id, namer=self._args.namer, parent=self)
-        self.endpoint_security_group.allow_https_from_cidr(self.plan.app.summary, "app-subnets")
         for service in self._args.endpoint_services:
             label = service.replace(".", "-")
             found = aws.ec2.get_vpc_endpoint_service_output(

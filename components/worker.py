@@ -188,6 +188,11 @@ class MediaWorkerServiceArgs:
     """Secrets Manager CMK for the content-protection key secret (required)."""
     alarm_topic_arn: pulumi.Input[str]
     """Topic the worker alarms notify (required)."""
+    deployer_arn: pulumi.Input[str] | None = None
+    """IAM role (or user) that runs Pulumi. It may read the content key back, which the
+    provider does on refresh and replacement; it can rewrite the secret's policy anyway, so
+    this grants it nothing new. Default none: then only the task role reads the value, and
+    refreshing this secret fails with AccessDenied."""
     execution_grants: Mapping[str, GrantFn] = field(default_factory=dict)
     """Label -> grant letting the execution role read an injected secret (data tier's
     `grant_secret_read`). Default none."""
@@ -328,7 +333,6 @@ class MediaWorkerService(pulumi.ComponentResource):
         self.security_group = RoleSecurityGroup(
             f"{name}-sg", role="worker", description="Media workers: egress to granted roles only",
             vpc_id=args.vpc_id, namer=namer, parent=self)
-        self.security_group.allow_https_egress()
         self._cluster()
         self._repository()
         self.log_group = encrypted_log_group(
@@ -501,8 +505,12 @@ class MediaWorkerService(pulumi.ComponentResource):
 
     def _content_key_policy(self) -> pulumi.Output[str]:
         # An explicit deny beats every allow, the account root's and administrators' included:
-        # only the worker task role can read the value. Managing the secret (describe, policy,
-        # rotation, deletion) stays with IAM; removing this policy is the audited break-glass.
+        # only the worker task role (and the deployer) can read the value. Managing the secret
+        # (describe, policy, rotation, deletion) stays with IAM; removing this policy is the
+        # audited break-glass.
+        readers = [self.task_role.arn]
+        if self._args.deployer_arn is not None:
+            readers.append(self._args.deployer_arn)
         return pulumi.Output.json_dumps({
             "Version": "2012-10-17",
             "Statement": [{
@@ -511,7 +519,7 @@ class MediaWorkerService(pulumi.ComponentResource):
                 "Principal": {"AWS": "*"},
                 "Action": "secretsmanager:GetSecretValue",
                 "Resource": "*",
-                "Condition": {"StringNotEquals": {"aws:PrincipalArn": self.task_role.arn}},
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": readers}},
             }],
         })
 

@@ -105,6 +105,11 @@ class EngineMocks(pulumi_mocks.Mocks):
             "aws:ec2/securityGroup:SecurityGroup": {
                 "arn": self.arn("ec2", f"security-group/{rid}")},
             "aws:ec2/flowLog:FlowLog": {"arn": self.arn("ec2", f"vpc-flow-log/{rid}")},
+            "aws:ec2/vpcEndpoint:VpcEndpoint": {
+                "arn": self.arn("ec2", f"vpc-endpoint/{rid}"),
+                # Gateway endpoints expose the service's managed prefix list.
+                "prefixListId": "pl-" + _short_hash(str(inputs.get("serviceName")))[:8]
+                if inputs.get("vpcEndpointType") == "Gateway" else None},
             "aws:sqs/queue:Queue": {"arn": self.arn("sqs", physical), "url": rid},
             "aws:sns/topic:Topic": {"arn": self.arn("sns", physical)},
             "aws:kinesis/stream:Stream": {"arn": self.arn("kinesis", f"stream/{physical}")},
@@ -198,8 +203,14 @@ class EngineMocks(pulumi_mocks.Mocks):
                     "id": self.region}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": self.account_id, "id": self.account_id,
-                    "arn": f"arn:aws:iam::{self.account_id}:user/ci",
+                    "arn": f"arn:aws:sts::{self.account_id}:assumed-role/deployer/ci",
                     "userId": "AIDACI"}
+        if token == "aws:iam/getSessionContext:getSessionContext":
+            # As for an assumed-role session: the issuer is the role behind the session.
+            return {"arn": call_args["arn"], "id": call_args["arn"],
+                    "issuerArn": f"arn:aws:iam::{self.account_id}:role/deployer",
+                    "issuerName": "deployer", "issuerId": "AROADEPLOYER",
+                    "sessionName": "ci"}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com",
                     "reverseDnsPrefix": "com.amazonaws", "id": "aws"}

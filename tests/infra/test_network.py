@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from components.firewall import RoleSecurityGroup
 from components.network import (
     INTERFACE_ENDPOINT_SERVICES,
     SecureVpc,
@@ -177,9 +178,8 @@ def test_endpoints_s3_gateway_and_interface_endpoints_in_app_subnets_n6(namer, c
                      if s.inputs["tags"]["Tier"] == "app")
     assert all(sorted(e["subnetIds"]) == app_ids and e["privateDnsEnabled"]
                for e in endpoints.values())
-    ingress = run.one("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").inputs
-    assert (ingress["cidrIpv4"], ingress["fromPort"], ingress["toPort"]) == (
-        "10.0.0.0/18", 443, 443)
+    # Nobody reaches the endpoints until the stack grants it (grant_aws_apis).
+    assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
 
 
 def test_endpoints_are_optional_n6(namer, context):
@@ -200,3 +200,39 @@ def test_bad_vpc_args_raise_one_error_naming_the_field(namer, context, overrides
     with pytest.raises(ValueError, match="SecureVpcArgs: ") as caught:
         SecureVpc("net", SecureVpcArgs(**args))
     assert message in str(caught.value)
+
+
+def build_with_consumer(namer, context, **overrides):
+    def program():
+        vpc = SecureVpc("net", SecureVpcArgs(
+            cidr="10.0.0.0/16", availability_zones=ZONES3, namer=namer, context=context,
+            flow_log_key_arn=LOGS_KEY, **overrides))
+        consumer = RoleSecurityGroup("app-sg", role="app", description="consumer",
+                                     vpc_id=vpc.vpc_id, namer=namer, parent=vpc)
+        vpc.grant_aws_apis(consumer, "app")
+    return run_components(program)
+
+
+def rules_of(run, token, group_name):
+    group_id = run.named(group_name).id
+    return [r.inputs for r in run.of_type(token) if r.inputs["securityGroupId"] == group_id]
+
+
+def test_with_endpoints_aws_apis_are_reached_only_through_them_n3_n6(namer, context):
+    run = build_with_consumer(namer, context, vpc_endpoints=True)
+    endpoints_sg, app_sg = run.named("net-endpoints-sg").id, run.named("app-sg").id
+    prefix_list = run.named("net-s3-endpoint").state["prefixListId"]
+    egress = rules_of(run, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule", "app-sg")
+    assert sorted((e.get("referencedSecurityGroupId") or e.get("prefixListId"), e["fromPort"],
+                   e["toPort"], e.get("cidrIpv4")) for e in egress) == sorted([
+        (endpoints_sg, 443, 443, None), (prefix_list, 443, 443, None)])
+    ingress = rules_of(run, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+                       "net-endpoints-sg")
+    assert [(i["referencedSecurityGroupId"], i["fromPort"]) for i in ingress] == [(app_sg, 443)]
+
+
+def test_without_endpoints_aws_apis_are_reached_via_nat_on_443_only_n2(namer, context):
+    run = build_with_consumer(namer, context, vpc_endpoints=False)
+    egress = rules_of(run, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule", "app-sg")
+    assert [(e["cidrIpv4"], e["ipProtocol"], e["fromPort"], e["toPort"]) for e in egress] == [
+        ("0.0.0.0/0", "tcp", 443, 443)]

@@ -142,7 +142,7 @@ def app_cidr(run: ProgramRun) -> str:
 
 def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
     """The complete ingress of every group: the database and cache admit exactly the API and
-    the workers, the file system only the workers, the endpoints HTTPS from the app subnets."""
+    the workers, the file system only the workers, the endpoints HTTPS from those two."""
     expected = {
         "database-sg": {("api-sg", "tcp", 5432, 5432), ("worker-sg", "tcp", 5432, 5432)},
         "cache-sg": {("api-sg", "tcp", 6379, 6379), ("worker-sg", "tcp", 6379, 6379)},
@@ -151,16 +151,24 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
         "api-sg": set(),
     }
     if stack_run.stack == "prod":  # interface endpoints (N6) are prod-only
-        expected["network-endpoints-sg"] = {(app_cidr(stack_run), "tcp", 443, 443)}
+        expected["network-endpoints-sg"] = {("api-sg", "tcp", 443, 443),
+                                            ("worker-sg", "tcp", 443, 443)}
     assert security_rules(stack_run, "ingress") == expected
 
 
-def test_n3_every_egress_rule_of_the_program_is_intended(stack_run):
+def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
+    """Data ports to exactly the granted tiers; AWS APIs via NAT anywhere on 443 in dev, and in
+    prod (endpoints on) only to the interface endpoints and S3's prefix list: no internet."""
+    if stack_run.stack == "prod":
+        s3 = stack_run.named("network-s3-endpoint").state["prefixListId"]
+        aws_apis = {("network-endpoints-sg", "tcp", 443, 443), (s3, "tcp", 443, 443)}
+    else:
+        aws_apis = {("0.0.0.0/0", "tcp", 443, 443)}
     expected = {
-        "worker-sg": {("0.0.0.0/0", "tcp", 443, 443), ("database-sg", "tcp", 5432, 5432),
-                      ("cache-sg", "tcp", 6379, 6379), ("files-sg", "tcp", 2049, 2049)},
-        "api-sg": {("0.0.0.0/0", "tcp", 443, 443), ("database-sg", "tcp", 5432, 5432),
-                   ("cache-sg", "tcp", 6379, 6379)},
+        "worker-sg": aws_apis | {("database-sg", "tcp", 5432, 5432),
+                                 ("cache-sg", "tcp", 6379, 6379), ("files-sg", "tcp", 2049, 2049)},
+        "api-sg": aws_apis | {("database-sg", "tcp", 5432, 5432),
+                              ("cache-sg", "tcp", 6379, 6379)},
         "database-sg": set(), "cache-sg": set(), "files-sg": set(),
     }
     if stack_run.stack == "prod":
