@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from components.network import plan_subnets
 from offline.engine import ACCOUNT_ID, ProgramRun, run_stack
 
 STACKS = ["dev", "prod"]
@@ -133,11 +132,6 @@ def security_rules(run: ProgramRun, direction: str) -> dict[str, set[tuple]]:
         for inline in group.inputs.get(direction) or []:
             rules[group.name].add(_rule(names, inline))
     return rules
-
-
-def app_cidr(run: ProgramRun) -> str:
-    vpc = run.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"]
-    return plan_subnets(vpc, len(run.outputs["availabilityZones"])).app.summary
 
 
 def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
