@@ -69,7 +69,10 @@ def describe(resource: Registered, aliases: dict[str, str]) -> str:
     parts = [f"{resource.name}  {kind}"]
     if name:
         parts.append(f"name={name}")
-    return "  ".join(parts + settings)
+    # Engine options a reviewer must see: what `pulumi destroy` refuses or leaves behind (G3).
+    options = [flag for flag, on in (("PROTECTED", resource.protect),
+                                     ("RETAINED-ON-DELETE", resource.retain_on_delete)) if on]
+    return "  ".join(parts + settings + options)
 
 
 def render_tree(run: ProgramRun) -> list[str]:
@@ -97,8 +100,7 @@ def render_tree(run: ProgramRun) -> list[str]:
 
 def render_counts(run: ProgramRun) -> list[str]:
     counts = Counter(r.type for r in run.resources if r.custom)
-    width = max(len(t) for t in counts)
-    lines = [f"{count:4d}  {token:<{width}}" for token, count in sorted(counts.items())]
+    lines = [f"{count:4d}  {token}" for token, count in sorted(counts.items())]
     lines.append(f"{sum(counts.values()):4d}  resources "
                  f"({len([r for r in run.resources if not r.custom])} components)")
     return lines

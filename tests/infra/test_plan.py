@@ -1,0 +1,64 @@
+"""The offline plan (`make plan`): a tree of the stack's resources with their key security
+settings, a count per type, nothing deployed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from offline.plan import main
+
+
+@pytest.fixture(scope="module")
+def dev_plan():
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(["dev"])
+    return code, out.getvalue()
+
+
+def test_plan_prints_components_with_their_children_g2(dev_plan):
+    code, text = dev_plan
+    assert code == 0
+    assert text.startswith("Stack dev in eu-central-1 (offline evaluation, nothing deployed)")
+    lines = text.splitlines()
+    database = next(i for i, line in enumerate(lines)
+                    if line.startswith("├─ database  [media:database:EncryptedAurora]"))
+    child = lines[database + 1]
+    assert child.startswith("│  ├─ ") or child.startswith("│  └─ ")
+
+
+def test_plan_shows_physical_names_and_keys_by_alias_k1(dev_plan):
+    _, text = dev_plan
+    cluster = next(line for line in text.splitlines() if "aws:rds/cluster:Cluster" in line)
+    assert "database-cluster  aws:rds/cluster:Cluster  name=media-aurora-dev" in cluster
+    assert "kmsKeyId=alias/media-database-key-dev" in cluster
+    assert "storageEncrypted=True" in cluster
+    assert "skipFinalSnapshot=True" in cluster
+    assert "PROTECTED" not in text  # dev is destroyable (G3)
+
+
+def test_plan_counts_every_resource_by_type(dev_plan):
+    _, text = dev_plan
+    counts = text.split("Resources by type:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    per_type = [int(line.split()[0]) for line in counts[:-1]]
+    total = re.match(r"\s*(\d+)\s+resources \((\d+) components\)", counts[-1])
+    assert total is not None and sum(per_type) == int(total.group(1))
+    assert "   1  aws:rds/cluster:Cluster" in counts
+
+
+def test_prod_plan_marks_protected_data_stores_g3(capsys):
+    assert main(["prod"]) == 0
+    text = capsys.readouterr().out
+    cluster = next(line for line in text.splitlines() if "aws:rds/cluster:Cluster" in line)
+    assert cluster.endswith("PROTECTED  RETAINED-ON-DELETE")
+    assert "deletionProtection=True" in cluster
+
+
+def test_plan_of_a_bad_configuration_prints_the_error_and_exits_2_g8(capsys):
+    assert main(["dev", "--region", "mars-north-9x"]) == 2
+    assert "aws:region=\"mars-north-9x\": allowed an AWS region name" in capsys.readouterr().err
