@@ -21,7 +21,7 @@ from components.firewall import REDIS, RoleSecurityGroup
 from components.iam import attach_grants, secret_read_grants
 from components.kms import AwsContext
 from components.logs import encrypted_log_group
-from components.naming import NameKind, Namer, check_name, name_tag
+from components.naming import NameKind, Namer, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
 from components.settings import (
     CACHE_ENGINE_VERSIONS,
@@ -47,11 +47,6 @@ def node_zones(zones: Sequence[str], node_count: int) -> list[str]:
     still has a replica in another zone to fail over to.
     """
     return [zones[index % len(zones)] for index in range(node_count)]
-
-
-def member_cluster_ids(replication_group_id: str, node_count: int) -> list[str]:
-    """The ids ElastiCache gives the nodes of a cluster-mode-disabled group (metrics use them)."""
-    return [f"{replication_group_id}-{index + 1:03d}" for index in range(node_count)]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -126,3 +126,9 @@ def common_tags(settings: StackSettings) -> dict[str, str]:
 
 def name_tag(name: str) -> dict[str, str]:
     return {"Name": name}
+
+
+def member_cluster_ids(replication_group_id: str, node_count: int) -> list[str]:
+    """The ids ElastiCache gives the nodes of a cluster-mode-disabled group, `<group>-001`,
+    `-002`, …; node metrics carry those ids (there is no group-level dimension)."""
+    return [f"{replication_group_id}-{index + 1:03d}" for index in range(node_count)]

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.kms import AwsContext
-from components.naming import NameKind, Namer, name_tag
+from components.naming import NameKind, Namer, member_cluster_ids, name_tag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,9 +134,9 @@ MAX_CACHE_NODES = 6
 
 def cache_member_ids(replication_group_id: pulumi.Input[str],
                      node_count: int) -> list[pulumi.Output[str]]:
-    """ElastiCache names the nodes of a cluster-mode-disabled group `<group>-001`, `-002`, …;
-    node metrics carry those ids, there is no group-level dimension."""
-    return [pulumi.Output.concat(replication_group_id, f"-{index + 1:03d}")
+    """`naming.member_cluster_ids` for a group id that may still be an Output."""
+    group = pulumi.Output.from_input(replication_group_id)
+    return [group.apply(lambda gid, i=index: member_cluster_ids(gid, node_count)[i])
             for index in range(node_count)]
 
 

@@ -13,10 +13,10 @@ from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 from components.cache import (
     RedisReplicationGroup,
     RedisReplicationGroupArgs,
-    member_cluster_ids,
     node_zones,
 )
 from components.firewall import RoleSecurityGroup
+from components.naming import member_cluster_ids
 from components.settings import ConfigError, cache_parameter_group_family, parse_settings
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 
