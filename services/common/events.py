@@ -1,9 +1,13 @@
 """Events on the Kinesis stream and how they arrive in SQS.
 
-An event is a flat JSON object: `type`, `version`, `video_id`, `job_id`, `source_uri`,
-`occurred_at`, plus type-specific keys. The EventBridge Pipe forwards `job.requested`
-events with the input template `<$.data>`, so an SQS body is normally the event itself;
-a raw Kinesis record envelope (`{"data": "<base64>"}` or `{"data": {...}}`) is accepted too.
+An event is a flat JSON object: `type`, `version`, `event_id`, `video_id`, `job_id`,
+`source_uri`, `occurred_at`, plus type-specific keys. `event_id` is derived from the type
+and the job, so an outcome published again after a failure carries the same id and
+consumers can drop the copy (Kinesis, like SQS, delivers at least once).
+
+The EventBridge Pipe forwards `job.requested` events with the input template `<$.data>`,
+so an SQS body is normally the event itself; a raw Kinesis record envelope
+(`{"data": "<base64>"}` or `{"data": {...}}`) is accepted too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ VIDEO_PROCESSED = "video.processed"
 EVENT_TYPES = frozenset({JOB_REQUESTED, VIDEO_PROCESSED})
 EVENT_VERSION = 1
 _REQUIRED_TEXT = ("video_id", "job_id", "source_uri", "occurred_at")
-_CORE_KEYS = frozenset({"type", "version", *_REQUIRED_TEXT})
+_CORE_KEYS = frozenset({"type", "version", "event_id", *_REQUIRED_TEXT})
+_EVENT_ID_NAMESPACE = uuid.UUID("e8709175-5c37-43b5-ac98-9bd0f746da1f")
 
 
 class EventError(ValueError):
@@ -43,6 +48,7 @@ class Event:
             **self.detail,
             "type": self.type,
             "version": self.version,
+            "event_id": self.event_id,
             "video_id": self.video_id,
             "job_id": self.job_id,
             "source_uri": self.source_uri,
@@ -51,6 +57,10 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True, default=str)
+
+    @property
+    def event_id(self) -> str:
+        return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{self.type}/{self.job_id}"))
 
     @property
     def partition_key(self) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from services.common.aws import AWS_ERRORS, EventStream
 from services.common.cache import CacheUnavailable, VideoCache
-from services.common.db import Database, DatabaseAuthError
+from services.common.db import Database, DatabaseAuthError, DatabaseUnavailable
 from services.common.events import (
     JOB_REQUESTED,
     VIDEO_PROCESSED,
@@ -29,19 +29,22 @@ from services.common.events import (
     parse_message_body,
 )
 from services.common.settings import WorkerSettings
-from services.common.videos import Video, fetch_video
+from services.common.videos import Video
 from services.worker.backoff import full_jitter_delay
 from services.worker.errors import PermanentJobError, ProbeTimeout
 from services.worker.heartbeat import heartbeat_path, write_heartbeat
 from services.worker.jobs import (
     TERMINAL_STATES,
     Claim,
+    Publication,
     claim_job,
+    claim_publication,
     complete_job,
     fail_job,
     job_status,
     mark_notified,
     release_job,
+    release_publication,
 )
 from services.worker.probe import MediaFacts
 
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 Deadline = Callable[[], tuple[float, bool]]
 Probe = Callable[[str, Deadline], MediaFacts]
+_RECORD_RETRY_FIRST_DELAY = 0.1
+_RECORD_RETRY_MAX_DELAY = 2.0
 _RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"]
 _MEDIA_FIELDS = (
     "duration_s",
@@ -144,6 +149,7 @@ class WorkerDeps:
     probe: Probe
     rng: Callable[[], float] = random.random
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
 
 class ReceiveFailed(RuntimeError):
@@ -244,7 +250,9 @@ class Worker:
             return self._not_claimed(attempt)
         attempt.claim = claim
         facts = self._deps.probe(claim.source_uri, self._probe_deadline())
-        video = self._db.run(lambda cursor: complete_job(cursor, claim, facts))
+        video = self._db.run(
+            lambda cursor: complete_job(cursor, claim, facts, self._publication(attempt))
+        )
         if video is None:
             log.warning("lease lost before completion", extra=attempt.log_fields)
             return Outcome.LEASE_LOST
@@ -257,17 +265,28 @@ class Worker:
         )
         if status is None:
             return self._dead_letter_unreadable(attempt.message, "no such job for this video")
-        if status.state in TERMINAL_STATES:
-            if status.notified:
-                self._delete(attempt.message)
-            else:
-                video = self._db.run(lambda cursor: fetch_video(cursor, attempt.video_id))
-                assert video is not None  # jobs reference videos with ON DELETE CASCADE
-                self._publish_outcome(attempt, video, status.state, status.last_error)
+        if status.state in TERMINAL_STATES and status.notified:
+            self._delete(attempt.message)
             return Outcome.DUPLICATE
-        # Another worker holds a live lease: look again once it would have lapsed.
+        if status.state in TERMINAL_STATES:
+            video = self._db.run(
+                lambda cursor: claim_publication(
+                    cursor,
+                    job_id=attempt.job_id,
+                    video_id=attempt.video_id,
+                    publication=self._publication(attempt),
+                )
+            )
+            if video is not None:
+                self._publish_outcome(attempt, video, status.state, status.last_error)
+                return Outcome.DUPLICATE
+        # Another worker holds a live lease (on the job, or on publishing its outcome):
+        # look again once it would have lapsed.
         self._change_visibility(attempt.message, math.ceil(status.lease_seconds_left) + 1)
         return Outcome.DEFERRED
+
+    def _publication(self, attempt: _Attempt) -> Publication:
+        return Publication(attempt.token, self._settings.visibility_timeout_seconds)
 
     def _probe_deadline(self) -> Deadline:
         job_deadline = self._deps.clock() + self._settings.job_timeout_seconds
@@ -289,7 +308,7 @@ class Worker:
                 video_id=attempt.video_id,
                 token=attempt.claim.token if attempt.claim else None,
                 reason=reason,
-                dead_lettered_by_sqs=False,
+                publication=self._publication(attempt),
             )
         )
         if video is None:
@@ -300,19 +319,62 @@ class Worker:
     def _publish_outcome(
         self, attempt: _Attempt, video: Video, state: str, reason: str | None
     ) -> None:
-        """Cache, then the processed event or the dead-letter copy, then note it and delete.
+        """Cache, then the processed event or the dead-letter copy, then record it and delete.
 
-        A failure before `mark_notified` repeats the publication on the next delivery, so
-        the outcome is published at least once and, unless the worker dies between the
-        put and the update, exactly once.
+        The attempt holds the job's publication lease, so a redelivery meanwhile waits
+        instead of publishing too. A failed publication hands the lease back for the next
+        delivery. Once the outcome is out, recording that is retried for as long as the
+        lease lasts: giving up there is the one way an outcome goes out twice (and why
+        every event carries a stable `event_id` for consumers to deduplicate on).
         """
-        self._refresh_cache(video)
-        if state == "COMPLETED":
-            self._deps.stream.put(self._processed_event(attempt, video))
-        else:
-            self._send_to_dead_letter_queue(attempt.message, reason or "failed", attempt.job_id)
-        self._db.run(lambda cursor: mark_notified(cursor, attempt.job_id))
+        try:
+            self._refresh_cache(video)
+            if state == "COMPLETED":
+                self._deps.stream.put(self._processed_event(attempt, video))
+            else:
+                self._send_to_dead_letter_queue(attempt.message, reason or "failed", attempt.job_id)
+        except Exception:
+            self._release_publication(attempt)
+            raise
+        self._record_published(attempt)
         self._delete(attempt.message)
+
+    def _release_publication(self, attempt: _Attempt) -> None:
+        try:
+            self._db.run(
+                lambda cursor: release_publication(
+                    cursor, job_id=attempt.job_id, token=attempt.token
+                )
+            )
+        except Exception as error:
+            # The lease lapses on its own; the next delivery publishes after that.
+            log.warning(
+                "could not release the publication lease",
+                extra={**attempt.log_fields, "error": str(error)},
+            )
+
+    def _record_published(self, attempt: _Attempt) -> None:
+        give_up_at = self._deps.clock() + self._settings.visibility_timeout_seconds / 2
+        if self._stop.deadline is not None:
+            give_up_at = min(give_up_at, self._stop.deadline)
+        delay = _RECORD_RETRY_FIRST_DELAY
+        while True:
+            try:
+                self._db.run(lambda cursor: mark_notified(cursor, attempt.job_id))
+                return
+            except DatabaseUnavailable as error:
+                if self._deps.clock() + delay > give_up_at:
+                    log.error(
+                        "outcome published but not recorded; a redelivery publishes it again",
+                        extra={**attempt.log_fields, "error": str(error)},
+                    )
+                    raise
+                log.warning(
+                    "recording the publication failed; retrying",
+                    extra={**attempt.log_fields, "error": str(error)},
+                )
+                self._deps.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX_DELAY)
 
     @staticmethod
     def _processed_event(attempt: _Attempt, video: Video) -> Any:
@@ -366,7 +428,7 @@ class Worker:
                     video_id=attempt.video_id,
                     token=attempt.claim.token if attempt.claim else None,
                     reason=final_reason,
-                    dead_lettered_by_sqs=True,
+                    publication=None,  # SQS dead-letters the message itself
                 )
             )
         except Exception:

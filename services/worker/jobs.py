@@ -5,7 +5,9 @@ QUEUED -> PROCESSING (claim, with a lease token and expiry)
 PROCESSING -> COMPLETED | FAILED (only by the holder of the lease)
 PROCESSING -> QUEUED (release by the holder, after a transient error)
 A PROCESSING job whose lease expired (its worker died) may be claimed again.
-`notified_at` records that the outcome left the database (processed event or DLQ copy).
+COMPLETED | FAILED -> published (`notified_at`): the outcome left the database (processed
+event or dead-letter copy). Until then the worker publishing it holds a publication lease,
+so a redelivery meanwhile waits instead of publishing the outcome a second time.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.videos import COLUMNS, Video, video_from_row
+from services.common.videos import COLUMNS, Video, fetch_video, video_from_row
 from services.worker.probe import MediaFacts
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED"})
 _RELEASE_GUARD = "id = %s AND state = 'PROCESSING' AND lease_token = %s"
+_PUBLISH_LEASE_END = "now() + %s * interval '1 second'"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,14 @@ class Claim:
     token: uuid.UUID
     attempts: int
     source_uri: str
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The attempt that will publish a job's outcome, and for how long it may take."""
+
+    token: uuid.UUID
+    lease_seconds: int
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,10 @@ def claim_job(
 
 
 def job_status(cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID) -> JobStatus | None:
+    """Where the job is; `lease_seconds_left` covers the processing or the publication lease."""
     cursor.execute(
-        "SELECT state, notified_at IS NOT NULL,"
-        " GREATEST(0, EXTRACT(EPOCH FROM lease_expires_at - now()))::float8, last_error"
+        "SELECT state, notified_at IS NOT NULL, GREATEST(0, EXTRACT(EPOCH FROM"
+        " COALESCE(lease_expires_at, publish_lease_expires_at) - now()))::float8, last_error"
         " FROM jobs WHERE id = %s AND video_id = %s",
         (job_id, video_id),
     )
@@ -77,13 +89,23 @@ def job_status(cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID) -> JobSta
     return JobStatus(row[0], row[1], row[2] or 0.0, row[3])
 
 
-def complete_job(cursor: Any, claim: Claim, facts: MediaFacts) -> Video | None:
-    """COMPLETED with the media facts; None if the lease was lost meanwhile."""
+def complete_job(
+    cursor: Any, claim: Claim, facts: MediaFacts, publication: Publication
+) -> Video | None:
+    """COMPLETED with the media facts and the publication lease; None if the lease was lost.
+
+    Running it again in the same attempt (its COMMIT was cut off) finds the job already
+    completed under this attempt's publication token and returns the video again.
+    """
     cursor.execute(
-        "UPDATE jobs SET state = 'COMPLETED', finished_at = now(), lease_token = NULL,"
-        f" lease_expires_at = NULL, updated_at = now() WHERE {_RELEASE_GUARD} RETURNING id",
-        (claim.job_id, claim.token),
-    )
+        "UPDATE jobs SET state = 'COMPLETED', finished_at = COALESCE(finished_at, now()),"
+        " lease_token = NULL, lease_expires_at = NULL, publish_token = %s,"
+        f" publish_lease_expires_at = {_PUBLISH_LEASE_END}, updated_at = now()"
+        " WHERE id = %s AND ((state = 'PROCESSING' AND lease_token = %s)"
+        " OR (state = 'COMPLETED' AND publish_token = %s)) RETURNING id",
+        (publication.token, publication.lease_seconds, claim.job_id, claim.token,
+         publication.token),
+    )  # fmt: skip
     if cursor.fetchone() is None:
         return None
     cursor.execute(
@@ -112,22 +134,28 @@ def fail_job(
     video_id: uuid.UUID,
     token: uuid.UUID | None,
     reason: str,
-    dead_lettered_by_sqs: bool,
+    publication: Publication | None,
 ) -> Video | None:
     """FAILED with the reason; None if another worker holds the job or it already ended.
 
     Without a token (the job was never claimed in this attempt) only a QUEUED job or one
-    whose lease expired may be failed.
+    whose lease expired may be failed. Without a publication the outcome is already out
+    (SQS dead-letters the message itself), so the job is recorded as published at once.
     """
+    publish_token = publication.token if publication else None
     cursor.execute(
-        "UPDATE jobs SET state = 'FAILED', last_error = %s, finished_at = now(),"
-        " lease_token = NULL, lease_expires_at = NULL,"
+        "UPDATE jobs SET state = 'FAILED', last_error = %s,"
+        " finished_at = COALESCE(finished_at, now()), lease_token = NULL,"
+        " lease_expires_at = NULL, publish_token = %s,"
+        f" publish_lease_expires_at = {_PUBLISH_LEASE_END},"
         " notified_at = CASE WHEN %s THEN now() END, updated_at = now()"
         " WHERE id = %s AND video_id = %s AND (state = 'QUEUED' OR (state = 'PROCESSING'"
-        " AND (lease_token = %s OR lease_expires_at < now())))"
+        " AND (lease_token = %s OR lease_expires_at < now()))"
+        " OR (state = 'FAILED' AND publish_token = %s))"
         " RETURNING id",
-        (reason[:2000], dead_lettered_by_sqs, job_id, video_id, token),
-    )
+        (reason[:2000], publish_token, publication.lease_seconds if publication else None,
+         publication is None, job_id, video_id, token, publish_token),
+    )  # fmt: skip
     if cursor.fetchone() is None:
         return None
     cursor.execute(
@@ -148,9 +176,38 @@ def release_job(cursor: Any, claim: Claim, reason: str) -> bool:
     return cursor.fetchone() is not None
 
 
+def claim_publication(
+    cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID, publication: Publication
+) -> Video | None:
+    """Take over publishing an ended job's outcome; None while another attempt holds it
+    (or it was published meanwhile)."""
+    cursor.execute(
+        f"UPDATE jobs SET publish_token = %s, publish_lease_expires_at = {_PUBLISH_LEASE_END},"
+        " updated_at = now() WHERE id = %s AND video_id = %s"
+        " AND state IN ('COMPLETED', 'FAILED') AND notified_at IS NULL"
+        " AND (publish_token IS NULL OR publish_lease_expires_at < now() OR publish_token = %s)"
+        " RETURNING id",
+        (publication.token, publication.lease_seconds, job_id, video_id, publication.token),
+    )
+    if cursor.fetchone() is None:
+        return None
+    return fetch_video(cursor, video_id)
+
+
+def release_publication(cursor: Any, *, job_id: uuid.UUID, token: uuid.UUID) -> None:
+    """Give the publication lease back after a failed publication, so the next delivery
+    need not wait for it to lapse."""
+    cursor.execute(
+        "UPDATE jobs SET publish_token = NULL, publish_lease_expires_at = NULL,"
+        " updated_at = now() WHERE id = %s AND publish_token = %s",
+        (job_id, token),
+    )
+
+
 def mark_notified(cursor: Any, job_id: uuid.UUID) -> None:
     cursor.execute(
-        "UPDATE jobs SET notified_at = now(), updated_at = now()"
+        "UPDATE jobs SET notified_at = now(), publish_token = NULL,"
+        " publish_lease_expires_at = NULL, updated_at = now()"
         " WHERE id = %s AND notified_at IS NULL",
         (job_id,),
     )

@@ -315,6 +315,22 @@ def _job_event() -> dict:
     ).to_dict()
 
 
+def test_r3_event_id_is_the_same_for_a_republished_outcome_and_differs_per_type_and_job():
+    """Consumers deduplicate on event_id: a second publication of one outcome must carry
+    the first one's id, and no two different outcomes may share one."""
+    video_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def event(event_type: str, job: str) -> dict:
+        return new_event(event_type, video_id=video_id, job_id=job, source_uri="a.mp4").to_dict()
+
+    first, again = event("video.processed", job_id), event("video.processed", job_id)
+    assert first["event_id"] == again["event_id"]
+    assert uuid.UUID(first["event_id"]).version == 5
+    assert event("job.requested", job_id)["event_id"] != first["event_id"]
+    assert event("video.processed", str(uuid.uuid4()))["event_id"] != first["event_id"]
+    assert parse_message_body(json.dumps(first)).to_dict()["event_id"] == first["event_id"]
+
+
 def test_w5_event_round_trips_with_extra_fields():
     event = new_event(
         "video.processed",

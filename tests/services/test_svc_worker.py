@@ -29,7 +29,8 @@ from services.common.settings import (
 )
 from services.worker.consumer import Outcome, StopSignal, Worker, WorkerDeps
 from services.worker.errors import ProbeTimeout, TransientJobError
-from services.worker.probe import probe_media
+from services.worker.jobs import Publication, claim_job, complete_job, fail_job
+from services.worker.probe import MediaFacts, probe_media
 
 pytestmark = pytest.mark.services
 
@@ -75,7 +76,17 @@ class Kit:
         )
         return dataclasses.replace(base, **overrides)
 
-    def worker(self, *, probe=None, database=None, stream_name=STREAM, stop=None, **overrides):
+    def worker(
+        self,
+        *,
+        probe=None,
+        database=None,
+        stream_name=STREAM,
+        stream=None,
+        stop=None,
+        sleep=None,
+        **overrides,
+    ):
         settings = self.settings(**overrides)
         cache = VideoCache(
             create_redis(settings.common.redis, None, client_name="media-worker"), 300
@@ -83,10 +94,11 @@ class Kit:
         deps = WorkerDeps(
             database=database or self.database,
             sqs=self.aws.sqs,
-            stream=EventStream(self.aws.kinesis, stream_name),
+            stream=stream or EventStream(self.aws.kinesis, stream_name),
             cache=cache,
             probe=probe or partial(probe_media, "ffprobe", str(self.media_root)),
             rng=lambda: 1.0,  # the longest backoff, so waits in tests are predictable
+            sleep=sleep or time.sleep,
         )
         return Worker(settings, deps, stop or StopSignal(settings.stop_timeout_seconds))
 
@@ -98,13 +110,13 @@ class Kit:
     def job(self, job_id):
         cursor = self.admin.cursor()
         cursor.execute(
-            "SELECT state, attempts, last_error, notified_at IS NOT NULL, finished_at IS NOT NULL"
-            " FROM jobs WHERE id = %s",
+            "SELECT state, attempts, last_error, notified_at IS NOT NULL, finished_at IS NOT NULL,"
+            " publish_token IS NOT NULL FROM jobs WHERE id = %s",
             (job_id,),
         )
         return dict(
             zip(
-                ("state", "attempts", "last_error", "notified", "finished"),
+                ("state", "attempts", "last_error", "notified", "finished", "publishing"),
                 cursor.fetchone(),
                 strict=True,
             )
@@ -297,6 +309,65 @@ def test_r3_ended_job_whose_outcome_was_not_published_is_published_on_redelivery
     assert kit.depth() == (0, 0)
 
 
+def _ended_while_another_worker_publishes(kit, job_id, lease_interval: str) -> None:
+    kit.admin.cursor().execute(
+        "UPDATE jobs SET state = 'COMPLETED', attempts = 1, finished_at = now(),"
+        " publish_token = %s, publish_lease_expires_at = now() + %s::interval WHERE id = %s",
+        (uuid.uuid4(), lease_interval, job_id),
+    )
+
+
+def test_r3_redelivery_while_another_worker_publishes_the_outcome_waits_instead_of_publishing(
+    kit,
+):
+    """The race behind a duplicated event: a worker ended the job and is still publishing
+    when the message comes back to a second worker."""
+    _, job_id = kit.submit("clips/ok.mp4")
+    _ended_while_another_worker_publishes(kit, job_id, "60 seconds")
+    assert kit.worker().poll_once() == [Outcome.DEFERRED]
+    job = kit.job(job_id)
+    assert (job["state"], job["notified"], job["publishing"]) == ("COMPLETED", False, True)
+    assert kit.processed_events() == []
+    assert kit.depth() == (0, 1)  # hidden until the publication lease would have lapsed
+
+
+def test_r3_publication_lease_of_a_crashed_worker_is_taken_over_once_it_lapses(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    _ended_while_another_worker_publishes(kit, job_id, "-1 second")
+    assert kit.worker().poll_once() == [Outcome.DUPLICATE]
+    job = kit.job(job_id)
+    assert (job["notified"], job["publishing"]) == (True, False)
+    assert [e["job_id"] for e in kit.processed_events()] == [str(job_id)]
+    assert kit.depth() == (0, 0)
+
+
+@pytest.mark.parametrize("outcome", ["COMPLETED", "FAILED"])
+def test_r3_ending_a_job_again_in_the_same_attempt_is_idempotent_as_after_a_lost_commit_reply(
+    kit, outcome
+):
+    """A COMMIT whose reply was lost is run again on a new connection; the second run must
+    return the video (so the outcome is published now) and change nothing."""
+    video_id, job_id = kit.submit("clips/ok.mp4")
+    cursor = kit.admin.cursor()
+    token = uuid.uuid4()
+    claim = claim_job(cursor, job_id=job_id, video_id=video_id, token=token, lease_seconds=30)
+    publication = Publication(token, 30)
+    facts = MediaFacts(2.0, 1000, "mov,mp4", "h264", "aac", 64, 48, 4000)
+
+    def end_job():
+        if outcome == "COMPLETED":
+            return complete_job(cursor, claim, facts, publication)
+        return fail_job(cursor, job_id=job_id, video_id=video_id, token=token,
+                        reason="bad media", publication=publication)  # fmt: skip
+
+    first, again = end_job(), end_job()
+    assert (first.status, again.status) == (outcome, outcome)
+    job = kit.job(job_id)
+    assert (job["state"], job["attempts"], job["publishing"]) == (outcome, 1, True)
+    other = Publication(uuid.uuid4(), 30)
+    assert complete_job(cursor, claim, facts, other) is None  # another attempt: refused
+
+
 def test_r3_job_leased_by_a_live_worker_is_deferred_not_processed(kit):
     _, job_id = kit.submit("clips/ok.mp4")
     kit.admin.cursor().execute(
@@ -403,6 +474,72 @@ def test_w6_stream_outage_after_commit_publishes_once_on_the_next_delivery(kit):
     assert kit.job(job_id)["notified"] is True
     assert len(kit.processed_events()) == 1
     assert kit.depth() == (0, 0)
+
+
+class OutageAfterPut:
+    """A stream whose put succeeds and then takes the database away, as when the database
+    fails over between publishing an outcome and recording it."""
+
+    def __init__(self, stream: EventStream, proxy: TcpProxy) -> None:
+        self._stream, self._proxy = stream, proxy
+
+    def put(self, event) -> None:
+        self._stream.put(event)
+        self._proxy.cut()
+
+
+def _worker_behind(kit, pg_server, proxy: TcpProxy, **overrides):
+    database = Database(
+        pg_server.settings(port=proxy.port),
+        StaticDbCredentials("media_app", "app-password-1"),
+        application_name="media-worker",
+    )
+    stream = OutageAfterPut(EventStream(kit.aws.kinesis, STREAM), proxy)
+    return kit.worker(database=database, stream=stream, **overrides), database
+
+
+def test_r3_recording_a_publication_outlives_a_short_database_outage_so_it_goes_out_once(
+    kit, pg_server
+):
+    _, job_id = kit.submit("clips/ok.mp4")
+    proxy = TcpProxy(pg_server.port)
+    sleeps: list[float] = []
+
+    def sleep_then_restore(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            proxy.restore()
+
+    worker, database = _worker_behind(kit, pg_server, proxy, sleep=sleep_then_restore)
+    try:
+        assert worker.poll_once() == [Outcome.COMPLETED]
+    finally:
+        database.close()
+        proxy.close()
+    assert sleeps == [0.1, 0.2]  # exponential, from 0.1 s
+    job = kit.job(job_id)
+    assert (job["state"], job["notified"], job["publishing"]) == ("COMPLETED", True, False)
+    assert len(kit.processed_events()) == 1
+    assert kit.depth() == (0, 0)
+
+
+def test_r3_outage_outlasting_the_publication_lease_keeps_the_lease_for_a_later_republication(
+    kit, pg_server
+):
+    """Published but never recorded: the message is retried and the lease is kept, so the
+    next delivery republishes only after the lease lapses (same event_id)."""
+    _, job_id = kit.submit("clips/ok.mp4")
+    proxy = TcpProxy(pg_server.port)
+    worker, database = _worker_behind(kit, pg_server, proxy, visibility_timeout_seconds=2)
+    try:
+        assert worker.poll_once() == [Outcome.RETRY]
+    finally:
+        database.close()
+        proxy.close()
+    job = kit.job(job_id)
+    assert (job["state"], job["notified"], job["publishing"]) == ("COMPLETED", False, True)
+    assert len(kit.processed_events()) == 1
+    assert kit.depth() == (0, 1)
 
 
 def test_w6_redis_outage_is_transient_and_retried(kit, redis_client):
