@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,15 +27,13 @@ import pulumi_random as random
 
 from components.connections import DataPlane
 from components.firewall import RoleSecurityGroup
-from components.iam import Grant, attach_grants, service_role
+from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.kms import AwsContext
 from components.logs import encrypted_log_group
-from components.naming import NameKind, Namer, check_name, name_tag
+from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.packaging import TARGET_ARCHITECTURE, TARGET_PYTHON
 from components.settings import API_CACHE_SIZES_GB, LOG_RETENTION_DAYS, ApiAuth
 
-RUNTIME = f"python{TARGET_PYTHON}"
 HANDLER = "services.api.handler.handler"
 # API Gateway ends every integration call after 29 s; the function must answer before.
 INTEGRATION_TIMEOUT_SECONDS = 29
@@ -47,23 +45,6 @@ STAGE_CACHE_TTL_SECONDS = 60
 WAF_MIN_RATE_LIMIT = 10
 WAF_MAX_RATE_LIMIT = 2_000_000_000
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
-# Lambda's JSON log levels are named differently from Python's.
-_LAMBDA_LOG_LEVEL = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR",
-                     "CRITICAL": "FATAL"}
-
-# Lambda needs these on "*": ENI actions have no resource-level form it accepts for the
-# execution role (it validates the role before creating the function), and X-Ray's
-# PutTraceSegments/PutTelemetryRecords support no resource ARNs at all.
-VPC_NETWORK_INTERFACE_ACTIONS = (
-    "ec2:CreateNetworkInterface",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeSubnets",
-    "ec2:DeleteNetworkInterface",
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:UnassignPrivateIpAddresses",
-)
-XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
-
 # Headers WAF must never write to its logs: the API key and SigV4 signatures.
 WAF_REDACTED_HEADERS = ("x-api-key", "authorization")
 WAF_MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
@@ -191,9 +172,6 @@ def redeploy_hash(definition: Mapping[str, Any], integration_uri: str) -> str:
     document = json.dumps({"definition": definition, "integrationUri": integration_uri},
                           sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(document.encode()).hexdigest()
-
-
-GrantFn = Callable[[str, aws.iam.Role], "aws.iam.RolePolicy | None"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -413,51 +391,29 @@ class PublicApi(pulumi.ComponentResource):
     # -- Lambda backend (A4) ---------------------------------------------------------------
 
     def _function(self) -> aws.lambda_.Function:
-        args, name = self._args, self._name
-        function_name = args.namer.name("api", NameKind.LAMBDA_FUNCTION)
-        log_group_name = f"/aws/lambda/{function_name}"
-        check_name(log_group_name, NameKind.LOG_GROUP)
-        # Created first and deleted last, so Lambda never makes its own unencrypted group.
-        log_group = encrypted_log_group(
-            f"{name}-function-logs", name=log_group_name, kms_key_arn=args.logs_key_arn,
-            retention_days=args.log_retention_days, parent=self)
-        role = service_role(f"{name}-role", role="api-lambda", service="lambda.amazonaws.com",
-                            ctx=args.context, namer=args.namer, parent=self)
-        self.role = role
-        policies: list[pulumi.Resource] = [attach_grants(
-            f"{name}-runtime-policy", role, self._runtime_grants(log_group, function_name),
-            parent=self)]
-        for label, grant in sorted(args.access_grants.items()):
-            policy = grant(f"{name}-{label}", role)
-            if policy is not None:
-                policies.append(policy)
-        level = _LAMBDA_LOG_LEVEL[args.backend.log_level]
-        return aws.lambda_.Function(
-            f"{name}-function",
-            name=function_name,
+        args = self._args
+        backend = vpc_function(self._name, VpcFunctionArgs(
+            stem="api",
             description="Video API backend (API Gateway proxy integration)",
-            role=role.arn,
-            runtime=RUNTIME,
             handler=HANDLER,
-            architectures=[TARGET_ARCHITECTURE],
-            code=pulumi.FileArchive(args.code_path),
-            source_code_hash=args.code_sha256,
-            memory_size=args.memory_mb,
-            timeout=args.timeout_seconds,
-            reserved_concurrent_executions=(
-                None if args.reserved_concurrency == -1 else args.reserved_concurrency),
-            vpc_config={"subnet_ids": list(args.subnet_ids),
-                        "security_group_ids": [self.security_group.id]},
-            environment={"variables": self._environment()},
-            kms_key_arn=args.secrets_key_arn,
-            logging_config={"log_format": "JSON", "log_group": log_group.name,
-                            "application_log_level": level, "system_log_level": "WARN"},
-            tracing_config={"mode": "Active"},
-            tags=name_tag(function_name),
-            # Role policies first: a VPC function is refused when its role cannot yet create
-            # network interfaces.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, *policies]),
-        )
+            code_path=args.code_path,
+            code_sha256=args.code_sha256,
+            subnet_ids=args.subnet_ids,
+            security_group=self.security_group,
+            environment=self._environment(),
+            namer=args.namer,
+            context=args.context,
+            logs_key_arn=args.logs_key_arn,
+            environment_key_arn=args.secrets_key_arn,
+            log_retention_days=args.log_retention_days,
+            log_level=args.backend.log_level,
+            memory_mb=args.memory_mb,
+            timeout_seconds=args.timeout_seconds,
+            reserved_concurrency=args.reserved_concurrency,
+            access_grants=args.access_grants,
+        ), parent=self)
+        self.role = backend.role
+        return backend.function
 
     def _environment(self) -> dict[str, pulumi.Input[str]]:
         backend = self._args.backend
@@ -473,27 +429,6 @@ class PublicApi(pulumi.ComponentResource):
         if backend.redis_auth_secret_arn is not None:
             variables["REDIS_AUTH_SECRET_ARN"] = backend.redis_auth_secret_arn
         return variables
-
-    def _runtime_grants(self, log_group: aws.cloudwatch.LogGroup,
-                        function_name: str) -> list[Grant]:
-        ctx = self._args.context
-        # Built, not read from the function: the function waits for this policy.
-        function_arn = pulumi.Output.concat("arn:", ctx.partition, ":lambda:", ctx.region, ":",
-                                            ctx.account_id, ":function:", function_name)
-        return [
-            Grant("WriteOwnLogGroup", ("logs:CreateLogStream", "logs:PutLogEvents"),
-                  (pulumi.Output.concat(log_group.arn, ":*"),)),
-            # Lambda decrypts the environment on this function's behalf, with its ARN as the
-            # encryption context.
-            Grant("DecryptOwnEnvironment", ("kms:Decrypt",), (self._args.secrets_key_arn,),
-                  conditions={"StringEquals": {
-                      "kms:ViaService": pulumi.Output.concat("lambda.", ctx.region, ".",
-                                                             ctx.dns_suffix),
-                      "kms:EncryptionContext:aws:lambda:FunctionArn": function_arn,
-                  }}),
-            Grant("ManageVpcNetworkInterfaces", VPC_NETWORK_INTERFACE_ACTIONS, ("*",)),
-            Grant("WriteTraces", XRAY_ACTIONS, ("*",)),
-        ]
 
     # -- resources, validation, methods, deployment (A1, A5, A7) ---------------------------
 

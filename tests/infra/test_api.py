@@ -13,7 +13,6 @@ from components.api import (
     ACCESS_LOG_FORMAT,
     CREATE_VIDEO_SCHEMA,
     ROUTES,
-    VPC_NETWORK_INTERFACE_ACTIONS,
     ApiBackend,
     PublicApi,
     PublicApiArgs,
@@ -21,6 +20,7 @@ from components.api import (
     api_definition,
     redeploy_hash,
 )
+from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.packaging import build_api_package
 from components.settings import ApiAuth
