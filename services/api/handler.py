@@ -29,12 +29,7 @@ def build_app(settings: CommonSettings) -> ApiApp:
     secrets = SecretCache(aws_client("secretsmanager", region=settings.aws_region))
     database = Database(
         settings.database,
-        db_credentials(
-            secrets,
-            secret_arn=settings.database.secret_arn,
-            username=settings.database.username,
-            password=settings.database.password,
-        ),
+        db_credentials(settings.database, region=settings.aws_region, secrets=secrets),
         application_name="media-api",
     )
     stream = EventStream(aws_client("kinesis", region=settings.aws_region), settings.stream_name)

@@ -1,9 +1,11 @@
-"""Credentials from Secrets Manager (by ARN, cached) or from the environment.
+"""Database credentials: RDS IAM auth tokens, Secrets Manager (by ARN, cached) or the
+environment; and the Redis AUTH token.
 
-The API Lambda reads secrets by ARN at run time. The worker gets them injected into its
-environment by ECS, or reads them by ARN too when it is given one. Either way callers ask
-a provider for the current value and call `refresh()` after the server rejects it, so a
-rotated password is picked up without a restart.
+The API Lambda and the worker log in as their own roles with an IAM auth token made for
+each new connection. The migration function reads the master secret by ARN. A worker may
+instead get a user name and password injected into its environment by ECS. Whatever the
+source, callers ask a provider for the current value and call `refresh()` after the server
+rejects it, so a rotated password is picked up without a restart.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from services.common.aws import AWS_ERRORS, aws_client
+from services.common.settings import DatabaseSettings
 
 
 class CredentialsError(RuntimeError):
@@ -76,6 +81,35 @@ class SecretDbCredentials:
         return True
 
 
+class IamDbCredentials:
+    """RDS IAM database authentication: the password is a SigV4-presigned token.
+
+    A token is made locally (no AWS call), lives 15 minutes and is checked only when a
+    connection is opened, so a fresh one is made for every new connection.
+    """
+
+    def __init__(self, rds_client: Any, *, host: str, port: int, user: str, region: str) -> None:
+        self._rds = rds_client
+        self._host = host
+        self._port = port
+        self._user = user
+        self._region = region
+
+    def current(self) -> DbCredentials:
+        try:
+            token = self._rds.generate_db_auth_token(
+                DBHostname=self._host, Port=self._port, DBUsername=self._user, Region=self._region
+            )
+        except AWS_ERRORS as error:
+            raise CredentialsError(
+                f"cannot make an IAM auth token for {self._user}: {error}"
+            ) from error
+        return DbCredentials(self._user, token)
+
+    def refresh(self) -> bool:
+        return True
+
+
 class StaticDbCredentials:
     """Credentials fixed for the process lifetime (injected by ECS at task start)."""
 
@@ -103,20 +137,24 @@ def _parse_db_secret(arn: str, secret_string: str) -> DbCredentials:
 
 
 def db_credentials(
-    cache: SecretCache | None,
-    *,
-    secret_arn: str | None,
-    username: str | None,
-    password: str | None,
+    database: DatabaseSettings, *, region: str | None, secrets: SecretCache
 ) -> DbCredentialProvider:
-    """The secret ARN if one is configured, else the username and password from env."""
-    if secret_arn is not None:
-        if cache is None:
-            raise CredentialsError("a secret ARN is configured but no Secrets Manager client")
-        return SecretDbCredentials(cache, secret_arn)
-    if username is None or password is None:
-        raise CredentialsError("neither a database secret ARN nor a username and password")
-    return StaticDbCredentials(username, password)
+    """The provider for the one credential source the settings configured."""
+    if database.iam_user is not None:
+        if region is None:
+            raise CredentialsError("IAM database authentication needs an AWS region")
+        return IamDbCredentials(
+            aws_client("rds", region=region),
+            host=database.host,
+            port=database.port,
+            user=database.iam_user,
+            region=region,
+        )
+    if database.secret_arn is not None:
+        return SecretDbCredentials(secrets, database.secret_arn)
+    if database.username is None or database.password is None:
+        raise CredentialsError("no database credentials configured")
+    return StaticDbCredentials(database.username, database.password)
 
 
 def redis_token(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import PurePosixPath
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -129,6 +130,8 @@ class DatabaseSettings:
     """`verify-full` (DB_SSL=true, the default), `require`, or `disable` (DB_SSL=false)."""
     ssl_root_cert: str | None = None
     """PEM bundle to trust instead of the system store (DB_SSL_ROOT_CERT)."""
+    iam_user: str | None = None
+    """Login role authenticated with an RDS IAM auth token per connection (DB_IAM_USER)."""
     secret_arn: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -155,6 +158,13 @@ class CommonSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MigrateSettings:
+    database: DatabaseSettings
+    log_level: str
+    aws_region: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
     common: CommonSettings
     jobs_queue_url: str
@@ -172,27 +182,87 @@ class WorkerSettings:
     ffprobe_path: str
 
 
-def _database(env: _Env, *, credentials_from_env: bool) -> DatabaseSettings:
-    secret_arn = env.optional("DB_SECRET_ARN")
-    username = env.optional("DB_USERNAME")
-    password = env.optional("DB_PASSWORD")
-    if secret_arn is None:
-        if not credentials_from_env:
-            raise SettingsError("DB_SECRET_ARN", "is required but not set")
-        if username is None:
-            raise SettingsError("DB_USERNAME", "is required when DB_SECRET_ARN is not set")
-        if password is None:
-            raise SettingsError("DB_PASSWORD", "is required when DB_SECRET_ARN is not set")
+class DbAuth(Enum):
+    """How a service proves who it is to PostgreSQL, by the variables that configure it."""
+
+    IAM = ("DB_IAM_USER",)
+    SECRET = ("DB_SECRET_ARN",)
+    PASSWORD = ("DB_USERNAME", "DB_PASSWORD")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.value
+
+
+API_DB_AUTH = (DbAuth.IAM, DbAuth.SECRET)
+WORKER_DB_AUTH = (DbAuth.IAM, DbAuth.SECRET, DbAuth.PASSWORD)
+MIGRATE_DB_AUTH = (DbAuth.SECRET,)
+
+
+def _choices(allowed: tuple[DbAuth, ...]) -> str:
+    """`A or B`, `A, B or C`: the sources a service with two or more of them accepts."""
+    texts = [" with ".join(auth.variables) for auth in allowed]
+    return f"{', '.join(texts[:-1])} or {texts[-1]}"
+
+
+def _db_auth(env: _Env, allowed: tuple[DbAuth, ...]) -> DbAuth:
+    """The one credential source configured among those this service allows."""
+    given = [
+        (auth, names)
+        for auth in allowed
+        if (names := [name for name in auth.variables if env.raw(name) is not None])
+    ]
+    if len(given) > 1:
+        (_, first), (_, second) = given[:2]
+        raise SettingsError(
+            first[0],
+            f"cannot be combined with {' and '.join(second)};"
+            f" set exactly one of {_choices(allowed)}",
+        )
+    if not given:
+        if len(allowed) == 1:
+            raise SettingsError(allowed[0].variables[0], "is required but not set")
+        raise SettingsError(
+            allowed[0].variables[0], f"is not set; set exactly one of {_choices(allowed)}"
+        )
+    auth, names = given[0]
+    for name in auth.variables:
+        if name not in names:
+            raise SettingsError(name, "is required when DB_SECRET_ARN is not set")
+    return auth
+
+
+def _database(
+    env: _Env, *, allowed_auth: tuple[DbAuth, ...], region: str | None
+) -> DatabaseSettings:
+    auth = _db_auth(env, allowed_auth)
+    ssl_mode = env.ssl_mode("DB_SSL")
+    if auth == DbAuth.IAM:
+        if ssl_mode == SslMode.DISABLE:
+            # RDS accepts an IAM auth token only on a TLS connection.
+            raise SettingsError(
+                "DB_IAM_USER",
+                f"needs TLS, so DB_SSL must be true or require, got {env.raw('DB_SSL')!r}",
+            )
+        if region is None:
+            raise SettingsError(
+                "AWS_REGION", "is required with DB_IAM_USER (the auth token is signed per region)"
+            )
     return DatabaseSettings(
         host=env.text("DB_HOST"),
         port=env.integer("DB_PORT", 5432, low=1, high=65535),
         name=env.text("DB_NAME"),
-        ssl_mode=env.ssl_mode("DB_SSL"),
+        ssl_mode=ssl_mode,
         ssl_root_cert=env.optional("DB_SSL_ROOT_CERT"),
-        secret_arn=secret_arn,
-        username=username,
-        password=password,
+        iam_user=env.optional("DB_IAM_USER") if auth == DbAuth.IAM else None,
+        secret_arn=env.optional("DB_SECRET_ARN") if auth == DbAuth.SECRET else None,
+        username=env.optional("DB_USERNAME") if auth == DbAuth.PASSWORD else None,
+        password=env.optional("DB_PASSWORD") if auth == DbAuth.PASSWORD else None,
     )
+
+
+def _region(env: _Env) -> str | None:
+    return env.optional("AWS_REGION") or env.optional("AWS_DEFAULT_REGION")
 
 
 def _redis(env: _Env) -> RedisSettings:
@@ -205,28 +275,41 @@ def _redis(env: _Env) -> RedisSettings:
     )
 
 
-def _common(env: _Env, *, credentials_from_env: bool) -> CommonSettings:
+def _common(env: _Env, *, allowed_auth: tuple[DbAuth, ...]) -> CommonSettings:
+    region = _region(env)
     return CommonSettings(
-        database=_database(env, credentials_from_env=credentials_from_env),
+        database=_database(env, allowed_auth=allowed_auth, region=region),
         redis=_redis(env),
         stream_name=env.text("STREAM_NAME"),
         media_root=env.absolute_path("MEDIA_ROOT"),
         cache_ttl_seconds=env.integer("CACHE_TTL_SECONDS", 300, low=1, high=86_400 * 7),
         log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
-        aws_region=env.optional("AWS_REGION") or env.optional("AWS_DEFAULT_REGION"),
+        aws_region=region,
     )
 
 
 def load_api_settings(environ: Mapping[str, str] | None = None) -> CommonSettings:
-    """Settings of the API Lambda: credentials come from Secrets Manager by ARN."""
+    """Settings of the API Lambda: IAM database authentication or a secret by ARN."""
     env = _Env(os.environ if environ is None else environ)
-    return _common(env, credentials_from_env=False)
+    return _common(env, allowed_auth=API_DB_AUTH)
+
+
+def load_migrate_settings(environ: Mapping[str, str] | None = None) -> MigrateSettings:
+    """Settings of the migration function: the master secret by ARN (it creates the roles)."""
+    env = _Env(os.environ if environ is None else environ)
+    region = _region(env)
+    return MigrateSettings(
+        database=_database(env, allowed_auth=MIGRATE_DB_AUTH, region=region),
+        log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+        aws_region=region,
+    )
 
 
 def load_worker_settings(environ: Mapping[str, str] | None = None) -> WorkerSettings:
-    """Settings of the media worker: credentials by secret ARN if given, else from env."""
+    """Settings of the media worker: IAM database authentication, a secret by ARN, or a
+    user name and password injected by ECS."""
     env = _Env(os.environ if environ is None else environ)
-    common = _common(env, credentials_from_env=True)
+    common = _common(env, allowed_auth=WORKER_DB_AUTH)
     job_timeout = env.integer("JOB_TIMEOUT_SECONDS", 120, low=1, high=SQS_MAX_VISIBILITY_SECONDS)
     visibility = env.integer(
         "VISIBILITY_TIMEOUT_SECONDS", 300, low=1, high=SQS_MAX_VISIBILITY_SECONDS

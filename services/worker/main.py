@@ -81,12 +81,7 @@ def build_worker(settings: WorkerSettings, stop: StopSignal) -> Worker | None:
         verify_secret_readable(secrets_client, settings.content_key_secret_arn)
     database = Database(
         common.database,
-        db_credentials(
-            secrets,
-            secret_arn=common.database.secret_arn,
-            username=common.database.username,
-            password=common.database.password,
-        ),
+        db_credentials(common.database, region=common.aws_region, secrets=secrets),
         application_name="media-worker",
     )
     if not wait_for_schema(database, settings, stop):

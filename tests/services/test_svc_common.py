@@ -8,7 +8,11 @@ import json
 import logging
 import ssl
 import uuid
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
+import botocore.auth
 import pytest
 from pg8000.exceptions import DatabaseError
 
@@ -21,8 +25,10 @@ from services.common.events import (
 )
 from services.common.logs import JsonFormatter, configure_logging
 from services.common.redis_client import create_redis
+from services.common.roles import API_DB_USER, WORKER_DB_USER
 from services.common.secrets import (
     CredentialsError,
+    IamDbCredentials,
     SecretCache,
     StaticDbCredentials,
     db_credentials,
@@ -34,6 +40,7 @@ from services.common.settings import (
     SettingsError,
     SslMode,
     load_api_settings,
+    load_migrate_settings,
     load_worker_settings,
 )
 
@@ -134,10 +141,102 @@ def test_r3_invalid_worker_settings_name_the_variable(change, variable, text):
     assert variable in str(caught.value)
 
 
-def test_r2_api_requires_the_database_secret_arn():
+# --- settings: how each service logs in to the database (D5, G5) -------------------------
+
+IAM_ENV = {"DB_IAM_USER": API_DB_USER, "AWS_REGION": "eu-west-1"}
+API_CHOICES = "set exactly one of DB_IAM_USER or DB_SECRET_ARN"
+WORKER_CHOICES = "set exactly one of DB_IAM_USER, DB_SECRET_ARN or DB_USERNAME with DB_PASSWORD"
+WORKER_BASE_ENV = {k: v for k, v in WORKER_ENV.items() if k not in {"DB_USERNAME", "DB_PASSWORD"}}
+
+
+def _credential_fields(database: DatabaseSettings) -> tuple:
+    return (database.iam_user, database.secret_arn, database.username, database.password)
+
+
+def test_g5_api_logs_in_with_iam_and_needs_no_secret():
+    settings = load_api_settings({**BASE_ENV, **IAM_ENV})
+    assert _credential_fields(settings.database) == ("media_api", None, None, None)
+    assert settings.aws_region == "eu-west-1"
+
+
+def test_d5_api_may_still_log_in_with_a_secret_by_arn():
+    settings = load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
+    assert _credential_fields(settings.database) == (None, "arn:db", None, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"DB_IAM_USER": "media_worker", "AWS_REGION": "eu-west-1"}, ("media_worker", None, None, None)),
+        ({"DB_SECRET_ARN": "arn:db"}, (None, "arn:db", None, None)),
+        ({"DB_USERNAME": "w", "DB_PASSWORD": "p"}, (None, None, "w", "p")),
+    ],
+)
+def test_g5_worker_logs_in_with_exactly_the_configured_source(change, expected):
+    settings = load_worker_settings({**WORKER_BASE_ENV, **change})
+    assert _credential_fields(settings.common.database) == expected
+
+
+def test_g5_iam_region_may_come_from_aws_default_region():
+    env = {**BASE_ENV, "DB_IAM_USER": "media_api", "AWS_DEFAULT_REGION": "ca-central-1"}
+    assert load_api_settings(env).aws_region == "ca-central-1"
+
+
+@pytest.mark.parametrize(
+    ("load", "env", "variable", "message"),
+    [
+        (load_api_settings, {**BASE_ENV, **IAM_ENV, "DB_SECRET_ARN": "arn:db"}, "DB_IAM_USER",
+         f"environment variable DB_IAM_USER: cannot be combined with DB_SECRET_ARN; {API_CHOICES}"),
+        (load_api_settings, {**BASE_ENV, "DB_USERNAME": "u", "DB_PASSWORD": "p"}, "DB_IAM_USER",
+         f"environment variable DB_IAM_USER: is not set; {API_CHOICES}"),
+        (load_worker_settings, {**WORKER_BASE_ENV, **IAM_ENV, "DB_SECRET_ARN": "arn:db"}, "DB_IAM_USER",
+         f"environment variable DB_IAM_USER: cannot be combined with DB_SECRET_ARN; {WORKER_CHOICES}"),
+        (load_worker_settings, {**WORKER_ENV, **IAM_ENV}, "DB_IAM_USER",
+         "environment variable DB_IAM_USER: cannot be combined with DB_USERNAME and DB_PASSWORD;"
+         f" {WORKER_CHOICES}"),
+        (load_worker_settings, {**WORKER_BASE_ENV, "DB_SECRET_ARN": "arn:db", "DB_PASSWORD": "p"},
+         "DB_SECRET_ARN",
+         f"environment variable DB_SECRET_ARN: cannot be combined with DB_PASSWORD; {WORKER_CHOICES}"),
+        (load_worker_settings, WORKER_BASE_ENV, "DB_IAM_USER",
+         f"environment variable DB_IAM_USER: is not set; {WORKER_CHOICES}"),
+        (load_worker_settings, {**WORKER_BASE_ENV, "DB_USERNAME": "w"}, "DB_PASSWORD",
+         "environment variable DB_PASSWORD: is required when DB_SECRET_ARN is not set"),
+        (load_api_settings, {**BASE_ENV, "DB_IAM_USER": "media_api"}, "AWS_REGION",
+         "environment variable AWS_REGION: is required with DB_IAM_USER"
+         " (the auth token is signed per region)"),
+        (load_worker_settings, {**WORKER_BASE_ENV, **IAM_ENV, "DB_SSL": "false"}, "DB_IAM_USER",
+         "environment variable DB_IAM_USER: needs TLS, so DB_SSL must be true or require,"
+         " got 'false'"),
+        (load_api_settings, {**BASE_ENV, **IAM_ENV, "DB_SSL": "disable"}, "DB_IAM_USER",
+         "environment variable DB_IAM_USER: needs TLS, so DB_SSL must be true or require,"
+         " got 'disable'"),
+    ],
+)  # fmt: skip
+def test_g5_database_login_settings_errors_name_the_variables(load, env, variable, message):
     with pytest.raises(SettingsError) as caught:
-        load_api_settings({**BASE_ENV, "DB_USERNAME": "u", "DB_PASSWORD": "p"})
-    assert caught.value.variable == "DB_SECRET_ARN"
+        load(env)
+    assert (caught.value.variable, str(caught.value)) == (variable, message)
+
+
+def test_d6_iam_login_accepts_tls_without_verification():
+    settings = load_api_settings({**BASE_ENV, **IAM_ENV, "DB_SSL": "require"})
+    assert (settings.database.ssl_mode, settings.database.iam_user) == ("require", "media_api")
+
+
+def test_d5_migrate_settings_need_the_master_secret_and_nothing_of_the_runtime():
+    env = {"DB_HOST": "db.internal", "DB_NAME": "media", "DB_SECRET_ARN": "arn:master",
+           "DB_SSL": "require", "DB_SSL_ROOT_CERT": "/opt/rds-ca.pem", "LOG_LEVEL": "debug",
+           "AWS_REGION": "us-east-1"}  # fmt: skip
+    settings = load_migrate_settings(env)
+    assert _credential_fields(settings.database) == (None, "arn:master", None, None)
+    assert (settings.database.ssl_mode, settings.database.ssl_root_cert) == (
+        "require",
+        "/opt/rds-ca.pem",
+    )
+    assert (settings.log_level, settings.aws_region) == ("DEBUG", "us-east-1")
+    with pytest.raises(SettingsError) as caught:
+        load_migrate_settings({k: v for k, v in env.items() if k != "DB_SECRET_ARN"})
+    assert str(caught.value) == "environment variable DB_SECRET_ARN: is required but not set"
 
 
 @pytest.mark.parametrize(
@@ -231,11 +330,9 @@ def test_r4_database_wrong_static_password_is_an_auth_error(pg_server):
 
 
 def test_r2_database_credentials_secret_unreadable_is_unavailable(pg_server, aws):
+    arn = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:nope"
     provider = db_credentials(
-        SecretCache(aws.secrets),
-        secret_arn="arn:aws:secretsmanager:eu-central-1:123456789012:secret:nope",
-        username=None,
-        password=None,
+        _db_settings(SslMode.DISABLE, secret_arn=arn), region=None, secrets=SecretCache(aws.secrets)
     )
     db = Database(pg_server.settings(), provider, application_name="t")
     with pytest.raises(DatabaseUnavailable, match="credentials unavailable"):
@@ -245,9 +342,14 @@ def test_r2_database_credentials_secret_unreadable_is_unavailable(pg_server, aws
 # --- secrets ----------------------------------------------------------------------------
 
 
+def _secret_provider(aws, arn: str):
+    return db_credentials(
+        _db_settings(SslMode.DISABLE, secret_arn=arn), region=None, secrets=SecretCache(aws.secrets)
+    )
+
+
 def test_r2_secret_cache_reads_once_until_refreshed(aws):
-    cache = SecretCache(aws.secrets)
-    provider = db_credentials(cache, secret_arn=aws.db_secret_arn, username=None, password=None)
+    provider = _secret_provider(aws, aws.db_secret_arn)
     assert provider.current().password == "app-password-1"
     aws.secrets.put_secret_value(
         SecretId=aws.db_secret_arn, SecretString=json.dumps({"username": "u", "password": "new"})
@@ -263,11 +365,8 @@ def test_r2_secret_cache_reads_once_until_refreshed(aws):
 )
 def test_r2_malformed_database_secret_is_refused(aws, secret, message):
     aws.secrets.put_secret_value(SecretId=aws.db_secret_arn, SecretString=secret)
-    provider = db_credentials(
-        SecretCache(aws.secrets), secret_arn=aws.db_secret_arn, username=None, password=None
-    )
     with pytest.raises(CredentialsError, match=message):
-        provider.current()
+        _secret_provider(aws, aws.db_secret_arn).current()
 
 
 def test_r2_binary_secret_is_refused(aws):
@@ -276,15 +375,81 @@ def test_r2_binary_secret_is_refused(aws):
         SecretCache(aws.secrets).get(arn)
 
 
-def test_r3_env_credentials_are_used_without_an_arn_and_cannot_refresh():
-    provider = db_credentials(None, secret_arn=None, username="w", password="p")
+def test_r3_env_credentials_are_used_without_an_arn_and_cannot_refresh(aws):
+    secrets = SecretCache(aws.secrets)
+    provider = db_credentials(
+        _db_settings(SslMode.DISABLE, username="w", password="p"), region=None, secrets=secrets
+    )
     assert (provider.current().username, provider.refresh()) == ("w", False)
-    with pytest.raises(CredentialsError, match="neither a database secret ARN nor a username "
-                                               "and password"):
-        db_credentials(None, secret_arn=None, username="w", password=None)
-    with pytest.raises(CredentialsError, match="a secret ARN is configured but no Secrets "
-                                               "Manager client"):
-        db_credentials(None, secret_arn="arn", username=None, password=None)
+    with pytest.raises(CredentialsError, match=r"^no database credentials configured$"):
+        db_credentials(_db_settings(SslMode.DISABLE, username="w"), region=None, secrets=secrets)
+
+
+# --- IAM database authentication (G5, D6) -----------------------------------------------
+
+
+def _token_parts(token: str) -> tuple[str, dict[str, str]]:
+    """(host:port, query) of an RDS IAM auth token, a presigned URL without its scheme."""
+    assert not token.startswith("https://")
+    url = urlsplit(f"//{token}")
+    return url.netloc, {key: values[0] for key, values in parse_qs(url.query).items()}
+
+
+def _at(monkeypatch, moment: datetime) -> None:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: moment)
+
+
+def test_g5_iam_credentials_are_a_connect_token_for_the_user_host_and_port(monkeypatch):
+    rds = boto3.client("rds", region_name="eu-central-1")  # dummy keys from conftest
+    provider = IamDbCredentials(
+        rds, host="media.cluster-abc.eu-west-1.rds.amazonaws.com", port=5432,
+        user=WORKER_DB_USER, region="eu-west-1",
+    )  # fmt: skip
+    _at(monkeypatch, datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC))
+    first = provider.current()
+    netloc, query = _token_parts(first.password)
+    assert first.username == WORKER_DB_USER
+    assert netloc == "media.cluster-abc.eu-west-1.rds.amazonaws.com:5432"
+    assert (query["Action"], query["DBUser"]) == ("connect", WORKER_DB_USER)
+    assert query["X-Amz-Credential"].endswith("/20250101/eu-west-1/rds-db/aws4_request")
+    assert (query["X-Amz-Date"], query["X-Amz-Expires"]) == ("20250101T120000Z", "900")
+    # A token is checked only at connect time: each new connection gets one signed now.
+    _at(monkeypatch, datetime(2025, 1, 1, 12, 14, 0, tzinfo=UTC))
+    second = provider.current()
+    assert _token_parts(second.password)[1]["X-Amz-Date"] == "20250101T121400Z"
+    assert second.password != first.password
+    assert provider.refresh() is True
+
+
+def test_g5_credential_factory_turns_db_iam_user_into_tokens_for_the_configured_endpoint(aws):
+    settings = load_api_settings({**BASE_ENV, **IAM_ENV, "DB_PORT": "6543"})
+    provider = db_credentials(
+        settings.database, region=settings.aws_region, secrets=SecretCache(aws.secrets)
+    )
+    netloc, query = _token_parts(provider.current().password)
+    assert (netloc, query["DBUser"]) == ("db.internal:6543", API_DB_USER)
+    assert "/eu-west-1/rds-db/" in query["X-Amz-Credential"]
+    with pytest.raises(CredentialsError, match="IAM database authentication needs an AWS region"):
+        db_credentials(settings.database, region=None, secrets=SecretCache(aws.secrets))
+
+
+def test_g5_iam_token_without_aws_credentials_makes_the_database_unavailable(
+    monkeypatch, tmp_path, pg_server
+):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    rds = boto3.session.Session().client("rds", region_name="eu-west-1")  # no cached keys
+    provider = IamDbCredentials(
+        rds, host=pg_server.host, port=pg_server.port, user=API_DB_USER, region="eu-west-1"
+    )
+    with pytest.raises(CredentialsError, match="cannot make an IAM auth token for media_api"):
+        provider.current()
+    db = Database(pg_server.settings(), provider, application_name="t")
+    with pytest.raises(DatabaseUnavailable, match="credentials unavailable"):
+        db.run(_select_one)
 
 
 def test_c3_redis_token_prefers_the_secret_over_env(aws):

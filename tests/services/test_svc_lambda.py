@@ -11,6 +11,7 @@ from conftest import APP_PASSWORD, APP_USER, STREAM, api_event
 from pytest_redis import factories as redis_factories
 
 from services.api import handler as lambda_handler
+from services.common.roles import API_DB_USER
 
 pytestmark = pytest.mark.services
 
@@ -110,3 +111,18 @@ def test_r2_missing_configuration_is_a_json_500(lambda_env, monkeypatch):
     monkeypatch.delenv("DB_SECRET_ARN")
     status, body, _ = invoke(api_event("GET", "/videos"))
     assert (status, body["error"]["code"]) == (500, "configuration_error")
+
+
+def test_g5_lambda_configured_like_the_stacks_connects_with_an_iam_token_over_tls(
+    lambda_env, monkeypatch, capsys
+):
+    """DB_IAM_USER and no DB_SECRET_ARN: the handler makes a token and opens TLS. The local
+    server has no TLS, so getting as far as its refusal shows the token was made."""
+    monkeypatch.delenv("DB_SECRET_ARN")
+    monkeypatch.setenv("DB_IAM_USER", API_DB_USER)
+    monkeypatch.setenv("DB_SSL", "require")
+    status, body, _ = invoke(api_event("GET", "/videos"))
+    assert (status, body["error"]["code"]) == (503, "database_unavailable")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    [failure] = [line for line in lines if line["message"] == "database unavailable"]
+    assert failure["error"] == "cannot connect to the database: Server refuses SSL"
