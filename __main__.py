@@ -3,6 +3,8 @@
 Nothing else lives here: every rule is in `components/`, every value in the stack's config.
 """
 
+from functools import partial
+
 import pulumi
 import pulumi_aws as aws
 
@@ -20,7 +22,8 @@ from components.observability import (
     OperationsDashboard,
     OperationsDashboardArgs,
 )
-from components.packaging import build_api_package
+from components.packaging import build_api_package, build_migrate_package, migrations_fingerprint
+from components.schema import SchemaMigrations, SchemaMigrationsArgs
 from components.settings import load_settings
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from components.stream import AnalyticsStream, AnalyticsStreamArgs, StreamMode
@@ -30,6 +33,7 @@ from components.worker import (
     SharedVolume,
     WorkerConnections,
 )
+from services.common.roles import API_DB_USER, WORKER_DB_USER
 
 settings = load_settings()  # raises one ConfigError listing every bad key (G8)
 namer = namer_for(settings)
@@ -156,12 +160,35 @@ jobs = JobQueue("jobs", JobQueueArgs(
     protect_data=settings.protection.enabled,
 ), on_provider)
 
-# What both services connect to: endpoints, names and secret ARNs (components/connections.py).
-data_plane = dict(
+# The schema (and the services' database roles) is applied by the deployment itself; the
+# migration function is the only reader of the master secret (components/schema.py).
+migrate_package = build_migrate_package()
+migrations = SchemaMigrations("schema", SchemaMigrationsArgs(
+    namer=namer,
+    context=context,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.app_subnet_ids,
+    code_path=migrate_package.archive_path(),
+    code_sha256=migrate_package.sha256_base64,
+    migrations_sha256=migrations_fingerprint(),
     db_host=database.endpoint,
     db_port=database.port,
     db_name=database.database_name,
     db_secret_arn=database.secret_arn,
+    logs_key_arn=keys.logs.arn,
+    secrets_key_arn=keys.secrets.arn,
+    access_grants={"db-secret": database.grant_secret_read},
+    network_grants=(database.allow_from,
+                    lambda group: network.grant_aws_apis(group, "migrate")),
+    run_after=[database.writer],
+    log_retention_days=settings.log_retention_days,
+), on_provider)
+
+# What both services connect to: endpoints and names (components/connections.py).
+data_plane = dict(
+    db_host=database.endpoint,
+    db_port=database.port,
+    db_name=database.database_name,
     redis_host=cache.primary_endpoint,
     redis_port=cache.port,
     redis_tls=cache.transit_encryption,
@@ -194,9 +221,10 @@ worker = MediaWorkerService("worker", MediaWorkerServiceArgs(
     secrets_key_arn=keys.secrets.arn,
     alarm_topic_arn=alarms.arn,
     deployer_arn=deployer.issuer_arn,
-    execution_grants={"db-secret": database.grant_secret_read,
-                      "cache-secret": cache.grant_secret_read},
-    task_grants={"jobs": jobs.grant_consume, "stream": stream.grant_write},
+    execution_grants={"cache-secret": cache.grant_secret_read},
+    task_grants={"jobs": jobs.grant_consume, "stream": stream.grant_write,
+                 "db-connect": partial(database.grant_connect, db_user=WORKER_DB_USER)},
+    start_after=[migrations.invocation],
     shared_volume=SharedVolume(file_system_id=files.file_system_id,
                                access_point_id=files.access_point_id,
                                grant_mount=files.grant_mount,
@@ -243,9 +271,10 @@ api = PublicApi("api", PublicApiArgs(
     logs_key_arn=keys.logs.arn,
     secrets_key_arn=keys.secrets.arn,
     alarm_topic_arn=alarms.arn,
-    access_grants={"db-secret": database.grant_secret_read,
+    access_grants={"db-connect": partial(database.grant_connect, db_user=API_DB_USER),
                    "cache-secret": cache.grant_secret_read,
                    "stream-write": stream.grant_write},
+    start_after=[migrations.invocation],
     auth=settings.api.auth,
     throttle_rate_limit=settings.api.throttle_rate_limit,
     throttle_burst_limit=settings.api.throttle_burst_limit,

@@ -33,6 +33,7 @@ from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.settings import API_CACHE_SIZES_GB, LOG_RETENTION_DAYS, ApiAuth
+from services.common.roles import API_DB_USER
 
 HANDLER = "services.api.handler.handler"
 # API Gateway ends every integration call after 29 s; the function must answer before.
@@ -181,6 +182,9 @@ class ApiBackend(DataPlane):
     db_ssl: str = "require"
     """`DB_SSL` for the handler: `require` (default: TLS without CA check, since the Lambda
     runtime's trust store lacks the RDS CA) or `verify-full` (ship the RDS bundle first)."""
+    db_user: str = API_DB_USER
+    """Database role the handler logs in as with IAM tokens (created by the migrations;
+    the function's role gets `rds-db:connect` for it); default `media_api`."""
     media_root: str = "/mnt/media"
     """Root every `source_path` must stay under; default `/mnt/media`."""
     cache_ttl_seconds: int = 300
@@ -215,7 +219,9 @@ class PublicApiArgs:
     """Topic the alarms notify (required)."""
     access_grants: Mapping[str, GrantFn] = field(default_factory=dict)
     """label -> grant helper of another tier, called with (resource name, role) — e.g.
-    `database.grant_secret_read`; the function waits for every policy returned. Default none."""
+    `stream.grant_write`; the function waits for every policy returned. Default none."""
+    start_after: Sequence[pulumi.Resource] = ()
+    """What the function waits for, e.g. the schema migration. Default none."""
     auth: ApiAuth = ApiAuth.API_KEY
     """API_KEY (default: key on every method, usage plan, quota) or IAM (SigV4 on every
     method, no key and no usage plan; stage throttling still applies)."""
@@ -411,6 +417,7 @@ class PublicApi(pulumi.ComponentResource):
             timeout_seconds=args.timeout_seconds,
             reserved_concurrency=args.reserved_concurrency,
             access_grants=args.access_grants,
+            start_after=args.start_after,
         ), parent=self)
         self.role = backend.role
         return backend.function
@@ -418,10 +425,7 @@ class PublicApi(pulumi.ComponentResource):
     def _environment(self) -> dict[str, pulumi.Input[str]]:
         backend = self._args.backend
         variables: dict[str, pulumi.Input[str]] = {
-            **backend.environment(backend.db_ssl),
-            # The handler reads its credentials at run time, by ARN, and re-reads after a
-            # rotation.
-            "DB_SECRET_ARN": backend.db_secret_arn,
+            **backend.environment(backend.db_ssl, backend.db_user),
             "MEDIA_ROOT": backend.media_root,
             "CACHE_TTL_SECONDS": str(backend.cache_ttl_seconds),
             "LOG_LEVEL": backend.log_level,

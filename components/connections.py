@@ -1,7 +1,9 @@
 """What the services on the platform connect to, shared by the API function and the workers.
 
 Only endpoints, names and secret ARNs travel here — never a secret value — and they become
-the environment contract of `services/` (see services/README.md).
+the environment contract of `services/` (see services/README.md). Each service logs in to
+the database as its own role with IAM tokens (`DB_IAM_USER`); no service sees the master
+secret.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ class DataPlane:
     """PostgreSQL port (required)."""
     db_name: pulumi.Input[str]
     """Database name (required)."""
-    db_secret_arn: pulumi.Input[str]
-    """RDS-managed master secret, JSON `username`/`password` (required)."""
     redis_host: pulumi.Input[str]
     """Cache primary endpoint (required)."""
     redis_port: pulumi.Input[int]
@@ -35,13 +35,14 @@ class DataPlane:
     redis_auth_secret_arn: pulumi.Input[str] | None = None
     """Secret holding the cache AUTH token (plain string); default None (no AUTH)."""
 
-    def environment(self, db_ssl: str) -> dict[str, pulumi.Input[str]]:
+    def environment(self, db_ssl: str, db_user: str) -> dict[str, pulumi.Input[str]]:
         """The variables both services read to reach the data plane."""
         return {
             "DB_HOST": self.db_host,
             "DB_PORT": as_text(self.db_port),
             "DB_NAME": self.db_name,
             "DB_SSL": db_ssl,
+            "DB_IAM_USER": db_user,
             "REDIS_HOST": self.redis_host,
             "REDIS_PORT": as_text(self.redis_port),
             "REDIS_TLS": "true" if self.redis_tls else "false",

@@ -39,10 +39,13 @@ class RoleSecurityGroup:
             opts=pulumi.ResourceOptions(parent=parent),
         )
         self.id: pulumi.Output[str] = self.group.id
+        # Every rule opening a flow for this group's workload (its egress, and the ingress
+        # others granted it): what a deploy-time action must wait for before it connects.
+        self.access_rules: list[pulumi.Resource] = []
 
     def allow_from(self, peer: RoleSecurityGroup, port: int, label: str) -> None:
         """Admit `peer` on `port` (TCP): ingress here, egress on the peer."""
-        aws.vpc.SecurityGroupIngressRule(
+        ingress = aws.vpc.SecurityGroupIngressRule(
             f"{self._name}-from-{label}",
             security_group_id=self.id,
             referenced_security_group_id=peer.id,
@@ -52,7 +55,7 @@ class RoleSecurityGroup:
             description=f"{label} to {self.physical_name} on {port}",
             opts=pulumi.ResourceOptions(parent=self._parent),
         )
-        aws.vpc.SecurityGroupEgressRule(
+        egress = aws.vpc.SecurityGroupEgressRule(
             f"{peer._name}-to-{self._name}",
             security_group_id=peer.id,
             referenced_security_group_id=self.id,
@@ -62,10 +65,11 @@ class RoleSecurityGroup:
             description=f"to {self.physical_name} on {port}",
             opts=pulumi.ResourceOptions(parent=peer._parent),
         )
+        peer.access_rules += [ingress, egress]
 
     def allow_https_to_prefix_list(self, prefix_list_id: pulumi.Input[str], label: str) -> None:
         """HTTPS to an AWS-managed prefix list, e.g. S3 through its gateway endpoint."""
-        aws.vpc.SecurityGroupEgressRule(
+        self.access_rules.append(aws.vpc.SecurityGroupEgressRule(
             f"{self._name}-https-to-{label}",
             security_group_id=self.id,
             prefix_list_id=prefix_list_id,
@@ -74,11 +78,11 @@ class RoleSecurityGroup:
             to_port=HTTPS,
             description=f"HTTPS to {label}",
             opts=pulumi.ResourceOptions(parent=self._parent),
-        )
+        ))
 
     def allow_https_egress(self) -> None:
         """AWS APIs (ECR, Secrets Manager, Logs, SQS, Kinesis) over HTTPS via NAT or endpoints."""
-        aws.vpc.SecurityGroupEgressRule(
+        self.access_rules.append(aws.vpc.SecurityGroupEgressRule(
             f"{self._name}-https-out",
             security_group_id=self.id,
             cidr_ipv4=ANYWHERE_IPV4,
@@ -87,4 +91,4 @@ class RoleSecurityGroup:
             to_port=HTTPS,
             description="HTTPS to AWS APIs",
             opts=pulumi.ResourceOptions(parent=self._parent),
-        )
+        ))

@@ -65,6 +65,7 @@ class VpcFunctionArgs:
     timeout_seconds: int = 15
     reserved_concurrency: int = -1
     access_grants: Mapping[str, GrantFn] = field(default_factory=dict)
+    start_after: Sequence[pulumi.Resource] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ def vpc_function(name: str, args: VpcFunctionArgs, parent: pulumi.Resource) -> V
         tags=name_tag(function_name),
         # Role policies first: a VPC function is refused when its role cannot yet create
         # network interfaces.
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[log_group, *policies]),
+        opts=pulumi.ResourceOptions(parent=parent,
+                                    depends_on=[log_group, *policies, *args.start_after]),
     )
     return VpcFunction(function, role)
 

@@ -42,6 +42,15 @@ API_SOURCES = (
 )
 # Roots of the dependency closure; their requirements are followed through the metadata.
 API_DISTRIBUTIONS = ("pg8000", "redis")
+# The schema-migration function: the shared code, its handler and the SQL, nothing of the API.
+MIGRATE_SOURCES = (
+    "services/__init__.py",
+    "services/common",
+    "services/migrate",
+    "services/migrations",
+)
+MIGRATE_DISTRIBUTIONS = ("pg8000",)
+MIGRATIONS_DIR = "services/migrations"
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o100644  # regular file, rw-r--r--
@@ -224,6 +233,25 @@ def build_package(name: str, *, root: Path = REPO_ROOT, out_dir: Path = BUILD_DI
 def build_api_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) -> LambdaPackage:
     """The API function's package: `services` API code and its database/cache clients."""
     return build_package("api", root=root, out_dir=out_dir)
+
+
+def build_migrate_package(*, root: Path = REPO_ROOT,
+                          out_dir: Path = BUILD_DIR) -> LambdaPackage:
+    """The schema-migration function's package: migrations, their runner and pg8000."""
+    return build_package("migrate", root=root, out_dir=out_dir, sources=MIGRATE_SOURCES,
+                         distributions=MIGRATE_DISTRIBUTIONS)
+
+
+def migrations_fingerprint(root: Path = REPO_ROOT) -> str:
+    """SHA-256 over the migration files' names and contents: changes exactly when the
+    schema the services expect changes."""
+    digest = hashlib.sha256()
+    files = sorted((root / MIGRATIONS_DIR).glob("*.sql"))
+    if not files:
+        raise PackagingError(f"no migrations under {root / MIGRATIONS_DIR}")
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -7,8 +7,9 @@ logs to a pre-created encrypted group, the shared EFS volume mounted with TLS an
 target-tracking scaling on backlog per task and on CPU.
 
 Two roles, never confused: the execution role is what ECS itself uses before the container
-starts (pull the image, write logs, fetch the injected secrets); the task role is what the
-worker code uses (consume jobs, write the stream, mount EFS, read the content key).
+starts (pull the image, write logs, fetch the injected cache token); the task role is what
+the worker code uses (consume jobs, write the stream, mount EFS, read the content key, log in
+to the database as its own role with IAM tokens).
 
 The content-protection key (K3) is generated here, stored in its own secret encrypted with the
 Secrets Manager CMK, and handed to the worker by ARN only.
@@ -37,6 +38,7 @@ from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.settings import FARGATE_MEMORY_BY_CPU, LOG_RETENTION_DAYS
+from services.common.roles import WORKER_DB_USER
 
 GrantFn = Callable[[str, aws.iam.Role], aws.iam.RolePolicy | None]
 """A component's grant helper, e.g. `jobs.grant_consume`: (resource name, role) -> policy."""
@@ -241,6 +243,11 @@ class MediaWorkerServiceArgs:
     db_ssl: str = "require"
     """`DB_SSL`: `require` (TLS without CA check: the image's trust store lacks the RDS CA) or
     `verify-full` (once the image ships the RDS bundle). Default `require`."""
+    db_user: str = WORKER_DB_USER
+    """Database role the worker logs in as with IAM tokens (created by the migrations; grant
+    the task role `rds-db:connect` through `task_grants`). Default `media_worker`."""
+    start_after: Sequence[pulumi.Resource] = ()
+    """What the service's first tasks wait for, e.g. the schema migration. Default none."""
     force_delete_images: bool = True
     """Delete the repository with its images on destroy (G3). Default True."""
     secret_recovery_window_days: int = 0
@@ -527,7 +534,7 @@ class MediaWorkerService(pulumi.ComponentResource):
     def _environment(self) -> list[dict[str, pulumi.Input[str]]]:
         args, c = self._args, self._args.connections
         values: dict[str, pulumi.Input[str]] = {
-            **c.environment(args.db_ssl),
+            **c.environment(args.db_ssl, args.db_user),
             "JOBS_QUEUE_URL": c.jobs_queue_url,
             "DEAD_LETTER_QUEUE_URL": c.dead_letter_queue_url,
             "MAX_RECEIVE_COUNT": str(c.max_receive_count),
@@ -544,16 +551,9 @@ class MediaWorkerService(pulumi.ComponentResource):
 
     def _secrets(self) -> list[dict[str, pulumi.Input[str]]]:
         c = self._args.connections
-        # `<arn>:<json-key>::` picks one key of a JSON secret (current version).
-        secrets = [
-            {"name": "DB_PASSWORD", "valueFrom": pulumi.Output.concat(c.db_secret_arn,
-                                                                      ":password::")},
-            {"name": "DB_USERNAME", "valueFrom": pulumi.Output.concat(c.db_secret_arn,
-                                                                      ":username::")},
-        ]
-        if c.redis_auth_secret_arn is not None:
-            secrets.append({"name": "REDIS_AUTH_TOKEN", "valueFrom": c.redis_auth_secret_arn})
-        return secrets
+        if c.redis_auth_secret_arn is None:
+            return []
+        return [{"name": "REDIS_AUTH_TOKEN", "valueFrom": c.redis_auth_secret_arn}]
 
     def _mounts(self) -> list[dict[str, Any]]:
         mounts = [{"sourceVolume": "scratch", "containerPath": SCRATCH_PATH, "readOnly": False}]
@@ -637,7 +637,8 @@ class MediaWorkerService(pulumi.ComponentResource):
                 parent=self,
                 # Association before a strategy names FARGATE_SPOT; policies and mount targets
                 # outlive the service on destroy so draining tasks keep their access.
-                depends_on=[self.capacity_providers, *policies, *mount_targets],
+                depends_on=[self.capacity_providers, *policies, *mount_targets,
+                            *args.start_after],
                 # App Auto Scaling owns the count after creation.
                 ignore_changes=["desiredCount"]))
         self.service_name = self.service.name

@@ -21,7 +21,7 @@ from services.common.aws import EventStream, StreamUnavailable
 from services.common.cache import CacheUnavailable, VideoCache
 from services.common.db import Database, DatabaseUnavailable
 from services.common.events import JOB_REQUESTED, new_event
-from services.common.migrations import apply_migrations
+from services.common.migrations import MigrationError, require_current_schema
 from services.common.secrets import CredentialsError
 from services.common.videos import Video, fetch_video, insert_video_with_job, list_videos
 
@@ -61,6 +61,11 @@ class ApiApp:
             return self._route(request)
         except ApiError as error:
             return error.to_response()
+        except MigrationError as error:
+            log.error("database schema is not current", extra={"error": str(error)})
+            return ApiError(
+                500, "configuration_error", "the service is misconfigured"
+            ).to_response()
         except DatabaseUnavailable as error:
             log.error("database unavailable", extra={"error": str(error)})
             return ApiError(
@@ -195,10 +200,11 @@ class ApiApp:
         )
 
     def _database(self) -> Database:
+        """The database, once per execution environment checked to have every migration
+        this code needs (the migration function applies them during `pulumi up`)."""
         if not self._schema_ready:
-            applied = apply_migrations(self._deps.database)
-            if applied:
-                log.info("applied migrations", extra={"versions": applied})
+            version = require_current_schema(self._deps.database)
+            log.info("database schema is current", extra={"version": version})
             self._schema_ready = True
         return self._deps.database
 

@@ -1,8 +1,11 @@
 """Schema migrations (R1): numbered SQL files applied once each, in order, idempotently.
 
-Every API cold start and every worker start calls `apply_migrations`; a transaction-level
-advisory lock makes concurrent callers wait for the first one, and the whole run is one
-transaction (PostgreSQL DDL is transactional), so a failed migration leaves nothing behind.
+The migration function (`services.migrate.handler`, invoked by `pulumi up`) calls
+`apply_migrations` with the master credentials; a transaction-level advisory lock makes
+concurrent callers wait for the first one, and the whole run is one transaction
+(PostgreSQL DDL is transactional), so a failed migration leaves nothing behind. The API and
+the worker log in as roles that cannot change the schema; they only check with
+`require_current_schema` that every migration they ship has been applied.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         if version in migrations:
             raise MigrationError(f"two migrations share version {version}")
         migrations[version] = Migration(version, match["name"], path.read_text())
+    if not migrations:
+        # A package built without services/migrations would otherwise pass every check.
+        raise MigrationError(f"no migration files in {directory}")
     return list(migrations.values())
 
 
@@ -52,6 +58,33 @@ def apply_migrations(database: Database, directory: Path = MIGRATIONS_DIR) -> li
     """Apply pending migrations; return the versions applied by this call."""
     migrations = load_migrations(directory)
     return database.run_script(lambda connection: _apply(connection, migrations))
+
+
+def require_current_schema(database: Database, directory: Path = MIGRATIONS_DIR) -> str:
+    """Raise MigrationError unless every migration shipped here was applied unchanged;
+    return the newest version."""
+    migrations = load_migrations(directory)
+    recorded = database.run(_recorded_checksums)
+    missing = [f"{m.version}_{m.name}" for m in migrations if m.version not in recorded]
+    if missing:
+        raise MigrationError(
+            f"database schema is missing migration(s) {', '.join(missing)}; the migration"
+            " function (run by `pulumi up`) must apply them before this service starts"
+        )
+    for migration in migrations:
+        if recorded[migration.version] != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version}_{migration.name} changed after it was applied"
+            )
+    return migrations[-1].version
+
+
+def _recorded_checksums(cursor) -> dict[str, str]:
+    cursor.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not cursor.fetchone()[0]:
+        return {}
+    cursor.execute("SELECT version, checksum FROM schema_migrations")
+    return dict(cursor.fetchall())
 
 
 def _apply(connection, migrations: list[Migration]) -> list[str]:

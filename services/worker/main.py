@@ -1,8 +1,9 @@
 """`python -m services.worker`: build the worker from the environment and run it.
 
-Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when start-up fails, 2 on invalid
-configuration, 78 when the database rejects the credentials (ECS restarts the task, which
-injects the current, possibly rotated, secret).
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when start-up fails (an unreadable
+content-key secret, a schema missing migrations), 2 on invalid configuration, 78 when the
+database rejects the credentials even after fetching them again (ECS restarts the task,
+which injects the current, possibly rotated, secret).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from services.common.aws import AWS_ERRORS, EventStream, aws_client
 from services.common.cache import VideoCache
 from services.common.db import Database, DatabaseAuthError, DatabaseUnavailable
 from services.common.logs import configure_logging
-from services.common.migrations import MigrationError, apply_migrations
+from services.common.migrations import MigrationError, require_current_schema
 from services.common.redis_client import create_redis
 from services.common.secrets import CredentialsError, SecretCache, db_credentials, redis_token
 from services.common.settings import SettingsError, WorkerSettings, load_worker_settings
@@ -111,13 +112,14 @@ def verify_secret_readable(client: Any, arn: str) -> None:
 
 
 def wait_for_schema(database: Database, settings: WorkerSettings, stop: StopSignal) -> bool:
-    """Apply migrations, waiting out a database that is still starting or failing over."""
+    """Check the schema has every migration this code needs (MigrationError if not),
+    waiting out a database that is still starting or failing over."""
     beat = heartbeat_path(settings.scratch_dir)
     failures = 0
     while not stop.requested:
         write_heartbeat(beat)
         try:
-            applied = apply_migrations(database)
+            version = require_current_schema(database)
         except DatabaseAuthError:
             raise
         except DatabaseUnavailable as error:
@@ -129,7 +131,7 @@ def wait_for_schema(database: Database, settings: WorkerSettings, stop: StopSign
             )
             stop.wait(delay)
             continue
-        log.info("schema ready", extra={"applied": applied})
+        log.info("database schema is current", extra={"version": version})
         return True
     return False
 

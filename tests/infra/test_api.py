@@ -24,7 +24,7 @@ from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.packaging import build_api_package
 from components.settings import ApiAuth
-from offline.engine import run_components, run_stack
+from offline.engine import ACCOUNT_ID, run_components, run_stack
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
@@ -46,7 +46,7 @@ T_FUNCTION = "aws:lambda/function:Function"
 
 def backend(**overrides) -> ApiBackend:
     values = dict(db_host="media-aurora-test.cluster-c0ffee.rds.amazonaws.com", db_port=5432,
-                  db_name="media", db_secret_arn=DB_SECRET,
+                  db_name="media",
                   redis_host="master.media-cache-test.cache.amazonaws.com", redis_port=6379,
                   stream_name="media-stream-test")
     values.update(overrides)
@@ -559,7 +559,7 @@ def test_environment_holds_endpoints_names_and_secret_arns_only_a4_g5(run):
         "DB_PORT": "5432",
         "DB_NAME": "media",
         "DB_SSL": "require",
-        "DB_SECRET_ARN": DB_SECRET,
+        "DB_IAM_USER": "media_api",
         "REDIS_HOST": "master.media-cache-test.cache.amazonaws.com",
         "REDIS_PORT": "6379",
         "REDIS_TLS": "true",
@@ -799,7 +799,7 @@ def test_program_throttles_and_quotas_come_from_the_stack_file_a2(request, fixtu
 
 
 def test_program_sizes_the_function_per_stack_a4(dev_run, prod_run):
-    dev, prod = dev_run.one(T_FUNCTION).inputs, prod_run.one(T_FUNCTION).inputs
+    dev, prod = dev_run.one(T_FUNCTION, "api-function").inputs, prod_run.one(T_FUNCTION, "api-function").inputs
     assert (dev["memorySize"], "reservedConcurrentExecutions" in dev) == (256, False)
     assert (prod["memorySize"], prod["reservedConcurrentExecutions"]) == (512, 50)
     assert prod_run.one("aws:secretsmanager/secret:Secret", "api-key-secret").inputs[
@@ -811,20 +811,21 @@ def test_program_sizes_the_function_per_stack_a4(dev_run, prod_run):
 
 
 def test_program_ships_the_reproducible_package_a4(dev_run):
-    function = dev_run.one(T_FUNCTION).inputs
+    function = dev_run.one(T_FUNCTION, "api-function").inputs
     package = build_api_package()
     assert function["sourceCodeHash"] == package.sha256_base64
     assert function["code"].path == "build/lambda/api.zip"
 
 
 def test_program_passes_the_data_tier_endpoints_and_secret_arns_a4(dev_run):
-    variables = dev_run.one(T_FUNCTION).inputs["environment"]["variables"]
+    variables = dev_run.one(T_FUNCTION, "api-function").inputs["environment"]["variables"]
     cluster = dev_run.one("aws:rds/cluster:Cluster")
     group = dev_run.one("aws:elasticache/replicationGroup:ReplicationGroup")
     stream = dev_run.one("aws:kinesis/stream:Stream")
     assert variables["DB_HOST"] == cluster.state["endpoint"]
     assert variables["DB_PORT"] == "5432"
-    assert variables["DB_SECRET_ARN"] == cluster.state["masterUserSecrets"][0]["secretArn"]
+    assert variables["DB_IAM_USER"] == "media_api"
+    assert "DB_SECRET_ARN" not in variables  # only the migration function reads the master
     assert variables["REDIS_HOST"] == group.state["primaryEndpointAddress"]
     assert variables["REDIS_TLS"] == "true"
     assert variables["REDIS_AUTH_SECRET_ARN"] == dev_run.one(
@@ -848,13 +849,22 @@ def test_program_lets_the_api_reach_the_database_and_cache_only_on_their_ports_n
                              (dev_run.named("cache-sg").id, 6379)])
 
 
-def test_program_role_reads_both_secrets_and_writes_the_stream_before_the_function_a4(dev_run):
+def test_program_role_connects_as_its_db_user_reads_the_cache_secret_and_writes_the_stream_d6(
+        dev_run):
     role = dev_run.one("aws:iam/role:Role", "api-role")
-    function = dev_run.one(T_FUNCTION)
-    for name in ("api-db-secret", "api-cache-secret", "api-stream-write", "api-runtime-policy"):
+    function = dev_run.one(T_FUNCTION, "api-function")
+    for name in ("api-db-connect", "api-cache-secret", "api-stream-write", "api-runtime-policy"):
         policy = dev_run.named(name)
         assert policy.inputs["role"] == role.id
         assert policy.urn in function.dependencies
+    cluster = dev_run.one("aws:rds/cluster:Cluster").state
+    assert statements(dev_run.named("api-db-connect").inputs["policy"]) == {"ConnectAsMediaApi": {
+        "Sid": "ConnectAsMediaApi", "Effect": "Allow", "Action": ["rds-db:connect"],
+        "Resource": [f"arn:aws:rds-db:eu-central-1:{ACCOUNT_ID}:dbuser:"
+                     f"{cluster['clusterResourceId']}/media_api"]}}
+    assert not any(r.name == "api-db-secret" for r in dev_run.resources)
+    # The function starts only once the schema and its role exist.
+    assert dev_run.one("aws:lambda/invocation:Invocation").urn in function.dependencies
     stream_arn = dev_run.one("aws:kinesis/stream:Stream").state["arn"]
     write = statements(dev_run.named("api-stream-write").inputs["policy"])
     assert any(stream_arn in s["Resource"] for s in write.values())

@@ -225,6 +225,41 @@ def test_d5_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer,
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "reader-role").id
 
 
+def test_d6_services_log_in_with_iam_tokens_not_the_master_password(run):
+    assert cluster_of(run)["iamDatabaseAuthenticationEnabled"] is True
+
+
+def test_d6_grant_connect_is_rds_db_connect_on_exactly_one_database_user(namer, context):
+    made: dict[str, Any] = {}
+
+    def program():
+        db = EncryptedAurora("db", aurora_args(namer, context))
+        role = aws.iam.Role("app-role", assume_role_policy="{}")
+        made["policy"] = db.grant_connect("app-db-connect", role, "media_worker")
+
+    run = run_components(program, region=REGION)
+    policy = run.one("aws:iam/rolePolicy:RolePolicy", "app-db-connect")
+    resource_id = run.one(CLUSTER, "db-cluster").state["clusterResourceId"]
+    assert resource_id.startswith("cluster-")
+    assert json.loads(policy.inputs["policy"])["Statement"] == [{
+        "Sid": "ConnectAsMediaWorker", "Effect": "Allow", "Action": ["rds-db:connect"],
+        # Aurora scopes IAM auth by the cluster's resource id, not its name or ARN.
+        "Resource": [f"arn:aws:rds-db:{REGION}:{ACCOUNT_ID}:dbuser:{resource_id}/media_worker"],
+    }]
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "app-role").id
+
+
+@pytest.mark.parametrize("db_user", ["", "Media", "media-api", "x" * 64, "1media", "*"])
+def test_d6_grant_connect_refuses_a_user_that_is_not_a_plain_role_name(namer, context, db_user):
+    def program():
+        db = EncryptedAurora("db", aurora_args(namer, context))
+        role = aws.iam.Role("app-role", assume_role_policy="{}")
+        db.grant_connect("app-db-connect", role, db_user)
+
+    with pytest.raises(Exception, match=r"db_user=.*allowed a PostgreSQL role name"):
+        run_components(program, region=REGION)
+
+
 # -- D6 TLS, private subnets, security group -----------------------------------------------
 
 

@@ -18,6 +18,7 @@ from components.packaging import (
     build_api_package,
     build_package,
     distribution_files,
+    migrations_fingerprint,
     resolve_distributions,
     source_files,
     target_environment,
@@ -169,3 +170,23 @@ def test_archive_path_is_relative_to_the_project(tmp_path):
 def test_default_output_directory_is_ignored_by_git():
     ignored = (REPO_ROOT / ".gitignore").read_text().splitlines()
     assert "build/" in ignored
+
+
+def test_r1_migrations_fingerprint_changes_exactly_when_a_migration_file_does(services_copy):
+    """It triggers the deploy-time migration run: a new or edited SQL file must change it,
+    anything else under services/ must not."""
+    before = migrations_fingerprint(services_copy)
+    assert before == migrations_fingerprint(REPO_ROOT)
+    (services_copy / "services/api/app.py").write_text("# changed\n")
+    assert migrations_fingerprint(services_copy) == before
+    (services_copy / "services/migrations/099_extra.sql").write_text("SELECT 1;\n")
+    added = migrations_fingerprint(services_copy)
+    assert added != before
+    (services_copy / "services/migrations/099_extra.sql").write_text("SELECT 2;\n")
+    assert migrations_fingerprint(services_copy) not in (before, added)
+
+
+def test_r1_no_migrations_is_an_error(tmp_path):
+    (tmp_path / "services/migrations").mkdir(parents=True)
+    with pytest.raises(PackagingError, match="no migrations under"):
+        migrations_fingerprint(tmp_path)

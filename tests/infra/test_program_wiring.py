@@ -99,10 +99,10 @@ def test_w1_worker_service_runs_in_the_app_subnets_without_public_ip(stack_run):
 
 
 def test_a4_api_function_runs_in_the_app_subnets_with_its_own_group(stack_run):
-    function = stack_run.one("aws:lambda/function:Function").inputs
-    assert function["vpcConfig"] == {
-        "subnetIds": stack_run.outputs["appSubnetIds"],
-        "securityGroupIds": [group_id(stack_run, "api-sg")]}
+    for function, group in (("api-function", "api-sg"), ("schema-function", "schema-sg")):
+        assert stack_run.one("aws:lambda/function:Function", function).inputs["vpcConfig"] == {
+            "subnetIds": stack_run.outputs["appSubnetIds"],
+            "securityGroupIds": [group_id(stack_run, group)]}
 
 
 # --- security groups: the complete rule sets (N3, D6, C4, W4, N6) -----------------------------
@@ -135,18 +135,22 @@ def security_rules(run: ProgramRun, direction: str) -> dict[str, set[tuple]]:
 
 
 def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
-    """The complete ingress of every group: the database and cache admit exactly the API and
-    the workers, the file system only the workers, the endpoints HTTPS from those two."""
+    """The complete ingress of every group: the database admits exactly the API, the workers
+    and the migration function, the cache the API and the workers, the file system only the
+    workers, the endpoints HTTPS from those three."""
     expected = {
-        "database-sg": {("api-sg", "tcp", 5432, 5432), ("worker-sg", "tcp", 5432, 5432)},
+        "database-sg": {("api-sg", "tcp", 5432, 5432), ("worker-sg", "tcp", 5432, 5432),
+                        ("schema-sg", "tcp", 5432, 5432)},
         "cache-sg": {("api-sg", "tcp", 6379, 6379), ("worker-sg", "tcp", 6379, 6379)},
         "files-sg": {("worker-sg", "tcp", 2049, 2049)},
         "worker-sg": set(),
         "api-sg": set(),
+        "schema-sg": set(),
     }
     if stack_run.stack == "prod":  # interface endpoints (N6) are prod-only
         expected["network-endpoints-sg"] = {("api-sg", "tcp", 443, 443),
-                                            ("worker-sg", "tcp", 443, 443)}
+                                            ("worker-sg", "tcp", 443, 443),
+                                            ("schema-sg", "tcp", 443, 443)}
     assert security_rules(stack_run, "ingress") == expected
 
 
@@ -163,6 +167,8 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
                                  ("cache-sg", "tcp", 6379, 6379), ("files-sg", "tcp", 2049, 2049)},
         "api-sg": aws_apis | {("database-sg", "tcp", 5432, 5432),
                               ("cache-sg", "tcp", 6379, 6379)},
+        # The migration function: the database and Secrets Manager, nothing else.
+        "schema-sg": aws_apis | {("database-sg", "tcp", 5432, 5432)},
         "database-sg": set(), "cache-sg": set(), "files-sg": set(),
     }
     if stack_run.stack == "prod":

@@ -29,7 +29,6 @@ from offline.engine import ACCOUNT_ID, ROOT, run_components, run_stack
 
 REGION = "eu-central-1"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
-DB_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:rds!cluster-db-XyZ012"
 REDIS_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-cache-test-AbCdEf"
 APP_SUBNETS = ["subnet-app-a", "subnet-app-b"]
 REPO_URL = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/media-worker-test"
@@ -56,7 +55,7 @@ def key(purpose: str) -> str:
 def connections(**overrides: Any) -> WorkerConnections:
     values: dict[str, Any] = {
         "db_host": "db.cluster.example", "db_port": 5432, "db_name": "media",
-        "db_secret_arn": DB_SECRET, "redis_host": "master.cache.example", "redis_port": 6379,
+        "redis_host": "master.cache.example", "redis_port": 6379,
         "redis_tls": True, "redis_auth_secret_arn": REDIS_SECRET,
         "stream_name": "media-kinesis-test", "jobs_queue_url": "https://sqs.example/jobs",
         "jobs_queue_name": "media-jobs-test", "dead_letter_queue_url": "https://sqs.example/dlq",
@@ -80,7 +79,7 @@ def worker_args(namer, context, files: SharedFileSystem | None, **overrides: Any
         "connections": connections(), "logs_key_arn": key("logs"),
         "images_key_arn": key("images"), "secrets_key_arn": key("secrets"),
         "alarm_topic_arn": TOPIC,
-        "execution_grants": {"db-secret": fake_grant("FakeDbSecret", DB_SECRET)},
+        "execution_grants": {"cache-secret": fake_grant("FakeCacheSecret", REDIS_SECRET)},
         "task_grants": {"jobs": fake_grant("FakeJobs", "arn:jobs"),
                         "stream": fake_grant("FakeStream", "arn:stream")},
     }
@@ -190,7 +189,7 @@ def test_service_depends_on_every_role_policy_and_mount_target_pitfalls_67_75(ru
     service = run.one(SERVICE)
     policies = {r.urn for r in run.of_type(ROLE_POLICY)}
     targets = {r.urn for r in run.of_type("aws:efs/mountTarget:MountTarget")}
-    assert len(policies) == 6  # exec, exec-db-secret, task, task-jobs, task-stream, task-efs
+    assert len(policies) == 6  # exec, exec-cache-secret, task, task-jobs, task-stream, task-efs
     assert len(targets) == 2
     assert policies | targets <= set(service.dependencies)
 
@@ -319,7 +318,7 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
     assert environment == {
         "DB_HOST": "db.cluster.example", "DB_PORT": "5432", "DB_NAME": "media",
-        "DB_SSL": "require", "REDIS_HOST": "master.cache.example", "REDIS_PORT": "6379",
+        "DB_SSL": "require", "DB_IAM_USER": "media_worker", "REDIS_HOST": "master.cache.example", "REDIS_PORT": "6379",
         "REDIS_TLS": "true", "STREAM_NAME": "media-kinesis-test",
         "JOBS_QUEUE_URL": "https://sqs.example/jobs",
         "DEAD_LETTER_QUEUE_URL": "https://sqs.example/dlq", "MAX_RECEIVE_COUNT": "5",
@@ -337,18 +336,14 @@ def test_d6_database_tls_can_be_verified_once_the_image_ships_the_rds_bundle(nam
     assert environment["DB_SSL"] == "verify-full"
 
 
-def test_w3_secrets_injected_from_secrets_manager_by_json_key(run):
-    assert container(run)["secrets"] == [
-        {"name": "DB_PASSWORD", "valueFrom": f"{DB_SECRET}:password::"},
-        {"name": "DB_USERNAME", "valueFrom": f"{DB_SECRET}:username::"},
-        {"name": "REDIS_AUTH_TOKEN", "valueFrom": REDIS_SECRET},
-    ]
+def test_w3_d6_only_the_cache_token_is_injected_the_database_takes_iam_tokens(run):
+    assert container(run)["secrets"] == [{"name": "REDIS_AUTH_TOKEN", "valueFrom": REDIS_SECRET}]
 
 
-def test_no_redis_token_secret_when_the_cache_has_no_auth(namer, context):
+def test_no_secret_injected_when_the_cache_has_no_auth(namer, context):
     run = build_run(namer, context, connections=connections(redis_auth_secret_arn=None,
                                                             redis_tls=False))
-    assert [s["name"] for s in container(run)["secrets"]] == ["DB_PASSWORD", "DB_USERNAME"]
+    assert container(run)["secrets"] == []
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
     assert environment["REDIS_TLS"] == "false"
 
@@ -414,9 +409,9 @@ def test_w3_execution_role_pulls_only_this_repository_and_writes_only_its_logs(r
 
 
 def test_w3_injected_secrets_are_granted_to_the_execution_role_via_the_tier_helper(run):
-    assert role_of(run, "worker-exec-db-secret") == "media-worker-exec-test"
-    assert [s["Sid"] for s in policy_statements(run, "worker-exec-db-secret")] == [
-        "FakeDbSecret"]
+    assert role_of(run, "worker-exec-cache-secret") == "media-worker-exec-test"
+    assert [s["Sid"] for s in policy_statements(run, "worker-exec-cache-secret")] == [
+        "FakeCacheSecret"]
 
 
 def test_w3_task_role_reads_the_content_key_and_gets_each_tier_grant(run):
@@ -440,7 +435,7 @@ def test_w3_task_role_reads_the_content_key_and_gets_each_tier_grant(run):
 def test_execution_role_gets_nothing_the_worker_code_uses(run):
     exec_policies = [r for r in run.of_type(ROLE_POLICY)
                      if r.inputs["role"] == "media-worker-exec-test"]
-    assert sorted(r.name for r in exec_policies) == ["worker-exec-db-secret",
+    assert sorted(r.name for r in exec_policies) == ["worker-exec-cache-secret",
                                                      "worker-exec-policy"]
     text = " ".join(r.inputs["policy"] for r in exec_policies)
     assert "elasticfilesystem:" not in text and CONTENT_KEY_ARN not in text
@@ -717,17 +712,24 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
     assert environment["JOBS_QUEUE_URL"] == outputs["jobQueueUrl"]
     assert environment["DEAD_LETTER_QUEUE_URL"] == outputs["deadLetterQueueUrl"]
     assert environment["CONTENT_KEY_SECRET_ARN"] == outputs["contentKeySecretArn"]
+    assert environment["DB_IAM_USER"] == "media_worker"
     secrets = {s["name"]: s["valueFrom"] for s in _container_of(run)["secrets"]}
-    assert secrets["DB_USERNAME"] == f"{outputs['databaseSecretArn']}:username::"
-    assert secrets["REDIS_AUTH_TOKEN"] == outputs["cacheAuthSecretArn"]
+    assert secrets == {"REDIS_AUTH_TOKEN": outputs["cacheAuthSecretArn"]}
     task_policies = {r.name for r in run.of_type(ROLE_POLICY)
                      if r.inputs["role"] == f"media-worker-task-{suffix}"}
     assert task_policies == {"worker-task-policy", "worker-task-jobs", "worker-task-stream",
-                             "worker-task-efs"}
+                             "worker-task-efs", "worker-task-db-connect"}
+    cluster = run.one("aws:rds/cluster:Cluster").state
+    assert policy_statements(run, "worker-task-db-connect") == [{
+        "Sid": "ConnectAsMediaWorker", "Effect": "Allow", "Action": ["rds-db:connect"],
+        "Resource": [f"arn:aws:rds-db:eu-central-1:{ACCOUNT_ID}:dbuser:"
+                     f"{cluster['clusterResourceId']}/media_worker"]}]
     exec_policies = {r.name for r in run.of_type(ROLE_POLICY)
                      if r.inputs["role"] == f"media-worker-exec-{suffix}"}
-    assert exec_policies == {"worker-exec-policy", "worker-exec-db-secret",
-                             "worker-exec-cache-secret"}
+    assert exec_policies == {"worker-exec-policy", "worker-exec-cache-secret"}
+    # No task starts before the schema and the worker's database role exist.
+    invocation = run.one("aws:lambda/invocation:Invocation")
+    assert invocation.urn in run.one(SERVICE).dependencies
 
 
 @pytest.mark.parametrize(("stack", "azs"), [("dev", 2), ("prod", 3)])

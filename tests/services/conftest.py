@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,16 @@ from svc_support import make_clips  # noqa: E402
 
 from services.common.db import Database  # noqa: E402
 from services.common.migrations import apply_migrations  # noqa: E402
+from services.common.roles import API_DB_USER, WORKER_DB_USER  # noqa: E402
 from services.common.secrets import StaticDbCredentials  # noqa: E402
 from services.common.settings import DatabaseSettings, SslMode  # noqa: E402
 
 REGION = "eu-central-1"
 APP_USER = "media_app"
 APP_PASSWORD = "app-password-1"
+# RDS IAM authentication cannot be emulated locally, so in the test cluster only the
+# services' login roles (created by migration 003 without a password) get this one.
+SERVICE_ROLE_PASSWORD = "service-role-password-1"
 DB_NAME = "media"
 STREAM = "media-events-test"
 MAX_RECEIVE_COUNT = 3
@@ -121,7 +126,9 @@ def pg_server(postgresql_proc: Any) -> PgServer:
     )
     admin = server.admin("postgres")
     cursor = admin.cursor()
-    cursor.execute(f"CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'")
+    # CREATEROLE: migration 003 creates the services' login roles (on RDS the master user
+    # that runs migrations has it).
+    cursor.execute(f"CREATE ROLE {APP_USER} LOGIN CREATEROLE PASSWORD '{APP_PASSWORD}'")
     cursor.execute(f"CREATE DATABASE {DB_NAME} OWNER {APP_USER}")
     admin.close()
     database = Database(
@@ -129,7 +136,38 @@ def pg_server(postgresql_proc: Any) -> PgServer:
     )
     apply_migrations(database)
     database.close()
+    admin = server.admin()
+    for role in (API_DB_USER, WORKER_DB_USER):
+        admin.cursor().execute(f"ALTER ROLE {role} PASSWORD '{SERVICE_ROLE_PASSWORD}'")
+    admin.close()
     return server
+
+
+def connect_as(
+    pg: PgServer,
+    role: str,
+    *,
+    application_name: str,
+    port: int | None = None,
+    name: str = DB_NAME,
+) -> Database:
+    """A Database logged in as one of the services' roles, with only the grants of 003."""
+    return Database(
+        pg.settings(port=port, name=name),
+        StaticDbCredentials(role, SERVICE_ROLE_PASSWORD),
+        application_name=application_name,
+    )
+
+
+@pytest.fixture
+def empty_database(pg_server: PgServer) -> Iterator[str]:
+    """The name of a new database without any migration, owned by the application role."""
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    admin = pg_server.admin("postgres")
+    admin.cursor().execute(f"CREATE DATABASE {name} OWNER {APP_USER}")
+    yield name
+    admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
 
 
 @pytest.fixture
@@ -284,14 +322,15 @@ def served_aws(moto_server: str) -> AwsResources:
 def worker_environment(
     pg: PgServer, redis_port: int, aws: AwsResources, media_root: Path, scratch: Path, **extra: str
 ) -> dict[str, str]:
-    """The environment the ECS task definition gives the worker container."""
+    """The environment the ECS task definition gives the worker container, logging in as
+    the worker's role with a password where the stacks use DB_IAM_USER."""
     return {
         "DB_HOST": pg.host,
         "DB_PORT": str(pg.port),
         "DB_NAME": DB_NAME,
         "DB_SSL": "false",
-        "DB_USERNAME": APP_USER,
-        "DB_PASSWORD": APP_PASSWORD,
+        "DB_USERNAME": WORKER_DB_USER,
+        "DB_PASSWORD": SERVICE_ROLE_PASSWORD,
         "REDIS_HOST": "127.0.0.1",
         "REDIS_PORT": str(redis_port),
         "REDIS_TLS": "false",

@@ -1,4 +1,8 @@
-"""R2: API handlers against real PostgreSQL and Redis, moto for Kinesis and Secrets Manager."""
+"""R2: API handlers against real PostgreSQL and Redis, moto for Kinesis and Secrets Manager.
+
+The app logs in as the API's role (media_api, G5) with only the grants of migration 003, so
+every flow here (create, fetch, list, marking a request FAILED when the stream put fails)
+also proves those grants are enough."""
 
 from __future__ import annotations
 
@@ -8,14 +12,16 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
-from conftest import STREAM, api_event
+from conftest import APP_PASSWORD, APP_USER, STREAM, api_event, connect_as
 from svc_support import TcpProxy
 
 from services.api.app import ApiApp, Dependencies
 from services.common.aws import EventStream
 from services.common.cache import VideoCache
 from services.common.db import Database
+from services.common.migrations import apply_migrations
 from services.common.redis_client import create_redis
+from services.common.roles import API_DB_USER
 from services.common.secrets import StaticDbCredentials
 from services.common.settings import RedisSettings
 
@@ -42,8 +48,16 @@ def make_app(database: Database, aws, redis_port: int, *, stream_name: str = STR
 
 
 @pytest.fixture
-def app(database, aws, redis_proc, redis_client) -> ApiApp:
-    return make_app(database, aws, redis_proc.port)
+def api_database(pg_server, admin_db):
+    """Logged in as the API's role (R2 with least privilege), as the Lambda is."""
+    database = connect_as(pg_server, API_DB_USER, application_name="media-api")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def app(api_database, aws, redis_proc, redis_client) -> ApiApp:
+    return make_app(api_database, aws, redis_proc.port)
 
 
 def call(app: ApiApp, method: str, path: str, **kwargs: Any) -> tuple[int, dict, dict]:
@@ -193,11 +207,11 @@ def test_r2_create_rejects_a_body_flagged_base64_that_is_not(app):
 
 
 def test_r2_stream_failure_after_commit_returns_503_and_marks_the_request_failed(
-    database, aws, redis_proc, redis_client, admin_db
+    api_database, aws, redis_proc, redis_client, admin_db
 ):
     """The rows commit first; if the put fails the job is FAILED (never stuck QUEUED) and
     the client is told to retry, which creates a fresh request."""
-    app = make_app(database, aws, redis_proc.port, stream_name="no-such-stream")
+    app = make_app(api_database, aws, redis_proc.port, stream_name="no-such-stream")
     status, body, headers = call(app, "POST", "/videos", body=VALID)
     assert (status, body["error"]["code"]) == (503, "stream_unavailable")
     assert headers["Retry-After"] == "1"
@@ -211,14 +225,10 @@ def test_r2_stream_failure_after_commit_returns_503_and_marks_the_request_failed
     assert job[2:] == ["FAILED", True]
 
 
-def test_r2_database_outage_returns_503_without_details(database, aws, redis_proc, pg_server):
+def test_r2_database_outage_returns_503_without_details(aws, redis_proc, pg_server, admin_db):
     proxy = TcpProxy(pg_server.port)
     proxy.cut()
-    db = Database(
-        pg_server.settings(port=proxy.port),
-        StaticDbCredentials("media_app", "app-password-1"),
-        application_name="media-api",
-    )
+    db = connect_as(pg_server, API_DB_USER, application_name="media-api", port=proxy.port)
     try:
         app = make_app(db, aws, redis_proc.port)
         status, body, _ = call(app, "POST", "/videos", body=VALID)
@@ -273,10 +283,10 @@ def test_r2_get_malformed_id_is_400(app, bad_id):
     )
 
 
-def test_r2_redis_outage_degrades_to_the_database(database, aws, redis_proc, redis_client):
+def test_r2_redis_outage_degrades_to_the_database(api_database, aws, redis_proc, redis_client):
     """C5: the cache is an optimisation; with Redis gone GET still answers from PostgreSQL."""
     proxy = TcpProxy(redis_proc.port)
-    app = make_app(database, aws, proxy.port)
+    app = make_app(api_database, aws, proxy.port)
     try:
         created = create(app)
         proxy.cut()
@@ -289,30 +299,56 @@ def test_r2_redis_outage_degrades_to_the_database(database, aws, redis_proc, red
         proxy.close()
 
 
-def test_r2_cache_that_cannot_be_built_is_bypassed(database, aws):
+def test_r2_cache_that_cannot_be_built_is_bypassed(api_database, aws):
     from services.common.secrets import CredentialsError
 
     def broken_cache() -> VideoCache:
         raise CredentialsError("cannot read the redis token")
 
-    app = ApiApp(Dependencies(database, EventStream(aws.kinesis, STREAM), broken_cache, MEDIA_ROOT))
+    app = ApiApp(
+        Dependencies(api_database, EventStream(aws.kinesis, STREAM), broken_cache, MEDIA_ROOT)
+    )
     created = create(app)
     status, _, headers = call(app, "GET", f"/videos/{created['video_id']}")
     assert (status, headers["X-Cache"]) == (200, "BYPASS")
 
 
-def test_r2_unexpected_error_is_500_without_a_stack_trace(database, aws):
+def test_r2_unexpected_error_is_500_without_a_stack_trace(api_database, aws):
     def exploding_cache() -> VideoCache:
         raise RuntimeError("secret internals")
 
     app = ApiApp(
-        Dependencies(database, EventStream(aws.kinesis, STREAM), exploding_cache, MEDIA_ROOT)
+        Dependencies(api_database, EventStream(aws.kinesis, STREAM), exploding_cache, MEDIA_ROOT)
     )
     status, body, _ = call(app, "GET", f"/videos/{uuid.uuid4()}")
     assert (status, body) == (
         500,
         {"error": {"code": "internal_error", "message": "internal error"}},
     )
+
+
+def test_r1_api_refuses_to_serve_until_the_migration_function_has_run(
+    pg_server, empty_database, aws, redis_proc, redis_client, caplog
+):
+    """The API does not migrate: against a schema missing migrations it answers 500
+    configuration_error (logging which ones), and serves once they are applied."""
+    database = connect_as(pg_server, API_DB_USER, application_name="media-api", name=empty_database)
+    owner = Database(
+        pg_server.settings(name=empty_database),
+        StaticDbCredentials(APP_USER, APP_PASSWORD),
+        application_name="tests",
+    )
+    try:
+        app = make_app(database, aws, redis_proc.port)
+        status, body, _ = call(app, "GET", "/videos")
+        assert (status, body["error"]["code"]) == (500, "configuration_error")
+        [record] = [r for r in caplog.records if r.message == "database schema is not current"]
+        assert "missing migration(s) 001_videos_and_jobs" in record.error
+        apply_migrations(owner)
+        assert call(app, "GET", "/videos")[:2] == (200, {"items": [], "next_cursor": None})
+    finally:
+        database.close()
+        owner.close()
 
 
 def test_c5_cache_never_replaces_a_newer_entry_with_an_older_one(redis_proc, redis_client):

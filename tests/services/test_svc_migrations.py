@@ -15,6 +15,7 @@ from services.common.migrations import (
     MigrationError,
     apply_migrations,
     load_migrations,
+    require_current_schema,
 )
 from services.common.secrets import StaticDbCredentials
 
@@ -159,3 +160,53 @@ def test_d8_listing_query_uses_the_keyset_index(admin_db):
     )
     plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "videos_status_uploaded_at_idx" in plan
+
+
+# --- the start-up check of the API and the worker (R1) ------------------------------------
+
+
+def _copy_migrations(directory: Path, versions: set[str]) -> Path:
+    for source in MIGRATIONS_DIR.glob("*.sql"):
+        if source.name[:3] in versions:
+            (directory / source.name).write_text(source.read_text())
+    return directory
+
+
+def test_r1_current_schema_check_passes_and_returns_the_newest_version(fresh_database):
+    db = fresh_database()
+    apply_migrations(db)
+    assert require_current_schema(db) == load_migrations()[-1].version == "003"
+
+
+def test_r1_current_schema_check_names_every_migration_of_an_empty_database(fresh_database):
+    with pytest.raises(MigrationError) as caught:
+        require_current_schema(fresh_database())
+    assert str(caught.value) == (
+        "database schema is missing migration(s) 001_videos_and_jobs, 002_publication_lease,"
+        " 003_service_roles; the migration function (run by `pulumi up`) must apply them"
+        " before this service starts"
+    )
+
+
+def test_r1_current_schema_check_names_only_the_missing_version(fresh_database, tmp_path: Path):
+    db = fresh_database()
+    apply_migrations(db, _copy_migrations(tmp_path, {"001", "002"}))
+    with pytest.raises(MigrationError, match=r"missing migration\(s\) 003_service_roles;"):
+        require_current_schema(db)
+
+
+def test_r1_current_schema_check_refuses_a_migration_changed_after_it_was_applied(
+    fresh_database, tmp_path: Path
+):
+    db = fresh_database()
+    directory = _copy_migrations(tmp_path, {"001", "002", "003"})
+    apply_migrations(db, directory)
+    (directory / "002_publication_lease.sql").write_text("-- edited\n")
+    with pytest.raises(MigrationError, match="migration 002_publication_lease changed after"):
+        require_current_schema(db, directory)
+
+
+def test_r1_a_package_without_migration_files_is_refused(tmp_path: Path):
+    """A Lambda package built without services/migrations must not pass the check."""
+    with pytest.raises(MigrationError, match="no migration files in"):
+        load_migrations(tmp_path)

@@ -1,4 +1,8 @@
-"""R3 / W5 / W6: the worker in-process against real PostgreSQL, Redis and ffprobe."""
+"""R3 / W5 / W6: the worker in-process against real PostgreSQL, Redis and ffprobe.
+
+Workers log in as the worker's role (media_worker, G5) with only the grants of migration
+003, so every transition here (claim, complete, fail, release, publication leases) also
+proves those grants are enough; rows are submitted by the tables' owner, as the API would."""
 
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pytest
-from conftest import MAX_RECEIVE_COUNT, STREAM
+from conftest import MAX_RECEIVE_COUNT, STREAM, connect_as
 from svc_support import TcpProxy, drain_queue, queue_depth, read_stream, submit_job
 
 from services.common.aws import EventStream
 from services.common.cache import VideoCache
 from services.common.db import Database, DatabaseAuthError
 from services.common.redis_client import create_redis
+from services.common.roles import WORKER_DB_USER
 from services.common.secrets import StaticDbCredentials
 from services.common.settings import (
     CommonSettings,
@@ -40,6 +45,9 @@ class Kit:
     """Everything a worker test needs, with a way to build workers against it."""
 
     database: Database
+    """Owner of the tables: writes the rows the API would (`submit`)."""
+    worker_database: Database
+    """Logged in as the worker's role (R3 with least privilege): what workers use."""
     aws: object
     redis_port: int
     media_root: Path
@@ -92,7 +100,7 @@ class Kit:
             create_redis(settings.common.redis, None, client_name="media-worker"), 300
         )
         deps = WorkerDeps(
-            database=database or self.database,
+            database=database or self.worker_database,
             sqs=self.aws.sqs,
             stream=stream or EventStream(self.aws.kinesis, stream_name),
             cache=cache,
@@ -150,8 +158,17 @@ class Kit:
 
 
 @pytest.fixture
-def kit(database, aws, redis_proc, redis_client, media_root, tmp_path, admin_db) -> Kit:
-    return Kit(database, aws, redis_proc.port, media_root, tmp_path, admin_db)
+def worker_database(pg_server, admin_db):
+    database = connect_as(pg_server, WORKER_DB_USER, application_name="media-worker")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def kit(
+    database, worker_database, aws, redis_proc, redis_client, media_root, tmp_path, admin_db
+) -> Kit:
+    return Kit(database, worker_database, aws, redis_proc.port, media_root, tmp_path, admin_db)
 
 
 def wait_visible(kit: Kit, timeout: float = 5.0) -> None:
@@ -415,10 +432,8 @@ def test_w6_database_outage_mid_job_backs_off_then_completes_exactly_once(kit, p
     """The database disappears while ffprobe runs: the attempt is retried after a backoff,
     and the lease of the half-done attempt lapses so the retry can claim the job."""
     proxy = TcpProxy(pg_server.port)
-    database = Database(
-        pg_server.settings(port=proxy.port),
-        StaticDbCredentials("media_app", "app-password-1"),
-        application_name="media-worker",
+    database = connect_as(
+        pg_server, WORKER_DB_USER, application_name="media-worker", port=proxy.port
     )
     video_id, job_id = kit.submit("clips/ok.mp4")
 
@@ -489,10 +504,8 @@ class OutageAfterPut:
 
 
 def _worker_behind(kit, pg_server, proxy: TcpProxy, **overrides):
-    database = Database(
-        pg_server.settings(port=proxy.port),
-        StaticDbCredentials("media_app", "app-password-1"),
-        application_name="media-worker",
+    database = connect_as(
+        pg_server, WORKER_DB_USER, application_name="media-worker", port=proxy.port
     )
     stream = OutageAfterPut(EventStream(kit.aws.kinesis, STREAM), proxy)
     return kit.worker(database=database, stream=stream, **overrides), database
@@ -590,7 +603,7 @@ def test_w6_transient_failures_back_off_then_fail_on_the_last_receive_before_sqs
 def test_w6_database_rejecting_credentials_releases_the_batch_and_stops(kit, pg_server):
     database = Database(
         pg_server.settings(),
-        StaticDbCredentials("media_app", "wrong"),
+        StaticDbCredentials(WORKER_DB_USER, "wrong"),
         application_name="media-worker",
     )
     kit.submit("clips/ok.mp4")

@@ -1,4 +1,5 @@
-"""R3 / W8: the worker as a process: start-up, health check, SIGTERM, exit codes."""
+"""R3 / W8: the worker as a process: start-up, health check, SIGTERM, exit codes (logged in
+as the worker's role, media_worker)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,20 @@ def test_r3_main_rejected_database_credentials_exit_78_for_a_restart(
 ):
     monkeypatch.setenv("DB_PASSWORD", "stale-after-rotation")
     assert main() == EXIT_CREDENTIALS_REJECTED
+
+
+def test_r1_main_with_a_schema_missing_migrations_exits_1_naming_them(
+    in_process_env, monkeypatch, restore_signals, empty_database, capsys
+):
+    """The worker does not migrate; `pulumi up` runs the migration function first."""
+    monkeypatch.setenv("DB_NAME", empty_database)
+    assert main() == EXIT_STARTUP_FAILED
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    [failure] = [line for line in lines if line["message"] == "start-up failed"]
+    assert failure["error"].startswith(
+        "database schema is missing migration(s) 001_videos_and_jobs, 002_publication_lease,"
+        " 003_service_roles; the migration function (run by `pulumi up`) must apply them"
+    )
 
 
 def test_r3_main_waits_for_an_unreachable_database_and_still_stops_cleanly(

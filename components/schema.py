@@ -1,0 +1,151 @@
+"""`SchemaMigrations`: applies the database schema during `pulumi up` (R1, D6).
+
+A VPC Lambda function running `services/migrate` is the only code that reads the RDS-managed
+master secret. It applies the numbered migrations in `services/migrations` (which also create
+the services' least-privilege database roles) and is invoked by the deployment itself, once
+per change of those files, after the writer instance exists. The API function and the worker
+service wait for that invocation, so they never start against an older schema; a failing
+migration fails `pulumi up` with the function's error instead of surfacing later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components.connections import as_text
+from components.firewall import RoleSecurityGroup
+from components.functions import GrantFn, VpcFunctionArgs, vpc_function
+from components.kms import AwsContext
+from components.naming import Namer
+from components.settings import LOG_RETENTION_DAYS
+
+HANDLER = "services.migrate.handler.handler"
+NetworkGrant = Callable[[RoleSecurityGroup], None]
+DB_SSL_MODES = ("require", "verify-full")
+# Migrations wait for PostgreSQL's advisory lock; Lambda allows at most 900 s.
+MAX_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchemaMigrationsArgs:
+    """Inputs of `SchemaMigrations`."""
+
+    namer: Namer
+    """Stack namer for every physical name (required)."""
+    context: AwsContext
+    """Account facts for ARNs and KMS conditions (required)."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the function's security group (required)."""
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private app subnets with a path to Secrets Manager, at least two (required)."""
+    code_path: str
+    """Zip built by `components.packaging` (the API package carries `services/migrate`)."""
+    code_sha256: str
+    """Base64 SHA-256 of that zip (required)."""
+    migrations_sha256: str
+    """Fingerprint of the migration files; a change runs the function again (required)."""
+    db_host: pulumi.Input[str]
+    """Aurora writer endpoint (required)."""
+    db_port: pulumi.Input[int]
+    """PostgreSQL port (required)."""
+    db_name: pulumi.Input[str]
+    """Database name (required)."""
+    db_secret_arn: pulumi.Input[str]
+    """RDS-managed master secret the function logs in with (required)."""
+    logs_key_arn: pulumi.Input[str]
+    """CMK of the function's log group (required)."""
+    secrets_key_arn: pulumi.Input[str]
+    """Secrets Manager CMK, also encrypting the function's environment (required)."""
+    access_grants: Mapping[str, GrantFn] = field(default_factory=dict)
+    """Label -> grant helper, e.g. `database.grant_secret_read` (the master secret)."""
+    network_grants: Sequence[NetworkGrant] = ()
+    """Called with the function's security group to open its flows — the database's
+    `allow_from` and the network's `grant_aws_apis`; the invocation waits for those rules."""
+    run_after: Sequence[pulumi.Resource] = ()
+    """Resources the invocation waits for: the writer instance. Default none."""
+    db_ssl: str = "require"
+    """`DB_SSL` for the function: `require` (default) or `verify-full`."""
+    timeout_seconds: int = 300
+    """Function timeout, 30..900 s; default 300."""
+    log_retention_days: int = 30
+    """Retention of the function's log group; default 30."""
+
+    def validate(self) -> None:
+        problems = []
+        if len(self.subnet_ids) < 2:
+            problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed at least 2 "
+                            "(one per AZ, G7)")
+        if not self.code_path or not self.code_sha256 or not self.migrations_sha256:
+            problems.append("code_path/code_sha256/migrations_sha256: allowed a built package "
+                            "(components.packaging.build_api_package)")
+        if self.db_ssl not in DB_SSL_MODES:
+            problems.append(f"db_ssl={self.db_ssl!r}: allowed one of " + ", ".join(DB_SSL_MODES))
+        if not 30 <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+            problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
+                            f"30..{MAX_TIMEOUT_SECONDS}")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
+                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        if problems:
+            raise ValueError("SchemaMigrationsArgs: " + "; ".join(problems))
+
+
+class SchemaMigrations(pulumi.ComponentResource):
+    """The migration function and its invocation during the deployment."""
+
+    security_group: RoleSecurityGroup
+    function_name: pulumi.Output[str]
+    invocation: aws.lambda_.Invocation
+
+    def __init__(self, name: str, args: SchemaMigrationsArgs,
+                 opts: pulumi.ResourceOptions | None = None):
+        args.validate()
+        super().__init__("media:database:SchemaMigrations", name, None, opts)
+        self.security_group = RoleSecurityGroup(
+            f"{name}-sg", role="migrate", description="Schema migration function",
+            vpc_id=args.vpc_id, namer=args.namer, parent=self)
+        function = vpc_function(name, VpcFunctionArgs(
+            stem="migrate",
+            description="Applies the database schema and service roles (pulumi up)",
+            handler=HANDLER,
+            code_path=args.code_path,
+            code_sha256=args.code_sha256,
+            subnet_ids=args.subnet_ids,
+            security_group=self.security_group,
+            environment={
+                "DB_HOST": args.db_host,
+                "DB_PORT": as_text(args.db_port),
+                "DB_NAME": args.db_name,
+                "DB_SSL": args.db_ssl,
+                "DB_SECRET_ARN": args.db_secret_arn,
+                "LOG_LEVEL": "INFO",
+            },
+            namer=args.namer,
+            context=args.context,
+            logs_key_arn=args.logs_key_arn,
+            environment_key_arn=args.secrets_key_arn,
+            log_retention_days=args.log_retention_days,
+            timeout_seconds=args.timeout_seconds,
+            access_grants=args.access_grants,
+        ), parent=self)
+        self.function_name = function.function.name
+        for grant in args.network_grants:
+            grant(self.security_group)
+        self.invocation = aws.lambda_.Invocation(
+            f"{name}-run",
+            function_name=function.function.name,
+            input=json.dumps({"source": "pulumi"}),
+            # Runs again whenever a migration file changes (CREATE_ONLY otherwise never
+            # re-invokes); the migrations themselves skip what is already applied.
+            triggers={"migrations": args.migrations_sha256},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                *args.run_after, *self.security_group.access_rules]))
+        self.register_outputs({
+            "security_group_id": self.security_group.id,
+            "function_name": self.function_name,
+        })
