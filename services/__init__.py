@@ -1,1 +1,2 @@
-"""Code that runs on the media platform: the API Lambda and the media worker."""
+"""Code that runs on the media platform: the API Lambda, the media worker and the schema
+migration function."""
