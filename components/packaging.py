@@ -33,7 +33,8 @@ TARGET_PYTHON = "3.12"
 TARGET_ARCHITECTURE = "arm64"
 
 # What the API function imports: the shared service code, its own handlers and the SQL
-# migrations it applies. The worker runs in a container and is never shipped here.
+# migrations (it checks at start that they are applied). The worker runs in a container and
+# is never shipped here.
 API_SOURCES = (
     "services/__init__.py",
     "services/common",

@@ -27,7 +27,9 @@ from components.settings import LOG_RETENTION_DAYS
 HANDLER = "services.migrate.handler.handler"
 NetworkGrant = Callable[[RoleSecurityGroup], None]
 DB_SSL_MODES = ("require", "verify-full")
-# Migrations wait for PostgreSQL's advisory lock; Lambda allows at most 900 s.
+# The handler gives each statement up to 240 s (services/migrate/handler.py), so the function
+# must live longer than that; Lambda allows at most 900 s.
+MIN_TIMEOUT_SECONDS = 300
 MAX_TIMEOUT_SECONDS = 900
 
 
@@ -71,7 +73,7 @@ class SchemaMigrationsArgs:
     db_ssl: str = "require"
     """`DB_SSL` for the function: `require` (default) or `verify-full`."""
     timeout_seconds: int = 300
-    """Function timeout, 30..900 s; default 300."""
+    """Function timeout, 300..900 s; default 300."""
     log_retention_days: int = 30
     """Retention of the function's log group; default 30."""
 
@@ -85,9 +87,9 @@ class SchemaMigrationsArgs:
                             "(components.packaging.build_api_package)")
         if self.db_ssl not in DB_SSL_MODES:
             problems.append(f"db_ssl={self.db_ssl!r}: allowed one of " + ", ".join(DB_SSL_MODES))
-        if not 30 <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        if not MIN_TIMEOUT_SECONDS <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
-                            f"30..{MAX_TIMEOUT_SECONDS}")
+                            f"{MIN_TIMEOUT_SECONDS}..{MAX_TIMEOUT_SECONDS}")
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
                             + ", ".join(map(str, LOG_RETENTION_DAYS)))

@@ -26,9 +26,13 @@ _AUTH_FAILURE_CODES = frozenset({"28P01", "28000"})
 # admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now, too many clients
 _UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03", "53300"})
 _LOST_CONNECTION_MESSAGES = ("network error", "connection is closed", "communication error")
-# Below the 10 s socket timeout, so a slow statement is cancelled by the server (a clean
-# error) rather than looking like a dead connection to the client.
-_STATEMENT_TIMEOUT_MS = "8000"
+# Services answer requests and jobs: a statement slower than this is a fault. Migrations
+# (DDL on a growing table, waiting for the advisory lock) get their own, longer limit.
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 8.0
+# pg8000's timeout covers every socket read: it must outlast the server's statement timeout
+# by this much, so a slow statement is cancelled by the server (a clean error) rather than
+# looking like a dead connection to the client.
+_SOCKET_MARGIN_SECONDS = 2.0
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -73,11 +77,13 @@ class Database:
         *,
         application_name: str,
         connect_timeout: float = 10.0,
+        statement_timeout_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
         self._application_name = application_name
-        self._timeout = connect_timeout
+        self._statement_timeout_ms = str(int(statement_timeout_seconds * 1000))
+        self._timeout = max(connect_timeout, statement_timeout_seconds + _SOCKET_MARGIN_SECONDS)
         self._ssl_context = ssl_context_for(settings)
         self._connection: pg8000.dbapi.Connection | None = None
 
@@ -163,7 +169,7 @@ class Database:
             ssl_context=self._ssl_context,
             timeout=self._timeout,
             application_name=self._application_name,
-            startup_params={"statement_timeout": _STATEMENT_TIMEOUT_MS},
+            startup_params={"statement_timeout": self._statement_timeout_ms},
         )
 
     def _rollback_quietly(self, connection: pg8000.dbapi.Connection) -> None:

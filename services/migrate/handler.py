@@ -19,6 +19,9 @@ from services.common.secrets import SecretCache, db_credentials
 from services.common.settings import MigrateSettings, load_migrate_settings
 
 log = logging.getLogger(__name__)
+# DDL on a large table or a wait for the advisory lock may take minutes; the function's own
+# timeout (300 s, components/schema.py) must stay above this.
+MIGRATION_STATEMENT_TIMEOUT_SECONDS = 240.0
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -45,6 +48,7 @@ def migrate(settings: MigrateSettings) -> dict[str, Any]:
         settings.database,
         db_credentials(settings.database, region=settings.aws_region, secrets=secrets),
         application_name="media-migrate",
+        statement_timeout_seconds=MIGRATION_STATEMENT_TIMEOUT_SECONDS,
     )
     try:
         applied = apply_migrations(database)

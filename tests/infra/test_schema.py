@@ -122,13 +122,13 @@ def test_args_report_every_problem_at_once_naming_fields(namer, context):
     for expected in ("subnet_ids: 1 given, allowed at least 2",
                      "code_path/code_sha256/migrations_sha256: allowed a built package",
                      "db_ssl='disable': allowed one of require, verify-full",
-                     "timeout_seconds=901: allowed 30..900",
+                     "timeout_seconds=901: allowed 300..900",
                      "log_retention_days=10: allowed one of"):
         assert expected in message
 
 
 def test_bad_args_register_nothing(namer, context):
-    with pytest.raises(ValueError, match="timeout_seconds=5: allowed 30..900") as caught:
+    with pytest.raises(ValueError, match=r"timeout_seconds=5: allowed 300\.\.900") as caught:
         run_components(lambda: SchemaMigrations(
             "schema", schema_args(namer, context, timeout_seconds=5)), region=REGION)
     assert caught.value.registered == []

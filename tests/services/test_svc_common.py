@@ -308,6 +308,27 @@ def test_r4_database_sql_errors_propagate_and_the_connection_stays_usable(databa
     assert database.run(_select_one) == 1
 
 
+def _statement_timeout(db: Database) -> str:
+    return db.run(lambda c: (c.execute("SHOW statement_timeout"), c.fetchone()[0])[1])
+
+
+def test_r4_a_slow_statement_is_cancelled_by_the_server_and_the_connection_survives(pg_server):
+    """The server's statement timeout fires before the client's socket gives up, so a slow
+    statement is a clean query_canceled error, not a dead connection."""
+    credentials = StaticDbCredentials("media_app", "app-password-1")
+    db = Database(pg_server.settings(), credentials, application_name="t")
+    assert _statement_timeout(db) == "8s"  # the services' default
+    slow = Database(
+        pg_server.settings(), credentials, application_name="t", statement_timeout_seconds=0.5
+    )
+    with pytest.raises(DatabaseError) as caught:
+        slow.run(lambda c: c.execute("SELECT pg_sleep(3)"))
+    assert caught.value.args[0]["C"] == "57014"  # query_canceled
+    assert slow.run(_select_one) == 1
+    db.close()
+    slow.close()
+
+
 def test_r4_database_unreachable_is_unavailable(pg_server):
     from svc_support import free_port
 

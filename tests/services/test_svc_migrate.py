@@ -64,6 +64,23 @@ def test_r1_migrate_applies_every_migration_once_and_reports_the_version(
         api.close()
 
 
+def test_r1_migrations_get_minutes_per_statement_not_the_services_seconds(
+    migrate_env, monkeypatch
+):
+    """DDL on a large table (or waiting for the advisory lock) must not hit the 8 s limit
+    the services run under; the function's own timeout is 300 s."""
+    seen = []
+    apply = migrate_handler.apply_migrations
+
+    def recording(database):
+        seen.append(database.run(lambda c: (c.execute("SHOW statement_timeout"), c.fetchone())[1]))
+        return apply(database)
+
+    monkeypatch.setattr(migrate_handler, "apply_migrations", recording)
+    assert migrate_handler.handler({}, None)["applied"] == ALL_VERSIONS
+    assert seen == [["4min"]]
+
+
 def test_d5_migrate_with_an_unreadable_secret_raises_naming_the_arn(
     migrate_env, monkeypatch, capsys
 ):
