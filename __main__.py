@@ -171,6 +171,7 @@ migrations = SchemaMigrations("schema", SchemaMigrationsArgs(
     code_path=migrate_package.archive_path(),
     code_sha256=migrate_package.sha256_base64,
     migrations_sha256=migrations_fingerprint(),
+    cluster_resource_id=database.cluster.cluster_resource_id,
     db_host=database.endpoint,
     db_port=database.port,
     db_name=database.database_name,

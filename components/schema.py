@@ -51,6 +51,9 @@ class SchemaMigrationsArgs:
     """Base64 SHA-256 of that zip (required)."""
     migrations_sha256: str
     """Fingerprint of the migration files; a change runs the function again (required)."""
+    cluster_resource_id: pulumi.Input[str]
+    """The cluster's immutable id: a replaced or restored cluster is migrated again
+    (required)."""
     db_host: pulumi.Input[str]
     """Aurora writer endpoint (required)."""
     db_port: pulumi.Input[int]
@@ -142,9 +145,11 @@ class SchemaMigrations(pulumi.ComponentResource):
             f"{name}-run",
             function_name=function.function.name,
             input=json.dumps({"source": "pulumi"}),
-            # Runs again whenever a migration file changes (CREATE_ONLY otherwise never
-            # re-invokes); the migrations themselves skip what is already applied.
-            triggers={"migrations": args.migrations_sha256},
+            # CREATE_ONLY never re-invokes on its own: run again for new migrations, new
+            # migration code, or a new (replaced, restored) cluster. Applied migrations are
+            # skipped, so a run with nothing to do is harmless.
+            triggers={"migrations": args.migrations_sha256, "code": args.code_sha256,
+                      "cluster": args.cluster_resource_id},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[
                 *args.run_after, *self.security_group.access_rules]))
         self.register_outputs({

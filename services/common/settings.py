@@ -228,7 +228,7 @@ def _db_auth(env: _Env, allowed: tuple[DbAuth, ...]) -> DbAuth:
     auth, names = given[0]
     for name in auth.variables:
         if name not in names:
-            raise SettingsError(name, "is required when DB_SECRET_ARN is not set")
+            raise SettingsError(name, f"is required with {' and '.join(sorted(names))}")
     return auth
 
 

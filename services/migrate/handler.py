@@ -1,9 +1,10 @@
 """Lambda entry point `services.migrate.handler.handler`: apply the schema migrations (R1).
 
-The infrastructure invokes it once per `pulumi up` (`aws.lambda_.Invocation`), before the
-API and the workers need the schema. It logs in with the master secret, because creating
-the services' login roles needs CREATEROLE, which nothing else is given. Every failure
-raises, so the invocation, and with it the deployment, fails visibly.
+`pulumi up` invokes it (`aws.lambda_.Invocation`) whenever a migration file, this code or
+the database cluster changes, before the API and the workers need the schema. It logs in
+with the master secret, because creating the services' login roles needs CREATEROLE, which
+nothing else is given. Every failure raises, so the invocation, and with it the deployment,
+fails visibly.
 """
 
 from __future__ import annotations

@@ -8,3 +8,7 @@ ALTER TABLE jobs
         CHECK ((publish_token IS NULL) = (publish_lease_expires_at IS NULL)),
     ADD CONSTRAINT jobs_publish_lease_only_while_unpublished
         CHECK (publish_token IS NULL OR (finished_at IS NOT NULL AND notified_at IS NULL));
+
+-- Ended jobs whose outcome has not left the database: what the worker's outcome sweep reads.
+CREATE INDEX jobs_unpublished_idx ON jobs (finished_at)
+    WHERE notified_at IS NULL AND finished_at IS NOT NULL;

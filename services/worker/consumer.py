@@ -36,6 +36,7 @@ from services.worker.heartbeat import heartbeat_path, write_heartbeat
 from services.worker.jobs import (
     TERMINAL_STATES,
     Claim,
+    EndedJob,
     Publication,
     claim_job,
     claim_publication,
@@ -45,6 +46,7 @@ from services.worker.jobs import (
     mark_notified,
     release_job,
     release_publication,
+    unpublished_jobs,
 )
 from services.worker.probe import MediaFacts
 
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 
 Deadline = Callable[[], tuple[float, bool]]
 Probe = Callable[[str, Deadline], MediaFacts]
+_SWEEP_BATCH = 10
+_SWEEP_SOURCE = "outcome-sweep"  # `source_message_id` of dead-letter copies the sweep sends
 _RECORD_RETRY_FIRST_DELAY = 0.1
 _RECORD_RETRY_MAX_DELAY = 2.0
 _RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"]
@@ -76,6 +80,7 @@ class Outcome(enum.StrEnum):
     RELEASED = "released"  # shutting down; the message is visible again at once
     POISON = "poison"  # unreadable message, sent to the dead-letter queue
     LEASE_LOST = "lease_lost"  # the lease expired and another worker took the job over
+    HANDED_OVER = "handed_over"  # ended job, last receive: its outcome is left to the sweep
 
 
 class StopSignal:
@@ -130,6 +135,7 @@ class _Attempt:
     video_id: uuid.UUID
     token: uuid.UUID = field(default_factory=uuid.uuid4)
     claim: Claim | None = None
+    ended: bool = False  # the job reached COMPLETED/FAILED; only its outcome is left to do
 
     @property
     def log_fields(self) -> dict[str, Any]:
@@ -138,6 +144,17 @@ class _Attempt:
             "video_id": str(self.video_id),
             "receive_count": self.message.receive_count,
         }
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """An ended job's outcome and the publication lease it is published under."""
+
+    job_id: uuid.UUID
+    token: uuid.UUID
+    video: Video
+    state: str
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -163,6 +180,7 @@ class Worker:
         self._db = deps.database
         self._stop = stop
         self._heartbeat = heartbeat_path(settings.scratch_dir)
+        self._next_sweep = deps.clock()
 
     def run(self) -> int:
         """Poll until SIGTERM; 0 on a clean stop. DatabaseAuthError propagates to main."""
@@ -179,6 +197,7 @@ class Worker:
                     "receive failed; backing off", extra={"error": str(error), "delay_s": delay}
                 )
                 self._stop.wait(delay)
+            self.sweep_if_due()
         log.info("stop requested; exiting")
         return 0
 
@@ -269,21 +288,32 @@ class Worker:
             self._delete(attempt.message)
             return Outcome.DUPLICATE
         if status.state in TERMINAL_STATES:
-            video = self._db.run(
-                lambda cursor: claim_publication(
-                    cursor,
-                    job_id=attempt.job_id,
-                    video_id=attempt.video_id,
-                    publication=self._publication(attempt),
-                )
-            )
+            video = self._claim_publication(attempt.job_id, attempt.video_id, attempt.token)
             if video is not None:
                 self._publish_outcome(attempt, video, status.state, status.last_error)
+                return Outcome.DUPLICATE
+            if self._last_receive(attempt.message):
+                # Deferring now would let SQS dead-letter a request whose job has ended; its
+                # outcome is published by the worker holding the lease, or else by the sweep.
+                self._delete(attempt.message)
                 return Outcome.DUPLICATE
         # Another worker holds a live lease (on the job, or on publishing its outcome):
         # look again once it would have lapsed.
         self._change_visibility(attempt.message, math.ceil(status.lease_seconds_left) + 1)
         return Outcome.DEFERRED
+
+    def _claim_publication(
+        self, job_id: uuid.UUID, video_id: uuid.UUID, token: uuid.UUID
+    ) -> Video | None:
+        publication = Publication(token, self._settings.visibility_timeout_seconds)
+        return self._db.run(
+            lambda cursor: claim_publication(
+                cursor, job_id=job_id, video_id=video_id, publication=publication
+            )
+        )
+
+    def _last_receive(self, message: Message) -> bool:
+        return message.receive_count >= self._settings.max_receive_count
 
     def _publication(self, attempt: _Attempt) -> Publication:
         return Publication(attempt.token, self._settings.visibility_timeout_seconds)
@@ -319,70 +349,146 @@ class Worker:
     def _publish_outcome(
         self, attempt: _Attempt, video: Video, state: str, reason: str | None
     ) -> None:
-        """Cache, then the processed event or the dead-letter copy, then record it and delete.
-
-        The attempt holds the job's publication lease, so a redelivery meanwhile waits
-        instead of publishing too. A failed publication hands the lease back for the next
-        delivery. Once the outcome is out, recording that is retried for as long as the
-        lease lasts: giving up there is the one way an outcome goes out twice (and why
-        every event carries a stable `event_id` for consumers to deduplicate on).
-        """
-        try:
-            self._refresh_cache(video)
-            if state == "COMPLETED":
-                self._deps.stream.put(self._processed_event(attempt, video))
-            else:
-                self._send_to_dead_letter_queue(attempt.message, reason or "failed", attempt.job_id)
-        except Exception:
-            self._release_publication(attempt)
-            raise
-        self._record_published(attempt)
+        """Publish the ended job's outcome (see `_announce`), then delete the message."""
+        attempt.ended = True
+        self._announce(
+            _Outcome(attempt.job_id, attempt.token, video, state, reason),
+            request_body=attempt.message.body,
+            source_message_id=attempt.message.message_id,
+            log_fields=attempt.log_fields,
+        )
         self._delete(attempt.message)
 
-    def _release_publication(self, attempt: _Attempt) -> None:
+    def _announce(
+        self, outcome: _Outcome, *, request_body: str, source_message_id: str, log_fields: dict
+    ) -> None:
+        """Cache, then the processed event or the dead-letter copy, then record it.
+
+        The caller holds the job's publication lease, so a redelivery meanwhile waits
+        instead of publishing too. A failed publication hands the lease back. Once the
+        outcome is out, recording that is retried for as long as the lease lasts: giving up
+        there is the one way an outcome goes out twice (and why every event carries a stable
+        `event_id` for consumers to deduplicate on).
+        """
+        try:
+            self._refresh_cache(outcome.video)
+            if outcome.state == "COMPLETED":
+                self._deps.stream.put(self._processed_event(outcome.job_id, outcome.video))
+            else:
+                self._send_to_dead_letter_queue(
+                    request_body, source_message_id, outcome.reason or "failed", outcome.job_id
+                )
+        except Exception:
+            self._release_publication(outcome, log_fields)
+            raise
+        self._record_published(outcome.job_id, log_fields)
+
+    def _release_publication(self, outcome: _Outcome, log_fields: dict) -> None:
         try:
             self._db.run(
                 lambda cursor: release_publication(
-                    cursor, job_id=attempt.job_id, token=attempt.token
+                    cursor, job_id=outcome.job_id, token=outcome.token
                 )
             )
         except Exception as error:
-            # The lease lapses on its own; the next delivery publishes after that.
+            # The lease lapses on its own; the next delivery (or the sweep) publishes then.
             log.warning(
                 "could not release the publication lease",
-                extra={**attempt.log_fields, "error": str(error)},
+                extra={**log_fields, "error": str(error)},
             )
 
-    def _record_published(self, attempt: _Attempt) -> None:
+    def _record_published(self, job_id: uuid.UUID, log_fields: dict) -> None:
         give_up_at = self._deps.clock() + self._settings.visibility_timeout_seconds / 2
         if self._stop.deadline is not None:
             give_up_at = min(give_up_at, self._stop.deadline)
         delay = _RECORD_RETRY_FIRST_DELAY
         while True:
             try:
-                self._db.run(lambda cursor: mark_notified(cursor, attempt.job_id))
+                self._db.run(lambda cursor: mark_notified(cursor, job_id))
                 return
+            except DatabaseAuthError:
+                raise  # not an outage: the worker must restart with new credentials
             except DatabaseUnavailable as error:
                 if self._deps.clock() + delay > give_up_at:
                     log.error(
-                        "outcome published but not recorded; a redelivery publishes it again",
-                        extra={**attempt.log_fields, "error": str(error)},
+                        "outcome published but not recorded; it will be published again",
+                        extra={**log_fields, "error": str(error)},
                     )
                     raise
                 log.warning(
                     "recording the publication failed; retrying",
-                    extra={**attempt.log_fields, "error": str(error)},
+                    extra={**log_fields, "error": str(error)},
                 )
                 self._deps.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX_DELAY)
 
+    # -- the outcome sweep -------------------------------------------------------------------
+
+    def sweep_if_due(self) -> None:
+        now = self._deps.clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._settings.visibility_timeout_seconds
+        try:
+            self.sweep_unpublished()
+        except DatabaseAuthError:
+            raise
+        except Exception as error:
+            log.warning("outcome sweep failed", extra={"error": str(error)})
+
+    def sweep_unpublished(self) -> int:
+        """Publish the outcomes of ended jobs nobody is publishing any more: a worker died,
+        or its message ran out of receives, after ending the job (W6: nothing is lost).
+        Only jobs that ended a full visibility timeout ago, so their own messages go first.
+        Returns how many outcomes it published."""
+        jobs = self._db.run(
+            lambda cursor: unpublished_jobs(
+                cursor,
+                ended_before_seconds=self._settings.visibility_timeout_seconds,
+                limit=_SWEEP_BATCH,
+            )
+        )
+        published = 0
+        for job in jobs:
+            if self._stop.requested:
+                break
+            published += self._publish_stranded(job)
+        return published
+
+    def _publish_stranded(self, job: EndedJob) -> int:
+        fields = {"job_id": str(job.job_id), "video_id": str(job.video_id)}
+        token = uuid.uuid4()
+        try:
+            video = self._claim_publication(job.job_id, job.video_id, token)
+            if video is None:
+                return 0  # published or taken over meanwhile
+            request = new_event(
+                JOB_REQUESTED,
+                video_id=str(job.video_id),
+                job_id=str(job.job_id),
+                source_uri=video.source_uri,
+            )
+            self._announce(
+                _Outcome(job.job_id, token, video, job.state, job.last_error),
+                request_body=request.to_json(),
+                source_message_id=_SWEEP_SOURCE,
+                log_fields=fields,
+            )
+        except DatabaseAuthError:
+            raise
+        except Exception as error:
+            log.warning("sweep could not publish", extra={**fields, "error": str(error)})
+            return 0
+        log.warning("published an outcome its worker left behind", extra=fields)
+        return 1
+
     @staticmethod
-    def _processed_event(attempt: _Attempt, video: Video) -> Any:
+    def _processed_event(job_id: uuid.UUID, video: Video) -> Any:
         representation = video.to_api()
         return new_event(
             VIDEO_PROCESSED,
             video_id=str(video.id),
-            job_id=str(attempt.job_id),
+            job_id=str(job_id),
             source_uri=video.source_uri,
             status=video.status,
             media={name: representation[name] for name in _MEDIA_FIELDS},
@@ -399,7 +505,13 @@ class Worker:
         )
         # On the last allowed receive SQS dead-letters the message whatever happens next,
         # so record FAILED even when shutting down.
-        if attempt.message.receive_count >= self._settings.max_receive_count:
+        if self._last_receive(attempt.message):
+            if attempt.ended:
+                # The job has ended; only its outcome is missing. Dead-lettering the request
+                # would report a failure that did not happen: the sweep publishes it instead.
+                log.warning("outcome left to the sweep", extra=attempt.log_fields)
+                self._delete(attempt.message)
+                return Outcome.HANDED_OVER
             return self._give_up(attempt, reason)
         if self._stop.requested or (isinstance(error, ProbeTimeout) and error.shutting_down):
             self._release(attempt, reason, visibility=0)
@@ -462,7 +574,7 @@ class Worker:
     def _dead_letter_unreadable(self, message: Message, reason: str) -> Outcome:
         log.error("unreadable message", extra={"message_id": message.message_id, "reason": reason})
         try:
-            self._send_to_dead_letter_queue(message, reason, None)
+            self._send_to_dead_letter_queue(message.body, message.message_id, reason, None)
         except AWS_ERRORS as error:
             log.warning("dead-letter send failed", extra={"error": str(error)})
             self._change_visibility(message, self._backoff(message))
@@ -471,17 +583,17 @@ class Worker:
         return Outcome.POISON
 
     def _send_to_dead_letter_queue(
-        self, message: Message, reason: str, job_id: uuid.UUID | None
+        self, body: str, source_message_id: str, reason: str, job_id: uuid.UUID | None
     ) -> None:
         attributes = {
             "failure_reason": {"DataType": "String", "StringValue": reason[:1000] or "unknown"},
-            "source_message_id": {"DataType": "String", "StringValue": message.message_id},
+            "source_message_id": {"DataType": "String", "StringValue": source_message_id},
         }
         if job_id is not None:
             attributes["job_id"] = {"DataType": "String", "StringValue": str(job_id)}
         self._deps.sqs.send_message(
             QueueUrl=self._settings.dead_letter_queue_url,
-            MessageBody=message.body or "{}",
+            MessageBody=body or "{}",
             MessageAttributes=attributes,
         )
 

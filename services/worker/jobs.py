@@ -42,6 +42,16 @@ class Publication:
 
 
 @dataclass(frozen=True)
+class EndedJob:
+    """A COMPLETED or FAILED job whose outcome has not been published."""
+
+    job_id: uuid.UUID
+    video_id: uuid.UUID
+    state: str
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class JobStatus:
     state: str
     notified: bool
@@ -192,6 +202,19 @@ def claim_publication(
     if cursor.fetchone() is None:
         return None
     return fetch_video(cursor, video_id)
+
+
+def unpublished_jobs(cursor: Any, *, ended_before_seconds: int, limit: int) -> list[EndedJob]:
+    """Ended jobs whose outcome never left the database and that nobody is publishing:
+    what a worker leaves behind when it dies, or gives up, after ending a job."""
+    cursor.execute(
+        "SELECT id, video_id, state, last_error FROM jobs"
+        " WHERE finished_at < now() - %s * interval '1 second' AND notified_at IS NULL"
+        " AND (publish_token IS NULL OR publish_lease_expires_at < now())"
+        " ORDER BY finished_at LIMIT %s",
+        (ended_before_seconds, limit),
+    )
+    return [EndedJob(*row) for row in cursor.fetchall()]
 
 
 def release_publication(cursor: Any, *, job_id: uuid.UUID, token: uuid.UUID) -> None:

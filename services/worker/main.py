@@ -2,8 +2,9 @@
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when start-up fails (an unreadable
 content-key secret, a schema missing migrations), 2 on invalid configuration, 78 when the
-database rejects the credentials even after fetching them again (ECS restarts the task,
-which injects the current, possibly rotated, secret).
+database rejects the credentials even after fetching them again (ECS starts a fresh task:
+with a secret it injects the current, possibly rotated, value; with IAM login the fault is
+the task role's `rds-db:connect` grant or the cluster's IAM authentication).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def schema_args(namer, context, **overrides: Any) -> SchemaMigrationsArgs:
     values: dict[str, Any] = dict(
         namer=namer, context=context, vpc_id="vpc-1", subnet_ids=SUBNETS,
         code_path="build/lambda/migrate.zip", code_sha256="bWlncmF0ZQ==",
-        migrations_sha256="f" * 64, db_host="db.cluster.example", db_port=5432,
+        migrations_sha256="f" * 64, cluster_resource_id="cluster-ABC123", db_host="db.cluster.example", db_port=5432,
         db_name="media", db_secret_arn=MASTER_SECRET, logs_key_arn=key("logs"),
         secrets_key_arn=key("secrets"), log_retention_days=90)
     values.update(overrides)
@@ -96,10 +96,11 @@ def test_d5_g5_only_this_function_gets_the_master_secret_by_arn_never_its_value(
     assert secret_policy.urn in run.one(FUNCTION).dependencies
 
 
-def test_r1_invocation_runs_the_function_again_exactly_when_a_migration_file_changes(run):
+def test_r1_invocation_runs_again_for_new_migrations_new_code_or_a_new_cluster(run):
     invocation = run.one(INVOCATION)
     assert invocation.inputs["functionName"] == "media-migrate-test"
-    assert invocation.inputs["triggers"] == {"migrations": "f" * 64}
+    assert invocation.inputs["triggers"] == {
+        "migrations": "f" * 64, "code": "bWlncmF0ZQ==", "cluster": "cluster-ABC123"}
     assert json.loads(invocation.inputs["input"]) == {"source": "pulumi"}
     assert "lifecycleScope" not in invocation.inputs  # CREATE_ONLY: never run on destroy
 
@@ -146,7 +147,9 @@ def test_program_ships_the_migrate_package_and_fingerprints_the_migrations_r1(de
     assert {"services/migrate/handler.py", "services/migrations/003_service_roles.sql"} <= set(
         package.entries)
     invocation = dev_run.one(INVOCATION)
-    assert invocation.inputs["triggers"] == {"migrations": migrations_fingerprint()}
+    assert invocation.inputs["triggers"] == {
+        "migrations": migrations_fingerprint(), "code": package.sha256_base64,
+        "cluster": dev_run.one("aws:rds/cluster:Cluster").state["clusterResourceId"]}
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -161,3 +164,19 @@ def test_program_migrates_after_the_writer_with_the_master_secret_d5(dev_run, pr
     assert variables["DB_HOST"] == cluster["endpoint"]
     statements = json.loads(run.named("schema-db-secret").inputs["policy"])["Statement"]
     assert [s["Sid"] for s in statements] == ["ReadDatabaseSecret", "DecryptDatabaseSecret"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_program_d5_g5_master_secret_reaches_the_migration_function_and_nothing_else(
+        dev_run, prod_run, stack):
+    """No policy, task definition or function environment other than the migration
+    function's names the master secret: the services log in with IAM tokens."""
+    run = {"dev": dev_run, "prod": prod_run}[stack]
+    master = run.one("aws:rds/cluster:Cluster").state["masterUserSecrets"][0]["secretArn"]
+    policies = {p.name for p in run.of_type("aws:iam/rolePolicy:RolePolicy")
+                if master in p.inputs["policy"]}
+    assert policies == {"schema-db-secret"}
+    holders = {r.name for r in run.resources
+               if r.type in (FUNCTION, "aws:ecs/taskDefinition:TaskDefinition")
+               and master in json.dumps(r.inputs, default=str)}
+    assert holders == {"schema-function"}

@@ -200,7 +200,7 @@ def test_g5_iam_region_may_come_from_aws_default_region():
         (load_worker_settings, WORKER_BASE_ENV, "DB_IAM_USER",
          f"environment variable DB_IAM_USER: is not set; {WORKER_CHOICES}"),
         (load_worker_settings, {**WORKER_BASE_ENV, "DB_USERNAME": "w"}, "DB_PASSWORD",
-         "environment variable DB_PASSWORD: is required when DB_SECRET_ARN is not set"),
+         "environment variable DB_PASSWORD: is required with DB_USERNAME"),
         (load_api_settings, {**BASE_ENV, "DB_IAM_USER": "media_api"}, "AWS_REGION",
          "environment variable AWS_REGION: is required with DB_IAM_USER"
          " (the auth token is signed per region)"),

@@ -425,6 +425,99 @@ def test_r3_worker_whose_lease_was_taken_over_does_not_complete(kit):
     assert kit.processed_events() == []
 
 
+# --- the outcome sweep (W6: nothing is lost) ---------------------------------------------
+
+
+def _strand(kit, job_id, state: str = "COMPLETED", **columns) -> None:
+    """An ended job whose outcome never left the database and whose message is gone."""
+    drain_queue(kit.aws.sqs, kit.aws.jobs_queue_url)
+    values = {"finished_at": "now() - interval '1 hour'", "publish_token": "NULL",
+              "publish_lease_expires_at": "NULL", "last_error": "NULL"} | columns  # fmt: skip
+    kit.admin.cursor().execute(
+        f"UPDATE jobs SET state = '{state}', attempts = 1,"
+        + ", ".join(f" {name} = {value}" for name, value in values.items())
+        + " WHERE id = %s",
+        (job_id,),
+    )
+
+
+def test_w6_sweep_publishes_a_completed_job_its_worker_left_unpublished_exactly_once(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    _strand(kit, job_id)
+    worker = kit.worker()
+    assert worker.sweep_unpublished() == 1
+    assert [e["job_id"] for e in kit.processed_events()] == [str(job_id)]
+    job = kit.job(job_id)
+    assert (job["notified"], job["publishing"]) == (True, False)
+    assert worker.sweep_unpublished() == 0
+    assert len(kit.processed_events()) == 1
+
+
+def test_w6_sweep_dead_letters_a_failed_job_with_its_reason_and_id(kit):
+    video_id, job_id = kit.submit("clips/corrupt.mp4")
+    _strand(kit, job_id, "FAILED", last_error="'ffprobe rejected the media'")
+    assert kit.worker().sweep_unpublished() == 1
+    [dead] = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attributes == {"job_id": str(job_id), "failure_reason": "ffprobe rejected the media",
+                          "source_message_id": "outcome-sweep"}  # fmt: skip
+    body = json.loads(dead["Body"])
+    assert (body["type"], body["job_id"], body["video_id"]) == (
+        "job.requested", str(job_id), str(video_id))
+    assert kit.processed_events() == []
+    assert kit.job(job_id)["notified"] is True
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"finished_at": "now()"},  # its own message still has a visibility timeout to come
+        {"publish_token": "gen_random_uuid()",  # another worker is publishing it
+         "publish_lease_expires_at": "now() + interval '60 seconds'"},
+        {"notified_at": "now()"},  # already out
+    ],
+)  # fmt: skip
+def test_w6_sweep_leaves_recent_leased_and_published_jobs_alone(kit, columns):
+    _, job_id = kit.submit("clips/ok.mp4")
+    _strand(kit, job_id, **columns)
+    assert kit.worker().sweep_unpublished() == 0
+    assert kit.processed_events() == []
+
+
+def test_w6_publication_failing_on_the_last_receive_hands_the_outcome_to_the_sweep(kit):
+    """SQS would dead-letter the request of a job that completed; instead the message is
+    deleted, the lease handed back, and the sweep publishes the outcome."""
+    _, job_id = kit.submit("clips/ok.mp4")
+    worker = kit.worker(stream_name="missing-stream", max_receive_count=1)
+    assert worker.poll_once() == [Outcome.HANDED_OVER]
+    job = kit.job(job_id)
+    assert (job["state"], job["notified"], job["publishing"]) == ("COMPLETED", False, False)
+    assert kit.depth() == (0, 0)
+    assert drain_queue(kit.aws.sqs, kit.aws.dlq_url) == []
+    kit.admin.cursor().execute(
+        "UPDATE jobs SET finished_at = now() - interval '1 hour' WHERE id = %s", (job_id,))
+    assert kit.worker().sweep_unpublished() == 1
+    assert [e["job_id"] for e in kit.processed_events()] == [str(job_id)]
+
+
+def test_w6_last_receive_while_another_worker_publishes_is_deleted_not_dead_lettered(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    _ended_while_another_worker_publishes(kit, job_id, "60 seconds")
+    assert kit.worker(max_receive_count=1).poll_once() == [Outcome.DUPLICATE]
+    assert kit.depth() == (0, 0)
+    assert drain_queue(kit.aws.sqs, kit.aws.dlq_url) == []
+    assert kit.processed_events() == []  # the lease holder publishes, or else the sweep
+
+
+def test_w6_run_loop_sweeps_stranded_outcomes(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    _strand(kit, job_id)
+    stop = StopSignal(5)
+    threading.Timer(1.0, stop.request).start()
+    assert kit.worker(stop=stop).run() == 0
+    assert [e["job_id"] for e in kit.processed_events()] == [str(job_id)]
+
+
 # --- transient failures -----------------------------------------------------------------
 
 
