@@ -25,14 +25,14 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components.connections import DataPlane
+from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.kms import AwsContext
-from components.logs import encrypted_log_group
+from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.settings import API_CACHE_SIZES_GB, LOG_RETENTION_DAYS, ApiAuth
+from components.settings import API_CACHE_SIZES_GB, ApiAuth
 from services.common.roles import API_DB_USER
 
 HANDLER = "services.api.handler.handler"
@@ -41,7 +41,6 @@ INTEGRATION_TIMEOUT_SECONDS = 29
 API_KEY_LENGTH = 40
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-DB_SSL_MODES = ("require", "verify-full")
 STAGE_CACHE_TTL_SECONDS = 60
 WAF_MIN_RATE_LIMIT = 10
 WAF_MAX_RATE_LIMIT = 2_000_000_000
@@ -301,9 +300,7 @@ class PublicApiArgs:
             problems.append("code_path/code_sha256: allowed a built package "
                             "(components.packaging.build_api_package)")
         backend = self.backend
-        if backend.db_ssl not in DB_SSL_MODES:
-            problems.append(f"backend.db_ssl={backend.db_ssl!r}: allowed one of "
-                            + ", ".join(DB_SSL_MODES))
+        problems += db_ssl_problems("backend.db_ssl", backend.db_ssl)
         if backend.log_level not in LOG_LEVELS:
             problems.append(f"backend.log_level={backend.log_level!r}: allowed one of "
                             + ", ".join(LOG_LEVELS))
@@ -322,9 +319,7 @@ class PublicApiArgs:
                             + ", ".join(API_CACHE_SIZES_GB))
         if not _STAGE_NAME.match(self.stage_name):
             problems.append(f"stage_name={self.stage_name!r}: allowed 1-128 letters, digits, _")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
         window = self.secret_recovery_window_days
         if window != 0 and not 7 <= window <= 30:
             problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")

@@ -16,10 +16,10 @@ import pulumi_aws as aws
 
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
-from components.logs import encrypted_log_group
+from components.logs import encrypted_log_group, retention_problems
 from components.naming import InvalidNameError, NameKind, Namer, name_tag
 from components.protection import data_store_options
-from components.settings import LOG_RETENTION_DAYS, AuditTrailMode
+from components.settings import AuditTrailMode
 
 TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:trail/[A-Za-z0-9_.-]{3,128}$")
 ACCOUNT_PLACEHOLDER = "0" * 12  # account ids are always 12 digits
@@ -79,9 +79,7 @@ class AuditTrailArgs:
         problems = []
         if self.logs_key_arn is None:
             problems.append("logs_key_arn=None: required with mode CREATE")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
         if self.transition_days < 1:
             problems.append(f"transition_days={self.transition_days}: allowed >= 1")
         if self.expiration_days <= self.transition_days:

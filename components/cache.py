@@ -20,13 +20,12 @@ import pulumi_random as random
 from components.firewall import REDIS, RoleSecurityGroup
 from components.iam import attach_grants, secret_read_grants
 from components.kms import AwsContext
-from components.logs import encrypted_log_group
+from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
 from components.settings import (
     CACHE_ENGINE_VERSIONS,
     ELASTICACHE_MIN_WINDOW_MINUTES,
-    LOG_RETENTION_DAYS,
     cache_parameter_group_family,
     window_pair_problems,
 )
@@ -134,9 +133,7 @@ class RedisReplicationGroupArgs:
                 or 7 <= self.secret_recovery_window_days <= 30):
             problems.append(f"secret_recovery_window_days={self.secret_recovery_window_days}: "
                             "allowed 0 or 7..30")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
         for field, value in (("cpu_alarm_percent", self.cpu_alarm_percent),
                              ("memory_alarm_percent", self.memory_alarm_percent)):
             if not 1 <= value <= 100:

@@ -13,6 +13,16 @@ from typing import Any
 
 import pulumi
 
+# How a service checks the database's TLS: without the RDS CA bundle only `require` works;
+# `verify-full` once the bundle ships with the code.
+DB_SSL_MODES = ("require", "verify-full")
+
+
+def db_ssl_problems(field_name: str, value: str) -> list[str]:
+    if value in DB_SSL_MODES:
+        return []
+    return [f"{field_name}={value!r}: allowed one of " + ", ".join(DB_SSL_MODES)]
+
 
 @dataclass(frozen=True, kw_only=True)
 class DataPlane:

@@ -22,13 +22,12 @@ import pulumi_random as random
 from components.firewall import POSTGRES, RoleSecurityGroup
 from components.iam import Grant, attach_grants, secret_read_grants
 from components.kms import AwsContext
-from components.logs import encrypted_log_group
+from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, check_name, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
 from components.settings import (
     AURORA_MAJORS,
-    LOG_RETENTION_DAYS,
     RDS_MIN_WINDOW_MINUTES,
     RESERVED_DB_NAMES,
     aurora_parameter_group_family,
@@ -166,9 +165,7 @@ class EncryptedAuroraArgs:
         problems += self._window_problems()
         if not 1 <= self.secret_rotation_days <= 365:
             problems.append(f"secret_rotation_days={self.secret_rotation_days}: allowed 1..365")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
         if not 1 <= self.cpu_alarm_percent <= 100:
             problems.append(f"cpu_alarm_percent={self.cpu_alarm_percent}: allowed 1..100")
         if not 0 < self.capacity_alarm_ratio <= 1:

@@ -23,11 +23,10 @@ import pulumi_aws as aws
 
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
-from components.logs import encrypted_log_group
+from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
-from components.settings import LOG_RETENTION_DAYS
 
 JOB_REQUESTED = "job.requested"
 JOBS_RETENTION_SECONDS = 4 * 24 * 3600
@@ -182,9 +181,7 @@ class JobQueueArgs:
               " (finite; -1 would retry forever)")
         check("maximum_record_age_seconds", self.maximum_record_age_seconds, 60, 604800,
               " (finite; -1 would keep a record forever)")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
         if not self.event_types or not all(isinstance(t, str) and t
                                            for t in self.event_types):
             problems.append(f"event_types={list(self.event_types)}: allowed one or more "

@@ -13,12 +13,18 @@ import pulumi_aws as aws
 from components.settings import LOG_RETENTION_DAYS
 
 
+def retention_problems(field_name: str, days: int) -> list[str]:
+    """CloudWatch accepts only its fixed retention values; anything else fails at deploy."""
+    if days in LOG_RETENTION_DAYS:
+        return []
+    return [f"{field_name}={days}: allowed one of " + ", ".join(map(str, LOG_RETENTION_DAYS))]
+
+
 def encrypted_log_group(resource_name: str, *, name: pulumi.Input[str],
                         kms_key_arn: pulumi.Input[str], retention_days: int,
                         parent: pulumi.Resource) -> aws.cloudwatch.LogGroup:
-    if retention_days not in LOG_RETENTION_DAYS:
-        raise ValueError(f"retention_days={retention_days}: allowed one of "
-                         + ", ".join(map(str, LOG_RETENTION_DAYS)))
+    if problems := retention_problems("retention_days", retention_days):
+        raise ValueError(problems[0])
     return aws.cloudwatch.LogGroup(
         resource_name,
         name=name,

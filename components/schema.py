@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.connections import as_text
+from components.connections import as_text, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.kms import AwsContext
+from components.logs import retention_problems
 from components.naming import Namer
-from components.settings import LOG_RETENTION_DAYS
 
 HANDLER = "services.migrate.handler.handler"
 NetworkGrant = Callable[[RoleSecurityGroup], None]
-DB_SSL_MODES = ("require", "verify-full")
 # The handler gives each statement up to 240 s (services/migrate/handler.py), so the function
 # must live longer than that; Lambda allows at most 900 s.
 MIN_TIMEOUT_SECONDS = 300
@@ -88,14 +87,11 @@ class SchemaMigrationsArgs:
         if not self.code_path or not self.code_sha256 or not self.migrations_sha256:
             problems.append("code_path/code_sha256/migrations_sha256: allowed a built package "
                             "(components.packaging.build_api_package)")
-        if self.db_ssl not in DB_SSL_MODES:
-            problems.append(f"db_ssl={self.db_ssl!r}: allowed one of " + ", ".join(DB_SSL_MODES))
+        problems += db_ssl_problems("db_ssl", self.db_ssl)
         if not MIN_TIMEOUT_SECONDS <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
                             f"{MIN_TIMEOUT_SECONDS}..{MAX_TIMEOUT_SECONDS}")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
         if problems:
             raise ValueError("SchemaMigrationsArgs: " + "; ".join(problems))
 

@@ -30,14 +30,14 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 import pulumi_random as random
 
-from components.connections import DataPlane
+from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
-from components.logs import encrypted_log_group
+from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.settings import FARGATE_MEMORY_BY_CPU, LOG_RETENTION_DAYS
+from components.settings import FARGATE_MEMORY_BY_CPU
 from services.common.roles import WORKER_DB_USER
 
 GrantFn = Callable[[str, aws.iam.Role], aws.iam.RolePolicy | None]
@@ -61,7 +61,6 @@ CONTENT_KEY_BYTES = 32
 # The worker stops taking jobs on SIGTERM and must be done before ECS sends SIGKILL.
 SHUTDOWN_MARGIN_SECONDS = 10
 # Aurora forces TLS either way; verify-full also checks the RDS CA chain and host name.
-DB_SSL_MODES = ("require", "verify-full")
 
 _IMAGE = re.compile(
     r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
@@ -274,11 +273,8 @@ class MediaWorkerServiceArgs:
         if not self.image and not Path(self.dockerfile).is_file():
             problems.append(f"dockerfile={self.dockerfile!r}: no such file (set image to run "
                             "a prebuilt image instead)")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            problems.append(f"log_retention_days={self.log_retention_days}: allowed one of "
-                            + ", ".join(map(str, LOG_RETENTION_DAYS)))
-        if self.db_ssl not in DB_SSL_MODES:
-            problems.append(f"db_ssl={self.db_ssl!r}: allowed one of " + ", ".join(DB_SSL_MODES))
+        problems += retention_problems("log_retention_days", self.log_retention_days)
+        problems += db_ssl_problems("db_ssl", self.db_ssl)
         window = self.secret_recovery_window_days
         if window != 0 and not 7 <= window <= 30:
             problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")

@@ -270,7 +270,7 @@ class Worker:
         attempt.claim = claim
         facts = self._deps.probe(claim.source_uri, self._probe_deadline())
         video = self._db.run(
-            lambda cursor: complete_job(cursor, claim, facts, self._publication(attempt))
+            lambda cursor: complete_job(cursor, claim, facts, self._publication(attempt.token))
         )
         if video is None:
             log.warning("lease lost before completion", extra=attempt.log_fields)
@@ -305,7 +305,7 @@ class Worker:
     def _claim_publication(
         self, job_id: uuid.UUID, video_id: uuid.UUID, token: uuid.UUID
     ) -> Video | None:
-        publication = Publication(token, self._settings.visibility_timeout_seconds)
+        publication = self._publication(token)
         return self._db.run(
             lambda cursor: claim_publication(
                 cursor, job_id=job_id, video_id=video_id, publication=publication
@@ -315,8 +315,9 @@ class Worker:
     def _last_receive(self, message: Message) -> bool:
         return message.receive_count >= self._settings.max_receive_count
 
-    def _publication(self, attempt: _Attempt) -> Publication:
-        return Publication(attempt.token, self._settings.visibility_timeout_seconds)
+    def _publication(self, token: uuid.UUID) -> Publication:
+        """A publication lease as long as the message's: the time a worker has to publish."""
+        return Publication(token, self._settings.visibility_timeout_seconds)
 
     def _probe_deadline(self) -> Deadline:
         job_deadline = self._deps.clock() + self._settings.job_timeout_seconds
@@ -338,7 +339,7 @@ class Worker:
                 video_id=attempt.video_id,
                 token=attempt.claim.token if attempt.claim else None,
                 reason=reason,
-                publication=self._publication(attempt),
+                publication=self._publication(attempt.token),
             )
         )
         if video is None:
