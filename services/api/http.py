@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common import safejson
+
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -73,9 +75,9 @@ class Request:
         if len(self.body) > MAX_BODY_BYTES:
             raise ApiError(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         try:
-            return json.loads(self.body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+            return safejson.loads(self.body, max_bytes=MAX_BODY_BYTES)
+        except safejson.JsonError as error:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
 
 
 def parse_request(event: dict[str, Any]) -> Request:
@@ -99,4 +101,7 @@ def _body(event: dict[str, Any]) -> bytes | None:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise ApiError(400, "invalid_body", "the body is not valid base64") from None
-    return body.encode()
+    try:
+        return str(body).encode()
+    except UnicodeEncodeError:  # a lone surrogate the runtime decoded from "\udXXX"
+        raise ApiError(400, "invalid_body", "the body is not valid Unicode") from None

@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import posixpath
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
 from services.api.http import validation_error
+from services.common import safejson
+from services.common.sources import SourceError, normalise_source
+from services.common.text import text_problem
 from services.common.videos import STATUSES
 
 TITLE_MAX = 200
@@ -58,32 +60,23 @@ def _text(document: dict[str, Any], name: str, maximum: int) -> str:
     value = value.strip()
     if not 1 <= len(value) <= maximum:
         raise validation_error(name, f"{name} must be 1 to {maximum} characters")
-    if any(ord(character) < 32 for character in value):
-        raise validation_error(name, f"{name} must not contain control characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise validation_error(name, f"{name} {problem}")
     return value
 
 
 def source_path_inside(value: Any, media_root: PurePosixPath) -> str:
     """`value` as a normalised path relative to `media_root`, or a validation error.
 
-    A relative path is taken relative to the root; an absolute one must lie under it.
+    The grammar is `services.common.sources`: a path inside the root, never a URI.
     Checked lexically here: the API does not mount the file system. The worker checks
     again after resolving symbolic links.
     """
-    if not isinstance(value, str) or not value:
-        raise validation_error("source_path", "source_path is required and must be a string")
-    if len(value) > SOURCE_PATH_MAX or any(ord(character) < 32 for character in value):
-        raise validation_error("source_path", "source_path is too long or has control characters")
-    path = PurePosixPath(posixpath.normpath(value))
-    if path.is_absolute():
-        root = PurePosixPath(posixpath.normpath(str(media_root)))
-        if not path.is_relative_to(root):
-            raise validation_error("source_path", f"source_path must be inside {media_root}")
-        path = path.relative_to(root)
-    relative = posixpath.normpath(str(path))
-    if relative in {".", ".."} or relative.startswith("../"):
-        raise validation_error("source_path", "source_path must name a file inside the media root")
-    return relative
+    try:
+        return normalise_source(value, media_root, max_chars=SOURCE_PATH_MAX)
+    except SourceError as error:
+        raise validation_error("source_path", f"source_path {error}") from None
 
 
 def parse_video_id(value: str | None) -> uuid.UUID:
@@ -129,16 +122,39 @@ def encode_cursor(uploaded_at: datetime, video_id: uuid.UUID, status: str | None
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# An issued cursor is about 130 characters; its JSON is one flat object.
+_CURSOR_MAX_CHARS = 512
+_CURSOR_KEYS = frozenset({"u", "i", "s"})
+
+
 def decode_cursor(cursor: str, status: str | None) -> tuple[datetime, uuid.UUID]:
+    """The position in a cursor `encode_cursor` made, or a 400 for anything else.
+
+    A cursor comes back from the client, so it is decoded like any other input: bounded
+    (length, JSON depth), exactly the three keys with the right types, and a timestamp
+    that exists in UTC (`0001-01-01T00:00:00+14:00` does not).
+    """
+    not_ours = validation_error("cursor", "cursor is not one this API issued")
+    if len(cursor) > _CURSOR_MAX_CHARS:
+        raise not_ours
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        document = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        position = (datetime.fromisoformat(document["u"]), uuid.UUID(document["i"]))
-        cursor_status = document["s"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise validation_error("cursor", "cursor is not one this API issued") from None
-    if position[0].tzinfo is None:
-        raise validation_error("cursor", "cursor is not one this API issued")
+        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        document = safejson.loads(raw, max_bytes=_CURSOR_MAX_CHARS, max_depth=1)
+    except (binascii.Error, ValueError, UnicodeError):  # JsonError is a ValueError
+        raise not_ours from None
+    if not isinstance(document, dict) or set(document) != _CURSOR_KEYS:
+        raise not_ours
+    moment, video_id, cursor_status = document["u"], document["i"], document["s"]
+    if not (isinstance(moment, str) and isinstance(video_id, str)):
+        raise not_ours
+    try:
+        uploaded_at = datetime.fromisoformat(moment)
+        position = (uploaded_at.astimezone(UTC), uuid.UUID(video_id))
+    except (ValueError, OverflowError):
+        raise not_ours from None
+    if uploaded_at.tzinfo is None:
+        raise not_ours
     if cursor_status != status:
         raise validation_error("cursor", "cursor belongs to a listing with another status")
     return position

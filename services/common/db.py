@@ -4,6 +4,13 @@ One connection per process, reused across Lambda invocations and worker jobs. Wo
 handed in as a function that runs inside one transaction; if the connection turns out
 to be dead (idle timeout, failover, pg_terminate_backend) the transaction is run again
 once on a fresh connection, which is safe because nothing of it was committed.
+
+H2: only an error the server reported (an ErrorResponse with a SQLSTATE) leaves the
+connection in a known state, and only then is it rolled back and kept. Any other error in
+the middle of a transaction (the driver failing to encode a parameter after writing half a
+message, a socket timeout, a bug in the work function, an interrupt) may leave the protocol
+out of step with the server, so the connection is closed and the next transaction opens a
+new one: no request can see, or commit, another request's state.
 """
 
 from __future__ import annotations
@@ -95,9 +102,9 @@ class Database:
                 result = work(connection.cursor())
                 connection.commit()
                 return result
-            except Exception as error:
+            except BaseException as error:
                 if not _is_connection_lost(error):
-                    self._rollback_quietly(connection)
+                    self._end_failed_transaction(connection, error)
                     raise
                 self._discard()
                 if attempt == 2:
@@ -115,11 +122,11 @@ class Database:
             result = work(connection)
             connection.commit()
             return result
-        except Exception as error:
+        except BaseException as error:
             if _is_connection_lost(error):
                 self._discard()
                 raise DatabaseUnavailable(f"database connection lost: {error}") from error
-            self._rollback_quietly(connection)
+            self._end_failed_transaction(connection, error)
             raise
 
     def close(self) -> None:
@@ -172,7 +179,17 @@ class Database:
             startup_params={"statement_timeout": self._statement_timeout_ms},
         )
 
-    def _rollback_quietly(self, connection: pg8000.dbapi.Connection) -> None:
+    def _end_failed_transaction(
+        self, connection: pg8000.dbapi.Connection, error: BaseException
+    ) -> None:
+        """Roll back after an error the server reported; discard after any other (H2)."""
+        if sqlstate(error) is None:
+            log.warning(
+                "discarding the database connection after a client-side error",
+                extra={"error": type(error).__name__},
+            )
+            self._discard()
+            return
         try:
             connection.rollback()
         except Exception:

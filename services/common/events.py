@@ -8,6 +8,11 @@ consumers can drop the copy (Kinesis, like SQS, delivers at least once).
 The EventBridge Pipe forwards `job.requested` events with the input template `<$.data>`,
 so an SQS body is normally the event itself; a raw Kinesis record envelope
 (`{"data": "<base64>"}` or `{"data": {...}}`) is accepted too.
+
+A message comes from outside the worker's control (H3): `parse_message_body` is total, so
+whatever a body holds (nesting a thousand levels deep, a 5,000-digit number, invalid
+Unicode, fields of the wrong type) it returns an event or raises `EventError` with the
+reason, which the worker dead-letters once.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from services.common import safejson
+from services.common.text import text_problem
+
+log = logging.getLogger(__name__)
 
 JOB_REQUESTED = "job.requested"
 VIDEO_PROCESSED = "video.processed"
@@ -27,6 +38,10 @@ EVENT_VERSION = 1
 _REQUIRED_TEXT = ("video_id", "job_id", "source_uri", "occurred_at")
 _CORE_KEYS = frozenset({"type", "version", "event_id", *_REQUIRED_TEXT})
 _EVENT_ID_NAMESPACE = uuid.UUID("e8709175-5c37-43b5-ac98-9bd0f746da1f")
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""SQS's largest message body (1 MiB); a base64 Kinesis envelope decodes to less."""
+MAX_FIELD_CHARS = 4096
+"""Longest core text field (a source reference is at most Linux PATH_MAX)."""
 
 
 class EventError(ValueError):
@@ -87,13 +102,20 @@ def new_event(
 def parse_event(document: Any) -> Event:
     if not isinstance(document, dict):
         raise EventError("event is not a JSON object")
-    if document.get("type") not in EVENT_TYPES:
-        raise EventError(f"unknown event type {document.get('type')!r}")
-    if document.get("version") != EVENT_VERSION:
-        raise EventError(f"unsupported event version {document.get('version')!r}")
+    event_type, version = document.get("type"), document.get("version")
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        raise EventError(f"unknown event type {_shown(event_type)}")
+    if type(version) is not int or version != EVENT_VERSION:  # True == 1 in Python
+        raise EventError(f"unsupported event version {_shown(version)}")
     for key in _REQUIRED_TEXT:
-        if not isinstance(document.get(key), str) or not document[key]:
+        value = document.get(key)
+        if not isinstance(value, str) or not value:
             raise EventError(f"event field {key!r} is missing or not a string")
+        if len(value) > MAX_FIELD_CHARS:
+            raise EventError(f"event field {key!r} is longer than {MAX_FIELD_CHARS} characters")
+        problem = text_problem(value)
+        if problem is not None:
+            raise EventError(f"event field {key!r} {problem}")
     for key in ("video_id", "job_id"):
         _require_uuid(key, document[key])
     return Event(
@@ -107,11 +129,28 @@ def parse_event(document: Any) -> Event:
 
 
 def parse_message_body(body: str | bytes) -> Event:
-    """The event in an SQS message body, unwrapping a Kinesis record envelope if present."""
-    document = _json(body)
-    if isinstance(document, dict) and "type" not in document and "data" in document:
-        document = _unwrap_kinesis_data(document["data"])
-    return parse_event(document)
+    """The event in an SQS message body, unwrapping a Kinesis record envelope if present;
+    EventError for anything else, whatever the body holds."""
+    try:
+        document = _json(body)
+        if isinstance(document, dict) and "type" not in document and "data" in document:
+            document = _unwrap_kinesis_data(document["data"])
+        return parse_event(document)
+    except EventError:
+        raise
+    except Exception as error:
+        # Parsing is pure: an error here is a property of the message, never transient.
+        # Catching it is what keeps one hostile message from ending the worker process.
+        log.warning("unexpected error parsing a message", exc_info=True)
+        raise EventError(f"message could not be parsed ({type(error).__name__})") from None
+
+
+def _shown(value: Any) -> str:
+    """A field's value for a reason text: short, and only if it is a plain scalar."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = repr(value)
+        return text if len(text) <= 40 else f"{text[:37]}..."
+    return f"of type {type(value).__name__}"
 
 
 def _unwrap_kinesis_data(data: Any) -> Any:
@@ -128,9 +167,9 @@ def _unwrap_kinesis_data(data: Any) -> Any:
 
 def _json(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EventError("message body is not JSON") from None
+        return safejson.loads(text, max_bytes=MAX_MESSAGE_BYTES)
+    except safejson.JsonError as error:
+        raise EventError(f"message body is not JSON: {error}") from None
 
 
 def _require_uuid(key: str, value: str) -> None:

@@ -1,4 +1,13 @@
-"""Media facts from ffprobe, for a file that must lie inside the media root."""
+"""Media facts from ffprobe, for a file that must lie inside the media root.
+
+Only real video is accepted (M3). ffprobe follows references if a demuxer tells it to: a
+text HLS playlist (named `.mp4` or not) makes it open and report on whatever file the
+playlist names, and the image demuxers report a still picture as a one-frame video. So
+ffprobe may open nothing but the local file (`-protocol_whitelist file`) with nothing but
+the container demuxers below (`-format_whitelist`: no playlist, concat or image
+demuxers), and what it reports must then be one of those containers with a video stream
+that has a codec, a picture size and a duration.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.sources import SourceError, normalise_source
 from services.worker.errors import PermanentJobError, ProbeTimeout, TransientJobError
 
-FFPROBE_ARGS = ("-v", "error", "-print_format", "json", "-show_format", "-show_streams")
+# ffmpeg demuxer names (`ffprobe -demuxers`); each is a self-contained container.
+ACCEPTED_FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2",  # one demuxer: MP4 and QuickTime (external drefs off)
+    "matroska,webm",
+    "avi",
+    "mpegts",
+    "mxf",
+)
+FFPROBE_ARGS = (
+    "-v", "error",
+    "-protocol_whitelist", "file",
+    "-format_whitelist", ",".join(ACCEPTED_FORMATS),
+    "-print_format", "json", "-show_format", "-show_streams",
+)  # fmt: skip
 _POLL_SECONDS = 0.2
 _STDERR_TAIL = 300
 
@@ -33,9 +56,19 @@ class MediaFacts:
 
 
 def resolve_source(media_root: str | os.PathLike[str], source_uri: str) -> Path:
-    """The real path of `source_uri` under the root; symbolic links may not lead out."""
+    """The real path of `source_uri` under the root; symbolic links may not lead out.
+
+    The reference must first follow the source grammar the API applies
+    (`services.common.sources`), so a message naming a URI or `..` is refused unopened.
+    """
+    try:
+        relative = normalise_source(source_uri, os.fspath(media_root))
+    except SourceError as error:
+        raise PermanentJobError(
+            f"source {source_uri!r} is refused (outside the media root or not a path): {error}"
+        ) from None
     root = Path(os.path.realpath(media_root))
-    candidate = Path(os.path.realpath(root / source_uri.lstrip("/")))
+    candidate = Path(os.path.realpath(root / relative))
     if not candidate.is_relative_to(root) or candidate == root:
         raise PermanentJobError(f"source {source_uri!r} resolves outside the media root")
     if not candidate.is_file():
@@ -51,7 +84,8 @@ def run_ffprobe(ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bo
     """
     try:
         process = subprocess.Popen(
-            [ffprobe, *FFPROBE_ARGS, str(path)],
+            # `file:` so that no other protocol can be read from the name.
+            [ffprobe, *FFPROBE_ARGS, f"file:{path}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -86,6 +120,30 @@ def _wait(process: subprocess.Popen[bytes], deadline: Callable[[], tuple[float, 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def require_video(document: Any) -> None:
+    """PermanentJobError unless ffprobe saw an accepted container holding a video stream
+    with a codec, a picture size and a duration (not a still image, not audio)."""
+    if not isinstance(document, dict):
+        raise PermanentJobError("ffprobe output is not an object")
+    media_format = document.get("format") or {}
+    if not isinstance(media_format, dict) or media_format.get("format_name") not in (
+        ACCEPTED_FORMATS
+    ):
+        name = media_format.get("format_name") if isinstance(media_format, dict) else None
+        raise PermanentJobError(f"the media's container {name!r} is not accepted")
+    streams = document.get("streams") or []
+    video = _first_stream(streams if isinstance(streams, list) else [], "video")
+    if video is None:
+        raise PermanentJobError("the media has no video stream")
+    if not video.get("codec_name") or video.get("codec_name") == "none":
+        raise PermanentJobError("the media's video stream has no codec ffprobe can decode")
+    if not (_number(video.get("width"), int) and _number(video.get("height"), int)):
+        raise PermanentJobError("the media's video stream has no picture size")
+    duration = _number(media_format.get("duration"), float) or _number(video.get("duration"), float)
+    if not duration:
+        raise PermanentJobError("the media has no duration (a still image is not a video)")
 
 
 def facts_from_probe(document: Any) -> MediaFacts:
@@ -137,4 +195,6 @@ def probe_media(
     deadline: Callable[[], tuple[float, bool]],
 ) -> MediaFacts:
     path = resolve_source(media_root, source_uri)
-    return facts_from_probe(run_ffprobe(ffprobe, path, deadline))
+    document = run_ffprobe(ffprobe, path, deadline)
+    require_video(document)
+    return facts_from_probe(document)
