@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -40,6 +41,8 @@ FFPROBE_ARGS = (
     "-print_format", "json", "-show_format", "-show_streams",
 )  # fmt: skip
 _POLL_SECONDS = 0.2
+# What ffprobe prints when -format_whitelist refused the demuxer that recognised the file.
+_NOT_ON_WHITELIST = re.compile(r"\[(?P<format>[\w,]+) @ [^\]]*\] Format not on whitelist")
 _STDERR_TAIL = 300
 
 
@@ -95,7 +98,11 @@ def run_ffprobe(ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bo
         raise TransientJobError(f"cannot run {ffprobe}: {error}") from error
     stdout, stderr = _wait(process, deadline)
     if process.returncode != 0:
-        reason = stderr.decode(errors="replace").strip()[-_STDERR_TAIL:] or "no detail"
+        text = stderr.decode(errors="replace")
+        refused = _NOT_ON_WHITELIST.search(text)
+        if refused:
+            raise PermanentJobError(f"the media's container {refused['format']!r} is not accepted")
+        reason = text.strip()[-_STDERR_TAIL:] or "no detail"
         raise PermanentJobError(f"ffprobe rejected the media: {reason}")
     try:
         return json.loads(stdout)

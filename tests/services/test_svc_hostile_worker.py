@@ -1,0 +1,233 @@
+"""H3, M3: the worker as a hostile producer would feed it, against real PostgreSQL, Redis
+and ffprobe.
+
+Every message ends processed or dead-lettered once with a reason, and no message can raise
+out of the job loop (the process exited 1 on every delivery). Only real video is accepted:
+a playlist in disguise or a still image ends FAILED with a reason."""
+
+# The worker fixtures live in test_svc_worker.py; importing them redefines their names.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from svc_support import drain_queue
+from test_svc_worker import Kit, kit, worker_database  # noqa: F401 (fixtures)
+
+from services.worker.consumer import Outcome
+from services.worker.errors import PermanentJobError
+from services.worker.probe import probe_media
+
+pytestmark = pytest.mark.services
+
+
+def _event(**changes) -> dict:
+    return {
+        "type": "job.requested",
+        "version": 1,
+        "video_id": str(uuid.uuid4()),
+        "job_id": str(uuid.uuid4()),
+        "source_uri": "clips/ok.mp4",
+        "occurred_at": "2025-01-01T00:00:00.000Z",
+        **changes,
+    }
+
+
+def _envelope(text: str) -> str:
+    return json.dumps({"data": base64.b64encode(text.encode()).decode()})
+
+
+DEEP = "[" * 1000 + "]" * 1000
+HUGE_INT = "1" * 5000
+HOSTILE_BODIES = {
+    "deep-array": DEEP,
+    "deep-object": '{"a":' * 1000 + "1" + "}" * 1000,
+    "deep-field": json.dumps(_event())[:-1] + ', "extra": ' + DEEP + "}",
+    "deep-in-object-envelope": '{"data": ' + DEEP + "}",
+    "deep-in-base64-envelope": _envelope(DEEP),
+    "int-5000-digits-version": json.dumps(_event()).replace('"version": 1', f'"version": {HUGE_INT}'),
+    "int-5000-digits-in-envelope": _envelope('{"type": "job.requested", "version": ' + HUGE_INT + "}"),
+    "float-overflow": json.dumps(_event()).replace('"version": 1', '"version": 1e400'),
+    "nan-version": json.dumps(_event()).replace('"version": 1', '"version": NaN'),
+    "type-unhashable": json.dumps(_event(type=["job.requested"])),
+    "type-object": json.dumps(_event(type={"a": 1})),
+    "version-true": json.dumps(_event(version=True)),
+    "surrogate-in-source": json.dumps(_event(source_uri="clips/\ud800.mp4")),
+    "control-in-source": json.dumps(_event(source_uri="clips/\x85ok.mp4")),
+    "id-not-a-uuid": json.dumps(_event(job_id="1" * 5000)),
+    "envelope-data-number": '{"data": ' + HUGE_INT + "}",
+    "envelope-not-json-inside": _envelope("not json"),
+    "envelope-invalid-utf8": json.dumps({"data": base64.b64encode(b"\xed\xa0\x80").decode()}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("body", list(HOSTILE_BODIES.values()), ids=list(HOSTILE_BODIES))
+def test_h3_hostile_message_is_dead_lettered_once_with_a_reason(kit, body):
+    """Deep nesting (plain or in either Kinesis envelope) and 5,000-digit numbers raised out
+    of the job loop and ended the process; wrong types raised TypeError the same way."""
+    kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody=body)
+    assert kit.worker().poll_once() == [Outcome.POISON]
+    [dead] = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
+    assert dead["Body"] == body
+    reason = dead["MessageAttributes"]["failure_reason"]["StringValue"]
+    assert reason and "Traceback" not in reason
+    assert kit.depth() == (0, 0)
+
+
+def test_h3_good_job_in_the_same_batch_as_hostile_messages_proceeds(kit):
+    for name in ("deep-array", "int-5000-digits-version", "type-unhashable"):
+        kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody=HOSTILE_BODIES[name])
+    _, job_id = kit.submit("clips/ok.mp4")
+    outcomes = kit.worker().poll_once()
+    assert sorted(outcomes) == sorted([Outcome.POISON] * 3 + [Outcome.COMPLETED])
+    assert kit.job(job_id)["state"] == "COMPLETED"
+    assert len(drain_queue(kit.aws.sqs, kit.aws.dlq_url)) == 3
+    assert kit.depth() == (0, 0)
+
+
+# --- M3: only real video --------------------------------------------------------------
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, timeout=60)
+
+
+@pytest.fixture
+def disguised(kit: Kit, tmp_path: Path) -> dict[str, str]:
+    """Files inside the media root that are not videos, whatever their names say."""
+    hostile = kit.media_root / "hostile"
+    hostile.mkdir(exist_ok=True)
+    outside = tmp_path / "outside-secret.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x48:rate=10:duration=2", "-c:v", "mpeg4",
+            str(outside))  # fmt: skip
+    (hostile / "playlist.mp4").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2.0,\n{outside}\n#EXT-X-ENDLIST\n"
+    )
+    (hostile / "concat.mp4").write_text(f"ffconcat version 1.0\nfile '{outside}'\n")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1",
+            str(hostile / "still.png"))  # fmt: skip
+    (hostile / "still.mp4").write_bytes((hostile / "still.png").read_bytes())
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1", "-f", "image2",
+            "-c:v", "mjpeg", str(hostile / "still.jpg"))  # fmt: skip
+    return {
+        "hls-playlist-named-mp4": "hostile/playlist.mp4",
+        "concat-list-named-mp4": "hostile/concat.mp4",
+        "still-png": "hostile/still.png",
+        "still-png-named-mp4": "hostile/still.mp4",
+        "still-jpeg": "hostile/still.jpg",
+    }
+
+
+def _deadline():
+    import time
+
+    return time.monotonic() + 10, False
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hls-playlist-named-mp4",
+        "concat-list-named-mp4",
+        "still-png",
+        "still-png-named-mp4",
+        "still-jpeg",
+    ],
+)
+def test_m3_playlists_and_still_images_are_not_video(kit, disguised, name):
+    """A text HLS playlist named .mp4 made ffprobe report the file it names outside the
+    media root (COMPLETED with that file's facts); a PNG was COMPLETED as a video."""
+    with pytest.raises(PermanentJobError, match=r"not accepted|no duration|no video"):
+        probe_media("ffprobe", str(kit.media_root), disguised[name], _deadline)
+
+
+def test_m3_playlist_referencing_a_file_outside_the_root_ends_failed(kit, disguised):
+    video_id, job_id = kit.submit(disguised["hls-playlist-named-mp4"])
+    assert kit.worker().poll_once() == [Outcome.FAILED]
+    job = kit.job(job_id)
+    assert job["state"] == "FAILED"
+    assert "not accepted" in job["last_error"]
+    video = kit.video(video_id)
+    assert (video["status"], video["width"], video["duration_s"]) == ("FAILED", None, None)
+    [dead] = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
+    assert "not accepted" in dead["MessageAttributes"]["failure_reason"]["StringValue"]
+
+
+def test_m3_still_image_ends_failed_not_completed(kit, disguised):
+    video_id, job_id = kit.submit(disguised["still-png-named-mp4"])
+    assert kit.worker().poll_once() == [Outcome.FAILED]
+    assert kit.job(job_id)["state"] == "FAILED"
+    assert kit.video(video_id)["status"] == "FAILED"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "file:///etc/passwd",
+        "s3://other-bucket/x",
+        "https://user:secret@host/a.mp4",
+        "concat:clips/ok.mp4|clips/ok.mp4",
+        "/etc/hostname",
+        "../../../etc/hostname",
+    ],
+)
+def test_h1_m3_source_reference_outside_the_grammar_fails_the_job_unopened(kit, source):
+    """A row that did not come through the API (or predates its grammar) is checked again."""
+    video_id, job_id = kit.submit(source)
+    assert kit.worker().poll_once() == [Outcome.FAILED]
+    job = kit.job(job_id)
+    assert (job["state"], job["attempts"]) == ("FAILED", 1)
+    assert "refused" in job["last_error"] or "outside the media root" in job["last_error"]
+    assert kit.video(video_id)["status"] == "FAILED"
+
+
+def test_m3_real_containers_still_complete(kit):
+    video_id, _ = kit.submit("clips/ok.mp4")
+    assert kit.worker().poll_once() == [Outcome.COMPLETED]
+    assert kit.video(video_id)["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"format": {"format_name": "hls", "duration": "2"}, "streams": []}, "not accepted"),
+        ({"format": {"format_name": "png_pipe"}, "streams": []}, "not accepted"),
+        ({"format": {"format_name": "concat"}, "streams": []}, "not accepted"),
+        ({"format": "mp4", "streams": []}, "not accepted"),
+        (
+            {
+                "format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "N/A"},
+                "streams": [{"codec_type": "video", "codec_name": "png", "width": 8, "height": 8}],
+            },
+            "no duration",
+        ),
+        (
+            {
+                "format": {"format_name": "matroska,webm", "duration": "3"},
+                "streams": [{"codec_type": "video", "width": 8, "height": 8}],
+            },
+            "no codec",
+        ),
+        (
+            {
+                "format": {"format_name": "avi", "duration": "3"},
+                "streams": [{"codec_type": "video", "codec_name": "h264", "width": 0}],
+            },
+            "no picture size",
+        ),
+        ({"format": {"format_name": "mpegts", "duration": "3"}, "streams": "x"}, "no video"),
+    ],
+)
+def test_m3_probe_report_must_be_an_accepted_container_with_a_real_video_stream(document, reason):
+    """Checked on ffprobe's report as well, so an ffprobe that ignored the whitelist (or a
+    format the whitelist lets through with an image codec) still cannot pass a still."""
+    from services.worker.probe import require_video
+
+    with pytest.raises(PermanentJobError, match=reason):
+        require_video(document)
