@@ -33,7 +33,7 @@ from components.worker import (
     SharedVolume,
     WorkerConnections,
 )
-from services.common.roles import API_DB_USER, WORKER_DB_USER
+from services.contract import API_DB_USER, WORKER_DB_USER
 
 settings = load_settings()  # raises one ConfigError listing every bad key (G8)
 namer = namer_for(settings)

@@ -33,14 +33,19 @@ from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.settings import API_CACHE_SIZES_GB, ApiAuth
-from services.common.roles import API_DB_USER
+from services.contract import (
+    API_DB_USER,
+    CREATE_VIDEO_MODEL,
+    CREATE_VIDEO_SCHEMA,
+    LOG_LEVELS,
+    EnvVar,
+)
 
 HANDLER = "services.api.handler.handler"
 # API Gateway ends every integration call after 29 s; the function must answer before.
 INTEGRATION_TIMEOUT_SECONDS = 29
 API_KEY_LENGTH = 40
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 STAGE_CACHE_TTL_SECONDS = 60
 WAF_MIN_RATE_LIMIT = 10
 WAF_MAX_RATE_LIMIT = 2_000_000_000
@@ -70,21 +75,6 @@ ACCESS_LOG_FIELDS = {
     "errorMessage": "$context.error.message",
 }
 ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
-
-# The POST /videos body, mirroring services/api/validation.py (which checks again).
-CREATE_VIDEO_MODEL = "CreateVideo"
-CREATE_VIDEO_SCHEMA: dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-04/schema#",
-    "title": CREATE_VIDEO_MODEL,
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["title", "creator", "source_path"],
-    "properties": {
-        "title": {"type": "string", "minLength": 1, "maxLength": 200},
-        "creator": {"type": "string", "minLength": 1, "maxLength": 100},
-        "source_path": {"type": "string", "minLength": 1, "maxLength": 1024},
-    },
-}
 
 # Request validators: name -> (validate body, validate parameters).
 VALIDATORS = {
@@ -421,12 +411,12 @@ class PublicApi(pulumi.ComponentResource):
         backend = self._args.backend
         variables: dict[str, pulumi.Input[str]] = {
             **backend.environment(backend.db_ssl, backend.db_user),
-            "MEDIA_ROOT": backend.media_root,
-            "CACHE_TTL_SECONDS": str(backend.cache_ttl_seconds),
-            "LOG_LEVEL": backend.log_level,
+            EnvVar.MEDIA_ROOT: backend.media_root,
+            EnvVar.CACHE_TTL_SECONDS: str(backend.cache_ttl_seconds),
+            EnvVar.LOG_LEVEL: backend.log_level,
         }
         if backend.redis_auth_secret_arn is not None:
-            variables["REDIS_AUTH_SECRET_ARN"] = backend.redis_auth_secret_arn
+            variables[EnvVar.REDIS_AUTH_SECRET_ARN] = backend.redis_auth_secret_arn
         return variables
 
     # -- resources, validation, methods, deployment (A1, A5, A7) ---------------------------

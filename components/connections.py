@@ -1,7 +1,7 @@
 """What the services on the platform connect to, shared by the API function and the workers.
 
 Only endpoints, names and secret ARNs travel here — never a secret value — and they become
-the environment contract of `services/` (see services/README.md). Each service logs in to
+the environment contract of `services/` (`services/contract.py`). Each service logs in to
 the database as its own role with IAM tokens (`DB_IAM_USER`); no service sees the master
 secret.
 """
@@ -13,9 +13,7 @@ from typing import Any
 
 import pulumi
 
-# How a service checks the database's TLS: without the RDS CA bundle only `require` works;
-# `verify-full` once the bundle ships with the code.
-DB_SSL_MODES = ("require", "verify-full")
+from services.contract import DB_SSL_MODES, EnvVar, env_flag
 
 
 def db_ssl_problems(field_name: str, value: str) -> list[str]:
@@ -48,15 +46,15 @@ class DataPlane:
     def environment(self, db_ssl: str, db_user: str) -> dict[str, pulumi.Input[str]]:
         """The variables both services read to reach the data plane."""
         return {
-            "DB_HOST": self.db_host,
-            "DB_PORT": as_text(self.db_port),
-            "DB_NAME": self.db_name,
-            "DB_SSL": db_ssl,
-            "DB_IAM_USER": db_user,
-            "REDIS_HOST": self.redis_host,
-            "REDIS_PORT": as_text(self.redis_port),
-            "REDIS_TLS": "true" if self.redis_tls else "false",
-            "STREAM_NAME": self.stream_name,
+            EnvVar.DB_HOST: self.db_host,
+            EnvVar.DB_PORT: as_text(self.db_port),
+            EnvVar.DB_NAME: self.db_name,
+            EnvVar.DB_SSL: db_ssl,
+            EnvVar.DB_IAM_USER: db_user,
+            EnvVar.REDIS_HOST: self.redis_host,
+            EnvVar.REDIS_PORT: as_text(self.redis_port),
+            EnvVar.REDIS_TLS: env_flag(self.redis_tls),
+            EnvVar.STREAM_NAME: self.stream_name,
         }
 
 

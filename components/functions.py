@@ -20,11 +20,11 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, check_name, name_tag
 from components.packaging import TARGET_ARCHITECTURE, TARGET_PYTHON
+from services.contract import DEFAULT_LOG_LEVEL, LOG_LEVELS
 
 RUNTIME = f"python{TARGET_PYTHON}"
 # Lambda's JSON log levels are named differently from Python's.
-LAMBDA_LOG_LEVEL = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR",
-                    "CRITICAL": "FATAL"}
+LAMBDA_LOG_LEVEL = dict(zip(LOG_LEVELS, ("DEBUG", "INFO", "WARN", "ERROR", "FATAL"), strict=True))
 
 # Lambda needs these on "*": ENI actions have no resource-level form it accepts for the
 # execution role (it validates the role before creating the function), and X-Ray's
@@ -60,7 +60,7 @@ class VpcFunctionArgs:
     logs_key_arn: pulumi.Input[str]
     environment_key_arn: pulumi.Input[str]
     log_retention_days: int
-    log_level: str = "INFO"
+    log_level: str = DEFAULT_LOG_LEVEL
     memory_mb: int = 256
     timeout_seconds: int = 15
     reserved_concurrency: int = -1
@@ -80,14 +80,28 @@ def vpc_function(name: str, args: VpcFunctionArgs, parent: pulumi.Resource) -> V
     check_name(log_group_name, NameKind.LOG_GROUP)
     # Created first and deleted last, so Lambda never makes its own unencrypted group.
     log_group = encrypted_log_group(
-        f"{name}-function-logs", name=log_group_name, kms_key_arn=args.logs_key_arn,
-        retention_days=args.log_retention_days, parent=parent)
-    role = service_role(f"{name}-role", role=f"{args.stem}-lambda",
-                        service="lambda.amazonaws.com", ctx=args.context, namer=args.namer,
-                        parent=parent)
-    policies: list[pulumi.Resource] = [attach_grants(
-        f"{name}-runtime-policy", role, runtime_grants(args, log_group, function_name),
-        parent=parent)]
+        f"{name}-function-logs",
+        name=log_group_name,
+        kms_key_arn=args.logs_key_arn,
+        retention_days=args.log_retention_days,
+        parent=parent,
+    )
+    role = service_role(
+        f"{name}-role",
+        role=f"{args.stem}-lambda",
+        service="lambda.amazonaws.com",
+        ctx=args.context,
+        namer=args.namer,
+        parent=parent,
+    )
+    policies: list[pulumi.Resource] = [
+        attach_grants(
+            f"{name}-runtime-policy",
+            role,
+            runtime_grants(args, log_group, function_name),
+            parent=parent,
+        )
+    ]
     for label, grant in sorted(args.access_grants.items()):
         policy = grant(f"{name}-{label}", role)
         if policy is not None:
@@ -105,41 +119,67 @@ def vpc_function(name: str, args: VpcFunctionArgs, parent: pulumi.Resource) -> V
         memory_size=args.memory_mb,
         timeout=args.timeout_seconds,
         reserved_concurrent_executions=(
-            None if args.reserved_concurrency == -1 else args.reserved_concurrency),
-        vpc_config={"subnet_ids": list(args.subnet_ids),
-                    "security_group_ids": [args.security_group.id]},
+            None if args.reserved_concurrency == -1 else args.reserved_concurrency
+        ),
+        vpc_config={
+            "subnet_ids": list(args.subnet_ids),
+            "security_group_ids": [args.security_group.id],
+        },
         environment={"variables": dict(args.environment)},
         kms_key_arn=args.environment_key_arn,
-        logging_config={"log_format": "JSON", "log_group": log_group.name,
-                        "application_log_level": LAMBDA_LOG_LEVEL[args.log_level],
-                        "system_log_level": "WARN"},
+        logging_config={
+            "log_format": "JSON",
+            "log_group": log_group.name,
+            "application_log_level": LAMBDA_LOG_LEVEL[args.log_level],
+            "system_log_level": "WARN",
+        },
         tracing_config={"mode": "Active"},
         tags=name_tag(function_name),
         # Role policies first: a VPC function is refused when its role cannot yet create
         # network interfaces.
-        opts=pulumi.ResourceOptions(parent=parent,
-                                    depends_on=[log_group, *policies, *args.start_after]),
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=[log_group, *policies, *args.start_after]
+        ),
     )
     return VpcFunction(function, role)
 
 
-def runtime_grants(args: VpcFunctionArgs, log_group: aws.cloudwatch.LogGroup,
-                   function_name: str) -> list[Grant]:
+def runtime_grants(
+    args: VpcFunctionArgs, log_group: aws.cloudwatch.LogGroup, function_name: str
+) -> list[Grant]:
     ctx = args.context
     # Built, not read from the function: the function waits for this policy.
-    function_arn = pulumi.Output.concat("arn:", ctx.partition, ":lambda:", ctx.region, ":",
-                                        ctx.account_id, ":function:", function_name)
+    function_arn = pulumi.Output.concat(
+        "arn:",
+        ctx.partition,
+        ":lambda:",
+        ctx.region,
+        ":",
+        ctx.account_id,
+        ":function:",
+        function_name,
+    )
     return [
-        Grant("WriteOwnLogGroup", ("logs:CreateLogStream", "logs:PutLogEvents"),
-              (pulumi.Output.concat(log_group.arn, ":*"),)),
+        Grant(
+            "WriteOwnLogGroup",
+            ("logs:CreateLogStream", "logs:PutLogEvents"),
+            (pulumi.Output.concat(log_group.arn, ":*"),),
+        ),
         # Lambda decrypts the environment on this function's behalf, with its ARN as the
         # encryption context.
-        Grant("DecryptOwnEnvironment", ("kms:Decrypt",), (args.environment_key_arn,),
-              conditions={"StringEquals": {
-                  "kms:ViaService": pulumi.Output.concat("lambda.", ctx.region, ".",
-                                                         ctx.dns_suffix),
-                  "kms:EncryptionContext:aws:lambda:FunctionArn": function_arn,
-              }}),
+        Grant(
+            "DecryptOwnEnvironment",
+            ("kms:Decrypt",),
+            (args.environment_key_arn,),
+            conditions={
+                "StringEquals": {
+                    "kms:ViaService": pulumi.Output.concat(
+                        "lambda.", ctx.region, ".", ctx.dns_suffix
+                    ),
+                    "kms:EncryptionContext:aws:lambda:FunctionArn": function_arn,
+                }
+            },
+        ),
         Grant("ManageVpcNetworkInterfaces", VPC_NETWORK_INTERFACE_ACTIONS, ("*",)),
         Grant("WriteTraces", XRAY_ACTIONS, ("*",)),
     ]

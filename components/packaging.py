@@ -37,6 +37,7 @@ TARGET_ARCHITECTURE = "arm64"
 # is never shipped here.
 API_SOURCES = (
     "services/__init__.py",
+    "services/contract.py",
     "services/common",
     "services/api",
     "services/migrations",
@@ -46,6 +47,7 @@ API_DISTRIBUTIONS = ("pg8000", "redis")
 # The schema-migration function: the shared code, its handler and the SQL, nothing of the API.
 MIGRATE_SOURCES = (
     "services/__init__.py",
+    "services/contract.py",
     "services/common",
     "services/migrate",
     "services/migrations",

@@ -23,6 +23,7 @@ from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.kms import AwsContext
 from components.logs import retention_problems
 from components.naming import Namer
+from services.contract import DEFAULT_LOG_LEVEL, EnvVar
 
 HANDLER = "services.migrate.handler.handler"
 NetworkGrant = Callable[[RoleSecurityGroup], None]
@@ -119,12 +120,12 @@ class SchemaMigrations(pulumi.ComponentResource):
             subnet_ids=args.subnet_ids,
             security_group=self.security_group,
             environment={
-                "DB_HOST": args.db_host,
-                "DB_PORT": as_text(args.db_port),
-                "DB_NAME": args.db_name,
-                "DB_SSL": args.db_ssl,
-                "DB_SECRET_ARN": args.db_secret_arn,
-                "LOG_LEVEL": "INFO",
+                EnvVar.DB_HOST: args.db_host,
+                EnvVar.DB_PORT: as_text(args.db_port),
+                EnvVar.DB_NAME: args.db_name,
+                EnvVar.DB_SSL: args.db_ssl,
+                EnvVar.DB_SECRET_ARN: args.db_secret_arn,
+                EnvVar.LOG_LEVEL: DEFAULT_LOG_LEVEL,
             },
             namer=args.namer,
             context=args.context,

@@ -38,7 +38,7 @@ from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.settings import FARGATE_MEMORY_BY_CPU
-from services.common.roles import WORKER_DB_USER
+from services.contract import WORKER_DB_USER, EnvVar
 
 GrantFn = Callable[[str, aws.iam.Role], aws.iam.RolePolicy | None]
 """A component's grant helper, e.g. `jobs.grant_consume`: (resource name, role) -> policy."""
@@ -531,17 +531,17 @@ class MediaWorkerService(pulumi.ComponentResource):
         args, c = self._args, self._args.connections
         values: dict[str, pulumi.Input[str]] = {
             **c.environment(args.db_ssl, args.db_user),
-            "JOBS_QUEUE_URL": c.jobs_queue_url,
-            "DEAD_LETTER_QUEUE_URL": c.dead_letter_queue_url,
-            "MAX_RECEIVE_COUNT": str(c.max_receive_count),
-            "JOB_TIMEOUT_SECONDS": str(args.job_timeout_seconds),
-            "VISIBILITY_TIMEOUT_SECONDS": str(args.visibility_timeout_seconds),
-            "STOP_TIMEOUT_SECONDS": str(max(1, args.stop_timeout_seconds
-                                            - SHUTDOWN_MARGIN_SECONDS)),
-            "MEDIA_ROOT": MEDIA_ROOT,
-            "SCRATCH_DIR": SCRATCH_PATH,
-            "CONTENT_KEY_SECRET_ARN": self.content_key_secret_arn,
-            "LOG_LEVEL": args.log_level,
+            EnvVar.JOBS_QUEUE_URL: c.jobs_queue_url,
+            EnvVar.DEAD_LETTER_QUEUE_URL: c.dead_letter_queue_url,
+            EnvVar.MAX_RECEIVE_COUNT: str(c.max_receive_count),
+            EnvVar.JOB_TIMEOUT_SECONDS: str(args.job_timeout_seconds),
+            EnvVar.VISIBILITY_TIMEOUT_SECONDS: str(args.visibility_timeout_seconds),
+            EnvVar.STOP_TIMEOUT_SECONDS: str(max(1, args.stop_timeout_seconds
+                                                 - SHUTDOWN_MARGIN_SECONDS)),
+            EnvVar.MEDIA_ROOT: MEDIA_ROOT,
+            EnvVar.SCRATCH_DIR: SCRATCH_PATH,
+            EnvVar.CONTENT_KEY_SECRET_ARN: self.content_key_secret_arn,
+            EnvVar.LOG_LEVEL: args.log_level,
         }
         return [{"name": key, "value": value} for key, value in sorted(values.items())]
 
@@ -549,7 +549,7 @@ class MediaWorkerService(pulumi.ComponentResource):
         c = self._args.connections
         if c.redis_auth_secret_arn is None:
             return []
-        return [{"name": "REDIS_AUTH_TOKEN", "valueFrom": c.redis_auth_secret_arn}]
+        return [{"name": EnvVar.REDIS_AUTH_TOKEN, "valueFrom": c.redis_auth_secret_arn}]
 
     def _mounts(self) -> list[dict[str, Any]]:
         mounts = [{"sourceVolume": "scratch", "containerPath": SCRATCH_PATH, "readOnly": False}]

@@ -16,13 +16,14 @@ from services.common import safejson
 from services.common.sources import SourceError, normalise_source
 from services.common.text import text_problem
 from services.common.videos import STATUSES
-
-TITLE_MAX = 200
-CREATOR_MAX = 100
-SOURCE_PATH_MAX = 1024
-LIMIT_DEFAULT = 20
-LIMIT_MAX = 100
-_CREATE_FIELDS = frozenset({"title", "creator", "source_path"})
+from services.contract import (
+    CREATE_VIDEO_FIELDS,
+    CREATOR_MAX,
+    LIMIT_DEFAULT,
+    LIMIT_MAX,
+    SOURCE_PATH_MAX,
+    TITLE_MAX,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ListQuery:
 def parse_create(document: Any, media_root: PurePosixPath) -> CreateVideo:
     if not isinstance(document, dict):
         raise validation_error("body", "the body must be a JSON object")
-    unknown = sorted(set(document) - _CREATE_FIELDS)
+    unknown = sorted(set(document) - CREATE_VIDEO_FIELDS)
     if unknown:
         raise validation_error(unknown[0], f"unknown field {unknown[0]!r}")
     return CreateVideo(

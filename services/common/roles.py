@@ -1,8 +1,8 @@
-"""PostgreSQL login roles of the services, created by migrations/003_service_roles.sql.
+"""The services' PostgreSQL login roles, declared in `services/contract.py`.
 
-The infrastructure imports these to set `DB_IAM_USER` and to scope each service's
-`rds-db:connect` permission to its own database user.
+Kept as a re-export for the test suites that import the names from here.
 """
 
-API_DB_USER = "media_api"
-WORKER_DB_USER = "media_worker"
+from services.contract import API_DB_USER, WORKER_DB_USER
+
+__all__ = ["API_DB_USER", "WORKER_DB_USER"]

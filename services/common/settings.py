@@ -12,9 +12,21 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
 
+from services.contract import (
+    API_ENVIRONMENT,
+    DB_LOGIN_IAM,
+    DB_LOGIN_PASSWORD,
+    DB_LOGIN_SECRET,
+    DEFAULT_LOG_LEVEL,
+    LOG_LEVELS,
+    MIGRATE_ENVIRONMENT,
+    WORKER_ENVIRONMENT,
+    EnvVar,
+    SslMode,
+)
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SQS_MAX_VISIBILITY_SECONDS = 43_200
 
 
@@ -24,14 +36,6 @@ class SettingsError(ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"environment variable {name}: {problem}")
         self.variable = name
-
-
-class SslMode:
-    """How a TLS connection to PostgreSQL is checked (`DB_SSL`)."""
-
-    DISABLE = "disable"
-    REQUIRE = "require"  # encrypted, server certificate not verified (libpq sslmode=require)
-    VERIFY_FULL = "verify-full"  # encrypted, chain and host name verified
 
 
 class _Env:
@@ -185,18 +189,18 @@ class WorkerSettings:
 class DbAuth(Enum):
     """How a service proves who it is to PostgreSQL, by the variables that configure it."""
 
-    IAM = ("DB_IAM_USER",)
-    SECRET = ("DB_SECRET_ARN",)
-    PASSWORD = ("DB_USERNAME", "DB_PASSWORD")
+    IAM = DB_LOGIN_IAM
+    SECRET = DB_LOGIN_SECRET
+    PASSWORD = DB_LOGIN_PASSWORD
 
     @property
     def variables(self) -> tuple[str, ...]:
         return self.value
 
 
-API_DB_AUTH = (DbAuth.IAM, DbAuth.SECRET)
-WORKER_DB_AUTH = (DbAuth.IAM, DbAuth.SECRET, DbAuth.PASSWORD)
-MIGRATE_DB_AUTH = (DbAuth.SECRET,)
+API_DB_AUTH = tuple(map(DbAuth, API_ENVIRONMENT.db_logins))
+WORKER_DB_AUTH = tuple(map(DbAuth, WORKER_ENVIRONMENT.db_logins))
+MIGRATE_DB_AUTH = tuple(map(DbAuth, MIGRATE_ENVIRONMENT.db_logins))
 
 
 def _choices(allowed: tuple[DbAuth, ...]) -> str:
@@ -236,42 +240,44 @@ def _database(
     env: _Env, *, allowed_auth: tuple[DbAuth, ...], region: str | None
 ) -> DatabaseSettings:
     auth = _db_auth(env, allowed_auth)
-    ssl_mode = env.ssl_mode("DB_SSL")
+    ssl_mode = env.ssl_mode(EnvVar.DB_SSL)
     if auth == DbAuth.IAM:
         if ssl_mode == SslMode.DISABLE:
             # RDS accepts an IAM auth token only on a TLS connection.
             raise SettingsError(
-                "DB_IAM_USER",
-                f"needs TLS, so DB_SSL must be true or require, got {env.raw('DB_SSL')!r}",
+                EnvVar.DB_IAM_USER,
+                f"needs TLS, so {EnvVar.DB_SSL} must be true or require,"
+                f" got {env.raw(EnvVar.DB_SSL)!r}",
             )
         if region is None:
             raise SettingsError(
-                "AWS_REGION", "is required with DB_IAM_USER (the auth token is signed per region)"
+                EnvVar.AWS_REGION,
+                f"is required with {EnvVar.DB_IAM_USER} (the auth token is signed per region)",
             )
     return DatabaseSettings(
-        host=env.text("DB_HOST"),
-        port=env.integer("DB_PORT", 5432, low=1, high=65535),
-        name=env.text("DB_NAME"),
+        host=env.text(EnvVar.DB_HOST),
+        port=env.integer(EnvVar.DB_PORT, 5432, low=1, high=65535),
+        name=env.text(EnvVar.DB_NAME),
         ssl_mode=ssl_mode,
-        ssl_root_cert=env.optional("DB_SSL_ROOT_CERT"),
-        iam_user=env.optional("DB_IAM_USER") if auth == DbAuth.IAM else None,
-        secret_arn=env.optional("DB_SECRET_ARN") if auth == DbAuth.SECRET else None,
-        username=env.optional("DB_USERNAME") if auth == DbAuth.PASSWORD else None,
-        password=env.optional("DB_PASSWORD") if auth == DbAuth.PASSWORD else None,
+        ssl_root_cert=env.optional(EnvVar.DB_SSL_ROOT_CERT),
+        iam_user=env.optional(EnvVar.DB_IAM_USER) if auth == DbAuth.IAM else None,
+        secret_arn=env.optional(EnvVar.DB_SECRET_ARN) if auth == DbAuth.SECRET else None,
+        username=env.optional(EnvVar.DB_USERNAME) if auth == DbAuth.PASSWORD else None,
+        password=env.optional(EnvVar.DB_PASSWORD) if auth == DbAuth.PASSWORD else None,
     )
 
 
 def _region(env: _Env) -> str | None:
-    return env.optional("AWS_REGION") or env.optional("AWS_DEFAULT_REGION")
+    return env.optional(EnvVar.AWS_REGION) or env.optional(EnvVar.AWS_DEFAULT_REGION)
 
 
 def _redis(env: _Env) -> RedisSettings:
     return RedisSettings(
-        host=env.text("REDIS_HOST"),
-        port=env.integer("REDIS_PORT", 6379, low=1, high=65535),
-        tls=env.boolean("REDIS_TLS", True),
-        auth_secret_arn=env.optional("REDIS_AUTH_SECRET_ARN"),
-        auth_token=env.optional("REDIS_AUTH_TOKEN"),
+        host=env.text(EnvVar.REDIS_HOST),
+        port=env.integer(EnvVar.REDIS_PORT, 6379, low=1, high=65535),
+        tls=env.boolean(EnvVar.REDIS_TLS, True),
+        auth_secret_arn=env.optional(EnvVar.REDIS_AUTH_SECRET_ARN),
+        auth_token=env.optional(EnvVar.REDIS_AUTH_TOKEN),
     )
 
 
@@ -280,10 +286,10 @@ def _common(env: _Env, *, allowed_auth: tuple[DbAuth, ...]) -> CommonSettings:
     return CommonSettings(
         database=_database(env, allowed_auth=allowed_auth, region=region),
         redis=_redis(env),
-        stream_name=env.text("STREAM_NAME"),
-        media_root=env.absolute_path("MEDIA_ROOT"),
-        cache_ttl_seconds=env.integer("CACHE_TTL_SECONDS", 300, low=1, high=86_400 * 7),
-        log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+        stream_name=env.text(EnvVar.STREAM_NAME),
+        media_root=env.absolute_path(EnvVar.MEDIA_ROOT),
+        cache_ttl_seconds=env.integer(EnvVar.CACHE_TTL_SECONDS, 300, low=1, high=86_400 * 7),
+        log_level=env.choice(EnvVar.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS),
         aws_region=region,
     )
 
@@ -300,7 +306,7 @@ def load_migrate_settings(environ: Mapping[str, str] | None = None) -> MigrateSe
     region = _region(env)
     return MigrateSettings(
         database=_database(env, allowed_auth=MIGRATE_DB_AUTH, region=region),
-        log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+        log_level=env.choice(EnvVar.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS),
         aws_region=region,
     )
 
@@ -310,31 +316,33 @@ def load_worker_settings(environ: Mapping[str, str] | None = None) -> WorkerSett
     user name and password injected by ECS."""
     env = _Env(os.environ if environ is None else environ)
     common = _common(env, allowed_auth=WORKER_DB_AUTH)
-    job_timeout = env.integer("JOB_TIMEOUT_SECONDS", 120, low=1, high=SQS_MAX_VISIBILITY_SECONDS)
+    job_timeout = env.integer(
+        EnvVar.JOB_TIMEOUT_SECONDS, 120, low=1, high=SQS_MAX_VISIBILITY_SECONDS
+    )
     visibility = env.integer(
-        "VISIBILITY_TIMEOUT_SECONDS", 300, low=1, high=SQS_MAX_VISIBILITY_SECONDS
+        EnvVar.VISIBILITY_TIMEOUT_SECONDS, 300, low=1, high=SQS_MAX_VISIBILITY_SECONDS
     )
     if visibility <= job_timeout:
         raise SettingsError(
-            "VISIBILITY_TIMEOUT_SECONDS",
-            f"must be greater than JOB_TIMEOUT_SECONDS ({job_timeout}), got {visibility}",
+            EnvVar.VISIBILITY_TIMEOUT_SECONDS,
+            f"must be greater than {EnvVar.JOB_TIMEOUT_SECONDS} ({job_timeout}), got {visibility}",
         )
     retry_max = env.number(
-        "RETRY_MAX_SECONDS", 900.0, low=0.0, high=float(SQS_MAX_VISIBILITY_SECONDS)
+        EnvVar.RETRY_MAX_SECONDS, 900.0, low=0.0, high=float(SQS_MAX_VISIBILITY_SECONDS)
     )
     return WorkerSettings(
         common=common,
-        jobs_queue_url=env.text("JOBS_QUEUE_URL"),
-        dead_letter_queue_url=env.text("DEAD_LETTER_QUEUE_URL"),
-        max_receive_count=env.integer("MAX_RECEIVE_COUNT", low=1, high=1000),
+        jobs_queue_url=env.text(EnvVar.JOBS_QUEUE_URL),
+        dead_letter_queue_url=env.text(EnvVar.DEAD_LETTER_QUEUE_URL),
+        max_receive_count=env.integer(EnvVar.MAX_RECEIVE_COUNT, low=1, high=1000),
         job_timeout_seconds=job_timeout,
         visibility_timeout_seconds=visibility,
-        content_key_secret_arn=env.optional("CONTENT_KEY_SECRET_ARN"),
-        scratch_dir=env.absolute_path("SCRATCH_DIR", "/tmp"),
-        batch_size=env.integer("WORKER_BATCH_SIZE", 10, low=1, high=10),
-        receive_wait_seconds=env.integer("RECEIVE_WAIT_SECONDS", 20, low=0, high=20),
-        retry_base_seconds=env.number("RETRY_BASE_SECONDS", 5.0, low=0.0, high=retry_max),
+        content_key_secret_arn=env.optional(EnvVar.CONTENT_KEY_SECRET_ARN),
+        scratch_dir=env.absolute_path(EnvVar.SCRATCH_DIR, "/tmp"),
+        batch_size=env.integer(EnvVar.WORKER_BATCH_SIZE, 10, low=1, high=10),
+        receive_wait_seconds=env.integer(EnvVar.RECEIVE_WAIT_SECONDS, 20, low=0, high=20),
+        retry_base_seconds=env.number(EnvVar.RETRY_BASE_SECONDS, 5.0, low=0.0, high=retry_max),
         retry_max_seconds=retry_max,
-        stop_timeout_seconds=env.number("STOP_TIMEOUT_SECONDS", 100.0, low=1.0, high=3600.0),
-        ffprobe_path=env.text("FFPROBE_PATH", "ffprobe"),
+        stop_timeout_seconds=env.number(EnvVar.STOP_TIMEOUT_SECONDS, 100.0, low=1.0, high=3600.0),
+        ffprobe_path=env.text(EnvVar.FFPROBE_PATH, "ffprobe"),
     )

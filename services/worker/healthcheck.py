@@ -11,22 +11,23 @@ import os
 import sys
 from collections.abc import Mapping
 
+from services.contract import EnvVar
 from services.worker.heartbeat import heartbeat_age, heartbeat_path
 
 MARGIN_SECONDS = 60
 
 
 def max_age_seconds(environ: Mapping[str, str]) -> float:
-    explicit = environ.get("HEALTHCHECK_MAX_AGE_SECONDS")
+    explicit = environ.get(EnvVar.HEALTHCHECK_MAX_AGE_SECONDS)
     if explicit:
         return float(explicit)
-    job_timeout = float(environ.get("JOB_TIMEOUT_SECONDS") or 120)
-    receive_wait = float(environ.get("RECEIVE_WAIT_SECONDS") or 20)
+    job_timeout = float(environ.get(EnvVar.JOB_TIMEOUT_SECONDS) or 120)
+    receive_wait = float(environ.get(EnvVar.RECEIVE_WAIT_SECONDS) or 20)
     return job_timeout + receive_wait + MARGIN_SECONDS
 
 
 def check(environ: Mapping[str, str]) -> tuple[bool, str]:
-    path = heartbeat_path(environ.get("SCRATCH_DIR") or "/tmp")
+    path = heartbeat_path(environ.get(EnvVar.SCRATCH_DIR) or "/tmp")
     age = heartbeat_age(path)
     if age is None:
         return False, f"no heartbeat at {path}"

@@ -1,0 +1,292 @@
+"""G5, A4, W3, R1, R2: the environment each component writes is the environment its service
+reads, and the API Gateway model is the handler's own request rules (services/contract.py).
+
+Each whole-stack run's API function, worker container and migration function environment is
+fed into the settings loader of the service that reads it, through a mapping that records
+every variable the loader looks at.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from components.packaging import API_SOURCES, MIGRATE_SOURCES
+from offline.engine import ROOT, ProgramRun
+from services.api.http import ApiError
+from services.api.validation import parse_create, parse_list_query
+from services.common.settings import (
+    SettingsError,
+    load_api_settings,
+    load_migrate_settings,
+    load_worker_settings,
+)
+from services.contract import (
+    API_DB_USER,
+    API_ENVIRONMENT,
+    CREATE_VIDEO_SCHEMA,
+    LIMIT_MAX,
+    MIGRATE_ENVIRONMENT,
+    WORKER_DB_USER,
+    WORKER_ENVIRONMENT,
+    EnvVar,
+    ServiceEnvironment,
+)
+from services.worker import healthcheck
+
+FUNCTION = "aws:lambda/function:Function"
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+ECS_INJECTED = "value-injected-by-ecs"
+
+
+class RecordingEnviron(Mapping[str, str]):
+    """An environment that remembers every name looked up in it, set or not."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def platform(run: ProgramRun) -> dict[str, str]:
+    """What Lambda and ECS set themselves in every function and task."""
+    return {EnvVar.AWS_REGION: run.region}
+
+
+def api_environment(run: ProgramRun) -> dict[str, str]:
+    return dict(run.one(FUNCTION, "api-function").inputs["environment"]["variables"])
+
+
+def migrate_environment(run: ProgramRun) -> dict[str, str]:
+    return dict(run.one(FUNCTION, "schema-function").inputs["environment"]["variables"])
+
+
+def worker_environment(run: ProgramRun) -> dict[str, str]:
+    """The container's plain variables plus those ECS injects from Secrets Manager."""
+    definitions = run.one(TASK_DEFINITION).inputs["containerDefinitions"]
+    (container,) = json.loads(definitions) if isinstance(definitions, str) else definitions
+    variables = {e["name"]: e["value"] for e in container["environment"]}
+    injected = {s["name"]: ECS_INJECTED for s in container.get("secrets", [])}
+    assert not variables.keys() & injected.keys()
+    return variables | injected
+
+
+# Variable -> (where the loaded settings keep it, how the written text reads as that value).
+Field = tuple[Callable[[Any], Any], Callable[[str], Any]]
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def database_fields(database: Callable[[Any], Any]) -> dict[str, Field]:
+    return {
+        EnvVar.DB_HOST: (lambda s: database(s).host, _text),
+        EnvVar.DB_PORT: (lambda s: database(s).port, int),
+        EnvVar.DB_NAME: (lambda s: database(s).name, _text),
+        EnvVar.DB_SSL: (lambda s: database(s).ssl_mode, _text),
+        EnvVar.DB_IAM_USER: (lambda s: database(s).iam_user, _text),
+        EnvVar.DB_SECRET_ARN: (lambda s: database(s).secret_arn, _text),
+        EnvVar.LOG_LEVEL: (lambda s: s.log_level, _text),
+    }
+
+
+def common_fields(common: Callable[[Any], Any]) -> dict[str, Field]:
+    return {
+        **database_fields(lambda s: common(s).database),
+        EnvVar.LOG_LEVEL: (lambda s: common(s).log_level, _text),
+        EnvVar.REDIS_HOST: (lambda s: common(s).redis.host, _text),
+        EnvVar.REDIS_PORT: (lambda s: common(s).redis.port, int),
+        EnvVar.REDIS_TLS: (lambda s: common(s).redis.tls, lambda text: text == "true"),
+        EnvVar.REDIS_AUTH_SECRET_ARN: (lambda s: common(s).redis.auth_secret_arn, _text),
+        EnvVar.REDIS_AUTH_TOKEN: (lambda s: common(s).redis.auth_token, _text),
+        EnvVar.STREAM_NAME: (lambda s: common(s).stream_name, _text),
+        EnvVar.MEDIA_ROOT: (lambda s: common(s).media_root, PurePosixPath),
+        EnvVar.CACHE_TTL_SECONDS: (lambda s: common(s).cache_ttl_seconds, int),
+    }
+
+
+API_FIELDS = common_fields(lambda s: s)
+MIGRATE_FIELDS = database_fields(lambda s: s.database)
+WORKER_FIELDS: dict[str, Field] = {
+    **common_fields(lambda s: s.common),
+    EnvVar.JOBS_QUEUE_URL: (lambda s: s.jobs_queue_url, _text),
+    EnvVar.DEAD_LETTER_QUEUE_URL: (lambda s: s.dead_letter_queue_url, _text),
+    EnvVar.MAX_RECEIVE_COUNT: (lambda s: s.max_receive_count, int),
+    EnvVar.JOB_TIMEOUT_SECONDS: (lambda s: s.job_timeout_seconds, int),
+    EnvVar.VISIBILITY_TIMEOUT_SECONDS: (lambda s: s.visibility_timeout_seconds, int),
+    EnvVar.STOP_TIMEOUT_SECONDS: (lambda s: s.stop_timeout_seconds, float),
+    EnvVar.CONTENT_KEY_SECRET_ARN: (lambda s: s.content_key_secret_arn, _text),
+    EnvVar.SCRATCH_DIR: (lambda s: s.scratch_dir, PurePosixPath),
+}
+
+
+def load_worker_with_health_check(environ: Mapping[str, str]) -> Any:
+    """The worker container runs two readers of its environment: the worker and its health
+    check (every 30 s, `python -m services.worker.healthcheck`)."""
+    settings = load_worker_settings(environ)
+    healthcheck.check(environ)
+    healthcheck.max_age_seconds(environ)
+    return settings
+
+
+SERVICES = {
+    "api": (api_environment, load_api_settings, API_ENVIRONMENT, API_FIELDS),
+    "worker": (
+        worker_environment,
+        load_worker_with_health_check,
+        WORKER_ENVIRONMENT,
+        WORKER_FIELDS,
+    ),
+    "migrate": (migrate_environment, load_migrate_settings, MIGRATE_ENVIRONMENT, MIGRATE_FIELDS),
+}
+
+
+@pytest.fixture(params=["dev", "prod"])
+def run(request, dev_run, prod_run) -> ProgramRun:
+    return {"dev": dev_run, "prod": prod_run}[request.param]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_g5_every_written_variable_is_loaded_with_the_value_the_component_wrote(run, service):
+    """A4 (API function), W3 (worker container), R1 (migration function)."""
+    written_by, load, _, fields = SERVICES[service]
+    written = written_by(run)
+    settings = load(RecordingEnviron(written | platform(run)))
+    unmapped = sorted(written.keys() - fields.keys())
+    assert not unmapped, f"{service}: written but kept nowhere in its settings: {unmapped}"
+    for name, value in written.items():
+        kept, read_as = fields[name]
+        assert kept(settings) == read_as(value), f"{service}: {name}={value!r}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_g5_the_service_reads_every_variable_written_and_no_undeclared_one(run, service):
+    written_by, load, contract, _ = SERVICES[service]
+    written = written_by(run)
+    environ = RecordingEnviron(written | platform(run))
+    load(environ)
+    assert written.keys() <= environ.read, f"{service}: written, never read"
+    assert environ.read <= contract.variables, f"{service}: read, not in services/contract.py"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_g5_every_required_variable_and_one_database_login_are_written(run, service):
+    written_by, _, contract, _ = SERVICES[service]
+    written = written_by(run)
+    assert contract.required <= written.keys()
+    logins = [group for group in contract.db_logins if set(group) <= written.keys()]
+    assert len(logins) == 1, f"{service}: database logins written: {logins}"
+    assert not written.keys() & {EnvVar.AWS_REGION, EnvVar.AWS_DEFAULT_REGION}
+
+
+def test_g5_each_service_logs_in_as_its_own_role_and_only_migrations_as_master(run):
+    """D5/G5: the role names the infrastructure writes are the contract's."""
+    assert api_environment(run)[EnvVar.DB_IAM_USER] == API_DB_USER
+    assert worker_environment(run)[EnvVar.DB_IAM_USER] == WORKER_DB_USER
+    assert EnvVar.DB_IAM_USER not in migrate_environment(run)
+    assert EnvVar.DB_SECRET_ARN not in api_environment(run) | worker_environment(run)
+
+
+def minimal_environment(contract: ServiceEnvironment) -> dict[str, str]:
+    """The required variables with valid values and the master-secret login (needs no
+    region, so the loader also looks at `AWS_DEFAULT_REGION`)."""
+    values = {
+        EnvVar.MEDIA_ROOT: "/mnt/media",
+        EnvVar.MAX_RECEIVE_COUNT: "5",
+        EnvVar.DB_SECRET_ARN: "arn:aws:secretsmanager:eu-central-1:123456789012:secret:db",
+    }
+    return {name: values.get(name, "x") for name in contract.required | {EnvVar.DB_SECRET_ARN}}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_g5_the_contract_lists_exactly_what_each_loader_reads(service):
+    _, load, contract, _ = SERVICES[service]
+    environ = RecordingEnviron(minimal_environment(contract))
+    load(environ)
+    assert environ.read == contract.variables
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_g5_the_contract_names_every_variable_the_loader_requires(service):
+    _, load, contract, _ = SERVICES[service]
+    complete = minimal_environment(contract)
+    for name in sorted(contract.required):
+        with pytest.raises(SettingsError) as raised:
+            load({k: v for k, v in complete.items() if k != name})
+        assert raised.value.variable == name
+
+
+def test_a5_r2_the_api_gateway_model_is_the_contracts_request_schema(run):
+    model = run.one("aws:apigateway/model:Model").inputs
+    assert json.loads(model["schema"]) == CREATE_VIDEO_SCHEMA
+
+
+@pytest.mark.parametrize("field", sorted(CREATE_VIDEO_SCHEMA["properties"]))
+def test_r2_the_handler_accepts_and_rejects_at_the_models_length_limits(field):
+    """What API Gateway lets through at the limit the handler accepts; one more it rejects."""
+    longest = CREATE_VIDEO_SCHEMA["properties"][field]["maxLength"]
+    document = {"title": "t", "creator": "c", "source_path": "a.mp4"}
+    parse_create({**document, field: text_of_length(longest)}, PurePosixPath("/mnt/media"))
+    with pytest.raises(ApiError) as raised:
+        parse_create({**document, field: text_of_length(longest + 1)}, PurePosixPath("/mnt/media"))
+    assert raised.value.status == 400
+    assert raised.value.field == field
+
+
+def text_of_length(length: int) -> str:
+    """Text that is also a path of short names (a file name has at most 255 bytes)."""
+    text = ("a" * 99 + "/") * (length // 100 + 1)
+    return text[: length - 1] + "a"
+
+
+def test_r2_the_handler_refuses_fields_the_model_does_not_declare():
+    document = {"title": "t", "creator": "c", "source_path": "a.mp4", "extra": "x"}
+    assert CREATE_VIDEO_SCHEMA["additionalProperties"] is False
+    with pytest.raises(ApiError):
+        parse_create(document, PurePosixPath("/mnt/media"))
+
+
+def test_r2_list_limit_is_the_contracts():
+    assert parse_list_query({"limit": str(LIMIT_MAX)}).limit == LIMIT_MAX
+    with pytest.raises(ApiError):
+        parse_list_query({"limit": str(LIMIT_MAX + 1)})
+
+
+def test_the_contract_imports_the_standard_library_only():
+    """It ships in both Lambda packages and the worker image, and components import it."""
+    tree = ast.parse((ROOT / "services" / "contract.py").read_text())
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+@pytest.mark.parametrize("sources", [API_SOURCES, MIGRATE_SOURCES], ids=["api", "migrate"])
+def test_both_lambda_packages_ship_the_contract(sources):
+    assert "services/contract.py" in sources
+    assert (Path(ROOT) / "services" / "contract.py").is_file()
+
+
+def test_the_services_readme_documents_every_variable_of_the_contract():
+    names = {value for key, value in vars(EnvVar).items() if not key.startswith("_")}
+    readme = (ROOT / "services" / "README.md").read_text()
+    assert sorted(name for name in names if f"`{name}`" not in readme) == []
