@@ -10,11 +10,13 @@ the offline plan both use it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import runpy
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +24,12 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
+
+# The one name taken from outside `pulumi.runtime`'s exports: `set_mocks(monitor=...)` accepts a
+# `MockMonitor`, and only the monitor sees a registration's parent, dependencies and options
+# (`protect`, `retainOnDelete`, `ignoreChanges`) — `MockResourceArgs` carries none of them.
+from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "media-pipeline"
@@ -34,8 +38,14 @@ ACCOUNT_ID = "123456789012"
 # Availability zones as the regions report them (note the gaps AWS leaves in some regions).
 REGION_ZONES: dict[str, tuple[str, ...]] = {
     "eu-central-1": ("eu-central-1a", "eu-central-1b", "eu-central-1c"),
-    "us-east-1": ("us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e",
-                  "us-east-1f"),
+    "us-east-1": (
+        "us-east-1a",
+        "us-east-1b",
+        "us-east-1c",
+        "us-east-1d",
+        "us-east-1e",
+        "us-east-1f",
+    ),
     "ca-central-1": ("ca-central-1a", "ca-central-1b", "ca-central-1d"),
     "ap-northeast-1": ("ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1d"),
     "eu-west-3": ("eu-west-3a", "eu-west-3b", "eu-west-3c"),
@@ -49,31 +59,45 @@ def _short_hash(*parts: str) -> str:
 
 
 @dataclass
-class EngineMocks(pulumi_mocks.Mocks):
+class EngineMocks(Mocks):
     region: str
     account_id: str = ACCOUNT_ID
+    last: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    """Per thread, the last `new_resource` call: `(args, state)`. The SDK's monitor answers a
+    registration on a worker thread and calls `new_resource` on that same thread, so the
+    monitor can pair its request with the inputs the mocks were given."""
 
     def arn(self, service: str, resource: str, *, regional: bool = True) -> str:
         region = self.region if regional else ""
         return f"arn:aws:{service}:{region}:{self.account_id}:{resource}"
 
     # -- resources -----------------------------------------------------------------------
-    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
         inputs = dict(args.inputs)
-        physical = (inputs.get(_IDENTIFIER_INPUTS.get(args.typ, "name")) or inputs.get("name")
-                    or f"{args.name}-{_short_hash(args.name)[:7]}")
+        physical = (
+            inputs.get(_IDENTIFIER_INPUTS.get(args.typ, "name"))
+            or inputs.get("name")
+            or f"{args.name}-{_short_hash(args.name)[:7]}"
+        )
         resource_id = args.resource_id or self._id_for(args.typ, args.name, inputs, physical)
         outputs = self._computed(args.typ, resource_id, physical, inputs)
-        return resource_id, {**inputs, **outputs}
+        state = {**inputs, **outputs}
+        self.last.registration = (args, state)
+        return resource_id, state
 
     def _id_for(self, typ: str, name: str, inputs: dict, physical: str) -> str:
         prefixes = {
-            "aws:ec2/vpc:Vpc": "vpc-", "aws:ec2/subnet:Subnet": "subnet-",
-            "aws:ec2/securityGroup:SecurityGroup": "sg-", "aws:efs/fileSystem:FileSystem": "fs-",
-            "aws:efs/accessPoint:AccessPoint": "fsap-", "aws:ec2/natGateway:NatGateway": "nat-",
+            "aws:ec2/vpc:Vpc": "vpc-",
+            "aws:ec2/subnet:Subnet": "subnet-",
+            "aws:ec2/securityGroup:SecurityGroup": "sg-",
+            "aws:efs/fileSystem:FileSystem": "fs-",
+            "aws:efs/accessPoint:AccessPoint": "fsap-",
+            "aws:ec2/natGateway:NatGateway": "nat-",
             "aws:ec2/internetGateway:InternetGateway": "igw-",
-            "aws:ec2/routeTable:RouteTable": "rtb-", "aws:ec2/eip:Eip": "eipalloc-",
-            "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce-", "aws:ec2/networkAcl:NetworkAcl": "acl-",
+            "aws:ec2/routeTable:RouteTable": "rtb-",
+            "aws:ec2/eip:Eip": "eipalloc-",
+            "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce-",
+            "aws:ec2/networkAcl:NetworkAcl": "acl-",
         }
         if typ in prefixes:
             return prefixes[typ] + _short_hash(typ, name)
@@ -93,96 +117,121 @@ class EngineMocks(pulumi_mocks.Mocks):
         table: dict[str, dict[str, Any]] = {
             "aws:kms/key:Key": {"arn": self.arn("kms", f"key/{rid}"), "keyId": rid},
             "aws:kms/alias:Alias": {"arn": self.arn("kms", physical)},
-            "aws:iam/role:Role": {"arn": self.arn("iam", f"role/{physical}", regional=False),
-                                  "uniqueId": "AROA" + _short_hash(physical).upper()},
-            "aws:iam/policy:Policy": {"arn": self.arn("iam", f"policy/{physical}",
-                                                      regional=False)},
-            "aws:cloudwatch/logGroup:LogGroup": {
-                "arn": self.arn("logs", f"log-group:{physical}")},
-            "aws:ec2/vpc:Vpc": {"arn": self.arn("ec2", f"vpc/{rid}"),
-                                "defaultSecurityGroupId": "sg-default"},
+            "aws:iam/role:Role": {
+                "arn": self.arn("iam", f"role/{physical}", regional=False),
+                "uniqueId": "AROA" + _short_hash(physical).upper(),
+            },
+            "aws:iam/policy:Policy": {"arn": self.arn("iam", f"policy/{physical}", regional=False)},
+            "aws:cloudwatch/logGroup:LogGroup": {"arn": self.arn("logs", f"log-group:{physical}")},
+            "aws:ec2/vpc:Vpc": {
+                "arn": self.arn("ec2", f"vpc/{rid}"),
+                "defaultSecurityGroupId": "sg-default",
+            },
             "aws:ec2/subnet:Subnet": {"arn": self.arn("ec2", f"subnet/{rid}")},
             "aws:ec2/securityGroup:SecurityGroup": {
-                "arn": self.arn("ec2", f"security-group/{rid}")},
+                "arn": self.arn("ec2", f"security-group/{rid}")
+            },
             "aws:ec2/flowLog:FlowLog": {"arn": self.arn("ec2", f"vpc-flow-log/{rid}")},
             "aws:ec2/vpcEndpoint:VpcEndpoint": {
                 "arn": self.arn("ec2", f"vpc-endpoint/{rid}"),
                 # Gateway endpoints expose the service's managed prefix list.
                 "prefixListId": "pl-" + _short_hash(str(inputs.get("serviceName")))[:8]
-                if inputs.get("vpcEndpointType") == "Gateway" else None},
+                if inputs.get("vpcEndpointType") == "Gateway"
+                else None,
+            },
             "aws:sqs/queue:Queue": {"arn": self.arn("sqs", physical), "url": rid},
             "aws:sns/topic:Topic": {"arn": self.arn("sns", physical)},
             "aws:kinesis/stream:Stream": {"arn": self.arn("kinesis", f"stream/{physical}")},
             "aws:secretsmanager/secret:Secret": {
-                "arn": self.arn("secretsmanager", f"secret:{physical}-AbCdEf")},
+                "arn": self.arn("secretsmanager", f"secret:{physical}-AbCdEf")
+            },
             "aws:rds/cluster:Cluster": {
                 "arn": self.arn("rds", f"cluster:{physical}"),
                 "endpoint": f"{physical}.cluster-c0ffee.{region}.rds.amazonaws.com",
                 "readerEndpoint": f"{physical}.cluster-ro-c0ffee.{region}.rds.amazonaws.com",
                 "port": 5432,
                 "clusterResourceId": "cluster-" + _short_hash(physical).upper(),
-                "masterUserSecrets": [{
-                    "secretArn": self.arn("secretsmanager", f"secret:rds!cluster-{rid}-XyZ012"),
-                    "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
-                    "secretStatus": "active",
-                }],
+                "masterUserSecrets": [
+                    {
+                        "secretArn": self.arn("secretsmanager", f"secret:rds!cluster-{rid}-XyZ012"),
+                        "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
+                        "secretStatus": "active",
+                    }
+                ],
             },
             "aws:rds/clusterInstance:ClusterInstance": {
                 "arn": self.arn("rds", f"db:{physical}"),
-                "endpoint": f"{physical}.c0ffee.{region}.rds.amazonaws.com"},
+                "endpoint": f"{physical}.c0ffee.{region}.rds.amazonaws.com",
+            },
             "aws:elasticache/replicationGroup:ReplicationGroup": {
                 "arn": self.arn("elasticache", f"replicationgroup:{rid}"),
                 "primaryEndpointAddress": f"master.{rid}.c0ffee.{_az_code(region)}.cache."
-                                            "amazonaws.com",
+                "amazonaws.com",
                 "readerEndpointAddress": f"replica.{rid}.c0ffee.{_az_code(region)}.cache."
-                                           "amazonaws.com"},
+                "amazonaws.com",
+            },
             "aws:efs/fileSystem:FileSystem": {
                 "arn": self.arn("elasticfilesystem", f"file-system/{rid}"),
-                "dnsName": f"{rid}.efs.{region}.amazonaws.com"},
+                "dnsName": f"{rid}.efs.{region}.amazonaws.com",
+            },
             "aws:efs/accessPoint:AccessPoint": {
-                "arn": self.arn("elasticfilesystem", f"access-point/{rid}")},
+                "arn": self.arn("elasticfilesystem", f"access-point/{rid}")
+            },
             "aws:ecs/cluster:Cluster": {"arn": self.arn("ecs", f"cluster/{physical}")},
             "aws:ecs/service:Service": {"arn": self.arn("ecs", f"service/{physical}")},
             "aws:ecs/taskDefinition:TaskDefinition": {
                 "arn": self.arn("ecs", f"task-definition/{inputs.get('family', rid)}:1"),
-                "revision": 1},
+                "revision": 1,
+            },
             "aws:ecr/repository:Repository": {
                 "arn": self.arn("ecr", f"repository/{physical}"),
                 "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}",
-                "registryId": account},
+                "registryId": account,
+            },
             "aws:lambda/function:Function": {
                 "arn": self.arn("lambda", f"function:{physical}"),
                 "invokeArn": f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
-                              f"{self.arn('lambda', f'function:{physical}')}/invocations",
+                f"{self.arn('lambda', f'function:{physical}')}/invocations",
                 "qualifiedArn": self.arn("lambda", f"function:{physical}:1"),
-                "version": "1"},
+                "version": "1",
+            },
             "aws:apigateway/restApi:RestApi": {
                 "arn": f"arn:aws:apigateway:{region}::/restapis/{rid}",
                 "rootResourceId": "root" + rid[:6],
-                "executionArn": self.arn("execute-api", rid)},
+                "executionArn": self.arn("execute-api", rid),
+            },
             "aws:apigateway/stage:Stage": {
                 "arn": f"arn:aws:apigateway:{region}::/restapis/{inputs.get('restApi')}"
-                       f"/stages/{inputs.get('stageName')}",
+                f"/stages/{inputs.get('stageName')}",
                 "invokeUrl": f"https://{inputs.get('restApi')}.execute-api.{region}."
-                              f"amazonaws.com/{inputs.get('stageName')}",
-                "executionArn": self.arn("execute-api", f"{inputs.get('restApi')}/"
-                                                         f"{inputs.get('stageName')}")},
-            "aws:apigateway/apiKey:ApiKey": {"arn": f"arn:aws:apigateway:{region}::/apikeys/"
-                                                    f"{rid}"},
-            "aws:wafv2/webAcl:WebAcl": {"arn": self.arn("wafv2", f"regional/webacl/{physical}/"
-                                                                 f"{_uuid_like(physical)}")},
-            "aws:s3/bucket:Bucket": {"arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
-                                     "bucket": inputs.get("bucket", rid)},
+                f"amazonaws.com/{inputs.get('stageName')}",
+                "executionArn": self.arn(
+                    "execute-api", f"{inputs.get('restApi')}/{inputs.get('stageName')}"
+                ),
+            },
+            "aws:apigateway/apiKey:ApiKey": {"arn": f"arn:aws:apigateway:{region}::/apikeys/{rid}"},
+            "aws:wafv2/webAcl:WebAcl": {
+                "arn": self.arn("wafv2", f"regional/webacl/{physical}/{_uuid_like(physical)}")
+            },
+            "aws:s3/bucket:Bucket": {
+                "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
+                "bucket": inputs.get("bucket", rid),
+            },
             "aws:cloudtrail/trail:Trail": {"arn": self.arn("cloudtrail", f"trail/{physical}")},
             "aws:pipes/pipe:Pipe": {"arn": self.arn("pipes", f"pipe/{physical}")},
             "aws:cloudwatch/metricAlarm:MetricAlarm": {
-                "arn": self.arn("cloudwatch", f"alarm:{physical}")},
+                "arn": self.arn("cloudwatch", f"alarm:{physical}")
+            },
             "random:index/randomPassword:RandomPassword": {
-                "result": "x" * int(inputs.get("length", 32))},
+                "result": "x" * int(inputs.get("length", 32))
+            },
             "random:index/randomString:RandomString": {
-                "result": (_short_hash(physical) * 4)[: int(inputs.get("length", 8))]},
+                "result": (_short_hash(physical) * 4)[: int(inputs.get("length", 8))]
+            },
             "random:index/randomBytes:RandomBytes": {
-                "base64": "QUJD" * 8, "hex": "ab" * int(inputs.get("length", 32))},
+                "base64": "QUJD" * 8,
+                "hex": "ab" * int(inputs.get("length", 32)),
+            },
         }
         if typ == "docker-build:index:Image":
             # pulumi-docker-build: the pushed manifest digest, and the first tag pinned to it.
@@ -194,40 +243,62 @@ class EngineMocks(pulumi_mocks.Mocks):
         return {}
 
     # -- invokes -------------------------------------------------------------------------
-    def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
+    def call(self, args: MockCallArgs) -> dict:
         token, call_args = args.token, args.args
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             zones = REGION_ZONES.get(self.region, ())
-            return {"names": list(zones), "zoneIds": [f"{_az_code(self.region)}-az{i + 1}"
-                                                        for i in range(len(zones))],
-                    "id": self.region}
+            return {
+                "names": list(zones),
+                "zoneIds": [f"{_az_code(self.region)}-az{i + 1}" for i in range(len(zones))],
+                "id": self.region,
+            }
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": self.account_id, "id": self.account_id,
-                    "arn": f"arn:aws:sts::{self.account_id}:assumed-role/deployer/ci",
-                    "userId": "AIDACI"}
+            return {
+                "accountId": self.account_id,
+                "id": self.account_id,
+                "arn": f"arn:aws:sts::{self.account_id}:assumed-role/deployer/ci",
+                "userId": "AIDACI",
+            }
         if token == "aws:iam/getSessionContext:getSessionContext":
             # As for an assumed-role session: the issuer is the role behind the session.
-            return {"arn": call_args["arn"], "id": call_args["arn"],
-                    "issuerArn": f"arn:aws:iam::{self.account_id}:role/deployer",
-                    "issuerName": "deployer", "issuerId": "AROADEPLOYER",
-                    "sessionName": "ci"}
+            return {
+                "arn": call_args["arn"],
+                "id": call_args["arn"],
+                "issuerArn": f"arn:aws:iam::{self.account_id}:role/deployer",
+                "issuerName": "deployer",
+                "issuerId": "AROADEPLOYER",
+                "sessionName": "ci",
+            }
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com",
-                    "reverseDnsPrefix": "com.amazonaws", "id": "aws"}
+            return {
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "reverseDnsPrefix": "com.amazonaws",
+                "id": "aws",
+            }
         if token == "aws:index/getRegion:getRegion":
-            return {"region": self.region, "id": self.region,
-                    "endpoint": f"ec2.{self.region}.amazonaws.com"}
+            return {
+                "region": self.region,
+                "id": self.region,
+                "endpoint": f"ec2.{self.region}.amazonaws.com",
+            }
         if token == "aws:ec2/getVpcEndpointService:getVpcEndpointService":
             service = call_args["service"]
-            return {"serviceName": f"com.amazonaws.{self.region}.{service}",
-                    "serviceType": call_args.get("serviceType", "Interface"),
-                    "id": service}
+            return {
+                "serviceName": f"com.amazonaws.{self.region}.{service}",
+                "serviceType": call_args.get("serviceType", "Interface"),
+                "id": service,
+            }
         if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             registry = call_args.get("registryId") or self.account_id
-            return {"userName": "AWS", "password": "mock-ecr-token",
-                    "authorizationToken": "QVdTOm1vY2stZWNyLXRva2Vu",
-                    "proxyEndpoint": f"https://{registry}.dkr.ecr.{self.region}.amazonaws.com",
-                    "expiresAt": "2030-01-01T00:00:00Z", "id": self.region}
+            return {
+                "userName": "AWS",
+                "password": "mock-ecr-token",
+                "authorizationToken": "QVdTOm1vY2stZWNyLXRva2Vu",
+                "proxyEndpoint": f"https://{registry}.dkr.ecr.{self.region}.amazonaws.com",
+                "expiresAt": "2030-01-01T00:00:00Z",
+                "id": self.region,
+            }
         raise NotImplementedError(f"EngineMocks has no answer for invoke {token}")
 
 
@@ -282,27 +353,37 @@ class Registered:
     """Whether the engine refuses to delete or replace the resource (`protect`)."""
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """The SDK's mock monitor, also remembering each registration's inputs and parent."""
+class RecordingMonitor(MockMonitor):
+    """The SDK's mock monitor, also remembering each registration's inputs, parent and options.
+
+    Inputs and state are the ones `EngineMocks.new_resource` received and returned (public
+    `MockResourceArgs`); the request adds what only the resource-monitor protocol carries."""
 
     def __init__(self, mocks: EngineMocks):
         super().__init__(mocks)
+        self.engine_mocks = mocks
         self.registered: list[Registered] = []
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
-            from pulumi.runtime import rpc
-
-            inputs = rpc.deserialize_properties(request.object)
-            self.registered.append(Registered(
-                urn=response.urn, id=response.id, type=request.type, name=request.name,
-                parent_urn=request.parent, custom=request.custom, inputs=inputs,
-                state=self.resources[response.urn].state,
-                dependencies=list(request.dependencies),
-                ignore_changes=list(request.ignoreChanges),
-                retain_on_delete=bool(request.retainOnDelete),
-                protect=bool(request.protect)))
+            args, state = self.engine_mocks.last.registration
+            self.registered.append(
+                Registered(
+                    urn=response.urn,
+                    id=response.id,
+                    type=request.type,
+                    name=request.name,
+                    parent_urn=request.parent,
+                    custom=request.custom,
+                    inputs=args.inputs,
+                    state=state,
+                    dependencies=list(request.dependencies),
+                    ignore_changes=list(request.ignoreChanges),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    protect=bool(request.protect),
+                )
+            )
         return response
 
 
@@ -322,8 +403,9 @@ class ProgramRun:
     def one(self, type_token: str, name: str | None = None) -> Registered:
         found = [r for r in self.of_type(type_token) if name is None or r.name == name]
         if len(found) != 1:
-            raise AssertionError(f"expected one {type_token} {name or ''}, found "
-                                 f"{[r.name for r in found]}")
+            raise AssertionError(
+                f"expected one {type_token} {name or ''}, found {[r.name for r in found]}"
+            )
         return found[0]
 
     def named(self, name: str) -> Registered:
@@ -364,12 +446,20 @@ def qualify(key: str) -> str:
 def project_defaults() -> dict[str, Any]:
     """Defaults declared in `Pulumi.yaml`; the CLI passes them to the program like set values."""
     document = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    return {key: spec["default"] for key, spec in document.get("config", {}).items()
-            if isinstance(spec, dict) and "default" in spec}
+    return {
+        key: spec["default"]
+        for key, spec in document.get("config", {}).items()
+        if isinstance(spec, dict) and "default" in spec
+    }
 
 
-def run_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, *,
-              preview: bool = False, account_id: str = ACCOUNT_ID) -> ProgramRun:
+def run_stack(
+    stack: str = "dev",
+    overrides: dict[str, Any] | None = None,
+    *,
+    preview: bool = False,
+    account_id: str = ACCOUNT_ID,
+) -> ProgramRun:
     """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ overrides) under mocks, as if deployed
     into `account_id` (G1: nothing may depend on which account that is)."""
     raw = {qualify(k): v for k, v in project_defaults().items()}
@@ -384,56 +474,108 @@ def run_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, *,
     return run_program(stack, config, region, preview=preview, account_id=account_id)
 
 
-def run_program(stack: str, config: dict[str, str], region: str, *,
-                preview: bool = False, account_id: str = ACCOUNT_ID) -> ProgramRun:
+def run_program(
+    stack: str,
+    config: dict[str, str],
+    region: str,
+    *,
+    preview: bool = False,
+    account_id: str = ACCOUNT_ID,
+) -> ProgramRun:
     return run_under_mocks(
         lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
-        stack=stack, config=config, region=region, preview=preview, account_id=account_id)
+        stack=stack,
+        config=config,
+        region=region,
+        preview=preview,
+        account_id=account_id,
+    )
 
 
-def run_components(build: Callable[[], Any], *, region: str = "eu-central-1",
-                   stack: str = "test") -> ProgramRun:
+def run_components(
+    build: Callable[[], Any], *, region: str = "eu-central-1", stack: str = "test"
+) -> ProgramRun:
     """Run `build` (which creates components) under the same mocks as a whole program."""
     return run_under_mocks(build, stack=stack, config={"aws:region": region}, region=region)
 
 
-def run_under_mocks(program: Callable[[], Any], *, stack: str, config: dict[str, str],
-                    region: str, preview: bool = False,
-                    account_id: str = ACCOUNT_ID) -> ProgramRun:
+def run_under_mocks(
+    program: Callable[[], Any],
+    *,
+    stack: str,
+    config: dict[str, str],
+    region: str,
+    preview: bool = False,
+    account_id: str = ACCOUNT_ID,
+) -> ProgramRun:
     mocks = EngineMocks(region=region, account_id=account_id)
     monitor = RecordingMonitor(mocks)
     logger = logging.getLogger(f"offline.{stack}")
     logger.propagate = False
     collector = _WarningCollector()
     logger.handlers = [collector]
-    pulumi_settings.set_root_resource(None)  # a fresh root stack per run
-    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, logger=logger,
-                           monitor=monitor)
+    # A fresh root stack per run: `set_mocks` only creates one when none is set, and
+    # `reset_options` is the public way to drop the previous run's (and its exports).
+    pulumi.runtime.reset_options(
+        project=PROJECT, stack=stack, root_directory=str(ROOT), preview=preview
+    )
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=preview, logger=logger, monitor=monitor
+    )
     pulumi.runtime.set_all_config(config)
     os.environ.pop("PULUMI_CONFIG", None)
-    pulumi_settings.SETTINGS.rpc_manager.clear()
-    pulumi_settings.SETTINGS.outputs.clear()
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        _sync_await(run_pulumi_func(program))
-        outputs, secret = _resolve_outputs()
+        # `pulumi.runtime.test` runs a function the way the engine runs a program: it waits
+        # for every registration and output the function started, then re-raises its error.
+        pulumi.runtime.test(lambda: _run_discarding_result(program))()
+        outputs: dict[str, Any] = {}
+        secret: set[str] = set()
+        pulumi.runtime.test(lambda: _resolve_outputs(outputs, secret))()
     except Exception as error:
         # Lets callers check what was registered before the failure (G8 expects nothing).
         error.registered = monitor.registered  # type: ignore[attr-defined]
         raise
     finally:
         os.chdir(cwd)
-    return ProgramRun(stack=stack, region=region, config=config, resources=monitor.registered,
-                      outputs=outputs, secret_outputs=secret, warnings=collector.messages)
+    return ProgramRun(
+        stack=stack,
+        region=region,
+        config=config,
+        resources=monitor.registered,
+        outputs=outputs,
+        secret_outputs=secret,
+        warnings=collector.messages,
+    )
 
 
-def _resolve_outputs() -> tuple[dict[str, Any], set[str]]:
-    root = pulumi_settings.get_root_resource()
-    values, secret = {}, set()
+def _run_discarding_result(program: Callable[[], Any]) -> None:
+    # `test` would await whatever the function returns as an Output; a program's result (the
+    # module's globals, a component) is not a stack output.
+    program()
+
+
+def _resolve_outputs(values: dict[str, Any], secret: set[str]) -> pulumi.Output[list[Any]]:
+    """Fill `values` with each stack export's value (None while unknown, as in a preview) and
+    `secret` with the names of secret ones; the returned Output completes when both are full.
+
+    The exports are read from the root stack's `outputs`: the SDK has no public accessor for a
+    stack's exports, and under mocks they are never sent to the monitor (`set_mocks` registers
+    the root stack's outputs before the program runs)."""
+    root = pulumi.runtime.get_root_resource()
+    pending = []
     for name, value in getattr(root, "outputs", {}).items():
         output = pulumi.Output.from_input(value)
-        values[name] = _sync_await(output.future())
-        if _sync_await(output.is_secret()):
-            secret.add(name)
-    return values, secret
+        values[name] = None
+        pending.append(output.apply(functools.partial(values.__setitem__, name)))
+        # `Output.is_secret()` is the only way to read the flag; lifted into an Output so that
+        # `test` awaits it like the values.
+        flag = pulumi.Output.from_input(output.is_secret())
+        pending.append(flag.apply(functools.partial(_add_if, secret, name)))
+    return pulumi.Output.all(*pending)
+
+
+def _add_if(names: set[str], name: str, flag: bool) -> None:
+    if flag:
+        names.add(name)

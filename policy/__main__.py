@@ -19,5 +19,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pack import PACK_NAME, build_policies
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-PolicyPack(name=PACK_NAME, enforcement_level=EnforcementLevel.MANDATORY,
-           policies=build_policies())
+PolicyPack(name=PACK_NAME, enforcement_level=EnforcementLevel.MANDATORY, policies=build_policies())

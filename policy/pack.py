@@ -16,7 +16,21 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
 )
-from pulumi_policy import proxy as policy_proxy
+
+# The analyzer hands `validate` its props behind an unknown-checking proxy that raises
+# `UnknownValueError` for a value unknown during preview, and the wire marks such values with the
+# `UNKNOWN_*` sentinels. Both live in `pulumi_policy.proxy`, which the package does not re-export:
+# no public type names them.
+from pulumi_policy.proxy import (
+    UNKNOWN_ARCHIVE_VALUE,
+    UNKNOWN_ARRAY_VALUE,
+    UNKNOWN_ASSET_VALUE,
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_NUMBER_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+    UnknownValueError,
+)
 
 try:  # imported as `policy.pack` by the tests, as `pack` by the pack's own __main__
     from .rules import (
@@ -46,26 +60,40 @@ CONFIG_SCHEMAS = {
     "destroyable-unless-protected": {"dataProtection": {"type": "boolean"}},
 }
 
-_UNKNOWN_SENTINELS = frozenset({
-    policy_proxy.UNKNOWN_BOOLEAN_VALUE, policy_proxy.UNKNOWN_NUMBER_VALUE,
-    policy_proxy.UNKNOWN_STRING_VALUE, policy_proxy.UNKNOWN_ARRAY_VALUE,
-    policy_proxy.UNKNOWN_ASSET_VALUE, policy_proxy.UNKNOWN_ARCHIVE_VALUE,
-    policy_proxy.UNKNOWN_OBJECT_VALUE,
-})
+_UNKNOWN_SENTINELS = frozenset(
+    {
+        UNKNOWN_BOOLEAN_VALUE,
+        UNKNOWN_NUMBER_VALUE,
+        UNKNOWN_STRING_VALUE,
+        UNKNOWN_ARRAY_VALUE,
+        UNKNOWN_ASSET_VALUE,
+        UNKNOWN_ARCHIVE_VALUE,
+        UNKNOWN_OBJECT_VALUE,
+    }
+)
 
 
 def plain(value: Any) -> Any:
     """CrossGuard props (proxies that raise on values unknown during preview) as plain data,
-    with each unknown value replaced by `rules.UNKNOWN`."""
+    with each unknown value replaced by `rules.UNKNOWN`.
+
+    Reads the proxies only through the `Mapping` / `Sequence` interface `ResourceValidationArgs`
+    declares for `props`, so any implementation of that interface works."""
     if isinstance(value, Mapping):
-        raw = value["__target"] if isinstance(value, policy_proxy._DictProxy) else value
-        return {key: plain(item) for key, item in raw.items()}
+        return {key: _plain_item(value, key) for key in value}
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        raw = value["__target"] if isinstance(value, policy_proxy._ListProxy) else value
-        return [plain(item) for item in raw]
+        return [_plain_item(value, index) for index in range(len(value))]
     if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
         return UNKNOWN
     return value
+
+
+def _plain_item(container: Mapping | Sequence, key: Any) -> Any:
+    try:
+        item = container[key]
+    except UnknownValueError:
+        return UNKNOWN
+    return plain(item)
 
 
 def _validate(rule_name: str) -> Any:
@@ -73,8 +101,10 @@ def _validate(rule_name: str) -> Any:
 
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         rule: Rule = static.get(rule_name) or next(
-            r for r in configured_rules(PolicyConfig.from_mapping(args.get_config()))
-            if r.name == rule_name)
+            r
+            for r in configured_rules(PolicyConfig.from_mapping(args.get_config()))
+            if r.name == rule_name
+        )
         for message in rule.check(args.resource_type, plain(args.props)):
             report_violation(message, None)
 
@@ -89,11 +119,16 @@ def build_policies() -> list[ResourceValidationPolicy]:
             name=rule.name,
             description=f"{rule.description} ({rule.requirements})",
             validate=_validate(rule.name),
-            enforcement_level=(EnforcementLevel.MANDATORY if rule.mandatory
-                               else EnforcementLevel.ADVISORY),
-            config_schema=(PolicyConfigSchema(properties=CONFIG_SCHEMAS[rule.name],
-                                              required=list(CONFIG_SCHEMAS[rule.name]))
-                           if rule.name in CONFIGURED_RULES else None),
+            enforcement_level=(
+                EnforcementLevel.MANDATORY if rule.mandatory else EnforcementLevel.ADVISORY
+            ),
+            config_schema=(
+                PolicyConfigSchema(
+                    properties=CONFIG_SCHEMAS[rule.name], required=list(CONFIG_SCHEMAS[rule.name])
+                )
+                if rule.name in CONFIGURED_RULES
+                else None
+            ),
         )
         for rule in metadata
     ]

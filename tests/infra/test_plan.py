@@ -26,8 +26,11 @@ def test_plan_prints_components_with_their_children_g2(dev_plan):
     assert code == 0
     assert text.startswith("Stack dev in eu-central-1 (offline evaluation, nothing deployed)")
     lines = text.splitlines()
-    database = next(i for i, line in enumerate(lines)
-                    if line.startswith("├─ database  [media:database:EncryptedAurora]"))
+    database = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("├─ database  [media:database:EncryptedAurora]")
+    )
     child = lines[database + 1]
     assert child.startswith("│  ├─ ") or child.startswith("│  └─ ")
 
@@ -61,4 +64,4 @@ def test_prod_plan_marks_protected_data_stores_g3(capsys):
 
 def test_plan_of_a_bad_configuration_prints_the_error_and_exits_2_g8(capsys):
     assert main(["dev", "--region", "mars-north-9x"]) == 2
-    assert "aws:region=\"mars-north-9x\": allowed an AWS region name" in capsys.readouterr().err
+    assert 'aws:region="mars-north-9x": allowed an AWS region name' in capsys.readouterr().err
