@@ -1,19 +1,22 @@
 """Lambda entry point: `services.api.handler.handler`.
 
 Clients, credentials and the database connection are built on the first invocation and
-reused while the execution environment lives.
+reused while the execution environment lives. Nothing slow is imported with this module
+(boto3 and redis are imported when a request first needs them), so a cold start costs
+little more than the interpreter (`scripts/bench_cold_start.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from services.api.app import ApiApp, Dependencies
 from services.api.http import ApiError
-from services.common.aws import EventStream, aws_client
+from services.common.aws import EventStream, LazyClient, aws_client
 from services.common.cache import VideoCache
 from services.common.db import Database
 from services.common.logs import configure_logging
@@ -24,31 +27,107 @@ from services.common.settings import CommonSettings, SettingsError, load_api_set
 log = logging.getLogger(__name__)
 _app: ApiApp | None = None
 
+DEFAULT_FUNCTION_TIMEOUT_SECONDS = 15.0
+"""The function's timeout when the context cannot tell (components/api.py's default)."""
+CACHE_BYPASS_SECONDS = 10.0
+"""After a cache failure, requests go straight to the database for this long."""
+_AWS_ATTEMPTS = 2
+_DATABASE_TRANSACTIONS = 3  # schema check (first request), the work, marking a failed put
+_STATEMENT_MARGIN_FRACTION = 0.3  # the server cancels a slow statement before the socket gives up
 
-def build_app(settings: CommonSettings) -> ApiApp:
-    secrets = SecretCache(aws_client("secretsmanager", region=settings.aws_region))
+
+@dataclass(frozen=True)
+class ApiTimeouts:
+    """Every dependency's time limit, sized so a request answers inside the function's
+    timeout even when each dependency accepts connections and never answers (H4)."""
+
+    cache: float
+    """Redis connect and each reply; a failure bypasses the cache for a while."""
+    aws_connect: float
+    aws_read: float
+    aws_attempts: int
+    database: float
+    """PostgreSQL connect and each reply; a transaction that times out is not retried."""
+    statement: float
+    """PostgreSQL statement_timeout, below `database`."""
+
+    @property
+    def worst_case(self) -> float:
+        aws = self.aws_attempts * (self.aws_connect + self.aws_read)
+        return self.cache + aws + _DATABASE_TRANSACTIONS * self.database
+
+
+def api_timeouts(function_timeout: float) -> ApiTimeouts:
+    """Timeouts whose worst case (one cache read, one stream put with its retries, three
+    database transactions each at the limit) leaves a margin inside `function_timeout`."""
+    margin = min(1.0, 0.05 * function_timeout)
+    cache = min(0.5, 0.04 * function_timeout)
+    aws_connect = min(1.0, 0.05 * function_timeout)
+    aws_read = min(2.0, 0.1 * function_timeout)
+    left = function_timeout - margin - cache - _AWS_ATTEMPTS * (aws_connect + aws_read)
+    database = left / _DATABASE_TRANSACTIONS
+    return ApiTimeouts(
+        cache=cache,
+        aws_connect=aws_connect,
+        aws_read=aws_read,
+        aws_attempts=_AWS_ATTEMPTS,
+        database=database,
+        statement=database * (1 - _STATEMENT_MARGIN_FRACTION),
+    )
+
+
+def build_app(settings: CommonSettings, function_timeout: float) -> ApiApp:
+    timeouts = api_timeouts(function_timeout)
+    region = settings.aws_region
+
+    def client(service: str) -> LazyClient:
+        return LazyClient(
+            lambda: aws_client(
+                service,
+                region=region,
+                connect_timeout=timeouts.aws_connect,
+                read_timeout=timeouts.aws_read,
+                max_attempts=timeouts.aws_attempts,
+            )
+        )
+
+    secrets = SecretCache(client("secretsmanager"))
     database = Database(
         settings.database,
-        db_credentials(settings.database, region=settings.aws_region, secrets=secrets),
+        db_credentials(settings.database, region=region, secrets=secrets),
         application_name="media-api",
+        statement_timeout_seconds=timeouts.statement,
+        socket_timeout=timeouts.database,
     )
-    stream = EventStream(aws_client("kinesis", region=settings.aws_region), settings.stream_name)
+    stream = EventStream(client("kinesis"), settings.stream_name)
     return ApiApp(
         Dependencies(
             database=database,
             stream=stream,
-            cache=partial(_build_cache, settings, secrets),
+            cache=partial(_build_cache, settings, secrets, timeouts.cache),
             media_root=settings.media_root,
         )
     )
 
 
-def _build_cache(settings: CommonSettings, secrets: SecretCache) -> VideoCache:
+def _build_cache(settings: CommonSettings, secrets: SecretCache, timeout: float) -> VideoCache:
     token = redis_token(
         secrets, secret_arn=settings.redis.auth_secret_arn, token=settings.redis.auth_token
     )
-    client = create_redis(settings.redis, token, client_name="media-api")
-    return VideoCache(client, settings.cache_ttl_seconds)
+    client = create_redis(settings.redis, token, client_name="media-api", timeout=timeout)
+    return VideoCache(client, settings.cache_ttl_seconds, bypass_seconds=CACHE_BYPASS_SECONDS)
+
+
+def function_timeout(context: Any) -> float:
+    """The time this invocation has left, which on the first one is about the function's
+    timeout; the default when the context cannot tell."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        try:
+            return max(1.0, float(remaining()) / 1000)
+        except (TypeError, ValueError):
+            pass
+    return DEFAULT_FUNCTION_TIMEOUT_SECONDS
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -62,7 +141,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 500, "configuration_error", "the service is misconfigured"
             ).to_response()
         configure_logging(settings.log_level)
-        _app = build_app(settings)
+        _app = build_app(settings, function_timeout(context))
     request_id = getattr(context, "aws_request_id", None) or os.environ.get("_X_AMZN_TRACE_ID")
     log.debug("request", extra={"request_id": request_id, "path": event.get("path")})
     return _app.handle(event)

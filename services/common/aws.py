@@ -2,14 +2,16 @@
 
 boto3 honours AWS_REGION and AWS_ENDPOINT_URL from the environment, which is how the
 tests point the worker processes at a local moto server.
+
+boto3 is imported when the first client is made, not with this module: it costs about
+0.2 s, which the API function then pays only on a request that needs AWS, not on every
+cold start (`scripts/bench_cold_start.py`). `botocore.exceptions` alone is cheap.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.common.events import Event
@@ -18,10 +20,34 @@ AWS_ERRORS = (BotoCoreError, ClientError)
 
 
 def aws_client(
-    service: str, *, region: str | None, connect_timeout: float = 3, read_timeout: float = 10
+    service: str,
+    *,
+    region: str | None,
+    connect_timeout: float = 3,
+    read_timeout: float = 10,
+    max_attempts: int | None = None,
 ) -> Any:
-    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout)
+    """A client with bounded timeouts; `max_attempts` (first call included) caps retries
+    where the caller has a time budget (botocore's default is up to 5 attempts)."""
+    import boto3
+    from botocore.config import Config
+
+    retries = None if max_attempts is None else {"max_attempts": max_attempts, "mode": "standard"}
+    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries)
     return boto3.client(service, region_name=region, config=config)
+
+
+class LazyClient:
+    """A boto3 client made on first use: `LazyClient(lambda: aws_client("kinesis", ...))`."""
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return getattr(self._client, name)
 
 
 class StreamUnavailable(RuntimeError):

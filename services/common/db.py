@@ -16,15 +16,17 @@ new one: no request can see, or commit, another request's state.
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import pg8000.dbapi
-from pg8000.exceptions import DatabaseError, InterfaceError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.common.secrets import CredentialsError, DbCredentialProvider, DbCredentials
 from services.common.settings import DatabaseSettings, SslMode
+
+if TYPE_CHECKING:
+    import ssl
+
+    import pg8000.dbapi
+    from pg8000.exceptions import DatabaseError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,15 +52,38 @@ class DatabaseAuthError(DatabaseUnavailable):
     """The server rejected the credentials, even after fetching them again."""
 
 
+def _pg8000_errors() -> tuple[type[Exception], type[Exception]]:
+    """(DatabaseError, InterfaceError). pg8000 is imported when first needed, not with this
+    module: it costs about 0.1 s of the API function's cold start."""
+    from pg8000.exceptions import DatabaseError, InterfaceError
+
+    return DatabaseError, InterfaceError
+
+
 def sqlstate(error: BaseException) -> str | None:
+    DatabaseError, _ = _pg8000_errors()
     if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
         return error.args[0].get("C")
     return None
 
 
+def _timed_out(error: BaseException) -> bool:
+    """The server did not answer within the socket timeout (pg8000 wraps the socket's
+    TimeoutError in InterfaceError("network error"))."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _is_connection_lost(error: BaseException) -> bool:
     if isinstance(error, OSError):  # pg8000 lets some socket errors through unwrapped
         return True
+    _, InterfaceError = _pg8000_errors()
     if isinstance(error, InterfaceError):
         text = str(error).lower()
         return any(message in text for message in _LOST_CONNECTION_MESSAGES)
@@ -69,6 +94,8 @@ def _is_connection_lost(error: BaseException) -> bool:
 def ssl_context_for(settings: DatabaseSettings) -> ssl.SSLContext | None:
     if settings.ssl_mode == SslMode.DISABLE:
         return None
+    import ssl
+
     context = ssl.create_default_context(cafile=settings.ssl_root_cert)
     if settings.ssl_mode == SslMode.REQUIRE:
         context.check_hostname = False
@@ -85,12 +112,23 @@ class Database:
         application_name: str,
         connect_timeout: float = 10.0,
         statement_timeout_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        socket_timeout: float | None = None,
     ) -> None:
+        """`socket_timeout` (connecting and every reply) defaults to the statement timeout
+        plus a margin, and at least `connect_timeout`; a caller with a time budget (the API
+        function) gives its own, which must outlast the statement timeout."""
         self._settings = settings
         self._credentials = credentials
         self._application_name = application_name
         self._statement_timeout_ms = str(int(statement_timeout_seconds * 1000))
-        self._timeout = max(connect_timeout, statement_timeout_seconds + _SOCKET_MARGIN_SECONDS)
+        # One socket timeout bounds connecting, each reply and so each statement: a hung
+        # server (H4) costs a caller at most this once per transaction.
+        if socket_timeout is None:
+            socket_timeout = statement_timeout_seconds + _SOCKET_MARGIN_SECONDS
+            socket_timeout = max(connect_timeout, socket_timeout)
+        elif socket_timeout <= statement_timeout_seconds:
+            raise ValueError("socket_timeout must outlast statement_timeout_seconds")
+        self._timeout = socket_timeout
         self._ssl_context = ssl_context_for(settings)
         self._connection: pg8000.dbapi.Connection | None = None
 
@@ -107,6 +145,12 @@ class Database:
                     self._end_failed_transaction(connection, error)
                     raise
                 self._discard()
+                if _timed_out(error):
+                    # H4: a server that accepts and never answers would only make a second
+                    # attempt cost the caller another full timeout.
+                    raise DatabaseUnavailable(
+                        f"database did not answer within {self._timeout:g} s"
+                    ) from error
                 if attempt == 2:
                     raise DatabaseUnavailable(f"database connection lost: {error}") from error
                 log.warning(
@@ -138,6 +182,7 @@ class Database:
         return self._connection
 
     def _open(self) -> pg8000.dbapi.Connection:
+        DatabaseError, InterfaceError = _pg8000_errors()
         try:
             credentials = self._credentials.current()
             try:
@@ -149,6 +194,10 @@ class Database:
         except CredentialsError as error:
             raise DatabaseUnavailable(f"database credentials unavailable: {error}") from error
         except (InterfaceError, OSError) as error:
+            if _timed_out(error):
+                raise DatabaseUnavailable(
+                    f"database did not answer within {self._timeout:g} s"
+                ) from error
             raise DatabaseUnavailable(f"cannot connect to the database: {error}") from error
         except DatabaseError as error:
             if _is_connection_lost(error):
@@ -156,6 +205,7 @@ class Database:
             raise
 
     def _reconnect_with_fresh_credentials(self, rejected: DatabaseError) -> pg8000.dbapi.Connection:
+        DatabaseError, _ = _pg8000_errors()
         log.warning("database rejected the credentials; fetching them again")
         if not self._credentials.refresh():
             raise DatabaseAuthError(f"database rejected the credentials: {rejected}") from rejected
@@ -167,6 +217,8 @@ class Database:
             raise
 
     def _connect(self, credentials: DbCredentials) -> pg8000.dbapi.Connection:
+        import pg8000.dbapi
+
         return pg8000.dbapi.connect(
             user=credentials.username,
             password=credentials.password,

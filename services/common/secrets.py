@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.common.aws import AWS_ERRORS, aws_client
+from services.common.aws import AWS_ERRORS, LazyClient, aws_client
 from services.common.settings import DatabaseSettings
 
 
@@ -144,7 +144,7 @@ def db_credentials(
         if region is None:
             raise CredentialsError("IAM database authentication needs an AWS region")
         return IamDbCredentials(
-            aws_client("rds", region=region),
+            LazyClient(lambda: aws_client("rds", region=region)),
             host=database.host,
             port=database.port,
             user=database.iam_user,
