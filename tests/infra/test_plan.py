@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+import pulumi
 import pytest
 
+from offline.engine import run_components
 from offline.plan import main
 
 
@@ -26,13 +28,17 @@ def test_plan_prints_components_with_their_children_g2(dev_plan):
     assert code == 0
     assert text.startswith("Stack dev in eu-central-1 (offline evaluation, nothing deployed)")
     lines = text.splitlines()
+    # Components print in registration order, which the SDK's worker threads decide: the
+    # database may be the last top-level entry ("└─") as well as an inner one ("├─").
     database = next(
         i
         for i, line in enumerate(lines)
-        if line.startswith("├─ database  [media:database:EncryptedAurora]")
+        if line[:3] in ("├─ ", "└─ ")
+        and line[3:].startswith("database  [media:database:EncryptedAurora]")
     )
+    indent = "│  " if lines[database].startswith("├─ ") else "   "
     child = lines[database + 1]
-    assert child.startswith("│  ├─ ") or child.startswith("│  └─ ")
+    assert child.startswith(indent + "├─ ") or child.startswith(indent + "└─ ")
 
 
 def test_plan_shows_physical_names_and_keys_by_alias_k1(dev_plan):
@@ -65,3 +71,16 @@ def test_prod_plan_marks_protected_data_stores_g3(capsys):
 def test_plan_of_a_bad_configuration_prints_the_error_and_exits_2_g8(capsys):
     assert main(["dev", "--region", "mars-north-9x"]) == 2
     assert 'aws:region="mars-north-9x": allowed an AWS region name' in capsys.readouterr().err
+
+
+def test_offline_evaluation_reports_exports_and_which_are_secret_g5():
+    def program():
+        pulumi.export("plain", "x")
+        pulumi.export("token", pulumi.Output.secret("s3cr3t"))
+        pulumi.export("nested", {"inner": pulumi.Output.secret(1), "other": 2})
+
+    run = run_components(program)
+    assert run.outputs == {"plain": "x", "token": "s3cr3t", "nested": {"inner": 1, "other": 2}}
+    assert run.secret_outputs == {"token", "nested"}
+    # Each run starts a fresh stack: nothing exported before leaks into the next run.
+    assert run_components(lambda: None).outputs == {}

@@ -10,6 +10,9 @@ import sys
 import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2
+
+# The test plays the CLI: the analyzer's gRPC messages and the sentinel the engine sends for a
+# value unknown during preview. Neither SDK exports them under another name.
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
