@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -25,6 +26,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.aws_limits import API_CACHE_SIZES_GB, secret_recovery_problems
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
@@ -32,7 +34,7 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.settings import API_CACHE_SIZES_GB, ApiAuth
+from components.tunables import Tunables, tunable
 from services.contract import (
     API_DB_USER,
     CREATE_VIDEO_MODEL,
@@ -50,6 +52,12 @@ STAGE_CACHE_TTL_SECONDS = 60
 WAF_MIN_RATE_LIMIT = 10
 WAF_MAX_RATE_LIMIT = 2_000_000_000
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+
+
+class ApiAuth(StrEnum):
+    API_KEY = "API_KEY"
+    IAM = "IAM"
+
 # Headers WAF must never write to its logs: the API key and SigV4 signatures.
 WAF_REDACTED_HEADERS = ("x-api-key", "authorization")
 WAF_MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
@@ -183,8 +191,57 @@ class ApiBackend(DataPlane):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PublicApiArgs:
-    """Inputs of `PublicApi`."""
+class PublicApiSettings(Tunables):
+    """The API's tunables (A2, A3, A6)."""
+
+    TIER = "api"
+
+    auth: ApiAuth = tunable(
+        "apiAuth", ApiAuth.API_KEY,
+        "Method authorisation: API_KEY (a key on every method, usage plan, quota) or IAM "
+        "(SigV4 on every method; no key and no usage plan) (A3).", choices=ApiAuth)
+    throttle_rate_limit: float = tunable("apiThrottleRateLimit", 50,
+                                         "Steady requests/s for the stage and usage plan (A2).",
+                                         kind="number", range=(1, 10_000))
+    throttle_burst_limit: int = tunable("apiThrottleBurstLimit", 100,
+                                        "Burst requests for the stage and usage plan (A2).",
+                                        range=(1, 5000))
+    quota_limit: int = tunable("apiQuotaLimit", 100_000,
+                               "Requests per quota period per API key (A2).",
+                               range=(1, 2_000_000_000))
+    quota_period: str = tunable("apiQuotaPeriod", "MONTH", "Quota period (A2).",
+                                choices=QUOTA_PERIODS)
+    waf_rate_limit: int = tunable("apiWafRateLimit", 2000,
+                                  "WAF requests per 5 minutes per client IP (A6).",
+                                  range=(WAF_MIN_RATE_LIMIT, WAF_MAX_RATE_LIMIT))
+    # 1000 is an account's default concurrency; 0 would stop the function.
+    reserved_concurrency: int = tunable(
+        "apiReservedConcurrency", -1,
+        "Reserved concurrency of the API function; -1 leaves it unreserved.",
+        range=(1, 1000), also=(-1,))
+    memory_mb: int = tunable("apiLambdaMemoryMb", 256, "API function memory in MiB.",
+                             range=(128, 10240))
+    cache_size_gb: str = tunable(
+        "apiCacheSizeGb", "", "Stage cache size in GB (encrypted); empty for no cache.",
+        check=lambda size: size in ("", *API_CACHE_SIZES_GB),
+        allowed="empty (no cache) or one of " + ", ".join(API_CACHE_SIZES_GB))
+    manage_cloudwatch_role: bool = tunable(
+        "apiManageCloudwatchRole", False,
+        "Create the account-wide API Gateway CloudWatch Logs role (retained on destroy; one "
+        "stack per account). Off: the account must already have one, or stages with logging "
+        "fail to deploy.")
+    alarm_5xx_threshold: int = tunable("alarmApi5xxThreshold", 5,
+                                       "API 5xx responses per 5 minutes that alarm (O2).",
+                                       range=(1, 100_000))
+    # Below 50 ms a VPC function's p99 is noise; above 29 s API Gateway has already given up.
+    alarm_latency_p99_ms: int = tunable("alarmApiLatencyP99Ms", 3000,
+                                        "API p99 latency (ms) that alarms (O2).",
+                                        range=(50, INTEGRATION_TIMEOUT_SECONDS * 1000))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicApiArgs(PublicApiSettings):
+    """Inputs of `PublicApi`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer for every physical name (required)."""
@@ -211,43 +268,17 @@ class PublicApiArgs:
     `stream.grant_write`; the function waits for every policy returned. Default none."""
     start_after: Sequence[pulumi.Resource] = ()
     """What the function waits for, e.g. the schema migration. Default none."""
-    auth: ApiAuth = ApiAuth.API_KEY
-    """API_KEY (default: key on every method, usage plan, quota) or IAM (SigV4 on every
-    method, no key and no usage plan; stage throttling still applies)."""
-    throttle_rate_limit: float = 50
-    """Steady requests/s for the stage, the usage plan and each method; default 50."""
-    throttle_burst_limit: int = 100
-    """Burst for the stage, the usage plan and each method; default 100."""
-    quota_limit: int = 100_000
-    """Requests per quota period per key; default 100000."""
-    quota_period: str = "MONTH"
-    """DAY, WEEK or MONTH; default MONTH."""
-    waf_rate_limit: int = 2000
-    """Requests per 5 minutes per IP before WAF blocks; default 2000."""
-    reserved_concurrency: int = -1
-    """Reserved concurrent executions; default -1 (unreserved)."""
-    memory_mb: int = 256
-    """Function memory; default 256 MiB."""
     timeout_seconds: int = 15
     """Function timeout, below API Gateway's 29 s; default 15 s."""
-    cache_size_gb: str = ""
-    """Encrypted stage cache size (API Gateway's sizes); default "" (no cache)."""
-    manage_cloudwatch_role: bool = False
-    """Create the account-wide API Gateway logging role (retained on destroy); default False:
-    the account must already have one, or stages with logging fail to deploy."""
     stage_name: str = "v1"
     """Stage name; default `v1`."""
     log_retention_days: int = 30
     """Retention of every log group here; default 30."""
     secret_recovery_window_days: int = 0
     """API key secret recovery window: 0 (default, destroyable) or 7-30."""
-    alarm_5xx_threshold: int = 5
-    """5XX responses per 5 minutes that alarm; default 5."""
-    alarm_latency_p99_ms: int = 3000
-    """p99 latency that alarms; default 3000 ms."""
 
     def validate(self) -> None:
-        problems = [*self._network_problems(), *self._throttle_problems(),
+        problems = [*self.tunable_problems(), *self._network_problems(),
                     *self._function_problems(), *self._stage_problems()]
         if problems:
             raise ValueError("PublicApiArgs: " + "; ".join(problems))
@@ -258,30 +289,8 @@ class PublicApiArgs:
                     "(one per AZ, G7)"]
         return []
 
-    def _throttle_problems(self) -> list[str]:
-        problems = []
-        if not 0 < self.throttle_rate_limit <= 10_000:
-            problems.append(f"throttle_rate_limit={self.throttle_rate_limit}: allowed > 0 and "
-                            "<= 10000 requests/s")
-        if not 1 <= self.throttle_burst_limit <= 5000:
-            problems.append(f"throttle_burst_limit={self.throttle_burst_limit}: allowed 1..5000")
-        if self.quota_limit < 1:
-            problems.append(f"quota_limit={self.quota_limit}: allowed >= 1")
-        if self.quota_period not in QUOTA_PERIODS:
-            problems.append(f"quota_period={self.quota_period!r}: allowed one of "
-                            + ", ".join(QUOTA_PERIODS))
-        if not WAF_MIN_RATE_LIMIT <= self.waf_rate_limit <= WAF_MAX_RATE_LIMIT:
-            problems.append(f"waf_rate_limit={self.waf_rate_limit}: allowed "
-                            f"{WAF_MIN_RATE_LIMIT}..{WAF_MAX_RATE_LIMIT} per 5 minutes")
-        return problems
-
     def _function_problems(self) -> list[str]:
         problems = []
-        if self.reserved_concurrency != -1 and self.reserved_concurrency < 1:
-            problems.append(f"reserved_concurrency={self.reserved_concurrency}: allowed -1 "
-                            "(unreserved) or >= 1 (0 would stop the function)")
-        if not 128 <= self.memory_mb <= 10240:
-            problems.append(f"memory_mb={self.memory_mb}: allowed 128..10240")
         if not 1 <= self.timeout_seconds < INTEGRATION_TIMEOUT_SECONDS:
             problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
                             f"1..{INTEGRATION_TIMEOUT_SECONDS - 1} (API Gateway gives up "
@@ -304,20 +313,11 @@ class PublicApiArgs:
 
     def _stage_problems(self) -> list[str]:
         problems = []
-        if self.cache_size_gb and self.cache_size_gb not in API_CACHE_SIZES_GB:
-            problems.append(f"cache_size_gb={self.cache_size_gb!r}: allowed empty or one of "
-                            + ", ".join(API_CACHE_SIZES_GB))
         if not _STAGE_NAME.match(self.stage_name):
             problems.append(f"stage_name={self.stage_name!r}: allowed 1-128 letters, digits, _")
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        window = self.secret_recovery_window_days
-        if window != 0 and not 7 <= window <= 30:
-            problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")
-        if self.alarm_5xx_threshold < 1:
-            problems.append(f"alarm_5xx_threshold={self.alarm_5xx_threshold}: allowed >= 1")
-        if not 1 <= self.alarm_latency_p99_ms <= INTEGRATION_TIMEOUT_SECONDS * 1000:
-            problems.append(f"alarm_latency_p99_ms={self.alarm_latency_p99_ms}: allowed "
-                            f"1..{INTEGRATION_TIMEOUT_SECONDS * 1000}")
+        problems += secret_recovery_problems("secret_recovery_window_days",
+                                             self.secret_recovery_window_days)
         return problems
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import pulumi
@@ -19,7 +20,7 @@ from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, Service
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import InvalidNameError, NameKind, Namer, name_tag
 from components.protection import data_store_options
-from components.settings import AuditTrailMode
+from components.tunables import Problem, Tunables, tunable
 
 TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:trail/[A-Za-z0-9_.-]{3,128}$")
 ACCOUNT_PLACEHOLDER = "0" * 12  # account ids are always 12 digits
@@ -32,44 +33,71 @@ def trail_bucket_name(namer: Namer, account_id: str) -> str:
     return namer.name(f"trail-{account_id}", NameKind.S3_BUCKET)
 
 
+class AuditTrailMode(StrEnum):
+    CREATE = "CREATE"
+    EXISTING = "EXISTING"
+    OFF = "OFF"
+
+
 @dataclass(frozen=True, kw_only=True)
-class AuditTrailArgs:
-    """Inputs of `AuditTrail`."""
+class AuditTrailSettings(Tunables):
+    """The audit trail's tunables (O3)."""
+
+    TIER = "audit"
+
+    mode: AuditTrailMode = tunable(
+        "auditTrailMode", AuditTrailMode.CREATE,
+        "CloudTrail: CREATE a trail, use an EXISTING organisation trail (give its ARN), or OFF "
+        "(a logged opt-out) (O3).", choices=AuditTrailMode)
+    existing_trail_arn: str = tunable("auditTrailExistingArn", "",
+                                      "ARN of the existing trail when auditTrailMode is "
+                                      "EXISTING.")
+    transition_days: int = tunable("auditLogTransitionDays", 30,
+                                   "Days before audit logs move to Glacier Instant Retrieval.",
+                                   range=(1, 3650))
+    expiration_days: int = tunable("auditLogExpirationDays", 365,
+                                   "Days before audit logs (and noncurrent versions) expire.",
+                                   range=(1, 3650))
+
+    def rules(self) -> list[Problem]:
+        problems = []
+        existing = self.mode is AuditTrailMode.EXISTING
+        if existing and not TRAIL_ARN.match(self.existing_trail_arn):
+            problems.append(Problem("existing_trail_arn", self.existing_trail_arn,
+                                    "a CloudTrail trail ARN (arn:<partition>:cloudtrail:"
+                                    "<region>:<account>:trail/<name>) when {mode} is EXISTING"))
+        if not existing and self.existing_trail_arn:
+            problems.append(Problem("existing_trail_arn", self.existing_trail_arn,
+                                    "empty unless {mode} is EXISTING (create or bring your own, "
+                                    "not both)"))
+        if self.expiration_days <= self.transition_days:
+            problems.append(Problem("expiration_days", self.expiration_days,
+                                    f"more than {{transition_days}} ({self.transition_days})"))
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditTrailArgs(AuditTrailSettings):
+    """Inputs of `AuditTrail`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Physical names of the trail, bucket, key alias, role and log group (required)."""
     context: AwsContext
     """Account, partition and region for ARNs and policy conditions (required)."""
-    mode: AuditTrailMode = AuditTrailMode.CREATE
-    """CREATE a trail (default), use an EXISTING organisation trail, or OFF (logged opt-out)."""
-    existing_trail_arn: str = ""
-    """ARN of the existing trail; required with EXISTING, empty otherwise."""
     logs_key_arn: pulumi.Input[str] | None = None
     """CMK of the trail's CloudWatch log group (the platform logs key); required with CREATE."""
     log_retention_days: int = 90
     """Retention of the trail's CloudWatch log group; default 90."""
-    transition_days: int = 30
-    """Days before log objects move to Glacier Instant Retrieval; default 30."""
-    expiration_days: int = 365
-    """Days before log objects (and noncurrent versions) expire; default 365."""
     key_deletion_window_days: int = 7
     """Deletion window of the audit key, 7-30; default 7 (30 with data protection)."""
-    force_destroy: bool = True
+    destroyable: bool = True
     """Empty the bucket on destroy; default True (False with data protection)."""
     protect_data: bool = False
     """False (default): bucket and key are deleted on destroy. True: the engine refuses to
     delete or replace the log bucket and the audit key, and both are retained on delete (G3)."""
 
     def validate(self) -> None:
-        problems = []
-        existing = self.mode is AuditTrailMode.EXISTING
-        if existing and not TRAIL_ARN.match(self.existing_trail_arn):
-            problems.append(f"existing_trail_arn={self.existing_trail_arn!r}: allowed a trail ARN "
-                            "arn:<partition>:cloudtrail:<region>:<account>:trail/<name> with "
-                            "mode EXISTING")
-        if not existing and self.existing_trail_arn:
-            problems.append(f"existing_trail_arn={self.existing_trail_arn!r}: allowed only with "
-                            f"mode EXISTING (mode is {self.mode.value})")
+        problems = self.tunable_problems()
         if self.mode is AuditTrailMode.CREATE:
             problems += self._create_problems()
         if problems:
@@ -80,11 +108,6 @@ class AuditTrailArgs:
         if self.logs_key_arn is None:
             problems.append("logs_key_arn=None: required with mode CREATE")
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        if self.transition_days < 1:
-            problems.append(f"transition_days={self.transition_days}: allowed >= 1")
-        if self.expiration_days <= self.transition_days:
-            problems.append(f"expiration_days={self.expiration_days}: allowed more than "
-                            f"transition_days ({self.transition_days})")
         if not 7 <= self.key_deletion_window_days <= 30:
             problems.append(f"key_deletion_window_days={self.key_deletion_window_days}: "
                             "allowed 7..30")
@@ -237,7 +260,7 @@ class AuditTrail(pulumi.ComponentResource):
         physical = pulumi.Output.from_input(args.context.account_id).apply(
             lambda account: trail_bucket_name(args.namer, account))
         bucket = aws.s3.Bucket(f"{name}-bucket", bucket=physical,
-                               force_destroy=args.force_destroy,
+                               force_destroy=args.destroyable,
                                tags=physical.apply(name_tag),
                                opts=data_store_options(self, args.protect_data))
         aws.s3.BucketOwnershipControls(

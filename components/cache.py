@@ -9,7 +9,6 @@ Turning TLS off is one explicit flag that logs a warning and drops the token and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,17 +16,25 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.aws_limits import (
+    CACHE_ENGINE_VERSIONS,
+    ELASTICACHE_MIN_WINDOW_MINUTES,
+    cache_parameter_group_family,
+    secret_recovery_problems,
+)
 from components.firewall import REDIS, RoleSecurityGroup
 from components.iam import attach_grants, secret_read_grants
 from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
-from components.settings import (
-    CACHE_ENGINE_VERSIONS,
-    ELASTICACHE_MIN_WINDOW_MINUTES,
-    cache_parameter_group_family,
-    window_pair_problems,
+from components.tunables import Problem, Tunables, tunable
+from components.windows import (
+    DAILY_FORM,
+    DAILY_WINDOW,
+    WEEKLY_FORM,
+    WEEKLY_WINDOW,
+    window_pair_rules,
 )
 
 # With cluster mode disabled a group holds one primary and up to five replicas.
@@ -36,7 +43,6 @@ LOG_TYPES = ("slow-log", "engine-log")
 # ElastiCache accepts only these specials in an AUTH token (16-128 printable characters).
 AUTH_TOKEN_SPECIALS = "!&#$^<>-"
 AUTH_TOKEN_LENGTH = 64
-_NODE_TYPE = re.compile(r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
 
 
 def node_zones(zones: Sequence[str], node_count: int) -> list[str]:
@@ -49,8 +55,61 @@ def node_zones(zones: Sequence[str], node_count: int) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RedisReplicationGroupArgs:
-    """Inputs of `RedisReplicationGroup`."""
+class RedisReplicationGroupSettings(Tunables):
+    """The cache's tunables (C1-C4)."""
+
+    TIER = "cache"
+
+    engine: str = tunable("cacheEngine", "valkey",
+                          "Redis-compatible engine, lowercase as the v7 provider requires.",
+                          choices=tuple(CACHE_ENGINE_VERSIONS))
+    engine_version: str = tunable(
+        "cacheEngineVersion", "8.0",
+        "Engine major.minor (valkey " + "/".join(CACHE_ENGINE_VERSIONS["valkey"]) + ", redis "
+        + "/".join(CACHE_ENGINE_VERSIONS["redis"]) + ").")
+    node_type: str = tunable("cacheNodeType", "cache.t4g.micro", "ElastiCache node type.",
+                             pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$",
+                             allowed="an ElastiCache node type like cache.t4g.micro")
+    node_count: int = tunable(
+        "cacheNodeCount", MIN_NODES,
+        "Primary plus replicas, round-robin over the zones (C1): automatic failover needs a "
+        "replica; cluster mode off holds 6.", range=(MIN_NODES, MAX_NODES))
+    transit_encryption: bool = tunable(
+        "cacheTransitEncryption", True,
+        "TLS with an AUTH token kept in Secrets Manager; false is a development opt-out (no "
+        "TLS, no token, no secret) that warns in the preview (C3).")
+    snapshot_retention_days: int = tunable("cacheSnapshotRetentionDays", 1,
+                                           "Automatic snapshots kept; 0 turns them off (C4).",
+                                           range=(0, 35))
+    snapshot_window: str = tunable("cacheSnapshotWindow", "01:00-02:00",
+                                   "Daily snapshot window, UTC, >= 60 minutes (C4).",
+                                   pattern=DAILY_WINDOW, allowed=DAILY_FORM)
+    maintenance_window: str = tunable(
+        "cacheMaintenanceWindow", "sun:05:00-sun:06:00",
+        "Weekly maintenance window, UTC, >= 60 minutes, apart from the snapshot window.",
+        pattern=WEEKLY_WINDOW, allowed=WEEKLY_FORM)
+    cpu_alarm_percent: int = tunable(
+        "alarmCacheCpuPercent", 75,
+        "EngineCPUUtilization (%) per node that alarms, sustained 15 minutes.", range=(1, 100))
+
+    @property
+    def parameter_group_family(self) -> str:
+        return cache_parameter_group_family(self.engine, self.engine_version)
+
+    def rules(self) -> list[Problem]:
+        problems = []
+        versions = CACHE_ENGINE_VERSIONS.get(self.engine, ())
+        if versions and self.engine_version not in versions:
+            problems.append(Problem("engine_version", self.engine_version,
+                                    f"for {self.engine}: " + ", ".join(versions)))
+        return problems + window_pair_rules(("snapshot_window", self.snapshot_window),
+                                            ("maintenance_window", self.maintenance_window),
+                                            ELASTICACHE_MIN_WINDOW_MINUTES, "ElastiCache")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisReplicationGroupArgs(RedisReplicationGroupSettings):
+    """Inputs of `RedisReplicationGroup`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer for every physical name (required)."""
@@ -70,23 +129,6 @@ class RedisReplicationGroupArgs:
     """Logs CMK ARN for the slow-log and engine-log groups (required)."""
     alarm_topic_arn: pulumi.Input[str]
     """SNS topic every alarm notifies (required)."""
-    engine: str = "valkey"
-    """`valkey` (default) or `redis`, lowercase as the v7 provider requires."""
-    engine_version: str = "8.0"
-    """major.minor allowed for the engine (valkey 7.2/8.0/8.1, redis 6.2/7.0/7.1)."""
-    node_type: str = "cache.t4g.micro"
-    """Node type; default cache.t4g.micro."""
-    node_count: int = 2
-    """Primary plus replicas, 2-6, round-robin over the zones; default 2 (C1)."""
-    transit_encryption: bool = True
-    """TLS with an AUTH token kept in Secrets Manager (default). False is a development
-    opt-out: no TLS, no token, no secret, and a warning in the preview (C3)."""
-    snapshot_retention_days: int = 1
-    """Automatic snapshots kept, 0 (off)-35 days; default 1 (C4)."""
-    snapshot_window: str = "01:00-02:00"
-    """Daily snapshot window, UTC, >= 60 minutes; default 01:00-02:00."""
-    maintenance_window: str = "sun:05:00-sun:06:00"
-    """Weekly maintenance window, UTC, >= 60 minutes, apart from the snapshot window."""
     protect_data: bool = False
     """False (default): destroyable — no final snapshot, changes applied at once.
     True: a uniquely named final snapshot, changes wait for the maintenance window (G3).
@@ -96,55 +138,24 @@ class RedisReplicationGroupArgs:
     """Recovery window of the token secret: 0 (delete at once, default) or 7-30."""
     log_retention_days: int = 30
     """Slow-log and engine-log retention (an allowed CloudWatch value); default 30."""
-    cpu_alarm_percent: int = 75
-    """EngineCPUUtilization (%) per node that alarms when sustained 15 minutes; default 75."""
     memory_alarm_percent: int = 80
     """DatabaseMemoryUsagePercentage per node that alarms when sustained; default 80."""
 
-    @property
-    def parameter_group_family(self) -> str:
-        return cache_parameter_group_family(self.engine, self.engine_version)
-
     def validate(self) -> None:
-        problems = []
-        if self.engine not in CACHE_ENGINE_VERSIONS:
-            problems.append(f"engine={self.engine!r}: allowed "
-                            + " or ".join(CACHE_ENGINE_VERSIONS) + " (lowercase)")
-        elif self.engine_version not in CACHE_ENGINE_VERSIONS[self.engine]:
-            problems.append(f"engine_version={self.engine_version!r}: allowed for {self.engine} "
-                            + ", ".join(CACHE_ENGINE_VERSIONS[self.engine]))
-        if not _NODE_TYPE.match(self.node_type):
-            problems.append(f"node_type={self.node_type!r}: allowed an ElastiCache node type "
-                            "like cache.t4g.micro")
-        if not MIN_NODES <= self.node_count <= MAX_NODES:
-            problems.append(f"node_count={self.node_count}: allowed {MIN_NODES}..{MAX_NODES} "
-                            "(automatic failover needs a replica; cluster mode off holds 6)")
+        problems = self.tunable_problems()
         zones = list(self.availability_zones)
         if len(zones) < 2 or len(set(zones)) != len(zones):
             problems.append(f"availability_zones={zones}: allowed 2 or more distinct zones")
         if len(self.subnet_ids) != len(zones):
             problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
                             f"availability zone ({len(zones)})")
-        if not 0 <= self.snapshot_retention_days <= 35:
-            problems.append(f"snapshot_retention_days={self.snapshot_retention_days}: "
-                            "allowed 0..35")
-        problems += self._window_problems()
-        if not (self.secret_recovery_window_days == 0
-                or 7 <= self.secret_recovery_window_days <= 30):
-            problems.append(f"secret_recovery_window_days={self.secret_recovery_window_days}: "
-                            "allowed 0 or 7..30")
+        problems += secret_recovery_problems("secret_recovery_window_days",
+                                             self.secret_recovery_window_days)
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        for field, value in (("cpu_alarm_percent", self.cpu_alarm_percent),
-                             ("memory_alarm_percent", self.memory_alarm_percent)):
-            if not 1 <= value <= 100:
-                problems.append(f"{field}={value}: allowed 1..100")
+        if not 1 <= self.memory_alarm_percent <= 100:
+            problems.append(f"memory_alarm_percent={self.memory_alarm_percent}: allowed 1..100")
         if problems:
             raise ValueError("RedisReplicationGroupArgs: " + "; ".join(problems))
-
-    def _window_problems(self) -> list[str]:
-        return window_pair_problems(("snapshot_window", self.snapshot_window),
-                                    ("maintenance_window", self.maintenance_window),
-                                    ELASTICACHE_MIN_WINDOW_MINUTES)
 
 
 class RedisReplicationGroup(pulumi.ComponentResource):

@@ -19,6 +19,12 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.aws_limits import (
+    AURORA_MAJORS,
+    RDS_MIN_WINDOW_MINUTES,
+    RESERVED_DB_NAMES,
+    aurora_parameter_group_family,
+)
 from components.firewall import POSTGRES, RoleSecurityGroup
 from components.iam import Grant, attach_grants, secret_read_grants
 from components.kms import AwsContext
@@ -26,12 +32,13 @@ from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, check_name, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
-from components.settings import (
-    AURORA_MAJORS,
-    RDS_MIN_WINDOW_MINUTES,
-    RESERVED_DB_NAMES,
-    aurora_parameter_group_family,
-    window_pair_problems,
+from components.tunables import Problem, Tunables, tunable
+from components.windows import (
+    DAILY_FORM,
+    DAILY_WINDOW,
+    WEEKLY_FORM,
+    WEEKLY_WINDOW,
+    window_pair_rules,
 )
 
 ENGINE = "aurora-postgresql"
@@ -48,7 +55,6 @@ _BYTES_PER_ACU = 2 * 1024**3
 _BYTES_PER_CONNECTION = 9531392
 _MAX_CONNECTIONS_CAP = 5000
 _MASTER_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}$")
-_DB_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DB_USER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -67,9 +73,69 @@ def instance_zones(zones: Sequence[str], reader_count: int) -> list[str]:
     return [zones[index % len(zones)] for index in range(1 + reader_count)]
 
 
+def _is_engine_version(version: str) -> bool:
+    major, dot, minor = version.partition(".")
+    return bool(dot) and major.isdigit() and minor.isdigit() and int(major) in AURORA_MAJORS
+
+
 @dataclass(frozen=True, kw_only=True)
-class EncryptedAuroraArgs:
-    """Inputs of `EncryptedAurora`."""
+class EncryptedAuroraSettings(Tunables):
+    """The database's tunables (D1-D3, D5, D7)."""
+
+    TIER = "database"
+
+    engine_version: str = tunable(
+        "dbEngineVersion", "16.6",
+        "Aurora PostgreSQL major.minor; the parameter-group family follows the major. "
+        "Automatic minor upgrades are off, so minor upgrades are applied by changing this key.",
+        check=_is_engine_version,
+        allowed="major.minor with major in " + ", ".join(map(str, AURORA_MAJORS)))
+    min_capacity: float = tunable("dbMinCapacity", 0.5, "Serverless v2 minimum ACUs (D1).",
+                                  kind="number", range=(0.5, 256), step=0.5)
+    max_capacity: float = tunable("dbMaxCapacity", 4, "Serverless v2 maximum ACUs (D1).",
+                                  kind="number", range=(0.5, 256), step=0.5)
+    reader_count: int = tunable("dbReaderCount", 1,
+                                "Readers besides the writer, each in the next zone (D2).",
+                                range=(1, MAX_READERS))
+    database_name: str = tunable(
+        "dbName", "media", "Initial database name.",
+        pattern=r"^(?!(" + "|".join(RESERVED_DB_NAMES) + r")$)[a-z][a-z0-9_]{0,62}$",
+        allowed="a lowercase letter then letters, digits, _ (<= 63), not "
+                + ", ".join(RESERVED_DB_NAMES) + " (they exist in every cluster)")
+    backup_retention_days: int = tunable(
+        "dbBackupRetentionDays", 7, "Automated backups and point-in-time recovery (D3).",
+        range=(1, 35))
+    backup_window: str = tunable("dbBackupWindow", "02:00-03:00",
+                                 "Daily backup window, UTC, >= 30 minutes (D3).",
+                                 pattern=DAILY_WINDOW, allowed=DAILY_FORM)
+    maintenance_window: str = tunable(
+        "dbMaintenanceWindow", "sun:03:30-sun:04:30",
+        "Weekly maintenance window, UTC, >= 30 minutes, apart from the backup window.",
+        pattern=WEEKLY_WINDOW, allowed=WEEKLY_FORM)
+    secret_rotation_days: int = tunable("dbSecretRotationDays", 30,
+                                        "Master password rotation period in days (D5).",
+                                        range=(1, 365))
+    cpu_alarm_percent: int = tunable("alarmDbCpuPercent", 80,
+                                     "Database CPU % that alarms, sustained 15 minutes (D7).",
+                                     range=(1, 100))
+
+    @property
+    def parameter_group_family(self) -> str:
+        return aurora_parameter_group_family(self.engine_version)
+
+    def rules(self) -> list[Problem]:
+        problems = []
+        if self.max_capacity < self.min_capacity:
+            problems.append(Problem("max_capacity", self.max_capacity,
+                                    f">= {{min_capacity}} ({self.min_capacity})"))
+        return problems + window_pair_rules(("backup_window", self.backup_window),
+                                            ("maintenance_window", self.maintenance_window),
+                                            RDS_MIN_WINDOW_MINUTES, "RDS")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncryptedAuroraArgs(EncryptedAuroraSettings):
+    """Inputs of `EncryptedAurora`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer for every physical name (required)."""
@@ -89,27 +155,8 @@ class EncryptedAuroraArgs:
     """Logs CMK ARN for the engine log group (required)."""
     alarm_topic_arn: pulumi.Input[str]
     """SNS topic every alarm notifies (required)."""
-    engine_version: str = "16.6"
-    """Aurora PostgreSQL major.minor; the parameter-group family follows the major. Minor
-    upgrades are applied by changing it (automatic minor upgrades are off)."""
-    min_capacity: float = 0.5
-    """Serverless v2 minimum ACUs, 0.5-256 in steps of 0.5; default 0.5."""
-    max_capacity: float = 4
-    """Serverless v2 maximum ACUs, >= min_capacity, <= 256; default 4."""
-    reader_count: int = 1
-    """Readers besides the writer, 1-15, each in the next zone; default 1 (D2)."""
-    database_name: str = "media"
-    """Initial database; default `media`."""
     master_username: str = "dbadmin"
     """Master user; default `dbadmin` (`admin` is reserved by aurora-postgresql)."""
-    backup_retention_days: int = 7
-    """Automated backups and point-in-time recovery, 1-35 days; default 7 (D3)."""
-    backup_window: str = "02:00-03:00"
-    """Daily backup window, UTC, >= 30 minutes; default 02:00-03:00."""
-    maintenance_window: str = "sun:03:30-sun:04:30"
-    """Weekly maintenance window, UTC, >= 30 minutes, apart from the backup window."""
-    secret_rotation_days: int = 30
-    """Master password rotation period, 1-365 days; default 30 (D5)."""
     log_retention_days: int = 30
     """Engine log retention (an allowed CloudWatch value); default 30."""
     protect_data: bool = False
@@ -117,57 +164,26 @@ class EncryptedAuroraArgs:
     applied at once. True: deletion protection, a uniquely named final snapshot, automated
     backups kept after deletion, changes wait for the maintenance window, and the engine
     refuses to delete or replace the cluster, which is retained on delete (G3)."""
-    cpu_alarm_percent: int = 80
-    """CPUUtilization (%) that alarms when sustained for 15 minutes; default 80."""
     capacity_alarm_ratio: float = 0.9
     """Alarm when capacity stays at this share of max_capacity; default 0.9."""
     connections_alarm: int | None = None
     """DatabaseConnections that alarm; default 80 % of the default max_connections at
     max_capacity (`connections_alarm_threshold`)."""
 
-    @property
-    def parameter_group_family(self) -> str:
-        return aurora_parameter_group_family(self.engine_version)
-
     def validate(self) -> None:
-        problems = []
-        major = self.engine_version.split(".")[0]
-        if not re.fullmatch(r"\d+\.\d+", self.engine_version) or int(major) not in AURORA_MAJORS:
-            problems.append(f"engine_version={self.engine_version!r}: allowed major.minor with "
-                            "major in " + ", ".join(map(str, AURORA_MAJORS)))
-        for field, value in (("min_capacity", self.min_capacity),
-                             ("max_capacity", self.max_capacity)):
-            if not (0.5 <= value <= 256 and (value / 0.5).is_integer()):
-                problems.append(f"{field}={value}: allowed 0.5..256 in steps of 0.5")
-        if self.max_capacity < self.min_capacity:
-            problems.append(f"max_capacity={self.max_capacity}: allowed >= min_capacity "
-                            f"({self.min_capacity})")
-        if not 1 <= self.reader_count <= MAX_READERS:
-            problems.append(f"reader_count={self.reader_count}: allowed 1..{MAX_READERS} "
-                            "(D2 needs a reader in another zone)")
+        problems = self.tunable_problems()
         zones = list(self.availability_zones)
         if len(zones) < 2 or len(set(zones)) != len(zones):
             problems.append(f"availability_zones={zones}: allowed 2 or more distinct zones")
         if len(self.subnet_ids) != len(zones):
             problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
                             f"availability zone ({len(zones)})")
-        if not _DB_NAME.match(self.database_name) or self.database_name in RESERVED_DB_NAMES:
-            problems.append(f"database_name={self.database_name!r}: allowed a lowercase letter "
-                            "then letters, digits, _ (<= 63), not "
-                            + ", ".join(RESERVED_DB_NAMES))
         if (not _MASTER_USERNAME.match(self.master_username)
                 or self.master_username.lower() in RESERVED_MASTER_USERNAMES):
             problems.append(f"master_username={self.master_username!r}: allowed 1-16 letters, "
                             "digits or _ starting with a letter, not "
                             + ", ".join(RESERVED_MASTER_USERNAMES))
-        if not 1 <= self.backup_retention_days <= 35:
-            problems.append(f"backup_retention_days={self.backup_retention_days}: allowed 1..35")
-        problems += self._window_problems()
-        if not 1 <= self.secret_rotation_days <= 365:
-            problems.append(f"secret_rotation_days={self.secret_rotation_days}: allowed 1..365")
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        if not 1 <= self.cpu_alarm_percent <= 100:
-            problems.append(f"cpu_alarm_percent={self.cpu_alarm_percent}: allowed 1..100")
         if not 0 < self.capacity_alarm_ratio <= 1:
             problems.append(f"capacity_alarm_ratio={self.capacity_alarm_ratio}: allowed > 0 "
                             "and <= 1")
@@ -176,11 +192,6 @@ class EncryptedAuroraArgs:
                             "(derived) or >= 1")
         if problems:
             raise ValueError("EncryptedAuroraArgs: " + "; ".join(problems))
-
-    def _window_problems(self) -> list[str]:
-        return window_pair_problems(("backup_window", self.backup_window),
-                                    ("maintenance_window", self.maintenance_window),
-                                    RDS_MIN_WINDOW_MINUTES)
 
 
 class EncryptedAurora(pulumi.ComponentResource):

@@ -27,6 +27,7 @@ from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
+from components.tunables import Problem, Tunables, tunable
 
 JOB_REQUESTED = "job.requested"
 JOBS_RETENTION_SECONDS = 4 * 24 * 3600
@@ -113,9 +114,47 @@ def pipe_target_grants(queue_arn: pulumi.Input[str], failure_arn: pulumi.Input[s
     ]
 
 
+SQS_MAX_VISIBILITY_SECONDS = 43200
+SQS_MAX_RECEIVE_COUNT = 1000
+
+
+def visibility_rule(job_timeout_seconds: int, visibility_timeout_seconds: int) -> list[Problem]:
+    """A running job must not reappear on the queue: the lease outlives the job."""
+    if visibility_timeout_seconds <= job_timeout_seconds:
+        return [Problem("visibility_timeout_seconds", visibility_timeout_seconds,
+                        f"more than {{job_timeout_seconds}} ({job_timeout_seconds}) so a "
+                        "running job is not redelivered")]
+    return []
+
+
 @dataclass(frozen=True, kw_only=True)
-class JobQueueArgs:
-    """Inputs of `JobQueue`."""
+class JobQueueSettings(Tunables):
+    """The job queue's tunables (W5, W6)."""
+
+    TIER = "queue"
+
+    max_receive_count: int = tunable(
+        "queueMaxReceiveCount", 5,
+        "Receives before a job message moves to the dead-letter queue (W6).",
+        range=(1, SQS_MAX_RECEIVE_COUNT))
+    job_timeout_seconds: int = tunable("jobTimeoutSeconds", 900,
+                                       "Longest a worker spends on one job, in seconds.",
+                                       range=(30, 3600))
+    visibility_timeout_seconds: int = tunable(
+        "queueVisibilityTimeoutSeconds", 1200,
+        "Jobs-queue visibility timeout, longer than jobTimeoutSeconds.",
+        range=(60, SQS_MAX_VISIBILITY_SECONDS))
+    oldest_message_alarm_seconds: int = tunable(
+        "alarmQueueOldestMessageSeconds", 1800, "Age in seconds of the oldest job that alarms.",
+        range=(60, DEAD_LETTER_RETENTION_SECONDS))
+
+    def rules(self) -> list[Problem]:
+        return visibility_rule(self.job_timeout_seconds, self.visibility_timeout_seconds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobQueueArgs(JobQueueSettings):
+    """Inputs of `JobQueue`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer for queues, pipe, role, log group and alarms (required)."""
@@ -129,18 +168,10 @@ class JobQueueArgs:
     """Kinesis stream the pipe reads (required)."""
     source_read_grants: tuple[Grant, ...]
     """Grants to read that stream, e.g. `stream.read_grants()` (required)."""
-    log_key_arn: pulumi.Input[str]
+    logs_key_arn: pulumi.Input[str]
     """Logs CMK ARN for the pipe's log group (required, O1)."""
     log_retention_days: int = 30
     """Pipe log retention, an allowed CloudWatch value; default 30."""
-    job_timeout_seconds: int = 900
-    """Longest a worker spends on one job; default 900."""
-    visibility_timeout_seconds: int = 1200
-    """Jobs-queue visibility timeout, > job_timeout_seconds and <= 43200; default 1200."""
-    max_receive_count: int = 5
-    """Receives before a job moves to the DLQ, 1-1000; default 5 (W6)."""
-    oldest_message_alarm_seconds: int = 1800
-    """Age of the oldest waiting job that alarms, 60-1209600; default 1800."""
     event_types: tuple[str, ...] = (JOB_REQUESTED,)
     """Event `type` values the pipe forwards; default ("job.requested",)."""
     starting_position: StartingPosition = StartingPosition.TRIM_HORIZON
@@ -160,21 +191,12 @@ class JobQueueArgs:
     protected and retained on delete; the jobs queue holds only work in flight (G3)."""
 
     def validate(self) -> None:
-        problems = []
+        problems = self.tunable_problems()
 
         def check(field: str, value: int, low: int, high: int, note: str = "") -> None:
             if not low <= value <= high:
                 problems.append(f"{field}={value}: allowed {low}..{high}{note}")
 
-        check("visibility_timeout_seconds", self.visibility_timeout_seconds, 0, 43200)
-        if self.visibility_timeout_seconds <= self.job_timeout_seconds:
-            problems.append(
-                f"visibility_timeout_seconds={self.visibility_timeout_seconds}: allowed more "
-                f"than job_timeout_seconds ({self.job_timeout_seconds}) so a running job is "
-                "not redelivered")
-        check("max_receive_count", self.max_receive_count, 1, 1000)
-        check("oldest_message_alarm_seconds", self.oldest_message_alarm_seconds, 60,
-              DEAD_LETTER_RETENTION_SECONDS)
         check("batch_size", self.batch_size, 1, MAX_SQS_TARGET_BATCH,
               " (an SQS target takes at most 10 messages per batch)")
         check("maximum_retry_attempts", self.maximum_retry_attempts, 0, 10000,
@@ -278,7 +300,7 @@ class JobQueue(pulumi.ComponentResource):
         log_group = encrypted_log_group(
             f"{name}-pipe-logs",
             name=args.namer.path("/aws/vendedlogs/pipes/", "jobs-pipe"),
-            kms_key_arn=args.log_key_arn, retention_days=args.log_retention_days, parent=self)
+            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
         self.pipe_role = service_role(f"{name}-pipe-role", role="jobs-pipe",
                                       service="pipes.amazonaws.com", ctx=args.context,
                                       namer=args.namer, parent=self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from components.settings import LOG_RETENTION_DAYS
+from components.aws_limits import LOG_RETENTION_DAYS
 
 
 def retention_problems(field_name: str, days: int) -> list[str]:

@@ -10,7 +10,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from components.settings import StackSettings
+# The name budget: the longest prefix and suffix every kind's limit still fits (G2).
+MAX_PREFIX_LENGTH = 15
+MAX_SUFFIX_LENGTH = 10
+
 
 
 @dataclass(frozen=True)
@@ -102,26 +105,6 @@ def check_name(name: str, kind: NameKind) -> None:
     if not rule.pattern.match(name):
         raise InvalidNameError(
             f"name '{name}' breaks the {kind.name} rule: allowed {rule.allowed}")
-
-
-def namer_for(settings: StackSettings) -> Namer:
-    return Namer(settings.prefix, settings.suffix)
-
-
-def common_tags(settings: StackSettings) -> dict[str, str]:
-    """The tags every taggable resource carries, applied once as provider default tags (G4)."""
-    tags = {
-        "Environment": settings.suffix,
-        "Project": settings.project,
-        "Stack": settings.stack,
-        "Owner": settings.tags.owner,
-        "CostCenter": settings.tags.cost_center,
-        "DataClassification": settings.tags.data_classification,
-        "Compliance": settings.tags.compliance_regime,
-        "ManagedBy": "pulumi",
-    }
-    # Extra tags never override the governed ones.
-    return {**settings.tags.extra, **tags}
 
 
 def name_tag(name: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import pulumi
 import pulumi_aws as aws
@@ -19,7 +20,7 @@ from components.firewall import HTTPS, NFS, POSTGRES, REDIS, RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext
 from components.naming import Namer, name_tag
-from components.settings import NatStrategy
+from components.tunables import Problem, Tunables, tunable
 
 # Interface endpoints for the AWS APIs the workloads call (N6): image pulls, logs, secrets,
 # keys, the queue, the stream, STS for SDK credential chains and X-Ray for traces.
@@ -29,6 +30,24 @@ INTERFACE_ENDPOINT_SERVICES = (
 )
 DATA_PORTS = (POSTGRES, REDIS, NFS)
 MAX_AZS = 4  # the CIDR plan cuts each tier quarter into four subnets
+# A /20 VPC gives /24 subnets (251 usable addresses): room for Lambda ENIs, up to 200 tasks
+# and the interface endpoints. Smaller VPCs would cut subnets that run out of addresses.
+PREFIX_RANGE = (16, 20)
+
+
+class NatStrategy(StrEnum):
+    ONE_PER_AZ = "ONE_PER_AZ"
+    SINGLE = "SINGLE"
+    NONE = "NONE"
+
+
+def is_private_vpc_cidr(cidr: str) -> bool:
+    """A private (RFC 1918) IPv4 network, /16 to /20, written as a network address."""
+    try:
+        network = ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError:
+        return False
+    return network.is_private and PREFIX_RANGE[0] <= network.prefixlen <= PREFIX_RANGE[1]
 
 
 @dataclass(frozen=True)
@@ -49,8 +68,8 @@ def plan_subnets(vpc_cidr: str, az_count: int) -> SubnetPlan:
     if not 1 <= az_count <= MAX_AZS:
         raise ValueError(f"az_count={az_count}: allowed 1..{MAX_AZS}")
     network = ipaddress.IPv4Network(vpc_cidr, strict=True)
-    if network.prefixlen > 24:
-        raise ValueError(f"vpc_cidr={vpc_cidr}: allowed /16 to /24")
+    if not PREFIX_RANGE[0] <= network.prefixlen <= PREFIX_RANGE[1]:
+        raise ValueError(f"vpc_cidr={vpc_cidr}: allowed /{PREFIX_RANGE[0]} to /{PREFIX_RANGE[1]}")
     app, data, public, _spare = network.subnets(prefixlen_diff=2)
 
     def tier(summary: ipaddress.IPv4Network) -> TierPlan:
@@ -65,41 +84,57 @@ def nat_gateway_count(strategy: NatStrategy, az_count: int) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SecureVpcArgs:
-    """Inputs of `SecureVpc`."""
+class SecureVpcSettings(Tunables):
+    """The network's tunables (N1, N2, N5, N6)."""
 
-    cidr: str
-    """IPv4 CIDR of the VPC, /16-/24 (required)."""
+    TIER = "network"
+
+    cidr: str = tunable(
+        "vpcCidr", "10.0.0.0/16",
+        "VPC IPv4 CIDR: a private (RFC 1918) network, /16 to /20.",
+        check=is_private_vpc_cidr,
+        allowed="a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), "
+                "/16 to /20")
+    nat_strategy: NatStrategy = tunable(
+        "natStrategy", NatStrategy.ONE_PER_AZ,
+        "NAT gateways: ONE_PER_AZ (HA), SINGLE (cheap, non-production) or NONE (needs "
+        "endpoints).", choices=NatStrategy)
+    data_subnet_nacls: bool = tunable(
+        "dataSubnetNacls", True, "Network ACLs on the data subnets (N5).")
+    vpc_endpoints: bool = tunable(
+        "vpcEndpoints", True,
+        "S3 gateway and interface endpoints for the AWS APIs the workloads call (N6).")
+
+    def rules(self) -> list[Problem]:
+        if self.nat_strategy is NatStrategy.NONE and not self.vpc_endpoints:
+            return [Problem("nat_strategy", self.nat_strategy.value,
+                            "ONE_PER_AZ or SINGLE unless {vpc_endpoints} is true (tasks must "
+                            "reach ECR, Secrets Manager and CloudWatch Logs)")]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecureVpcArgs(SecureVpcSettings):
+    """Inputs of `SecureVpc`: its settings plus what the stack wires in."""
+
     availability_zones: list[str]
     """Zone names looked up for the region, one subnet per tier in each (required)."""
     namer: Namer
     """Stack namer (required)."""
     context: AwsContext
     """Account, partition and region facts (required)."""
-    flow_log_key_arn: pulumi.Input[str]
+    logs_key_arn: pulumi.Input[str]
     """CMK ARN for the flow-log group; the key must allow the regional logs principal."""
     log_retention_days: int = 30
     """Flow-log retention (an allowed CloudWatch value)."""
-    nat_strategy: NatStrategy = NatStrategy.ONE_PER_AZ
-    """One NAT per AZ (default), a single shared NAT, or none."""
-    data_subnet_nacls: bool = True
-    """Network ACLs on the data subnets admitting only the data ports from the app tier."""
-    vpc_endpoints: bool = True
-    """S3 gateway plus interface endpoints for `INTERFACE_ENDPOINT_SERVICES`."""
     endpoint_services: tuple[str, ...] = field(default=INTERFACE_ENDPOINT_SERVICES)
     """Which interface endpoints to create when `vpc_endpoints` is on."""
 
     def validate(self) -> None:
-        problems = []
+        problems = self.tunable_problems()
         zones = self.availability_zones
         if not 2 <= len(zones) <= 3 or len(set(zones)) != len(zones):
             problems.append(f"availability_zones={zones}: allowed 2 or 3 distinct zones")
-        try:
-            plan_subnets(self.cidr, max(1, min(len(zones), MAX_AZS)))
-        except ValueError as error:
-            problems.append(str(error))
-        if self.nat_strategy is NatStrategy.NONE and not self.vpc_endpoints:
-            problems.append("nat_strategy=NONE: allowed only with vpc_endpoints=True")
         if problems:
             raise ValueError("SecureVpcArgs: " + "; ".join(problems))
 
@@ -246,7 +281,7 @@ class SecureVpc(pulumi.ComponentResource):
         group = aws.cloudwatch.LogGroup(
             f"{self._name}-flow-logs",
             name=args.namer.path("/vpc/flow-logs/", "vpc"),
-            kms_key_id=args.flow_log_key_arn,
+            kms_key_id=args.logs_key_arn,
             retention_in_days=args.log_retention_days,
             opts=self._child,
         )

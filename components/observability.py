@@ -16,11 +16,24 @@ import pulumi_aws as aws
 
 from components.kms import AwsContext
 from components.naming import NameKind, Namer, member_cluster_ids, name_tag
+from components.tunables import Tunables, tunable
 
 
 @dataclass(frozen=True, kw_only=True)
-class AlarmTopicArgs:
-    """Inputs of `AlarmTopic`."""
+class AlarmTopicSettings(Tunables):
+    """The alarm topic's tunables (O2)."""
+
+    TIER = "alarms"
+
+    email: str = tunable("alarmEmail", "",
+                         "Address subscribed to the alarm topic (O2); empty for none.",
+                         pattern=r"(?i)^$|^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
+                         allowed="empty or an e-mail address")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlarmTopicArgs(AlarmTopicSettings):
+    """Inputs of `AlarmTopic`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer (required)."""
@@ -28,8 +41,10 @@ class AlarmTopicArgs:
     """Account facts for the topic policy (required)."""
     kms_key_arn: pulumi.Input[str]
     """CMK for the topic; its policy must let cloudwatch.amazonaws.com use it (required)."""
-    email: str = ""
-    """Address subscribed to the topic; default none."""
+
+    def validate(self) -> None:
+        if problems := self.tunable_problems():
+            raise ValueError("AlarmTopicArgs: " + "; ".join(problems))
 
 
 class AlarmTopic(pulumi.ComponentResource):
@@ -39,6 +54,7 @@ class AlarmTopic(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AlarmTopicArgs,
                  opts: pulumi.ResourceOptions | None = None):
+        args.validate()
         super().__init__("media:observability:AlarmTopic", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         physical = args.namer.name("alarms", NameKind.SNS_TOPIC)

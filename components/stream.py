@@ -10,6 +10,7 @@ here hand out exactly that pair and nothing more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import pulumi
@@ -19,9 +20,15 @@ from components.iam import Grant, attach_grants
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
-from components.settings import StreamMode
+from components.tunables import Problem, Tunables, tunable
 
 MAX_SHARDS = 500
+
+
+class StreamMode(StrEnum):
+    ON_DEMAND = "ON_DEMAND"
+    PROVISIONED = "PROVISIONED"
+
 MIN_RETENTION_HOURS, MAX_RETENTION_HOURS = 24, 8760
 WRITE_ACTIONS = ("kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary")
 READ_ACTIONS = (
@@ -71,8 +78,37 @@ def capacity_inputs(mode: StreamMode, shard_count: int | None) -> dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)
-class AnalyticsStreamArgs:
-    """Inputs of `AnalyticsStream`."""
+class AnalyticsStreamSettings(Tunables):
+    """The stream's tunables (S1, S2, S5)."""
+
+    TIER = "stream"
+
+    mode: StreamMode = tunable(
+        "streamMode", StreamMode.ON_DEMAND,
+        "Kinesis capacity mode; ON_DEMAND lets AWS scale shards for upload bursts (S1).",
+        choices=StreamMode)
+    shard_count: int = tunable("streamShardCount", 1,
+                               "Shards when streamMode is PROVISIONED (S1).",
+                               range=(1, MAX_SHARDS))
+    retention_hours: int = tunable("streamRetentionHours", MIN_RETENTION_HOURS,
+                                   "How long records stay readable, in hours (S2).",
+                                   range=(MIN_RETENTION_HOURS, MAX_RETENTION_HOURS))
+    iterator_age_alarm_ms: int = tunable(
+        "alarmStreamIteratorAgeMs", 60_000,
+        "Consumer lag (GetRecords.IteratorAgeMilliseconds maximum) that alarms (S5).",
+        range=(1000, 604_800_000))
+
+    def rules(self) -> list[Problem]:
+        if self.mode is StreamMode.ON_DEMAND and self.shard_count != 1:
+            return [Problem("shard_count", self.shard_count,
+                            "unset (default 1) when {mode} is ON_DEMAND (AWS sizes on-demand "
+                            "streams itself)")]
+        return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyticsStreamArgs(AnalyticsStreamSettings):
+    """Inputs of `AnalyticsStream`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer; the stream is `{prefix}-kinesis-{suffix}` (required)."""
@@ -80,36 +116,14 @@ class AnalyticsStreamArgs:
     """ARN of the stream CMK used for server-side encryption (required, S3)."""
     alarm_topic_arn: pulumi.Input[str]
     """SNS topic the lag and throttling alarms notify (required, S5)."""
-    mode: StreamMode = StreamMode.ON_DEMAND
-    """Capacity mode; default ON_DEMAND (AWS scales shards for upload bursts)."""
-    shard_count: int | None = None
-    """Shards, 1-500, required with PROVISIONED and not allowed with ON_DEMAND; default None."""
-    retention_hours: int = 24
-    """How long records stay readable, 24-8760 hours; default 24 (S2)."""
-    iterator_age_alarm_ms: int = 60_000
-    """Consumer lag (GetRecords.IteratorAgeMilliseconds maximum) that alarms; default 60000."""
-    enforce_consumer_deletion: bool = True
+    destroyable: bool = True
     """Deregister enhanced fan-out consumers on destroy (G3); default True."""
     protect_data: bool = False
     """False (default): the stream is deleted on destroy. True: the engine refuses to delete
     or replace it and it is retained on delete, with the records still in it (G3)."""
 
     def validate(self) -> None:
-        problems = []
-        if self.mode is StreamMode.PROVISIONED and not (
-                isinstance(self.shard_count, int) and 1 <= self.shard_count <= MAX_SHARDS):
-            problems.append(f"shard_count={self.shard_count}: allowed 1..{MAX_SHARDS} when "
-                            "mode is PROVISIONED")
-        if self.mode is StreamMode.ON_DEMAND and self.shard_count is not None:
-            problems.append(f"shard_count={self.shard_count}: allowed only None when mode is "
-                            "ON_DEMAND (AWS sizes on-demand streams itself)")
-        if not MIN_RETENTION_HOURS <= self.retention_hours <= MAX_RETENTION_HOURS:
-            problems.append(f"retention_hours={self.retention_hours}: allowed "
-                            f"{MIN_RETENTION_HOURS}..{MAX_RETENTION_HOURS} (hours, not days)")
-        if self.iterator_age_alarm_ms < 1000:
-            problems.append(f"iterator_age_alarm_ms={self.iterator_age_alarm_ms}: allowed "
-                            ">= 1000")
-        if problems:
+        if problems := self.tunable_problems():
             raise ValueError("AnalyticsStreamArgs: " + "; ".join(problems))
 
 
@@ -132,7 +146,7 @@ class AnalyticsStream(pulumi.ComponentResource):
             retention_period=args.retention_hours,
             encryption_type="KMS",
             kms_key_id=args.kms_key_arn,
-            enforce_consumer_deletion=args.enforce_consumer_deletion,
+            enforce_consumer_deletion=args.destroyable,
             tags=name_tag(physical),
             opts=data_store_options(self, args.protect_data),
         )

@@ -30,14 +30,16 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 import pulumi_random as random
 
+from components.aws_limits import FARGATE_MEMORY_BY_CPU, secret_recovery_problems
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
+from components.jobs import visibility_rule
 from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.settings import FARGATE_MEMORY_BY_CPU
+from components.tunables import Problem, Tunables, describe, tunable
 from services.contract import WORKER_DB_USER, EnvVar
 
 GrantFn = Callable[[str, aws.iam.Role], aws.iam.RolePolicy | None]
@@ -62,8 +64,7 @@ CONTENT_KEY_BYTES = 32
 SHUTDOWN_MARGIN_SECONDS = 10
 # Aurora forces TLS either way; verify-full also checks the RDS CA chain and host name.
 
-_IMAGE = re.compile(
-    r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
+_IMAGE = r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$"
 _ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
     r"(?:\.cn)?/(?P<repository>[a-z0-9._/-]+?)(?::[\w][\w.-]*|@sha256:[0-9a-f]{64})$")
@@ -167,9 +168,76 @@ class WorkerConnections(DataPlane):
     """Receives before SQS moves a job to the DLQ (required)."""
 
 
+def fargate_memory_rule(cpu: int, memory: int) -> list[Problem]:
+    """Fargate runs only its documented cpu/memory pairs."""
+    allowed = FARGATE_MEMORY_BY_CPU.get(cpu)
+    if allowed is None or memory in allowed:
+        return []
+    step = allowed[1] - allowed[0] if len(allowed) > 1 else allowed[0]
+    return [Problem("memory", memory,
+                    f"for {{cpu}}={cpu}: {allowed[0]}..{allowed[-1]} in steps of {step} "
+                    f"({', '.join(map(str, allowed))})")]
+
+
 @dataclass(frozen=True, kw_only=True)
-class MediaWorkerServiceArgs:
-    """Inputs of `MediaWorkerService`."""
+class MediaWorkerServiceSettings(Tunables):
+    """The workers' tunables (W2-W4, W7, W8)."""
+
+    TIER = "worker"
+
+    cpu: int = tunable("workerCpu", 512, "Task CPU units, a Fargate size (W3).",
+                       choices=tuple(FARGATE_MEMORY_BY_CPU))
+    memory: int = tunable("workerMemory", 1024, "Task memory MiB (W3).",
+                          allowed="a Fargate memory size for workerCpu")
+    min_tasks: int = tunable("workerMinTasks", 2,
+                             "Fewest tasks and the initial desired count, one per AZ at least "
+                             "(W7).", range=(2, 200))
+    max_tasks: int = tunable("workerMaxTasks", 20, "Most tasks, >= workerMinTasks (W7).",
+                             range=(2, 200))
+    fargate_base: int = tunable("workerFargateBase", 1,
+                                "Tasks always on regular FARGATE before the weights apply (W2).",
+                                range=(0, 100))
+    fargate_weight: int = tunable("workerFargateWeight", 1,
+                                  "Weight of FARGATE beyond the base (W2).", range=(0, 1000))
+    spot_weight: int = tunable("workerSpotWeight", 3,
+                               "Weight of FARGATE_SPOT beyond the base (W2).", range=(0, 1000))
+    image: str = tunable(
+        "workerImage", "",
+        "Worker image URI; empty builds services/worker and pushes it to the stack's ECR.",
+        pattern=f"^$|{_IMAGE}",
+        allowed="empty (build from services/worker) or registry/repository:tag or "
+                "registry/repository@sha256:<digest>")
+    efs_mount: bool = tunable("workerEfsMount", True,
+                              "Mount the shared EFS file system into the workers (W4); off is "
+                              "a logged opt-out.")
+    cpu_target: int = tunable("workerCpuTarget", 70,
+                              "Average CPU % the CPU scaling policy holds (W7).", range=(10, 90))
+    backlog_per_task: int = tunable(
+        "workerBacklogPerTask", 10,
+        "Visible jobs per running task the backlog scaling policy holds (W7).", range=(1, 1000))
+    stop_timeout_seconds: int = tunable(
+        "workerStopTimeoutSeconds", 110,
+        "Grace between SIGTERM and SIGKILL; Spot warns 120 s ahead (W8).", range=(2, 120))
+    cpu_alarm_percent: int = tunable("alarmWorkerCpuPercent", 85,
+                                     "Worker service CPU % that alarms.", range=(1, 100))
+    memory_alarm_percent: int = tunable("alarmWorkerMemoryPercent", 85,
+                                        "Worker service memory % that alarms.", range=(1, 100))
+
+    def rules(self) -> list[Problem]:
+        problems = fargate_memory_rule(self.cpu, self.memory)
+        if self.max_tasks < self.min_tasks:
+            problems.append(Problem("max_tasks", self.max_tasks,
+                                    f">= {{min_tasks}} ({self.min_tasks})"))
+        if self.fargate_weight + self.spot_weight == 0:
+            problems.append(Problem("spot_weight", self.spot_weight,
+                                    "> 0 or {fargate_weight} > 0 (all-zero weights launch "
+                                    "nothing past the base)"))
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaWorkerServiceArgs(MediaWorkerServiceSettings):
+    """Inputs of `MediaWorkerService`: its settings plus what the stack wires in."""
 
     namer: Namer
     """Stack namer (required)."""
@@ -202,35 +270,10 @@ class MediaWorkerServiceArgs:
     Default none."""
     shared_volume: SharedVolume | None = None
     """EFS to mount at /mnt/media; required while `efs_mount` is on. Default none."""
-    efs_mount: bool = True
-    """Mount the shared EFS into the container (W4). Default on; off is a logged opt-out."""
-    cpu: int = 512
-    """Task CPU units, a Fargate size. Default 512."""
-    memory: int = 1024
-    """Task memory MiB, allowed for `cpu`. Default 1024."""
-    min_tasks: int = 2
-    """Fewest tasks (and the initial desired count), 2..200 (one per AZ at least). Default 2."""
-    max_tasks: int = 20
-    """Most tasks, min_tasks..200. Default 20."""
-    fargate_base: int = 1
-    """Tasks always on regular FARGATE, 0..100. Default 1."""
-    fargate_weight: int = 1
-    """FARGATE weight beyond the base, 0..1000. Default 1."""
-    spot_weight: int = 3
-    """FARGATE_SPOT weight beyond the base, 0..1000. Default 3."""
-    image: str = ""
-    """Image URI to run; empty builds `dockerfile` in `build_context` and pushes it to this
-    service's repository. Default empty."""
     build_context: str = "services"
     """Docker build context, relative to the project. Default `services`."""
     dockerfile: str = "services/worker/Dockerfile"
     """Dockerfile of the worker image. Default `services/worker/Dockerfile`."""
-    cpu_target: int = 70
-    """Average CPU % the CPU scaling policy holds, 10..90. Default 70."""
-    backlog_per_task: int = 10
-    """Visible jobs per running task the backlog policy holds, 1..1000. Default 10."""
-    stop_timeout_seconds: int = 110
-    """SIGTERM-to-SIGKILL grace, 2..120 (Spot warns 120 s ahead). Default 110."""
     job_timeout_seconds: int = 900
     """Longest one job may take. Default 900."""
     visibility_timeout_seconds: int = 1200
@@ -247,27 +290,20 @@ class MediaWorkerServiceArgs:
     the task role `rds-db:connect` through `task_grants`). Default `media_worker`."""
     start_after: Sequence[pulumi.Resource] = ()
     """What the service's first tasks wait for, e.g. the schema migration. Default none."""
-    force_delete_images: bool = True
+    destroyable: bool = True
     """Delete the repository with its images on destroy (G3). Default True."""
     secret_recovery_window_days: int = 0
     """Content-key secret recovery window: 0 (delete at once) or 7..30. Default 0."""
-    cpu_alarm_percent: int = 85
-    """Service CPU % that alarms. Default 85."""
-    memory_alarm_percent: int = 85
-    """Service memory % that alarms. Default 85."""
 
     def validate(self) -> None:
-        problems: list[str] = []
-        self._validate_size(problems)
-        self._validate_counts(problems)
+        problems = self.tunable_problems()
+        problems += describe(visibility_rule(self.job_timeout_seconds,
+                                             self.visibility_timeout_seconds))
         if len(self.subnet_ids) < 2:
             problems.append(f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one app "
                             "subnet per AZ, at least 2 (W1, G7)")
         if self.efs_mount and self.shared_volume is None:
             problems.append("shared_volume: required while efs_mount is True (W4)")
-        if self.image and not _IMAGE.match(self.image):
-            problems.append(f"image={self.image!r}: allowed empty (build) or "
-                            "registry/repository:tag or registry/repository@sha256:<digest>")
         if not self.image and not Path(self.build_context).is_dir():
             problems.append(f"build_context={self.build_context!r}: not a directory")
         if not self.image and not Path(self.dockerfile).is_file():
@@ -275,37 +311,10 @@ class MediaWorkerServiceArgs:
                             "a prebuilt image instead)")
         problems += retention_problems("log_retention_days", self.log_retention_days)
         problems += db_ssl_problems("db_ssl", self.db_ssl)
-        window = self.secret_recovery_window_days
-        if window != 0 and not 7 <= window <= 30:
-            problems.append(f"secret_recovery_window_days={window}: allowed 0 or 7..30")
+        problems += secret_recovery_problems("secret_recovery_window_days",
+                                             self.secret_recovery_window_days)
         if problems:
             raise ValueError("MediaWorkerServiceArgs: " + "; ".join(problems))
-
-    def _validate_size(self, problems: list[str]) -> None:
-        if self.cpu not in FARGATE_MEMORY_BY_CPU:
-            problems.append(f"cpu={self.cpu}: allowed one of "
-                            + ", ".join(map(str, FARGATE_MEMORY_BY_CPU)))
-        elif self.memory not in FARGATE_MEMORY_BY_CPU[self.cpu]:
-            problems.append(f"memory={self.memory}: allowed for cpu={self.cpu} one of "
-                            + ", ".join(map(str, FARGATE_MEMORY_BY_CPU[self.cpu])))
-
-    def _validate_counts(self, problems: list[str]) -> None:
-        ranges = (("min_tasks", 2, 200), ("max_tasks", 2, 200), ("fargate_base", 0, 100),
-                  ("fargate_weight", 0, 1000), ("spot_weight", 0, 1000), ("cpu_target", 10, 90),
-                  ("backlog_per_task", 1, 1000), ("stop_timeout_seconds", 2, 120),
-                  ("cpu_alarm_percent", 1, 100), ("memory_alarm_percent", 1, 100))
-        for name, low, high in ranges:
-            value = getattr(self, name)
-            if not low <= value <= high:
-                problems.append(f"{name}={value}: allowed {low}..{high}")
-        if self.max_tasks < self.min_tasks:
-            problems.append(f"max_tasks={self.max_tasks}: allowed >= min_tasks ({self.min_tasks})")
-        if self.fargate_weight + self.spot_weight == 0:
-            problems.append("spot_weight=0: allowed > 0 unless fargate_weight > 0 (all-zero "
-                            "weights launch nothing past the base)")
-        if self.visibility_timeout_seconds <= self.job_timeout_seconds:
-            problems.append(f"visibility_timeout_seconds={self.visibility_timeout_seconds}: "
-                            f"allowed more than job_timeout_seconds ({self.job_timeout_seconds})")
 
 
 class MediaWorkerService(pulumi.ComponentResource):
@@ -393,7 +402,7 @@ class MediaWorkerService(pulumi.ComponentResource):
             f"{name}-repo", name=repo_name, image_tag_mutability="IMMUTABLE",
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": args.images_key_arn}],
-            force_delete=args.force_delete_images, tags=name_tag(repo_name), opts=self._child)
+            force_delete=args.destroyable, tags=name_tag(repo_name), opts=self._child)
         self.repository_url = self.repository.repository_url
         aws.ecr.LifecyclePolicy(
             f"{name}-repo-lifecycle", repository=self.repository.name,

@@ -17,9 +17,9 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from components.settings import ConfigError
 from offline.engine import ProgramRun, Registered, run_stack
 from policy.rules import PolicyConfig, build_rules, evaluate
+from stack_config import ConfigError
 
 # Inputs that carry a physical name, in order of preference.
 NAME_KEYS = ("name", "bucket", "clusterIdentifier", "identifier", "replicationGroupId", "family",

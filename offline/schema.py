@@ -1,7 +1,8 @@
-"""Renders `Pulumi.yaml` from `components.settings.CONFIG_KEYS` so the two never drift.
+"""Renders `Pulumi.yaml`'s `config:` block and the README's config table from the tunables the
+tiers declare (`stack_config.declared_keys`), so neither can drift from the code.
 
-`python -m offline.schema` (or `make schema`) after adding a key rewrites both `Pulumi.yaml`
-and the README's config table.
+`python -m offline.schema` (or `make schema`) after adding or changing a tunable rewrites both;
+a test fails while either is stale.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from components.settings import CONFIG_KEYS, PROJECT
+from components.tunables import Tunable
+from stack_config import PROJECT, declared_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,24 +24,48 @@ HEADER = {
 }
 
 
+def allowed_text(declared: Tunable) -> str:
+    """What a key allows, in the words its validation messages use."""
+    parts = []
+    if declared.choices is not None:
+        parts.append("one of " + ", ".join(map(str, declared.options)))
+    if declared.ranged:
+        parts.append(declared.range_text())
+    if declared.allowed:
+        parts.append(declared.allowed)
+    return "; ".join(parts)
+
+
 def config_block() -> dict:
     block = {}
-    for key in CONFIG_KEYS:
-        entry: dict = {"type": key.pulumi_type, "description": key.description}
-        if key.pulumi_type == "array":
+    for _tier, _name, declared in declared_keys():
+        description = declared.description
+        if allowed := allowed_text(declared):
+            description += f" Allowed: {allowed}."
+        entry: dict = {"type": "string" if declared.kind == "number" else declared.kind,
+                       "description": description}
+        if declared.kind == "array":
             entry["items"] = {"type": "string"}
-        entry["default"] = str(key.default) if key.kind == "number" else key.default
-        block[key.name] = entry
+        entry["default"] = declared.to_config()
+        block[declared.key] = entry
     return block
+
+
+def _default_cell(declared: Tunable) -> str:
+    default = declared.to_config()
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    return "(empty)" if default in ("", []) else f"`{default}`"
 
 
 def render_config_table() -> str:
     """The README's config table (between its config-table markers)."""
-    rows = ["| Key | Type | Default | Description |", "|---|---|---|---|"]
-    for key in CONFIG_KEYS:
-        default = "`" + str(key.default).lower() + "`" if isinstance(key.default, bool) \
-            else f"`{key.default}`" if key.default not in ("", []) else "(empty)"
-        rows.append(f"| `{key.name}` | {key.kind} | {default} | {key.description} |")
+    rows = ["| Tier | Key | Type | Default | Allowed | Description |",
+            "|---|---|---|---|---|---|"]
+    for tier, _name, declared in declared_keys():
+        allowed = allowed_text(declared).replace("|", "\\|")
+        rows.append(f"| {tier.TIER} | `{declared.key}` | {declared.kind} | "
+                    f"{_default_cell(declared)} | {allowed} | {declared.description} |")
     return "\n".join(rows) + "\n"
 
 
@@ -55,8 +81,8 @@ def render_readme(text: str) -> str:
 
 def render_project_file() -> str:
     document = {**HEADER, "config": config_block()}
-    comment = ("# Generated from components/settings.py CONFIG_KEYS by `make schema`; "
-               "edit the keys there.\n")
+    comment = ("# Generated from the tunables declared in components/ (see components/"
+               "tunables.py) by `make schema`; edit the declarations there.\n")
     return comment + yaml.safe_dump(document, sort_keys=False, width=100)
 
 

@@ -13,6 +13,7 @@ from components.api import (
     ACCESS_LOG_FORMAT,
     CREATE_VIDEO_SCHEMA,
     ROUTES,
+    ApiAuth,
     ApiBackend,
     PublicApi,
     PublicApiArgs,
@@ -23,7 +24,6 @@ from components.api import (
 from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.packaging import build_api_package
-from components.settings import ApiAuth
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
@@ -708,12 +708,12 @@ def test_outputs_for_the_program(run):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"subnet_ids": ["subnet-a"]}, "subnet_ids: 1 given, allowed at least 2"),
-    ({"throttle_rate_limit": 0}, "throttle_rate_limit=0: allowed > 0 and <= 10000"),
+    ({"throttle_rate_limit": 0}, "throttle_rate_limit=0: allowed 1..10000"),
     ({"throttle_burst_limit": 0}, "throttle_burst_limit=0: allowed 1..5000"),
-    ({"quota_limit": 0}, "quota_limit=0: allowed >= 1"),
-    ({"quota_period": "YEAR"}, "quota_period='YEAR': allowed one of DAY, WEEK, MONTH"),
-    ({"waf_rate_limit": 5}, "waf_rate_limit=5: allowed 10..2000000000 per 5 minutes"),
-    ({"reserved_concurrency": 0}, "reserved_concurrency=0: allowed -1 (unreserved) or >= 1"),
+    ({"quota_limit": 0}, "quota_limit=0: allowed 1..2000000000"),
+    ({"quota_period": "YEAR"}, 'quota_period="YEAR": allowed one of DAY, WEEK, MONTH'),
+    ({"waf_rate_limit": 5}, "waf_rate_limit=5: allowed 10..2000000000"),
+    ({"reserved_concurrency": 0}, "reserved_concurrency=0: allowed -1 or 1..1000"),
     ({"memory_mb": 64}, "memory_mb=64: allowed 128..10240"),
     ({"timeout_seconds": 29}, "timeout_seconds=29: allowed 1..28"),
     ({"code_sha256": ""}, "code_path/code_sha256: allowed a built package"),
@@ -723,12 +723,12 @@ def test_outputs_for_the_program(run):
     ({"backend": backend(media_root="media")},
      "backend.media_root='media': allowed an absolute path"),
     ({"backend": backend(cache_ttl_seconds=0)}, "backend.cache_ttl_seconds=0: allowed 1..604800"),
-    ({"cache_size_gb": "2"}, "cache_size_gb='2': allowed empty or one of 0.5, 1.6"),
+    ({"cache_size_gb": "2"}, 'cache_size_gb="2": allowed empty (no cache) or one of 0.5, 1.6'),
     ({"stage_name": "v-1"}, "stage_name='v-1': allowed 1-128 letters, digits, _"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3"),
     ({"secret_recovery_window_days": 3}, "secret_recovery_window_days=3: allowed 0 or 7..30"),
-    ({"alarm_5xx_threshold": 0}, "alarm_5xx_threshold=0: allowed >= 1"),
-    ({"alarm_latency_p99_ms": 30000}, "alarm_latency_p99_ms=30000: allowed 1..29000"),
+    ({"alarm_5xx_threshold": 0}, "alarm_5xx_threshold=0: allowed 1..100000"),
+    ({"alarm_latency_p99_ms": 30000}, "alarm_latency_p99_ms=30000: allowed 50..29000"),
 ])
 def test_bad_args_fail_with_a_message_naming_the_field_g8(namer, context, overrides, message):
     with pytest.raises(ValueError, match="PublicApiArgs: ") as error:
@@ -749,7 +749,7 @@ def test_every_problem_is_reported_at_once_and_nothing_is_registered_g8(namer, c
     run = run_components(program)
     assert run.resources == []
     assert len(failures) == 1
-    for part in ("memory_mb=1", "quota_period='YEAR'", "stage_name=''"):
+    for part in ("memory_mb=1", 'quota_period="YEAR"', "stage_name=''"):
         assert part in failures[0]
 
 

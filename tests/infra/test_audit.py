@@ -11,12 +11,13 @@ import pytest
 from components.audit import (
     AuditTrail,
     AuditTrailArgs,
+    AuditTrailMode,
     cloudtrail_key_grants,
     trail_bucket_name,
 )
 from components.naming import Namer
-from components.settings import AuditTrailMode, ConfigError, parse_settings
 from offline.engine import ACCOUNT_ID, run_components, run_stack
+from stack_config import ConfigError, parse_settings
 
 REGION = "eu-central-1"
 LOGS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -176,7 +177,7 @@ def test_o3_bucket_name_carries_account_and_suffix_g2(created):
 
 
 def test_o3_bucket_kept_on_destroy_with_data_protection_g3(base_args):
-    run = build(replace(base_args, force_destroy=False))
+    run = build(replace(base_args, destroyable=False))
     assert run.one("aws:s3/bucket:Bucket").inputs["forceDestroy"] is False
 
 
@@ -283,17 +284,17 @@ def test_o3_off_mode_creates_nothing_and_warns(base_args):
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"mode": AuditTrailMode.EXISTING},
-     "existing_trail_arn='': allowed a trail ARN arn:<partition>:cloudtrail:<region>:<account>:"
-     "trail/<name> with mode EXISTING"),
+     'existing_trail_arn="": allowed a CloudTrail trail ARN (arn:<partition>:cloudtrail:'
+     "<region>:<account>:trail/<name>) when mode is EXISTING"),
     ({"mode": AuditTrailMode.EXISTING, "existing_trail_arn": "arn:aws:s3:::bucket"},
-     "existing_trail_arn='arn:aws:s3:::bucket': allowed a trail ARN"),
+     'existing_trail_arn="arn:aws:s3:::bucket": allowed a CloudTrail trail ARN'),
     ({"existing_trail_arn": EXISTING},
-     f"existing_trail_arn='{EXISTING}': allowed only with mode EXISTING (mode is CREATE)"),
+     f'existing_trail_arn="{EXISTING}": allowed empty unless mode is EXISTING (create or bring your own, not both)'),
     ({"mode": AuditTrailMode.OFF, "existing_trail_arn": EXISTING},
-     "allowed only with mode EXISTING (mode is OFF)"),
+     "allowed empty unless mode is EXISTING"),
     ({"logs_key_arn": None}, "logs_key_arn=None: required with mode CREATE"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
-    ({"transition_days": 0}, "transition_days=0: allowed >= 1"),
+    ({"transition_days": 0}, "transition_days=0: allowed 1..3650"),
     ({"transition_days": 400}, "expiration_days=365: allowed more than transition_days (400)"),
     ({"key_deletion_window_days": 3}, "key_deletion_window_days=3: allowed 7..30"),
 ])
@@ -432,7 +433,7 @@ def test_g3_bucket_and_key_are_deleted_on_destroy_by_default(created):
 
 
 def test_g3_data_protection_protects_and_retains_the_log_bucket_and_the_audit_key(base_args):
-    run = build(replace(base_args, force_destroy=False, key_deletion_window_days=30,
+    run = build(replace(base_args, destroyable=False, key_deletion_window_days=30,
                         protect_data=True))
     assert guarded(run) == {("aws:s3/bucket:Bucket", "audit-bucket", True, True),
                             ("aws:kms/key:Key", "audit-key-key", True, True)}

@@ -10,6 +10,7 @@ import pulumi_aws as aws
 import pytest
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
+from components.aws_limits import cache_parameter_group_family
 from components.cache import (
     RedisReplicationGroup,
     RedisReplicationGroupArgs,
@@ -17,8 +18,8 @@ from components.cache import (
 )
 from components.firewall import RoleSecurityGroup
 from components.naming import member_cluster_ids
-from components.settings import ConfigError, cache_parameter_group_family, parse_settings
 from offline.engine import ACCOUNT_ID, run_components, run_stack
+from stack_config import ConfigError, parse_settings
 
 REGION = "eu-central-1"
 ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
@@ -350,31 +351,30 @@ def test_exposes_what_consumers_wire(namer, context):
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"engine": "Redis"}, "engine='Redis': allowed valkey or redis (lowercase)"),
-    ({"engine": "memcached"}, "engine='memcached': allowed valkey or redis (lowercase)"),
-    ({"engine_version": "7.1"}, "engine_version='7.1': allowed for valkey 7.2, 8.0, 8.1"),
+    ({"engine": "Redis"}, 'engine="Redis": allowed one of valkey, redis'),
+    ({"engine": "memcached"}, 'engine="memcached": allowed one of valkey, redis'),
+    ({"engine_version": "7.1"}, 'engine_version="7.1": allowed for valkey: 7.2, 8.0, 8.1'),
     ({"engine": "redis", "engine_version": "8.0"},
-     "engine_version='8.0': allowed for redis 6.2, 7.0, 7.1"),
+     'engine_version="8.0": allowed for redis: 6.2, 7.0, 7.1'),
     ({"node_type": "t4g.micro"},
-     "node_type='t4g.micro': allowed an ElastiCache node type like cache.t4g.micro"),
-    ({"node_count": 1}, "node_count=1: allowed 2..6 (automatic failover needs a replica; "
-     "cluster mode off holds 6)"),
+     'node_type="t4g.micro": allowed an ElastiCache node type like cache.t4g.micro'),
+    ({"node_count": 1}, "node_count=1: allowed 2..6"),
     ({"node_count": 7}, "node_count=7: allowed 2..6"),
     ({"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
      "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones"),
     ({"subnet_ids": ["subnet-a"]},
      "subnet_ids: 1 given, allowed exactly one per availability zone (2)"),
     ({"snapshot_retention_days": 36}, "snapshot_retention_days=36: allowed 0..35"),
-    ({"snapshot_window": "1am"}, "snapshot_window='1am': allowed hh:mm-hh:mm (UTC)"),
+    ({"snapshot_window": "1am"}, 'snapshot_window="1am": allowed hh:mm-hh:mm (UTC)'),
     ({"snapshot_window": "01:00-01:30"},
-     "snapshot_window='01:00-01:30': allowed at least 60 minutes"),
+     'snapshot_window="01:00-01:30": allowed a window of at least 60 minutes (ElastiCache minimum)'),
     ({"maintenance_window": "sun:05:00"},
-     "maintenance_window='sun:05:00': allowed ddd:hh:mm-ddd:hh:mm (UTC)"),
+     'maintenance_window="sun:05:00": allowed ddd:hh:mm-ddd:hh:mm (UTC'),
     ({"maintenance_window": "sun:05:00-sun:05:30"},
-     "maintenance_window='sun:05:00-sun:05:30': allowed at least 60 minutes"),
+     'maintenance_window="sun:05:00-sun:05:30": allowed a window of at least 60 minutes (ElastiCache minimum)'),
     ({"maintenance_window": "sun:01:30-sun:02:30"},
-     "maintenance_window='sun:01:30-sun:02:30': allowed a window that does not overlap "
-     "snapshot_window ('01:00-02:00')"),
+     'maintenance_window="sun:01:30-sun:02:30": allowed a window that does not overlap '
+     "snapshot_window (01:00-02:00); ElastiCache rejects overlapping windows"),
     ({"secret_recovery_window_days": 3},
      "secret_recovery_window_days=3: allowed 0 or 7..30"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),

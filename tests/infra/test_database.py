@@ -17,8 +17,9 @@ from components.database import (
     instance_zones,
 )
 from components.firewall import RoleSecurityGroup
-from components.settings import ConfigError, parse_settings, window_span, windows_overlap
+from components.windows import window_span, windows_overlap
 from offline.engine import ACCOUNT_ID, run_components, run_stack
+from stack_config import ConfigError, parse_settings
 
 REGION = "eu-central-1"
 ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
@@ -425,11 +426,11 @@ def test_exposes_what_consumers_wire(namer, context):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"engine_version": "12.9"},
-     "engine_version='12.9': allowed major.minor with major in 13, 14, 15, 16, 17"),
+     'engine_version="12.9": allowed major.minor with major in 13, 14, 15, 16, 17'),
     ({"min_capacity": 0.25}, "min_capacity=0.25: allowed 0.5..256 in steps of 0.5"),
     ({"max_capacity": 300}, "max_capacity=300: allowed 0.5..256 in steps of 0.5"),
     ({"min_capacity": 8, "max_capacity": 4}, "max_capacity=4: allowed >= min_capacity (8)"),
-    ({"reader_count": 0}, "reader_count=0: allowed 1..15 (D2 needs a reader in another zone)"),
+    ({"reader_count": 0}, "reader_count=0: allowed 1..15"),
     ({"reader_count": 16}, "reader_count=16: allowed 1..15"),
     ({"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
      "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones"),
@@ -437,22 +438,22 @@ def test_exposes_what_consumers_wire(namer, context):
      "availability_zones=['eu-central-1a', 'eu-central-1a']: allowed 2 or more distinct zones"),
     ({"subnet_ids": SUBNETS},
      "subnet_ids: 3 given, allowed exactly one per availability zone (2)"),
-    ({"database_name": "Media"}, "database_name='Media': allowed a lowercase letter"),
-    ({"database_name": "template1"}, "database_name='template1': allowed a lowercase letter "
+    ({"database_name": "Media"}, 'database_name="Media": allowed a lowercase letter'),
+    ({"database_name": "template1"}, 'database_name="template1": allowed a lowercase letter '
      "then letters, digits, _ (<= 63), not rdsadmin, template0, template1"),
     ({"master_username": "admin"}, "master_username='admin': allowed 1-16 letters, digits or _ "
      "starting with a letter, not admin, rdsadmin"),
     ({"master_username": "a" * 17}, f"master_username='{'a' * 17}': allowed 1-16"),
     ({"backup_retention_days": 0}, "backup_retention_days=0: allowed 1..35"),
-    ({"backup_window": "2am"}, "backup_window='2am': allowed hh:mm-hh:mm (UTC)"),
-    ({"backup_window": "02:00-02:20"}, "backup_window='02:00-02:20': allowed at least 30 minutes"),
+    ({"backup_window": "2am"}, 'backup_window="2am": allowed hh:mm-hh:mm (UTC)'),
+    ({"backup_window": "02:00-02:20"}, 'backup_window="02:00-02:20": allowed a window of at least 30 minutes (RDS minimum)'),
     ({"maintenance_window": "sun:03:30"},
-     "maintenance_window='sun:03:30': allowed ddd:hh:mm-ddd:hh:mm (UTC)"),
+     'maintenance_window="sun:03:30": allowed ddd:hh:mm-ddd:hh:mm (UTC'),
     ({"maintenance_window": "sun:03:30-sun:03:40"},
-     "maintenance_window='sun:03:30-sun:03:40': allowed at least 30 minutes"),
+     'maintenance_window="sun:03:30-sun:03:40": allowed a window of at least 30 minutes (RDS minimum)'),
     ({"maintenance_window": "wed:02:30-wed:03:30"},
-     "maintenance_window='wed:02:30-wed:03:30': allowed a window that does not overlap "
-     "backup_window ('02:00-03:00')"),
+     'maintenance_window="wed:02:30-wed:03:30": allowed a window that does not overlap '
+     "backup_window (02:00-03:00); RDS rejects overlapping windows"),
     ({"secret_rotation_days": 0}, "secret_rotation_days=0: allowed 1..365"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
     ({"cpu_alarm_percent": 0}, "cpu_alarm_percent=0: allowed 1..100"),
@@ -500,8 +501,8 @@ def config_problems(**raw: str) -> list[str]:
      'dbMaintenanceWindow="mon:00:00-mon:01:00": allowed a window that does not overlap '
      "dbBackupWindow (23:30-00:30); RDS rejects overlapping windows"),
     ({"dbName": "rdsadmin"},
-     'dbName="rdsadmin": allowed a name other than rdsadmin, template0, template1 (they exist '
-     "in every cluster)"),
+     'dbName="rdsadmin": allowed a lowercase letter then letters, digits, _ (<= 63), not '
+     "rdsadmin, template0, template1 (they exist in every cluster)"),
 ])
 def test_g8_database_config_rejected_with_key_and_allowed(raw, message):
     assert config_problems(**raw) == [message]

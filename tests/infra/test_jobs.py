@@ -17,9 +17,9 @@ from components.jobs import (
     consume_grants,
     filter_pattern,
 )
-from components.settings import ConfigError, parse_settings
 from components.stream import stream_read_grants
 from offline.engine import ACCOUNT_ID, run_components, run_stack
+from stack_config import ConfigError, parse_settings
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/aaaaaaaa-0000-0000-0000-000000000001"
@@ -49,7 +49,7 @@ def base_args(namer, context) -> JobQueueArgs:
         namer=namer, context=context, kms_key_arn=KEY_ARN, alarm_topic_arn=TOPIC_ARN,
         source_stream_arn=STREAM_ARN,
         source_read_grants=tuple(stream_read_grants(STREAM_ARN, STREAM_KEY_ARN)),
-        log_key_arn=LOG_KEY_ARN, log_retention_days=14)
+        logs_key_arn=LOG_KEY_ARN, log_retention_days=14)
 
 
 def build(args: JobQueueArgs, *, worker: bool = False):
@@ -334,7 +334,7 @@ def test_grant_consume_returns_the_role_policy_and_exposes_wiring(base_args):
     ({"visibility_timeout_seconds": 900},
      "visibility_timeout_seconds=900: allowed more than job_timeout_seconds (900)"),
     ({"visibility_timeout_seconds": 50000},
-     "visibility_timeout_seconds=50000: allowed 0..43200"),
+     "visibility_timeout_seconds=50000: allowed 60..43200"),
     ({"max_receive_count": 0}, "max_receive_count=0: allowed 1..1000"),
     ({"maximum_retry_attempts": -1},
      "maximum_retry_attempts=-1: allowed 0..10000 (finite; -1 would retry forever)"),
@@ -384,9 +384,10 @@ def test_g8_visibility_not_above_job_timeout_rejected():
 
 
 def test_g8_max_receive_count_above_range_rejected():
-    """The lower bound (0) is a row of test_settings.BAD_CONFIGURATIONS."""
-    assert "queueMaxReceiveCount=101: allowed 1..100" in settings_problems(
-        {"queueMaxReceiveCount": "101"})
+    """The lower bound (0) is a row of test_settings.BAD_CONFIGURATIONS; the upper one is
+    SQS's own limit (maxReceiveCount 1-1000)."""
+    assert "queueMaxReceiveCount=1001: allowed 1..1000" in settings_problems(
+        {"queueMaxReceiveCount": "1001"})
 
 
 def test_g8_whole_program_fails_on_visibility_below_job_timeout():

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from components.naming import InvalidNameError, NameKind, Namer, common_tags
-from components.settings import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH, parse_settings
+from components.naming import (
+    MAX_PREFIX_LENGTH,
+    MAX_SUFFIX_LENGTH,
+    InvalidNameError,
+    NameKind,
+    Namer,
+)
+from stack_config import parse_settings
 
 
 def test_name_is_prefix_resource_suffix_g2():
@@ -46,7 +52,7 @@ def test_common_tags_cover_cost_and_compliance_and_extras_cannot_override_g4():
         {"environmentSuffix": "prod", "owner": "media-ops", "costCenter": "cc-42",
          "extraTags": '["Team=transcode", "ManagedBy=console"]'},
         project="media-pipeline", stack="prod", region="eu-central-1")
-    assert common_tags(settings) == {
+    assert settings.common_tags() == {
         "Team": "transcode",
         "Environment": "prod",
         "Project": "media-pipeline",

@@ -10,12 +10,12 @@ import pytest
 from components.firewall import RoleSecurityGroup
 from components.network import (
     INTERFACE_ENDPOINT_SERVICES,
+    NatStrategy,
     SecureVpc,
     SecureVpcArgs,
     nat_gateway_count,
     plan_subnets,
 )
-from components.settings import NatStrategy
 from offline.engine import run_components
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
@@ -24,7 +24,7 @@ ZONES3 = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
 
 def build(namer, context, zones=ZONES3, **overrides):
     args = dict(cidr="10.0.0.0/16", availability_zones=zones, namer=namer, context=context,
-                flow_log_key_arn=LOGS_KEY, log_retention_days=90)
+                logs_key_arn=LOGS_KEY, log_retention_days=90)
     args.update(overrides)
     return run_components(lambda: SecureVpc("net", SecureVpcArgs(**args)))
 
@@ -43,7 +43,7 @@ def test_plan_of_the_smallest_vpc_still_gives_slash_24_subnets():
 
 
 @pytest.mark.parametrize(("cidr", "zones", "message"), [
-    ("10.0.0.0/26", 2, "vpc_cidr=10.0.0.0/26: allowed /16 to /24"),
+    ("10.0.0.0/26", 2, "vpc_cidr=10.0.0.0/26: allowed /16 to /20"),
     ("10.0.0.0/16", 5, "az_count=5: allowed 1..4"),
 ])
 def test_plan_rejects_what_it_cannot_cut(cidr, zones, message):
@@ -190,12 +190,13 @@ def test_endpoints_are_optional_n6(namer, context):
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"availability_zones": ["eu-central-1a"]}, "availability_zones=['eu-central-1a']: allowed 2 or 3 distinct zones"),
     ({"availability_zones": ["a", "a"]}, "allowed 2 or 3 distinct zones"),
-    ({"cidr": "10.0.0.0/28"}, "vpc_cidr=10.0.0.0/28: allowed /16 to /24"),
-    ({"nat_strategy": NatStrategy.NONE, "vpc_endpoints": False}, "nat_strategy=NONE: allowed only with vpc_endpoints=True"),
+    ({"cidr": "10.0.0.0/28"}, 'cidr="10.0.0.0/28": allowed a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), /16 to /20'),
+    ({"cidr": "10.0.0.0/21"}, 'cidr="10.0.0.0/21": allowed a private (RFC 1918)'),
+    ({"nat_strategy": NatStrategy.NONE, "vpc_endpoints": False}, 'nat_strategy="NONE": allowed ONE_PER_AZ or SINGLE unless vpc_endpoints is true'),
 ])
 def test_bad_vpc_args_raise_one_error_naming_the_field(namer, context, overrides, message):
     args = dict(cidr="10.0.0.0/16", availability_zones=ZONES3, namer=namer, context=context,
-                flow_log_key_arn=LOGS_KEY)
+                logs_key_arn=LOGS_KEY)
     args.update(overrides)
     with pytest.raises(ValueError, match="SecureVpcArgs: ") as caught:
         SecureVpc("net", SecureVpcArgs(**args))
@@ -206,7 +207,7 @@ def build_with_consumer(namer, context, **overrides):
     def program():
         vpc = SecureVpc("net", SecureVpcArgs(
             cidr="10.0.0.0/16", availability_zones=ZONES3, namer=namer, context=context,
-            flow_log_key_arn=LOGS_KEY, **overrides))
+            logs_key_arn=LOGS_KEY, **overrides))
         consumer = RoleSecurityGroup("app-sg", role="app", description="consumer",
                                      vpc_id=vpc.vpc_id, namer=namer, parent=vpc)
         vpc.grant_aws_apis(consumer, "app")

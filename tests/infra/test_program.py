@@ -6,14 +6,10 @@ import json
 
 import pytest
 
-from components.naming import common_tags
-from components.settings import (
-    LOG_RETENTION_DAYS,
-    MAX_PREFIX_LENGTH,
-    MAX_SUFFIX_LENGTH,
-    parse_settings,
-)
+from components.aws_limits import LOG_RETENTION_DAYS
+from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH
 from offline.engine import REGION_ZONES, run_stack, stack_config
+from stack_config import parse_settings
 
 REGIONS = ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"]
 STACKS = ["dev", "prod"]
@@ -70,7 +66,7 @@ def test_provider_default_tags_carry_the_common_tags_g4(runs, stack):
     settings = parse_settings(raw, project="media-pipeline", stack=stack,
                               region="eu-central-1")
     # Provider inputs reach the engine JSON-encoded.
-    assert json.loads(provider.inputs["defaultTags"])["tags"] == common_tags(settings)
+    assert json.loads(provider.inputs["defaultTags"])["tags"] == settings.common_tags()
     assert provider.inputs["region"] == "eu-central-1"
 
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from components.settings import (
-    CONFIG_KEYS,
-    ConfigError,
-    NatStrategy,
-    StreamMode,
-    parse_settings,
-)
+from components.network import NatStrategy
+from components.stream import StreamMode
 from offline.engine import ROOT, run_stack, stack_config
 from offline.schema import render_project_file
+from stack_config import KEYS_BY_NAME, ConfigError, parse_settings
 
 
 def parse(region: str | None = "eu-central-1", **raw: str):
@@ -28,7 +24,7 @@ def problems_of(region: str | None = "eu-central-1", **raw: str) -> list[str]:
 
 def test_defaults_are_secure_and_multi_az_g7():
     settings = parse()
-    assert settings.network.az_count == 2
+    assert settings.stack_wide.az_count == 2
     assert settings.network.nat_strategy is NatStrategy.ONE_PER_AZ
     assert settings.network.vpc_endpoints is True
     assert settings.network.data_subnet_nacls is True
@@ -45,15 +41,16 @@ BAD_CONFIGURATIONS = [
     ({"environmentSuffix": "Prod"}, 'environmentSuffix="Prod": allowed 1-10 lowercase letters or digits'),
     ({"environmentSuffix": "averylongsuffix"}, 'environmentSuffix="averylongsuffix": allowed 1-10'),
     ({"environmentSuffix": ""}, 'environmentSuffix="": allowed 1-10 lowercase letters or digits'),
-    ({"prefix": "Media_Co"}, 'prefix="Media_Co": allowed empty or lowercase letters, digits and inner hyphens'),
+    ({"prefix": "Media_Co"}, 'prefix="Media_Co": allowed empty or lowercase letters, digits and single inner hyphens'),
     ({"prefix": "a-very-long-company"}, 'prefix="a-very-long-company": allowed empty or lowercase'),
-    ({"prefix": "media--x"}, 'prefix="media--x": allowed no consecutive hyphens'),
+    ({"prefix": "media--x"}, 'prefix="media--x": allowed empty or lowercase letters, digits and single inner hyphens'),
     ({"availabilityZoneCount": "1"}, "availabilityZoneCount=1: allowed 2..3"),
     ({"availabilityZoneCount": "4"}, "availabilityZoneCount=4: allowed 2..3"),
     ({"availabilityZoneCount": "two"}, 'availabilityZoneCount="two": allowed a value of type integer'),
-    ({"vpcCidr": "10.0.0.0/8"}, 'vpcCidr="10.0.0.0/8": allowed a private (RFC 1918) IPv4 network from /16 to /20'),
+    ({"vpcCidr": "10.0.0.0/8"}, 'vpcCidr="10.0.0.0/8": allowed a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), /16 to /20'),
+    ({"vpcCidr": "10.0.0.0/21"}, 'vpcCidr="10.0.0.0/21": allowed a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), /16 to /20'),
     ({"vpcCidr": "8.8.0.0/16"}, 'vpcCidr="8.8.0.0/16": allowed a private (RFC 1918)'),
-    ({"vpcCidr": "10.0.0.1/16"}, 'vpcCidr="10.0.0.1/16": allowed an IPv4 network in CIDR form'),
+    ({"vpcCidr": "10.0.0.1/16"}, 'vpcCidr="10.0.0.1/16": allowed a private (RFC 1918) IPv4 network in CIDR form'),
     ({"natStrategy": "TWO"}, 'natStrategy="TWO": allowed one of ONE_PER_AZ, SINGLE, NONE'),
     ({"natStrategy": "NONE", "vpcEndpoints": "false"}, 'natStrategy="NONE": allowed ONE_PER_AZ or SINGLE unless vpcEndpoints is true'),
     ({"natStrategy": "SINGLE", "dataProtection": "true"}, 'natStrategy="SINGLE": allowed ONE_PER_AZ or NONE when dataProtection is true'),
@@ -89,7 +86,7 @@ BAD_CONFIGURATIONS = [
     ({"workerStopTimeoutSeconds": "121"}, "workerStopTimeoutSeconds=121: allowed 2..120"),
     ({"apiAuth": "COGNITO"}, 'apiAuth="COGNITO": allowed one of API_KEY, IAM'),
     ({"apiQuotaPeriod": "YEAR"}, 'apiQuotaPeriod="YEAR": allowed one of DAY, WEEK, MONTH'),
-    ({"apiReservedConcurrency": "0"}, "apiReservedConcurrency=0: allowed -1 (unreserved) or 1..1000"),
+    ({"apiReservedConcurrency": "0"}, "apiReservedConcurrency=0: allowed -1 or 1..1000"),
     ({"apiCacheSizeGb": "2"}, 'apiCacheSizeGb="2": allowed empty (no cache) or one of 0.5, 1.6'),
     ({"apiWafRateLimit": "5"}, "apiWafRateLimit=5: allowed 10..2000000000"),
     ({"alarmEmail": "ops-at-example"}, 'alarmEmail="ops-at-example": allowed empty or an e-mail address'),
@@ -149,22 +146,22 @@ def test_region_without_enough_zones_fails_before_cloud_resources_g1():
 
 def test_data_protection_switches_every_destroy_setting_together_g3():
     off, on = parse().protection, parse(dataProtection="true").protection
-    assert (off.kms_deletion_window_days, off.secret_recovery_window_days, off.force_destroy) \
+    assert (off.kms_deletion_window_days, off.secret_recovery_window_days, off.destroyable) \
         == (7, 0, True)
-    assert (on.kms_deletion_window_days, on.secret_recovery_window_days, on.force_destroy) \
+    assert (on.kms_deletion_window_days, on.secret_recovery_window_days, on.destroyable) \
         == (30, 30, False)
 
 
 def test_pulumi_yaml_declares_every_key_with_type_description_default():
     assert (ROOT / "Pulumi.yaml").read_text() == render_project_file()
     declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
-    assert list(declared) == [k.name for k in CONFIG_KEYS]
+    assert list(declared) == list(KEYS_BY_NAME)
     assert all({"type", "description", "default"} <= set(v) for v in declared.values())
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_files_use_only_declared_keys(stack):
-    names = {k.name for k in CONFIG_KEYS}
+    names = set(KEYS_BY_NAME)
     project_keys = [k.split(":", 1)[1] for k in stack_config(stack) if
                     k.startswith("media-pipeline:")]
     assert project_keys and set(project_keys) <= names
@@ -175,5 +172,5 @@ def test_readme_config_table_lists_every_key_with_its_default():
 
     readme = (ROOT / "README.md").read_text()
     assert readme == render_readme(readme)
-    for key in CONFIG_KEYS:
-        assert f"| `{key.name}` |" in readme
+    for key in KEYS_BY_NAME:
+        assert f"| `{key}` |" in readme

@@ -13,7 +13,6 @@ from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
 from components.iam import Grant, attach_grants
 from components.observability import metric_alarm
-from components.settings import ConfigError
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from components.worker import (
     MediaWorkerService,
@@ -26,6 +25,7 @@ from components.worker import (
     parse_ecr_image,
 )
 from offline.engine import ACCOUNT_ID, ROOT, run_components, run_stack
+from stack_config import ConfigError
 
 REGION = "eu-central-1"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
@@ -604,20 +604,20 @@ def test_exposes_what_main_wires(namer, context):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"cpu": 300}, "cpu=300: allowed one of 256, 512, 1024, 2048, 4096, 8192, 16384"),
-    ({"cpu": 256, "memory": 4096}, "memory=4096: allowed for cpu=256 one of 512, 1024, 2048"),
+    ({"cpu": 256, "memory": 4096}, "memory=4096: allowed for cpu=256: 512..2048 in steps of 512 (512, 1024, 2048)"),
     ({"min_tasks": 1}, "min_tasks=1: allowed 2..200"),
     ({"max_tasks": 201}, "max_tasks=201: allowed 2..200"),
     ({"min_tasks": 5, "max_tasks": 4}, "max_tasks=4: allowed >= min_tasks (5)"),
     ({"fargate_base": 101}, "fargate_base=101: allowed 0..100"),
     ({"fargate_weight": 0, "spot_weight": 0},
-     "spot_weight=0: allowed > 0 unless fargate_weight > 0"),
+     "spot_weight=0: allowed > 0 or fargate_weight > 0"),
     ({"stop_timeout_seconds": 121}, "stop_timeout_seconds=121: allowed 2..120"),
     ({"cpu_target": 95}, "cpu_target=95: allowed 10..90"),
     ({"backlog_per_task": 0}, "backlog_per_task=0: allowed 1..1000"),
     ({"job_timeout_seconds": 1200}, "visibility_timeout_seconds=1200: allowed more than "
                                     "job_timeout_seconds (1200)"),
     ({"subnet_ids": ["one"]}, "subnet_ids=1 subnet(s): allowed one app subnet per AZ"),
-    ({"image": "latest"}, "image='latest': allowed empty (build) or registry/repository:tag"),
+    ({"image": "latest"}, 'image="latest": allowed empty (build from services/worker) or registry/repository:tag'),
     ({"build_context": "no-such-dir"}, "build_context='no-such-dir': not a directory"),
     ({"dockerfile": "services/nope/Dockerfile"},
      "dockerfile='services/nope/Dockerfile': no such file (set image to run a prebuilt image"),
@@ -796,7 +796,7 @@ def test_stack_with_external_image_skips_the_build():
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"workerMaxTasks": 201}, "workerMaxTasks=201: allowed 2..200"),
     ({"workerImage": "latest"}, 'workerImage="latest": allowed empty (build from services/worker) '
-                                "or registry/repository:tag or @sha256:digest"),
+                                "or registry/repository:tag or registry/repository@sha256:<digest>"),
 ])
 def test_g8_bad_worker_config_fails_before_any_resource(overrides, message):
     """Cases beyond the worker rows of test_settings.BAD_CONFIGURATIONS (cpu, memory, min
