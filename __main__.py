@@ -38,115 +38,186 @@ settings = load_settings()  # raises one ConfigError listing every bad key (G8)
 protection = settings.protection
 
 # One explicit provider carries the region and the common tags (G4) for every resource.
-provider = aws.Provider("aws", region=settings.region,
-                        default_tags={"tags": settings.common_tags()})
+provider = aws.Provider(
+    "aws", region=settings.region, default_tags={"tags": settings.common_tags()}
+)
 invoke = pulumi.InvokeOptions(provider=provider)
 # Only zones that need no opt-in (G1: zones are looked up, never written down).
-zones = settings.require_zones(aws.get_availability_zones(
-    state="available",
-    filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
-    opts=invoke,
-).names)
+zones = settings.require_zones(
+    aws.get_availability_zones(
+        state="available",
+        filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+        opts=invoke,
+    ).names
+)
 identity = aws.get_caller_identity_output(opts=invoke)
 partition = aws.get_partition_output(opts=invoke)
 # The role behind the deploying session (CI's OIDC role, an engineer's SSO role).
 deployer = aws.iam.get_session_context_output(arn=identity.arn, opts=invoke)
-context = AwsContext(account_id=identity.account_id, partition=partition.partition,
-                     region=settings.region, dns_suffix=partition.dns_suffix)
+context = AwsContext(
+    account_id=identity.account_id,
+    partition=partition.partition,
+    region=settings.region,
+    dns_suffix=partition.dns_suffix,
+)
 on_provider = pulumi.ResourceOptions(provider=provider)
 # What every tier shares: names, account facts, log retention.
-common = dict(namer=settings.namer(), context=context,
-              log_retention_days=settings.log_retention_days)
+namer = settings.namer()
+common = dict(namer=namer, context=context, log_retention_days=settings.log_retention_days)
 
-keys = PlatformKeys("keys", PlatformKeysArgs(
-    context=context, namer=common["namer"], protect_data=protection.enabled,
-    deletion_window_days=protection.kms_deletion_window_days), on_provider)
+keys = PlatformKeys(
+    "keys",
+    PlatformKeysArgs(
+        context=context,
+        namer=namer,
+        protect_data=protection.enabled,
+        deletion_window_days=protection.kms_deletion_window_days,
+    ),
+    on_provider,
+)
 
-network = SecureVpc("network", SecureVpcArgs.of(
-    settings.network, **common, availability_zones=zones, logs_key_arn=keys.logs.arn,
-), on_provider)
+network = SecureVpc(
+    "network",
+    SecureVpcArgs.of(
+        settings.network,
+        **common,
+        availability_zones=zones,
+        logs_key_arn=keys.logs.arn,
+    ),
+    on_provider,
+)
 
-alarms = AlarmTopic("alarms", AlarmTopicArgs.of(
-    settings.alarms, namer=common["namer"], context=context, kms_key_arn=keys.messaging.arn,
-), on_provider)
+alarms = AlarmTopic(
+    "alarms",
+    AlarmTopicArgs.of(
+        settings.alarms,
+        namer=namer,
+        context=context,
+        kms_key_arn=keys.messaging.arn,
+    ),
+    on_provider,
+)
 
 # Every tier below notifies the alarm topic and encrypts its logs with the logs key.
 tier_common = dict(**common, logs_key_arn=keys.logs.arn, alarm_topic_arn=alarms.arn)
-data_subnets = dict(vpc_id=network.vpc_id, subnet_ids=network.data_subnet_ids,
-                    availability_zones=network.zones)
+data_subnets = dict(
+    vpc_id=network.vpc_id, subnet_ids=network.data_subnet_ids, availability_zones=network.zones
+)
 
 # --- data tier: database, cache (consumers are let in with `allow_from`) ---------------------
-database = EncryptedAurora("database", EncryptedAuroraArgs.of(
-    settings.database, **tier_common, **data_subnets, protect_data=protection.enabled,
-    storage_key_arn=keys.database.arn, secret_key_arn=keys.secrets.arn,
-), on_provider)
+database = EncryptedAurora(
+    "database",
+    EncryptedAuroraArgs.of(
+        settings.database,
+        **tier_common,
+        **data_subnets,
+        protect_data=protection.enabled,
+        storage_key_arn=keys.database.arn,
+        secret_key_arn=keys.secrets.arn,
+    ),
+    on_provider,
+)
 
-cache = RedisReplicationGroup("cache", RedisReplicationGroupArgs.of(
-    settings.cache, **tier_common, **data_subnets, protect_data=protection.enabled,
-    storage_key_arn=keys.cache.arn, secret_key_arn=keys.secrets.arn,
-    secret_recovery_window_days=protection.secret_recovery_window_days,
-), on_provider)
+cache = RedisReplicationGroup(
+    "cache",
+    RedisReplicationGroupArgs.of(
+        settings.cache,
+        **tier_common,
+        **data_subnets,
+        protect_data=protection.enabled,
+        storage_key_arn=keys.cache.arn,
+        secret_key_arn=keys.secrets.arn,
+        secret_recovery_window_days=protection.secret_recovery_window_days,
+    ),
+    on_provider,
+)
 
 # --- processing tier: stream, job queue, schema, shared storage, workers ---------------------
-stream = AnalyticsStream("stream", AnalyticsStreamArgs.of(
-    settings.stream, namer=common["namer"], kms_key_arn=keys.stream.arn,
-    alarm_topic_arn=alarms.arn, destroyable=protection.destroyable,
-    protect_data=protection.enabled,
-), on_provider)
+stream = AnalyticsStream(
+    "stream",
+    AnalyticsStreamArgs.of(
+        settings.stream,
+        namer=namer,
+        kms_key_arn=keys.stream.arn,
+        alarm_topic_arn=alarms.arn,
+        destroyable=protection.destroyable,
+        protect_data=protection.enabled,
+    ),
+    on_provider,
+)
 
-jobs = JobQueue("jobs", JobQueueArgs.of(
-    settings.queue, **tier_common, kms_key_arn=keys.messaging.arn, protect_data=protection.enabled,
-    source_stream_arn=stream.arn, source_read_grants=tuple(stream.read_grants()),
-), on_provider)
+jobs = JobQueue(
+    "jobs",
+    JobQueueArgs.of(
+        settings.queue,
+        **tier_common,
+        kms_key_arn=keys.messaging.arn,
+        protect_data=protection.enabled,
+        source_stream_arn=stream.arn,
+        source_read_grants=tuple(stream.read_grants()),
+    ),
+    on_provider,
+)
 
 # The schema (and the services' database roles) is applied by the deployment itself; the
 # migration function is the only reader of the master secret (components/schema.py).
 migrate_package = build_migrate_package()
-migrations = SchemaMigrations("schema", SchemaMigrationsArgs(
-    namer=common["namer"], context=context, log_retention_days=settings.log_retention_days,
-    vpc_id=network.vpc_id, subnet_ids=network.app_subnet_ids,
-    code_path=migrate_package.archive_path(), code_sha256=migrate_package.sha256_base64,
-    migrations_sha256=migrations_fingerprint(),
-    cluster_resource_id=database.cluster.cluster_resource_id, db_host=database.endpoint,
-    db_port=database.port, db_name=database.database_name, db_secret_arn=database.secret_arn,
-    logs_key_arn=keys.logs.arn, secrets_key_arn=keys.secrets.arn,
-    access_grants={"db-secret": database.grant_secret_read},
-    network_grants=(database.allow_from, lambda group: network.grant_aws_apis(group, "migrate")),
-    run_after=[database.writer],
-), on_provider)
+migrations = SchemaMigrations(
+    "schema",
+    SchemaMigrationsArgs.for_database(
+        database,
+        **common,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.app_subnet_ids,
+        code_path=migrate_package.archive_path(),
+        code_sha256=migrate_package.sha256_base64,
+        migrations_sha256=migrations_fingerprint(),
+        logs_key_arn=keys.logs.arn,
+        secrets_key_arn=keys.secrets.arn,
+        network_grants=(lambda group: network.grant_aws_apis(group, "migrate"),),
+    ),
+    on_provider,
+)
+data_tiers = dict(database=database, cache=cache, stream=stream)
 
-# What both services connect to: endpoints and names (components/connections.py).
-data_plane = dict(
-    db_host=database.endpoint, db_port=database.port, db_name=database.database_name,
-    redis_host=cache.primary_endpoint, redis_port=cache.port,
-    redis_tls=cache.transit_encryption, redis_auth_secret_arn=cache.auth_secret_arn,
-    stream_name=stream.name,
+files = SharedFileSystem(
+    "files",
+    SharedFileSystemArgs(
+        namer=namer,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.data_subnet_ids,
+        kms_key_arn=keys.filesystem.arn,
+        protect_data=protection.enabled,
+    ),
+    on_provider,
 )
 
-files = SharedFileSystem("files", SharedFileSystemArgs(
-    namer=common["namer"], vpc_id=network.vpc_id, subnet_ids=network.data_subnet_ids,
-    kms_key_arn=keys.filesystem.arn, protect_data=protection.enabled,
-), on_provider)
-
-worker = MediaWorkerService("worker", MediaWorkerServiceArgs.of(
-    settings.worker, **tier_common, vpc_id=network.vpc_id, subnet_ids=network.app_subnet_ids,
-    connections=WorkerConnections(
-        **data_plane, jobs_queue_url=jobs.queue_url, jobs_queue_name=jobs.queue_name,
-        dead_letter_queue_url=jobs.dlq_url, max_receive_count=jobs.max_receive_count),
-    images_key_arn=keys.images.arn, secrets_key_arn=keys.secrets.arn,
-    deployer_arn=deployer.issuer_arn,
-    execution_grants={"cache-secret": cache.grant_secret_read},
-    task_grants={"jobs": jobs.grant_consume, "stream": stream.grant_write,
-                 "db-connect": partial(database.grant_connect, db_user=WORKER_DB_USER)},
-    start_after=[migrations.invocation],
-    shared_volume=SharedVolume(file_system_id=files.file_system_id,
-                               access_point_id=files.access_point_id,
-                               grant_mount=files.grant_mount, mount_targets=files.mount_targets),
-    job_timeout_seconds=settings.queue.job_timeout_seconds,
-    visibility_timeout_seconds=settings.queue.visibility_timeout_seconds,
-    destroyable=protection.destroyable,
-    secret_recovery_window_days=protection.secret_recovery_window_days,
-), on_provider)
+worker = MediaWorkerService(
+    "worker",
+    MediaWorkerServiceArgs.of(
+        settings.worker,
+        **tier_common,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.app_subnet_ids,
+        connections=WorkerConnections.of_tiers(**data_tiers, jobs=jobs),
+        images_key_arn=keys.images.arn,
+        secrets_key_arn=keys.secrets.arn,
+        deployer_arn=deployer.issuer_arn,
+        execution_grants={"cache-secret": cache.grant_secret_read},
+        task_grants={
+            "jobs": jobs.grant_consume,
+            "stream": stream.grant_write,
+            "db-connect": partial(database.grant_connect, db_user=WORKER_DB_USER),
+        },
+        start_after=[migrations.invocation],
+        shared_volume=SharedVolume.of(files),
+        job_timeout_seconds=settings.queue.job_timeout_seconds,
+        visibility_timeout_seconds=settings.queue.visibility_timeout_seconds,
+        destroyable=protection.destroyable,
+        secret_recovery_window_days=protection.secret_recovery_window_days,
+    ),
+    on_provider,
+)
 network.grant_aws_apis(worker.security_group, "worker")
 database.allow_from(worker.security_group)
 cache.allow_from(worker.security_group)
@@ -157,52 +228,89 @@ if settings.worker.efs_mount:
 # The function's zip is rebuilt from services/ and the installed wheels on every run; the same
 # sources give the same bytes, so an unchanged API shows no diff (A4).
 api_package = build_api_package()
-api = PublicApi("api", PublicApiArgs.of(
-    settings.api, **tier_common, vpc_id=network.vpc_id, subnet_ids=network.app_subnet_ids,
-    code_path=api_package.archive_path(), code_sha256=api_package.sha256_base64,
-    backend=ApiBackend(**data_plane), secrets_key_arn=keys.secrets.arn,
-    access_grants={"db-connect": partial(database.grant_connect, db_user=API_DB_USER),
-                   "cache-secret": cache.grant_secret_read,
-                   "stream-write": stream.grant_write},
-    start_after=[migrations.invocation],
-    secret_recovery_window_days=protection.secret_recovery_window_days,
-), on_provider)
+api = PublicApi(
+    "api",
+    PublicApiArgs.of(
+        settings.api,
+        **tier_common,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.app_subnet_ids,
+        code_path=api_package.archive_path(),
+        code_sha256=api_package.sha256_base64,
+        backend=ApiBackend.of_tiers(**data_tiers),
+        secrets_key_arn=keys.secrets.arn,
+        access_grants={
+            "db-connect": partial(database.grant_connect, db_user=API_DB_USER),
+            "cache-secret": cache.grant_secret_read,
+            "stream-write": stream.grant_write,
+        },
+        start_after=[migrations.invocation],
+        secret_recovery_window_days=protection.secret_recovery_window_days,
+    ),
+    on_provider,
+)
 network.grant_aws_apis(api.security_group, "api")
 database.allow_from(api.security_group)
 cache.allow_from(api.security_group)
 
 # --- operations: audit trail, dashboard -------------------------------------------------------
-audit = AuditTrail("audit", AuditTrailArgs.of(
-    settings.audit, **common, logs_key_arn=keys.logs.arn,
-    key_deletion_window_days=protection.kms_deletion_window_days,
-    destroyable=protection.destroyable, protect_data=protection.enabled,
-), on_provider)
+audit = AuditTrail(
+    "audit",
+    AuditTrailArgs.of(
+        settings.audit,
+        **common,
+        logs_key_arn=keys.logs.arn,
+        key_deletion_window_days=protection.kms_deletion_window_days,
+        destroyable=protection.destroyable,
+        protect_data=protection.enabled,
+    ),
+    on_provider,
+)
 
-dashboard = OperationsDashboard("operations", OperationsDashboardArgs(
-    namer=common["namer"], region=settings.region, api_name=api.rest_api.name,
-    api_stage=api.stage_name, queue_name=jobs.queue_name, dead_letter_queue_name=jobs.dlq_name,
-    cluster_name=worker.cluster_name, service_name=worker.service_name, stream_name=stream.name,
-    db_cluster_identifier=database.cluster_identifier,
-    cache_replication_group_id=cache.replication_group_id,
-    cache_node_count=settings.cache.node_count,
-), on_provider)
+dashboard = OperationsDashboard(
+    "operations",
+    OperationsDashboardArgs.of_tiers(
+        namer=namer,
+        region=settings.region,
+        api=api,
+        jobs=jobs,
+        worker=worker,
+        **data_tiers,
+    ),
+    on_provider,
+)
 
 outputs = {
-    "region": settings.region, "availabilityZones": zones, "vpcId": network.vpc_id,
-    "publicSubnetIds": network.public_subnet_ids, "appSubnetIds": network.app_subnet_ids,
-    "dataSubnetIds": network.data_subnet_ids, "alarmTopicArn": alarms.arn,
-    "streamName": stream.name, "streamArn": stream.arn, "jobQueueUrl": jobs.queue_url,
-    "deadLetterQueueUrl": jobs.dlq_url, "databaseEndpoint": database.endpoint,
-    "databaseReaderEndpoint": database.reader_endpoint, "databaseSecretArn": database.secret_arn,
-    "cacheEndpoint": cache.primary_endpoint, "cacheReaderEndpoint": cache.reader_endpoint,
+    "region": settings.region,
+    "availabilityZones": zones,
+    "vpcId": network.vpc_id,
+    "publicSubnetIds": network.public_subnet_ids,
+    "appSubnetIds": network.app_subnet_ids,
+    "dataSubnetIds": network.data_subnet_ids,
+    "alarmTopicArn": alarms.arn,
+    "streamName": stream.name,
+    "streamArn": stream.arn,
+    "jobQueueUrl": jobs.queue_url,
+    "deadLetterQueueUrl": jobs.dlq_url,
+    "databaseEndpoint": database.endpoint,
+    "databaseReaderEndpoint": database.reader_endpoint,
+    "databaseSecretArn": database.secret_arn,
+    "cacheEndpoint": cache.primary_endpoint,
+    "cacheReaderEndpoint": cache.reader_endpoint,
     "cacheAuthSecretArn": cache.auth_secret_arn,  # none with transit encryption off
-    "ecsClusterName": worker.cluster_name, "ecsServiceName": worker.service_name,
-    "fileSystemId": files.file_system_id, "workerRepositoryUrl": worker.repository_url,
-    "contentKeySecretArn": worker.content_key_secret_arn, "apiUrl": api.invoke_url,
-    "apiId": api.rest_api_id, "apiStageName": api.stage_name,
-    "apiKeyId": api.api_key_id, "apiKeySecretArn": api.api_key_secret_arn,  # none with IAM
+    "ecsClusterName": worker.cluster_name,
+    "ecsServiceName": worker.service_name,
+    "fileSystemId": files.file_system_id,
+    "workerRepositoryUrl": worker.repository_url,
+    "contentKeySecretArn": worker.content_key_secret_arn,
+    "apiUrl": api.invoke_url,
+    "apiId": api.rest_api_id,
+    "apiStageName": api.stage_name,
+    "apiKeyId": api.api_key_id,
+    "apiKeySecretArn": api.api_key_secret_arn,  # none with IAM
     "operationsDashboardName": dashboard.dashboard_name,
-    "auditTrailArn": audit.trail_arn, "auditBucketName": audit.bucket_name,  # none when OFF
+    "auditTrailArn": audit.trail_arn,
+    "auditBucketName": audit.bucket_name,  # none when OFF
 }
 for name, value in outputs.items():
     if value is not None:

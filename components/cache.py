@@ -168,6 +168,7 @@ class RedisReplicationGroup(pulumi.ComponentResource):
     auth_secret_arn: pulumi.Output[str] | None
     security_group: RoleSecurityGroup
     replication_group_id: str
+    node_count: int
 
     def __init__(self, name: str, args: RedisReplicationGroupArgs,
                  opts: pulumi.ResourceOptions | None = None):
@@ -180,6 +181,7 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         namer = args.namer
         self.replication_group_id = namer.name("cache", NameKind.ELASTICACHE_ID)
         self.port = REDIS
+        self.node_count = args.node_count
         self.transit_encryption = args.transit_encryption
 
         self.security_group = RoleSecurityGroup(

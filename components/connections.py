@@ -9,7 +9,7 @@ secret.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 
@@ -42,6 +42,14 @@ class DataPlane:
     """Whether the cache speaks TLS; default True (C3)."""
     redis_auth_secret_arn: pulumi.Input[str] | None = None
     """Secret holding the cache AUTH token (plain string); default None (no AUTH)."""
+
+    @classmethod
+    def of_tiers(cls, *, database: Any, cache: Any, stream: Any, **rest: Any) -> Self:
+        """The data plane of the platform's own database, cache and stream components."""
+        return cls(db_host=database.endpoint, db_port=database.port,
+                   db_name=database.database_name, redis_host=cache.primary_endpoint,
+                   redis_port=cache.port, redis_tls=cache.transit_encryption,
+                   redis_auth_secret_arn=cache.auth_secret_arn, stream_name=stream.name, **rest)
 
     def environment(self, db_ssl: str, db_user: str) -> dict[str, pulumi.Input[str]]:
         """The variables both services read to reach the data plane."""

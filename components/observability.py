@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
@@ -188,6 +188,18 @@ class OperationsDashboardArgs:
     """ElastiCache replication group id; default none."""
     cache_node_count: int = 0
     """Nodes in the replication group (1-6) when the cache is shown; default 0."""
+
+    @classmethod
+    def of_tiers(cls, *, namer: Namer, region: pulumi.Input[str], api: Any, jobs: Any,
+                 worker: Any, stream: Any, database: Any, cache: Any) -> Self:
+        """The dashboard of the platform's own tier components."""
+        return cls(namer=namer, region=region, api_name=api.rest_api.name,
+                   api_stage=api.stage_name, queue_name=jobs.queue_name,
+                   dead_letter_queue_name=jobs.dlq_name, cluster_name=worker.cluster_name,
+                   service_name=worker.service_name, stream_name=stream.name,
+                   db_cluster_identifier=database.cluster_identifier,
+                   cache_replication_group_id=cache.replication_group_id,
+                   cache_node_count=cache.node_count)
 
     def validate(self) -> None:
         problems = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
@@ -79,6 +80,18 @@ class SchemaMigrationsArgs:
     """Function timeout, 300..900 s; default 300."""
     log_retention_days: int = 30
     """Retention of the function's log group; default 30."""
+
+    @classmethod
+    def for_database(cls, database: Any, *, network_grants: Sequence[NetworkGrant] = (),
+                     **rest: Any) -> Self:
+        """Args migrating `database` (an `EncryptedAurora`): its endpoint and master secret,
+        the grant to read that secret and the rule to reach it; the run waits for its writer."""
+        return cls(cluster_resource_id=database.cluster.cluster_resource_id,
+                   db_host=database.endpoint, db_port=database.port,
+                   db_name=database.database_name, db_secret_arn=database.secret_arn,
+                   access_grants={"db-secret": database.grant_secret_read},
+                   network_grants=(database.allow_from, *network_grants),
+                   run_after=[database.writer], **rest)
 
     def validate(self) -> None:
         problems = []

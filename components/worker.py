@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pulumi
 import pulumi_aws as aws
@@ -153,6 +153,12 @@ class SharedVolume:
     mount_targets: Sequence[pulumi.Resource] = ()
     """Mount targets the service waits for, so first tasks don't fail to mount. Default none."""
 
+    @classmethod
+    def of(cls, files: Any) -> Self:
+        """The volume of a `SharedFileSystem`."""
+        return cls(file_system_id=files.file_system_id, access_point_id=files.access_point_id,
+                   grant_mount=files.grant_mount, mount_targets=files.mount_targets)
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConnections(DataPlane):
@@ -166,6 +172,14 @@ class WorkerConnections(DataPlane):
     """SQS dead-letter queue URL (required)."""
     max_receive_count: int
     """Receives before SQS moves a job to the DLQ (required)."""
+
+    @classmethod
+    def of_tiers(cls, *, database: Any, cache: Any, stream: Any, jobs: Any) -> Self:
+        """The data plane plus the platform's own job queue."""
+        return super().of_tiers(database=database, cache=cache, stream=stream,
+                                jobs_queue_url=jobs.queue_url, jobs_queue_name=jobs.queue_name,
+                                dead_letter_queue_url=jobs.dlq_url,
+                                max_receive_count=jobs.max_receive_count)
 
 
 def fargate_memory_rule(cpu: int, memory: int) -> list[Problem]:
