@@ -49,9 +49,9 @@ class AuditTrailSettings(Tunables):
         "auditTrailMode", AuditTrailMode.CREATE,
         "CloudTrail: CREATE a trail, use an EXISTING organisation trail (give its ARN), or OFF "
         "(a logged opt-out) (O3).", choices=AuditTrailMode)
-    existing_trail_arn: str = tunable("auditTrailExistingArn", "",
-                                      "ARN of the existing trail when auditTrailMode is "
-                                      "EXISTING.")
+    existing_trail_arn: str = tunable(
+        "auditTrailExistingArn", "", "ARN of the existing trail when auditTrailMode is EXISTING.",
+        allowed="empty, or a CloudTrail trail ARN when auditTrailMode is EXISTING")
     transition_days: int = tunable("auditLogTransitionDays", 30,
                                    "Days before audit logs move to Glacier Instant Retrieval.",
                                    range=(1, 3650))

@@ -111,20 +111,37 @@ class Tunable:
         return list(default) if self.kind == "array" else default
 
 
-def tunable(key: str, default: Any, description: str, *, kind: str | None = None,
-            range: tuple[float, float] | None = None, step: float | None = None,
-            also: Sequence[Any] = (), choices: Sequence[Any] | type[Enum] | None = None,
-            pattern: str | None = None, allowed: str = "",
-            check: Callable[[Any], bool] | None = None) -> Any:
+def tunable(
+    key: str,
+    default: Any,
+    description: str,
+    *,
+    kind: str | None = None,
+    range: tuple[float, float] | None = None,
+    step: float | None = None,
+    also: Sequence[Any] = (),
+    choices: Sequence[Any] | type[Enum] | None = None,
+    pattern: str | None = None,
+    allowed: str = "",
+    check: Callable[[Any], bool] | None = None,
+) -> Any:
     """A dataclass field declared as a tunable (see the module docstring)."""
     declared = Tunable(
-        key=key, default=default, description=description,
+        key=key,
+        default=default,
+        description=description,
         kind=kind or _kind_of(default),
-        low=range[0] if range else None, high=range[1] if range else None, step=step,
+        low=range[0] if range else None,
+        high=range[1] if range else None,
+        step=step,
         also=tuple(also),
-        choices=tuple(choices) if choices is not None and not isinstance(choices, type)
+        choices=tuple(choices)
+        if choices is not None and not isinstance(choices, type)
         else choices,
-        pattern=re.compile(pattern) if pattern else None, allowed=allowed, check=check)
+        pattern=re.compile(pattern) if pattern else None,
+        allowed=allowed,
+        check=check,
+    )
     if declared.kind not in KINDS:
         raise TypeError(f"{key}: kind {declared.kind!r} is not one of {KINDS}")
     if isinstance(default, list):
@@ -141,8 +158,11 @@ class Tunables:
     @classmethod
     def declarations(cls) -> list[tuple[str, Tunable]]:
         """(field name, declaration) of every tunable field, in declaration order."""
-        return [(f.name, f.metadata["tunable"]) for f in dataclasses.fields(cls)
-                if "tunable" in f.metadata]
+        return [
+            (f.name, f.metadata["tunable"])
+            for f in dataclasses.fields(cls)
+            if "tunable" in f.metadata
+        ]
 
     def rules(self) -> list[Problem]:
         """Rules between this tier's fields (none by default)."""
@@ -172,8 +192,7 @@ class Tunables:
 def describe(problems: Sequence[Problem], label: Label = str) -> list[str]:
     """Messages for rule problems; a rule names other fields as `{field}`, said here in the
     caller's vocabulary."""
-    return [render(label(p.field), p.value, p.allowed.format_map(_Labels(label)))
-            for p in problems]
+    return [render(label(p.field), p.value, p.allowed.format_map(_Labels(label))) for p in problems]
 
 
 class _Labels(dict):

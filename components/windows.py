@@ -41,23 +41,33 @@ def windows_overlap(daily: str, weekly: str) -> bool:
     """Whether a daily window (repeated every day) meets a weekly window."""
     daily_start, daily_length = window_span(daily)
     weekly_start, weekly_length = window_span(weekly)
-    daily_minutes = {(day * MINUTES_PER_DAY + daily_start + i) % MINUTES_PER_WEEK
-                     for day in range(7) for i in range(daily_length)}
-    return any((weekly_start + i) % MINUTES_PER_WEEK in daily_minutes
-               for i in range(weekly_length))
+    daily_minutes = {
+        (day * MINUTES_PER_DAY + daily_start + i) % MINUTES_PER_WEEK
+        for day in range(7)
+        for i in range(daily_length)
+    }
+    return any((weekly_start + i) % MINUTES_PER_WEEK in daily_minutes for i in range(weekly_length))
 
 
-def window_pair_rules(daily: tuple[str, str], weekly: tuple[str, str], minimum_minutes: int,
-                      service: str) -> list[Problem]:
+def window_pair_rules(
+    daily: tuple[str, str], weekly: tuple[str, str], minimum_minutes: int, service: str
+) -> list[Problem]:
     """A (field, daily window) and (field, weekly window) pair: each at least the service's
     minimum, and apart. Malformed windows are left to their declarations."""
     if not (re.match(DAILY_WINDOW, daily[1]) and re.match(WEEKLY_WINDOW, weekly[1])):
         return []
-    problems = [Problem(name, window, f"a window of at least {minimum_minutes} minutes "
-                                      f"({service} minimum)")
-                for name, window in (daily, weekly) if window_span(window)[1] < minimum_minutes]
+    problems = [
+        Problem(name, window, f"a window of at least {minimum_minutes} minutes ({service} minimum)")
+        for name, window in (daily, weekly)
+        if window_span(window)[1] < minimum_minutes
+    ]
     if not problems and windows_overlap(daily[1], weekly[1]):
-        problems.append(Problem(weekly[0], weekly[1],
-                                f"a window that does not overlap {{{daily[0]}}} ({daily[1]}); "
-                                f"{service} rejects overlapping windows"))
+        problems.append(
+            Problem(
+                weekly[0],
+                weekly[1],
+                f"a window that does not overlap {{{daily[0]}}} ({daily[1]}); "
+                f"{service} rejects overlapping windows",
+            )
+        )
     return problems

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER = {
     "name": PROJECT,
     "description": "Secure, highly available video-processing platform on AWS "
-                   "(network, keys, Aurora, cache, stream, queue, Fargate workers, API, audit).",
+    "(network, keys, Aurora, cache, stream, queue, Fargate workers, API, audit).",
     "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}},
 }
 
@@ -42,8 +42,10 @@ def config_block() -> dict:
         description = declared.description
         if allowed := allowed_text(declared):
             description += f" Allowed: {allowed}."
-        entry: dict = {"type": "string" if declared.kind == "number" else declared.kind,
-                       "description": description}
+        entry: dict = {
+            "type": "string" if declared.kind == "number" else declared.kind,
+            "description": description,
+        }
         if declared.kind == "array":
             entry["items"] = {"type": "string"}
         entry["default"] = declared.to_config()
@@ -60,12 +62,13 @@ def _default_cell(declared: Tunable) -> str:
 
 def render_config_table() -> str:
     """The README's config table (between its config-table markers)."""
-    rows = ["| Tier | Key | Type | Default | Allowed | Description |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| Tier | Key | Type | Default | Allowed | Description |", "|---|---|---|---|---|---|"]
     for tier, _name, declared in declared_keys():
         allowed = allowed_text(declared).replace("|", "\\|")
-        rows.append(f"| {tier.TIER} | `{declared.key}` | {declared.kind} | "
-                    f"{_default_cell(declared)} | {allowed} | {declared.description} |")
+        rows.append(
+            f"| {tier.TIER} | `{declared.key}` | {declared.kind} | "
+            f"{_default_cell(declared)} | {allowed} | {declared.description} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -81,8 +84,10 @@ def render_readme(text: str) -> str:
 
 def render_project_file() -> str:
     document = {**HEADER, "config": config_block()}
-    comment = ("# Generated from the tunables declared in components/ (see components/"
-               "tunables.py) by `make schema`; edit the declarations there.\n")
+    comment = (
+        "# Generated from the tunables declared in components/ (see components/"
+        "tunables.py) by `make schema`; edit the declarations there.\n"
+    )
     return comment + yaml.safe_dump(document, sort_keys=False, width=100)
 
 

@@ -32,8 +32,9 @@ CODE_DERIVED = (
 
 
 def _mask(inputs: dict) -> dict:
-    text = json.dumps({k: ("<code>" if k in CODE_INPUTS else v) for k, v in inputs.items()},
-                      default=str)
+    text = json.dumps(
+        {k: ("<code>" if k in CODE_INPUTS else v) for k, v in inputs.items()}, default=str
+    )
     for pattern, marker in CODE_DERIVED:
         text = pattern.sub(marker, text)
     return json.loads(text)
@@ -47,10 +48,19 @@ def dump(mask_code: bool) -> dict:
             rows = []
             for r in run.resources:
                 inputs = _mask(r.inputs) if mask_code else r.inputs
-                rows.append({"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent_urn,
-                             "inputs": inputs, "protect": r.protect,
-                             "retain": r.retain_on_delete, "ignore": sorted(r.ignore_changes),
-                             "deps": sorted(r.dependencies)})
+                rows.append(
+                    {
+                        "urn": r.urn,
+                        "type": r.type,
+                        "name": r.name,
+                        "parent": r.parent_urn,
+                        "inputs": inputs,
+                        "protect": r.protect,
+                        "retain": r.retain_on_delete,
+                        "ignore": sorted(r.ignore_changes),
+                        "deps": sorted(r.dependencies),
+                    }
+                )
             rows.sort(key=lambda row: row["urn"])
             everything[f"{stack}/{region}"] = {"resources": rows, "outputs": run.outputs}
     return everything
@@ -61,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--mask-code", action="store_true")
     args = parser.parse_args(argv)
-    Path(args.out).write_text(json.dumps(dump(args.mask_code), indent=1, sort_keys=True,
-                                         default=str))
+    Path(args.out).write_text(
+        json.dumps(dump(args.mask_code), indent=1, sort_keys=True, default=str)
+    )
     return 0
 
 

@@ -44,49 +44,75 @@ class StackWide(Tunables):
     TIER = "stack"
 
     prefix: str = tunable(
-        "prefix", "media",
+        "prefix",
+        "media",
         "First part of every physical name (G2); may be empty.",
         pattern=rf"^([a-z](?!.*--)(?:[a-z0-9-]{{0,{MAX_PREFIX_LENGTH - 2}}}[a-z0-9])?)?$",
         allowed=f"empty or lowercase letters, digits and single inner hyphens, starting with "
-                f"a letter, <= {MAX_PREFIX_LENGTH} chars")
+        f"a letter, <= {MAX_PREFIX_LENGTH} chars",
+    )
     suffix: str = tunable(
-        "environmentSuffix", "dev", "Last part of every physical name (G2).",
+        "environmentSuffix",
+        "dev",
+        "Last part of every physical name (G2).",
         pattern=rf"^[a-z0-9]{{1,{MAX_SUFFIX_LENGTH}}}$",
-        allowed=f"1-{MAX_SUFFIX_LENGTH} lowercase letters or digits")
-    owner: str = tunable("owner", "platform-team", "Owner tag on every resource (G4).",
-                         pattern=_TAG_VALUE, allowed=_TAG_SAFE)
-    cost_center: str = tunable("costCenter", "media-platform",
-                               "CostCenter tag on every resource (G4).",
-                               pattern=_TAG_VALUE, allowed=_TAG_SAFE)
+        allowed=f"1-{MAX_SUFFIX_LENGTH} lowercase letters or digits",
+    )
+    owner: str = tunable(
+        "owner",
+        "platform-team",
+        "Owner tag on every resource (G4).",
+        pattern=_TAG_VALUE,
+        allowed=_TAG_SAFE,
+    )
+    cost_center: str = tunable(
+        "costCenter",
+        "media-platform",
+        "CostCenter tag on every resource (G4).",
+        pattern=_TAG_VALUE,
+        allowed=_TAG_SAFE,
+    )
     data_classification: str = tunable(
-        "dataClassification", "confidential", "DataClassification tag (G4).",
-        choices=("public", "internal", "confidential", "restricted"))
-    compliance_regime: str = tunable("complianceRegime", "MPA-CSP",
-                                     "Compliance tag (e.g. MPA-CSP, TPN, GDPR).",
-                                     pattern=_TAG_VALUE, allowed=_TAG_SAFE)
+        "dataClassification",
+        "confidential",
+        "DataClassification tag (G4).",
+        choices=("public", "internal", "confidential", "restricted"),
+    )
+    compliance_regime: str = tunable(
+        "complianceRegime",
+        "MPA-CSP",
+        "Compliance tag (e.g. MPA-CSP, TPN, GDPR).",
+        pattern=_TAG_VALUE,
+        allowed=_TAG_SAFE,
+    )
     extra_tags: tuple[str, ...] = tunable(
-        "extraTags", (), "Extra tags as 'Key=Value' strings, added to every resource.")
+        "extraTags", (), "Extra tags as 'Key=Value' strings, added to every resource."
+    )
     data_protection: bool = tunable(
-        "dataProtection", False,
+        "dataProtection",
+        False,
         "Protect data on destroy: the data stores (Aurora, EFS, stream, dead-letter queues, "
         "audit bucket, KMS keys) protected and retained, deletion protection, final "
         "snapshots, 30-day key and secret recovery windows, buckets and repositories kept "
-        "when not empty (G3).")
+        "when not empty (G3).",
+    )
     log_retention_days: int = tunable(
-        "logRetentionDays", 30, "Retention of every log group (O1).", choices=LOG_RETENTION_DAYS)
-    az_count: int = tunable("availabilityZoneCount", 2,
-                            "Availability zones to spread over (G7).", range=(2, 3))
+        "logRetentionDays", 30, "Retention of every log group (O1).", choices=LOG_RETENTION_DAYS
+    )
+    az_count: int = tunable(
+        "availabilityZoneCount", 2, "Availability zones to spread over (G7).", range=(2, 3)
+    )
 
     def rules(self) -> list[Problem]:
         problems = []
         for item in self.extra_tags:
             key, sep, value = item.partition("=")
             if not sep or not _TAG_KEY.match(key) or not re.match(_TAG_VALUE, value):
-                problems.append(Problem("extra_tags", item, "'Key=Value' with tag-safe "
-                                                            "characters"))
+                problems.append(Problem("extra_tags", item, "'Key=Value' with tag-safe characters"))
             elif key.lower().startswith("aws:"):
-                problems.append(Problem("extra_tags", item,
-                                        "keys not starting with 'aws:' (reserved by AWS)"))
+                problems.append(
+                    Problem("extra_tags", item, "keys not starting with 'aws:' (reserved by AWS)")
+                )
         return problems
 
     @property
@@ -95,9 +121,16 @@ class StackWide(Tunables):
 
 
 TIERS: tuple[type[Tunables], ...] = (
-    StackWide, SecureVpcSettings, EncryptedAuroraSettings, RedisReplicationGroupSettings,
-    AnalyticsStreamSettings, JobQueueSettings, MediaWorkerServiceSettings, PublicApiSettings,
-    AlarmTopicSettings, AuditTrailSettings,
+    StackWide,
+    SecureVpcSettings,
+    EncryptedAuroraSettings,
+    RedisReplicationGroupSettings,
+    AnalyticsStreamSettings,
+    JobQueueSettings,
+    MediaWorkerServiceSettings,
+    PublicApiSettings,
+    AlarmTopicSettings,
+    AuditTrailSettings,
 )
 
 
@@ -190,11 +223,13 @@ class StackSettings:
         has fewer."""
         wanted = self.stack_wide.az_count
         if len(zone_names) < wanted:
-            raise ConfigError([
-                f"availabilityZoneCount={wanted}: region {self.region} has only "
-                f"{len(zone_names)} available zone(s) ({', '.join(zone_names) or 'none'}); "
-                f"allowed: 2..{min(3, len(zone_names))}"
-            ])
+            raise ConfigError(
+                [
+                    f"availabilityZoneCount={wanted}: region {self.region} has only "
+                    f"{len(zone_names)} available zone(s) ({', '.join(zone_names) or 'none'}); "
+                    f"allowed: 2..{min(3, len(zone_names))}"
+                ]
+            )
         return sorted(zone_names)[:wanted]
 
 
@@ -223,23 +258,36 @@ def _cross_tier_rules(settings: StackSettings) -> list[str]:
     problems = []
     if settings.protection.enabled:
         if settings.network.nat_strategy is NatStrategy.SINGLE:
-            problems.append(render("natStrategy", "SINGLE",
-                                   "ONE_PER_AZ or NONE when dataProtection is true (a single "
-                                   "NAT is a non-production cost option)"))
+            problems.append(
+                render(
+                    "natStrategy",
+                    "SINGLE",
+                    "ONE_PER_AZ or NONE when dataProtection is true (a single "
+                    "NAT is a non-production cost option)",
+                )
+            )
         if not settings.cache.transit_encryption:
-            problems.append(render("cacheTransitEncryption", False,
-                                   "true when dataProtection is true (turning TLS off is a "
-                                   "development convenience only)"))
+            problems.append(
+                render(
+                    "cacheTransitEncryption",
+                    False,
+                    "true when dataProtection is true (turning TLS off is a "
+                    "development convenience only)",
+                )
+            )
     return problems
 
 
-def parse_settings(raw: Mapping[str, str], *, project: str, stack: str,
-                   region: str | None) -> StackSettings:
+def parse_settings(
+    raw: Mapping[str, str], *, project: str, stack: str, region: str | None
+) -> StackSettings:
     """Validate raw project config (key -> string value) in one pass."""
     problems = [_unknown_key(name) for name in sorted(set(raw) - set(KEYS_BY_NAME))]
     if not region or not _REGION.match(region):
-        problems.append(f"aws:region={json.dumps(region)}: allowed an AWS region name such as "
-                        "eu-central-1 (set it with `pulumi config set aws:region ...`)")
+        problems.append(
+            f"aws:region={json.dumps(region)}: allowed an AWS region name such as "
+            "eu-central-1 (set it with `pulumi config set aws:region ...`)"
+        )
     tiers = [_read_tier(tier, raw, problems) for tier in TIERS]
     settings = StackSettings(project, stack, region or "", *tiers)
     problems += _cross_tier_rules(settings)
@@ -251,8 +299,10 @@ def parse_settings(raw: Mapping[str, str], *, project: str, stack: str,
 def _unknown_key(name: str) -> str:
     close = difflib.get_close_matches(name, KEYS_BY_NAME, n=1, cutoff=0.75)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return (f"{name}: unknown key in namespace '{PROJECT}'{hint}; allowed keys: see "
-            "Pulumi.yaml `config:`")
+    return (
+        f"{name}: unknown key in namespace '{PROJECT}'{hint}; allowed keys: see "
+        "Pulumi.yaml `config:`"
+    )
 
 
 def load_settings() -> StackSettings:
@@ -263,7 +313,7 @@ def load_settings() -> StackSettings:
     namespace = f"{PROJECT}:"
     everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     raw = {
-        key[len(namespace):]: str(value)
+        key[len(namespace) :]: str(value)
         for key, value in everything.items()
         if key.startswith(namespace)
     }

@@ -23,9 +23,13 @@ def _types_by_urn(run: ProgramRun) -> dict[str, str]:
 def test_every_cloud_resource_is_a_child_of_a_component(stack, request):
     run: ProgramRun = request.getfixturevalue(f"{stack}_run")
     types = _types_by_urn(run)
-    orphans = [(r.type, r.name) for r in run.resources
-               if r.custom and r.type != ROOT_PROVIDER
-               and not types.get(r.parent_urn, "").startswith("media:")]
+    orphans = [
+        (r.type, r.name)
+        for r in run.resources
+        if r.custom
+        and r.type != ROOT_PROVIDER
+        and not types.get(r.parent_urn, "").startswith("media:")
+    ]
     assert orphans == []
     # Deliberately not vacuous: the program registers hundreds of children.
     assert sum(r.custom for r in run.resources) > 150
@@ -35,17 +39,34 @@ def test_every_cloud_resource_is_a_child_of_a_component(stack, request):
 def test_components_sit_at_the_root_or_inside_another_component(stack, request):
     run: ProgramRun = request.getfixturevalue(f"{stack}_run")
     types = _types_by_urn(run)
-    misplaced = [(r.type, r.name) for r in run.resources if not r.custom
-                 and r.parent_urn in types and not types[r.parent_urn].startswith("media:")]
+    misplaced = [
+        (r.type, r.name)
+        for r in run.resources
+        if not r.custom and r.parent_urn in types and not types[r.parent_urn].startswith("media:")
+    ]
     assert misplaced == []
-    top_level = sorted(r.name for r in run.resources if not r.custom
-                       and r.parent_urn not in types)
-    assert top_level == sorted(["keys", "network", "alarms", "database", "cache", "stream",
-                                "jobs", "schema", "files", "worker", "api", "audit",
-                                "operations"])
+    top_level = sorted(r.name for r in run.resources if not r.custom and r.parent_urn not in types)
+    assert top_level == sorted(
+        [
+            "keys",
+            "network",
+            "alarms",
+            "database",
+            "cache",
+            "stream",
+            "jobs",
+            "schema",
+            "files",
+            "worker",
+            "api",
+            "audit",
+            "operations",
+        ]
+    )
 
 
 def test_the_only_root_resource_is_the_explicit_provider(dev_run):
     types = _types_by_urn(dev_run)
-    assert [(r.type, r.name) for r in dev_run.resources
-            if r.custom and r.parent_urn not in types] == [(ROOT_PROVIDER, "aws")]
+    assert [
+        (r.type, r.name) for r in dev_run.resources if r.custom and r.parent_urn not in types
+    ] == [(ROOT_PROVIDER, "aws")]

@@ -17,8 +17,11 @@ from components.tunables import Problem, Tunable, Tunables, render, tunable
 from stack_config import KEYS_BY_NAME, TIERS, ConfigError, declared_keys, parse_settings
 
 RANGED = [(tier, name, declared) for tier, name, declared in declared_keys() if declared.ranged]
-CHOICES = [(tier, name, declared) for tier, name, declared in declared_keys()
-           if declared.choices is not None]
+CHOICES = [
+    (tier, name, declared)
+    for tier, name, declared in declared_keys()
+    if declared.choices is not None
+]
 
 
 def _ids(rows):
@@ -51,11 +54,20 @@ def test_fifteen_or_more_keys_are_ranged_and_every_range_is_probed():
     every ranged key there is, whatever its count."""
     assert len(RANGED) >= 36
     assert {declared.key for _, _, declared in RANGED} >= {
-        "alarmApi5xxThreshold", "alarmApiLatencyP99Ms", "alarmWorkerCpuPercent",
-        "alarmWorkerMemoryPercent", "alarmDbCpuPercent", "alarmCacheCpuPercent",
-        "alarmQueueOldestMessageSeconds", "alarmStreamIteratorAgeMs", "apiThrottleRateLimit",
-        "apiThrottleBurstLimit", "apiLambdaMemoryMb", "dbSecretRotationDays",
-        "cacheSnapshotRetentionDays"}
+        "alarmApi5xxThreshold",
+        "alarmApiLatencyP99Ms",
+        "alarmWorkerCpuPercent",
+        "alarmWorkerMemoryPercent",
+        "alarmDbCpuPercent",
+        "alarmCacheCpuPercent",
+        "alarmQueueOldestMessageSeconds",
+        "alarmStreamIteratorAgeMs",
+        "apiThrottleRateLimit",
+        "apiThrottleBurstLimit",
+        "apiLambdaMemoryMb",
+        "dbSecretRotationDays",
+        "cacheSnapshotRetentionDays",
+    }
 
 
 @pytest.mark.parametrize(("tier", "name", "declared"), RANGED, ids=_ids(RANGED))
@@ -65,13 +77,16 @@ def test_g8_both_edges_of_every_range_are_accepted(tier, name, declared):
         assert own not in config_problems(**{declared.key: _text(edge)})
         assert declared.problem(edge) is None
         settings = tier(**{name: edge})
-        assert not any(p.startswith(f"{name}=") and declared.range_text() in p
-                       for p in settings.tunable_problems())
+        assert not any(
+            p.startswith(f"{name}=") and declared.range_text() in p
+            for p in settings.tunable_problems()
+        )
 
 
 @pytest.mark.parametrize(("tier", "name", "declared"), RANGED, ids=_ids(RANGED))
-def test_g8_one_step_beyond_either_edge_is_rejected_naming_key_value_and_range(tier, name,
-                                                                                declared):
+def test_g8_one_step_beyond_either_edge_is_rejected_naming_key_value_and_range(
+    tier, name, declared
+):
     for beyond in _beyond(declared):
         value = declared.parse(_text(beyond))
         expected = f"{declared.key}={json.dumps(value)}: allowed {declared.range_text()}"
@@ -83,17 +98,20 @@ def test_g8_one_step_beyond_either_edge_is_rejected_naming_key_value_and_range(t
 @pytest.mark.parametrize(("tier", "name", "declared"), CHOICES, ids=_ids(CHOICES))
 def test_g8_every_declared_choice_is_accepted_and_anything_else_named(tier, name, declared):
     for option in declared.options:
-        assert not any(p.startswith(f"{declared.key}=")
-                       for p in config_problems(**{declared.key: str(option)})
-                       if "one of" in p)
+        assert not any(
+            p.startswith(f"{declared.key}=")
+            for p in config_problems(**{declared.key: str(option)})
+            if "one of" in p
+        )
     wrong = "not-an-option" if declared.kind == "string" else "-7"
-    assert render(declared.key, declared.parse(wrong),
-                  "one of " + ", ".join(map(str, declared.options))) in config_problems(
-        **{declared.key: wrong})
+    assert render(
+        declared.key, declared.parse(wrong), "one of " + ", ".join(map(str, declared.options))
+    ) in config_problems(**{declared.key: wrong})
 
 
-@pytest.mark.parametrize(("tier", "name", "declared"), list(declared_keys()),
-                         ids=_ids(declared_keys()))
+@pytest.mark.parametrize(
+    ("tier", "name", "declared"), list(declared_keys()), ids=_ids(declared_keys())
+)
 def test_g8_every_default_satisfies_its_own_declaration(tier, name, declared):
     assert declared.problem(declared.default) is None
     assert getattr(tier(), name) == declared.default
@@ -111,9 +129,11 @@ def test_components_args_inherit_their_tier_settings_unchanged():
     from components.database import EncryptedAuroraArgs, EncryptedAuroraSettings
     from components.worker import MediaWorkerServiceArgs, MediaWorkerServiceSettings
 
-    for args, settings in ((PublicApiArgs, PublicApiSettings),
-                           (EncryptedAuroraArgs, EncryptedAuroraSettings),
-                           (MediaWorkerServiceArgs, MediaWorkerServiceSettings)):
+    for args, settings in (
+        (PublicApiArgs, PublicApiSettings),
+        (EncryptedAuroraArgs, EncryptedAuroraSettings),
+        (MediaWorkerServiceArgs, MediaWorkerServiceSettings),
+    ):
         assert issubclass(args, settings)
         assert args.declarations() == settings.declarations()
 
@@ -139,10 +159,14 @@ def test_rules_name_other_fields_in_the_callers_vocabulary():
 
 def test_config_values_parse_by_declared_kind_g8():
     assert config_problems(workerCpu="1024.5") == [
-        'workerCpu="1024.5": allowed a value of type integer']
+        'workerCpu="1024.5": allowed a value of type integer'
+    ]
     assert config_problems(dbMinCapacity="nan") == [
-        'dbMinCapacity="nan": allowed a value of type number']
+        'dbMinCapacity="nan": allowed a value of type number'
+    ]
     assert config_problems(workerEfsMount="yes") == [
-        'workerEfsMount="yes": allowed a value of type boolean']
+        'workerEfsMount="yes": allowed a value of type boolean'
+    ]
     assert config_problems(workerMinTasks="9" * 30) == [
-        f'workerMinTasks="{"9" * 30}": allowed a value of type integer']
+        f'workerMinTasks="{"9" * 30}": allowed a value of type integer'
+    ]
