@@ -6,14 +6,14 @@ Every rule lives in `components/`, every value in the stack's config (read by `s
 from functools import partial
 
 import pulumi
-import pulumi_aws as aws
 
+from components.account import DeploymentTarget
 from components.api import ApiBackend, PublicApi, PublicApiArgs
 from components.audit import AuditTrail, AuditTrailArgs
 from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
 from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.jobs import JobQueue, JobQueueArgs
-from components.kms import AwsContext, PlatformKeys, PlatformKeysArgs
+from components.kms import PlatformKeys, PlatformKeysArgs
 from components.network import SecureVpc, SecureVpcArgs
 from components.observability import (
     AlarmTopic,
@@ -36,31 +36,9 @@ from stack_config import load_settings
 
 settings = load_settings()  # raises one ConfigError listing every bad key (G8)
 protection = settings.protection
-
-# One explicit provider carries the region and the common tags (G4) for every resource.
-provider = aws.Provider(
-    "aws", region=settings.region, default_tags={"tags": settings.common_tags()}
-)
-invoke = pulumi.InvokeOptions(provider=provider)
-# Only zones that need no opt-in (G1: zones are looked up, never written down).
-zones = settings.require_zones(
-    aws.get_availability_zones(
-        state="available",
-        filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
-        opts=invoke,
-    ).names
-)
-identity = aws.get_caller_identity_output(opts=invoke)
-partition = aws.get_partition_output(opts=invoke)
-# The role behind the deploying session (CI's OIDC role, an engineer's SSO role).
-deployer = aws.iam.get_session_context_output(arn=identity.arn, opts=invoke)
-context = AwsContext(
-    account_id=identity.account_id,
-    partition=partition.partition,
-    region=settings.region,
-    dns_suffix=partition.dns_suffix,
-)
-on_provider = pulumi.ResourceOptions(provider=provider)
+target = DeploymentTarget.look_up(settings.region, settings.common_tags())
+zones = settings.require_zones(target.zone_names)  # G1: looked up, never written down
+context, on_provider = target.context, target.options
 # What every tier shares: names, account facts, log retention.
 namer = settings.namer()
 common = dict(namer=namer, context=context, log_retention_days=settings.log_retention_days)
@@ -202,7 +180,7 @@ worker = MediaWorkerService(
         connections=WorkerConnections.of_tiers(**data_tiers, jobs=jobs),
         images_key_arn=keys.images.arn,
         secrets_key_arn=keys.secrets.arn,
-        deployer_arn=deployer.issuer_arn,
+        deployer_arn=target.deployer_arn,
         execution_grants={"cache-secret": cache.grant_secret_read},
         task_grants={
             "jobs": jobs.grant_consume,
