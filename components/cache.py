@@ -22,11 +22,11 @@ from components.aws_limits import (
     cache_parameter_group_family,
     secret_recovery_problems,
 )
+from components.data_tier import DataStorePlacement
 from components.firewall import REDIS, RoleSecurityGroup
 from components.iam import attach_grants, secret_read_grants
-from components.kms import AwsContext
-from components.logs import encrypted_log_group, retention_problems
-from components.naming import NameKind, Namer, check_name, member_cluster_ids, name_tag
+from components.logs import encrypted_log_group
+from components.naming import NameKind, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
 from components.tunables import Problem, Tunables, tunable
 from components.windows import (
@@ -108,50 +108,23 @@ class RedisReplicationGroupSettings(Tunables):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RedisReplicationGroupArgs(RedisReplicationGroupSettings):
-    """Inputs of `RedisReplicationGroup`: its settings plus what the stack wires in."""
+class RedisReplicationGroupArgs(RedisReplicationGroupSettings, DataStorePlacement):
+    """Inputs of `RedisReplicationGroup`: its settings, its placement and these.
 
-    namer: Namer
-    """Stack namer for every physical name (required)."""
-    context: AwsContext
-    """Account facts; the region scopes the KMS condition of `grant_secret_read` (required)."""
-    vpc_id: pulumi.Input[str]
-    """VPC of the cache security group (required)."""
-    subnet_ids: Sequence[pulumi.Input[str]]
-    """Private data subnets, one per zone, in the order of `availability_zones` (required)."""
-    availability_zones: Sequence[str]
-    """Zones of `subnet_ids`; nodes are placed round-robin over them (required)."""
-    storage_key_arn: pulumi.Input[str]
-    """Cache CMK ARN for data at rest (required; an ARN, never an id)."""
-    secret_key_arn: pulumi.Input[str]
-    """Secrets Manager CMK ARN for the AUTH-token secret (required)."""
-    logs_key_arn: pulumi.Input[str]
-    """Logs CMK ARN for the slow-log and engine-log groups (required)."""
-    alarm_topic_arn: pulumi.Input[str]
-    """SNS topic every alarm notifies (required)."""
-    protect_data: bool = False
-    """False (default): destroyable — no final snapshot, changes applied at once.
-    True: a uniquely named final snapshot, changes wait for the maintenance window (G3).
-    The group itself is not protected from deletion: it holds sessions and data rebuilt
-    from the database, and the final snapshot (under the protected cache key) keeps them."""
+    `protect_data` False (default): destroyable — no final snapshot, changes applied at once.
+    True: a uniquely named final snapshot, changes wait for the maintenance window (G3). The
+    group itself is not protected from deletion: it holds sessions and data rebuilt from the
+    database, and the final snapshot (under the protected cache key) keeps them."""
+
     secret_recovery_window_days: int = 0
     """Recovery window of the token secret: 0 (delete at once, default) or 7-30."""
-    log_retention_days: int = 30
-    """Slow-log and engine-log retention (an allowed CloudWatch value); default 30."""
     memory_alarm_percent: int = 80
     """DatabaseMemoryUsagePercentage per node that alarms when sustained; default 80."""
 
     def validate(self) -> None:
-        problems = self.tunable_problems()
-        zones = list(self.availability_zones)
-        if len(zones) < 2 or len(set(zones)) != len(zones):
-            problems.append(f"availability_zones={zones}: allowed 2 or more distinct zones")
-        if len(self.subnet_ids) != len(zones):
-            problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
-                            f"availability zone ({len(zones)})")
+        problems = self.tunable_problems() + self.placement_problems()
         problems += secret_recovery_problems("secret_recovery_window_days",
                                              self.secret_recovery_window_days)
-        problems += retention_problems("log_retention_days", self.log_retention_days)
         if not 1 <= self.memory_alarm_percent <= 100:
             problems.append(f"memory_alarm_percent={self.memory_alarm_percent}: allowed 1..100")
         if problems:

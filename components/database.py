@@ -25,11 +25,11 @@ from components.aws_limits import (
     RESERVED_DB_NAMES,
     aurora_parameter_group_family,
 )
+from components.data_tier import DataStorePlacement
 from components.firewall import POSTGRES, RoleSecurityGroup
 from components.iam import Grant, attach_grants, secret_read_grants
-from components.kms import AwsContext
-from components.logs import encrypted_log_group, retention_problems
-from components.naming import NameKind, Namer, check_name, name_tag
+from components.logs import encrypted_log_group
+from components.naming import NameKind, check_name, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
 from components.tunables import Problem, Tunables, tunable
@@ -134,36 +134,16 @@ class EncryptedAuroraSettings(Tunables):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EncryptedAuroraArgs(EncryptedAuroraSettings):
-    """Inputs of `EncryptedAurora`: its settings plus what the stack wires in."""
+class EncryptedAuroraArgs(EncryptedAuroraSettings, DataStorePlacement):
+    """Inputs of `EncryptedAurora`: its settings, its placement and these.
 
-    namer: Namer
-    """Stack namer for every physical name (required)."""
-    context: AwsContext
-    """Account facts; the region scopes the KMS condition of `grant_secret_read` (required)."""
-    vpc_id: pulumi.Input[str]
-    """VPC of the database security group (required)."""
-    subnet_ids: Sequence[pulumi.Input[str]]
-    """Private data subnets, one per zone, in the order of `availability_zones` (required)."""
-    availability_zones: Sequence[str]
-    """Zones of `subnet_ids`; instances are placed round-robin over them (required)."""
-    storage_key_arn: pulumi.Input[str]
-    """Database CMK ARN: storage and Performance Insights (required; an ARN, never an id)."""
-    secret_key_arn: pulumi.Input[str]
-    """Secrets Manager CMK ARN for the RDS-managed master secret (required)."""
-    logs_key_arn: pulumi.Input[str]
-    """Logs CMK ARN for the engine log group (required)."""
-    alarm_topic_arn: pulumi.Input[str]
-    """SNS topic every alarm notifies (required)."""
+    `protect_data` False (default): destroyable — no deletion protection, no final snapshot,
+    changes applied at once. True: deletion protection, a uniquely named final snapshot,
+    automated backups kept after deletion, changes wait for the maintenance window, and the
+    engine refuses to delete or replace the cluster, which is retained on delete (G3)."""
+
     master_username: str = "dbadmin"
     """Master user; default `dbadmin` (`admin` is reserved by aurora-postgresql)."""
-    log_retention_days: int = 30
-    """Engine log retention (an allowed CloudWatch value); default 30."""
-    protect_data: bool = False
-    """False (default): destroyable — no deletion protection, no final snapshot, changes
-    applied at once. True: deletion protection, a uniquely named final snapshot, automated
-    backups kept after deletion, changes wait for the maintenance window, and the engine
-    refuses to delete or replace the cluster, which is retained on delete (G3)."""
     capacity_alarm_ratio: float = 0.9
     """Alarm when capacity stays at this share of max_capacity; default 0.9."""
     connections_alarm: int | None = None
@@ -171,19 +151,12 @@ class EncryptedAuroraArgs(EncryptedAuroraSettings):
     max_capacity (`connections_alarm_threshold`)."""
 
     def validate(self) -> None:
-        problems = self.tunable_problems()
-        zones = list(self.availability_zones)
-        if len(zones) < 2 or len(set(zones)) != len(zones):
-            problems.append(f"availability_zones={zones}: allowed 2 or more distinct zones")
-        if len(self.subnet_ids) != len(zones):
-            problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
-                            f"availability zone ({len(zones)})")
+        problems = self.tunable_problems() + self.placement_problems()
         if (not _MASTER_USERNAME.match(self.master_username)
                 or self.master_username.lower() in RESERVED_MASTER_USERNAMES):
             problems.append(f"master_username={self.master_username!r}: allowed 1-16 letters, "
                             "digits or _ starting with a letter, not "
                             + ", ".join(RESERVED_MASTER_USERNAMES))
-        problems += retention_problems("log_retention_days", self.log_retention_days)
         if not 0 < self.capacity_alarm_ratio <= 1:
             problems.append(f"capacity_alarm_ratio={self.capacity_alarm_ratio}: allowed > 0 "
                             "and <= 1")
