@@ -1,5 +1,6 @@
-"""G5, A4, W3, R1, R2: the environment each component writes is the environment its service
-reads, and the API Gateway model is the handler's own request rules (services/contract.py).
+"""A4, W3, R1, G5: the environment each component writes (the API function's, the worker
+container's with what ECS injects, the migration function's) is the environment its service
+reads; A7, R2: the API Gateway model is the handler's own request rules (services/contract.py).
 
 Each whole-stack run's API function, worker container and migration function environment is
 fed into the settings loader of the service that reads it, through a mapping that records
@@ -163,7 +164,7 @@ def run(request, dev_run, prod_run) -> ProgramRun:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_g5_every_written_variable_is_loaded_with_the_value_the_component_wrote(run, service):
+def test_a4_w3_r1_each_written_variable_lands_in_the_settings_as_written(run, service):
     """A4 (API function), W3 (worker container), R1 (migration function)."""
     written_by, load, _, fields = SERVICES[service]
     written = written_by(run)
@@ -176,7 +177,7 @@ def test_g5_every_written_variable_is_loaded_with_the_value_the_component_wrote(
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_g5_the_service_reads_every_variable_written_and_no_undeclared_one(run, service):
+def test_a4_w3_r1_the_service_reads_every_variable_written_and_no_other(run, service):
     written_by, load, contract, _ = SERVICES[service]
     written = written_by(run)
     environ = RecordingEnviron(written | platform(run))
@@ -186,7 +187,7 @@ def test_g5_the_service_reads_every_variable_written_and_no_undeclared_one(run, 
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_g5_every_required_variable_and_one_database_login_are_written(run, service):
+def test_a4_w3_r1_every_required_variable_and_one_database_login_are_written(run, service):
     written_by, _, contract, _ = SERVICES[service]
     written = written_by(run)
     assert contract.required <= written.keys()
@@ -215,7 +216,7 @@ def minimal_environment(contract: ServiceEnvironment) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_g5_the_contract_lists_exactly_what_each_loader_reads(service):
+def test_a4_w3_r1_the_contract_lists_exactly_what_each_loader_reads(service):
     _, load, contract, _ = SERVICES[service]
     environ = RecordingEnviron(minimal_environment(contract))
     load(environ)
@@ -223,7 +224,7 @@ def test_g5_the_contract_lists_exactly_what_each_loader_reads(service):
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_g5_the_contract_names_every_variable_the_loader_requires(service):
+def test_a4_w3_r1_the_contract_names_every_variable_the_loader_requires(service):
     _, load, contract, _ = SERVICES[service]
     complete = minimal_environment(contract)
     for name in sorted(contract.required):
@@ -232,13 +233,13 @@ def test_g5_the_contract_names_every_variable_the_loader_requires(service):
         assert raised.value.variable == name
 
 
-def test_a5_r2_the_api_gateway_model_is_the_contracts_request_schema(run):
+def test_a7_r2_the_api_gateway_model_is_the_contracts_request_schema(run):
     model = run.one("aws:apigateway/model:Model").inputs
     assert json.loads(model["schema"]) == CREATE_VIDEO_SCHEMA
 
 
 @pytest.mark.parametrize("field", sorted(CREATE_VIDEO_SCHEMA["properties"]))
-def test_r2_the_handler_accepts_and_rejects_at_the_models_length_limits(field):
+def test_a7_r2_the_handler_accepts_and_rejects_at_the_models_length_limits(field):
     """What API Gateway lets through at the limit the handler accepts; one more it rejects."""
     longest = CREATE_VIDEO_SCHEMA["properties"][field]["maxLength"]
     document = {"title": "t", "creator": "c", "source_path": "a.mp4"}
@@ -255,7 +256,7 @@ def text_of_length(length: int) -> str:
     return text[: length - 1] + "a"
 
 
-def test_r2_the_handler_refuses_fields_the_model_does_not_declare():
+def test_a7_r2_the_handler_refuses_fields_the_model_does_not_declare():
     document = {"title": "t", "creator": "c", "source_path": "a.mp4", "extra": "x"}
     assert CREATE_VIDEO_SCHEMA["additionalProperties"] is False
     with pytest.raises(ApiError):
