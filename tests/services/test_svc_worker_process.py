@@ -113,7 +113,8 @@ def test_r1_main_with_a_schema_missing_migrations_exits_1_naming_them(
     [failure] = [line for line in lines if line["message"] == "start-up failed"]
     assert failure["error"].startswith(
         "database schema is missing migration(s) 001_videos_and_jobs, 002_publication_lease,"
-        " 003_service_roles; the migration function (run by `pulumi up`) must apply them"
+        " 003_service_roles, 004_service_role_hardening; the migration function (run by"
+        " `pulumi up`) must apply them"
     )
 
 
