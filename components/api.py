@@ -9,16 +9,15 @@ in the usage plan with a quota; a WAF web ACL (rate limit per IP plus AWS manage
 on the stage; access logs, execution logs and WAF logs go to encrypted log groups; X-Ray traces
 the stage and the function. The Lambda runs in the private app subnets with its own security
 group; consumers of other tiers let it in with their `allow_from(api.security_group)`.
+The routes are data in `components.api_routes`; the web ACL is built by `components.waf`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -26,6 +25,16 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.api_routes import (
+    RESOURCES,
+    ROUTES,
+    VALIDATORS,
+    ApiAuth,
+    Route,
+    api_definition,
+    method_authorization,
+    redeploy_hash,
+)
 from components.aws_limits import API_CACHE_SIZES_GB, secret_recovery_problems
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
@@ -35,6 +44,7 @@ from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.tunables import Tunables, tunable
+from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, RegionalWafArgs, regional_waf
 from services.contract import (
     API_DB_USER,
     CREATE_VIDEO_MODEL,
@@ -49,18 +59,7 @@ INTEGRATION_TIMEOUT_SECONDS = 29
 API_KEY_LENGTH = 40
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 STAGE_CACHE_TTL_SECONDS = 60
-WAF_MIN_RATE_LIMIT = 10
-WAF_MAX_RATE_LIMIT = 2_000_000_000
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
-
-
-class ApiAuth(StrEnum):
-    API_KEY = "API_KEY"
-    IAM = "IAM"
-
-# Headers WAF must never write to its logs: the API key and SigV4 signatures.
-WAF_REDACTED_HEADERS = ("x-api-key", "authorization")
-WAF_MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
 
 # One JSON object per request; identifies the caller by key id and IP, never the key value.
 ACCESS_LOG_FIELDS = {
@@ -83,94 +82,6 @@ ACCESS_LOG_FIELDS = {
     "errorMessage": "$context.error.message",
 }
 ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
-
-# Request validators: name -> (validate body, validate parameters).
-VALIDATORS = {
-    "body-and-parameters": (True, True),
-    "parameters-only": (False, True),
-}
-
-
-@dataclass(frozen=True)
-class Route:
-    """One method of the API."""
-
-    key: str
-    """Stable logical-name part, e.g. `create-video`."""
-    path: str
-    """Resource path, e.g. `/videos/{videoId}`."""
-    http_method: str
-    validator: str
-    query_parameters: tuple[str, ...] = ()
-    path_parameters: tuple[str, ...] = ()
-    body_model: str | None = None
-
-    def request_parameters(self) -> dict[str, bool]:
-        """API Gateway's `method.request.*` map: path parameters required, queries optional."""
-        params = {f"method.request.path.{p}": True for p in self.path_parameters}
-        params.update({f"method.request.querystring.{q}": False for q in self.query_parameters})
-        return params
-
-    def cache_key_parameters(self) -> list[str]:
-        """Every declared parameter keys the stage cache, so `?status=A` never answers `B`."""
-        return sorted(self.request_parameters())
-
-    def arn_path(self) -> str:
-        """The method's part of an execute-api ARN: `GET/videos/*` for `/videos/{videoId}`."""
-        parts = ["*" if p.startswith("{") else p for p in self.path.strip("/").split("/")]
-        return f"{self.http_method}/" + "/".join(parts)
-
-
-# Resource path -> (path part, parent path); "/" is the API's root resource.
-RESOURCES = {
-    "/videos": ("videos", "/"),
-    "/videos/{videoId}": ("{videoId}", "/videos"),
-}
-ROUTES = (
-    Route("list-videos", "/videos", "GET", "parameters-only",
-          query_parameters=("status", "limit", "cursor")),
-    Route("create-video", "/videos", "POST", "body-and-parameters",
-          body_model=CREATE_VIDEO_MODEL),
-    Route("get-video", "/videos/{videoId}", "GET", "parameters-only",
-          path_parameters=("videoId",)),
-)
-
-
-def method_authorization(auth: ApiAuth) -> dict[str, Any]:
-    if auth is ApiAuth.IAM:
-        return {"authorization": "AWS_IAM", "api_key_required": False}
-    return {"authorization": "NONE", "api_key_required": True}
-
-
-def api_definition(auth: ApiAuth, routes: Sequence[Route] = ROUTES) -> dict[str, Any]:
-    """Everything a deployment snapshots, as plain data (pure; the redeploy trigger's input)."""
-    return {
-        "endpoint": "REGIONAL",
-        "resources": {path: list(spec) for path, spec in sorted(RESOURCES.items())},
-        "validators": {n: list(v) for n, v in sorted(VALIDATORS.items())},
-        "models": {CREATE_VIDEO_MODEL: CREATE_VIDEO_SCHEMA},
-        "methods": [
-            {
-                "path": r.path,
-                "httpMethod": r.http_method,
-                **method_authorization(auth),
-                "validator": r.validator,
-                "requestParameters": r.request_parameters(),
-                "requestModels": {"application/json": r.body_model} if r.body_model else {},
-                "integration": {"type": "AWS_PROXY", "httpMethod": "POST",
-                                "cacheKeyParameters": r.cache_key_parameters()},
-            }
-            for r in sorted(routes, key=lambda r: (r.path, r.http_method))
-        ],
-    }
-
-
-def redeploy_hash(definition: Mapping[str, Any], integration_uri: str) -> str:
-    """SHA-256 of the definition and the backend it calls, serialised deterministically."""
-    document = json.dumps({"definition": definition, "integrationUri": integration_uri},
-                          sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(document.encode()).hexdigest()
-
 
 @dataclass(frozen=True, kw_only=True)
 class ApiBackend(DataPlane):
@@ -422,71 +333,92 @@ class PublicApi(pulumi.ComponentResource):
     # -- resources, validation, methods, deployment (A1, A5, A7) ---------------------------
 
     def _methods_and_deployment(self) -> aws.apigateway.Deployment:
-        args, name, rest_api = self._args, self._name, self.rest_api
-        resource_ids: dict[str, pulumi.Input[str]] = {"/": rest_api.root_resource_id}
-        for path, (part, parent) in RESOURCES.items():
-            resource = aws.apigateway.Resource(
-                f"{name}{path.replace('/', '-').replace('{', '').replace('}', '').lower()}",
-                rest_api=rest_api.id, parent_id=resource_ids[parent], path_part=part,
-                opts=self._child)
-            resource_ids[path] = resource.id
-        validators = {
-            key: aws.apigateway.RequestValidator(
-                f"{name}-validate-{key}", rest_api=rest_api.id,
-                name=args.namer.name(f"api-{key}"),
-                validate_request_body=body, validate_request_parameters=params,
-                opts=self._child)
-            for key, (body, params) in VALIDATORS.items()
-        }
-        model = aws.apigateway.Model(
-            f"{name}-create-video-model", rest_api=rest_api.id, name=CREATE_VIDEO_MODEL,
-            description="POST /videos body", content_type="application/json",
-            schema=json.dumps(CREATE_VIDEO_SCHEMA, sort_keys=True), opts=self._child)
+        args, name = self._args, self._name
+        resource_ids = self._resources()
+        validators = self._validators()
+        model = self._create_video_model()
         snapshot: list[pulumi.Resource] = []
         for route in ROUTES:
-            method = aws.apigateway.Method(
-                f"{name}-{route.key}-method",
-                rest_api=rest_api.id,
-                resource_id=resource_ids[route.path],
-                http_method=route.http_method,
-                **method_authorization(args.auth),
-                request_validator_id=validators[route.validator].id,
-                request_parameters=route.request_parameters() or None,
-                request_models={"application/json": model.name} if route.body_model else None,
-                opts=self._child,
-            )
-            integration = aws.apigateway.Integration(
-                f"{name}-{route.key}-integration",
-                rest_api=rest_api.id,
-                resource_id=resource_ids[route.path],
-                http_method=method.http_method,
-                type="AWS_PROXY",
-                # Lambda is always invoked with POST, whatever the client's method.
-                integration_http_method="POST",
-                uri=self.function.invoke_arn,
-                cache_key_parameters=route.cache_key_parameters() or None,
-                opts=self._child,
-            )
-            aws.lambda_.Permission(
-                f"{name}-{route.key}-invoke",
-                action="lambda:InvokeFunction",
-                function=self.function.name,
-                principal="apigateway.amazonaws.com",
-                source_arn=pulumi.Output.concat(rest_api.execution_arn, "/", args.stage_name,
-                                                "/", route.arn_path()),
-                opts=self._child,
-            )
-            snapshot += [method, integration]
+            snapshot += self._route(route, resource_ids[route.path],
+                                    validators[route.validator], model)
         trigger = self.function.invoke_arn.apply(
             lambda uri: redeploy_hash(api_definition(args.auth), uri))
         # A deployment snapshots the API when created; the trigger replaces it on any change.
         return aws.apigateway.Deployment(
             f"{name}-deployment",
-            rest_api=rest_api.id,
+            rest_api=self.rest_api.id,
             description="Video API",
             triggers={"redeploy": trigger},
             opts=pulumi.ResourceOptions(parent=self, depends_on=snapshot),
         )
+
+    def _resources(self) -> dict[str, pulumi.Input[str]]:
+        """Resource path -> id, parents before children."""
+        rest_api = self.rest_api
+        resource_ids: dict[str, pulumi.Input[str]] = {"/": rest_api.root_resource_id}
+        for path, (part, parent) in RESOURCES.items():
+            resource = aws.apigateway.Resource(
+                f"{self._name}{path.replace('/', '-').replace('{', '').replace('}', '').lower()}",
+                rest_api=rest_api.id, parent_id=resource_ids[parent], path_part=part,
+                opts=self._child)
+            resource_ids[path] = resource.id
+        return resource_ids
+
+    def _validators(self) -> dict[str, aws.apigateway.RequestValidator]:
+        return {
+            key: aws.apigateway.RequestValidator(
+                f"{self._name}-validate-{key}", rest_api=self.rest_api.id,
+                name=self._args.namer.name(f"api-{key}"),
+                validate_request_body=body, validate_request_parameters=params,
+                opts=self._child)
+            for key, (body, params) in VALIDATORS.items()
+        }
+
+    def _create_video_model(self) -> aws.apigateway.Model:
+        return aws.apigateway.Model(
+            f"{self._name}-create-video-model", rest_api=self.rest_api.id,
+            name=CREATE_VIDEO_MODEL, description="POST /videos body",
+            content_type="application/json",
+            schema=json.dumps(CREATE_VIDEO_SCHEMA, sort_keys=True), opts=self._child)
+
+    def _route(self, route: Route, resource_id: pulumi.Input[str],
+               validator: aws.apigateway.RequestValidator,
+               model: aws.apigateway.Model) -> list[pulumi.Resource]:
+        """The route's method, its Lambda proxy integration and the permission to invoke."""
+        args, name, rest_api = self._args, self._name, self.rest_api
+        method = aws.apigateway.Method(
+            f"{name}-{route.key}-method",
+            rest_api=rest_api.id,
+            resource_id=resource_id,
+            http_method=route.http_method,
+            **method_authorization(args.auth),
+            request_validator_id=validator.id,
+            request_parameters=route.request_parameters() or None,
+            request_models={"application/json": model.name} if route.body_model else None,
+            opts=self._child,
+        )
+        integration = aws.apigateway.Integration(
+            f"{name}-{route.key}-integration",
+            rest_api=rest_api.id,
+            resource_id=resource_id,
+            http_method=method.http_method,
+            type="AWS_PROXY",
+            # Lambda is always invoked with POST, whatever the client's method.
+            integration_http_method="POST",
+            uri=self.function.invoke_arn,
+            cache_key_parameters=route.cache_key_parameters() or None,
+            opts=self._child,
+        )
+        aws.lambda_.Permission(
+            f"{name}-{route.key}-invoke",
+            action="lambda:InvokeFunction",
+            function=self.function.name,
+            principal="apigateway.amazonaws.com",
+            source_arn=pulumi.Output.concat(rest_api.execution_arn, "/", args.stage_name,
+                                            "/", route.arn_path()),
+            opts=self._child,
+        )
+        return [method, integration]
 
     # -- stage, logging, throttling (A2, A5) -----------------------------------------------
 
@@ -650,88 +582,19 @@ class PublicApi(pulumi.ComponentResource):
     # -- WAF (A6) --------------------------------------------------------------------------
 
     def _firewall(self) -> pulumi.Output[str]:
-        args, name = self._args, self._name
-        acl_name = args.namer.name("api-waf", NameKind.WAF)
-
-        def visibility(metric: str) -> dict[str, Any]:
-            return {"cloudwatch_metrics_enabled": True, "metric_name": metric,
-                    "sampled_requests_enabled": True}
-
-        rules: list[dict[str, Any]] = [{
-            "name": "rate-limit-per-ip",
-            "priority": 1,
-            "action": {"block": {}},
-            "statement": {"rate_based_statement": {"limit": args.waf_rate_limit,
-                                                   "aggregate_key_type": "IP"}},
-            "visibility_config": visibility(f"{acl_name}-rate-limit-per-ip"),
-        }]
-        for priority, group in enumerate(WAF_MANAGED_RULE_GROUPS, start=2):
-            rules.append({
-                "name": group,
-                "priority": priority,
-                # Rule groups keep their own actions; `action` here is rejected by WAF.
-                "override_action": {"none": {}},
-                "statement": {"managed_rule_group_statement": {"name": group,
-                                                               "vendor_name": "AWS"}},
-                "visibility_config": visibility(f"{acl_name}-{group}"),
-            })
-        acl = aws.wafv2.WebAcl(
-            f"{name}-waf",
-            name=acl_name,
+        args = self._args
+        acl = regional_waf(self._name, RegionalWafArgs(
+            namer=args.namer,
+            context=args.context,
+            stem="api",
             description="Video API: rate limit per IP and AWS managed rules",
-            scope="REGIONAL",
-            default_action={"allow": {}},
-            rules=rules,
-            visibility_config=visibility(acl_name),
-            tags=name_tag(acl_name),
-            opts=self._child,
-        )
-        # Stage.arn has the form WAF requires and makes the association wait for the stage.
-        aws.wafv2.WebAclAssociation(
-            f"{name}-waf-association", resource_arn=self.stage.arn, web_acl_arn=acl.arn,
-            opts=self._child)
-        self._firewall_logging(acl)
+            # Stage.arn has the form WAF requires and makes the association wait for the stage.
+            resource_arn=self.stage.arn,
+            rate_limit=args.waf_rate_limit,
+            logs_key_arn=args.logs_key_arn,
+            log_retention_days=args.log_retention_days,
+        ), parent=self)
         return acl.arn
-
-    def _firewall_logging(self, acl: aws.wafv2.WebAcl) -> None:
-        args, name = self._args, self._name
-        ctx = args.context
-        # WAF accepts only log groups whose names start with aws-waf-logs-.
-        group = encrypted_log_group(
-            f"{name}-waf-logs", name=args.namer.path("aws-waf-logs-", "api"),
-            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
-        # WAF delivers through CloudWatch Logs' log-delivery service. A policy on this group
-        # grants it up front, instead of WAF growing the account-wide AWSWAF-LOGS policy
-        # (5,120 characters, ten per region) on every web ACL.
-        policy = aws.cloudwatch.LogResourcePolicy(
-            f"{name}-waf-logs-policy",
-            resource_arn=group.arn,
-            policy_document=pulumi.Output.json_dumps({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Sid": "WafLogDelivery",
-                    "Effect": "Allow",
-                    "Principal": {"Service": pulumi.Output.concat("delivery.logs.",
-                                                                  ctx.dns_suffix)},
-                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                    "Resource": pulumi.Output.concat(group.arn, ":*"),
-                    "Condition": {
-                        "StringEquals": {"aws:SourceAccount": ctx.account_id},
-                        "ArnLike": {"aws:SourceArn": pulumi.Output.concat(
-                            "arn:", ctx.partition, ":logs:", ctx.region, ":", ctx.account_id,
-                            ":*")},
-                    },
-                }],
-            }),
-            opts=self._child,
-        )
-        aws.wafv2.WebAclLoggingConfiguration(
-            f"{name}-waf-logging",
-            resource_arn=acl.arn,
-            log_destination_configs=[group.arn],
-            redacted_fields=[{"single_header": {"name": h}} for h in WAF_REDACTED_HEADERS],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
-        )
 
     # -- alarms (O2) -----------------------------------------------------------------------
 

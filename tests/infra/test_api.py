@@ -9,22 +9,13 @@ import pulumi_aws as aws
 import pytest
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
-from components.api import (
-    ACCESS_LOG_FORMAT,
-    CREATE_VIDEO_SCHEMA,
-    ROUTES,
-    ApiAuth,
-    ApiBackend,
-    PublicApi,
-    PublicApiArgs,
-    Route,
-    api_definition,
-    redeploy_hash,
-)
+from components.api import ACCESS_LOG_FORMAT, ApiBackend, PublicApi, PublicApiArgs
+from components.api_routes import ROUTES, ApiAuth, Route, api_definition, redeploy_hash
 from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.packaging import build_api_package
 from offline.engine import ACCOUNT_ID, run_components, run_stack
+from services.contract import CREATE_VIDEO_SCHEMA
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
