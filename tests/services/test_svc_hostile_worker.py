@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from svc_support import drain_queue
 from test_svc_worker import Kit, kit, worker_database  # noqa: F401 (fixtures)
+from test_svc_worker_process import process_env  # noqa: F401 (fixture)
 
 from services.worker.consumer import Outcome
 from services.worker.errors import PermanentJobError
@@ -231,3 +232,40 @@ def test_m3_probe_report_must_be_an_accepted_container_with_a_real_video_stream(
 
     with pytest.raises(PermanentJobError, match=reason):
         require_video(document)
+
+
+def test_h3_worker_process_survives_hostile_messages_and_exits_zero_on_sigterm(
+    process_env, served_aws, database, admin_db, tmp_path
+):
+    """The real process: it exited 1 with a traceback on every delivery of such a message,
+    and the good job in the same batch waited."""
+    import signal
+
+    from svc_support import queue_depth, start_worker, submit_job
+    from test_svc_worker_process import job_state, run_until_exit, wait_for
+
+    names = ["deep-array", "deep-in-base64-envelope", "int-5000-digits-version"]
+    for name in names:
+        served_aws.sqs.send_message(
+            QueueUrl=served_aws.jobs_queue_url, MessageBody=HOSTILE_BODIES[name]
+        )
+    _, job_id = submit_job(database, served_aws.sqs, served_aws.jobs_queue_url, "clips/ok.mp4")
+    worker = start_worker(process_env, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: job_state(admin_db, job_id) == "COMPLETED", 60, "the good job")
+        wait_for(
+            lambda: queue_depth(served_aws.sqs, served_aws.dlq_url)[0] == len(names),
+            30,
+            "one dead-letter copy per hostile message",
+        )
+        assert worker.poll() is None, "the worker process ended"
+        worker.send_signal(signal.SIGTERM)
+        assert run_until_exit(worker, 30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    dead = drain_queue(served_aws.sqs, served_aws.dlq_url)
+    assert sorted(m["Body"] for m in dead) == sorted(HOSTILE_BODIES[name] for name in names)
+    assert all(m["MessageAttributes"]["failure_reason"]["StringValue"] for m in dead)
+    assert queue_depth(served_aws.sqs, served_aws.jobs_queue_url) == (0, 0)
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
