@@ -35,77 +35,56 @@ from services.contract import API_DB_USER, WORKER_DB_USER
 from stack_config import load_settings
 
 settings = load_settings()  # raises one ConfigError listing every bad key (G8)
-protection = settings.protection
 target = DeploymentTarget.look_up(settings.region, settings.common_tags())
 zones = settings.require_zones(target.zone_names)  # G1: looked up, never written down
-context, on_provider = target.context, target.options
-# What every tier shares: names, account facts, log retention.
-namer = settings.namer()
+context, on_provider, namer = target.context, target.options, settings.namer()
+# What every tier is given: names, account facts, log retention, data protection (G3).
 common = dict(namer=namer, context=context, log_retention_days=settings.log_retention_days)
+protect = dict(protect_data=settings.protection.protect_data)
 
-keys = PlatformKeys(
-    "keys",
-    PlatformKeysArgs(
-        context=context,
-        namer=namer,
-        protect_data=protection.enabled,
-        deletion_window_days=protection.kms_deletion_window_days,
-    ),
-    on_provider,
-)
-
+keys = PlatformKeys("keys", PlatformKeysArgs(context=context, namer=namer, **protect), on_provider)
 network = SecureVpc(
     "network",
     SecureVpcArgs.of(
-        settings.network,
-        **common,
-        availability_zones=zones,
-        logs_key_arn=keys.logs.arn,
+        settings.network, **common, availability_zones=zones, logs_key_arn=keys.logs.arn
     ),
     on_provider,
 )
-
 alarms = AlarmTopic(
     "alarms",
     AlarmTopicArgs.of(
-        settings.alarms,
-        namer=namer,
-        context=context,
-        kms_key_arn=keys.messaging.arn,
+        settings.alarms, namer=namer, context=context, kms_key_arn=keys.messaging.arn
     ),
     on_provider,
 )
 
-# Every tier below notifies the alarm topic and encrypts its logs with the logs key.
-tier_common = dict(**common, logs_key_arn=keys.logs.arn, alarm_topic_arn=alarms.arn)
+# Every tier below encrypts its logs with the logs key and notifies the alarm topic.
+tier = dict(**common, **protect, logs_key_arn=keys.logs.arn, alarm_topic_arn=alarms.arn)
 data_subnets = dict(
     vpc_id=network.vpc_id, subnet_ids=network.data_subnet_ids, availability_zones=network.zones
 )
+app_subnets = dict(vpc_id=network.vpc_id, subnet_ids=network.app_subnet_ids)
 
 # --- data tier: database, cache (consumers are let in with `allow_from`) ---------------------
 database = EncryptedAurora(
     "database",
     EncryptedAuroraArgs.of(
         settings.database,
-        **tier_common,
+        **tier,
         **data_subnets,
-        protect_data=protection.enabled,
         storage_key_arn=keys.database.arn,
         secret_key_arn=keys.secrets.arn,
     ),
     on_provider,
 )
-
 cache = RedisReplicationGroup(
     "cache",
     RedisReplicationGroupArgs.of(
         settings.cache,
-        **tier_common,
+        **tier,
         **data_subnets,
-        protect_data=protection.enabled,
         storage_key_arn=keys.cache.arn,
         secret_key_arn=keys.secrets.arn,
-        secret_recovery_window_days=protection.secret_recovery_window_days,
     ),
     on_provider,
 )
@@ -115,22 +94,19 @@ stream = AnalyticsStream(
     "stream",
     AnalyticsStreamArgs.of(
         settings.stream,
+        **protect,
         namer=namer,
         kms_key_arn=keys.stream.arn,
         alarm_topic_arn=alarms.arn,
-        destroyable=protection.destroyable,
-        protect_data=protection.enabled,
     ),
     on_provider,
 )
-
 jobs = JobQueue(
     "jobs",
     JobQueueArgs.of(
         settings.queue,
-        **tier_common,
+        **tier,
         kms_key_arn=keys.messaging.arn,
-        protect_data=protection.enabled,
         source_stream_arn=stream.arn,
         source_read_grants=tuple(stream.read_grants()),
     ),
@@ -145,8 +121,7 @@ migrations = SchemaMigrations(
     SchemaMigrationsArgs.for_database(
         database,
         **common,
-        vpc_id=network.vpc_id,
-        subnet_ids=network.app_subnet_ids,
+        **app_subnets,
         code_path=migrate_package.archive_path(),
         code_sha256=migrate_package.sha256_base64,
         migrations_sha256=migrations_fingerprint(),
@@ -165,42 +140,33 @@ files = SharedFileSystem(
         vpc_id=network.vpc_id,
         subnet_ids=network.data_subnet_ids,
         kms_key_arn=keys.filesystem.arn,
-        protect_data=protection.enabled,
+        **protect,
     ),
     on_provider,
 )
-
 worker = MediaWorkerService(
     "worker",
     MediaWorkerServiceArgs.of(
         settings.worker,
-        **tier_common,
-        vpc_id=network.vpc_id,
-        subnet_ids=network.app_subnet_ids,
-        connections=WorkerConnections.of_tiers(**data_tiers, jobs=jobs),
+        **tier,
+        **app_subnets,
         images_key_arn=keys.images.arn,
         secrets_key_arn=keys.secrets.arn,
         deployer_arn=target.deployer_arn,
+        connections=WorkerConnections.of_tiers(**data_tiers, jobs=jobs),
+        shared_volume=SharedVolume.of(files),
+        start_after=[migrations.invocation],
         execution_grants={"cache-secret": cache.grant_secret_read},
         task_grants={
             "jobs": jobs.grant_consume,
             "stream": stream.grant_write,
             "db-connect": partial(database.grant_connect, db_user=WORKER_DB_USER),
         },
-        start_after=[migrations.invocation],
-        shared_volume=SharedVolume.of(files),
         job_timeout_seconds=settings.queue.job_timeout_seconds,
         visibility_timeout_seconds=settings.queue.visibility_timeout_seconds,
-        destroyable=protection.destroyable,
-        secret_recovery_window_days=protection.secret_recovery_window_days,
     ),
     on_provider,
 )
-network.grant_aws_apis(worker.security_group, "worker")
-database.allow_from(worker.security_group)
-cache.allow_from(worker.security_group)
-if settings.worker.efs_mount:
-    files.allow_from(worker.security_group)
 
 # --- API tier ---------------------------------------------------------------------------------
 # The function's zip is rebuilt from services/ and the installed wheels on every run; the same
@@ -210,50 +176,40 @@ api = PublicApi(
     "api",
     PublicApiArgs.of(
         settings.api,
-        **tier_common,
-        vpc_id=network.vpc_id,
-        subnet_ids=network.app_subnet_ids,
+        **tier,
+        **app_subnets,
         code_path=api_package.archive_path(),
         code_sha256=api_package.sha256_base64,
         backend=ApiBackend.of_tiers(**data_tiers),
         secrets_key_arn=keys.secrets.arn,
+        start_after=[migrations.invocation],
         access_grants={
             "db-connect": partial(database.grant_connect, db_user=API_DB_USER),
             "cache-secret": cache.grant_secret_read,
             "stream-write": stream.grant_write,
         },
-        start_after=[migrations.invocation],
-        secret_recovery_window_days=protection.secret_recovery_window_days,
     ),
     on_provider,
 )
-network.grant_aws_apis(api.security_group, "api")
-database.allow_from(api.security_group)
-cache.allow_from(api.security_group)
+
+# --- grants: each consumer is let into exactly what it uses ----------------------------------
+for consumer, label in ((worker, "worker"), (api, "api")):
+    network.grant_aws_apis(consumer.security_group, label)
+    database.allow_from(consumer.security_group)
+    cache.allow_from(consumer.security_group)
+if settings.worker.efs_mount:
+    files.allow_from(worker.security_group)
 
 # --- operations: audit trail, dashboard -------------------------------------------------------
 audit = AuditTrail(
     "audit",
-    AuditTrailArgs.of(
-        settings.audit,
-        **common,
-        logs_key_arn=keys.logs.arn,
-        key_deletion_window_days=protection.kms_deletion_window_days,
-        destroyable=protection.destroyable,
-        protect_data=protection.enabled,
-    ),
+    AuditTrailArgs.of(settings.audit, **common, **protect, logs_key_arn=keys.logs.arn),
     on_provider,
 )
-
 dashboard = OperationsDashboard(
     "operations",
     OperationsDashboardArgs.of_tiers(
-        namer=namer,
-        region=settings.region,
-        api=api,
-        jobs=jobs,
-        worker=worker,
-        **data_tiers,
+        namer=namer, region=settings.region, api=api, jobs=jobs, worker=worker, **data_tiers
     ),
     on_provider,
 )

@@ -35,7 +35,7 @@ from components.api_routes import (
     method_authorization,
     redeploy_hash,
 )
-from components.aws_limits import API_CACHE_SIZES_GB, secret_recovery_problems
+from components.aws_limits import API_CACHE_SIZES_GB
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
@@ -43,6 +43,7 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
+from components.protection import Lifecycle
 from components.tunables import Tunables, tunable
 from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, RegionalWafArgs, regional_waf
 from services.contract import (
@@ -185,8 +186,9 @@ class PublicApiArgs(PublicApiSettings):
     """Stage name; default `v1`."""
     log_retention_days: int = 30
     """Retention of every log group here; default 30."""
-    secret_recovery_window_days: int = 0
-    """API key secret recovery window: 0 (default, destroyable) or 7-30."""
+    protect_data: bool = False
+    """False (default): the API key secret is deleted at once on destroy. True: it has a
+    30-day recovery window (G3)."""
 
     def validate(self) -> None:
         problems = [*self.tunable_problems(), *self._network_problems(),
@@ -227,8 +229,6 @@ class PublicApiArgs(PublicApiSettings):
         if not _STAGE_NAME.match(self.stage_name):
             problems.append(f"stage_name={self.stage_name!r}: allowed 1-128 letters, digits, _")
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        problems += secret_recovery_problems("secret_recovery_window_days",
-                                             self.secret_recovery_window_days)
         return problems
 
 
@@ -545,7 +545,7 @@ class PublicApi(pulumi.ComponentResource):
             name=secret_name,
             description=f"Value of the API key {key_name} (x-api-key header)",
             kms_key_id=args.secrets_key_arn,
-            recovery_window_in_days=args.secret_recovery_window_days,
+            recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
             tags=name_tag(secret_name),
             opts=self._child,
         )

@@ -19,7 +19,7 @@ from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import InvalidNameError, NameKind, Namer, name_tag
-from components.protection import data_store_options
+from components.protection import Lifecycle, data_store_options
 from components.tunables import Problem, Tunables, tunable
 
 TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:trail/[A-Za-z0-9_.-]{3,128}$")
@@ -88,13 +88,10 @@ class AuditTrailArgs(AuditTrailSettings):
     """CMK of the trail's CloudWatch log group (the platform logs key); required with CREATE."""
     log_retention_days: int = 90
     """Retention of the trail's CloudWatch log group; default 90."""
-    key_deletion_window_days: int = 7
-    """Deletion window of the audit key, 7-30; default 7 (30 with data protection)."""
-    destroyable: bool = True
-    """Empty the bucket on destroy; default True (False with data protection)."""
     protect_data: bool = False
-    """False (default): bucket and key are deleted on destroy. True: the engine refuses to
-    delete or replace the log bucket and the audit key, and both are retained on delete (G3)."""
+    """False (default): the bucket is emptied and deleted on destroy and the key waits 7 days.
+    True: the engine refuses to delete or replace the log bucket and the audit key, both are
+    retained on delete, the bucket is never emptied and the key waits 30 days (G3)."""
 
     def validate(self) -> None:
         problems = self.tunable_problems()
@@ -108,9 +105,6 @@ class AuditTrailArgs(AuditTrailSettings):
         if self.logs_key_arn is None:
             problems.append("logs_key_arn=None: required with mode CREATE")
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        if not 7 <= self.key_deletion_window_days <= 30:
-            problems.append(f"key_deletion_window_days={self.key_deletion_window_days}: "
-                            "allowed 7..30")
         for check in (lambda: trail_bucket_name(self.namer, ACCOUNT_PLACEHOLDER),
                       lambda: self.namer.name("trail", NameKind.CLOUDTRAIL)):
             try:
@@ -221,7 +215,7 @@ class AuditTrail(pulumi.ComponentResource):
                                          ctx.account_id, ":trail/", trail_name)
         key = EncryptionKey(f"{name}-key", EncryptionKeyArgs(
             purpose="audit-key", context=ctx, namer=args.namer,
-            deletion_window_days=args.key_deletion_window_days,
+            deletion_window_days=Lifecycle(args.protect_data).key_deletion_window_days,
             service_grants=cloudtrail_key_grants(ctx, trail_arn),
             protect_data=args.protect_data,
         ), self._child)
@@ -260,7 +254,7 @@ class AuditTrail(pulumi.ComponentResource):
         physical = pulumi.Output.from_input(args.context.account_id).apply(
             lambda account: trail_bucket_name(args.namer, account))
         bucket = aws.s3.Bucket(f"{name}-bucket", bucket=physical,
-                               force_destroy=args.destroyable,
+                               force_destroy=Lifecycle(args.protect_data).destroyable,
                                tags=physical.apply(name_tag),
                                opts=data_store_options(self, args.protect_data))
         aws.s3.BucketOwnershipControls(

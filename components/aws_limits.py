@@ -55,16 +55,6 @@ API_CACHE_SIZES_GB = ("0.5", "1.6", "6.1", "13.5", "28.4", "58.2", "118", "237")
 RDS_MIN_WINDOW_MINUTES = 30
 ELASTICACHE_MIN_WINDOW_MINUTES = 60
 
-# Secrets Manager: 0 deletes at once (ForceDeleteWithoutRecovery), else 7-30 days.
-SECRET_RECOVERY_WINDOWS = (0, *range(7, 31))
-
-
-def secret_recovery_problems(field_name: str, days: int) -> list[str]:
-    if days in SECRET_RECOVERY_WINDOWS:
-        return []
-    return [f"{field_name}={days}: allowed 0 or 7..30"]
-
-
 def aurora_parameter_group_family(engine_version: str) -> str:
     return f"aurora-postgresql{engine_version.split('.')[0]}"
 

@@ -20,7 +20,6 @@ from components.aws_limits import (
     CACHE_ENGINE_VERSIONS,
     ELASTICACHE_MIN_WINDOW_MINUTES,
     cache_parameter_group_family,
-    secret_recovery_problems,
 )
 from components.data_tier import DataStorePlacement
 from components.firewall import REDIS, RoleSecurityGroup
@@ -28,6 +27,7 @@ from components.iam import attach_grants, secret_read_grants
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
+from components.protection import Lifecycle
 from components.tunables import Problem, Tunables, tunable
 from components.windows import (
     DAILY_FORM,
@@ -116,15 +116,11 @@ class RedisReplicationGroupArgs(RedisReplicationGroupSettings, DataStorePlacemen
     group itself is not protected from deletion: it holds sessions and data rebuilt from the
     database, and the final snapshot (under the protected cache key) keeps them."""
 
-    secret_recovery_window_days: int = 0
-    """Recovery window of the token secret: 0 (delete at once, default) or 7-30."""
     memory_alarm_percent: int = 80
     """DatabaseMemoryUsagePercentage per node that alarms when sustained; default 80."""
 
     def validate(self) -> None:
         problems = self.tunable_problems() + self.placement_problems()
-        problems += secret_recovery_problems("secret_recovery_window_days",
-                                             self.secret_recovery_window_days)
         if not 1 <= self.memory_alarm_percent <= 100:
             problems.append(f"memory_alarm_percent={self.memory_alarm_percent}: allowed 1..100")
         if problems:
@@ -278,7 +274,7 @@ class RedisReplicationGroup(pulumi.ComponentResource):
             name=secret_name,
             description=f"AUTH token of the {self.replication_group_id} cache (the raw token)",
             kms_key_id=args.secret_key_arn,
-            recovery_window_in_days=args.secret_recovery_window_days,
+            recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
             tags=name_tag(secret_name),
             opts=self._child)
         aws.secretsmanager.SecretVersion(

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import Namer, name_tag
-from components.protection import data_store_options
+from components.protection import Lifecycle, data_store_options
 
 ENCRYPT_DECRYPT_ACTIONS = (
     "kms:Encrypt*",
@@ -177,10 +177,9 @@ class PlatformKeysArgs:
     """Account, partition and region facts (required)."""
     namer: Namer
     """Stack namer for the aliases (required)."""
-    deletion_window_days: int = 7
-    """Applied to every key; follows the stack's data-protection setting."""
     protect_data: bool = False
-    """Protect and retain every key (see `EncryptionKeyArgs.protect_data`); default False."""
+    """Protect and retain every key (see `EncryptionKeyArgs.protect_data`) and give each a
+    30-day deletion window instead of 7 (G3); default False."""
 
 
 class PlatformKeys(pulumi.ComponentResource):
@@ -205,7 +204,8 @@ class PlatformKeys(pulumi.ComponentResource):
                     purpose=f"{purpose}-key",
                     context=args.context,
                     namer=args.namer,
-                    deletion_window_days=args.deletion_window_days,
+                    deletion_window_days=Lifecycle(
+                        args.protect_data).key_deletion_window_days,
                     service_grants=grants.get(purpose, ()),
                     protect_data=args.protect_data,
                 ),

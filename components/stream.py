@@ -19,7 +19,7 @@ import pulumi_aws as aws
 from components.iam import Grant, attach_grants
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.protection import data_store_options
+from components.protection import Lifecycle, data_store_options
 from components.tunables import Problem, Tunables, tunable
 
 MAX_SHARDS = 500
@@ -116,11 +116,10 @@ class AnalyticsStreamArgs(AnalyticsStreamSettings):
     """ARN of the stream CMK used for server-side encryption (required, S3)."""
     alarm_topic_arn: pulumi.Input[str]
     """SNS topic the lag and throttling alarms notify (required, S5)."""
-    destroyable: bool = True
-    """Deregister enhanced fan-out consumers on destroy (G3); default True."""
     protect_data: bool = False
-    """False (default): the stream is deleted on destroy. True: the engine refuses to delete
-    or replace it and it is retained on delete, with the records still in it (G3)."""
+    """False (default): the stream is deleted on destroy, its enhanced fan-out consumers
+    deregistered first. True: the engine refuses to delete or replace it and it is retained
+    on delete, with the records still in it (G3)."""
 
     def validate(self) -> None:
         if problems := self.tunable_problems():
@@ -146,7 +145,7 @@ class AnalyticsStream(pulumi.ComponentResource):
             retention_period=args.retention_hours,
             encryption_type="KMS",
             kms_key_id=args.kms_key_arn,
-            enforce_consumer_deletion=args.destroyable,
+            enforce_consumer_deletion=Lifecycle(args.protect_data).destroyable,
             tags=name_tag(physical),
             opts=data_store_options(self, args.protect_data),
         )

@@ -30,7 +30,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 import pulumi_random as random
 
-from components.aws_limits import FARGATE_MEMORY_BY_CPU, secret_recovery_problems
+from components.aws_limits import FARGATE_MEMORY_BY_CPU
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, service_role
@@ -39,6 +39,7 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
+from components.protection import Lifecycle
 from components.tunables import Problem, Tunables, describe, tunable
 from services.contract import WORKER_DB_USER, EnvVar
 
@@ -304,10 +305,10 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings):
     the task role `rds-db:connect` through `task_grants`). Default `media_worker`."""
     start_after: Sequence[pulumi.Resource] = ()
     """What the service's first tasks wait for, e.g. the schema migration. Default none."""
-    destroyable: bool = True
-    """Delete the repository with its images on destroy (G3). Default True."""
-    secret_recovery_window_days: int = 0
-    """Content-key secret recovery window: 0 (delete at once) or 7..30. Default 0."""
+    protect_data: bool = False
+    """False (default): the image repository is deleted with its images on destroy and the
+    content-key secret at once. True: the repository is kept while it holds images and the
+    content key has a 30-day recovery window (G3)."""
 
     def validate(self) -> None:
         problems = self.tunable_problems()
@@ -325,8 +326,6 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings):
                             "a prebuilt image instead)")
         problems += retention_problems("log_retention_days", self.log_retention_days)
         problems += db_ssl_problems("db_ssl", self.db_ssl)
-        problems += secret_recovery_problems("secret_recovery_window_days",
-                                             self.secret_recovery_window_days)
         if problems:
             raise ValueError("MediaWorkerServiceArgs: " + "; ".join(problems))
 
@@ -416,7 +415,8 @@ class MediaWorkerService(pulumi.ComponentResource):
             f"{name}-repo", name=repo_name, image_tag_mutability="IMMUTABLE",
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": args.images_key_arn}],
-            force_delete=args.destroyable, tags=name_tag(repo_name), opts=self._child)
+            force_delete=Lifecycle(args.protect_data).destroyable, tags=name_tag(repo_name),
+            opts=self._child)
         self.repository_url = self.repository.repository_url
         aws.ecr.LifecyclePolicy(
             f"{name}-repo-lifecycle", repository=self.repository.name,
@@ -513,7 +513,7 @@ class MediaWorkerService(pulumi.ComponentResource):
             f"{name}-content-key", name=secret_name,
             description="Content-protection key material of the media workers (K3)",
             kms_key_id=args.secrets_key_arn,
-            recovery_window_in_days=args.secret_recovery_window_days,
+            recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
             tags=name_tag(secret_name), opts=self._child)
         self.content_key_secret_arn = self.content_key_secret.arn
         material = random.RandomBytes(f"{name}-content-key-material", length=CONTENT_KEY_BYTES,

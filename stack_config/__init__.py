@@ -25,6 +25,7 @@ from components.jobs import JobQueueSettings
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH, Namer
 from components.network import NatStrategy, SecureVpcSettings
 from components.observability import AlarmTopicSettings
+from components.protection import Lifecycle
 from components.stream import AnalyticsStreamSettings
 from components.tunables import Problem, Tunable, Tunables, render, tunable
 from components.worker import MediaWorkerServiceSettings
@@ -153,27 +154,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class DataProtection:
-    """What `dataProtection` switches on together (G3)."""
-
-    enabled: bool
-
-    @property
-    def kms_deletion_window_days(self) -> int:
-        return 30 if self.enabled else 7
-
-    @property
-    def secret_recovery_window_days(self) -> int:
-        # 0 deletes at once so a re-deploy can reuse the name; 7-30 is the allowed window.
-        return 30 if self.enabled else 0
-
-    @property
-    def destroyable(self) -> bool:
-        """Empty buckets / repositories / consumers on destroy."""
-        return not self.enabled
-
-
-@dataclass(frozen=True)
 class StackSettings:
     """Every tier's validated settings, plus the stack's identity."""
 
@@ -192,8 +172,8 @@ class StackSettings:
     audit: AuditTrailSettings
 
     @property
-    def protection(self) -> DataProtection:
-        return DataProtection(self.stack_wide.data_protection)
+    def protection(self) -> Lifecycle:
+        return Lifecycle(self.stack_wide.data_protection)
 
     @property
     def log_retention_days(self) -> int:
@@ -256,7 +236,7 @@ def _read_tier(tier: type[Tunables], raw: Mapping[str, str], problems: list[str]
 def _cross_tier_rules(settings: StackSettings) -> list[str]:
     """Rules that span tiers: what data protection forbids elsewhere."""
     problems = []
-    if settings.protection.enabled:
+    if settings.protection.protect_data:
         if settings.network.nat_strategy is NatStrategy.SINGLE:
             problems.append(
                 render(

@@ -140,9 +140,10 @@ def test_key_value_is_generated_and_kept_only_in_secrets_manager_a3_g5(run):
     assert api_key["enabled"] is True
 
 
-def test_secret_recovery_window_follows_data_protection_g3(namer, context):
-    run = build(namer, context, secret_recovery_window_days=30)
-    assert run.one("aws:secretsmanager/secret:Secret").inputs["recoveryWindowInDays"] == 30
+def test_secret_recovery_window_follows_data_protection_g3(namer, context, run):
+    assert run.one("aws:secretsmanager/secret:Secret").inputs["recoveryWindowInDays"] == 0
+    protected = build(namer, context, protect_data=True)
+    assert protected.one("aws:secretsmanager/secret:Secret").inputs["recoveryWindowInDays"] == 30
 
 
 def test_exposes_key_id_and_secret_arn_but_never_the_value(run):
@@ -717,7 +718,6 @@ def test_outputs_for_the_program(run):
     ({"cache_size_gb": "2"}, 'cache_size_gb="2": allowed empty (no cache) or one of 0.5, 1.6'),
     ({"stage_name": "v-1"}, "stage_name='v-1': allowed 1-128 letters, digits, _"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3"),
-    ({"secret_recovery_window_days": 3}, "secret_recovery_window_days=3: allowed 0 or 7..30"),
     ({"alarm_5xx_threshold": 0}, "alarm_5xx_threshold=0: allowed 1..100000"),
     ({"alarm_latency_p99_ms": 30000}, "alarm_latency_p99_ms=30000: allowed 50..29000"),
 ])

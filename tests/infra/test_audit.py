@@ -116,7 +116,7 @@ def test_o3_audit_key_rotates_and_follows_the_deletion_window(created, base_args
     key = audit_key(created).inputs
     assert key["enableKeyRotation"] is True
     assert key["deletionWindowInDays"] == 7
-    protected = build(replace(base_args, key_deletion_window_days=30))
+    protected = build(replace(base_args, protect_data=True))
     assert audit_key(protected).inputs["deletionWindowInDays"] == 30
 
 
@@ -177,7 +177,7 @@ def test_o3_bucket_name_carries_account_and_suffix_g2(created):
 
 
 def test_o3_bucket_kept_on_destroy_with_data_protection_g3(base_args):
-    run = build(replace(base_args, destroyable=False))
+    run = build(replace(base_args, protect_data=True))
     assert run.one("aws:s3/bucket:Bucket").inputs["forceDestroy"] is False
 
 
@@ -296,7 +296,6 @@ def test_o3_off_mode_creates_nothing_and_warns(base_args):
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
     ({"transition_days": 0}, "transition_days=0: allowed 1..3650"),
     ({"transition_days": 400}, "expiration_days=365: allowed more than transition_days (400)"),
-    ({"key_deletion_window_days": 3}, "key_deletion_window_days=3: allowed 7..30"),
 ])
 def test_o3_bad_args_are_named(base_args, changes, message):
     with pytest.raises(ValueError, match=r"^AuditTrailArgs: ") as error:
@@ -433,8 +432,7 @@ def test_g3_bucket_and_key_are_deleted_on_destroy_by_default(created):
 
 
 def test_g3_data_protection_protects_and_retains_the_log_bucket_and_the_audit_key(base_args):
-    run = build(replace(base_args, destroyable=False, key_deletion_window_days=30,
-                        protect_data=True))
+    run = build(replace(base_args, protect_data=True))
     assert guarded(run) == {("aws:s3/bucket:Bucket", "audit-bucket", True, True),
                             ("aws:kms/key:Key", "audit-key-key", True, True)}
     assert audit_key(run).protect is True

@@ -189,8 +189,9 @@ def test_c3_token_kept_in_secrets_manager_with_the_secrets_key(run):
     assert version["secretString"]["value"] == run.one(PASSWORD).state["result"]
 
 
-def test_c3_secret_recovery_window_from_args(namer, context):
-    run, _ = build(namer, context, secret_recovery_window_days=30)
+def test_c3_secret_recovery_window_follows_data_protection_g3(namer, context):
+    assert build(namer, context)[0].one(SECRET).inputs["recoveryWindowInDays"] == 0
+    run, _ = build(namer, context, protect_data=True)
     assert run.one(SECRET).inputs["recoveryWindowInDays"] == 30
 
 
@@ -375,8 +376,6 @@ def test_exposes_what_consumers_wire(namer, context):
     ({"maintenance_window": "sun:01:30-sun:02:30"},
      'maintenance_window="sun:01:30-sun:02:30": allowed a window that does not overlap '
      "snapshot_window (01:00-02:00); ElastiCache rejects overlapping windows"),
-    ({"secret_recovery_window_days": 3},
-     "secret_recovery_window_days=3: allowed 0 or 7..30"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
     ({"cpu_alarm_percent": 101}, "cpu_alarm_percent=101: allowed 1..100"),
     ({"memory_alarm_percent": 0}, "memory_alarm_percent=0: allowed 1..100"),

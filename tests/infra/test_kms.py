@@ -27,9 +27,9 @@ ROOT_STATEMENT = {
 }
 
 
-def build_platform_keys(namer, context, window=7):
+def build_platform_keys(namer, context, protect_data=False):
     return run_components(lambda: PlatformKeys("keys", PlatformKeysArgs(
-        context=context, namer=namer, deletion_window_days=window)))
+        context=context, namer=namer, protect_data=protect_data)))
 
 
 def policy_of(run, name):
@@ -47,7 +47,10 @@ def test_every_platform_key_rotates_and_has_a_suffixed_alias_k1(namer, context):
 
 
 def test_data_protection_window_reaches_every_key_g3(namer, context):
-    run = build_platform_keys(namer, context, window=30)
+    windows = {k.inputs["deletionWindowInDays"]
+               for k in build_platform_keys(namer, context).of_type("aws:kms/key:Key")}
+    assert windows == {7}
+    run = build_platform_keys(namer, context, protect_data=True)
     assert {k.inputs["deletionWindowInDays"] for k in run.of_type("aws:kms/key:Key")} == {30}
 
 
@@ -123,7 +126,7 @@ def test_g3_keys_are_ordinary_resources_without_data_protection(namer, context):
 def test_g3_data_protection_protects_and_retains_every_platform_key_not_the_aliases(
         namer, context):
     run = run_components(lambda: PlatformKeys("keys", PlatformKeysArgs(
-        context=context, namer=namer, deletion_window_days=30, protect_data=True)))
+        context=context, namer=namer, protect_data=True)))
     assert guarded(run) == {(f"keys-{p}-key", True, True) for p in PLATFORM_KEY_PURPOSES}
     assert all(not a.protect and not a.retain_on_delete
                for a in run.of_type("aws:kms/alias:Alias"))

@@ -33,7 +33,7 @@ def test_defaults_are_secure_and_multi_az_g7():
     assert settings.cache.node_count == 2
     assert settings.worker.min_tasks == 2
     assert settings.stream.mode is StreamMode.ON_DEMAND
-    assert settings.protection.enabled is False
+    assert settings.protection.protect_data is False
     assert settings.log_retention_days == 30
 
 
@@ -146,9 +146,9 @@ def test_region_without_enough_zones_fails_before_cloud_resources_g1():
 
 def test_data_protection_switches_every_destroy_setting_together_g3():
     off, on = parse().protection, parse(dataProtection="true").protection
-    assert (off.kms_deletion_window_days, off.secret_recovery_window_days, off.destroyable) \
+    assert (off.key_deletion_window_days, off.secret_recovery_window_days, off.destroyable) \
         == (7, 0, True)
-    assert (on.kms_deletion_window_days, on.secret_recovery_window_days, on.destroyable) \
+    assert (on.key_deletion_window_days, on.secret_recovery_window_days, on.destroyable) \
         == (30, 30, False)
 
 

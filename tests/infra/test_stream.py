@@ -120,7 +120,7 @@ def test_g3_consumers_deregistered_on_destroy_by_default(base_args):
 
 
 def test_g3_data_protection_keeps_consumers(base_args):
-    stream = build(replace(base_args, destroyable=False)).one(STREAM)
+    stream = build(replace(base_args, protect_data=True)).one(STREAM)
     assert stream.inputs["enforceConsumerDeletion"] is False
 
 

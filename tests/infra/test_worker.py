@@ -622,7 +622,6 @@ def test_exposes_what_main_wires(namer, context):
     ({"dockerfile": "services/nope/Dockerfile"},
      "dockerfile='services/nope/Dockerfile': no such file (set image to run a prebuilt image"),
     ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
-    ({"secret_recovery_window_days": 3}, "secret_recovery_window_days=3: allowed 0 or 7..30"),
     ({"shared_volume": None}, "shared_volume: required while efs_mount is True (W4)"),
     ({"db_ssl": "disable"}, "db_ssl='disable': allowed one of require, verify-full"),
 ])
@@ -826,9 +825,9 @@ def test_w3_worker_image_runs_as_uid_1000_with_a_writable_scratch_volume():
     assert 'ENTRYPOINT ["python", "-m", "services.worker"]' in lines
 
 
-def test_k3_the_deployer_may_read_the_content_key_back_for_refresh():
+def test_k3_the_deployer_may_read_the_content_key_back_for_refresh(prod_run):
     """The stack passes the role running Pulumi: refresh and replacement read the value."""
-    run = run_stack("prod")
+    run = prod_run
     policy = json.loads(run.one("aws:secretsmanager/secretPolicy:SecretPolicy").inputs["policy"])
     readers = policy["Statement"][0]["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
     assert readers == [run.named("worker-task-role").state["arn"],
