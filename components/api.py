@@ -84,6 +84,7 @@ ACCESS_LOG_FIELDS = {
 }
 ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
 
+
 @dataclass(frozen=True, kw_only=True)
 class ApiBackend(DataPlane):
     """What the handler connects to, plus its own settings."""
@@ -109,46 +110,78 @@ class PublicApiSettings(Tunables):
     TIER = "api"
 
     auth: ApiAuth = tunable(
-        "apiAuth", ApiAuth.API_KEY,
+        "apiAuth",
+        ApiAuth.API_KEY,
         "Method authorisation: API_KEY (a key on every method, usage plan, quota) or IAM "
-        "(SigV4 on every method; no key and no usage plan) (A3).", choices=ApiAuth)
-    throttle_rate_limit: float = tunable("apiThrottleRateLimit", 50,
-                                         "Steady requests/s for the stage and usage plan (A2).",
-                                         kind="number", range=(1, 10_000))
-    throttle_burst_limit: int = tunable("apiThrottleBurstLimit", 100,
-                                        "Burst requests for the stage and usage plan (A2).",
-                                        range=(1, 5000))
-    quota_limit: int = tunable("apiQuotaLimit", 100_000,
-                               "Requests per quota period per API key (A2).",
-                               range=(1, 2_000_000_000))
-    quota_period: str = tunable("apiQuotaPeriod", "MONTH", "Quota period (A2).",
-                                choices=QUOTA_PERIODS)
-    waf_rate_limit: int = tunable("apiWafRateLimit", 2000,
-                                  "WAF requests per 5 minutes per client IP (A6).",
-                                  range=(WAF_MIN_RATE_LIMIT, WAF_MAX_RATE_LIMIT))
+        "(SigV4 on every method; no key and no usage plan) (A3).",
+        choices=ApiAuth,
+    )
+    throttle_rate_limit: float = tunable(
+        "apiThrottleRateLimit",
+        50,
+        "Steady requests/s for the stage and usage plan (A2).",
+        kind="number",
+        range=(1, 10_000),
+    )
+    throttle_burst_limit: int = tunable(
+        "apiThrottleBurstLimit",
+        100,
+        "Burst requests for the stage and usage plan (A2).",
+        range=(1, 5000),
+    )
+    quota_limit: int = tunable(
+        "apiQuotaLimit",
+        100_000,
+        "Requests per quota period per API key (A2).",
+        range=(1, 2_000_000_000),
+    )
+    quota_period: str = tunable(
+        "apiQuotaPeriod", "MONTH", "Quota period (A2).", choices=QUOTA_PERIODS
+    )
+    waf_rate_limit: int = tunable(
+        "apiWafRateLimit",
+        2000,
+        "WAF requests per 5 minutes per client IP (A6).",
+        range=(WAF_MIN_RATE_LIMIT, WAF_MAX_RATE_LIMIT),
+    )
     # 1000 is an account's default concurrency; 0 would stop the function.
     reserved_concurrency: int = tunable(
-        "apiReservedConcurrency", -1,
+        "apiReservedConcurrency",
+        -1,
         "Reserved concurrency of the API function; -1 leaves it unreserved.",
-        range=(1, 1000), also=(-1,))
-    memory_mb: int = tunable("apiLambdaMemoryMb", 256, "API function memory in MiB.",
-                             range=(128, 10240))
+        range=(1, 1000),
+        also=(-1,),
+    )
+    memory_mb: int = tunable(
+        "apiLambdaMemoryMb", 256, "API function memory in MiB.", range=(128, 10240)
+    )
     cache_size_gb: str = tunable(
-        "apiCacheSizeGb", "", "Stage cache size in GB (encrypted); empty for no cache.",
+        "apiCacheSizeGb",
+        "",
+        "Stage cache size in GB (encrypted); empty for no cache.",
         check=lambda size: size in ("", *API_CACHE_SIZES_GB),
-        allowed="empty (no cache) or one of " + ", ".join(API_CACHE_SIZES_GB))
+        allowed="empty (no cache) or one of " + ", ".join(API_CACHE_SIZES_GB),
+    )
     manage_cloudwatch_role: bool = tunable(
-        "apiManageCloudwatchRole", False,
+        "apiManageCloudwatchRole",
+        False,
         "Create the account-wide API Gateway CloudWatch Logs role (retained on destroy; one "
         "stack per account). Off: the account must already have one, or stages with logging "
-        "fail to deploy.")
-    alarm_5xx_threshold: int = tunable("alarmApi5xxThreshold", 5,
-                                       "API 5xx responses per 5 minutes that alarm (O2).",
-                                       range=(1, 100_000))
+        "fail to deploy.",
+    )
+    alarm_5xx_threshold: int = tunable(
+        "alarmApi5xxThreshold",
+        5,
+        "API 5xx responses per 5 minutes that alarm (O2).",
+        range=(1, 100_000),
+    )
     # Below 50 ms a VPC function's p99 is noise; above 29 s API Gateway has already given up.
-    alarm_latency_p99_ms: int = tunable("alarmApiLatencyP99Ms", 3000,
-                                        "API p99 latency (ms) that alarms (O2).",
-                                        range=(50, INTEGRATION_TIMEOUT_SECONDS * 1000))
+    alarm_latency_p99_ms: int = tunable(
+        "alarmApiLatencyP99Ms",
+        3000,
+        "API p99 latency (ms) that alarms (O2).",
+        range=(50, INTEGRATION_TIMEOUT_SECONDS * 1000),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,37 +224,47 @@ class PublicApiArgs(PublicApiSettings):
     30-day recovery window (G3)."""
 
     def validate(self) -> None:
-        problems = [*self.tunable_problems(), *self._network_problems(),
-                    *self._function_problems(), *self._stage_problems()]
+        problems = [
+            *self.tunable_problems(),
+            *self._network_problems(),
+            *self._function_problems(),
+            *self._stage_problems(),
+        ]
         if problems:
             raise ValueError("PublicApiArgs: " + "; ".join(problems))
 
     def _network_problems(self) -> list[str]:
         if len(self.subnet_ids) < 2:
-            return [f"subnet_ids: {len(self.subnet_ids)} given, allowed at least 2 "
-                    "(one per AZ, G7)"]
+            return [
+                f"subnet_ids: {len(self.subnet_ids)} given, allowed at least 2 (one per AZ, G7)"
+            ]
         return []
 
     def _function_problems(self) -> list[str]:
         problems = []
         if not 1 <= self.timeout_seconds < INTEGRATION_TIMEOUT_SECONDS:
-            problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
-                            f"1..{INTEGRATION_TIMEOUT_SECONDS - 1} (API Gateway gives up "
-                            f"after {INTEGRATION_TIMEOUT_SECONDS} s)")
+            problems.append(
+                f"timeout_seconds={self.timeout_seconds}: allowed "
+                f"1..{INTEGRATION_TIMEOUT_SECONDS - 1} (API Gateway gives up "
+                f"after {INTEGRATION_TIMEOUT_SECONDS} s)"
+            )
         if not self.code_path or not self.code_sha256:
-            problems.append("code_path/code_sha256: allowed a built package "
-                            "(components.packaging.build_api_package)")
+            problems.append(
+                "code_path/code_sha256: allowed a built package "
+                "(components.packaging.build_api_package)"
+            )
         backend = self.backend
         problems += db_ssl_problems("backend.db_ssl", backend.db_ssl)
         if backend.log_level not in LOG_LEVELS:
-            problems.append(f"backend.log_level={backend.log_level!r}: allowed one of "
-                            + ", ".join(LOG_LEVELS))
+            problems.append(
+                f"backend.log_level={backend.log_level!r}: allowed one of " + ", ".join(LOG_LEVELS)
+            )
         if not PurePosixPath(backend.media_root).is_absolute():
-            problems.append(f"backend.media_root={backend.media_root!r}: allowed an absolute "
-                            "path")
+            problems.append(f"backend.media_root={backend.media_root!r}: allowed an absolute path")
         if not 1 <= backend.cache_ttl_seconds <= 604_800:
-            problems.append(f"backend.cache_ttl_seconds={backend.cache_ttl_seconds}: allowed "
-                            "1..604800")
+            problems.append(
+                f"backend.cache_ttl_seconds={backend.cache_ttl_seconds}: allowed 1..604800"
+            )
         return problems
 
     def _stage_problems(self) -> list[str]:
@@ -245,8 +288,7 @@ class PublicApi(pulumi.ComponentResource):
     function_name: pulumi.Output[str]
     web_acl_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: PublicApiArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: PublicApiArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()
         super().__init__("media:api:PublicApi", name, None, opts)
         self._name = name
@@ -254,8 +296,13 @@ class PublicApi(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         namer = args.namer
         self.security_group = RoleSecurityGroup(
-            f"{name}-sg", role="api", description="API Lambda backend", vpc_id=args.vpc_id,
-            namer=namer, parent=self)
+            f"{name}-sg",
+            role="api",
+            description="API Lambda backend",
+            vpc_id=args.vpc_id,
+            namer=namer,
+            parent=self,
+        )
         # Secrets Manager, Kinesis, X-Ray and KMS over HTTPS (via NAT or the VPC endpoints).
         self.function = self._function()
         self.function_name = self.function.name
@@ -279,42 +326,48 @@ class PublicApi(pulumi.ComponentResource):
         self.api_key_id, self.api_key_secret_arn = self._access_control()
         self.web_acl_arn = self._firewall()
         self._alarms()
-        self.register_outputs({
-            "rest_api_id": self.rest_api_id,
-            "stage_name": self.stage_name,
-            "invoke_url": self.invoke_url,
-            "api_key_id": self.api_key_id,
-            "api_key_secret_arn": self.api_key_secret_arn,
-            "security_group_id": self.security_group.id,
-            "function_name": self.function_name,
-            "web_acl_arn": self.web_acl_arn,
-        })
+        self.register_outputs(
+            {
+                "rest_api_id": self.rest_api_id,
+                "stage_name": self.stage_name,
+                "invoke_url": self.invoke_url,
+                "api_key_id": self.api_key_id,
+                "api_key_secret_arn": self.api_key_secret_arn,
+                "security_group_id": self.security_group.id,
+                "function_name": self.function_name,
+                "web_acl_arn": self.web_acl_arn,
+            }
+        )
 
     # -- Lambda backend (A4) ---------------------------------------------------------------
 
     def _function(self) -> aws.lambda_.Function:
         args = self._args
-        backend = vpc_function(self._name, VpcFunctionArgs(
-            stem="api",
-            description="Video API backend (API Gateway proxy integration)",
-            handler=HANDLER,
-            code_path=args.code_path,
-            code_sha256=args.code_sha256,
-            subnet_ids=args.subnet_ids,
-            security_group=self.security_group,
-            environment=self._environment(),
-            namer=args.namer,
-            context=args.context,
-            logs_key_arn=args.logs_key_arn,
-            environment_key_arn=args.secrets_key_arn,
-            log_retention_days=args.log_retention_days,
-            log_level=args.backend.log_level,
-            memory_mb=args.memory_mb,
-            timeout_seconds=args.timeout_seconds,
-            reserved_concurrency=args.reserved_concurrency,
-            access_grants=args.access_grants,
-            start_after=args.start_after,
-        ), parent=self)
+        backend = vpc_function(
+            self._name,
+            VpcFunctionArgs(
+                stem="api",
+                description="Video API backend (API Gateway proxy integration)",
+                handler=HANDLER,
+                code_path=args.code_path,
+                code_sha256=args.code_sha256,
+                subnet_ids=args.subnet_ids,
+                security_group=self.security_group,
+                environment=self._environment(),
+                namer=args.namer,
+                context=args.context,
+                logs_key_arn=args.logs_key_arn,
+                environment_key_arn=args.secrets_key_arn,
+                log_retention_days=args.log_retention_days,
+                log_level=args.backend.log_level,
+                memory_mb=args.memory_mb,
+                timeout_seconds=args.timeout_seconds,
+                reserved_concurrency=args.reserved_concurrency,
+                access_grants=args.access_grants,
+                start_after=args.start_after,
+            ),
+            parent=self,
+        )
         self.role = backend.role
         return backend.function
 
@@ -339,10 +392,12 @@ class PublicApi(pulumi.ComponentResource):
         model = self._create_video_model()
         snapshot: list[pulumi.Resource] = []
         for route in ROUTES:
-            snapshot += self._route(route, resource_ids[route.path],
-                                    validators[route.validator], model)
+            snapshot += self._route(
+                route, resource_ids[route.path], validators[route.validator], model
+            )
         trigger = self.function.invoke_arn.apply(
-            lambda uri: redeploy_hash(api_definition(args.auth), uri))
+            lambda uri: redeploy_hash(api_definition(args.auth), uri)
+        )
         # A deployment snapshots the API when created; the trigger replaces it on any change.
         return aws.apigateway.Deployment(
             f"{name}-deployment",
@@ -359,31 +414,45 @@ class PublicApi(pulumi.ComponentResource):
         for path, (part, parent) in RESOURCES.items():
             resource = aws.apigateway.Resource(
                 f"{self._name}{path.replace('/', '-').replace('{', '').replace('}', '').lower()}",
-                rest_api=rest_api.id, parent_id=resource_ids[parent], path_part=part,
-                opts=self._child)
+                rest_api=rest_api.id,
+                parent_id=resource_ids[parent],
+                path_part=part,
+                opts=self._child,
+            )
             resource_ids[path] = resource.id
         return resource_ids
 
     def _validators(self) -> dict[str, aws.apigateway.RequestValidator]:
         return {
             key: aws.apigateway.RequestValidator(
-                f"{self._name}-validate-{key}", rest_api=self.rest_api.id,
+                f"{self._name}-validate-{key}",
+                rest_api=self.rest_api.id,
                 name=self._args.namer.name(f"api-{key}"),
-                validate_request_body=body, validate_request_parameters=params,
-                opts=self._child)
+                validate_request_body=body,
+                validate_request_parameters=params,
+                opts=self._child,
+            )
             for key, (body, params) in VALIDATORS.items()
         }
 
     def _create_video_model(self) -> aws.apigateway.Model:
         return aws.apigateway.Model(
-            f"{self._name}-create-video-model", rest_api=self.rest_api.id,
-            name=CREATE_VIDEO_MODEL, description="POST /videos body",
+            f"{self._name}-create-video-model",
+            rest_api=self.rest_api.id,
+            name=CREATE_VIDEO_MODEL,
+            description="POST /videos body",
             content_type="application/json",
-            schema=json.dumps(CREATE_VIDEO_SCHEMA, sort_keys=True), opts=self._child)
+            schema=json.dumps(CREATE_VIDEO_SCHEMA, sort_keys=True),
+            opts=self._child,
+        )
 
-    def _route(self, route: Route, resource_id: pulumi.Input[str],
-               validator: aws.apigateway.RequestValidator,
-               model: aws.apigateway.Model) -> list[pulumi.Resource]:
+    def _route(
+        self,
+        route: Route,
+        resource_id: pulumi.Input[str],
+        validator: aws.apigateway.RequestValidator,
+        model: aws.apigateway.Model,
+    ) -> list[pulumi.Resource]:
         """The route's method, its Lambda proxy integration and the permission to invoke."""
         args, name, rest_api = self._args, self._name, self.rest_api
         method = aws.apigateway.Method(
@@ -414,8 +483,9 @@ class PublicApi(pulumi.ComponentResource):
             action="lambda:InvokeFunction",
             function=self.function.name,
             principal="apigateway.amazonaws.com",
-            source_arn=pulumi.Output.concat(rest_api.execution_arn, "/", args.stage_name,
-                                            "/", route.arn_path()),
+            source_arn=pulumi.Output.concat(
+                rest_api.execution_arn, "/", args.stage_name, "/", route.arn_path()
+            ),
             opts=self._child,
         )
         return [method, integration]
@@ -427,9 +497,11 @@ class PublicApi(pulumi.ComponentResource):
         because v7 resets it on delete, which would break every other API's logging."""
         args, name = self._args, self._name
         ctx = args.context
-        pulumi.log.info("PublicApi: manage_cloudwatch_role=True sets the account-wide API "
-                        "Gateway CloudWatch role; it and its role are retained on destroy",
-                        resource=self)
+        pulumi.log.info(
+            "PublicApi: manage_cloudwatch_role=True sets the account-wide API "
+            "Gateway CloudWatch role; it and its role are retained on destroy",
+            resource=self,
+        )
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         # A prefix, not a fixed name: the role is retained on destroy, so a later `up` of the
         # same stack must be free to create a new one (IAM allows at most 38 chars here).
@@ -441,12 +513,18 @@ class PublicApi(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-cloudwatch-role",
             name_prefix=role_name,
-            assume_role_policy=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow",
-                               "Principal": {"Service": "apigateway.amazonaws.com"},
-                               "Action": "sts:AssumeRole"}],
-            }),
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "apigateway.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
             tags=name_tag(role_name.rstrip("-")),
             opts=keep,
         )
@@ -454,45 +532,59 @@ class PublicApi(pulumi.ComponentResource):
             f"{name}-cloudwatch-policy",
             role=role.name,
             policy_arn=pulumi.Output.concat(
-                "arn:", ctx.partition,
-                ":iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"),
+                "arn:",
+                ctx.partition,
+                ":iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+            ),
             opts=keep,
         )
         return aws.apigateway.Account(
             f"{name}-account",
             cloudwatch_role_arn=role.arn,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True,
-                                        depends_on=[attachment]),
+            opts=pulumi.ResourceOptions(
+                parent=self, retain_on_delete=True, depends_on=[attachment]
+            ),
         )
 
-    def _stage(self, deployment: aws.apigateway.Deployment,
-               account: aws.apigateway.Account | None) -> aws.apigateway.Stage:
+    def _stage(
+        self, deployment: aws.apigateway.Deployment, account: aws.apigateway.Account | None
+    ) -> aws.apigateway.Stage:
         args, name = self._args, self._name
         retention, key = args.log_retention_days, args.logs_key_arn
         execution_logs = encrypted_log_group(
             f"{name}-execution-logs",
-            name=pulumi.Output.concat("API-Gateway-Execution-Logs_", self.rest_api.id, "/",
-                                      args.stage_name),
-            kms_key_arn=key, retention_days=retention, parent=self)
+            name=pulumi.Output.concat(
+                "API-Gateway-Execution-Logs_", self.rest_api.id, "/", args.stage_name
+            ),
+            kms_key_arn=key,
+            retention_days=retention,
+            parent=self,
+        )
         access_logs = encrypted_log_group(
-            f"{name}-access-logs", name=args.namer.path("/apigateway/access-logs/", "api"),
-            kms_key_arn=key, retention_days=retention, parent=self)
-        cache = {"cache_cluster_enabled": True, "cache_cluster_size": args.cache_size_gb} \
-            if args.cache_size_gb else {}
+            f"{name}-access-logs",
+            name=args.namer.path("/apigateway/access-logs/", "api"),
+            kms_key_arn=key,
+            retention_days=retention,
+            parent=self,
+        )
+        cache = (
+            {"cache_cluster_enabled": True, "cache_cluster_size": args.cache_size_gb}
+            if args.cache_size_gb
+            else {}
+        )
         return aws.apigateway.Stage(
             f"{name}-stage",
             rest_api=self.rest_api.id,
             deployment=deployment.id,
             stage_name=args.stage_name,
             description="Video API",
-            access_log_settings={"destination_arn": access_logs.arn,
-                                 "format": ACCESS_LOG_FORMAT},
+            access_log_settings={"destination_arn": access_logs.arn, "format": ACCESS_LOG_FORMAT},
             xray_tracing_enabled=True,
             **cache,
             tags=name_tag(args.namer.name(f"api-{args.stage_name.lower()}")),
             opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[execution_logs, *([account] if account else [])]),
+                parent=self, depends_on=[execution_logs, *([account] if account else [])]
+            ),
         )
 
     def _method_settings(self, account: aws.apigateway.Account | None) -> None:
@@ -509,21 +601,22 @@ class PublicApi(pulumi.ComponentResource):
             "caching_enabled": cached,
         }
         if cached:
-            settings.update({
-                "cache_data_encrypted": True,
-                "cache_ttl_in_seconds": STAGE_CACHE_TTL_SECONDS,
-                # Clients may not flush the shared cache with Cache-Control: max-age=0.
-                "require_authorization_for_cache_control": True,
-                "unauthorized_cache_control_header_strategy": "FAIL_WITH_403",
-            })
+            settings.update(
+                {
+                    "cache_data_encrypted": True,
+                    "cache_ttl_in_seconds": STAGE_CACHE_TTL_SECONDS,
+                    # Clients may not flush the shared cache with Cache-Control: max-age=0.
+                    "require_authorization_for_cache_control": True,
+                    "unauthorized_cache_control_header_strategy": "FAIL_WITH_403",
+                }
+            )
         aws.apigateway.MethodSettings(
             f"{self._name}-method-settings",
             rest_api=self.rest_api.id,
             stage_name=self.stage.stage_name,
             method_path="*/*",
             settings=settings,
-            opts=pulumi.ResourceOptions(parent=self,
-                                        depends_on=[account] if account else []),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account] if account else []),
         )
 
     # -- API key, usage plan (A2, A3) ------------------------------------------------------
@@ -531,14 +624,23 @@ class PublicApi(pulumi.ComponentResource):
     def _access_control(self) -> tuple[pulumi.Output[str] | None, pulumi.Output[str] | None]:
         args, name = self._args, self._name
         if args.auth is ApiAuth.IAM:
-            pulumi.log.info("PublicApi: auth=IAM — every method requires SigV4 (AWS_IAM); no API "
-                            "key or usage plan is created, so per-client quotas do not apply "
-                            "(stage throttling still does)", resource=self)
+            pulumi.log.info(
+                "PublicApi: auth=IAM — every method requires SigV4 (AWS_IAM); no API "
+                "key or usage plan is created, so per-client quotas do not apply "
+                "(stage throttling still does)",
+                resource=self,
+            )
             return None, None
         key_name = args.namer.name("api-key")
         value = random.RandomPassword(
-            f"{name}-key-value", length=API_KEY_LENGTH, special=False,
-            min_upper=4, min_lower=4, min_numeric=4, opts=self._child)
+            f"{name}-key-value",
+            length=API_KEY_LENGTH,
+            special=False,
+            min_upper=4,
+            min_lower=4,
+            min_numeric=4,
+            opts=self._child,
+        )
         secret_name = args.namer.name("api-key", NameKind.SECRET)
         secret = aws.secretsmanager.Secret(
             f"{name}-key-secret",
@@ -550,50 +652,72 @@ class PublicApi(pulumi.ComponentResource):
             opts=self._child,
         )
         aws.secretsmanager.SecretVersion(
-            f"{name}-key-secret-value", secret_id=secret.id, secret_string=value.result,
-            opts=self._child)
+            f"{name}-key-secret-value",
+            secret_id=secret.id,
+            secret_string=value.result,
+            opts=self._child,
+        )
         api_key = aws.apigateway.ApiKey(
-            f"{name}-key", name=key_name, description="Client key of the video API",
-            enabled=True, value=value.result, tags=name_tag(key_name), opts=self._child)
+            f"{name}-key",
+            name=key_name,
+            description="Client key of the video API",
+            enabled=True,
+            value=value.result,
+            tags=name_tag(key_name),
+            opts=self._child,
+        )
         plan_name = args.namer.name("api-plan")
-        throttle = {"rate_limit": args.throttle_rate_limit,
-                    "burst_limit": args.throttle_burst_limit}
+        throttle = {
+            "rate_limit": args.throttle_rate_limit,
+            "burst_limit": args.throttle_burst_limit,
+        }
         plan = aws.apigateway.UsagePlan(
             f"{name}-usage-plan",
             name=plan_name,
             description="Per-key throttling and quota of the video API",
             # Naming the stage's output makes the plan wait for the stage to exist.
-            api_stages=[{
-                "api_id": self.rest_api.id,
-                "stage": self.stage.stage_name,
-                "throttles": [{"path": f"{r.path}/{r.http_method}", **throttle}
-                              for r in ROUTES],
-            }],
+            api_stages=[
+                {
+                    "api_id": self.rest_api.id,
+                    "stage": self.stage.stage_name,
+                    "throttles": [
+                        {"path": f"{r.path}/{r.http_method}", **throttle} for r in ROUTES
+                    ],
+                }
+            ],
             throttle_settings=throttle,
             quota_settings={"limit": args.quota_limit, "period": args.quota_period},
             tags=name_tag(plan_name),
             opts=self._child,
         )
         aws.apigateway.UsagePlanKey(
-            f"{name}-usage-plan-key", key_id=api_key.id, key_type="API_KEY",
-            usage_plan_id=plan.id, opts=self._child)
+            f"{name}-usage-plan-key",
+            key_id=api_key.id,
+            key_type="API_KEY",
+            usage_plan_id=plan.id,
+            opts=self._child,
+        )
         return api_key.id, secret.arn
 
     # -- WAF (A6) --------------------------------------------------------------------------
 
     def _firewall(self) -> pulumi.Output[str]:
         args = self._args
-        acl = regional_waf(self._name, RegionalWafArgs(
-            namer=args.namer,
-            context=args.context,
-            stem="api",
-            description="Video API: rate limit per IP and AWS managed rules",
-            # Stage.arn has the form WAF requires and makes the association wait for the stage.
-            resource_arn=self.stage.arn,
-            rate_limit=args.waf_rate_limit,
-            logs_key_arn=args.logs_key_arn,
-            log_retention_days=args.log_retention_days,
-        ), parent=self)
+        acl = regional_waf(
+            self._name,
+            RegionalWafArgs(
+                namer=args.namer,
+                context=args.context,
+                stem="api",
+                description="Video API: rate limit per IP and AWS managed rules",
+                # Stage.arn has the form WAF requires and makes the association wait for the stage.
+                resource_arn=self.stage.arn,
+                rate_limit=args.waf_rate_limit,
+                logs_key_arn=args.logs_key_arn,
+                log_retention_days=args.log_retention_days,
+            ),
+            parent=self,
+        )
         return acl.arn
 
     # -- alarms (O2) -----------------------------------------------------------------------
@@ -603,14 +727,42 @@ class PublicApi(pulumi.ComponentResource):
         api = {"ApiName": self.rest_api.name, "Stage": self.stage.stage_name}
         function = {"FunctionName": self.function.name}
         alarms = (
-            ("5xx", "AWS/ApiGateway", "5XXError", api, "Sum", args.alarm_5xx_threshold,
-             "API answered with server errors"),
-            ("latency-p99", "AWS/ApiGateway", "Latency", api, "p99", args.alarm_latency_p99_ms,
-             "API p99 latency is high"),
-            ("lambda-errors", "AWS/Lambda", "Errors", function, "Sum", 0,
-             "API function invocations failed"),
-            ("lambda-throttles", "AWS/Lambda", "Throttles", function, "Sum", 0,
-             "API function invocations were throttled"),
+            (
+                "5xx",
+                "AWS/ApiGateway",
+                "5XXError",
+                api,
+                "Sum",
+                args.alarm_5xx_threshold,
+                "API answered with server errors",
+            ),
+            (
+                "latency-p99",
+                "AWS/ApiGateway",
+                "Latency",
+                api,
+                "p99",
+                args.alarm_latency_p99_ms,
+                "API p99 latency is high",
+            ),
+            (
+                "lambda-errors",
+                "AWS/Lambda",
+                "Errors",
+                function,
+                "Sum",
+                0,
+                "API function invocations failed",
+            ),
+            (
+                "lambda-throttles",
+                "AWS/Lambda",
+                "Throttles",
+                function,
+                "Sum",
+                0,
+                "API function invocations were throttled",
+            ),
         )
         for suffix, namespace, metric, dimensions, statistic, threshold, text in alarms:
             metric_alarm(

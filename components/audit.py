@@ -46,33 +46,59 @@ class AuditTrailSettings(Tunables):
     TIER = "audit"
 
     mode: AuditTrailMode = tunable(
-        "auditTrailMode", AuditTrailMode.CREATE,
+        "auditTrailMode",
+        AuditTrailMode.CREATE,
         "CloudTrail: CREATE a trail, use an EXISTING organisation trail (give its ARN), or OFF "
-        "(a logged opt-out) (O3).", choices=AuditTrailMode)
+        "(a logged opt-out) (O3).",
+        choices=AuditTrailMode,
+    )
     existing_trail_arn: str = tunable(
-        "auditTrailExistingArn", "", "ARN of the existing trail when auditTrailMode is EXISTING.",
-        allowed="empty, or a CloudTrail trail ARN when auditTrailMode is EXISTING")
-    transition_days: int = tunable("auditLogTransitionDays", 30,
-                                   "Days before audit logs move to Glacier Instant Retrieval.",
-                                   range=(1, 3650))
-    expiration_days: int = tunable("auditLogExpirationDays", 365,
-                                   "Days before audit logs (and noncurrent versions) expire.",
-                                   range=(1, 3650))
+        "auditTrailExistingArn",
+        "",
+        "ARN of the existing trail when auditTrailMode is EXISTING.",
+        allowed="empty, or a CloudTrail trail ARN when auditTrailMode is EXISTING",
+    )
+    transition_days: int = tunable(
+        "auditLogTransitionDays",
+        30,
+        "Days before audit logs move to Glacier Instant Retrieval.",
+        range=(1, 3650),
+    )
+    expiration_days: int = tunable(
+        "auditLogExpirationDays",
+        365,
+        "Days before audit logs (and noncurrent versions) expire.",
+        range=(1, 3650),
+    )
 
     def rules(self) -> list[Problem]:
         problems = []
         existing = self.mode is AuditTrailMode.EXISTING
         if existing and not TRAIL_ARN.match(self.existing_trail_arn):
-            problems.append(Problem("existing_trail_arn", self.existing_trail_arn,
-                                    "a CloudTrail trail ARN (arn:<partition>:cloudtrail:"
-                                    "<region>:<account>:trail/<name>) when {mode} is EXISTING"))
+            problems.append(
+                Problem(
+                    "existing_trail_arn",
+                    self.existing_trail_arn,
+                    "a CloudTrail trail ARN (arn:<partition>:cloudtrail:"
+                    "<region>:<account>:trail/<name>) when {mode} is EXISTING",
+                )
+            )
         if not existing and self.existing_trail_arn:
-            problems.append(Problem("existing_trail_arn", self.existing_trail_arn,
-                                    "empty unless {mode} is EXISTING (create or bring your own, "
-                                    "not both)"))
+            problems.append(
+                Problem(
+                    "existing_trail_arn",
+                    self.existing_trail_arn,
+                    "empty unless {mode} is EXISTING (create or bring your own, not both)",
+                )
+            )
         if self.expiration_days <= self.transition_days:
-            problems.append(Problem("expiration_days", self.expiration_days,
-                                    f"more than {{transition_days}} ({self.transition_days})"))
+            problems.append(
+                Problem(
+                    "expiration_days",
+                    self.expiration_days,
+                    f"more than {{transition_days}} ({self.transition_days})",
+                )
+            )
         return problems
 
 
@@ -105,8 +131,10 @@ class AuditTrailArgs(AuditTrailSettings):
         if self.logs_key_arn is None:
             problems.append("logs_key_arn=None: required with mode CREATE")
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        for check in (lambda: trail_bucket_name(self.namer, ACCOUNT_PLACEHOLDER),
-                      lambda: self.namer.name("trail", NameKind.CLOUDTRAIL)):
+        for check in (
+            lambda: trail_bucket_name(self.namer, ACCOUNT_PLACEHOLDER),
+            lambda: self.namer.name("trail", NameKind.CLOUDTRAIL),
+        ):
             try:
                 check()
             except InvalidNameError as error:
@@ -114,8 +142,9 @@ class AuditTrailArgs(AuditTrailSettings):
         return problems
 
 
-def cloudtrail_key_grants(ctx: AwsContext, trail_arn: pulumi.Input[str]) -> tuple[ServiceGrant,
-                                                                                 ...]:
+def cloudtrail_key_grants(
+    ctx: AwsContext, trail_arn: pulumi.Input[str]
+) -> tuple[ServiceGrant, ...]:
     """What CloudTrail needs on the audit key, only on behalf of this trail.
 
     Decrypt is part of it because the bucket uses an S3 Bucket Key, for which CloudTrail must
@@ -123,8 +152,9 @@ def cloudtrail_key_grants(ctx: AwsContext, trail_arn: pulumi.Input[str]) -> tupl
     policies, which the key's account-root statement enables.
     """
     this_trail = {"aws:SourceArn": trail_arn}
-    any_trail_of_account = pulumi.Output.concat("arn:", ctx.partition, ":cloudtrail:*:",
-                                                ctx.account_id, ":trail/*")
+    any_trail_of_account = pulumi.Output.concat(
+        "arn:", ctx.partition, ":cloudtrail:*:", ctx.account_id, ":trail/*"
+    )
     return (
         ServiceGrant(
             sid="CloudTrailEncryptLogs",
@@ -144,8 +174,9 @@ def cloudtrail_key_grants(ctx: AwsContext, trail_arn: pulumi.Input[str]) -> tupl
     )
 
 
-def trail_bucket_policy(bucket_arn: pulumi.Input[str], trail_arn: pulumi.Input[str],
-                        ctx: AwsContext) -> pulumi.Output[str]:
+def trail_bucket_policy(
+    bucket_arn: pulumi.Input[str], trail_arn: pulumi.Input[str], ctx: AwsContext
+) -> pulumi.Output[str]:
     """TLS only; CloudTrail may read the ACL and write its objects, for this trail only."""
     service = pulumi.Output.concat("cloudtrail.", ctx.dns_suffix)
     statements: list[dict[str, Any]] = [
@@ -171,8 +202,12 @@ def trail_bucket_policy(bucket_arn: pulumi.Input[str], trail_arn: pulumi.Input[s
             "Principal": {"Service": service},
             "Action": "s3:PutObject",
             "Resource": pulumi.Output.concat(bucket_arn, "/", LOG_PREFIX, ctx.account_id, "/*"),
-            "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control",
-                                           "aws:SourceArn": trail_arn}},
+            "Condition": {
+                "StringEquals": {
+                    "s3:x-amz-acl": "bucket-owner-full-control",
+                    "aws:SourceArn": trail_arn,
+                }
+            },
         },
     ]
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
@@ -190,8 +225,7 @@ class AuditTrail(pulumi.ComponentResource):
     key_arn: pulumi.Output[str] | None
     log_group_name: pulumi.Output[str] | None
 
-    def __init__(self, name: str, args: AuditTrailArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: AuditTrailArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()
         super().__init__("media:audit:AuditTrail", name, None, opts)
         self._name, self._args = name, args
@@ -200,35 +234,76 @@ class AuditTrail(pulumi.ComponentResource):
         if args.mode is AuditTrailMode.EXISTING:
             self.trail_arn = pulumi.Output.from_input(args.existing_trail_arn)
         elif args.mode is AuditTrailMode.OFF:
-            pulumi.log.warn("auditTrailMode=OFF: this stack creates no CloudTrail trail; API "
-                            "activity is audited only if the account has another trail (O3)",
-                            resource=self)
+            pulumi.log.warn(
+                "auditTrailMode=OFF: this stack creates no CloudTrail trail; API "
+                "activity is audited only if the account has another trail (O3)",
+                resource=self,
+            )
         else:
             self._create()
-        self.register_outputs({"trail_arn": self.trail_arn, "bucket_name": self.bucket_name,
-                               "key_arn": self.key_arn, "log_group_name": self.log_group_name})
+        self.register_outputs(
+            {
+                "trail_arn": self.trail_arn,
+                "bucket_name": self.bucket_name,
+                "key_arn": self.key_arn,
+                "log_group_name": self.log_group_name,
+            }
+        )
 
     def _create(self) -> None:
         args, name, ctx = self._args, self._name, self._args.context
         trail_name = args.namer.name("trail", NameKind.CLOUDTRAIL)
-        trail_arn = pulumi.Output.concat("arn:", ctx.partition, ":cloudtrail:", ctx.region, ":",
-                                         ctx.account_id, ":trail/", trail_name)
-        key = EncryptionKey(f"{name}-key", EncryptionKeyArgs(
-            purpose="audit-key", context=ctx, namer=args.namer,
-            deletion_window_days=Lifecycle(args.protect_data).key_deletion_window_days,
-            service_grants=cloudtrail_key_grants(ctx, trail_arn),
-            protect_data=args.protect_data,
-        ), self._child)
+        trail_arn = pulumi.Output.concat(
+            "arn:",
+            ctx.partition,
+            ":cloudtrail:",
+            ctx.region,
+            ":",
+            ctx.account_id,
+            ":trail/",
+            trail_name,
+        )
+        key = EncryptionKey(
+            f"{name}-key",
+            EncryptionKeyArgs(
+                purpose="audit-key",
+                context=ctx,
+                namer=args.namer,
+                deletion_window_days=Lifecycle(args.protect_data).key_deletion_window_days,
+                service_grants=cloudtrail_key_grants(ctx, trail_arn),
+                protect_data=args.protect_data,
+            ),
+            self._child,
+        )
         bucket, bucket_policy = self._bucket(key, trail_arn)
         group = encrypted_log_group(
-            f"{name}-log-group", name=args.namer.path("/aws/cloudtrail/", "trail"),
-            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
-        role = service_role(f"{name}-logs-role", role="trail-logs",
-                            service="cloudtrail.amazonaws.com", ctx=ctx, namer=args.namer,
-                            parent=self, source_arn=trail_arn)
-        role_policy = attach_grants(f"{name}-logs-policy", role, [Grant(
-            sid="TrailWritesItsLogGroup", actions=TRAIL_LOG_WRITE_ACTIONS,
-            resources=(pulumi.Output.concat(group.arn, ":log-stream:*"),))], parent=self)
+            f"{name}-log-group",
+            name=args.namer.path("/aws/cloudtrail/", "trail"),
+            kms_key_arn=args.logs_key_arn,
+            retention_days=args.log_retention_days,
+            parent=self,
+        )
+        role = service_role(
+            f"{name}-logs-role",
+            role="trail-logs",
+            service="cloudtrail.amazonaws.com",
+            ctx=ctx,
+            namer=args.namer,
+            parent=self,
+            source_arn=trail_arn,
+        )
+        role_policy = attach_grants(
+            f"{name}-logs-policy",
+            role,
+            [
+                Grant(
+                    sid="TrailWritesItsLogGroup",
+                    actions=TRAIL_LOG_WRITE_ACTIONS,
+                    resources=(pulumi.Output.concat(group.arn, ":log-stream:*"),),
+                )
+            ],
+            parent=self,
+        )
         self.trail = aws.cloudtrail.Trail(
             f"{name}-trail",
             name=trail_name,
@@ -248,51 +323,83 @@ class AuditTrail(pulumi.ComponentResource):
         self.key_arn = key.arn
         self.log_group_name = group.name
 
-    def _bucket(self, key: EncryptionKey,
-                trail_arn: pulumi.Output[str]) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
+    def _bucket(
+        self, key: EncryptionKey, trail_arn: pulumi.Output[str]
+    ) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
         args, name, child = self._args, self._name, self._child
         physical = pulumi.Output.from_input(args.context.account_id).apply(
-            lambda account: trail_bucket_name(args.namer, account))
-        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=physical,
-                               force_destroy=Lifecycle(args.protect_data).destroyable,
-                               tags=physical.apply(name_tag),
-                               opts=data_store_options(self, args.protect_data))
+            lambda account: trail_bucket_name(args.namer, account)
+        )
+        bucket = aws.s3.Bucket(
+            f"{name}-bucket",
+            bucket=physical,
+            force_destroy=Lifecycle(args.protect_data).destroyable,
+            tags=physical.apply(name_tag),
+            opts=data_store_options(self, args.protect_data),
+        )
         aws.s3.BucketOwnershipControls(
-            f"{name}-bucket-ownership", bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+            f"{name}-bucket-ownership",
+            bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=child,
+        )
         block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-bucket-public-access", bucket=bucket.id, block_public_acls=True,
-            block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
-            opts=child)
-        aws.s3.BucketVersioning(f"{name}-bucket-versioning", bucket=bucket.id,
-                                versioning_configuration={"status": "Enabled"}, opts=child)
+            f"{name}-bucket-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-bucket-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child,
+        )
         aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-bucket-encryption", bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {
-                "sse_algorithm": "aws:kms", "kms_master_key_id": key.arn},
-                "bucket_key_enabled": True}],
-            opts=child)
+            f"{name}-bucket-encryption",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": {
+                        "sse_algorithm": "aws:kms",
+                        "kms_master_key_id": key.arn,
+                    },
+                    "bucket_key_enabled": True,
+                }
+            ],
+            opts=child,
+        )
         self._lifecycle(bucket)
         policy = aws.s3.BucketPolicy(
-            f"{name}-bucket-policy", bucket=bucket.id,
+            f"{name}-bucket-policy",
+            bucket=bucket.id,
             policy=trail_bucket_policy(bucket.arn, trail_arn, args.context),
             # S3 rejects a policy while the public-access block is still being applied.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
+        )
         return bucket, policy
 
     def _lifecycle(self, bucket: aws.s3.Bucket) -> None:
         args = self._args
         aws.s3.BucketLifecycleConfiguration(
-            f"{self._name}-bucket-lifecycle", bucket=bucket.id,
-            rules=[{
-                "id": "audit-log-retention",
-                "status": "Enabled",
-                "filter": {"prefix": LOG_PREFIX},
-                "transitions": [{"days": args.transition_days, "storage_class": "GLACIER_IR"}],
-                "expiration": {"days": args.expiration_days},
-                "noncurrent_version_transitions": [{"noncurrent_days": args.transition_days,
-                                                    "storage_class": "GLACIER_IR"}],
-                "noncurrent_version_expiration": {"noncurrent_days": args.expiration_days},
-                "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
-            }],
-            opts=self._child)
+            f"{self._name}-bucket-lifecycle",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "id": "audit-log-retention",
+                    "status": "Enabled",
+                    "filter": {"prefix": LOG_PREFIX},
+                    "transitions": [{"days": args.transition_days, "storage_class": "GLACIER_IR"}],
+                    "expiration": {"days": args.expiration_days},
+                    "noncurrent_version_transitions": [
+                        {"noncurrent_days": args.transition_days, "storage_class": "GLACIER_IR"}
+                    ],
+                    "noncurrent_version_expiration": {"noncurrent_days": args.expiration_days},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+                }
+            ],
+            opts=self._child,
+        )

@@ -55,6 +55,7 @@ API_CACHE_SIZES_GB = ("0.5", "1.6", "6.1", "13.5", "28.4", "58.2", "118", "237")
 RDS_MIN_WINDOW_MINUTES = 30
 ELASTICACHE_MIN_WINDOW_MINUTES = 60
 
+
 def aurora_parameter_group_family(engine_version: str) -> str:
     return f"aurora-postgresql{engine_version.split('.')[0]}"
 

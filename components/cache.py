@@ -60,37 +60,67 @@ class RedisReplicationGroupSettings(Tunables):
 
     TIER = "cache"
 
-    engine: str = tunable("cacheEngine", "valkey",
-                          "Redis-compatible engine, lowercase as the v7 provider requires.",
-                          choices=tuple(CACHE_ENGINE_VERSIONS))
+    engine: str = tunable(
+        "cacheEngine",
+        "valkey",
+        "Redis-compatible engine, lowercase as the v7 provider requires.",
+        choices=tuple(CACHE_ENGINE_VERSIONS),
+    )
     engine_version: str = tunable(
-        "cacheEngineVersion", "8.0",
-        "Engine major.minor (valkey " + "/".join(CACHE_ENGINE_VERSIONS["valkey"]) + ", redis "
-        + "/".join(CACHE_ENGINE_VERSIONS["redis"]) + ").")
-    node_type: str = tunable("cacheNodeType", "cache.t4g.micro", "ElastiCache node type.",
-                             pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$",
-                             allowed="an ElastiCache node type like cache.t4g.micro")
+        "cacheEngineVersion",
+        "8.0",
+        "Engine major.minor (valkey "
+        + "/".join(CACHE_ENGINE_VERSIONS["valkey"])
+        + ", redis "
+        + "/".join(CACHE_ENGINE_VERSIONS["redis"])
+        + ").",
+    )
+    node_type: str = tunable(
+        "cacheNodeType",
+        "cache.t4g.micro",
+        "ElastiCache node type.",
+        pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$",
+        allowed="an ElastiCache node type like cache.t4g.micro",
+    )
     node_count: int = tunable(
-        "cacheNodeCount", MIN_NODES,
+        "cacheNodeCount",
+        MIN_NODES,
         "Primary plus replicas, round-robin over the zones (C1): automatic failover needs a "
-        "replica; cluster mode off holds 6.", range=(MIN_NODES, MAX_NODES))
+        "replica; cluster mode off holds 6.",
+        range=(MIN_NODES, MAX_NODES),
+    )
     transit_encryption: bool = tunable(
-        "cacheTransitEncryption", True,
+        "cacheTransitEncryption",
+        True,
         "TLS with an AUTH token kept in Secrets Manager; false is a development opt-out (no "
-        "TLS, no token, no secret) that warns in the preview (C3).")
-    snapshot_retention_days: int = tunable("cacheSnapshotRetentionDays", 1,
-                                           "Automatic snapshots kept; 0 turns them off (C4).",
-                                           range=(0, 35))
-    snapshot_window: str = tunable("cacheSnapshotWindow", "01:00-02:00",
-                                   "Daily snapshot window, UTC, >= 60 minutes (C4).",
-                                   pattern=DAILY_WINDOW, allowed=DAILY_FORM)
+        "TLS, no token, no secret) that warns in the preview (C3).",
+    )
+    snapshot_retention_days: int = tunable(
+        "cacheSnapshotRetentionDays",
+        1,
+        "Automatic snapshots kept; 0 turns them off (C4).",
+        range=(0, 35),
+    )
+    snapshot_window: str = tunable(
+        "cacheSnapshotWindow",
+        "01:00-02:00",
+        "Daily snapshot window, UTC, >= 60 minutes (C4).",
+        pattern=DAILY_WINDOW,
+        allowed=DAILY_FORM,
+    )
     maintenance_window: str = tunable(
-        "cacheMaintenanceWindow", "sun:05:00-sun:06:00",
+        "cacheMaintenanceWindow",
+        "sun:05:00-sun:06:00",
         "Weekly maintenance window, UTC, >= 60 minutes, apart from the snapshot window.",
-        pattern=WEEKLY_WINDOW, allowed=WEEKLY_FORM)
+        pattern=WEEKLY_WINDOW,
+        allowed=WEEKLY_FORM,
+    )
     cpu_alarm_percent: int = tunable(
-        "alarmCacheCpuPercent", 75,
-        "EngineCPUUtilization (%) per node that alarms, sustained 15 minutes.", range=(1, 100))
+        "alarmCacheCpuPercent",
+        75,
+        "EngineCPUUtilization (%) per node that alarms, sustained 15 minutes.",
+        range=(1, 100),
+    )
 
     @property
     def parameter_group_family(self) -> str:
@@ -100,11 +130,19 @@ class RedisReplicationGroupSettings(Tunables):
         problems = []
         versions = CACHE_ENGINE_VERSIONS.get(self.engine, ())
         if versions and self.engine_version not in versions:
-            problems.append(Problem("engine_version", self.engine_version,
-                                    f"for {self.engine}: " + ", ".join(versions)))
-        return problems + window_pair_rules(("snapshot_window", self.snapshot_window),
-                                            ("maintenance_window", self.maintenance_window),
-                                            ELASTICACHE_MIN_WINDOW_MINUTES, "ElastiCache")
+            problems.append(
+                Problem(
+                    "engine_version",
+                    self.engine_version,
+                    f"for {self.engine}: " + ", ".join(versions),
+                )
+            )
+        return problems + window_pair_rules(
+            ("snapshot_window", self.snapshot_window),
+            ("maintenance_window", self.maintenance_window),
+            ELASTICACHE_MIN_WINDOW_MINUTES,
+            "ElastiCache",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,8 +177,9 @@ class RedisReplicationGroup(pulumi.ComponentResource):
     replication_group_id: str
     node_count: int
 
-    def __init__(self, name: str, args: RedisReplicationGroupArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: RedisReplicationGroupArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:cache:RedisReplicationGroup", name, None, opts)
         self._name = name
@@ -154,21 +193,33 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         self.transit_encryption = args.transit_encryption
 
         self.security_group = RoleSecurityGroup(
-            f"{name}-sg", role="cache",
+            f"{name}-sg",
+            role="cache",
             description=f"ElastiCache {args.engine}: 6379 only from granted security groups",
-            vpc_id=args.vpc_id, namer=namer, parent=self)
+            vpc_id=args.vpc_id,
+            namer=namer,
+            parent=self,
+        )
         subnet_group_name = namer.name("cache-subnets", NameKind.ELASTICACHE_SUBNET_GROUP)
         self.subnet_group = aws.elasticache.SubnetGroup(
-            f"{name}-subnets", name=subnet_group_name,
+            f"{name}-subnets",
+            name=subnet_group_name,
             description="Private data subnets of the cache",
-            subnet_ids=list(args.subnet_ids), tags=name_tag(subnet_group_name), opts=self._child)
+            subnet_ids=list(args.subnet_ids),
+            tags=name_tag(subnet_group_name),
+            opts=self._child,
+        )
         family = args.parameter_group_family
         # The family is part of the name so a major upgrade creates a new group beside the old.
         params_name = namer.name(f"cache-{family.replace('.', '-')}", NameKind.PARAMETER_GROUP)
         self.parameter_group = aws.elasticache.ParameterGroup(
-            f"{name}-params", name=params_name, family=family,
+            f"{name}-params",
+            name=params_name,
+            family=family,
             description=f"{args.engine} {args.engine_version} parameters (cluster mode off)",
-            tags=name_tag(params_name), opts=self._child)
+            tags=name_tag(params_name),
+            opts=self._child,
+        )
         log_groups = self._log_groups()
         token = self._auth_token()
         self.group = self._replication_group(log_groups, token)
@@ -176,15 +227,17 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         self.reader_endpoint = self.group.reader_endpoint_address
         self.auth_secret_arn = self._auth_secret(token) if token is not None else None
         self._alarms()
-        self.register_outputs({
-            "primary_endpoint": self.primary_endpoint,
-            "reader_endpoint": self.reader_endpoint,
-            "port": self.port,
-            "transit_encryption": self.transit_encryption,
-            "auth_secret_arn": self.auth_secret_arn,
-            "security_group_id": self.security_group.id,
-            "replication_group_id": self.replication_group_id,
-        })
+        self.register_outputs(
+            {
+                "primary_endpoint": self.primary_endpoint,
+                "reader_endpoint": self.reader_endpoint,
+                "port": self.port,
+                "transit_encryption": self.transit_encryption,
+                "auth_secret_arn": self.auth_secret_arn,
+                "security_group_id": self.security_group.id,
+                "replication_group_id": self.replication_group_id,
+            }
+        )
 
     # -- children ------------------------------------------------------------------------
     def _log_groups(self) -> dict[str, aws.cloudwatch.LogGroup]:
@@ -195,8 +248,12 @@ class RedisReplicationGroup(pulumi.ComponentResource):
             log_name = f"/aws/vendedlogs/elasticache/{self.replication_group_id}/{log_type}"
             check_name(log_name, NameKind.LOG_GROUP)
             groups[log_type] = encrypted_log_group(
-                f"{self._name}-{log_type}", name=log_name, kms_key_arn=self._args.logs_key_arn,
-                retention_days=self._args.log_retention_days, parent=self)
+                f"{self._name}-{log_type}",
+                name=log_name,
+                kms_key_arn=self._args.logs_key_arn,
+                retention_days=self._args.log_retention_days,
+                parent=self,
+            )
         return groups
 
     def _auth_token(self) -> pulumi.Output[str] | None:
@@ -205,11 +262,16 @@ class RedisReplicationGroup(pulumi.ComponentResource):
                 f"{self._name}: cacheTransitEncryption is false — the cache accepts plaintext "
                 "connections without an AUTH token (C3 opt-out; development only). Changing "
                 "it later replaces or migrates the replication group.",
-                resource=self)
+                resource=self,
+            )
             return None
         password = random.RandomPassword(
-            f"{self._name}-auth-token", length=AUTH_TOKEN_LENGTH, special=True,
-            override_special=AUTH_TOKEN_SPECIALS, opts=self._child)
+            f"{self._name}-auth-token",
+            length=AUTH_TOKEN_LENGTH,
+            special=True,
+            override_special=AUTH_TOKEN_SPECIALS,
+            opts=self._child,
+        )
         return pulumi.Output.secret(password.result)
 
     def _final_snapshot_identifier(self) -> pulumi.Output[str] | None:
@@ -217,12 +279,18 @@ class RedisReplicationGroup(pulumi.ComponentResource):
             return None  # a final snapshot would block re-creating the group under its name
         stem = f"{self.replication_group_id}-final-"
         check_name(stem + "x" * 8, NameKind.ELASTICACHE_SNAPSHOT)
-        suffix = random.RandomString(f"{self._name}-final-snapshot-suffix", length=8,
-                                     special=False, upper=False, opts=self._child)
+        suffix = random.RandomString(
+            f"{self._name}-final-snapshot-suffix",
+            length=8,
+            special=False,
+            upper=False,
+            opts=self._child,
+        )
         return pulumi.Output.concat(stem, suffix.result)
 
-    def _replication_group(self, log_groups: dict[str, aws.cloudwatch.LogGroup],
-                           token: pulumi.Output[str] | None) -> aws.elasticache.ReplicationGroup:
+    def _replication_group(
+        self, log_groups: dict[str, aws.cloudwatch.LogGroup], token: pulumi.Output[str] | None
+    ) -> aws.elasticache.ReplicationGroup:
         args = self._args
         tls = token is not None
         return aws.elasticache.ReplicationGroup(
@@ -276,25 +344,45 @@ class RedisReplicationGroup(pulumi.ComponentResource):
             kms_key_id=args.secret_key_arn,
             recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
             tags=name_tag(secret_name),
-            opts=self._child)
+            opts=self._child,
+        )
         aws.secretsmanager.SecretVersion(
-            f"{self._name}-auth-secret-value", secret_id=secret.id, secret_string=token,
-            opts=self._child)
+            f"{self._name}-auth-secret-value",
+            secret_id=secret.id,
+            secret_string=token,
+            opts=self._child,
+        )
         return secret.arn
 
     def _alarms(self) -> None:
         args = self._args
-        for index, member in enumerate(member_cluster_ids(self.replication_group_id,
-                                                          args.node_count)):
+        for index, member in enumerate(
+            member_cluster_ids(self.replication_group_id, args.node_count)
+        ):
             node = f"{index + 1:03d}"
             for label, metric, statistic, threshold, description in (
-                ("cpu", "EngineCPUUtilization", "Average", args.cpu_alarm_percent,
-                 f"Cache engine CPU on {member} above {args.cpu_alarm_percent}% for 15 minutes"),
-                ("memory", "DatabaseMemoryUsagePercentage", "Average", args.memory_alarm_percent,
-                 f"Cache memory on {member} above {args.memory_alarm_percent}% for 15 minutes"),
+                (
+                    "cpu",
+                    "EngineCPUUtilization",
+                    "Average",
+                    args.cpu_alarm_percent,
+                    f"Cache engine CPU on {member} above {args.cpu_alarm_percent}% for 15 minutes",
+                ),
+                (
+                    "memory",
+                    "DatabaseMemoryUsagePercentage",
+                    "Average",
+                    args.memory_alarm_percent,
+                    f"Cache memory on {member} above {args.memory_alarm_percent}% for 15 minutes",
+                ),
                 # Evictions mean the working set no longer fits; one burst is noise.
-                ("evictions", "Evictions", "Sum", 0,
-                 f"Cache {member} evicting keys for 15 minutes: the node type is too small"),
+                (
+                    "evictions",
+                    "Evictions",
+                    "Sum",
+                    0,
+                    f"Cache {member} evicting keys for 15 minutes: the node type is too small",
+                ),
             ):
                 metric_alarm(
                     f"{self._name}-{node}-{label}-alarm",
@@ -319,13 +407,17 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         self._peers.add(peer.physical_name)
         self.security_group.allow_from(peer, REDIS, peer.physical_name)
 
-    def grant_secret_read(self, resource_name: str,
-                          role: aws.iam.Role) -> aws.iam.RolePolicy | None:
+    def grant_secret_read(
+        self, resource_name: str, role: aws.iam.Role
+    ) -> aws.iam.RolePolicy | None:
         """Let `role` read the AUTH token; None when TLS and the token are off."""
         if self.auth_secret_arn is None:
             return None
         return attach_grants(
-            resource_name, role,
-            secret_read_grants("CacheAuth", self.auth_secret_arn, self._args.secret_key_arn,
-                               self._args.context),
-            parent=self)
+            resource_name,
+            role,
+            secret_read_grants(
+                "CacheAuth", self.auth_secret_arn, self._args.secret_key_arn, self._args.context
+            ),
+            parent=self,
+        )

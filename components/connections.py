@@ -46,10 +46,17 @@ class DataPlane:
     @classmethod
     def of_tiers(cls, *, database: Any, cache: Any, stream: Any, **rest: Any) -> Self:
         """The data plane of the platform's own database, cache and stream components."""
-        return cls(db_host=database.endpoint, db_port=database.port,
-                   db_name=database.database_name, redis_host=cache.primary_endpoint,
-                   redis_port=cache.port, redis_tls=cache.transit_encryption,
-                   redis_auth_secret_arn=cache.auth_secret_arn, stream_name=stream.name, **rest)
+        return cls(
+            db_host=database.endpoint,
+            db_port=database.port,
+            db_name=database.database_name,
+            redis_host=cache.primary_endpoint,
+            redis_port=cache.port,
+            redis_tls=cache.transit_encryption,
+            redis_auth_secret_arn=cache.auth_secret_arn,
+            stream_name=stream.name,
+            **rest,
+        )
 
     def environment(self, db_ssl: str, db_user: str) -> dict[str, pulumi.Input[str]]:
         """The variables both services read to reach the data plane."""

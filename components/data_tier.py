@@ -49,6 +49,8 @@ class DataStorePlacement:
         if len(zones) < 2 or len(set(zones)) != len(zones):
             problems.append(f"availability_zones={zones}: allowed 2 or more distinct zones")
         if len(self.subnet_ids) != len(zones):
-            problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
-                            f"availability zone ({len(zones)})")
+            problems.append(
+                f"subnet_ids: {len(self.subnet_ids)} given, allowed exactly one per "
+                f"availability zone ({len(zones)})"
+            )
         return problems + retention_problems("log_retention_days", self.log_retention_days)

@@ -85,39 +85,73 @@ class EncryptedAuroraSettings(Tunables):
     TIER = "database"
 
     engine_version: str = tunable(
-        "dbEngineVersion", "16.6",
+        "dbEngineVersion",
+        "16.6",
         "Aurora PostgreSQL major.minor; the parameter-group family follows the major. "
         "Automatic minor upgrades are off, so minor upgrades are applied by changing this key.",
         check=_is_engine_version,
-        allowed="major.minor with major in " + ", ".join(map(str, AURORA_MAJORS)))
-    min_capacity: float = tunable("dbMinCapacity", 0.5, "Serverless v2 minimum ACUs (D1).",
-                                  kind="number", range=(0.5, 256), step=0.5)
-    max_capacity: float = tunable("dbMaxCapacity", 4, "Serverless v2 maximum ACUs (D1).",
-                                  kind="number", range=(0.5, 256), step=0.5)
-    reader_count: int = tunable("dbReaderCount", 1,
-                                "Readers besides the writer, each in the next zone (D2).",
-                                range=(1, MAX_READERS))
+        allowed="major.minor with major in " + ", ".join(map(str, AURORA_MAJORS)),
+    )
+    min_capacity: float = tunable(
+        "dbMinCapacity",
+        0.5,
+        "Serverless v2 minimum ACUs (D1).",
+        kind="number",
+        range=(0.5, 256),
+        step=0.5,
+    )
+    max_capacity: float = tunable(
+        "dbMaxCapacity",
+        4,
+        "Serverless v2 maximum ACUs (D1).",
+        kind="number",
+        range=(0.5, 256),
+        step=0.5,
+    )
+    reader_count: int = tunable(
+        "dbReaderCount",
+        1,
+        "Readers besides the writer, each in the next zone (D2).",
+        range=(1, MAX_READERS),
+    )
     database_name: str = tunable(
-        "dbName", "media", "Initial database name.",
+        "dbName",
+        "media",
+        "Initial database name.",
         pattern=r"^(?!(" + "|".join(RESERVED_DB_NAMES) + r")$)[a-z][a-z0-9_]{0,62}$",
         allowed="a lowercase letter then letters, digits, _ (<= 63), not "
-                + ", ".join(RESERVED_DB_NAMES) + " (they exist in every cluster)")
+        + ", ".join(RESERVED_DB_NAMES)
+        + " (they exist in every cluster)",
+    )
     backup_retention_days: int = tunable(
-        "dbBackupRetentionDays", 7, "Automated backups and point-in-time recovery (D3).",
-        range=(1, 35))
-    backup_window: str = tunable("dbBackupWindow", "02:00-03:00",
-                                 "Daily backup window, UTC, >= 30 minutes (D3).",
-                                 pattern=DAILY_WINDOW, allowed=DAILY_FORM)
+        "dbBackupRetentionDays",
+        7,
+        "Automated backups and point-in-time recovery (D3).",
+        range=(1, 35),
+    )
+    backup_window: str = tunable(
+        "dbBackupWindow",
+        "02:00-03:00",
+        "Daily backup window, UTC, >= 30 minutes (D3).",
+        pattern=DAILY_WINDOW,
+        allowed=DAILY_FORM,
+    )
     maintenance_window: str = tunable(
-        "dbMaintenanceWindow", "sun:03:30-sun:04:30",
+        "dbMaintenanceWindow",
+        "sun:03:30-sun:04:30",
         "Weekly maintenance window, UTC, >= 30 minutes, apart from the backup window.",
-        pattern=WEEKLY_WINDOW, allowed=WEEKLY_FORM)
-    secret_rotation_days: int = tunable("dbSecretRotationDays", 30,
-                                        "Master password rotation period in days (D5).",
-                                        range=(1, 365))
-    cpu_alarm_percent: int = tunable("alarmDbCpuPercent", 80,
-                                     "Database CPU % that alarms, sustained 15 minutes (D7).",
-                                     range=(1, 100))
+        pattern=WEEKLY_WINDOW,
+        allowed=WEEKLY_FORM,
+    )
+    secret_rotation_days: int = tunable(
+        "dbSecretRotationDays", 30, "Master password rotation period in days (D5).", range=(1, 365)
+    )
+    cpu_alarm_percent: int = tunable(
+        "alarmDbCpuPercent",
+        80,
+        "Database CPU % that alarms, sustained 15 minutes (D7).",
+        range=(1, 100),
+    )
 
     @property
     def parameter_group_family(self) -> str:
@@ -126,11 +160,17 @@ class EncryptedAuroraSettings(Tunables):
     def rules(self) -> list[Problem]:
         problems = []
         if self.max_capacity < self.min_capacity:
-            problems.append(Problem("max_capacity", self.max_capacity,
-                                    f">= {{min_capacity}} ({self.min_capacity})"))
-        return problems + window_pair_rules(("backup_window", self.backup_window),
-                                            ("maintenance_window", self.maintenance_window),
-                                            RDS_MIN_WINDOW_MINUTES, "RDS")
+            problems.append(
+                Problem(
+                    "max_capacity", self.max_capacity, f">= {{min_capacity}} ({self.min_capacity})"
+                )
+            )
+        return problems + window_pair_rules(
+            ("backup_window", self.backup_window),
+            ("maintenance_window", self.maintenance_window),
+            RDS_MIN_WINDOW_MINUTES,
+            "RDS",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,17 +192,22 @@ class EncryptedAuroraArgs(EncryptedAuroraSettings, DataStorePlacement):
 
     def validate(self) -> None:
         problems = self.tunable_problems() + self.placement_problems()
-        if (not _MASTER_USERNAME.match(self.master_username)
-                or self.master_username.lower() in RESERVED_MASTER_USERNAMES):
-            problems.append(f"master_username={self.master_username!r}: allowed 1-16 letters, "
-                            "digits or _ starting with a letter, not "
-                            + ", ".join(RESERVED_MASTER_USERNAMES))
+        if (
+            not _MASTER_USERNAME.match(self.master_username)
+            or self.master_username.lower() in RESERVED_MASTER_USERNAMES
+        ):
+            problems.append(
+                f"master_username={self.master_username!r}: allowed 1-16 letters, "
+                "digits or _ starting with a letter, not " + ", ".join(RESERVED_MASTER_USERNAMES)
+            )
         if not 0 < self.capacity_alarm_ratio <= 1:
-            problems.append(f"capacity_alarm_ratio={self.capacity_alarm_ratio}: allowed > 0 "
-                            "and <= 1")
+            problems.append(
+                f"capacity_alarm_ratio={self.capacity_alarm_ratio}: allowed > 0 and <= 1"
+            )
         if self.connections_alarm is not None and self.connections_alarm < 1:
-            problems.append(f"connections_alarm={self.connections_alarm}: allowed None "
-                            "(derived) or >= 1")
+            problems.append(
+                f"connections_alarm={self.connections_alarm}: allowed None (derived) or >= 1"
+            )
         if problems:
             raise ValueError("EncryptedAuroraArgs: " + "; ".join(problems))
 
@@ -179,8 +224,9 @@ class EncryptedAurora(pulumi.ComponentResource):
     security_group: RoleSecurityGroup
     cluster_identifier: str
 
-    def __init__(self, name: str, args: EncryptedAuroraArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: EncryptedAuroraArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:database:EncryptedAurora", name, None, opts)
         self._name = name
@@ -194,14 +240,22 @@ class EncryptedAurora(pulumi.ComponentResource):
         self.secret_kms_key_arn = args.secret_key_arn
 
         self.security_group = RoleSecurityGroup(
-            f"{name}-sg", role="database",
+            f"{name}-sg",
+            role="database",
             description="Aurora PostgreSQL: 5432 only from granted security groups",
-            vpc_id=args.vpc_id, namer=namer, parent=self)
+            vpc_id=args.vpc_id,
+            namer=namer,
+            parent=self,
+        )
         subnet_group_name = namer.name("aurora-subnets", NameKind.DB_SUBNET_GROUP)
         self.subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets", name=subnet_group_name,
+            f"{name}-subnets",
+            name=subnet_group_name,
             description="Private data subnets of the Aurora cluster",
-            subnet_ids=list(args.subnet_ids), tags=name_tag(subnet_group_name), opts=self._child)
+            subnet_ids=list(args.subnet_ids),
+            tags=name_tag(subnet_group_name),
+            opts=self._child,
+        )
         cluster_params, instance_params = self._parameter_groups()
         log_group = self._log_group()
         self.cluster = self._cluster(cluster_params, log_group)
@@ -217,17 +271,20 @@ class EncryptedAurora(pulumi.ComponentResource):
             # The password RDS just generated needs no rotation now; the schedule starts here.
             rotate_immediately=False,
             # Rotation set before the first instance is available is reverted by RDS.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.writer]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.writer]),
+        )
         self._alarms()
-        self.register_outputs({
-            "endpoint": self.endpoint,
-            "reader_endpoint": self.reader_endpoint,
-            "port": self.port,
-            "database_name": self.database_name,
-            "secret_arn": self.secret_arn,
-            "security_group_id": self.security_group.id,
-            "cluster_identifier": self.cluster_identifier,
-        })
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "reader_endpoint": self.reader_endpoint,
+                "port": self.port,
+                "database_name": self.database_name,
+                "secret_arn": self.secret_arn,
+                "security_group_id": self.security_group.id,
+                "cluster_identifier": self.cluster_identifier,
+            }
+        )
 
     # -- children ------------------------------------------------------------------------
     def _parameter_groups(self) -> tuple[aws.rds.ClusterParameterGroup, aws.rds.ParameterGroup]:
@@ -235,20 +292,30 @@ class EncryptedAurora(pulumi.ComponentResource):
         # The family is part of the names so a major upgrade creates new groups beside the old.
         cluster_name = self._args.namer.name(f"{family}-cluster", NameKind.PARAMETER_GROUP)
         cluster_params = aws.rds.ClusterParameterGroup(
-            f"{self._name}-cluster-params", name=cluster_name, family=family,
+            f"{self._name}-cluster-params",
+            name=cluster_name,
+            family=family,
             description="Aurora cluster parameters: TLS required",
-            parameters=[{
-                "name": "rds.force_ssl",
-                "value": "1",
-                # Static parameter: AWS rejects "immediate"; new clusters start with it applied.
-                "apply_method": "pending-reboot",
-            }],
-            tags=name_tag(cluster_name), opts=self._child)
+            parameters=[
+                {
+                    "name": "rds.force_ssl",
+                    "value": "1",
+                    # Static parameter: AWS rejects "immediate"; new clusters start with it applied.
+                    "apply_method": "pending-reboot",
+                }
+            ],
+            tags=name_tag(cluster_name),
+            opts=self._child,
+        )
         instance_name = self._args.namer.name(f"{family}-instance", NameKind.PARAMETER_GROUP)
         instance_params = aws.rds.ParameterGroup(
-            f"{self._name}-instance-params", name=instance_name, family=family,
-            description="Aurora instance parameters", tags=name_tag(instance_name),
-            opts=self._child)
+            f"{self._name}-instance-params",
+            name=instance_name,
+            family=family,
+            description="Aurora instance parameters",
+            tags=name_tag(instance_name),
+            opts=self._child,
+        )
         return cluster_params, instance_params
 
     def _log_group(self) -> aws.cloudwatch.LogGroup:
@@ -256,8 +323,12 @@ class EncryptedAurora(pulumi.ComponentResource):
         log_name = f"/aws/rds/cluster/{self.cluster_identifier}/postgresql"
         check_name(log_name, NameKind.LOG_GROUP)
         return encrypted_log_group(
-            f"{self._name}-postgresql-logs", name=log_name, kms_key_arn=self._args.logs_key_arn,
-            retention_days=self._args.log_retention_days, parent=self)
+            f"{self._name}-postgresql-logs",
+            name=log_name,
+            kms_key_arn=self._args.logs_key_arn,
+            retention_days=self._args.log_retention_days,
+            parent=self,
+        )
 
     def _final_snapshot_identifier(self) -> pulumi.Output[str] | None:
         if not self._args.protect_data:
@@ -266,12 +337,18 @@ class EncryptedAurora(pulumi.ComponentResource):
         check_name(stem + "x" * 8, NameKind.RDS_IDENTIFIER)
         # A fixed name fails the second destroy (snapshot already exists); the random part is
         # new for every incarnation of the stack and stable within one.
-        suffix = random.RandomString(f"{self._name}-final-snapshot-suffix", length=8,
-                                     special=False, upper=False, opts=self._child)
+        suffix = random.RandomString(
+            f"{self._name}-final-snapshot-suffix",
+            length=8,
+            special=False,
+            upper=False,
+            opts=self._child,
+        )
         return pulumi.Output.concat(stem, suffix.result)
 
-    def _cluster(self, params: aws.rds.ClusterParameterGroup,
-                 log_group: aws.cloudwatch.LogGroup) -> aws.rds.Cluster:
+    def _cluster(
+        self, params: aws.rds.ClusterParameterGroup, log_group: aws.cloudwatch.LogGroup
+    ) -> aws.rds.Cluster:
         args = self._args
         protected = args.protect_data
         return aws.rds.Cluster(
@@ -325,28 +402,30 @@ class EncryptedAurora(pulumi.ComponentResource):
             identifier = args.namer.name(f"aurora-{index + 1}", NameKind.RDS_IDENTIFIER)
             # The first instance to come up becomes the writer, so readers wait for it.
             after = [instances[0]] if instances else []
-            instances.append(aws.rds.ClusterInstance(
-                f"{self._name}-{role}",
-                identifier=identifier,
-                cluster_identifier=self.cluster.id,
-                instance_class=INSTANCE_CLASS,
-                engine=ENGINE,
-                engine_version=self.cluster.engine_version,
-                availability_zone=zone,
-                # Tiers 0 and 1 scale with the writer, so a promoted reader is never smaller.
-                promotion_tier=0 if index == 0 else 1,
-                db_subnet_group_name=self.subnet_group.name,
-                db_parameter_group_name=params.name,
-                publicly_accessible=False,
-                performance_insights_enabled=True,
-                performance_insights_kms_key_id=args.storage_key_arn,
-                performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS,
-                auto_minor_version_upgrade=False,  # see the cluster
-                copy_tags_to_snapshot=True,
-                apply_immediately=not args.protect_data,
-                tags=name_tag(identifier),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
-            ))
+            instances.append(
+                aws.rds.ClusterInstance(
+                    f"{self._name}-{role}",
+                    identifier=identifier,
+                    cluster_identifier=self.cluster.id,
+                    instance_class=INSTANCE_CLASS,
+                    engine=ENGINE,
+                    engine_version=self.cluster.engine_version,
+                    availability_zone=zone,
+                    # Tiers 0 and 1 scale with the writer, so a promoted reader is never smaller.
+                    promotion_tier=0 if index == 0 else 1,
+                    db_subnet_group_name=self.subnet_group.name,
+                    db_parameter_group_name=params.name,
+                    publicly_accessible=False,
+                    performance_insights_enabled=True,
+                    performance_insights_kms_key_id=args.storage_key_arn,
+                    performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS,
+                    auto_minor_version_upgrade=False,  # see the cluster
+                    copy_tags_to_snapshot=True,
+                    apply_immediately=not args.protect_data,
+                    tags=name_tag(identifier),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                )
+            )
         return instances
 
     def _alarms(self) -> None:
@@ -355,17 +434,34 @@ class EncryptedAurora(pulumi.ComponentResource):
         cluster = {"DBClusterIdentifier": self.cluster_identifier}
         connections = args.connections_alarm or connections_alarm_threshold(args.max_capacity)
         for label, metric, statistic, threshold, periods, description in (
-            ("cpu", "CPUUtilization", "Average", args.cpu_alarm_percent, 3,
-             f"Aurora CPU above {args.cpu_alarm_percent}% for 15 minutes"),
+            (
+                "cpu",
+                "CPUUtilization",
+                "Average",
+                args.cpu_alarm_percent,
+                3,
+                f"Aurora CPU above {args.cpu_alarm_percent}% for 15 minutes",
+            ),
             # At the cluster level this is the average of the instances; tiers 0-1 keep the
             # readers at the writer's size, so it tracks the writer.
-            ("capacity", "ServerlessDatabaseCapacity", "Maximum",
-             args.max_capacity * args.capacity_alarm_ratio, 3,
-             f"Aurora capacity at {args.capacity_alarm_ratio:.0%} of its {args.max_capacity} "
-             "ACU maximum for 15 minutes: raise dbMaxCapacity"),
-            ("connections", "DatabaseConnections", "Maximum", connections, 2,
-             f"Aurora connections above {connections} (max_connections is about "
-             f"{default_max_connections(args.max_capacity)} at {args.max_capacity} ACUs)"),
+            (
+                "capacity",
+                "ServerlessDatabaseCapacity",
+                "Maximum",
+                args.max_capacity * args.capacity_alarm_ratio,
+                3,
+                f"Aurora capacity at {args.capacity_alarm_ratio:.0%} of its {args.max_capacity} "
+                "ACU maximum for 15 minutes: raise dbMaxCapacity",
+            ),
+            (
+                "connections",
+                "DatabaseConnections",
+                "Maximum",
+                connections,
+                2,
+                f"Aurora connections above {connections} (max_connections is about "
+                f"{default_max_connections(args.max_capacity)} at {args.max_capacity} ACUs)",
+            ),
         ):
             metric_alarm(
                 f"{self._name}-{label}-alarm",
@@ -375,7 +471,8 @@ class EncryptedAurora(pulumi.ComponentResource):
                 metric_name=metric,
                 dimensions=cluster,
                 statistic=statistic,
-                comparison="GreaterThanOrEqualToThreshold" if label == "capacity"
+                comparison="GreaterThanOrEqualToThreshold"
+                if label == "capacity"
                 else "GreaterThanThreshold",
                 threshold=threshold,
                 evaluation_periods=periods,
@@ -391,27 +488,45 @@ class EncryptedAurora(pulumi.ComponentResource):
         self._peers.add(peer.physical_name)
         self.security_group.allow_from(peer, POSTGRES, peer.physical_name)
 
-    def grant_connect(self, resource_name: str, role: aws.iam.Role,
-                      db_user: str) -> aws.iam.RolePolicy:
+    def grant_connect(
+        self, resource_name: str, role: aws.iam.Role, db_user: str
+    ) -> aws.iam.RolePolicy:
         """Let `role` log in as the database role `db_user` with an IAM token (D6)."""
         if not _DB_USER.match(db_user):
-            raise ValueError(f"{self._name}: db_user={db_user!r}: allowed a PostgreSQL role "
-                             "name of 1-63 lower-case letters, digits and _")
+            raise ValueError(
+                f"{self._name}: db_user={db_user!r}: allowed a PostgreSQL role "
+                "name of 1-63 lower-case letters, digits and _"
+            )
         return attach_grants(resource_name, role, [self._connect_grant(db_user)], parent=self)
 
     def _connect_grant(self, db_user: str) -> Grant:
         ctx = self._args.context
         # Aurora's IAM resource is the cluster's resource id, not its name or ARN.
         db_user_arn = pulumi.Output.concat(
-            "arn:", ctx.partition, ":rds-db:", ctx.region, ":", ctx.account_id, ":dbuser:",
-            self.cluster.cluster_resource_id, "/", db_user)
-        return Grant(sid="ConnectAs" + db_user.title().replace("_", ""),
-                     actions=("rds-db:connect",), resources=(db_user_arn,))
+            "arn:",
+            ctx.partition,
+            ":rds-db:",
+            ctx.region,
+            ":",
+            ctx.account_id,
+            ":dbuser:",
+            self.cluster.cluster_resource_id,
+            "/",
+            db_user,
+        )
+        return Grant(
+            sid="ConnectAs" + db_user.title().replace("_", ""),
+            actions=("rds-db:connect",),
+            resources=(db_user_arn,),
+        )
 
     def grant_secret_read(self, resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
         """Let `role` read the master secret (and decrypt it only through Secrets Manager)."""
         return attach_grants(
-            resource_name, role,
-            secret_read_grants("Database", self.secret_arn, self._args.secret_key_arn,
-                               self._args.context),
-            parent=self)
+            resource_name,
+            role,
+            secret_read_grants(
+                "Database", self.secret_arn, self._args.secret_key_arn, self._args.context
+            ),
+            parent=self,
+        )

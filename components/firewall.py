@@ -24,8 +24,16 @@ ANYWHERE_IPV4 = "0.0.0.0/0"
 class RoleSecurityGroup:
     """One security group for one role (API backend, workers, database, cache, file system)."""
 
-    def __init__(self, name: str, *, role: str, description: str, vpc_id: pulumi.Input[str],
-                 namer: Namer, parent: pulumi.Resource):
+    def __init__(
+        self,
+        name: str,
+        *,
+        role: str,
+        description: str,
+        vpc_id: pulumi.Input[str],
+        namer: Namer,
+        parent: pulumi.Resource,
+    ):
         self._name = name
         self._parent = parent
         self.physical_name = namer.name(f"{role}-sg", NameKind.SECURITY_GROUP)
@@ -69,26 +77,30 @@ class RoleSecurityGroup:
 
     def allow_https_to_prefix_list(self, prefix_list_id: pulumi.Input[str], label: str) -> None:
         """HTTPS to an AWS-managed prefix list, e.g. S3 through its gateway endpoint."""
-        self.access_rules.append(aws.vpc.SecurityGroupEgressRule(
-            f"{self._name}-https-to-{label}",
-            security_group_id=self.id,
-            prefix_list_id=prefix_list_id,
-            ip_protocol="tcp",
-            from_port=HTTPS,
-            to_port=HTTPS,
-            description=f"HTTPS to {label}",
-            opts=pulumi.ResourceOptions(parent=self._parent),
-        ))
+        self.access_rules.append(
+            aws.vpc.SecurityGroupEgressRule(
+                f"{self._name}-https-to-{label}",
+                security_group_id=self.id,
+                prefix_list_id=prefix_list_id,
+                ip_protocol="tcp",
+                from_port=HTTPS,
+                to_port=HTTPS,
+                description=f"HTTPS to {label}",
+                opts=pulumi.ResourceOptions(parent=self._parent),
+            )
+        )
 
     def allow_https_egress(self) -> None:
         """AWS APIs (ECR, Secrets Manager, Logs, SQS, Kinesis) over HTTPS via NAT or endpoints."""
-        self.access_rules.append(aws.vpc.SecurityGroupEgressRule(
-            f"{self._name}-https-out",
-            security_group_id=self.id,
-            cidr_ipv4=ANYWHERE_IPV4,
-            ip_protocol="tcp",
-            from_port=HTTPS,
-            to_port=HTTPS,
-            description="HTTPS to AWS APIs",
-            opts=pulumi.ResourceOptions(parent=self._parent),
-        ))
+        self.access_rules.append(
+            aws.vpc.SecurityGroupEgressRule(
+                f"{self._name}-https-out",
+                security_group_id=self.id,
+                cidr_ipv4=ANYWHERE_IPV4,
+                ip_protocol="tcp",
+                from_port=HTTPS,
+                to_port=HTTPS,
+                description="HTTPS to AWS APIs",
+                opts=pulumi.ResourceOptions(parent=self._parent),
+            )
+        )

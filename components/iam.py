@@ -39,32 +39,46 @@ class Grant:
 
 
 def policy_document(grants: Sequence[Grant]) -> pulumi.Output[str]:
-    return pulumi.Output.json_dumps({
-        "Version": "2012-10-17",
-        "Statement": [g.statement() for g in grants],
-    })
+    return pulumi.Output.json_dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [g.statement() for g in grants],
+        }
+    )
 
 
-def service_trust_policy(service: str, ctx: AwsContext,
-                         source_arn: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
+def service_trust_policy(
+    service: str, ctx: AwsContext, source_arn: pulumi.Input[str] | None = None
+) -> pulumi.Output[str]:
     """Trust `service` only on behalf of this account (confused-deputy guard)."""
     condition: dict[str, Any] = {"StringEquals": {"aws:SourceAccount": ctx.account_id}}
     if source_arn is not None:
         condition["ArnLike"] = {"aws:SourceArn": source_arn}
-    return pulumi.Output.json_dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": service},
-            "Action": "sts:AssumeRole",
-            "Condition": condition,
-        }],
-    })
+    return pulumi.Output.json_dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": "sts:AssumeRole",
+                    "Condition": condition,
+                }
+            ],
+        }
+    )
 
 
-def service_role(resource_name: str, *, role: str, service: str, ctx: AwsContext,
-                 namer: Namer, parent: pulumi.Resource,
-                 source_arn: pulumi.Input[str] | None = None) -> aws.iam.Role:
+def service_role(
+    resource_name: str,
+    *,
+    role: str,
+    service: str,
+    ctx: AwsContext,
+    namer: Namer,
+    parent: pulumi.Resource,
+    source_arn: pulumi.Input[str] | None = None,
+) -> aws.iam.Role:
     physical = namer.name(role, NameKind.IAM_ROLE)
     return aws.iam.Role(
         resource_name,
@@ -77,8 +91,9 @@ def service_role(resource_name: str, *, role: str, service: str, ctx: AwsContext
     )
 
 
-def attach_grants(resource_name: str, role: aws.iam.Role, grants: Sequence[Grant], *,
-                  parent: pulumi.Resource) -> aws.iam.RolePolicy:
+def attach_grants(
+    resource_name: str, role: aws.iam.Role, grants: Sequence[Grant], *, parent: pulumi.Resource
+) -> aws.iam.RolePolicy:
     return aws.iam.RolePolicy(
         resource_name,
         role=role.id,
@@ -87,15 +102,22 @@ def attach_grants(resource_name: str, role: aws.iam.Role, grants: Sequence[Grant
     )
 
 
-def secret_read_grants(label: str, secret_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str],
-                       ctx: AwsContext) -> tuple[Grant, Grant]:
+def secret_read_grants(
+    label: str, secret_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str], ctx: AwsContext
+) -> tuple[Grant, Grant]:
     """Read one secret: its value on exactly its ARN, and decrypt with its CMK only when
     Secrets Manager (of this region) asks on the caller's behalf."""
     via_secrets_manager = pulumi.Output.concat("secretsmanager.", ctx.region, ".", ctx.dns_suffix)
     return (
-        Grant(sid=f"Read{label}Secret",
-              actions=("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"),
-              resources=(secret_arn,)),
-        Grant(sid=f"Decrypt{label}Secret", actions=("kms:Decrypt",), resources=(kms_key_arn,),
-              conditions={"StringEquals": {"kms:ViaService": via_secrets_manager}}),
+        Grant(
+            sid=f"Read{label}Secret",
+            actions=("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"),
+            resources=(secret_arn,),
+        ),
+        Grant(
+            sid=f"Decrypt{label}Secret",
+            actions=("kms:Decrypt",),
+            resources=(kms_key_arn,),
+            conditions={"StringEquals": {"kms:ViaService": via_secrets_manager}},
+        ),
     )

@@ -41,8 +41,12 @@ DATA_KEY_REUSE_SECONDS = 3600
 # Pipes parses a Kinesis record's data when it is JSON and applies the template per record,
 # so `<$.data>` makes each SQS body the event itself.
 EVENT_BODY_TEMPLATE = "<$.data>"
-CONSUME_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-                   "sqs:GetQueueAttributes")
+CONSUME_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+)
 SEND_ACTIONS = ("sqs:SendMessage",)
 MESSAGING_KEY_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 
@@ -64,53 +68,66 @@ def deny_insecure_transport(queue_arn: pulumi.Input[str]) -> pulumi.Output[str]:
     live in this account, where an IAM policy alone is enough, so the queue policy only
     denies and never widens who may use the queue.
     """
-    return pulumi.Output.json_dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            # A deny must cover every action, so here (and only here) the wildcard is right.
-            "Action": "sqs:*",
-            "Resource": queue_arn,
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    })
+    return pulumi.Output.json_dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    # A deny must cover every action, so here (and only here) the wildcard is right.
+                    "Action": "sqs:*",
+                    "Resource": queue_arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                }
+            ],
+        }
+    )
 
 
-def redrive_policy(dead_letter_arn: pulumi.Input[str],
-                   max_receive_count: int) -> pulumi.Output[str]:
+def redrive_policy(
+    dead_letter_arn: pulumi.Input[str], max_receive_count: int
+) -> pulumi.Output[str]:
     # An integer: a quoted count is accepted by some tools and rejected by others.
-    return pulumi.Output.json_dumps({"deadLetterTargetArn": dead_letter_arn,
-                                     "maxReceiveCount": int(max_receive_count)})
+    return pulumi.Output.json_dumps(
+        {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": int(max_receive_count)}
+    )
 
 
 def redrive_allow_policy(source_arn: pulumi.Input[str]) -> pulumi.Output[str]:
-    return pulumi.Output.json_dumps({"redrivePermission": "byQueue",
-                                     "sourceQueueArns": [source_arn]})
+    return pulumi.Output.json_dumps(
+        {"redrivePermission": "byQueue", "sourceQueueArns": [source_arn]}
+    )
 
 
-def consume_grants(queue_arn: pulumi.Input[str], dead_letter_arn: pulumi.Input[str],
-                   key_arn: pulumi.Input[str]) -> list[Grant]:
+def consume_grants(
+    queue_arn: pulumi.Input[str], dead_letter_arn: pulumi.Input[str], key_arn: pulumi.Input[str]
+) -> list[Grant]:
     """What a worker needs: take jobs, park poison jobs in the DLQ itself, use the key."""
     return [
         Grant("ConsumeJobs", CONSUME_ACTIONS, (queue_arn,)),
-        Grant("DeadLetterJobs", (*SEND_ACTIONS, "sqs:GetQueueAttributes"),
-              (dead_letter_arn,)),
+        Grant("DeadLetterJobs", (*SEND_ACTIONS, "sqs:GetQueueAttributes"), (dead_letter_arn,)),
         Grant("MessagingKey", MESSAGING_KEY_ACTIONS, (key_arn,)),
     ]
 
 
-def pipe_target_grants(queue_arn: pulumi.Input[str], failure_arn: pulumi.Input[str],
-                       key_arn: pulumi.Input[str],
-                       log_group_arn: pulumi.Input[str]) -> list[Grant]:
+def pipe_target_grants(
+    queue_arn: pulumi.Input[str],
+    failure_arn: pulumi.Input[str],
+    key_arn: pulumi.Input[str],
+    log_group_arn: pulumi.Input[str],
+) -> list[Grant]:
     """What the pipe needs besides reading the stream."""
     return [
         Grant("SendJobsAndFailures", SEND_ACTIONS, (queue_arn, failure_arn)),
         Grant("MessagingKey", MESSAGING_KEY_ACTIONS, (key_arn,)),
         # Pipes writes its own log records with the execution role.
-        Grant("PipeLogs", ("logs:CreateLogStream", "logs:PutLogEvents"),
-              (pulumi.Output.concat(log_group_arn, ":*"),)),
+        Grant(
+            "PipeLogs",
+            ("logs:CreateLogStream", "logs:PutLogEvents"),
+            (pulumi.Output.concat(log_group_arn, ":*"),),
+        ),
     ]
 
 
@@ -121,9 +138,14 @@ SQS_MAX_RECEIVE_COUNT = 1000
 def visibility_rule(job_timeout_seconds: int, visibility_timeout_seconds: int) -> list[Problem]:
     """A running job must not reappear on the queue: the lease outlives the job."""
     if visibility_timeout_seconds <= job_timeout_seconds:
-        return [Problem("visibility_timeout_seconds", visibility_timeout_seconds,
-                        f"more than {{job_timeout_seconds}} ({job_timeout_seconds}) so a "
-                        "running job is not redelivered")]
+        return [
+            Problem(
+                "visibility_timeout_seconds",
+                visibility_timeout_seconds,
+                f"more than {{job_timeout_seconds}} ({job_timeout_seconds}) so a "
+                "running job is not redelivered",
+            )
+        ]
     return []
 
 
@@ -134,19 +156,29 @@ class JobQueueSettings(Tunables):
     TIER = "queue"
 
     max_receive_count: int = tunable(
-        "queueMaxReceiveCount", 5,
+        "queueMaxReceiveCount",
+        5,
         "Receives before a job message moves to the dead-letter queue (W6).",
-        range=(1, SQS_MAX_RECEIVE_COUNT))
-    job_timeout_seconds: int = tunable("jobTimeoutSeconds", 900,
-                                       "Longest a worker spends on one job, in seconds.",
-                                       range=(30, 3600))
+        range=(1, SQS_MAX_RECEIVE_COUNT),
+    )
+    job_timeout_seconds: int = tunable(
+        "jobTimeoutSeconds",
+        900,
+        "Longest a worker spends on one job, in seconds.",
+        range=(30, 3600),
+    )
     visibility_timeout_seconds: int = tunable(
-        "queueVisibilityTimeoutSeconds", 1200,
+        "queueVisibilityTimeoutSeconds",
+        1200,
         "Jobs-queue visibility timeout, longer than jobTimeoutSeconds.",
-        range=(60, SQS_MAX_VISIBILITY_SECONDS))
+        range=(60, SQS_MAX_VISIBILITY_SECONDS),
+    )
     oldest_message_alarm_seconds: int = tunable(
-        "alarmQueueOldestMessageSeconds", 1800, "Age in seconds of the oldest job that alarms.",
-        range=(60, DEAD_LETTER_RETENTION_SECONDS))
+        "alarmQueueOldestMessageSeconds",
+        1800,
+        "Age in seconds of the oldest job that alarms.",
+        range=(60, DEAD_LETTER_RETENTION_SECONDS),
+    )
 
     def rules(self) -> list[Problem]:
         return visibility_rule(self.job_timeout_seconds, self.visibility_timeout_seconds)
@@ -197,20 +229,37 @@ class JobQueueArgs(JobQueueSettings):
             if not low <= value <= high:
                 problems.append(f"{field}={value}: allowed {low}..{high}{note}")
 
-        check("batch_size", self.batch_size, 1, MAX_SQS_TARGET_BATCH,
-              " (an SQS target takes at most 10 messages per batch)")
-        check("maximum_retry_attempts", self.maximum_retry_attempts, 0, 10000,
-              " (finite; -1 would retry forever)")
-        check("maximum_record_age_seconds", self.maximum_record_age_seconds, 60, 604800,
-              " (finite; -1 would keep a record forever)")
+        check(
+            "batch_size",
+            self.batch_size,
+            1,
+            MAX_SQS_TARGET_BATCH,
+            " (an SQS target takes at most 10 messages per batch)",
+        )
+        check(
+            "maximum_retry_attempts",
+            self.maximum_retry_attempts,
+            0,
+            10000,
+            " (finite; -1 would retry forever)",
+        )
+        check(
+            "maximum_record_age_seconds",
+            self.maximum_record_age_seconds,
+            60,
+            604800,
+            " (finite; -1 would keep a record forever)",
+        )
         problems += retention_problems("log_retention_days", self.log_retention_days)
-        if not self.event_types or not all(isinstance(t, str) and t
-                                           for t in self.event_types):
-            problems.append(f"event_types={list(self.event_types)}: allowed one or more "
-                            "non-empty event type names")
+        if not self.event_types or not all(isinstance(t, str) and t for t in self.event_types):
+            problems.append(
+                f"event_types={list(self.event_types)}: allowed one or more "
+                "non-empty event type names"
+            )
         if not self.source_read_grants:
-            problems.append("source_read_grants=(): allowed the stream's read grants, e.g. "
-                            "stream.read_grants()")
+            problems.append(
+                "source_read_grants=(): allowed the stream's read grants, e.g. stream.read_grants()"
+            )
         if problems:
             raise ValueError("JobQueueArgs: " + "; ".join(problems))
 
@@ -228,34 +277,48 @@ class JobQueue(pulumi.ComponentResource):
     max_receive_count: int
     pipe_arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: JobQueueArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: JobQueueArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()
         super().__init__("media:jobs:JobQueue", name, None, opts)
         self._name, self._args = name, args
-        self.dlq = self._queue("dlq", "jobs-dlq", DEAD_LETTER_RETENTION_SECONDS,
-                               keep=args.protect_data)
+        self.dlq = self._queue(
+            "dlq", "jobs-dlq", DEAD_LETTER_RETENTION_SECONDS, keep=args.protect_data
+        )
         self.queue = self._queue(
-            "queue", "jobs", JOBS_RETENTION_SECONDS,
+            "queue",
+            "jobs",
+            JOBS_RETENTION_SECONDS,
             visibility_timeout_seconds=args.visibility_timeout_seconds,
-            receive_wait_time_seconds=LONG_POLL_SECONDS)
-        self.failures = self._queue("pipe-failures", "pipe-failures",
-                                    DEAD_LETTER_RETENTION_SECONDS, keep=args.protect_data)
+            receive_wait_time_seconds=LONG_POLL_SECONDS,
+        )
+        self.failures = self._queue(
+            "pipe-failures", "pipe-failures", DEAD_LETTER_RETENTION_SECONDS, keep=args.protect_data
+        )
         self._redrive()
         self.max_receive_count = args.max_receive_count
         (self.queue_url, self.queue_arn, self.queue_name) = (
-            self.queue.url, self.queue.arn, self.queue.name)
+            self.queue.url,
+            self.queue.arn,
+            self.queue.name,
+        )
         (self.dlq_url, self.dlq_arn, self.dlq_name) = (self.dlq.url, self.dlq.arn, self.dlq.name)
         self.failure_queue_url = self.failures.url
         self.pipe = self._pipe()
         self.pipe_arn = self.pipe.arn
         self._alarms()
-        self.register_outputs({
-            "queue_url": self.queue_url, "queue_arn": self.queue_arn,
-            "queue_name": self.queue_name, "dlq_url": self.dlq_url, "dlq_arn": self.dlq_arn,
-            "dlq_name": self.dlq_name, "failure_queue_url": self.failure_queue_url,
-            "max_receive_count": self.max_receive_count, "pipe_arn": self.pipe_arn,
-        })
+        self.register_outputs(
+            {
+                "queue_url": self.queue_url,
+                "queue_arn": self.queue_arn,
+                "queue_name": self.queue_name,
+                "dlq_url": self.dlq_url,
+                "dlq_arn": self.dlq_arn,
+                "dlq_name": self.dlq_name,
+                "failure_queue_url": self.failure_queue_url,
+                "max_receive_count": self.max_receive_count,
+                "pipe_arn": self.pipe_arn,
+            }
+        )
 
     def consume_grants(self) -> list[Grant]:
         return consume_grants(self.queue_arn, self.dlq_arn, self._args.kms_key_arn)
@@ -267,8 +330,9 @@ class JobQueue(pulumi.ComponentResource):
     def _child(self, **extra: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **extra)
 
-    def _queue(self, role: str, resource: str, retention: int, *, keep: bool = False,
-               **extra: Any) -> aws.sqs.Queue:
+    def _queue(
+        self, role: str, resource: str, retention: int, *, keep: bool = False, **extra: Any
+    ) -> aws.sqs.Queue:
         physical = self._args.namer.name(resource, NameKind.SQS_QUEUE)
         queue = aws.sqs.Queue(
             f"{self._name}-{role}",
@@ -280,43 +344,62 @@ class JobQueue(pulumi.ComponentResource):
             opts=data_store_options(self, keep),
             **extra,
         )
-        aws.sqs.QueuePolicy(f"{self._name}-{role}-policy", queue_url=queue.url,
-                            policy=deny_insecure_transport(queue.arn), opts=self._child())
+        aws.sqs.QueuePolicy(
+            f"{self._name}-{role}-policy",
+            queue_url=queue.url,
+            policy=deny_insecure_transport(queue.arn),
+            opts=self._child(),
+        )
         return queue
 
     def _redrive(self) -> None:
         # Separate resources, not the inline `redrive_policy`: the DLQ's allow-list needs
         # the jobs ARN and the jobs redrive needs the DLQ ARN.
         aws.sqs.RedrivePolicy(
-            f"{self._name}-redrive", queue_url=self.queue.url,
+            f"{self._name}-redrive",
+            queue_url=self.queue.url,
             redrive_policy=redrive_policy(self.dlq.arn, self._args.max_receive_count),
-            opts=self._child())
+            opts=self._child(),
+        )
         aws.sqs.RedriveAllowPolicy(
-            f"{self._name}-redrive-allow", queue_url=self.dlq.url,
-            redrive_allow_policy=redrive_allow_policy(self.queue.arn), opts=self._child())
+            f"{self._name}-redrive-allow",
+            queue_url=self.dlq.url,
+            redrive_allow_policy=redrive_allow_policy(self.queue.arn),
+            opts=self._child(),
+        )
 
     def _pipe(self) -> aws.pipes.Pipe:
         args, name = self._args, self._name
         log_group = encrypted_log_group(
             f"{name}-pipe-logs",
             name=args.namer.path("/aws/vendedlogs/pipes/", "jobs-pipe"),
-            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
-        self.pipe_role = service_role(f"{name}-pipe-role", role="jobs-pipe",
-                                      service="pipes.amazonaws.com", ctx=args.context,
-                                      namer=args.namer, parent=self)
-        source_policy = attach_grants(f"{name}-pipe-source", self.pipe_role,
-                                      args.source_read_grants, parent=self)
+            kms_key_arn=args.logs_key_arn,
+            retention_days=args.log_retention_days,
+            parent=self,
+        )
+        self.pipe_role = service_role(
+            f"{name}-pipe-role",
+            role="jobs-pipe",
+            service="pipes.amazonaws.com",
+            ctx=args.context,
+            namer=args.namer,
+            parent=self,
+        )
+        source_policy = attach_grants(
+            f"{name}-pipe-source", self.pipe_role, args.source_read_grants, parent=self
+        )
         target_policy = attach_grants(
-            f"{name}-pipe-target", self.pipe_role,
-            pipe_target_grants(self.queue.arn, self.failures.arn, args.kms_key_arn,
-                               log_group.arn),
-            parent=self)
+            f"{name}-pipe-target",
+            self.pipe_role,
+            pipe_target_grants(self.queue.arn, self.failures.arn, args.kms_key_arn, log_group.arn),
+            parent=self,
+        )
         physical = args.namer.name("jobs-pipe", NameKind.PIPE)
         return aws.pipes.Pipe(
             f"{name}-pipe",
             name=physical,
             description=f"Forwards {', '.join(args.event_types)} events from the stream to "
-                        "the jobs queue",
+            "the jobs queue",
             role_arn=self.pipe_role.arn,
             source=args.source_stream_arn,
             source_parameters={
@@ -344,25 +427,40 @@ class JobQueue(pulumi.ComponentResource):
 
     def _alarms(self) -> None:
         args, name, namer = self._args, self._name, self._args.namer
-        common = {"namespace": "AWS/SQS", "statistic": "Maximum",
-                  "comparison": "GreaterThanThreshold", "topic_arn": args.alarm_topic_arn,
-                  "parent": self}
+        common = {
+            "namespace": "AWS/SQS",
+            "statistic": "Maximum",
+            "comparison": "GreaterThanThreshold",
+            "topic_arn": args.alarm_topic_arn,
+            "parent": self,
+        }
         metric_alarm(
-            f"{name}-dlq-depth", alarm_name=namer.name("jobs-dlq-not-empty"),
+            f"{name}-dlq-depth",
+            alarm_name=namer.name("jobs-dlq-not-empty"),
             description=f"Jobs failed {args.max_receive_count} times and wait in the "
-                        "dead-letter queue (W6).",
+            "dead-letter queue (W6).",
             metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": self.dlq.name}, threshold=0, **common)
+            dimensions={"QueueName": self.dlq.name},
+            threshold=0,
+            **common,
+        )
         metric_alarm(
-            f"{name}-pipe-failures-depth", alarm_name=namer.name("pipe-failures-not-empty"),
+            f"{name}-pipe-failures-depth",
+            alarm_name=namer.name("pipe-failures-not-empty"),
             description="Stream records the pipe could not deliver to the jobs queue wait in "
-                        "the pipe-failure queue (W6).",
+            "the pipe-failure queue (W6).",
             metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": self.failures.name}, threshold=0, **common)
+            dimensions={"QueueName": self.failures.name},
+            threshold=0,
+            **common,
+        )
         metric_alarm(
-            f"{name}-oldest-job", alarm_name=namer.name("jobs-oldest-message"),
+            f"{name}-oldest-job",
+            alarm_name=namer.name("jobs-oldest-message"),
             description=f"A job has waited more than {args.oldest_message_alarm_seconds} s "
-                        "for a worker.",
+            "for a worker.",
             metric_name="ApproximateAgeOfOldestMessage",
             dimensions={"QueueName": self.queue.name},
-            threshold=args.oldest_message_alarm_seconds, **common)
+            threshold=args.oldest_message_alarm_seconds,
+            **common,
+        )

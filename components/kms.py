@@ -61,8 +61,9 @@ def root_statement(ctx: AwsContext) -> dict[str, Any]:
     return {
         "Sid": "EnableAccountIamPolicies",
         "Effect": "Allow",
-        "Principal": {"AWS": pulumi.Output.concat("arn:", ctx.partition, ":iam::",
-                                                  ctx.account_id, ":root")},
+        "Principal": {
+            "AWS": pulumi.Output.concat("arn:", ctx.partition, ":iam::", ctx.account_id, ":root")
+        },
         "Action": "kms:*",
         "Resource": "*",
     }
@@ -85,8 +86,8 @@ def cloudwatch_logs_grant(ctx: AwsContext) -> ServiceGrant:
         conditions={
             "ArnLike": {
                 "kms:EncryptionContext:aws:logs:arn": pulumi.Output.concat(
-                    "arn:", ctx.partition, ":logs:", ctx.region, ":", ctx.account_id,
-                    ":log-group:*"),
+                    "arn:", ctx.partition, ":logs:", ctx.region, ":", ctx.account_id, ":log-group:*"
+                ),
             }
         },
     )
@@ -140,8 +141,9 @@ class EncryptionKey(pulumi.ComponentResource):
     key_id: pulumi.Output[str]
     alias_name: str
 
-    def __init__(self, name: str, args: EncryptionKeyArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: EncryptionKeyArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:kms:EncryptionKey", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -155,8 +157,9 @@ class EncryptionKey(pulumi.ComponentResource):
             tags=name_tag(self.alias_name.removeprefix("alias/")),
             opts=data_store_options(self, args.protect_data),
         )
-        aws.kms.Alias(f"{name}-alias", name=self.alias_name, target_key_id=self.key.key_id,
-                      opts=child)
+        aws.kms.Alias(
+            f"{name}-alias", name=self.alias_name, target_key_id=self.key.key_id, opts=child
+        )
         self.arn = self.key.arn
         self.key_id = self.key.key_id
         self.register_outputs({"arn": self.arn, "alias": self.alias_name})
@@ -165,7 +168,14 @@ class EncryptionKey(pulumi.ComponentResource):
 # Purposes of the platform's keys (K1): one per data store, plus logs, stream, messaging and
 # container images so that revoking or auditing one never touches another.
 PLATFORM_KEY_PURPOSES = (
-    "logs", "database", "cache", "secrets", "filesystem", "stream", "messaging", "images",
+    "logs",
+    "database",
+    "cache",
+    "secrets",
+    "filesystem",
+    "stream",
+    "messaging",
+    "images",
 )
 
 
@@ -190,8 +200,9 @@ class PlatformKeys(pulumi.ComponentResource):
     others are used by services on behalf of IAM principals, which the root statement enables.
     """
 
-    def __init__(self, name: str, args: PlatformKeysArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: PlatformKeysArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("media:kms:PlatformKeys", name, None, opts)
         grants = {
             "logs": (cloudwatch_logs_grant(args.context),),
@@ -204,8 +215,7 @@ class PlatformKeys(pulumi.ComponentResource):
                     purpose=f"{purpose}-key",
                     context=args.context,
                     namer=args.namer,
-                    deletion_window_days=Lifecycle(
-                        args.protect_data).key_deletion_window_days,
+                    deletion_window_days=Lifecycle(args.protect_data).key_deletion_window_days,
                     service_grants=grants.get(purpose, ()),
                     protect_data=args.protect_data,
                 ),
@@ -213,6 +223,14 @@ class PlatformKeys(pulumi.ComponentResource):
             )
             for purpose in PLATFORM_KEY_PURPOSES
         }
-        (self.logs, self.database, self.cache, self.secrets, self.filesystem, self.stream,
-         self.messaging, self.images) = (self.keys[p] for p in PLATFORM_KEY_PURPOSES)
+        (
+            self.logs,
+            self.database,
+            self.cache,
+            self.secrets,
+            self.filesystem,
+            self.stream,
+            self.messaging,
+            self.images,
+        ) = (self.keys[p] for p in PLATFORM_KEY_PURPOSES)
         self.register_outputs({p: k.arn for p, k in self.keys.items()})

@@ -20,9 +20,14 @@ def retention_problems(field_name: str, days: int) -> list[str]:
     return [f"{field_name}={days}: allowed one of " + ", ".join(map(str, LOG_RETENTION_DAYS))]
 
 
-def encrypted_log_group(resource_name: str, *, name: pulumi.Input[str],
-                        kms_key_arn: pulumi.Input[str], retention_days: int,
-                        parent: pulumi.Resource) -> aws.cloudwatch.LogGroup:
+def encrypted_log_group(
+    resource_name: str,
+    *,
+    name: pulumi.Input[str],
+    kms_key_arn: pulumi.Input[str],
+    retention_days: int,
+    parent: pulumi.Resource,
+) -> aws.cloudwatch.LogGroup:
     if problems := retention_problems("retention_days", retention_days):
         raise ValueError(problems[0])
     return aws.cloudwatch.LogGroup(

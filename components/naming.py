@@ -15,7 +15,6 @@ MAX_PREFIX_LENGTH = 15
 MAX_SUFFIX_LENGTH = 10
 
 
-
 @dataclass(frozen=True)
 class NameRule:
     max_length: int
@@ -34,19 +33,24 @@ class NameKind(Enum):
     """AWS naming rules per resource kind (documented limits of each service)."""
 
     GENERIC = _rule(255, r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "letters, digits, _ . -")
-    S3_BUCKET = _rule(63, r"^[a-z0-9](?!.*\.\.)[a-z0-9.-]*[a-z0-9]$",
-                      "lowercase letters, digits, . - ; starts and ends alphanumeric")
-    RDS_IDENTIFIER = _rule(63, _LOWER_HYPHENATED,
-                           "lowercase letters, digits, single hyphens; starts with a letter")
-    ELASTICACHE_ID = _rule(40, _LOWER_HYPHENATED,
-                           "lowercase letters, digits, single hyphens; starts with a letter")
+    S3_BUCKET = _rule(
+        63,
+        r"^[a-z0-9](?!.*\.\.)[a-z0-9.-]*[a-z0-9]$",
+        "lowercase letters, digits, . - ; starts and ends alphanumeric",
+    )
+    RDS_IDENTIFIER = _rule(
+        63, _LOWER_HYPHENATED, "lowercase letters, digits, single hyphens; starts with a letter"
+    )
+    ELASTICACHE_ID = _rule(
+        40, _LOWER_HYPHENATED, "lowercase letters, digits, single hyphens; starts with a letter"
+    )
     # AWS stores the name lowercased: an uppercase name would show a diff on every update.
     ELASTICACHE_SUBNET_GROUP = _rule(255, r"^[a-z0-9-]+$", "lowercase letters, digits, -")
     # CreateSnapshot documents no rule; 255 is the limit of serverless snapshot names, and the
     # identifier form is what the console accepts for a backup name.
-    ELASTICACHE_SNAPSHOT = _rule(255, _LOWER_HYPHENATED,
-                                 "lowercase letters, digits, single hyphens; starts with a "
-                                 "letter")
+    ELASTICACHE_SNAPSHOT = _rule(
+        255, _LOWER_HYPHENATED, "lowercase letters, digits, single hyphens; starts with a letter"
+    )
     IAM_ROLE = _rule(64, r"^[\w+=,.@-]+$", "letters, digits, + = , . @ _ -")
     IAM_POLICY = _rule(128, r"^[\w+=,.@-]+$", "letters, digits, + = , . @ _ -")
     LAMBDA_FUNCTION = _rule(64, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
@@ -56,16 +60,18 @@ class NameKind(Enum):
     KMS_ALIAS = _rule(256, r"^alias/(?!aws/)[A-Za-z0-9:/_-]+$", "alias/ then letters, : / _ -")
     SECRET = _rule(512, r"^[A-Za-z0-9/_+=.@-]+$", "letters, digits, / _ + = . @ -")
     ECS = _rule(255, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
-    ECR_REPOSITORY = _rule(256, r"^[a-z0-9](?:[a-z0-9._/-]*[a-z0-9])?$",
-                           "lowercase letters, digits, . _ / -")
+    ECR_REPOSITORY = _rule(
+        256, r"^[a-z0-9](?:[a-z0-9._/-]*[a-z0-9])?$", "lowercase letters, digits, . _ / -"
+    )
     WAF = _rule(128, r"^[\w-]+$", "letters, digits, _ -")
     SNS_TOPIC = _rule(256, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
     CLOUDTRAIL = _rule(128, r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,}$", "letters, digits, _ . -")
     PIPE = _rule(64, r"^[A-Za-z0-9_.-]+$", "letters, digits, _ . -")
     SECURITY_GROUP = _rule(255, r"^[A-Za-z0-9 ._:/()#,@\[\]+=&;{}!$*-]+$", "ASCII name chars")
     DB_SUBNET_GROUP = _rule(255, r"^[a-z0-9 ._-]+$", "lowercase letters, digits, space . _ -")
-    PARAMETER_GROUP = _rule(255, _LOWER_HYPHENATED,
-                            "lowercase letters, digits, single hyphens; starts with a letter")
+    PARAMETER_GROUP = _rule(
+        255, _LOWER_HYPHENATED, "lowercase letters, digits, single hyphens; starts with a letter"
+    )
     DASHBOARD = _rule(255, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
 
 
@@ -101,10 +107,10 @@ def check_name(name: str, kind: NameKind) -> None:
     if len(name) > rule.max_length:
         raise InvalidNameError(
             f"name '{name}' is {len(name)} chars; {kind.name} names allow at most "
-            f"{rule.max_length} (shorten prefix or environmentSuffix)")
+            f"{rule.max_length} (shorten prefix or environmentSuffix)"
+        )
     if not rule.pattern.match(name):
-        raise InvalidNameError(
-            f"name '{name}' breaks the {kind.name} rule: allowed {rule.allowed}")
+        raise InvalidNameError(f"name '{name}' breaks the {kind.name} rule: allowed {rule.allowed}")
 
 
 def name_tag(name: str) -> dict[str, str]:

@@ -25,7 +25,14 @@ from components.tunables import Problem, Tunables, tunable
 # Interface endpoints for the AWS APIs the workloads call (N6): image pulls, logs, secrets,
 # keys, the queue, the stream, STS for SDK credential chains and X-Ray for traces.
 INTERFACE_ENDPOINT_SERVICES = (
-    "ecr.api", "ecr.dkr", "logs", "secretsmanager", "kms", "sqs", "kinesis-streams", "sts",
+    "ecr.api",
+    "ecr.dkr",
+    "logs",
+    "secretsmanager",
+    "kms",
+    "sqs",
+    "kinesis-streams",
+    "sts",
     "xray",
 )
 DATA_PORTS = (POSTGRES, REDIS, NFS)
@@ -90,26 +97,37 @@ class SecureVpcSettings(Tunables):
     TIER = "network"
 
     cidr: str = tunable(
-        "vpcCidr", "10.0.0.0/16",
+        "vpcCidr",
+        "10.0.0.0/16",
         "VPC IPv4 CIDR: a private (RFC 1918) network, /16 to /20.",
         check=is_private_vpc_cidr,
-        allowed="a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), "
-                "/16 to /20")
+        allowed="a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), /16 to /20",
+    )
     nat_strategy: NatStrategy = tunable(
-        "natStrategy", NatStrategy.ONE_PER_AZ,
-        "NAT gateways: ONE_PER_AZ (HA), SINGLE (cheap, non-production) or NONE (needs "
-        "endpoints).", choices=NatStrategy)
+        "natStrategy",
+        NatStrategy.ONE_PER_AZ,
+        "NAT gateways: ONE_PER_AZ (HA), SINGLE (cheap, non-production) or NONE (needs endpoints).",
+        choices=NatStrategy,
+    )
     data_subnet_nacls: bool = tunable(
-        "dataSubnetNacls", True, "Network ACLs on the data subnets (N5).")
+        "dataSubnetNacls", True, "Network ACLs on the data subnets (N5)."
+    )
     vpc_endpoints: bool = tunable(
-        "vpcEndpoints", True,
-        "S3 gateway and interface endpoints for the AWS APIs the workloads call (N6).")
+        "vpcEndpoints",
+        True,
+        "S3 gateway and interface endpoints for the AWS APIs the workloads call (N6).",
+    )
 
     def rules(self) -> list[Problem]:
         if self.nat_strategy is NatStrategy.NONE and not self.vpc_endpoints:
-            return [Problem("nat_strategy", self.nat_strategy.value,
-                            "ONE_PER_AZ or SINGLE unless {vpc_endpoints} is true (tasks must "
-                            "reach ECR, Secrets Manager and CloudWatch Logs)")]
+            return [
+                Problem(
+                    "nat_strategy",
+                    self.nat_strategy.value,
+                    "ONE_PER_AZ or SINGLE unless {vpc_endpoints} is true (tasks must "
+                    "reach ECR, Secrets Manager and CloudWatch Logs)",
+                )
+            ]
         return []
 
 
@@ -148,8 +166,7 @@ class SecureVpc(pulumi.ComponentResource):
     data_subnet_ids: list[pulumi.Output[str]]
     plan: SubnetPlan
 
-    def __init__(self, name: str, args: SecureVpcArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: SecureVpcArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()
         super().__init__("media:network:SecureVpc", name, None, opts)
         self._name = name
@@ -175,8 +192,11 @@ class SecureVpc(pulumi.ComponentResource):
             opts=self._child,
         )
         self.igw = aws.ec2.InternetGateway(
-            f"{name}-igw", vpc_id=self.vpc.id, tags=name_tag(args.namer.name("igw")),
-            opts=self._child)
+            f"{name}-igw",
+            vpc_id=self.vpc.id,
+            tags=name_tag(args.namer.name("igw")),
+            opts=self._child,
+        )
         public = self._subnets("public", self.plan.public)
         app = self._subnets("app", self.plan.app)
         data = self._subnets("data", self.plan.data)
@@ -193,12 +213,14 @@ class SecureVpc(pulumi.ComponentResource):
         if args.vpc_endpoints:
             self._endpoints([*app_tables, data_table])
         self.nat_gateway_count = len(nat_ids)
-        self.register_outputs({
-            "vpc_id": self.vpc_id,
-            "public_subnet_ids": self.public_subnet_ids,
-            "app_subnet_ids": self.app_subnet_ids,
-            "data_subnet_ids": self.data_subnet_ids,
-        })
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "public_subnet_ids": self.public_subnet_ids,
+                "app_subnet_ids": self.app_subnet_ids,
+                "data_subnet_ids": self.data_subnet_ids,
+            }
+        )
 
     def grant_aws_apis(self, consumer: RoleSecurityGroup, label: str) -> None:
         """Let `consumer` reach the AWS APIs over HTTPS (ECR, Logs, Secrets Manager, SQS, …).
@@ -216,33 +238,45 @@ class SecureVpc(pulumi.ComponentResource):
         subnets = []
         for index, (zone, cidr) in enumerate(zip(self.zones, plan.subnets, strict=False)):
             subnet_name = self._args.namer.name(f"{tier}-{zone}")
-            subnets.append(aws.ec2.Subnet(
-                f"{self._name}-{tier}-{index}",
-                vpc_id=self.vpc.id,
-                cidr_block=cidr,
-                availability_zone=zone,
-                # Nothing in this platform needs a public IP; NAT gateways use Elastic IPs.
-                map_public_ip_on_launch=False,
-                tags={**name_tag(subnet_name), "Tier": tier},
-                opts=self._child,
-            ))
+            subnets.append(
+                aws.ec2.Subnet(
+                    f"{self._name}-{tier}-{index}",
+                    vpc_id=self.vpc.id,
+                    cidr_block=cidr,
+                    availability_zone=zone,
+                    # Nothing in this platform needs a public IP; NAT gateways use Elastic IPs.
+                    map_public_ip_on_launch=False,
+                    tags={**name_tag(subnet_name), "Tier": tier},
+                    opts=self._child,
+                )
+            )
         return subnets
 
     def _route_table(self, label: str, subnets: list[aws.ec2.Subnet]) -> aws.ec2.RouteTable:
         table = aws.ec2.RouteTable(
-            f"{self._name}-{label}-rt", vpc_id=self.vpc.id,
-            tags=name_tag(self._args.namer.name(f"{label}-rt")), opts=self._child)
+            f"{self._name}-{label}-rt",
+            vpc_id=self.vpc.id,
+            tags=name_tag(self._args.namer.name(f"{label}-rt")),
+            opts=self._child,
+        )
         for index, subnet in enumerate(subnets):
             aws.ec2.RouteTableAssociation(
-                f"{self._name}-{label}-rta-{index}", subnet_id=subnet.id,
-                route_table_id=table.id, opts=self._child)
+                f"{self._name}-{label}-rta-{index}",
+                subnet_id=subnet.id,
+                route_table_id=table.id,
+                opts=self._child,
+            )
         return table
 
     def _public_routes(self, public: list[aws.ec2.Subnet]) -> None:
         table = self._route_table("public", public)
-        aws.ec2.Route(f"{self._name}-public-default", route_table_id=table.id,
-                      destination_cidr_block="0.0.0.0/0", gateway_id=self.igw.id,
-                      opts=self._child)
+        aws.ec2.Route(
+            f"{self._name}-public-default",
+            route_table_id=table.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=self.igw.id,
+            opts=self._child,
+        )
 
     def _nat_gateways(self, public: list[aws.ec2.Subnet]) -> list[pulumi.Output[str]]:
         count = nat_gateway_count(self._args.nat_strategy, len(public))
@@ -251,24 +285,37 @@ class SecureVpc(pulumi.ComponentResource):
             nat_name = self._args.namer.name(f"nat-{self.zones[index]}")
             # EIP and NAT fail intermittently if created before the IGW is attached.
             after_igw = pulumi.ResourceOptions(parent=self, depends_on=[self.igw])
-            eip = aws.ec2.Eip(f"{self._name}-nat-eip-{index}", domain="vpc",
-                              tags=name_tag(nat_name), opts=after_igw)
-            nat = aws.ec2.NatGateway(f"{self._name}-nat-{index}", allocation_id=eip.id,
-                                     subnet_id=public[index].id, tags=name_tag(nat_name),
-                                     opts=after_igw)
+            eip = aws.ec2.Eip(
+                f"{self._name}-nat-eip-{index}",
+                domain="vpc",
+                tags=name_tag(nat_name),
+                opts=after_igw,
+            )
+            nat = aws.ec2.NatGateway(
+                f"{self._name}-nat-{index}",
+                allocation_id=eip.id,
+                subnet_id=public[index].id,
+                tags=name_tag(nat_name),
+                opts=after_igw,
+            )
             nat_ids.append(nat.id)
         return nat_ids
 
-    def _app_routes(self, app: list[aws.ec2.Subnet],
-                    nat_ids: list[pulumi.Output[str]]) -> list[aws.ec2.RouteTable]:
+    def _app_routes(
+        self, app: list[aws.ec2.Subnet], nat_ids: list[pulumi.Output[str]]
+    ) -> list[aws.ec2.RouteTable]:
         """One table per AZ, routed to the NAT in the same AZ (or the shared one)."""
         tables = []
         for index, subnet in enumerate(app):
             table = self._route_table(f"app-{self.zones[index]}", [subnet])
             if nat_ids:
-                aws.ec2.Route(f"{self._name}-app-{index}-default", route_table_id=table.id,
-                              destination_cidr_block="0.0.0.0/0",
-                              nat_gateway_id=nat_ids[index % len(nat_ids)], opts=self._child)
+                aws.ec2.Route(
+                    f"{self._name}-app-{index}-default",
+                    route_table_id=table.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    nat_gateway_id=nat_ids[index % len(nat_ids)],
+                    opts=self._child,
+                )
             tables.append(table)
         return tables
 
@@ -288,15 +335,32 @@ class SecureVpc(pulumi.ComponentResource):
         ctx = args.context
         # Confused-deputy guard: only flow logs of this account may assume the role.
         role = service_role(
-            f"{self._name}-flow-logs-role", role="vpc-flow-logs",
-            service="vpc-flow-logs.amazonaws.com", ctx=ctx, namer=args.namer, parent=self,
-            source_arn=pulumi.Output.concat("arn:", ctx.partition, ":ec2:", ctx.region, ":",
-                                            ctx.account_id, ":vpc-flow-log/*"))
-        policy = attach_grants(f"{self._name}-flow-logs-policy", role, [Grant(
-            sid="WriteFlowLogs",
-            actions=("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
-            resources=(group.arn, pulumi.Output.concat(group.arn, ":*")),
-        )], parent=self)
+            f"{self._name}-flow-logs-role",
+            role="vpc-flow-logs",
+            service="vpc-flow-logs.amazonaws.com",
+            ctx=ctx,
+            namer=args.namer,
+            parent=self,
+            source_arn=pulumi.Output.concat(
+                "arn:", ctx.partition, ":ec2:", ctx.region, ":", ctx.account_id, ":vpc-flow-log/*"
+            ),
+        )
+        policy = attach_grants(
+            f"{self._name}-flow-logs-policy",
+            role,
+            [
+                Grant(
+                    sid="WriteFlowLogs",
+                    actions=(
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ),
+                    resources=(group.arn, pulumi.Output.concat(group.arn, ":*")),
+                )
+            ],
+            parent=self,
+        )
         self.flow_log_group = group
         self.flow_log = aws.ec2.FlowLog(
             f"{self._name}-flow-log",
@@ -315,11 +379,15 @@ class SecureVpc(pulumi.ComponentResource):
         """Data subnets admit only the data ports from the app tier, and talk among themselves."""
         app_cidr, data_cidr = self.plan.app.summary, self.plan.data.summary
         nacl = aws.ec2.NetworkAcl(
-            f"{self._name}-data-nacl", vpc_id=self.vpc.id,
+            f"{self._name}-data-nacl",
+            vpc_id=self.vpc.id,
             subnet_ids=[s.id for s in data],
-            tags=name_tag(self._args.namer.name("data-nacl")), opts=self._child)
-        rules = [(100 + i * 10, False, "6", port, port, app_cidr)
-                 for i, port in enumerate(DATA_PORTS)]
+            tags=name_tag(self._args.namer.name("data-nacl")),
+            opts=self._child,
+        )
+        rules = [
+            (100 + i * 10, False, "6", port, port, app_cidr) for i, port in enumerate(DATA_PORTS)
+        ]
         rules += [
             (200, False, "-1", 0, 0, data_cidr),
             (100, True, "6", 1024, 65535, app_cidr),
@@ -329,32 +397,53 @@ class SecureVpc(pulumi.ComponentResource):
             direction = "out" if egress else "in"
             aws.ec2.NetworkAclRule(
                 f"{self._name}-data-nacl-{direction}-{number}",
-                network_acl_id=nacl.id, rule_number=number, egress=egress,
-                protocol=protocol, rule_action="allow", cidr_block=cidr,
-                from_port=from_port, to_port=to_port, opts=self._child)
+                network_acl_id=nacl.id,
+                rule_number=number,
+                egress=egress,
+                protocol=protocol,
+                rule_action="allow",
+                cidr_block=cidr,
+                from_port=from_port,
+                to_port=to_port,
+                opts=self._child,
+            )
         self.data_nacl = nacl
 
     def _endpoints(self, private_tables: list[aws.ec2.RouteTable]) -> None:
         invoke = pulumi.InvokeOptions(parent=self)
         s3 = aws.ec2.get_vpc_endpoint_service_output(
-            service="s3", service_type="Gateway", opts=invoke)
+            service="s3", service_type="Gateway", opts=invoke
+        )
         self.s3_endpoint = aws.ec2.VpcEndpoint(
-            f"{self._name}-s3-endpoint", vpc_id=self.vpc.id,
-            service_name=s3.service_name, vpc_endpoint_type="Gateway",
+            f"{self._name}-s3-endpoint",
+            vpc_id=self.vpc.id,
+            service_name=s3.service_name,
+            vpc_endpoint_type="Gateway",
             route_table_ids=[t.id for t in private_tables],
-            tags=name_tag(self._args.namer.name("s3-endpoint")), opts=self._child)
+            tags=name_tag(self._args.namer.name("s3-endpoint")),
+            opts=self._child,
+        )
         self.endpoint_security_group = RoleSecurityGroup(
-            f"{self._name}-endpoints-sg", role="endpoints",
+            f"{self._name}-endpoints-sg",
+            role="endpoints",
             description="Interface endpoints: HTTPS from the private app subnets",
-            vpc_id=self.vpc.id, namer=self._args.namer, parent=self)
+            vpc_id=self.vpc.id,
+            namer=self._args.namer,
+            parent=self,
+        )
         for service in self._args.endpoint_services:
             label = service.replace(".", "-")
             found = aws.ec2.get_vpc_endpoint_service_output(
-                service=service, service_type="Interface", opts=invoke)
+                service=service, service_type="Interface", opts=invoke
+            )
             aws.ec2.VpcEndpoint(
-                f"{self._name}-{label}-endpoint", vpc_id=self.vpc.id,
-                service_name=found.service_name, vpc_endpoint_type="Interface",
-                private_dns_enabled=True, subnet_ids=self.app_subnet_ids,
+                f"{self._name}-{label}-endpoint",
+                vpc_id=self.vpc.id,
+                service_name=found.service_name,
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=self.app_subnet_ids,
                 security_group_ids=[self.endpoint_security_group.id],
-                tags=name_tag(self._args.namer.name(f"{label}-endpoint")), opts=self._child)
-
+                tags=name_tag(self._args.namer.name(f"{label}-endpoint")),
+                opts=self._child,
+            )

@@ -25,10 +25,13 @@ class AlarmTopicSettings(Tunables):
 
     TIER = "alarms"
 
-    email: str = tunable("alarmEmail", "",
-                         "Address subscribed to the alarm topic (O2); empty for none.",
-                         pattern=r"(?i)^$|^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
-                         allowed="empty or an e-mail address")
+    email: str = tunable(
+        "alarmEmail",
+        "",
+        "Address subscribed to the alarm topic (O2); empty for none.",
+        pattern=r"(?i)^$|^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
+        allowed="empty or an e-mail address",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,65 +55,92 @@ class AlarmTopic(pulumi.ComponentResource):
 
     arn: pulumi.Output[str]
 
-    def __init__(self, name: str, args: AlarmTopicArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: AlarmTopicArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()
         super().__init__("media:observability:AlarmTopic", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         physical = args.namer.name("alarms", NameKind.SNS_TOPIC)
-        self.topic = aws.sns.Topic(f"{name}-topic", name=physical,
-                                   kms_master_key_id=args.kms_key_arn,
-                                   tags=name_tag(physical), opts=child)
+        self.topic = aws.sns.Topic(
+            f"{name}-topic",
+            name=physical,
+            kms_master_key_id=args.kms_key_arn,
+            tags=name_tag(physical),
+            opts=child,
+        )
         self.arn = self.topic.arn
-        aws.sns.TopicPolicy(f"{name}-policy", arn=self.topic.arn,
-                            policy=self._policy(args.context), opts=child)
+        aws.sns.TopicPolicy(
+            f"{name}-policy", arn=self.topic.arn, policy=self._policy(args.context), opts=child
+        )
         if args.email:
-            aws.sns.TopicSubscription(f"{name}-email", topic=self.topic.arn, protocol="email",
-                                      endpoint=args.email, opts=child)
+            aws.sns.TopicSubscription(
+                f"{name}-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=args.email,
+                opts=child,
+            )
         self.register_outputs({"arn": self.arn})
 
     def _policy(self, ctx: AwsContext) -> pulumi.Output[str]:
         # A topic policy replaces the default one, so the account owner keeps its rights here.
-        account_root = pulumi.Output.concat("arn:", ctx.partition, ":iam::", ctx.account_id,
-                                            ":root")
-        return pulumi.Output.json_dumps({
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "AccountManagesTopic",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": account_root},
-                    "Action": ["sns:GetTopicAttributes", "sns:SetTopicAttributes",
-                               "sns:Subscribe", "sns:ListSubscriptionsByTopic",
-                               "sns:Publish"],
-                    "Resource": self.topic.arn,
-                },
-                {
-                    "Sid": "CloudWatchAlarmsPublish",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                    "Action": "sns:Publish",
-                    "Resource": self.topic.arn,
-                    "Condition": {"StringEquals": {"aws:SourceAccount": ctx.account_id}},
-                },
-                {
-                    "Sid": "DenyInsecureTransport",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "sns:Publish",
-                    "Resource": self.topic.arn,
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                },
-            ],
-        })
+        account_root = pulumi.Output.concat(
+            "arn:", ctx.partition, ":iam::", ctx.account_id, ":root"
+        )
+        return pulumi.Output.json_dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "AccountManagesTopic",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": account_root},
+                        "Action": [
+                            "sns:GetTopicAttributes",
+                            "sns:SetTopicAttributes",
+                            "sns:Subscribe",
+                            "sns:ListSubscriptionsByTopic",
+                            "sns:Publish",
+                        ],
+                        "Resource": self.topic.arn,
+                    },
+                    {
+                        "Sid": "CloudWatchAlarmsPublish",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                        "Action": "sns:Publish",
+                        "Resource": self.topic.arn,
+                        "Condition": {"StringEquals": {"aws:SourceAccount": ctx.account_id}},
+                    },
+                    {
+                        "Sid": "DenyInsecureTransport",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "sns:Publish",
+                        "Resource": self.topic.arn,
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    },
+                ],
+            }
+        )
 
 
-def metric_alarm(resource_name: str, *, alarm_name: str, description: str,
-                 namespace: str, metric_name: str, dimensions: dict[str, Any],
-                 statistic: str, comparison: str, threshold: float, topic_arn: pulumi.Input[str],
-                 parent: pulumi.Resource, period: int = 300,
-                 evaluation_periods: int = 1,
-                 treat_missing_data: str = "notBreaching") -> aws.cloudwatch.MetricAlarm:
+def metric_alarm(
+    resource_name: str,
+    *,
+    alarm_name: str,
+    description: str,
+    namespace: str,
+    metric_name: str,
+    dimensions: dict[str, Any],
+    statistic: str,
+    comparison: str,
+    threshold: float,
+    topic_arn: pulumi.Input[str],
+    parent: pulumi.Resource,
+    period: int = 300,
+    evaluation_periods: int = 1,
+    treat_missing_data: str = "notBreaching",
+) -> aws.cloudwatch.MetricAlarm:
     """A CloudWatch alarm on one metric that notifies (and clears) through the alarm topic.
 
     Missing data counts as not breaching by default: idle queues and streams publish no
@@ -148,12 +178,15 @@ DASHBOARD_PERIODS = (60, 300, 900, 3600)
 MAX_CACHE_NODES = 6
 
 
-def cache_member_ids(replication_group_id: pulumi.Input[str],
-                     node_count: int) -> list[pulumi.Output[str]]:
+def cache_member_ids(
+    replication_group_id: pulumi.Input[str], node_count: int
+) -> list[pulumi.Output[str]]:
     """`naming.member_cluster_ids` for a group id that may still be an Output."""
     group = pulumi.Output.from_input(replication_group_id)
-    return [group.apply(lambda gid, i=index: member_cluster_ids(gid, node_count)[i])
-            for index in range(node_count)]
+    return [
+        group.apply(lambda gid, i=index: member_cluster_ids(gid, node_count)[i])
+        for index in range(node_count)
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,37 +223,64 @@ class OperationsDashboardArgs:
     """Nodes in the replication group (1-6) when the cache is shown; default 0."""
 
     @classmethod
-    def of_tiers(cls, *, namer: Namer, region: pulumi.Input[str], api: Any, jobs: Any,
-                 worker: Any, stream: Any, database: Any, cache: Any) -> Self:
+    def of_tiers(
+        cls,
+        *,
+        namer: Namer,
+        region: pulumi.Input[str],
+        api: Any,
+        jobs: Any,
+        worker: Any,
+        stream: Any,
+        database: Any,
+        cache: Any,
+    ) -> Self:
         """The dashboard of the platform's own tier components."""
-        return cls(namer=namer, region=region, api_name=api.rest_api.name,
-                   api_stage=api.stage_name, queue_name=jobs.queue_name,
-                   dead_letter_queue_name=jobs.dlq_name, cluster_name=worker.cluster_name,
-                   service_name=worker.service_name, stream_name=stream.name,
-                   db_cluster_identifier=database.cluster_identifier,
-                   cache_replication_group_id=cache.replication_group_id,
-                   cache_node_count=cache.node_count)
+        return cls(
+            namer=namer,
+            region=region,
+            api_name=api.rest_api.name,
+            api_stage=api.stage_name,
+            queue_name=jobs.queue_name,
+            dead_letter_queue_name=jobs.dlq_name,
+            cluster_name=worker.cluster_name,
+            service_name=worker.service_name,
+            stream_name=stream.name,
+            db_cluster_identifier=database.cluster_identifier,
+            cache_replication_group_id=cache.replication_group_id,
+            cache_node_count=cache.node_count,
+        )
 
     def validate(self) -> None:
         problems = []
         if self.period_seconds not in DASHBOARD_PERIODS:
-            problems.append(f"period_seconds={self.period_seconds}: allowed one of "
-                            + ", ".join(map(str, DASHBOARD_PERIODS)))
+            problems.append(
+                f"period_seconds={self.period_seconds}: allowed one of "
+                + ", ".join(map(str, DASHBOARD_PERIODS))
+            )
         for first, second in (("api_name", "api_stage"), ("cluster_name", "service_name")):
             if (getattr(self, first) is None) != (getattr(self, second) is None):
-                problems.append(f"{first}={getattr(self, first)!r}, "
-                                f"{second}={getattr(self, second)!r}: give both or neither")
+                problems.append(
+                    f"{first}={getattr(self, first)!r}, "
+                    f"{second}={getattr(self, second)!r}: give both or neither"
+                )
         has_cache = self.cache_replication_group_id is not None
         if has_cache and not 1 <= self.cache_node_count <= MAX_CACHE_NODES:
-            problems.append(f"cache_node_count={self.cache_node_count}: allowed "
-                            f"1..{MAX_CACHE_NODES} with cache_replication_group_id")
+            problems.append(
+                f"cache_node_count={self.cache_node_count}: allowed "
+                f"1..{MAX_CACHE_NODES} with cache_replication_group_id"
+            )
         if not has_cache and self.cache_node_count:
-            problems.append(f"cache_node_count={self.cache_node_count}: allowed 0 without "
-                            "cache_replication_group_id")
+            problems.append(
+                f"cache_node_count={self.cache_node_count}: allowed 0 without "
+                "cache_replication_group_id"
+            )
         if not problems and not self.tiers():
-            problems.append("no tier identifiers given: allowed any of api_name + api_stage, "
-                            "queue_name, dead_letter_queue_name, cluster_name + service_name, "
-                            "stream_name, db_cluster_identifier, cache_replication_group_id")
+            problems.append(
+                "no tier identifiers given: allowed any of api_name + api_stage, "
+                "queue_name, dead_letter_queue_name, cluster_name + service_name, "
+                "stream_name, db_cluster_identifier, cache_replication_group_id"
+            )
         if problems:
             raise ValueError("OperationsDashboardArgs: " + "; ".join(problems))
 
@@ -237,8 +297,14 @@ class OperationsDashboardArgs:
         return [tier for tier, given in present.items() if given]
 
 
-def metric_widget(title: str, metrics: Sequence[Sequence[Any]], *, region: pulumi.Input[str],
-                  period: int, stat: str) -> dict[str, Any]:
+def metric_widget(
+    title: str,
+    metrics: Sequence[Sequence[Any]],
+    *,
+    region: pulumi.Input[str],
+    period: int,
+    stat: str,
+) -> dict[str, Any]:
     """A time-series widget; each metric row is `[namespace, name, dim, value, ..., {opts}]`."""
     return {
         "type": "metric",
@@ -259,11 +325,20 @@ def _api_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
     dims = ("ApiName", a.api_name, "Stage", a.api_stage)
     api = "AWS/ApiGateway"
     return [
-        w("API requests and errors", [[api, "Count", *dims], [api, "4XXError", *dims],
-                                      [api, "5XXError", *dims]], "Sum"),
-        w("API latency (ms)", [[api, "Latency", *dims, {"stat": "p50"}],
-                               [api, "Latency", *dims, {"stat": "p99"}],
-                               [api, "IntegrationLatency", *dims, {"stat": "p99"}]], "p99"),
+        w(
+            "API requests and errors",
+            [[api, "Count", *dims], [api, "4XXError", *dims], [api, "5XXError", *dims]],
+            "Sum",
+        ),
+        w(
+            "API latency (ms)",
+            [
+                [api, "Latency", *dims, {"stat": "p50"}],
+                [api, "Latency", *dims, {"stat": "p99"}],
+                [api, "IntegrationLatency", *dims, {"stat": "p99"}],
+            ],
+            "p99",
+        ),
     ]
 
 
@@ -273,38 +348,70 @@ def _queue_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
     if a.queue_name is not None:
         queue = ("QueueName", a.queue_name)
         widgets += [
-            w("Job queue depth", [[sqs, "ApproximateNumberOfMessagesVisible", *queue],
-                                  [sqs, "ApproximateNumberOfMessagesNotVisible", *queue]],
-              "Maximum"),
-            w("Oldest job age (s)", [[sqs, "ApproximateAgeOfOldestMessage", *queue]],
-              "Maximum"),
+            w(
+                "Job queue depth",
+                [
+                    [sqs, "ApproximateNumberOfMessagesVisible", *queue],
+                    [sqs, "ApproximateNumberOfMessagesNotVisible", *queue],
+                ],
+                "Maximum",
+            ),
+            w("Oldest job age (s)", [[sqs, "ApproximateAgeOfOldestMessage", *queue]], "Maximum"),
         ]
     if a.dead_letter_queue_name is not None:
-        widgets.append(w("Dead-letter queue depth",
-                         [[sqs, "ApproximateNumberOfMessagesVisible", "QueueName",
-                           a.dead_letter_queue_name]], "Maximum"))
+        widgets.append(
+            w(
+                "Dead-letter queue depth",
+                [
+                    [
+                        sqs,
+                        "ApproximateNumberOfMessagesVisible",
+                        "QueueName",
+                        a.dead_letter_queue_name,
+                    ]
+                ],
+                "Maximum",
+            )
+        )
     return widgets
 
 
 def _worker_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
     dims = ("ClusterName", a.cluster_name, "ServiceName", a.service_name)
     return [
-        w("Worker CPU and memory (%)", [["AWS/ECS", "CPUUtilization", *dims],
-                                        ["AWS/ECS", "MemoryUtilization", *dims]], "Average"),
-        w("Worker tasks", [["ECS/ContainerInsights", "RunningTaskCount", *dims],
-                           ["ECS/ContainerInsights", "DesiredTaskCount", *dims]], "Average"),
+        w(
+            "Worker CPU and memory (%)",
+            [["AWS/ECS", "CPUUtilization", *dims], ["AWS/ECS", "MemoryUtilization", *dims]],
+            "Average",
+        ),
+        w(
+            "Worker tasks",
+            [
+                ["ECS/ContainerInsights", "RunningTaskCount", *dims],
+                ["ECS/ContainerInsights", "DesiredTaskCount", *dims],
+            ],
+            "Average",
+        ),
     ]
 
 
 def _stream_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
     kinesis, dims = "AWS/Kinesis", ("StreamName", a.stream_name)
     return [
-        w("Stream iterator age (ms)", [[kinesis, "GetRecords.IteratorAgeMilliseconds", *dims]],
-          "Maximum"),
-        w("Stream records and throttling", [
-            [kinesis, "IncomingRecords", *dims],
-            [kinesis, "WriteProvisionedThroughputExceeded", *dims],
-            [kinesis, "ReadProvisionedThroughputExceeded", *dims]], "Sum"),
+        w(
+            "Stream iterator age (ms)",
+            [[kinesis, "GetRecords.IteratorAgeMilliseconds", *dims]],
+            "Maximum",
+        ),
+        w(
+            "Stream records and throttling",
+            [
+                [kinesis, "IncomingRecords", *dims],
+                [kinesis, "WriteProvisionedThroughputExceeded", *dims],
+                [kinesis, "ReadProvisionedThroughputExceeded", *dims],
+            ],
+            "Sum",
+        ),
     ]
 
 
@@ -312,8 +419,11 @@ def _database_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
     rds, dims = "AWS/RDS", ("DBClusterIdentifier", a.db_cluster_identifier)
     return [
         w("Database capacity (ACU)", [[rds, "ServerlessDatabaseCapacity", *dims]], "Average"),
-        w("Database CPU and ACU use (%)", [[rds, "CPUUtilization", *dims],
-                                           [rds, "ACUUtilization", *dims]], "Maximum"),
+        w(
+            "Database CPU and ACU use (%)",
+            [[rds, "CPUUtilization", *dims], [rds, "ACUUtilization", *dims]],
+            "Maximum",
+        ),
         w("Database connections", [[rds, "DatabaseConnections", *dims]], "Maximum"),
     ]
 
@@ -331,17 +441,23 @@ def _cache_widgets(a: OperationsDashboardArgs, w) -> list[dict[str, Any]]:
     ]
 
 
-_TIER_WIDGETS = {"api": _api_widgets, "queue": _queue_widgets, "worker": _worker_widgets,
-                 "stream": _stream_widgets, "database": _database_widgets,
-                 "cache": _cache_widgets}
+_TIER_WIDGETS = {
+    "api": _api_widgets,
+    "queue": _queue_widgets,
+    "worker": _worker_widgets,
+    "stream": _stream_widgets,
+    "database": _database_widgets,
+    "cache": _cache_widgets,
+}
 
 
 def dashboard_widgets(args: OperationsDashboardArgs) -> list[dict[str, Any]]:
     """Every widget with its grid position, each tier starting a new row of up to three."""
 
     def widget(title: str, metrics: Sequence[Sequence[Any]], stat: str) -> dict[str, Any]:
-        return metric_widget(title, metrics, region=args.region, period=args.period_seconds,
-                             stat=stat)
+        return metric_widget(
+            title, metrics, region=args.region, period=args.period_seconds, stat=stat
+        )
 
     return grid([_TIER_WIDGETS[tier](args, widget) for tier in args.tiers()])
 
@@ -367,8 +483,9 @@ class OperationsDashboard(pulumi.ComponentResource):
     dashboard_name: str
     widget_count: int
 
-    def __init__(self, name: str, args: OperationsDashboardArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: OperationsDashboardArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:observability:OperationsDashboard", name, None, opts)
         self.dashboard_name = args.namer.name("operations", NameKind.DASHBOARD)

@@ -90,8 +90,9 @@ class LambdaPackage:
             return str(self.path)
 
 
-def target_environment(python_version: str = TARGET_PYTHON,
-                       machine: str = "aarch64") -> dict[str, str]:
+def target_environment(
+    python_version: str = TARGET_PYTHON, machine: str = "aarch64"
+) -> dict[str, str]:
     """PEP 508 marker values of the Lambda runtime (not of the machine building the zip)."""
     return {
         "python_version": python_version,
@@ -106,9 +107,11 @@ def target_environment(python_version: str = TARGET_PYTHON,
     }
 
 
-def resolve_distributions(roots: Iterable[str], *,
-                          environment: Mapping[str, str] | None = None,
-                          ) -> list[metadata.Distribution]:
+def resolve_distributions(
+    roots: Iterable[str],
+    *,
+    environment: Mapping[str, str] | None = None,
+) -> list[metadata.Distribution]:
     """The installed distributions `roots` need at runtime, following non-extra requirements
     whose markers hold in the target environment. Missing ones are an error."""
     env = dict(environment or target_environment())
@@ -123,7 +126,8 @@ def resolve_distributions(roots: Iterable[str], *,
         except metadata.PackageNotFoundError:
             raise PackagingError(
                 f"distribution '{name}' is needed by the API function but is not installed; "
-                "install requirements.txt into the interpreter that runs Pulumi") from None
+                "install requirements.txt into the interpreter that runs Pulumi"
+            ) from None
         seen[name] = dist
         for text in dist.requires or ():
             requirement = Requirement(text)
@@ -166,8 +170,10 @@ def distribution_files(dist: metadata.Distribution) -> dict[str, Path]:
     name = f"{dist.metadata['Name']}=={dist.version}"
     wheel = dist.read_text("WHEEL") or ""
     if "Root-Is-Purelib: true" not in wheel:
-        raise PackagingError(f"{name} is not a pure-Python wheel (Root-Is-Purelib is not true); "
-                             "it cannot be copied into a package for another platform")
+        raise PackagingError(
+            f"{name} is not a pure-Python wheel (Root-Is-Purelib is not true); "
+            "it cannot be copied into a package for another platform"
+        )
     if dist.files is None:
         raise PackagingError(f"{name} has no RECORD; reinstall it with pip")
     files: dict[str, Path] = {}
@@ -176,8 +182,10 @@ def distribution_files(dist: metadata.Distribution) -> dict[str, Path]:
         if ".." in relative.parts:
             continue  # console scripts installed next to the interpreter, not importable
         if relative.name.endswith(_NATIVE_SUFFIXES):
-            raise PackagingError(f"{name} ships a native module ({relative}); only pure-Python "
-                                 "distributions can be packaged")
+            raise PackagingError(
+                f"{name} ships a native module ({relative}); only pure-Python "
+                "distributions can be packaged"
+            )
         if "__pycache__" in relative.parts or relative.name.endswith((".pyc", ".pyo")):
             continue
         if relative.parts[0].endswith(".dist-info") and relative.name in _DIST_INFO_SKIPPED:
@@ -206,10 +214,15 @@ def sha256_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
-def build_package(name: str, *, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR,
-                  sources: Sequence[str] = API_SOURCES,
-                  distributions: Sequence[str] = API_DISTRIBUTIONS,
-                  environment: Mapping[str, str] | None = None) -> LambdaPackage:
+def build_package(
+    name: str,
+    *,
+    root: Path = REPO_ROOT,
+    out_dir: Path = BUILD_DIR,
+    sources: Sequence[str] = API_SOURCES,
+    distributions: Sequence[str] = API_DISTRIBUTIONS,
+    environment: Mapping[str, str] | None = None,
+) -> LambdaPackage:
     """Build `out_dir/<name>.zip` from `sources` under `root` plus the dependency closure of
     `distributions`; the file is rewritten only when its bytes change."""
     files = source_files(root, sources)
@@ -217,8 +230,10 @@ def build_package(name: str, *, root: Path = REPO_ROOT, out_dir: Path = BUILD_DI
     for dist in dists:
         for archive_name, path in distribution_files(dist).items():
             if archive_name in files:
-                raise PackagingError(f"'{archive_name}' is provided twice (by the sources and "
-                                     f"by {dist.metadata['Name']})")
+                raise PackagingError(
+                    f"'{archive_name}' is provided twice (by the sources and "
+                    f"by {dist.metadata['Name']})"
+                )
             files[archive_name] = path
     data = zip_bytes(files)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,11 +253,15 @@ def build_api_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) -> L
     return build_package("api", root=root, out_dir=out_dir)
 
 
-def build_migrate_package(*, root: Path = REPO_ROOT,
-                          out_dir: Path = BUILD_DIR) -> LambdaPackage:
+def build_migrate_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) -> LambdaPackage:
     """The schema-migration function's package: migrations, their runner and pg8000."""
-    return build_package("migrate", root=root, out_dir=out_dir, sources=MIGRATE_SOURCES,
-                         distributions=MIGRATE_DISTRIBUTIONS)
+    return build_package(
+        "migrate",
+        root=root,
+        out_dir=out_dir,
+        sources=MIGRATE_SOURCES,
+        distributions=MIGRATE_DISTRIBUTIONS,
+    )
 
 
 def migrations_fingerprint(root: Path = REPO_ROOT) -> str:

@@ -14,11 +14,13 @@ from typing import Any
 import pulumi
 
 
-def data_store_options(parent: pulumi.Resource, protect_data: bool,
-                       **extra: Any) -> pulumi.ResourceOptions:
+def data_store_options(
+    parent: pulumi.Resource, protect_data: bool, **extra: Any
+) -> pulumi.ResourceOptions:
     """Options of a data-holding child of `parent`: protected and retained when `protect_data`."""
-    return pulumi.ResourceOptions(parent=parent, protect=protect_data,
-                                  retain_on_delete=protect_data, **extra)
+    return pulumi.ResourceOptions(
+        parent=parent, protect=protect_data, retain_on_delete=protect_data, **extra
+    )
 
 
 @dataclass(frozen=True)

@@ -82,29 +82,40 @@ class SchemaMigrationsArgs:
     """Retention of the function's log group; default 30."""
 
     @classmethod
-    def for_database(cls, database: Any, *, network_grants: Sequence[NetworkGrant] = (),
-                     **rest: Any) -> Self:
+    def for_database(
+        cls, database: Any, *, network_grants: Sequence[NetworkGrant] = (), **rest: Any
+    ) -> Self:
         """Args migrating `database` (an `EncryptedAurora`): its endpoint and master secret,
         the grant to read that secret and the rule to reach it; the run waits for its writer."""
-        return cls(cluster_resource_id=database.cluster.cluster_resource_id,
-                   db_host=database.endpoint, db_port=database.port,
-                   db_name=database.database_name, db_secret_arn=database.secret_arn,
-                   access_grants={"db-secret": database.grant_secret_read},
-                   network_grants=(database.allow_from, *network_grants),
-                   run_after=[database.writer], **rest)
+        return cls(
+            cluster_resource_id=database.cluster.cluster_resource_id,
+            db_host=database.endpoint,
+            db_port=database.port,
+            db_name=database.database_name,
+            db_secret_arn=database.secret_arn,
+            access_grants={"db-secret": database.grant_secret_read},
+            network_grants=(database.allow_from, *network_grants),
+            run_after=[database.writer],
+            **rest,
+        )
 
     def validate(self) -> None:
         problems = []
         if len(self.subnet_ids) < 2:
-            problems.append(f"subnet_ids: {len(self.subnet_ids)} given, allowed at least 2 "
-                            "(one per AZ, G7)")
+            problems.append(
+                f"subnet_ids: {len(self.subnet_ids)} given, allowed at least 2 (one per AZ, G7)"
+            )
         if not self.code_path or not self.code_sha256 or not self.migrations_sha256:
-            problems.append("code_path/code_sha256/migrations_sha256: allowed a built package "
-                            "(components.packaging.build_api_package)")
+            problems.append(
+                "code_path/code_sha256/migrations_sha256: allowed a built package "
+                "(components.packaging.build_api_package)"
+            )
         problems += db_ssl_problems("db_ssl", self.db_ssl)
         if not MIN_TIMEOUT_SECONDS <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
-            problems.append(f"timeout_seconds={self.timeout_seconds}: allowed "
-                            f"{MIN_TIMEOUT_SECONDS}..{MAX_TIMEOUT_SECONDS}")
+            problems.append(
+                f"timeout_seconds={self.timeout_seconds}: allowed "
+                f"{MIN_TIMEOUT_SECONDS}..{MAX_TIMEOUT_SECONDS}"
+            )
         problems += retention_problems("log_retention_days", self.log_retention_days)
         if problems:
             raise ValueError("SchemaMigrationsArgs: " + "; ".join(problems))
@@ -117,37 +128,47 @@ class SchemaMigrations(pulumi.ComponentResource):
     function_name: pulumi.Output[str]
     invocation: aws.lambda_.Invocation
 
-    def __init__(self, name: str, args: SchemaMigrationsArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: SchemaMigrationsArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:database:SchemaMigrations", name, None, opts)
         self.security_group = RoleSecurityGroup(
-            f"{name}-sg", role="migrate", description="Schema migration function",
-            vpc_id=args.vpc_id, namer=args.namer, parent=self)
-        function = vpc_function(name, VpcFunctionArgs(
-            stem="migrate",
-            description="Applies the database schema and service roles (pulumi up)",
-            handler=HANDLER,
-            code_path=args.code_path,
-            code_sha256=args.code_sha256,
-            subnet_ids=args.subnet_ids,
-            security_group=self.security_group,
-            environment={
-                EnvVar.DB_HOST: args.db_host,
-                EnvVar.DB_PORT: as_text(args.db_port),
-                EnvVar.DB_NAME: args.db_name,
-                EnvVar.DB_SSL: args.db_ssl,
-                EnvVar.DB_SECRET_ARN: args.db_secret_arn,
-                EnvVar.LOG_LEVEL: DEFAULT_LOG_LEVEL,
-            },
+            f"{name}-sg",
+            role="migrate",
+            description="Schema migration function",
+            vpc_id=args.vpc_id,
             namer=args.namer,
-            context=args.context,
-            logs_key_arn=args.logs_key_arn,
-            environment_key_arn=args.secrets_key_arn,
-            log_retention_days=args.log_retention_days,
-            timeout_seconds=args.timeout_seconds,
-            access_grants=args.access_grants,
-        ), parent=self)
+            parent=self,
+        )
+        function = vpc_function(
+            name,
+            VpcFunctionArgs(
+                stem="migrate",
+                description="Applies the database schema and service roles (pulumi up)",
+                handler=HANDLER,
+                code_path=args.code_path,
+                code_sha256=args.code_sha256,
+                subnet_ids=args.subnet_ids,
+                security_group=self.security_group,
+                environment={
+                    EnvVar.DB_HOST: args.db_host,
+                    EnvVar.DB_PORT: as_text(args.db_port),
+                    EnvVar.DB_NAME: args.db_name,
+                    EnvVar.DB_SSL: args.db_ssl,
+                    EnvVar.DB_SECRET_ARN: args.db_secret_arn,
+                    EnvVar.LOG_LEVEL: DEFAULT_LOG_LEVEL,
+                },
+                namer=args.namer,
+                context=args.context,
+                logs_key_arn=args.logs_key_arn,
+                environment_key_arn=args.secrets_key_arn,
+                log_retention_days=args.log_retention_days,
+                timeout_seconds=args.timeout_seconds,
+                access_grants=args.access_grants,
+            ),
+            parent=self,
+        )
         self.function_name = function.function.name
         for grant in args.network_grants:
             grant(self.security_group)
@@ -158,11 +179,18 @@ class SchemaMigrations(pulumi.ComponentResource):
             # CREATE_ONLY never re-invokes on its own: run again for new migrations, new
             # migration code, or a new (replaced, restored) cluster. Applied migrations are
             # skipped, so a run with nothing to do is harmless.
-            triggers={"migrations": args.migrations_sha256, "code": args.code_sha256,
-                      "cluster": args.cluster_resource_id},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[
-                *args.run_after, *self.security_group.access_rules]))
-        self.register_outputs({
-            "security_group_id": self.security_group.id,
-            "function_name": self.function_name,
-        })
+            triggers={
+                "migrations": args.migrations_sha256,
+                "code": args.code_sha256,
+                "cluster": args.cluster_resource_id,
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.run_after, *self.security_group.access_rules]
+            ),
+        )
+        self.register_outputs(
+            {
+                "security_group_id": self.security_group.id,
+                "function_name": self.function_name,
+            }
+        )

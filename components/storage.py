@@ -23,8 +23,15 @@ from components.naming import Namer, name_tag
 from components.protection import data_store_options
 
 IA_TRANSITIONS = (
-    "AFTER_1_DAY", "AFTER_7_DAYS", "AFTER_14_DAYS", "AFTER_30_DAYS", "AFTER_60_DAYS",
-    "AFTER_90_DAYS", "AFTER_180_DAYS", "AFTER_270_DAYS", "AFTER_365_DAYS",
+    "AFTER_1_DAY",
+    "AFTER_7_DAYS",
+    "AFTER_14_DAYS",
+    "AFTER_30_DAYS",
+    "AFTER_60_DAYS",
+    "AFTER_90_DAYS",
+    "AFTER_180_DAYS",
+    "AFTER_270_DAYS",
+    "AFTER_365_DAYS",
 )
 CLIENT_ACTIONS = (
     "elasticfilesystem:ClientMount",
@@ -68,11 +75,15 @@ class SharedFileSystemArgs:
     def validate(self) -> None:
         problems = []
         if len(self.subnet_ids) < 2:
-            problems.append(f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one data "
-                            "subnet per AZ, at least 2 (G7)")
+            problems.append(
+                f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one data "
+                "subnet per AZ, at least 2 (G7)"
+            )
         if not _POSIX_PATH.match(self.root_path):
-            problems.append(f"root_path={self.root_path!r}: allowed an absolute path like "
-                            "/media (letters, digits, _ . -), not /")
+            problems.append(
+                f"root_path={self.root_path!r}: allowed an absolute path like "
+                "/media (letters, digits, _ . -), not /"
+            )
         for field_name in ("owner_uid", "owner_gid"):
             value = getattr(self, field_name)
             if not 0 < value <= MAX_POSIX_ID:
@@ -80,8 +91,10 @@ class SharedFileSystemArgs:
         if not _PERMISSIONS.match(self.permissions):
             problems.append(f"permissions={self.permissions!r}: allowed an octal mode like 750")
         if self.transition_to_ia not in IA_TRANSITIONS:
-            problems.append(f"transition_to_ia={self.transition_to_ia!r}: allowed one of "
-                            + ", ".join(IA_TRANSITIONS))
+            problems.append(
+                f"transition_to_ia={self.transition_to_ia!r}: allowed one of "
+                + ", ".join(IA_TRANSITIONS)
+            )
         if problems:
             raise ValueError("SharedFileSystemArgs: " + "; ".join(problems))
 
@@ -96,8 +109,9 @@ class SharedFileSystem(pulumi.ComponentResource):
     security_group: RoleSecurityGroup
     mount_targets: list[aws.efs.MountTarget]
 
-    def __init__(self, name: str, args: SharedFileSystemArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: SharedFileSystemArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:storage:SharedFileSystem", name, None, opts)
         self._name = name
@@ -120,8 +134,11 @@ class SharedFileSystem(pulumi.ComponentResource):
         self.file_system_id = self.file_system.id
         self.file_system_arn = self.file_system.arn
         if not args.backups:
-            pulumi.log.warn("SharedFileSystem: backups=False turns off AWS Backup for the "
-                            "shared media file system", resource=self)
+            pulumi.log.warn(
+                "SharedFileSystem: backups=False turns off AWS Backup for the "
+                "shared media file system",
+                resource=self,
+            )
         aws.efs.BackupPolicy(
             f"{name}-backup",
             file_system_id=self.file_system.id,
@@ -129,8 +146,13 @@ class SharedFileSystem(pulumi.ComponentResource):
             opts=child,
         )
         self.security_group = RoleSecurityGroup(
-            f"{name}-sg", role="files", description="EFS mount targets: NFS from granted roles",
-            vpc_id=args.vpc_id, namer=args.namer, parent=self)
+            f"{name}-sg",
+            role="files",
+            description="EFS mount targets: NFS from granted roles",
+            vpc_id=args.vpc_id,
+            namer=args.namer,
+            parent=self,
+        )
         self.mount_targets = [
             aws.efs.MountTarget(
                 f"{name}-mount-{index}",
@@ -148,8 +170,11 @@ class SharedFileSystem(pulumi.ComponentResource):
             # Without creation_info a missing root path makes every mount fail.
             root_directory={
                 "path": args.root_path,
-                "creation_info": {"owner_uid": args.owner_uid, "owner_gid": args.owner_gid,
-                                  "permissions": args.permissions},
+                "creation_info": {
+                    "owner_uid": args.owner_uid,
+                    "owner_gid": args.owner_gid,
+                    "permissions": args.permissions,
+                },
             },
             tags=name_tag(args.namer.name("files-ap")),
             opts=child,
@@ -162,29 +187,44 @@ class SharedFileSystem(pulumi.ComponentResource):
             policy=pulumi.Output.json_dumps(self._policy_document()),
             opts=child,
         )
-        self.register_outputs({
-            "file_system_id": self.file_system_id,
-            "file_system_arn": self.file_system_arn,
-            "access_point_id": self.access_point_id,
-            "access_point_arn": self.access_point_arn,
-            "security_group_id": self.security_group.id,
-        })
+        self.register_outputs(
+            {
+                "file_system_id": self.file_system_id,
+                "file_system_arn": self.file_system_arn,
+                "access_point_id": self.access_point_id,
+                "access_point_arn": self.access_point_arn,
+                "security_group_id": self.security_group.id,
+            }
+        )
 
     def _policy_document(self) -> dict[str, Any]:
         # Once a file-system policy exists, NFS clients that do not sign with IAM are
         # anonymous and no statement allows them, so only IAM-authorised mounts get in; IAM
         # principals of this account still need ClientMount/ClientWrite (see `grant_mount`).
-        deny = {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": list(CLIENT_ACTIONS),
-                "Resource": self.file_system.arn}
+        deny = {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": list(CLIENT_ACTIONS),
+            "Resource": self.file_system.arn,
+        }
         return {
             "Version": "2012-10-17",
             "Statement": [
-                {"Sid": "DenyUnencryptedTransport", **deny,
-                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+                {
+                    "Sid": "DenyUnencryptedTransport",
+                    **deny,
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                },
                 # A missing access-point key also matches StringNotEquals: bare mounts fail.
-                {"Sid": "DenyMountOutsideAccessPoint", **deny,
-                 "Condition": {"StringNotEquals": {
-                     "elasticfilesystem:AccessPointArn": self.access_point.arn}}},
+                {
+                    "Sid": "DenyMountOutsideAccessPoint",
+                    **deny,
+                    "Condition": {
+                        "StringNotEquals": {
+                            "elasticfilesystem:AccessPointArn": self.access_point.arn
+                        }
+                    },
+                },
             ],
         }
 
@@ -197,10 +237,18 @@ class SharedFileSystem(pulumi.ComponentResource):
 
     def grant_mount(self, resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
         """Let `role` mount and write through the access point only (IAM authorisation)."""
-        return attach_grants(resource_name, role, [Grant(
-            sid="MountSharedMediaThroughAccessPoint",
-            actions=MOUNT_ACTIONS,
-            resources=(self.file_system.arn,),
-            conditions={"StringEquals": {
-                "elasticfilesystem:AccessPointArn": self.access_point.arn}},
-        )], parent=self)
+        return attach_grants(
+            resource_name,
+            role,
+            [
+                Grant(
+                    sid="MountSharedMediaThroughAccessPoint",
+                    actions=MOUNT_ACTIONS,
+                    resources=(self.file_system.arn,),
+                    conditions={
+                        "StringEquals": {"elasticfilesystem:AccessPointArn": self.access_point.arn}
+                    },
+                )
+            ],
+            parent=self,
+        )

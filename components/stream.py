@@ -29,6 +29,7 @@ class StreamMode(StrEnum):
     ON_DEMAND = "ON_DEMAND"
     PROVISIONED = "PROVISIONED"
 
+
 MIN_RETENTION_HOURS, MAX_RETENTION_HOURS = 24, 8760
 WRITE_ACTIONS = ("kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary")
 READ_ACTIONS = (
@@ -46,23 +47,21 @@ def _key_use_condition(stream_arn: pulumi.Input[str]) -> dict[str, Any]:
     return {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": stream_arn}}
 
 
-def stream_write_grants(stream_arn: pulumi.Input[str],
-                        key_arn: pulumi.Input[str]) -> list[Grant]:
+def stream_write_grants(stream_arn: pulumi.Input[str], key_arn: pulumi.Input[str]) -> list[Grant]:
     """What a producer needs: put records and encrypt them with the stream key (S4)."""
     return [
         Grant("StreamWrite", WRITE_ACTIONS, (stream_arn,)),
-        Grant("StreamKeyEncrypt", ("kms:GenerateDataKey",), (key_arn,),
-              _key_use_condition(stream_arn)),
+        Grant(
+            "StreamKeyEncrypt", ("kms:GenerateDataKey",), (key_arn,), _key_use_condition(stream_arn)
+        ),
     ]
 
 
-def stream_read_grants(stream_arn: pulumi.Input[str],
-                       key_arn: pulumi.Input[str]) -> list[Grant]:
+def stream_read_grants(stream_arn: pulumi.Input[str], key_arn: pulumi.Input[str]) -> list[Grant]:
     """What a shared-throughput consumer (no enhanced fan-out) needs (S4)."""
     return [
         Grant("StreamRead", READ_ACTIONS, (stream_arn,)),
-        Grant("StreamKeyDecrypt", ("kms:Decrypt",), (key_arn,),
-              _key_use_condition(stream_arn)),
+        Grant("StreamKeyDecrypt", ("kms:Decrypt",), (key_arn,), _key_use_condition(stream_arn)),
     ]
 
 
@@ -84,25 +83,37 @@ class AnalyticsStreamSettings(Tunables):
     TIER = "stream"
 
     mode: StreamMode = tunable(
-        "streamMode", StreamMode.ON_DEMAND,
+        "streamMode",
+        StreamMode.ON_DEMAND,
         "Kinesis capacity mode; ON_DEMAND lets AWS scale shards for upload bursts (S1).",
-        choices=StreamMode)
-    shard_count: int = tunable("streamShardCount", 1,
-                               "Shards when streamMode is PROVISIONED (S1).",
-                               range=(1, MAX_SHARDS))
-    retention_hours: int = tunable("streamRetentionHours", MIN_RETENTION_HOURS,
-                                   "How long records stay readable, in hours (S2).",
-                                   range=(MIN_RETENTION_HOURS, MAX_RETENTION_HOURS))
+        choices=StreamMode,
+    )
+    shard_count: int = tunable(
+        "streamShardCount", 1, "Shards when streamMode is PROVISIONED (S1).", range=(1, MAX_SHARDS)
+    )
+    retention_hours: int = tunable(
+        "streamRetentionHours",
+        MIN_RETENTION_HOURS,
+        "How long records stay readable, in hours (S2).",
+        range=(MIN_RETENTION_HOURS, MAX_RETENTION_HOURS),
+    )
     iterator_age_alarm_ms: int = tunable(
-        "alarmStreamIteratorAgeMs", 60_000,
+        "alarmStreamIteratorAgeMs",
+        60_000,
         "Consumer lag (GetRecords.IteratorAgeMilliseconds maximum) that alarms (S5).",
-        range=(1000, 604_800_000))
+        range=(1000, 604_800_000),
+    )
 
     def rules(self) -> list[Problem]:
         if self.mode is StreamMode.ON_DEMAND and self.shard_count != 1:
-            return [Problem("shard_count", self.shard_count,
-                            "unset (default 1) when {mode} is ON_DEMAND (AWS sizes on-demand "
-                            "streams itself)")]
+            return [
+                Problem(
+                    "shard_count",
+                    self.shard_count,
+                    "unset (default 1) when {mode} is ON_DEMAND (AWS sizes on-demand "
+                    "streams itself)",
+                )
+            ]
         return []
 
 
@@ -133,8 +144,9 @@ class AnalyticsStream(pulumi.ComponentResource):
     arn: pulumi.Output[str]
     key_arn: pulumi.Input[str]
 
-    def __init__(self, name: str, args: AnalyticsStreamArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: AnalyticsStreamArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:stream:AnalyticsStream", name, None, opts)
         physical = args.namer.name("kinesis", NameKind.KINESIS_STREAM)
@@ -181,7 +193,7 @@ class AnalyticsStream(pulumi.ComponentResource):
             f"{name}-iterator-age",
             alarm_name=namer.name("kinesis-iterator-age"),
             description="Stream consumers lag behind: records wait longer than "
-                        f"{args.iterator_age_alarm_ms} ms to be read (S5).",
+            f"{args.iterator_age_alarm_ms} ms to be read (S5).",
             metric_name="GetRecords.IteratorAgeMilliseconds",
             statistic="Maximum",
             comparison="GreaterThanThreshold",

@@ -68,7 +68,8 @@ SHUTDOWN_MARGIN_SECONDS = 10
 _IMAGE = r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$"
 _ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
-    r"(?:\.cn)?/(?P<repository>[a-z0-9._/-]+?)(?::[\w][\w.-]*|@sha256:[0-9a-f]{64})$")
+    r"(?:\.cn)?/(?P<repository>[a-z0-9._/-]+?)(?::[\w][\w.-]*|@sha256:[0-9a-f]{64})$"
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,16 @@ class EcrImage:
     repository: str
 
     def repository_arn(self, partition: pulumi.Input[str]) -> pulumi.Output[str]:
-        return pulumi.Output.concat("arn:", partition, ":ecr:", self.region, ":",
-                                    self.account_id, ":repository/", self.repository)
+        return pulumi.Output.concat(
+            "arn:",
+            partition,
+            ":ecr:",
+            self.region,
+            ":",
+            self.account_id,
+            ":repository/",
+            self.repository,
+        )
 
 
 def parse_ecr_image(image: str) -> EcrImage | None:
@@ -111,29 +120,38 @@ def content_tag(context_dir: str | os.PathLike[str]) -> str:
     return "src-" + digest.hexdigest()[:16]
 
 
-def ecr_lifecycle_policy(keep_images: int = KEEP_IMAGES,
-                         untagged_days: int = UNTAGGED_IMAGE_DAYS) -> dict[str, Any]:
-    return {"rules": [
-        {
-            "rulePriority": 1,
-            "description": f"expire untagged images after {untagged_days} days",
-            "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                          "countUnit": "days", "countNumber": untagged_days},
-            "action": {"type": "expire"},
-        },
-        {
-            # A rule on "any" must have the lowest priority (highest number).
-            "rulePriority": 2,
-            "description": f"keep the last {keep_images} images",
-            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
-                          "countNumber": keep_images},
-            "action": {"type": "expire"},
-        },
-    ]}
+def ecr_lifecycle_policy(
+    keep_images: int = KEEP_IMAGES, untagged_days: int = UNTAGGED_IMAGE_DAYS
+) -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": f"expire untagged images after {untagged_days} days",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": untagged_days,
+                },
+                "action": {"type": "expire"},
+            },
+            {
+                # A rule on "any" must have the lowest priority (highest number).
+                "rulePriority": 2,
+                "description": f"keep the last {keep_images} images",
+                "selection": {
+                    "tagStatus": "any",
+                    "countType": "imageCountMoreThan",
+                    "countNumber": keep_images,
+                },
+                "action": {"type": "expire"},
+            },
+        ]
+    }
 
 
-def capacity_strategy(base: int, fargate_weight: int,
-                      spot_weight: int) -> list[dict[str, Any]]:
+def capacity_strategy(base: int, fargate_weight: int, spot_weight: int) -> list[dict[str, Any]]:
     """`base` tasks on regular FARGATE, the rest split by weight with FARGATE_SPOT (W2)."""
     return [
         {"capacity_provider": "FARGATE", "base": base, "weight": fargate_weight},
@@ -157,8 +175,12 @@ class SharedVolume:
     @classmethod
     def of(cls, files: Any) -> Self:
         """The volume of a `SharedFileSystem`."""
-        return cls(file_system_id=files.file_system_id, access_point_id=files.access_point_id,
-                   grant_mount=files.grant_mount, mount_targets=files.mount_targets)
+        return cls(
+            file_system_id=files.file_system_id,
+            access_point_id=files.access_point_id,
+            grant_mount=files.grant_mount,
+            mount_targets=files.mount_targets,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,10 +199,15 @@ class WorkerConnections(DataPlane):
     @classmethod
     def of_tiers(cls, *, database: Any, cache: Any, stream: Any, jobs: Any) -> Self:
         """The data plane plus the platform's own job queue."""
-        return super().of_tiers(database=database, cache=cache, stream=stream,
-                                jobs_queue_url=jobs.queue_url, jobs_queue_name=jobs.queue_name,
-                                dead_letter_queue_url=jobs.dlq_url,
-                                max_receive_count=jobs.max_receive_count)
+        return super().of_tiers(
+            database=database,
+            cache=cache,
+            stream=stream,
+            jobs_queue_url=jobs.queue_url,
+            jobs_queue_name=jobs.queue_name,
+            dead_letter_queue_url=jobs.dlq_url,
+            max_receive_count=jobs.max_receive_count,
+        )
 
 
 def fargate_memory_rule(cpu: int, memory: int) -> list[Problem]:
@@ -189,9 +216,14 @@ def fargate_memory_rule(cpu: int, memory: int) -> list[Problem]:
     if allowed is None or memory in allowed:
         return []
     step = allowed[1] - allowed[0] if len(allowed) > 1 else allowed[0]
-    return [Problem("memory", memory,
-                    f"for {{cpu}}={cpu}: {allowed[0]}..{allowed[-1]} in steps of {step} "
-                    f"({', '.join(map(str, allowed))})")]
+    return [
+        Problem(
+            "memory",
+            memory,
+            f"for {{cpu}}={cpu}: {allowed[0]}..{allowed[-1]} in steps of {step} "
+            f"({', '.join(map(str, allowed))})",
+        )
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,53 +232,85 @@ class MediaWorkerServiceSettings(Tunables):
 
     TIER = "worker"
 
-    cpu: int = tunable("workerCpu", 512, "Task CPU units, a Fargate size (W3).",
-                       choices=tuple(FARGATE_MEMORY_BY_CPU))
-    memory: int = tunable("workerMemory", 1024, "Task memory MiB (W3).",
-                          allowed="a Fargate memory size for workerCpu")
-    min_tasks: int = tunable("workerMinTasks", 2,
-                             "Fewest tasks and the initial desired count, one per AZ at least "
-                             "(W7).", range=(2, 200))
-    max_tasks: int = tunable("workerMaxTasks", 20, "Most tasks, >= workerMinTasks (W7).",
-                             range=(2, 200))
-    fargate_base: int = tunable("workerFargateBase", 1,
-                                "Tasks always on regular FARGATE before the weights apply (W2).",
-                                range=(0, 100))
-    fargate_weight: int = tunable("workerFargateWeight", 1,
-                                  "Weight of FARGATE beyond the base (W2).", range=(0, 1000))
-    spot_weight: int = tunable("workerSpotWeight", 3,
-                               "Weight of FARGATE_SPOT beyond the base (W2).", range=(0, 1000))
+    cpu: int = tunable(
+        "workerCpu",
+        512,
+        "Task CPU units, a Fargate size (W3).",
+        choices=tuple(FARGATE_MEMORY_BY_CPU),
+    )
+    memory: int = tunable(
+        "workerMemory", 1024, "Task memory MiB (W3).", allowed="a Fargate memory size for workerCpu"
+    )
+    min_tasks: int = tunable(
+        "workerMinTasks",
+        2,
+        "Fewest tasks and the initial desired count, one per AZ at least (W7).",
+        range=(2, 200),
+    )
+    max_tasks: int = tunable(
+        "workerMaxTasks", 20, "Most tasks, >= workerMinTasks (W7).", range=(2, 200)
+    )
+    fargate_base: int = tunable(
+        "workerFargateBase",
+        1,
+        "Tasks always on regular FARGATE before the weights apply (W2).",
+        range=(0, 100),
+    )
+    fargate_weight: int = tunable(
+        "workerFargateWeight", 1, "Weight of FARGATE beyond the base (W2).", range=(0, 1000)
+    )
+    spot_weight: int = tunable(
+        "workerSpotWeight", 3, "Weight of FARGATE_SPOT beyond the base (W2).", range=(0, 1000)
+    )
     image: str = tunable(
-        "workerImage", "",
+        "workerImage",
+        "",
         "Worker image URI; empty builds services/worker and pushes it to the stack's ECR.",
         pattern=f"^$|{_IMAGE}",
         allowed="empty (build from services/worker) or registry/repository:tag or "
-                "registry/repository@sha256:<digest>")
-    efs_mount: bool = tunable("workerEfsMount", True,
-                              "Mount the shared EFS file system into the workers (W4); off is "
-                              "a logged opt-out.")
-    cpu_target: int = tunable("workerCpuTarget", 70,
-                              "Average CPU % the CPU scaling policy holds (W7).", range=(10, 90))
+        "registry/repository@sha256:<digest>",
+    )
+    efs_mount: bool = tunable(
+        "workerEfsMount",
+        True,
+        "Mount the shared EFS file system into the workers (W4); off is a logged opt-out.",
+    )
+    cpu_target: int = tunable(
+        "workerCpuTarget", 70, "Average CPU % the CPU scaling policy holds (W7).", range=(10, 90)
+    )
     backlog_per_task: int = tunable(
-        "workerBacklogPerTask", 10,
-        "Visible jobs per running task the backlog scaling policy holds (W7).", range=(1, 1000))
+        "workerBacklogPerTask",
+        10,
+        "Visible jobs per running task the backlog scaling policy holds (W7).",
+        range=(1, 1000),
+    )
     stop_timeout_seconds: int = tunable(
-        "workerStopTimeoutSeconds", 110,
-        "Grace between SIGTERM and SIGKILL; Spot warns 120 s ahead (W8).", range=(2, 120))
-    cpu_alarm_percent: int = tunable("alarmWorkerCpuPercent", 85,
-                                     "Worker service CPU % that alarms.", range=(1, 100))
-    memory_alarm_percent: int = tunable("alarmWorkerMemoryPercent", 85,
-                                        "Worker service memory % that alarms.", range=(1, 100))
+        "workerStopTimeoutSeconds",
+        110,
+        "Grace between SIGTERM and SIGKILL; Spot warns 120 s ahead (W8).",
+        range=(2, 120),
+    )
+    cpu_alarm_percent: int = tunable(
+        "alarmWorkerCpuPercent", 85, "Worker service CPU % that alarms.", range=(1, 100)
+    )
+    memory_alarm_percent: int = tunable(
+        "alarmWorkerMemoryPercent", 85, "Worker service memory % that alarms.", range=(1, 100)
+    )
 
     def rules(self) -> list[Problem]:
         problems = fargate_memory_rule(self.cpu, self.memory)
         if self.max_tasks < self.min_tasks:
-            problems.append(Problem("max_tasks", self.max_tasks,
-                                    f">= {{min_tasks}} ({self.min_tasks})"))
+            problems.append(
+                Problem("max_tasks", self.max_tasks, f">= {{min_tasks}} ({self.min_tasks})")
+            )
         if self.fargate_weight + self.spot_weight == 0:
-            problems.append(Problem("spot_weight", self.spot_weight,
-                                    "> 0 or {fargate_weight} > 0 (all-zero weights launch "
-                                    "nothing past the base)"))
+            problems.append(
+                Problem(
+                    "spot_weight",
+                    self.spot_weight,
+                    "> 0 or {fargate_weight} > 0 (all-zero weights launch nothing past the base)",
+                )
+            )
         return problems
 
 
@@ -312,18 +376,23 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings):
 
     def validate(self) -> None:
         problems = self.tunable_problems()
-        problems += describe(visibility_rule(self.job_timeout_seconds,
-                                             self.visibility_timeout_seconds))
+        problems += describe(
+            visibility_rule(self.job_timeout_seconds, self.visibility_timeout_seconds)
+        )
         if len(self.subnet_ids) < 2:
-            problems.append(f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one app "
-                            "subnet per AZ, at least 2 (W1, G7)")
+            problems.append(
+                f"subnet_ids={len(self.subnet_ids)} subnet(s): allowed one app "
+                "subnet per AZ, at least 2 (W1, G7)"
+            )
         if self.efs_mount and self.shared_volume is None:
             problems.append("shared_volume: required while efs_mount is True (W4)")
         if not self.image and not Path(self.build_context).is_dir():
             problems.append(f"build_context={self.build_context!r}: not a directory")
         if not self.image and not Path(self.dockerfile).is_file():
-            problems.append(f"dockerfile={self.dockerfile!r}: no such file (set image to run "
-                            "a prebuilt image instead)")
+            problems.append(
+                f"dockerfile={self.dockerfile!r}: no such file (set image to run "
+                "a prebuilt image instead)"
+            )
         problems += retention_problems("log_retention_days", self.log_retention_days)
         problems += db_ssl_problems("db_ssl", self.db_ssl)
         if problems:
@@ -344,8 +413,9 @@ class MediaWorkerService(pulumi.ComponentResource):
     content_key_secret_arn: pulumi.Output[str]
     image_ref: pulumi.Output[str]
 
-    def __init__(self, name: str, args: MediaWorkerServiceArgs,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: MediaWorkerServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         args.validate()
         super().__init__("media:worker:MediaWorkerService", name, None, opts)
         self._name, self._args = name, args
@@ -353,16 +423,27 @@ class MediaWorkerService(pulumi.ComponentResource):
         if not args.efs_mount:
             pulumi.log.warn(
                 "MediaWorkerService: efs_mount=False (config workerEfsMount=false): workers get "
-                f"no shared media volume at {MEDIA_ROOT} (W4 opt-out)", resource=self)
+                f"no shared media volume at {MEDIA_ROOT} (W4 opt-out)",
+                resource=self,
+            )
         namer = args.namer
         self.security_group = RoleSecurityGroup(
-            f"{name}-sg", role="worker", description="Media workers: egress to granted roles only",
-            vpc_id=args.vpc_id, namer=namer, parent=self)
+            f"{name}-sg",
+            role="worker",
+            description="Media workers: egress to granted roles only",
+            vpc_id=args.vpc_id,
+            namer=namer,
+            parent=self,
+        )
         self._cluster()
         self._repository()
         self.log_group = encrypted_log_group(
-            f"{name}-logs", name=namer.path("/ecs/", "worker"), kms_key_arn=args.logs_key_arn,
-            retention_days=args.log_retention_days, parent=self)
+            f"{name}-logs",
+            name=namer.path("/ecs/", "worker"),
+            kms_key_arn=args.logs_key_arn,
+            retention_days=args.log_retention_days,
+            parent=self,
+        )
         self.log_group_name = self.log_group.name
         self.execution_role = self._role("exec", "worker-exec")
         self.task_role = self._role("task", "worker-task")
@@ -373,13 +454,20 @@ class MediaWorkerService(pulumi.ComponentResource):
         self._service(policies)
         self._scaling()
         self._alarms()
-        self.register_outputs({
-            "cluster_name": self.cluster_name, "cluster_arn": self.cluster_arn,
-            "service_name": self.service_name, "security_group_id": self.security_group.id,
-            "task_role_arn": self.task_role.arn, "execution_role_arn": self.execution_role.arn,
-            "log_group_name": self.log_group_name, "repository_url": self.repository_url,
-            "content_key_secret_arn": self.content_key_secret_arn, "image_ref": self.image_ref,
-        })
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "cluster_arn": self.cluster_arn,
+                "service_name": self.service_name,
+                "security_group_id": self.security_group.id,
+                "task_role_arn": self.task_role.arn,
+                "execution_role_arn": self.execution_role.arn,
+                "log_group_name": self.log_group_name,
+                "repository_url": self.repository_url,
+                "content_key_secret_arn": self.content_key_secret_arn,
+                "image_ref": self.image_ref,
+            }
+        )
 
     # -- cluster, repository, image --------------------------------------------------------
     def _cluster(self) -> None:
@@ -390,19 +478,27 @@ class MediaWorkerService(pulumi.ComponentResource):
         self.insights_log_group = encrypted_log_group(
             f"{name}-insights-logs",
             name=f"/aws/ecs/containerinsights/{cluster_name}/performance",
-            kms_key_arn=args.logs_key_arn, retention_days=args.log_retention_days, parent=self)
+            kms_key_arn=args.logs_key_arn,
+            retention_days=args.log_retention_days,
+            parent=self,
+        )
         self.cluster = aws.ecs.Cluster(
-            f"{name}-cluster", name=cluster_name,
+            f"{name}-cluster",
+            name=cluster_name,
             # RunningTaskCount (backlog scaling, task-count alarm) exists only with insights on.
             settings=[{"name": "containerInsights", "value": "enabled"}],
             tags=name_tag(cluster_name),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.insights_log_group]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.insights_log_group]),
+        )
         self.cluster_name, self.cluster_arn = self.cluster.name, self.cluster.arn
         # A service naming FARGATE_SPOT fails unless this association exists first.
         self.capacity_providers = aws.ecs.ClusterCapacityProviders(
-            f"{name}-capacity", cluster_name=self.cluster.name,
+            f"{name}-capacity",
+            cluster_name=self.cluster.name,
             capacity_providers=["FARGATE", "FARGATE_SPOT"],
-            default_capacity_provider_strategies=self._strategy(), opts=self._child)
+            default_capacity_provider_strategies=self._strategy(),
+            opts=self._child,
+        )
 
     def _strategy(self) -> list[dict[str, Any]]:
         args = self._args
@@ -412,22 +508,30 @@ class MediaWorkerService(pulumi.ComponentResource):
         args, name = self._args, self._name
         repo_name = args.namer.name("worker", NameKind.ECR_REPOSITORY)
         self.repository = aws.ecr.Repository(
-            f"{name}-repo", name=repo_name, image_tag_mutability="IMMUTABLE",
+            f"{name}-repo",
+            name=repo_name,
+            image_tag_mutability="IMMUTABLE",
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": args.images_key_arn}],
-            force_delete=Lifecycle(args.protect_data).destroyable, tags=name_tag(repo_name),
-            opts=self._child)
+            force_delete=Lifecycle(args.protect_data).destroyable,
+            tags=name_tag(repo_name),
+            opts=self._child,
+        )
         self.repository_url = self.repository.repository_url
         aws.ecr.LifecyclePolicy(
-            f"{name}-repo-lifecycle", repository=self.repository.name,
-            policy=pulumi.Output.json_dumps(ecr_lifecycle_policy()), opts=self._child)
+            f"{name}-repo-lifecycle",
+            repository=self.repository.name,
+            policy=pulumi.Output.json_dumps(ecr_lifecycle_policy()),
+            opts=self._child,
+        )
 
     def _image(self) -> pulumi.Output[str]:
         args, name = self._args, self._name
         if args.image:
             return pulumi.Output.from_input(args.image)
         token = aws.ecr.get_authorization_token_output(
-            registry_id=self.repository.registry_id, opts=pulumi.InvokeOptions(parent=self))
+            registry_id=self.repository.registry_id, opts=pulumi.InvokeOptions(parent=self)
+        )
         self.image = docker_build.Image(
             f"{name}-image",
             context={"location": args.build_context},
@@ -438,9 +542,15 @@ class MediaWorkerService(pulumi.ComponentResource):
             # `pulumi preview` (pull-request checks) needs no Docker daemon; `up` builds.
             build_on_preview=False,
             tags=[pulumi.Output.concat(self.repository_url, ":", content_tag(args.build_context))],
-            registries=[{"address": self.repository_url, "username": token.user_name,
-                         "password": token.password}],
-            opts=self._child)
+            registries=[
+                {
+                    "address": self.repository_url,
+                    "username": token.user_name,
+                    "password": token.password,
+                }
+            ],
+            opts=self._child,
+        )
         # Run exactly the pushed bytes: a digest cannot be re-pointed the way a tag can.
         return pulumi.Output.concat(self.repository_url, "@", self.image.digest)
 
@@ -448,10 +558,16 @@ class MediaWorkerService(pulumi.ComponentResource):
     def _role(self, label: str, role: str) -> aws.iam.Role:
         ctx = self._args.context
         return service_role(
-            f"{self._name}-{label}-role", role=role, service="ecs-tasks.amazonaws.com", ctx=ctx,
-            namer=self._args.namer, parent=self,
-            source_arn=pulumi.Output.concat("arn:", ctx.partition, ":ecs:", ctx.region, ":",
-                                            ctx.account_id, ":*"))
+            f"{self._name}-{label}-role",
+            role=role,
+            service="ecs-tasks.amazonaws.com",
+            ctx=ctx,
+            namer=self._args.namer,
+            parent=self,
+            source_arn=pulumi.Output.concat(
+                "arn:", ctx.partition, ":ecs:", ctx.region, ":", ctx.account_id, ":*"
+            ),
+        )
 
     def _pull_grants(self) -> list[Grant]:
         args, ctx = self._args, self._args.context
@@ -461,8 +577,7 @@ class MediaWorkerService(pulumi.ComponentResource):
                 # A public registry needs no IAM; a private non-ECR one would need
                 # repositoryCredentials, which this component does not offer.
                 return []
-            repositories: tuple[pulumi.Input[str], ...] = (
-                external.repository_arn(ctx.partition),)
+            repositories: tuple[pulumi.Input[str], ...] = (external.repository_arn(ctx.partition),)
         else:
             repositories = (self.repository.arn,)
         grants = [
@@ -471,18 +586,31 @@ class MediaWorkerService(pulumi.ComponentResource):
             Grant("PullWorkerImage", ECR_PULL_ACTIONS, repositories),
         ]
         if not args.image:
-            grants.append(Grant(
-                "DecryptImageLayers", ("kms:Decrypt",), (args.images_key_arn,),
-                {"StringEquals": {"kms:ViaService": pulumi.Output.concat(
-                    "ecr.", ctx.region, ".", ctx.dns_suffix)}}))
+            grants.append(
+                Grant(
+                    "DecryptImageLayers",
+                    ("kms:Decrypt",),
+                    (args.images_key_arn,),
+                    {
+                        "StringEquals": {
+                            "kms:ViaService": pulumi.Output.concat(
+                                "ecr.", ctx.region, ".", ctx.dns_suffix
+                            )
+                        }
+                    },
+                )
+            )
         return grants
 
     def _execution_policies(self) -> list[aws.iam.RolePolicy]:
         name, role = self._name, self.execution_role
         grants = [
             *self._pull_grants(),
-            Grant("WriteContainerLogs", ("logs:CreateLogStream", "logs:PutLogEvents"),
-                  (pulumi.Output.concat(self.log_group.arn, ":*"),)),
+            Grant(
+                "WriteContainerLogs",
+                ("logs:CreateLogStream", "logs:PutLogEvents"),
+                (pulumi.Output.concat(self.log_group.arn, ":*"),),
+            ),
         ]
         policies = [attach_grants(f"{name}-exec-policy", role, grants, parent=self)]
         for label, grant in self._args.execution_grants.items():
@@ -492,11 +620,21 @@ class MediaWorkerService(pulumi.ComponentResource):
     def _task_policies(self) -> list[aws.iam.RolePolicy]:
         args, name, role, ctx = self._args, self._name, self.task_role, self._args.context
         grants = [
-            Grant("ReadContentKey", ("secretsmanager:GetSecretValue",),
-                  (self.content_key_secret.arn,)),
-            Grant("DecryptContentKey", ("kms:Decrypt",), (args.secrets_key_arn,),
-                  {"StringEquals": {"kms:ViaService": pulumi.Output.concat(
-                      "secretsmanager.", ctx.region, ".", ctx.dns_suffix)}}),
+            Grant(
+                "ReadContentKey", ("secretsmanager:GetSecretValue",), (self.content_key_secret.arn,)
+            ),
+            Grant(
+                "DecryptContentKey",
+                ("kms:Decrypt",),
+                (args.secrets_key_arn,),
+                {
+                    "StringEquals": {
+                        "kms:ViaService": pulumi.Output.concat(
+                            "secretsmanager.", ctx.region, ".", ctx.dns_suffix
+                        )
+                    }
+                },
+            ),
         ]
         policies = [attach_grants(f"{name}-task-policy", role, grants, parent=self)]
         for label, grant in args.task_grants.items():
@@ -510,24 +648,37 @@ class MediaWorkerService(pulumi.ComponentResource):
         args, name = self._args, self._name
         secret_name = args.namer.name("content-key", NameKind.SECRET)
         self.content_key_secret = aws.secretsmanager.Secret(
-            f"{name}-content-key", name=secret_name,
+            f"{name}-content-key",
+            name=secret_name,
             description="Content-protection key material of the media workers (K3)",
             kms_key_id=args.secrets_key_arn,
             recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
-            tags=name_tag(secret_name), opts=self._child)
+            tags=name_tag(secret_name),
+            opts=self._child,
+        )
         self.content_key_secret_arn = self.content_key_secret.arn
-        material = random.RandomBytes(f"{name}-content-key-material", length=CONTENT_KEY_BYTES,
-                                      opts=self._child)
-        value = pulumi.Output.secret(pulumi.Output.json_dumps(
-            {"kid": material.base64.apply(_key_id), "key": material.base64}))
+        material = random.RandomBytes(
+            f"{name}-content-key-material", length=CONTENT_KEY_BYTES, opts=self._child
+        )
+        value = pulumi.Output.secret(
+            pulumi.Output.json_dumps(
+                {"kid": material.base64.apply(_key_id), "key": material.base64}
+            )
+        )
         version = aws.secretsmanager.SecretVersion(
-            f"{name}-content-key-value", secret_id=self.content_key_secret.id,
-            secret_string=value, opts=self._child)
+            f"{name}-content-key-value",
+            secret_id=self.content_key_secret.id,
+            secret_string=value,
+            opts=self._child,
+        )
         # After the version exists: the provider reads the value back right after writing it.
         aws.secretsmanager.SecretPolicy(
-            f"{name}-content-key-policy", secret_arn=self.content_key_secret.arn,
-            block_public_policy=True, policy=self._content_key_policy(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[version]))
+            f"{name}-content-key-policy",
+            secret_arn=self.content_key_secret.arn,
+            block_public_policy=True,
+            policy=self._content_key_policy(),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[version]),
+        )
 
     def _content_key_policy(self) -> pulumi.Output[str]:
         # An explicit deny beats every allow, the account root's and administrators' included:
@@ -537,17 +688,21 @@ class MediaWorkerService(pulumi.ComponentResource):
         readers = [self.task_role.arn]
         if self._args.deployer_arn is not None:
             readers.append(self._args.deployer_arn)
-        return pulumi.Output.json_dumps({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "OnlyWorkerTaskRoleReadsContentKey",
-                "Effect": "Deny",
-                "Principal": {"AWS": "*"},
-                "Action": "secretsmanager:GetSecretValue",
-                "Resource": "*",
-                "Condition": {"StringNotEquals": {"aws:PrincipalArn": readers}},
-            }],
-        })
+        return pulumi.Output.json_dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "OnlyWorkerTaskRoleReadsContentKey",
+                        "Effect": "Deny",
+                        "Principal": {"AWS": "*"},
+                        "Action": "secretsmanager:GetSecretValue",
+                        "Resource": "*",
+                        "Condition": {"StringNotEquals": {"aws:PrincipalArn": readers}},
+                    }
+                ],
+            }
+        )
 
     # -- task definition and service -------------------------------------------------------
     def _environment(self) -> list[dict[str, pulumi.Input[str]]]:
@@ -559,8 +714,9 @@ class MediaWorkerService(pulumi.ComponentResource):
             EnvVar.MAX_RECEIVE_COUNT: str(c.max_receive_count),
             EnvVar.JOB_TIMEOUT_SECONDS: str(args.job_timeout_seconds),
             EnvVar.VISIBILITY_TIMEOUT_SECONDS: str(args.visibility_timeout_seconds),
-            EnvVar.STOP_TIMEOUT_SECONDS: str(max(1, args.stop_timeout_seconds
-                                                 - SHUTDOWN_MARGIN_SECONDS)),
+            EnvVar.STOP_TIMEOUT_SECONDS: str(
+                max(1, args.stop_timeout_seconds - SHUTDOWN_MARGIN_SECONDS)
+            ),
             EnvVar.MEDIA_ROOT: MEDIA_ROOT,
             EnvVar.SCRATCH_DIR: SCRATCH_PATH,
             EnvVar.CONTENT_KEY_SECRET_ARN: self.content_key_secret_arn,
@@ -577,8 +733,7 @@ class MediaWorkerService(pulumi.ComponentResource):
     def _mounts(self) -> list[dict[str, Any]]:
         mounts = [{"sourceVolume": "scratch", "containerPath": SCRATCH_PATH, "readOnly": False}]
         if self._args.efs_mount:
-            mounts.append({"sourceVolume": "media", "containerPath": MEDIA_ROOT,
-                           "readOnly": False})
+            mounts.append({"sourceVolume": "media", "containerPath": MEDIA_ROOT, "readOnly": False})
         return mounts
 
     def _volumes(self) -> list[dict[str, Any]]:
@@ -586,13 +741,20 @@ class MediaWorkerService(pulumi.ComponentResource):
         volumes: list[dict[str, Any]] = [{"name": "scratch"}]
         shared = self._args.shared_volume
         if self._args.efs_mount and shared is not None:
-            volumes.append({"name": "media", "efs_volume_configuration": {
-                "file_system_id": shared.file_system_id,
-                # IAM authorisation is refused without TLS; the access point sets the root.
-                "transit_encryption": "ENABLED",
-                "authorization_config": {"access_point_id": shared.access_point_id,
-                                         "iam": "ENABLED"},
-            }})
+            volumes.append(
+                {
+                    "name": "media",
+                    "efs_volume_configuration": {
+                        "file_system_id": shared.file_system_id,
+                        # IAM authorisation is refused without TLS; the access point sets the root.
+                        "transit_encryption": "ENABLED",
+                        "authorization_config": {
+                            "access_point_id": shared.access_point_id,
+                            "iam": "ENABLED",
+                        },
+                    },
+                }
+            )
         return volumes
 
     def _container(self) -> dict[str, Any]:
@@ -609,45 +771,71 @@ class MediaWorkerService(pulumi.ComponentResource):
             "environment": self._environment(),
             "secrets": self._secrets(),
             "mountPoints": self._mounts(),
-            "healthCheck": {"command": list(HEALTH_COMMAND), "interval": 30, "timeout": 10,
-                            "retries": 3, "startPeriod": 120},
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": self.log_group.name,
-                "awslogs-region": args.context.region,
-                "awslogs-stream-prefix": CONTAINER_NAME,
-            }},
+            "healthCheck": {
+                "command": list(HEALTH_COMMAND),
+                "interval": 30,
+                "timeout": 10,
+                "retries": 3,
+                "startPeriod": 120,
+            },
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": self.log_group.name,
+                    "awslogs-region": args.context.region,
+                    "awslogs-stream-prefix": CONTAINER_NAME,
+                },
+            },
         }
 
     def _task_definition(self) -> aws.ecs.TaskDefinition:
         args, name = self._args, self._name
         family = args.namer.name("worker", NameKind.ECS)
         return aws.ecs.TaskDefinition(
-            f"{name}-task", family=family, cpu=str(args.cpu), memory=str(args.memory),
-            network_mode="awsvpc", requires_compatibilities=["FARGATE"],
+            f"{name}-task",
+            family=family,
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
             runtime_platform={"cpu_architecture": "X86_64", "operating_system_family": "LINUX"},
-            execution_role_arn=self.execution_role.arn, task_role_arn=self.task_role.arn,
+            execution_role_arn=self.execution_role.arn,
+            task_role_arn=self.task_role.arn,
             container_definitions=pulumi.Output.json_dumps([self._container()]),
-            volumes=self._volumes(), tags=name_tag(family), opts=self._child)
+            volumes=self._volumes(),
+            tags=name_tag(family),
+            opts=self._child,
+        )
 
     def _service(self, policies: list[aws.iam.RolePolicy]) -> None:
         args, name = self._args, self._name
         service_name = args.namer.name("worker", NameKind.ECS)
-        mount_targets = list(args.shared_volume.mount_targets) if (
-            args.efs_mount and args.shared_volume is not None) else []
+        mount_targets = (
+            list(args.shared_volume.mount_targets)
+            if (args.efs_mount and args.shared_volume is not None)
+            else []
+        )
         self.service = aws.ecs.Service(
-            f"{name}-service", name=service_name, cluster=self.cluster.arn,
-            task_definition=self.task_definition.arn, desired_count=args.min_tasks,
+            f"{name}-service",
+            name=service_name,
+            cluster=self.cluster.arn,
+            task_definition=self.task_definition.arn,
+            desired_count=args.min_tasks,
             # No launch_type: it conflicts with a capacity-provider strategy.
             capacity_provider_strategies=self._strategy(),
             # A strategy change only takes effect with a new deployment.
             force_new_deployment=True,
-            network_configuration={"subnets": list(args.subnet_ids),
-                                   "security_groups": [self.security_group.id],
-                                   "assign_public_ip": False},
+            network_configuration={
+                "subnets": list(args.subnet_ids),
+                "security_groups": [self.security_group.id],
+                "assign_public_ip": False,
+            },
             deployment_circuit_breaker={"enable": True, "rollback": True},
-            deployment_minimum_healthy_percent=100, deployment_maximum_percent=200,
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
             availability_zone_rebalancing="ENABLED",
-            propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            propagate_tags="SERVICE",
+            enable_ecs_managed_tags=True,
             # `pulumi up` fails when tasks never get healthy instead of reporting success; the
             # circuit breaker has then already rolled back to the last completed deployment.
             wait_for_steady_state=True,
@@ -656,84 +844,141 @@ class MediaWorkerService(pulumi.ComponentResource):
                 parent=self,
                 # Association before a strategy names FARGATE_SPOT; policies and mount targets
                 # outlive the service on destroy so draining tasks keep their access.
-                depends_on=[self.capacity_providers, *policies, *mount_targets,
-                            *args.start_after],
+                depends_on=[self.capacity_providers, *policies, *mount_targets, *args.start_after],
                 # App Auto Scaling owns the count after creation.
-                ignore_changes=["desiredCount"]))
+                ignore_changes=["desiredCount"],
+            ),
+        )
         self.service_name = self.service.name
 
     # -- scaling and alarms ----------------------------------------------------------------
     def _scaling(self) -> None:
         args, name = self._args, self._name
         target = aws.appautoscaling.Target(
-            f"{name}-scaling", service_namespace="ecs",
+            f"{name}-scaling",
+            service_namespace="ecs",
             scalable_dimension="ecs:service:DesiredCount",
-            resource_id=pulumi.Output.concat("service/", self.cluster.name, "/",
-                                             self.service.name),
-            min_capacity=args.min_tasks, max_capacity=args.max_tasks, opts=self._child)
-        common = {"resource_id": target.resource_id,
-                  "scalable_dimension": target.scalable_dimension,
-                  "service_namespace": target.service_namespace,
-                  "policy_type": "TargetTrackingScaling", "opts": self._child}
-        cooldowns = {"scale_out_cooldown": SCALE_OUT_COOLDOWN_SECONDS,
-                     "scale_in_cooldown": SCALE_IN_COOLDOWN_SECONDS}
+            resource_id=pulumi.Output.concat("service/", self.cluster.name, "/", self.service.name),
+            min_capacity=args.min_tasks,
+            max_capacity=args.max_tasks,
+            opts=self._child,
+        )
+        common = {
+            "resource_id": target.resource_id,
+            "scalable_dimension": target.scalable_dimension,
+            "service_namespace": target.service_namespace,
+            "policy_type": "TargetTrackingScaling",
+            "opts": self._child,
+        }
+        cooldowns = {
+            "scale_out_cooldown": SCALE_OUT_COOLDOWN_SECONDS,
+            "scale_in_cooldown": SCALE_IN_COOLDOWN_SECONDS,
+        }
         aws.appautoscaling.Policy(
-            f"{name}-scale-backlog", name=args.namer.name("worker-backlog"), **common,
+            f"{name}-scale-backlog",
+            name=args.namer.name("worker-backlog"),
+            **common,
             target_tracking_scaling_policy_configuration={
                 "target_value": args.backlog_per_task,
                 "customized_metric_specification": {"metrics": self._backlog_metrics()},
-                **cooldowns})
+                **cooldowns,
+            },
+        )
         aws.appautoscaling.Policy(
-            f"{name}-scale-cpu", name=args.namer.name("worker-cpu"), **common,
+            f"{name}-scale-cpu",
+            name=args.namer.name("worker-cpu"),
+            **common,
             target_tracking_scaling_policy_configuration={
                 "target_value": args.cpu_target,
                 "predefined_metric_specification": {
-                    "predefined_metric_type": "ECSServiceAverageCPUUtilization"},
-                **cooldowns})
+                    "predefined_metric_type": "ECSServiceAverageCPUUtilization"
+                },
+                **cooldowns,
+            },
+        )
 
     def _backlog_metrics(self) -> list[dict[str, Any]]:
         """Visible jobs divided by running tasks: the backlog each task faces (W7)."""
         queue = self._args.connections.jobs_queue_name
-        service_dims = [{"name": "ClusterName", "value": self.cluster.name},
-                        {"name": "ServiceName", "value": self.service.name}]
+        service_dims = [
+            {"name": "ClusterName", "value": self.cluster.name},
+            {"name": "ServiceName", "value": self.service.name},
+        ]
         return [
-            {"id": "m1", "label": "visible jobs", "return_data": False, "metric_stat": {
-                "stat": "Sum", "metric": {
-                    "namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
-                    "dimensions": [{"name": "QueueName", "value": queue}]}}},
-            {"id": "m2", "label": "running tasks", "return_data": False, "metric_stat": {
-                "stat": "Average", "metric": {
-                    "namespace": "ECS/ContainerInsights", "metric_name": "RunningTaskCount",
-                    "dimensions": service_dims}}},
-            {"id": "e1", "label": "backlog per task", "expression": "m1 / m2",
-             "return_data": True},
+            {
+                "id": "m1",
+                "label": "visible jobs",
+                "return_data": False,
+                "metric_stat": {
+                    "stat": "Sum",
+                    "metric": {
+                        "namespace": "AWS/SQS",
+                        "metric_name": "ApproximateNumberOfMessagesVisible",
+                        "dimensions": [{"name": "QueueName", "value": queue}],
+                    },
+                },
+            },
+            {
+                "id": "m2",
+                "label": "running tasks",
+                "return_data": False,
+                "metric_stat": {
+                    "stat": "Average",
+                    "metric": {
+                        "namespace": "ECS/ContainerInsights",
+                        "metric_name": "RunningTaskCount",
+                        "dimensions": service_dims,
+                    },
+                },
+            },
+            {"id": "e1", "label": "backlog per task", "expression": "m1 / m2", "return_data": True},
         ]
 
     def _alarms(self) -> None:
         args, name, namer = self._args, self._name, self._args.namer
         dims = {"ClusterName": self.cluster.name, "ServiceName": self.service.name}
-        common = {"dimensions": dims, "statistic": "Average", "topic_arn": args.alarm_topic_arn,
-                  "parent": self}
+        common = {
+            "dimensions": dims,
+            "statistic": "Average",
+            "topic_arn": args.alarm_topic_arn,
+            "parent": self,
+        }
         metric_alarm(
-            f"{name}-cpu-alarm", alarm_name=namer.name("worker-cpu-high"),
+            f"{name}-cpu-alarm",
+            alarm_name=namer.name("worker-cpu-high"),
             description=f"Worker CPU above {args.cpu_alarm_percent}% (W9)",
-            namespace="AWS/ECS", metric_name="CPUUtilization",
-            comparison="GreaterThanThreshold", threshold=args.cpu_alarm_percent,
-            evaluation_periods=2, **common)
+            namespace="AWS/ECS",
+            metric_name="CPUUtilization",
+            comparison="GreaterThanThreshold",
+            threshold=args.cpu_alarm_percent,
+            evaluation_periods=2,
+            **common,
+        )
         metric_alarm(
-            f"{name}-memory-alarm", alarm_name=namer.name("worker-memory-high"),
+            f"{name}-memory-alarm",
+            alarm_name=namer.name("worker-memory-high"),
             description=f"Worker memory above {args.memory_alarm_percent}% (W9)",
-            namespace="AWS/ECS", metric_name="MemoryUtilization",
-            comparison="GreaterThanThreshold", threshold=args.memory_alarm_percent,
-            evaluation_periods=2, **common)
+            namespace="AWS/ECS",
+            metric_name="MemoryUtilization",
+            comparison="GreaterThanThreshold",
+            threshold=args.memory_alarm_percent,
+            evaluation_periods=2,
+            **common,
+        )
         metric_alarm(
-            f"{name}-tasks-alarm", alarm_name=namer.name("worker-tasks-low"),
+            f"{name}-tasks-alarm",
+            alarm_name=namer.name("worker-tasks-low"),
             description=f"Fewer than {args.min_tasks} worker tasks running (W1, W7)",
-            namespace="ECS/ContainerInsights", metric_name="RunningTaskCount",
-            comparison="LessThanThreshold", threshold=args.min_tasks, period=60,
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            comparison="LessThanThreshold",
+            threshold=args.min_tasks,
+            period=60,
             evaluation_periods=5,
             # No datapoints means no tasks reporting: that is the outage this alarm is for.
-            treat_missing_data="breaching", **common)
+            treat_missing_data="breaching",
+            **common,
+        )
 
 
 def _key_id(key_base64: str) -> str:

@@ -22,20 +22,54 @@ from policy.rules import PolicyConfig, build_rules, evaluate
 from stack_config import ConfigError
 
 # Inputs that carry a physical name, in order of preference.
-NAME_KEYS = ("name", "bucket", "clusterIdentifier", "identifier", "replicationGroupId", "family",
-             "functionName", "stageName", "creationToken", "serviceName")
+NAME_KEYS = (
+    "name",
+    "bucket",
+    "clusterIdentifier",
+    "identifier",
+    "replicationGroupId",
+    "family",
+    "functionName",
+    "stageName",
+    "creationToken",
+    "serviceName",
+)
 
 # Inputs worth seeing in a security review, shown when present.
 SECURITY_KEYS = (
-    "enableKeyRotation", "deletionWindowInDays", "kmsKeyId", "kmsMasterKeyId", "kmsKeyArn",
-    "masterUserSecretKmsKeyId", "performanceInsightsKmsKeyId", "storageEncrypted", "encrypted",
-    "encryptionType", "atRestEncryptionEnabled", "transitEncryptionEnabled", "multiAzEnabled",
-    "automaticFailoverEnabled", "deletionProtection", "skipFinalSnapshot",
-    "recoveryWindowInDays", "forceDestroy", "forceDelete", "retentionInDays",
-    "mapPublicIpOnLaunch", "publiclyAccessible", "trafficType", "logDestination",
-    "imageTagMutability", "apiKeyRequired", "authorization", "xrayTracingEnabled",
-    "enforceConsumerDeletion", "availabilityZone", "enableLogFileValidation",
-    "isMultiRegionTrail", "cidrBlock",
+    "enableKeyRotation",
+    "deletionWindowInDays",
+    "kmsKeyId",
+    "kmsMasterKeyId",
+    "kmsKeyArn",
+    "masterUserSecretKmsKeyId",
+    "performanceInsightsKmsKeyId",
+    "storageEncrypted",
+    "encrypted",
+    "encryptionType",
+    "atRestEncryptionEnabled",
+    "transitEncryptionEnabled",
+    "multiAzEnabled",
+    "automaticFailoverEnabled",
+    "deletionProtection",
+    "skipFinalSnapshot",
+    "recoveryWindowInDays",
+    "forceDestroy",
+    "forceDelete",
+    "retentionInDays",
+    "mapPublicIpOnLaunch",
+    "publiclyAccessible",
+    "trafficType",
+    "logDestination",
+    "imageTagMutability",
+    "apiKeyRequired",
+    "authorization",
+    "xrayTracingEnabled",
+    "enforceConsumerDeletion",
+    "availabilityZone",
+    "enableLogFileValidation",
+    "isMultiRegionTrail",
+    "cidrBlock",
 )
 
 
@@ -52,26 +86,38 @@ def short(value: Any, aliases: dict[str, str]) -> str:
 
 def key_aliases(run: ProgramRun) -> dict[str, str]:
     """Key ARN -> alias name, so the plan says `alias/media-database-key-dev`, not a UUID."""
-    key_arn_by_id = {r.state.get("keyId"): r.state.get("arn")
-                     for r in run.of_type("aws:kms/key:Key")}
-    return {key_arn_by_id[a.inputs["targetKeyId"]]: a.inputs["name"]
-            for a in run.of_type("aws:kms/alias:Alias")
-            if a.inputs.get("targetKeyId") in key_arn_by_id}
+    key_arn_by_id = {
+        r.state.get("keyId"): r.state.get("arn") for r in run.of_type("aws:kms/key:Key")
+    }
+    return {
+        key_arn_by_id[a.inputs["targetKeyId"]]: a.inputs["name"]
+        for a in run.of_type("aws:kms/alias:Alias")
+        if a.inputs.get("targetKeyId") in key_arn_by_id
+    }
 
 
 def describe(resource: Registered, aliases: dict[str, str]) -> str:
     name = next((resource.inputs[k] for k in NAME_KEYS if resource.inputs.get(k)), "")
     tags = resource.inputs.get("tags")
     name = name or (tags.get("Name", "") if isinstance(tags, dict) else "")
-    settings = [f"{k}={short(resource.inputs[k], aliases)}" for k in SECURITY_KEYS
-                if k in resource.inputs and resource.inputs[k] not in (None, "")]
+    settings = [
+        f"{k}={short(resource.inputs[k], aliases)}"
+        for k in SECURITY_KEYS
+        if k in resource.inputs and resource.inputs[k] not in (None, "")
+    ]
     kind = resource.type if resource.custom else f"[{resource.type}]"
     parts = [f"{resource.name}  {kind}"]
     if name:
         parts.append(f"name={name}")
     # Engine options a reviewer must see: what `pulumi destroy` refuses or leaves behind (G3).
-    options = [flag for flag, on in (("PROTECTED", resource.protect),
-                                     ("RETAINED-ON-DELETE", resource.retain_on_delete)) if on]
+    options = [
+        flag
+        for flag, on in (
+            ("PROTECTED", resource.protect),
+            ("RETAINED-ON-DELETE", resource.retain_on_delete),
+        )
+        if on
+    ]
     return "  ".join(parts + settings + options)
 
 
@@ -101,8 +147,10 @@ def render_tree(run: ProgramRun) -> list[str]:
 def render_counts(run: ProgramRun) -> list[str]:
     counts = Counter(r.type for r in run.resources if r.custom)
     lines = [f"{count:4d}  {token}" for token, count in sorted(counts.items())]
-    lines.append(f"{sum(counts.values()):4d}  resources "
-                 f"({len([r for r in run.resources if not r.custom])} components)")
+    lines.append(
+        f"{sum(counts.values()):4d}  resources "
+        f"({len([r for r in run.resources if not r.custom])} components)"
+    )
     return lines
 
 
@@ -116,12 +164,16 @@ def render_policy_report(run: ProgramRun, config: PolicyConfig) -> tuple[list[st
     for rule in rules:
         found = [f for f in findings if f.rule == rule.name]
         level = "mandatory" if rule.mandatory else "advisory"
-        lines.append(f"{rule.name:<{width}}  {level:<9}  {checked[rule.name]:4d} checked  "
-                     f"{len(found)} violation(s)")
+        lines.append(
+            f"{rule.name:<{width}}  {level:<9}  {checked[rule.name]:4d} checked  "
+            f"{len(found)} violation(s)"
+        )
         lines += [f"    {f.resource}: {f.message}" for f in found]
     failed = sum(1 for f in findings if f.mandatory)
-    lines.append(f"{'PASSED' if not failed else 'FAILED'}: {failed} mandatory, "
-                 f"{len(findings) - failed} advisory violation(s)")
+    lines.append(
+        f"{'PASSED' if not failed else 'FAILED'}: {failed} mandatory, "
+        f"{len(findings) - failed} advisory violation(s)"
+    )
     return lines, failed
 
 

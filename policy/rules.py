@@ -31,11 +31,42 @@ POLICY_DIR = Path(__file__).resolve().parent
 PROVIDER_TYPE = "pulumi:providers:aws"
 
 # The governed tags every resource gets from the provider's default tags (G4).
-REQUIRED_TAGS = ("Environment", "Project", "Owner", "CostCenter", "DataClassification",
-                 "Compliance", "ManagedBy")
+REQUIRED_TAGS = (
+    "Environment",
+    "Project",
+    "Owner",
+    "CostCenter",
+    "DataClassification",
+    "Compliance",
+    "ManagedBy",
+)
 # CloudWatch Logs accepts only these retention periods; 0 / absent means "never expire".
-LOG_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
-                                1096, 1827, 2192, 2557, 2922, 3288, 3653})
+LOG_RETENTION_DAYS = frozenset(
+    {
+        1,
+        3,
+        5,
+        7,
+        14,
+        30,
+        60,
+        90,
+        120,
+        150,
+        180,
+        365,
+        400,
+        545,
+        731,
+        1096,
+        1827,
+        2192,
+        2557,
+        2922,
+        3288,
+        3653,
+    }
+)
 OPEN_IPV4, OPEN_IPV6 = "0.0.0.0/0", "::/0"
 KMS_MIN_WINDOW, KMS_MAX_WINDOW = 7, 30
 MIN_SECRET_RECOVERY_DAYS = 7
@@ -122,8 +153,10 @@ class PolicyConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> PolicyConfig:
         """From one rule's config (CrossGuard gives each rule only its own keys)."""
-        return cls(environment_suffix=str(raw.get("environmentSuffix", "")),
-                   data_protection=raw.get("dataProtection") is True)
+        return cls(
+            environment_suffix=str(raw.get("environmentSuffix", "")),
+            data_protection=raw.get("dataProtection") is True,
+        )
 
     @classmethod
     def for_stack(cls, stack: str) -> PolicyConfig:
@@ -150,7 +183,8 @@ class Rule:
 
     def applies_to(self, resource_type: str) -> bool:
         return resource_type in self.checks or (
-            self.every_aws_type is not None and resource_type.startswith("aws:"))
+            self.every_aws_type is not None and resource_type.startswith("aws:")
+        )
 
     def check(self, resource_type: str, props: Props) -> list[str]:
         if resource_type in self.checks:
@@ -172,38 +206,45 @@ def _require(condition: bool, message: str) -> list[str]:
 
 
 def _rds_cluster_at_rest(p: Props) -> list[str]:
-    return (_require(is_true(p.get("storageEncrypted")), "storageEncrypted must be true")
-            + _require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN"))
+    return _require(is_true(p.get("storageEncrypted")), "storageEncrypted must be true") + _require(
+        customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN"
+    )
 
 
 def _rds_instance_at_rest(p: Props) -> list[str]:
     if not is_true(p.get("performanceInsightsEnabled")):
         return []
-    return _require(customer_key(p.get("performanceInsightsKmsKeyId")),
-                    "performanceInsightsKmsKeyId must be a customer key ARN when Performance "
-                    "Insights is on")
+    return _require(
+        customer_key(p.get("performanceInsightsKmsKeyId")),
+        "performanceInsightsKmsKeyId must be a customer key ARN when Performance Insights is on",
+    )
 
 
 def _cache_at_rest(p: Props) -> list[str]:
-    return (_require(is_true(p.get("atRestEncryptionEnabled")),
-                     "atRestEncryptionEnabled must be true")
-            + _require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN"))
+    return _require(
+        is_true(p.get("atRestEncryptionEnabled")), "atRestEncryptionEnabled must be true"
+    ) + _require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN")
 
 
 def _efs_at_rest(p: Props) -> list[str]:
-    return (_require(is_true(p.get("encrypted")), "encrypted must be true")
-            + _require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN"))
+    return _require(is_true(p.get("encrypted")), "encrypted must be true") + _require(
+        customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN"
+    )
 
 
 def _kms_master_key(p: Props) -> list[str]:
-    return _require(customer_key(p.get("kmsMasterKeyId")),
-                    "kmsMasterKeyId must be a customer key (not absent, not alias/aws/...)")
+    return _require(
+        customer_key(p.get("kmsMasterKeyId")),
+        "kmsMasterKeyId must be a customer key (not absent, not alias/aws/...)",
+    )
 
 
 def _kinesis_at_rest(p: Props) -> list[str]:
-    return (_require(equals(p.get("encryptionType"), "KMS"), "encryptionType must be KMS")
-            + _require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key "
-                       "(not alias/aws/kinesis)"))
+    return _require(
+        equals(p.get("encryptionType"), "KMS"), "encryptionType must be KMS"
+    ) + _require(
+        customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key (not alias/aws/kinesis)"
+    )
 
 
 def _kms_key_id(p: Props) -> list[str]:
@@ -214,25 +255,30 @@ def _ecr_at_rest(p: Props) -> list[str]:
     configs = items(p.get("encryptionConfigurations"))
     ok = p.get("encryptionConfigurations") is UNKNOWN or any(
         equals(nested(c, "encryptionType"), "KMS") and customer_key(nested(c, "kmsKey"))
-        for c in configs)
-    return _require(ok, "encryptionConfigurations must use encryptionType KMS with a customer "
-                        "kmsKey")
+        for c in configs
+    )
+    return _require(
+        ok, "encryptionConfigurations must use encryptionType KMS with a customer kmsKey"
+    )
 
 
 def _s3_sse(p: Props) -> list[str]:
     rules = items(p.get("rules"))
-    ok = p.get("rules") is UNKNOWN or (bool(rules) and all(
-        equals(nested(r, "applyServerSideEncryptionByDefault", "sseAlgorithm"), "aws:kms")
-        and customer_key(nested(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId"))
-        for r in rules))
-    return _require(ok, "every rule must apply sseAlgorithm aws:kms with a customer "
-                        "kmsMasterKeyId")
+    ok = p.get("rules") is UNKNOWN or (
+        bool(rules)
+        and all(
+            equals(nested(r, "applyServerSideEncryptionByDefault", "sseAlgorithm"), "aws:kms")
+            and customer_key(nested(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId"))
+            for r in rules
+        )
+    )
+    return _require(ok, "every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId")
 
 
 ENCRYPTED_AT_REST = Rule(
     name="cmk-encryption-at-rest",
     description="Data stores, queues, topics, streams, secrets, images, buckets and trails are "
-                "encrypted with customer-managed KMS keys.",
+    "encrypted with customer-managed KMS keys.",
     requirements="K1",
     mandatory=True,
     checks={
@@ -246,8 +292,8 @@ ENCRYPTED_AT_REST = Rule(
         "aws:secretsmanager/secret:Secret": _kms_key_id,
         "aws:cloudtrail/trail:Trail": _kms_key_id,
         "aws:ecr/repository:Repository": _ecr_at_rest,
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration":
-            _s3_sse,
+        "aws:s3/bucketServerSideEncryptionConfiguration:"
+        "BucketServerSideEncryptionConfiguration": _s3_sse,
     },
 )
 
@@ -274,8 +320,9 @@ KEY_ROTATION = Rule(
 
 
 def _cache_in_transit(p: Props) -> list[str]:
-    return _require(is_true(p.get("transitEncryptionEnabled")),
-                    "transitEncryptionEnabled must be true")
+    return _require(
+        is_true(p.get("transitEncryptionEnabled")), "transitEncryptionEnabled must be true"
+    )
 
 
 def _efs_volumes_in_transit(p: Props) -> list[str]:
@@ -296,16 +343,19 @@ def _postgres_force_ssl(p: Props) -> list[str]:
     family = p.get("family")
     if family is UNKNOWN or not str(family or "").startswith("aurora-postgresql"):
         return []
-    forced = any(nested(q, "name") == "rds.force_ssl" and str(nested(q, "value")) == "1"
-                 for q in items(p.get("parameters")))
-    return _require(forced or p.get("parameters") is UNKNOWN,
-                    "parameters must set rds.force_ssl = 1")
+    forced = any(
+        nested(q, "name") == "rds.force_ssl" and str(nested(q, "value")) == "1"
+        for q in items(p.get("parameters"))
+    )
+    return _require(
+        forced or p.get("parameters") is UNKNOWN, "parameters must set rds.force_ssl = 1"
+    )
 
 
 ENCRYPTED_IN_TRANSIT = Rule(
     name="encryption-in-transit",
     description="Cache connections use TLS, EFS mounts use TLS with IAM authorisation and "
-                "Aurora PostgreSQL refuses non-TLS connections.",
+    "Aurora PostgreSQL refuses non-TLS connections.",
     requirements="C3, W4, D6",
     mandatory=True,
     checks={
@@ -326,14 +376,18 @@ def _not_publicly_accessible(p: Props) -> list[str]:
 
 
 def _subnet_not_public(p: Props) -> list[str]:
-    return (_require(not_true(p.get("mapPublicIpOnLaunch")), "mapPublicIpOnLaunch must be false")
-            + _require(not_true(p.get("assignIpv6AddressOnCreation")),
-                       "assignIpv6AddressOnCreation must be false"))
+    return _require(
+        not_true(p.get("mapPublicIpOnLaunch")), "mapPublicIpOnLaunch must be false"
+    ) + _require(
+        not_true(p.get("assignIpv6AddressOnCreation")), "assignIpv6AddressOnCreation must be false"
+    )
 
 
 def _service_no_public_ip(p: Props) -> list[str]:
-    return _require(not_true(nested(p, "networkConfiguration", "assignPublicIp")),
-                    "networkConfiguration.assignPublicIp must be false")
+    return _require(
+        not_true(nested(p, "networkConfiguration", "assignPublicIp")),
+        "networkConfiguration.assignPublicIp must be false",
+    )
 
 
 def _bucket_access_blocked(p: Props) -> list[str]:
@@ -344,7 +398,7 @@ def _bucket_access_blocked(p: Props) -> list[str]:
 NO_PUBLIC_ACCESS = Rule(
     name="no-public-data-access",
     description="Databases, subnets and tasks get no public addresses; buckets block public "
-                "access.",
+    "access.",
     requirements="D6, C4, N1, W1, O3",
     mandatory=True,
     checks={
@@ -358,8 +412,7 @@ NO_PUBLIC_ACCESS = Rule(
 
 
 def _open_cidrs(ipv4: Any, ipv6: Any) -> list[str]:
-    found = [c for c in items(ipv4) if c == OPEN_IPV4] + [c for c in items(ipv6)
-                                                          if c == OPEN_IPV6]
+    found = [c for c in items(ipv4) if c == OPEN_IPV4] + [c for c in items(ipv6) if c == OPEN_IPV6]
     return [f"ingress from {c} is open to the internet" for c in found]
 
 
@@ -374,14 +427,17 @@ def _legacy_rule(p: Props) -> list[str]:
 
 
 def _inline_ingress(p: Props) -> list[str]:
-    return [problem for rule in items(p.get("ingress"))
-            for problem in _open_cidrs(nested(rule, "cidrBlocks"), nested(rule, "ipv6CidrBlocks"))]
+    return [
+        problem
+        for rule in items(p.get("ingress"))
+        for problem in _open_cidrs(nested(rule, "cidrBlocks"), nested(rule, "ipv6CidrBlocks"))
+    ]
 
 
 NO_OPEN_INGRESS = Rule(
     name="no-open-ingress",
     description="No security group admits traffic from 0.0.0.0/0 or ::/0; the API is public "
-                "only through API Gateway.",
+    "only through API Gateway.",
     requirements="N3",
     mandatory=True,
     checks={
@@ -400,12 +456,18 @@ NO_OPEN_INGRESS = Rule(
 
 def _log_group(p: Props) -> list[str]:
     retention = p.get("retentionInDays")
-    retention_ok = retention is UNKNOWN or (retention is not None
-                                            and float(retention) in LOG_RETENTION_DAYS)
-    return (_require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN")
-            + _require(retention_ok, f"retentionInDays={retention} must be one of CloudWatch's "
-                                     "periods (never 'never expire')")
-            + _require(not_true(p.get("skipDestroy")), "skipDestroy must be false"))
+    retention_ok = retention is UNKNOWN or (
+        retention is not None and float(retention) in LOG_RETENTION_DAYS
+    )
+    return (
+        _require(customer_key(p.get("kmsKeyId")), "kmsKeyId must be a customer key ARN")
+        + _require(
+            retention_ok,
+            f"retentionInDays={retention} must be one of CloudWatch's "
+            "periods (never 'never expire')",
+        )
+        + _require(not_true(p.get("skipDestroy")), "skipDestroy must be false")
+    )
 
 
 LOG_GROUPS = Rule(
@@ -419,24 +481,29 @@ LOG_GROUPS = Rule(
 
 def _trail(p: Props) -> list[str]:
     flags = ("enableLogFileValidation", "isMultiRegionTrail", "includeGlobalServiceEvents")
-    return ([f"{flag} must be true" for flag in flags if not is_true(p.get(flag))]
-            + _require(given(p.get("cloudWatchLogsGroupArn")),
-                       "cloudWatchLogsGroupArn must deliver to CloudWatch Logs"))
+    return [f"{flag} must be true" for flag in flags if not is_true(p.get(flag))] + _require(
+        given(p.get("cloudWatchLogsGroupArn")),
+        "cloudWatchLogsGroupArn must deliver to CloudWatch Logs",
+    )
 
 
 def _versioning(p: Props) -> list[str]:
-    return _require(equals(nested(p, "versioningConfiguration", "status"), "Enabled"),
-                    "versioningConfiguration.status must be Enabled")
+    return _require(
+        equals(nested(p, "versioningConfiguration", "status"), "Enabled"),
+        "versioningConfiguration.status must be Enabled",
+    )
 
 
 AUDIT_TRAIL = Rule(
     name="audit-trail-hardened",
     description="Trails validate log files, cover every region and global services and "
-                "deliver to CloudWatch Logs; buckets are versioned.",
+    "deliver to CloudWatch Logs; buckets are versioned.",
     requirements="O3",
     mandatory=True,
-    checks={"aws:cloudtrail/trail:Trail": _trail,
-            "aws:s3/bucketVersioning:BucketVersioning": _versioning},
+    checks={
+        "aws:cloudtrail/trail:Trail": _trail,
+        "aws:s3/bucketVersioning:BucketVersioning": _versioning,
+    },
 )
 
 
@@ -453,11 +520,15 @@ def _no_wildcard_actions(p: Props) -> list[str]:
     for statement in items(policy.get("Statement")):
         if nested(statement, "Effect") != "Allow":
             continue
-        wild = [a for a in items(nested(statement, "Action"))
-                if isinstance(a, str) and (a == "*" or a.endswith(":*"))]
+        wild = [
+            a
+            for a in items(nested(statement, "Action"))
+            if isinstance(a, str) and (a == "*" or a.endswith(":*"))
+        ]
         if wild:
-            problems.append(f"statement {nested(statement, 'Sid')!r} allows wildcard actions "
-                            f"{wild}")
+            problems.append(
+                f"statement {nested(statement, 'Sid')!r} allows wildcard actions {wild}"
+            )
     return problems
 
 
@@ -466,8 +537,10 @@ IAM_NO_WILDCARD_ACTIONS = Rule(
     description="Inline and managed IAM policies name exact actions, never `*` or `service:*`.",
     requirements="S4, W3",
     mandatory=True,
-    checks={"aws:iam/rolePolicy:RolePolicy": _no_wildcard_actions,
-            "aws:iam/policy:Policy": _no_wildcard_actions},
+    checks={
+        "aws:iam/rolePolicy:RolePolicy": _no_wildcard_actions,
+        "aws:iam/policy:Policy": _no_wildcard_actions,
+    },
 )
 
 
@@ -486,24 +559,36 @@ def _required_tags(config: PolicyConfig) -> Callable[[Props], list[str]]:
         problems = _require(not missing, f"defaultTags.tags is missing {missing}")
         environment = tags.get("Environment")
         if environment and environment != config.environment_suffix:
-            problems.append(f"defaultTags.tags.Environment={environment!r} must be the stack's "
-                            f"suffix {config.environment_suffix!r}")
+            problems.append(
+                f"defaultTags.tags.Environment={environment!r} must be the stack's "
+                f"suffix {config.environment_suffix!r}"
+            )
         return problems
 
     return check
 
 
 # Inputs that hold a physical AWS name, by preference.
-NAME_PROPS = ("name", "bucket", "clusterIdentifier", "identifier", "replicationGroupId",
-              "dashboardName", "functionName", "family")
+NAME_PROPS = (
+    "name",
+    "bucket",
+    "clusterIdentifier",
+    "identifier",
+    "replicationGroupId",
+    "dashboardName",
+    "functionName",
+    "family",
+)
 # Names scoped inside a parent resource that already carries the suffix, or fixed by AWS.
-SCOPED_NAME_TYPES = frozenset({
-    "aws:iam/rolePolicy:RolePolicy",
-    "aws:apigateway/model:Model",
-    "aws:apigateway/requestValidator:RequestValidator",
-    "aws:apigateway/authorizer:Authorizer",
-    "aws:apigateway/stage:Stage",
-})
+SCOPED_NAME_TYPES = frozenset(
+    {
+        "aws:iam/rolePolicy:RolePolicy",
+        "aws:apigateway/model:Model",
+        "aws:apigateway/requestValidator:RequestValidator",
+        "aws:apigateway/authorizer:Authorizer",
+        "aws:apigateway/stage:Stage",
+    }
+)
 
 
 # Names AWS dictates (the API Gateway execution-log group is named after the API id + stage).
@@ -521,9 +606,10 @@ def _names_carry_suffix(config: PolicyConfig) -> Check:
             if isinstance(value, str) and value:
                 if any(fixed.match(value) for fixed in AWS_FIXED_NAMES):
                     return []
-                return _require(bool(token.search(value)),
-                                f"{key}={value!r} must carry the suffix "
-                                f"'-{config.environment_suffix}'")
+                return _require(
+                    bool(token.search(value)),
+                    f"{key}={value!r} must carry the suffix '-{config.environment_suffix}'",
+                )
         return []
 
     return check
@@ -539,8 +625,11 @@ def _destroyable(config: PolicyConfig) -> Mapping[str, Callable[[Props], list[st
         def check(p: Props) -> list[str]:
             value = p.get(key)
             ok = is_true(value) if wanted else not_true(value)
-            return _require(ok, f"{key} must be {str(wanted).lower()} when dataProtection is "
-                                f"{str(protect).lower()}")
+            return _require(
+                ok,
+                f"{key} must be {str(wanted).lower()} when dataProtection is "
+                f"{str(protect).lower()}",
+            )
 
         return check
 
@@ -553,9 +642,12 @@ def _destroyable(config: PolicyConfig) -> Mapping[str, Callable[[Props], list[st
             return []
         days = 30 if window is None else float(window)
         ok = days >= MIN_SECRET_RECOVERY_DAYS if protect else days == 0
-        return _require(ok, f"recoveryWindowInDays={window} must be "
-                            f"{'>= 7' if protect else '0'} when dataProtection is "
-                            f"{str(protect).lower()}")
+        return _require(
+            ok,
+            f"recoveryWindowInDays={window} must be "
+            f"{'>= 7' if protect else '0'} when dataProtection is "
+            f"{str(protect).lower()}",
+        )
 
     def key(p: Props) -> list[str]:
         window = p.get("deletionWindowInDays")
@@ -563,21 +655,28 @@ def _destroyable(config: PolicyConfig) -> Mapping[str, Callable[[Props], list[st
             return []
         days = KMS_MAX_WINDOW if window is None else float(window)
         wanted = KMS_MAX_WINDOW if protect else KMS_MIN_WINDOW
-        return _require(days == wanted, f"deletionWindowInDays={window} must be {wanted} when "
-                                        f"dataProtection is {str(protect).lower()}")
+        return _require(
+            days == wanted,
+            f"deletionWindowInDays={window} must be {wanted} when "
+            f"dataProtection is {str(protect).lower()}",
+        )
 
     def cache(p: Props) -> list[str]:
         has_final = given(p.get("finalSnapshotIdentifier"))
-        return _require(has_final == protect,
-                        "finalSnapshotIdentifier must be "
-                        f"{'set' if protect else 'absent'} when dataProtection is "
-                        f"{str(protect).lower()}")
+        return _require(
+            has_final == protect,
+            "finalSnapshotIdentifier must be "
+            f"{'set' if protect else 'absent'} when dataProtection is "
+            f"{str(protect).lower()}",
+        )
 
     return {
-        "aws:rds/cluster:Cluster": both(flag("deletionProtection", False),
-                                        flag("skipFinalSnapshot", True)),
-        "aws:rds/instance:Instance": both(flag("deletionProtection", False),
-                                          flag("skipFinalSnapshot", True)),
+        "aws:rds/cluster:Cluster": both(
+            flag("deletionProtection", False), flag("skipFinalSnapshot", True)
+        ),
+        "aws:rds/instance:Instance": both(
+            flag("deletionProtection", False), flag("skipFinalSnapshot", True)
+        ),
         "aws:secretsmanager/secret:Secret": secret,
         "aws:kms/key:Key": key,
         "aws:s3/bucket:Bucket": flag("forceDestroy", True),
@@ -593,15 +692,17 @@ def _destroyable(config: PolicyConfig) -> Mapping[str, Callable[[Props], list[st
 
 DEPRECATED_TYPES = {
     "aws:s3/bucketV2:BucketV2": "aws.s3.Bucket",
-    "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2":
-        "aws.s3.BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketServerSideEncryptionConfigurationV2:"
+    "BucketServerSideEncryptionConfigurationV2": "aws.s3.BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketVersioningV2:BucketVersioningV2": "aws.s3.BucketVersioning",
-    "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2":
-        "aws.s3.BucketLifecycleConfiguration",
+    "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2": (
+        "aws.s3.BucketLifecycleConfiguration"
+    ),
     "aws:s3/bucketAclV2:BucketAclV2": "aws.s3.BucketAcl",
     "aws:s3/bucketLoggingV2:BucketLoggingV2": "aws.s3.BucketLogging",
-    "aws:ec2/securityGroupRule:SecurityGroupRule":
-        "aws.vpc.SecurityGroupIngressRule / SecurityGroupEgressRule",
+    "aws:ec2/securityGroupRule:SecurityGroupRule": (
+        "aws.vpc.SecurityGroupIngressRule / SecurityGroupEgressRule"
+    ),
 }
 # Inline arguments that v7 deprecates (buckets) or that fight the separate rule resources the
 # components use (security groups), each with what to use instead.
@@ -626,8 +727,11 @@ def _deprecated(resource_type: str, p: Props) -> list[str]:
     if resource_type in DEPRECATED_TYPES:
         return [f"{resource_type} is deprecated: use {DEPRECATED_TYPES[resource_type]}"]
     inline = DEPRECATED_INPUTS.get(resource_type, {})
-    return [f"inline {key} is deprecated or discouraged: use {instead}"
-            for key, instead in inline.items() if given(p.get(key))]
+    return [
+        f"inline {key} is deprecated or discouraged: use {instead}"
+        for key, instead in inline.items()
+        if given(p.get(key))
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -647,31 +751,44 @@ STATIC_RULES = (
     LOG_GROUPS,
     AUDIT_TRAIL,
     IAM_NO_WILDCARD_ACTIONS,
-    Rule(name="no-deprecated-resources",
-         description="No resource type or inline argument that pulumi-aws v7 deprecates (or "
-                     "that fights the separate rule resources).",
-         requirements="G1", mandatory=False, every_aws_type=_deprecated),
+    Rule(
+        name="no-deprecated-resources",
+        description="No resource type or inline argument that pulumi-aws v7 deprecates (or "
+        "that fights the separate rule resources).",
+        requirements="G1",
+        mandatory=False,
+        every_aws_type=_deprecated,
+    ),
 )
 
 
 def configured_rules(config: PolicyConfig) -> tuple[Rule, ...]:
     """The rules that need the stack's facts; names are listed in `CONFIGURED_RULES`."""
     return (
-        Rule(name="required-tags",
-             description="The provider's default tags carry every governed tag, Environment "
-                         "being the stack's suffix.",
-             requirements="G4", mandatory=True,
-             checks={PROVIDER_TYPE: _required_tags(config)}),
-        Rule(name="names-carry-suffix",
-             description="Every physical name carries the stack's environment suffix.",
-             requirements="G2", mandatory=True,
-             every_aws_type=_names_carry_suffix(config)),
-        Rule(name="destroyable-unless-protected",
-             description="Without data protection everything is destroyable (no deletion "
-                         "protection, no final snapshot, no recovery windows, buckets and "
-                         "repositories emptied); with it, all of that is on.",
-             requirements="G3", mandatory=True,
-             checks=_destroyable(config)),
+        Rule(
+            name="required-tags",
+            description="The provider's default tags carry every governed tag, Environment "
+            "being the stack's suffix.",
+            requirements="G4",
+            mandatory=True,
+            checks={PROVIDER_TYPE: _required_tags(config)},
+        ),
+        Rule(
+            name="names-carry-suffix",
+            description="Every physical name carries the stack's environment suffix.",
+            requirements="G2",
+            mandatory=True,
+            every_aws_type=_names_carry_suffix(config),
+        ),
+        Rule(
+            name="destroyable-unless-protected",
+            description="Without data protection everything is destroyable (no deletion "
+            "protection, no final snapshot, no recovery windows, buckets and "
+            "repositories emptied); with it, all of that is on.",
+            requirements="G3",
+            mandatory=True,
+            checks=_destroyable(config),
+        ),
     )
 
 
@@ -687,8 +804,9 @@ class Finding:
     message: str
 
 
-def evaluate(rules: tuple[Rule, ...], resources: list[tuple[str, str, Props]]
-             ) -> tuple[dict[str, int], list[Finding]]:
+def evaluate(
+    rules: tuple[Rule, ...], resources: list[tuple[str, str, Props]]
+) -> tuple[dict[str, int], list[Finding]]:
     """Run every rule over `(type, name, props)`; returns resources checked per rule and
     every violation."""
     checked = {rule.name: 0 for rule in rules}
@@ -698,6 +816,8 @@ def evaluate(rules: tuple[Rule, ...], resources: list[tuple[str, str, Props]]
             if not rule.applies_to(resource_type):
                 continue
             checked[rule.name] += 1
-            findings += [Finding(rule.name, rule.mandatory, name, m)
-                         for m in rule.check(resource_type, props)]
+            findings += [
+                Finding(rule.name, rule.mandatory, name, m)
+                for m in rule.check(resource_type, props)
+            ]
     return checked, findings

@@ -24,8 +24,9 @@ DB_SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:rds!cluster
 REDIS_SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:media-cache-auth-AbC"
 SUBNETS = ["subnet-app-a", "subnet-app-b"]
 FUNCTION_ARN = "arn:aws:lambda:eu-central-1:123456789012:function:media-api-test"
-INVOKE_ARN = ("arn:aws:apigateway:eu-central-1:lambda:path/2015-03-31/functions/"
-              f"{FUNCTION_ARN}/invocations")
+INVOKE_ARN = (
+    f"arn:aws:apigateway:eu-central-1:lambda:path/2015-03-31/functions/{FUNCTION_ARN}/invocations"
+)
 
 T_REST_API = "aws:apigateway/restApi:RestApi"
 T_METHOD = "aws:apigateway/method:Method"
@@ -36,19 +37,32 @@ T_FUNCTION = "aws:lambda/function:Function"
 
 
 def backend(**overrides) -> ApiBackend:
-    values = dict(db_host="media-aurora-test.cluster-c0ffee.rds.amazonaws.com", db_port=5432,
-                  db_name="media",
-                  redis_host="master.media-cache-test.cache.amazonaws.com", redis_port=6379,
-                  stream_name="media-stream-test")
+    values = dict(
+        db_host="media-aurora-test.cluster-c0ffee.rds.amazonaws.com",
+        db_port=5432,
+        db_name="media",
+        redis_host="master.media-cache-test.cache.amazonaws.com",
+        redis_port=6379,
+        stream_name="media-stream-test",
+    )
     values.update(overrides)
     return ApiBackend(**values)
 
 
 def api_args(namer, context, **overrides) -> PublicApiArgs:
-    values = dict(namer=namer, context=context, vpc_id="vpc-1", subnet_ids=SUBNETS,
-                  code_path="build/lambda/api.zip", code_sha256="q2x0c3eDkLIw=",
-                  backend=backend(), logs_key_arn=LOGS_KEY, secrets_key_arn=SECRETS_KEY,
-                  alarm_topic_arn=TOPIC, log_retention_days=90)
+    values = dict(
+        namer=namer,
+        context=context,
+        vpc_id="vpc-1",
+        subnet_ids=SUBNETS,
+        code_path="build/lambda/api.zip",
+        code_sha256="q2x0c3eDkLIw=",
+        backend=backend(),
+        logs_key_arn=LOGS_KEY,
+        secrets_key_arn=SECRETS_KEY,
+        alarm_topic_arn=TOPIC,
+        log_retention_days=90,
+    )
     values.update(overrides)
     return PublicApiArgs(**values)
 
@@ -159,9 +173,13 @@ def test_iam_auth_signs_every_method_and_creates_no_key_a3(namer, context):
     for m in run.of_type(T_METHOD):
         assert m.inputs["authorization"] == "AWS_IAM"
         assert m.inputs["apiKeyRequired"] is False
-    for token in ("aws:apigateway/apiKey:ApiKey", "aws:apigateway/usagePlan:UsagePlan",
-                  "aws:apigateway/usagePlanKey:UsagePlanKey", "aws:secretsmanager/secret:Secret",
-                  "random:index/randomPassword:RandomPassword"):
+    for token in (
+        "aws:apigateway/apiKey:ApiKey",
+        "aws:apigateway/usagePlan:UsagePlan",
+        "aws:apigateway/usagePlanKey:UsagePlanKey",
+        "aws:secretsmanager/secret:Secret",
+        "random:index/randomPassword:RandomPassword",
+    ):
         assert run.of_type(token) == [], token
     assert run.api.api_key_id is None and run.api.api_key_secret_arn is None
     # IAM is not weaker than a key: an info message, not a warning.
@@ -172,16 +190,27 @@ def test_iam_auth_signs_every_method_and_creates_no_key_a3(namer, context):
 
 
 def test_usage_plan_binds_the_stage_with_throttle_and_quota_a2(namer, context):
-    run = build(namer, context, throttle_rate_limit=20, throttle_burst_limit=40,
-                quota_limit=10000, quota_period="WEEK")
+    run = build(
+        namer,
+        context,
+        throttle_rate_limit=20,
+        throttle_burst_limit=40,
+        quota_limit=10000,
+        quota_period="WEEK",
+    )
     plan = run.one("aws:apigateway/usagePlan:UsagePlan")
     throttle = {"rateLimit": 20, "burstLimit": 40}
-    assert plan.inputs["apiStages"] == [{
-        "apiId": run.one(T_REST_API).id,
-        "stage": "v1",
-        "throttles": [{"path": "/videos/GET", **throttle}, {"path": "/videos/POST", **throttle},
-                      {"path": "/videos/{videoId}/GET", **throttle}],
-    }]
+    assert plan.inputs["apiStages"] == [
+        {
+            "apiId": run.one(T_REST_API).id,
+            "stage": "v1",
+            "throttles": [
+                {"path": "/videos/GET", **throttle},
+                {"path": "/videos/POST", **throttle},
+                {"path": "/videos/{videoId}/GET", **throttle},
+            ],
+        }
+    ]
     assert plan.inputs["throttleSettings"] == throttle
     assert plan.inputs["quotaSettings"] == {"limit": 10000, "period": "WEEK"}
     # The plan names the stage's output, so it is created after the stage exists.
@@ -204,8 +233,12 @@ def test_stage_wide_method_settings_throttle_log_and_never_trace_bodies_a2_a5(na
     assert settings["stageName"] == "v1"
     assert settings["restApi"] == run.one(T_REST_API).id
     assert settings["settings"] == {
-        "throttlingRateLimit": 200, "throttlingBurstLimit": 400, "metricsEnabled": True,
-        "loggingLevel": "INFO", "dataTraceEnabled": False, "cachingEnabled": False,
+        "throttlingRateLimit": 200,
+        "throttlingBurstLimit": 400,
+        "metricsEnabled": True,
+        "loggingLevel": "INFO",
+        "dataTraceEnabled": False,
+        "cachingEnabled": False,
     }
 
 
@@ -217,10 +250,14 @@ def test_validators_check_body_and_parameters_or_parameters_only_a7(run):
     params = run.named("api-validate-parameters-only")
     assert body.inputs["name"] == "media-api-body-and-parameters-test"
     assert params.inputs["name"] == "media-api-parameters-only-test"
-    assert (body.inputs["validateRequestBody"], body.inputs["validateRequestParameters"]) == \
-        (True, True)
-    assert (params.inputs["validateRequestBody"], params.inputs["validateRequestParameters"]) \
-        == (False, True)
+    assert (body.inputs["validateRequestBody"], body.inputs["validateRequestParameters"]) == (
+        True,
+        True,
+    )
+    assert (params.inputs["validateRequestBody"], params.inputs["validateRequestParameters"]) == (
+        False,
+        True,
+    )
     assert method(run, "create-video")["requestValidatorId"] == body.id
     assert method(run, "list-videos")["requestValidatorId"] == params.id
     assert method(run, "get-video")["requestValidatorId"] == params.id
@@ -249,8 +286,11 @@ def test_schema_limits_match_the_handler_validation_r2():
     from services.api.validation import CREATOR_MAX, SOURCE_PATH_MAX, TITLE_MAX
 
     props = CREATE_VIDEO_SCHEMA["properties"]
-    assert (props["title"]["maxLength"], props["creator"]["maxLength"],
-            props["source_path"]["maxLength"]) == (TITLE_MAX, CREATOR_MAX, SOURCE_PATH_MAX)
+    assert (
+        props["title"]["maxLength"],
+        props["creator"]["maxLength"],
+        props["source_path"]["maxLength"],
+    ) == (TITLE_MAX, CREATOR_MAX, SOURCE_PATH_MAX)
 
 
 def test_video_id_path_parameter_is_required_and_list_queries_optional_a7(run):
@@ -277,10 +317,13 @@ def test_every_method_is_a_lambda_proxy_called_with_post_a4(run):
 
 def test_every_declared_parameter_keys_the_cache(run):
     assert run.named("api-list-videos-integration").inputs["cacheKeyParameters"] == [
-        "method.request.querystring.cursor", "method.request.querystring.limit",
-        "method.request.querystring.status"]
+        "method.request.querystring.cursor",
+        "method.request.querystring.limit",
+        "method.request.querystring.status",
+    ]
     assert run.named("api-get-video-integration").inputs["cacheKeyParameters"] == [
-        "method.request.path.videoId"]
+        "method.request.path.videoId"
+    ]
     assert "cacheKeyParameters" not in run.named("api-create-video-integration").inputs
 
 
@@ -288,8 +331,10 @@ def test_api_gateway_may_invoke_the_function_only_through_the_three_methods_a4(r
     execution = run.one(T_REST_API).state["executionArn"]
     permissions = run.of_type("aws:lambda/permission:Permission")
     assert {p.inputs["sourceArn"] for p in permissions} == {
-        f"{execution}/v1/GET/videos", f"{execution}/v1/POST/videos",
-        f"{execution}/v1/GET/videos/*"}
+        f"{execution}/v1/GET/videos",
+        f"{execution}/v1/POST/videos",
+        f"{execution}/v1/GET/videos/*",
+    }
     for p in permissions:
         assert p.inputs["principal"] == "apigateway.amazonaws.com"
         assert p.inputs["action"] == "lambda:InvokeFunction"
@@ -303,7 +348,8 @@ def test_deployment_has_a_redeploy_trigger_and_no_stage_a5(run):
     deployment = run.one("aws:apigateway/deployment:Deployment")
     assert "stageName" not in deployment.inputs
     assert deployment.inputs["triggers"] == {
-        "redeploy": redeploy_hash(api_definition(ApiAuth.API_KEY), INVOKE_ARN)}
+        "redeploy": redeploy_hash(api_definition(ApiAuth.API_KEY), INVOKE_ARN)
+    }
     snapshot = {r.urn for r in run.of_type(T_METHOD) + run.of_type(T_INTEGRATION)}
     assert snapshot <= set(deployment.dependencies)
 
@@ -317,9 +363,17 @@ def test_redeploy_trigger_changes_when_a_method_changes_a5(namer, context, run):
 
 
 def test_redeploy_trigger_is_stable_when_only_stage_or_backend_settings_change_a5(
-        namer, context, run):
-    other = build(namer, context, throttle_rate_limit=7, waf_rate_limit=100, memory_mb=1024,
-                  cache_size_gb="0.5", reserved_concurrency=5)
+    namer, context, run
+):
+    other = build(
+        namer,
+        context,
+        throttle_rate_limit=7,
+        waf_rate_limit=100,
+        memory_mb=1024,
+        cache_size_gb="0.5",
+        reserved_concurrency=5,
+    )
     assert trigger(other) == trigger(run)
     assert trigger(build(namer, context)) == trigger(run)
 
@@ -327,9 +381,20 @@ def test_redeploy_trigger_is_stable_when_only_stage_or_backend_settings_change_a
 def test_definition_hash_follows_parameters_models_and_the_backend_uri():
     base = api_definition(ApiAuth.API_KEY)
     assert redeploy_hash(base, "uri") == redeploy_hash(api_definition(ApiAuth.API_KEY), "uri")
-    with_param = api_definition(ApiAuth.API_KEY, (*ROUTES[:2], Route(
-        "get-video", "/videos/{videoId}", "GET", "parameters-only",
-        path_parameters=("videoId",), query_parameters=("fields",))))
+    with_param = api_definition(
+        ApiAuth.API_KEY,
+        (
+            *ROUTES[:2],
+            Route(
+                "get-video",
+                "/videos/{videoId}",
+                "GET",
+                "parameters-only",
+                path_parameters=("videoId",),
+                query_parameters=("fields",),
+            ),
+        ),
+    )
     assert redeploy_hash(with_param, "uri") != redeploy_hash(base, "uri")
     assert redeploy_hash(base, "other-uri") != redeploy_hash(base, "uri")
 
@@ -351,9 +416,24 @@ def test_stage_writes_structured_access_logs_and_traces_a5(run):
     assert stage["accessLogSettings"]["format"] == ACCESS_LOG_FORMAT
     fields = json.loads(stage["accessLogSettings"]["format"])
     assert set(fields) == {
-        "requestId", "extendedRequestId", "ip", "caller", "user", "requestTime", "httpMethod",
-        "resourcePath", "status", "protocol", "responseLength", "integrationLatency",
-        "responseLatency", "apiKeyId", "wafResponseCode", "xrayTraceId", "errorMessage"}
+        "requestId",
+        "extendedRequestId",
+        "ip",
+        "caller",
+        "user",
+        "requestTime",
+        "httpMethod",
+        "resourcePath",
+        "status",
+        "protocol",
+        "responseLength",
+        "integrationLatency",
+        "responseLatency",
+        "apiKeyId",
+        "wafResponseCode",
+        "xrayTraceId",
+        "errorMessage",
+    }
     assert fields["requestId"] == "$context.requestId"
     assert fields["apiKeyId"] == "$context.identity.apiKeyId"
     assert fields["ip"] == "$context.identity.sourceIp"
@@ -374,8 +454,12 @@ def test_execution_log_group_exists_before_the_stage_a5_o1(run):
 
 def test_every_log_group_is_encrypted_with_the_logs_key_and_expires_o1(run):
     groups = run.of_type(T_LOG_GROUP)
-    assert {g.name for g in groups} == {"api-function-logs", "api-access-logs",
-                                        "api-execution-logs", "api-waf-logs"}
+    assert {g.name for g in groups} == {
+        "api-function-logs",
+        "api-access-logs",
+        "api-execution-logs",
+        "api-waf-logs",
+    }
     for group in groups:
         assert group.inputs["kmsKeyId"] == LOGS_KEY
         assert group.inputs["retentionInDays"] == 90
@@ -406,11 +490,17 @@ def test_managed_cloudwatch_role_is_set_before_stage_and_settings_a5(namer, cont
     # Retained on destroy, so a prefix: a later `up` of the same stack creates a fresh role.
     assert role.inputs["namePrefix"] == "media-apigw-cw-test-"
     assert "name" not in role.inputs
-    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [{
-        "Effect": "Allow", "Principal": {"Service": "apigateway.amazonaws.com"},
-        "Action": "sts:AssumeRole"}]
-    assert attachment.inputs["policyArn"] == \
-        "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "apigateway.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    assert (
+        attachment.inputs["policyArn"]
+        == "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+    )
     assert attachment.urn in account.dependencies
     assert account.urn in run.one(T_STAGE).dependencies
     assert account.urn in run.one("aws:apigateway/methodSettings:MethodSettings").dependencies
@@ -433,8 +523,7 @@ def test_nothing_is_retained_by_default_g3(run):
 
 
 def visibility(metric):
-    return {"cloudwatchMetricsEnabled": True, "metricName": metric,
-            "sampledRequestsEnabled": True}
+    return {"cloudwatchMetricsEnabled": True, "metricName": metric, "sampledRequestsEnabled": True}
 
 
 def test_web_acl_rate_limits_per_ip_and_applies_managed_rules_a6(namer, context):
@@ -444,19 +533,39 @@ def test_web_acl_rate_limits_per_ip_and_applies_managed_rules_a6(namer, context)
     assert acl["defaultAction"] == {"allow": {}}
     assert acl["visibilityConfig"] == visibility("media-api-waf-test")
     assert acl["rules"] == [
-        {"name": "rate-limit-per-ip", "priority": 1, "action": {"block": {}},
-         "statement": {"rateBasedStatement": {"limit": 500, "aggregateKeyType": "IP"}},
-         "visibilityConfig": visibility("media-api-waf-test-rate-limit-per-ip")},
-        {"name": "AWSManagedRulesCommonRuleSet", "priority": 2, "overrideAction": {"none": {}},
-         "statement": {"managedRuleGroupStatement": {"name": "AWSManagedRulesCommonRuleSet",
-                                                     "vendorName": "AWS"}},
-         "visibilityConfig": visibility("media-api-waf-test-AWSManagedRulesCommonRuleSet")},
-        {"name": "AWSManagedRulesKnownBadInputsRuleSet", "priority": 3,
-         "overrideAction": {"none": {}},
-         "statement": {"managedRuleGroupStatement": {
-             "name": "AWSManagedRulesKnownBadInputsRuleSet", "vendorName": "AWS"}},
-         "visibilityConfig": visibility(
-             "media-api-waf-test-AWSManagedRulesKnownBadInputsRuleSet")},
+        {
+            "name": "rate-limit-per-ip",
+            "priority": 1,
+            "action": {"block": {}},
+            "statement": {"rateBasedStatement": {"limit": 500, "aggregateKeyType": "IP"}},
+            "visibilityConfig": visibility("media-api-waf-test-rate-limit-per-ip"),
+        },
+        {
+            "name": "AWSManagedRulesCommonRuleSet",
+            "priority": 2,
+            "overrideAction": {"none": {}},
+            "statement": {
+                "managedRuleGroupStatement": {
+                    "name": "AWSManagedRulesCommonRuleSet",
+                    "vendorName": "AWS",
+                }
+            },
+            "visibilityConfig": visibility("media-api-waf-test-AWSManagedRulesCommonRuleSet"),
+        },
+        {
+            "name": "AWSManagedRulesKnownBadInputsRuleSet",
+            "priority": 3,
+            "overrideAction": {"none": {}},
+            "statement": {
+                "managedRuleGroupStatement": {
+                    "name": "AWSManagedRulesKnownBadInputsRuleSet",
+                    "vendorName": "AWS",
+                }
+            },
+            "visibilityConfig": visibility(
+                "media-api-waf-test-AWSManagedRulesKnownBadInputsRuleSet"
+            ),
+        },
     ]
 
 
@@ -465,8 +574,8 @@ def test_web_acl_is_associated_with_the_stage_a6(run):
     stage = run.one(T_STAGE)
     assert association.inputs["resourceArn"] == stage.state["arn"]
     assert association.inputs["resourceArn"] == (
-        f"arn:aws:apigateway:eu-central-1::/restapis/{run.one(T_REST_API).id}"
-        "/stages/v1")
+        f"arn:aws:apigateway:eu-central-1::/restapis/{run.one(T_REST_API).id}/stages/v1"
+    )
     assert association.inputs["webAclArn"] == run.one("aws:wafv2/webAcl:WebAcl").state["arn"]
     assert stage.urn in association.dependencies
 
@@ -478,7 +587,9 @@ def test_waf_logs_go_to_an_aws_waf_logs_group_without_key_headers_a6_o1(run):
     assert logging.inputs["resourceArn"] == run.one("aws:wafv2/webAcl:WebAcl").state["arn"]
     assert logging.inputs["logDestinationConfigs"] == [group.state["arn"]]
     assert logging.inputs["redactedFields"] == [
-        {"singleHeader": {"name": "x-api-key"}}, {"singleHeader": {"name": "authorization"}}]
+        {"singleHeader": {"name": "x-api-key"}},
+        {"singleHeader": {"name": "authorization"}},
+    ]
     policy = run.one("aws:cloudwatch/logResourcePolicy:LogResourcePolicy")
     assert policy.urn in logging.dependencies
 
@@ -488,17 +599,19 @@ def test_waf_log_delivery_policy_is_scoped_to_the_group_and_account_a6(run):
     policy = run.one("aws:cloudwatch/logResourcePolicy:LogResourcePolicy").inputs
     assert policy["resourceArn"] == group_arn
     assert "policyName" not in policy
-    assert json.loads(policy["policyDocument"])["Statement"] == [{
-        "Sid": "WafLogDelivery",
-        "Effect": "Allow",
-        "Principal": {"Service": "delivery.logs.amazonaws.com"},
-        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-        "Resource": f"{group_arn}:*",
-        "Condition": {
-            "StringEquals": {"aws:SourceAccount": "123456789012"},
-            "ArnLike": {"aws:SourceArn": "arn:aws:logs:eu-central-1:123456789012:*"},
-        },
-    }]
+    assert json.loads(policy["policyDocument"])["Statement"] == [
+        {
+            "Sid": "WafLogDelivery",
+            "Effect": "Allow",
+            "Principal": {"Service": "delivery.logs.amazonaws.com"},
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{group_arn}:*",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": "123456789012"},
+                "ArnLike": {"aws:SourceArn": "arn:aws:logs:eu-central-1:123456789012:*"},
+            },
+        }
+    ]
 
 
 # -- Lambda function (A4) ----------------------------------------------------------------------
@@ -524,8 +637,11 @@ def test_function_logs_as_json_to_its_precreated_group_o1(run):
     group = run.named("api-function-logs")
     assert group.inputs["name"] == "/aws/lambda/media-api-test"
     assert function.inputs["loggingConfig"] == {
-        "logFormat": "JSON", "logGroup": "/aws/lambda/media-api-test",
-        "applicationLogLevel": "INFO", "systemLogLevel": "WARN"}
+        "logFormat": "JSON",
+        "logGroup": "/aws/lambda/media-api-test",
+        "applicationLogLevel": "INFO",
+        "systemLogLevel": "WARN",
+    }
 
 
 def test_log_group_and_role_policies_are_created_before_the_function_a4(run):
@@ -537,8 +653,7 @@ def test_log_group_and_role_policies_are_created_before_the_function_a4(run):
 def test_function_runs_in_the_app_subnets_with_its_own_group_a4_n3(run):
     function = run.one(T_FUNCTION).inputs
     group = run.named("api-sg")
-    assert function["vpcConfig"] == {"subnetIds": SUBNETS,
-                                     "securityGroupIds": [group.id]}
+    assert function["vpcConfig"] == {"subnetIds": SUBNETS, "securityGroupIds": [group.id]}
     assert group.inputs["name"] == "media-api-sg-test"
     # No rule of its own: the stack grants AWS APIs and data ports (firewall.py, N3).
     assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
@@ -546,25 +661,30 @@ def test_function_runs_in_the_app_subnets_with_its_own_group_a4_n3(run):
 
 
 def test_environment_holds_endpoints_names_and_secret_arns_only_a4_g5(run):
-    assert run.one(T_FUNCTION).inputs["environment"] == {"variables": {
-        "DB_HOST": "media-aurora-test.cluster-c0ffee.rds.amazonaws.com",
-        "DB_PORT": "5432",
-        "DB_NAME": "media",
-        "DB_SSL": "require",
-        "DB_IAM_USER": "media_api",
-        "REDIS_HOST": "master.media-cache-test.cache.amazonaws.com",
-        "REDIS_PORT": "6379",
-        "REDIS_TLS": "true",
-        "STREAM_NAME": "media-stream-test",
-        "MEDIA_ROOT": "/mnt/media",
-        "CACHE_TTL_SECONDS": "300",
-        "LOG_LEVEL": "INFO",
-    }}
+    assert run.one(T_FUNCTION).inputs["environment"] == {
+        "variables": {
+            "DB_HOST": "media-aurora-test.cluster-c0ffee.rds.amazonaws.com",
+            "DB_PORT": "5432",
+            "DB_NAME": "media",
+            "DB_SSL": "require",
+            "DB_IAM_USER": "media_api",
+            "REDIS_HOST": "master.media-cache-test.cache.amazonaws.com",
+            "REDIS_PORT": "6379",
+            "REDIS_TLS": "true",
+            "STREAM_NAME": "media-stream-test",
+            "MEDIA_ROOT": "/mnt/media",
+            "CACHE_TTL_SECONDS": "300",
+            "LOG_LEVEL": "INFO",
+        }
+    }
 
 
 def test_environment_names_the_cache_token_secret_when_there_is_one_c3(namer, context):
-    run = build(namer, context, backend=backend(redis_auth_secret_arn=REDIS_SECRET,
-                                                redis_tls=True, log_level="WARNING"))
+    run = build(
+        namer,
+        context,
+        backend=backend(redis_auth_secret_arn=REDIS_SECRET, redis_tls=True, log_level="WARNING"),
+    )
     function = run.one(T_FUNCTION).inputs
     assert function["environment"]["variables"]["REDIS_AUTH_SECRET_ARN"] == REDIS_SECRET
     assert function["environment"]["variables"]["LOG_LEVEL"] == "WARNING"
@@ -587,10 +707,14 @@ def test_reserved_concurrency_and_memory_come_from_args(namer, context):
 def test_role_is_trusted_by_lambda_for_this_account_only_a4(run):
     role = run.one("aws:iam/role:Role")
     assert role.inputs["name"] == "media-api-lambda-test"
-    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [{
-        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-        "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}}}]
+    assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+        }
+    ]
     assert run.one(T_FUNCTION).inputs["role"] == role.state["arn"]
 
 
@@ -600,21 +724,35 @@ def test_runtime_policy_grants_exact_actions_on_exact_resources_a4(run):
     assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
     assert statements(policy.inputs["policy"]) == {
         "WriteOwnLogGroup": {
-            "Sid": "WriteOwnLogGroup", "Effect": "Allow",
+            "Sid": "WriteOwnLogGroup",
+            "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [f"{group_arn}:*"]},
+            "Resource": [f"{group_arn}:*"],
+        },
         "DecryptOwnEnvironment": {
-            "Sid": "DecryptOwnEnvironment", "Effect": "Allow", "Action": ["kms:Decrypt"],
+            "Sid": "DecryptOwnEnvironment",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
             "Resource": [SECRETS_KEY],
-            "Condition": {"StringEquals": {
-                "kms:ViaService": "lambda.eu-central-1.amazonaws.com",
-                "kms:EncryptionContext:aws:lambda:FunctionArn": FUNCTION_ARN}}},
+            "Condition": {
+                "StringEquals": {
+                    "kms:ViaService": "lambda.eu-central-1.amazonaws.com",
+                    "kms:EncryptionContext:aws:lambda:FunctionArn": FUNCTION_ARN,
+                }
+            },
+        },
         "ManageVpcNetworkInterfaces": {
-            "Sid": "ManageVpcNetworkInterfaces", "Effect": "Allow",
-            "Action": list(VPC_NETWORK_INTERFACE_ACTIONS), "Resource": ["*"]},
+            "Sid": "ManageVpcNetworkInterfaces",
+            "Effect": "Allow",
+            "Action": list(VPC_NETWORK_INTERFACE_ACTIONS),
+            "Resource": ["*"],
+        },
         "WriteTraces": {
-            "Sid": "WriteTraces", "Effect": "Allow",
-            "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": ["*"]},
+            "Sid": "WriteTraces",
+            "Effect": "Allow",
+            "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+            "Resource": ["*"],
+        },
     }
     actions = {a for s in json.loads(policy.inputs["policy"])["Statement"] for a in s["Action"]}
     # Lambda must not be able to re-create its log group outside the program.
@@ -628,19 +766,31 @@ def test_grants_of_other_tiers_attach_to_the_role_and_precede_the_function_a4(na
     def grant(label, resource):
         def attach(resource_name, role):
             calls.append((label, resource_name, role))
-            return attach_grants(resource_name, role, [Grant(label, ("kinesis:PutRecord",),
-                                                             (resource,))], parent=role)
+            return attach_grants(
+                resource_name,
+                role,
+                [Grant(label, ("kinesis:PutRecord",), (resource,))],
+                parent=role,
+            )
+
         return attach
 
     def skipped(resource_name, role):
         calls.append(("none", resource_name, role))
         return None
 
-    run = build(namer, context, access_grants={
-        "stream-write": grant("Write", "arn:aws:kinesis:eu-central-1:123456789012:stream/s"),
-        "cache-secret": skipped})
-    assert [(c[0], c[1]) for c in calls] == [("none", "api-cache-secret"),
-                                             ("Write", "api-stream-write")]
+    run = build(
+        namer,
+        context,
+        access_grants={
+            "stream-write": grant("Write", "arn:aws:kinesis:eu-central-1:123456789012:stream/s"),
+            "cache-secret": skipped,
+        },
+    )
+    assert [(c[0], c[1]) for c in calls] == [
+        ("none", "api-cache-secret"),
+        ("Write", "api-stream-write"),
+    ]
     assert all(c[2] is run.api.role for c in calls)
     policy = run.named("api-stream-write")
     assert policy.urn in run.one(T_FUNCTION).dependencies
@@ -660,13 +810,17 @@ def test_alarms_on_api_errors_latency_and_function_health_o2(namer, context):
         "media-api-lambda-errors-test": ("AWS/Lambda", "Errors", fn_dims, "Sum", 0),
         "media-api-lambda-throttles-test": ("AWS/Lambda", "Throttles", fn_dims, "Sum", 0),
     }
-    alarms = {a.inputs["name"]: a.inputs
-              for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    alarms = {
+        a.inputs["name"]: a.inputs for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
     assert set(alarms) == set(expected)
     for alarm_name, (namespace, metric, dims, statistic, threshold) in expected.items():
         alarm = alarms[alarm_name]
-        assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == \
-            (namespace, metric, dims)
+        assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == (
+            namespace,
+            metric,
+            dims,
+        )
         assert alarm.get("statistic", alarm.get("extendedStatistic")) == statistic
         assert alarm["threshold"] == threshold
         assert alarm["comparisonOperator"] == "GreaterThanThreshold"
@@ -698,29 +852,42 @@ def test_outputs_for_the_program(run):
 # -- validation (G8) ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"subnet_ids": ["subnet-a"]}, "subnet_ids: 1 given, allowed at least 2"),
-    ({"throttle_rate_limit": 0}, "throttle_rate_limit=0: allowed 1..10000"),
-    ({"throttle_burst_limit": 0}, "throttle_burst_limit=0: allowed 1..5000"),
-    ({"quota_limit": 0}, "quota_limit=0: allowed 1..2000000000"),
-    ({"quota_period": "YEAR"}, 'quota_period="YEAR": allowed one of DAY, WEEK, MONTH'),
-    ({"waf_rate_limit": 5}, "waf_rate_limit=5: allowed 10..2000000000"),
-    ({"reserved_concurrency": 0}, "reserved_concurrency=0: allowed -1 or 1..1000"),
-    ({"memory_mb": 64}, "memory_mb=64: allowed 128..10240"),
-    ({"timeout_seconds": 29}, "timeout_seconds=29: allowed 1..28"),
-    ({"code_sha256": ""}, "code_path/code_sha256: allowed a built package"),
-    ({"backend": backend(db_ssl="prefer")},
-     "backend.db_ssl='prefer': allowed one of require, verify-full"),
-    ({"backend": backend(log_level="TRACE")}, "backend.log_level='TRACE': allowed one of DEBUG"),
-    ({"backend": backend(media_root="media")},
-     "backend.media_root='media': allowed an absolute path"),
-    ({"backend": backend(cache_ttl_seconds=0)}, "backend.cache_ttl_seconds=0: allowed 1..604800"),
-    ({"cache_size_gb": "2"}, 'cache_size_gb="2": allowed empty (no cache) or one of 0.5, 1.6'),
-    ({"stage_name": "v-1"}, "stage_name='v-1': allowed 1-128 letters, digits, _"),
-    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3"),
-    ({"alarm_5xx_threshold": 0}, "alarm_5xx_threshold=0: allowed 1..100000"),
-    ({"alarm_latency_p99_ms": 30000}, "alarm_latency_p99_ms=30000: allowed 50..29000"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"subnet_ids": ["subnet-a"]}, "subnet_ids: 1 given, allowed at least 2"),
+        ({"throttle_rate_limit": 0}, "throttle_rate_limit=0: allowed 1..10000"),
+        ({"throttle_burst_limit": 0}, "throttle_burst_limit=0: allowed 1..5000"),
+        ({"quota_limit": 0}, "quota_limit=0: allowed 1..2000000000"),
+        ({"quota_period": "YEAR"}, 'quota_period="YEAR": allowed one of DAY, WEEK, MONTH'),
+        ({"waf_rate_limit": 5}, "waf_rate_limit=5: allowed 10..2000000000"),
+        ({"reserved_concurrency": 0}, "reserved_concurrency=0: allowed -1 or 1..1000"),
+        ({"memory_mb": 64}, "memory_mb=64: allowed 128..10240"),
+        ({"timeout_seconds": 29}, "timeout_seconds=29: allowed 1..28"),
+        ({"code_sha256": ""}, "code_path/code_sha256: allowed a built package"),
+        (
+            {"backend": backend(db_ssl="prefer")},
+            "backend.db_ssl='prefer': allowed one of require, verify-full",
+        ),
+        (
+            {"backend": backend(log_level="TRACE")},
+            "backend.log_level='TRACE': allowed one of DEBUG",
+        ),
+        (
+            {"backend": backend(media_root="media")},
+            "backend.media_root='media': allowed an absolute path",
+        ),
+        (
+            {"backend": backend(cache_ttl_seconds=0)},
+            "backend.cache_ttl_seconds=0: allowed 1..604800",
+        ),
+        ({"cache_size_gb": "2"}, 'cache_size_gb="2": allowed empty (no cache) or one of 0.5, 1.6'),
+        ({"stage_name": "v-1"}, "stage_name='v-1': allowed 1-128 letters, digits, _"),
+        ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3"),
+        ({"alarm_5xx_threshold": 0}, "alarm_5xx_threshold=0: allowed 1..100000"),
+        ({"alarm_latency_p99_ms": 30000}, "alarm_latency_p99_ms=30000: allowed 50..29000"),
+    ],
+)
 def test_bad_args_fail_with_a_message_naming_the_field_g8(namer, context, overrides, message):
     with pytest.raises(ValueError, match="PublicApiArgs: ") as error:
         api_args(namer, context, **overrides).validate()
@@ -749,9 +916,11 @@ def test_component_type_token(run):
     (component,) = [r for r in run.resources if not r.custom]
     assert (component.type, component.name) == ("media:api:PublicApi", "api")
     assert component.urn == (
-        "urn:pulumi:test::media-pipeline::pulumi:pulumi:Stack$media:api:PublicApi::api")
+        "urn:pulumi:test::media-pipeline::pulumi:pulumi:Stack$media:api:PublicApi::api"
+    )
     assert component.parent_urn == (
-        "urn:pulumi:test::media-pipeline::pulumi:pulumi:Stack::media-pipeline-test")
+        "urn:pulumi:test::media-pipeline::pulumi:pulumi:Stack::media-pipeline-test"
+    )
 
 
 # -- whole program (G6, A2, A4, N3, G1) --------------------------------------------------------
@@ -766,7 +935,8 @@ def test_program_exports_the_api_but_never_the_key_value_g6(request, fixture):
     key = run.one("aws:apigateway/apiKey:ApiKey")
     secret = run.one("aws:secretsmanager/secret:Secret", "api-key-secret")
     assert run.outputs["apiUrl"] == (
-        f"https://{rest_api.id}.execute-api.{run.region}.amazonaws.com/v1")
+        f"https://{rest_api.id}.execute-api.{run.region}.amazonaws.com/v1"
+    )
     assert run.outputs["apiId"] == rest_api.id
     assert run.outputs["apiStageName"] == "v1"
     assert run.outputs["apiKeyId"] == key.id
@@ -775,10 +945,13 @@ def test_program_exports_the_api_but_never_the_key_value_g6(request, fixture):
     assert value not in repr(run.outputs)
 
 
-@pytest.mark.parametrize(("fixture", "rate", "burst", "quota"), [
-    ("dev_run", 20, 40, 10000), ("prod_run", 200, 400, 5000000)])
-def test_program_throttles_and_quotas_come_from_the_stack_file_a2(request, fixture, rate, burst,
-                                                                   quota):
+@pytest.mark.parametrize(
+    ("fixture", "rate", "burst", "quota"),
+    [("dev_run", 20, 40, 10000), ("prod_run", 200, 400, 5000000)],
+)
+def test_program_throttles_and_quotas_come_from_the_stack_file_a2(
+    request, fixture, rate, burst, quota
+):
     run = request.getfixturevalue(fixture)
     plan = run.one("aws:apigateway/usagePlan:UsagePlan").inputs
     assert plan["throttleSettings"] == {"rateLimit": rate, "burstLimit": burst}
@@ -786,15 +959,23 @@ def test_program_throttles_and_quotas_come_from_the_stack_file_a2(request, fixtu
     settings = run.one("aws:apigateway/methodSettings:MethodSettings").inputs["settings"]
     assert (settings["throttlingRateLimit"], settings["throttlingBurstLimit"]) == (rate, burst)
     assert run.one("aws:wafv2/webAcl:WebAcl").inputs["rules"][0]["statement"] == {
-        "rateBasedStatement": {"limit": 2000, "aggregateKeyType": "IP"}}
+        "rateBasedStatement": {"limit": 2000, "aggregateKeyType": "IP"}
+    }
 
 
 def test_program_sizes_the_function_per_stack_a4(dev_run, prod_run):
-    dev, prod = dev_run.one(T_FUNCTION, "api-function").inputs, prod_run.one(T_FUNCTION, "api-function").inputs
+    dev, prod = (
+        dev_run.one(T_FUNCTION, "api-function").inputs,
+        prod_run.one(T_FUNCTION, "api-function").inputs,
+    )
     assert (dev["memorySize"], "reservedConcurrentExecutions" in dev) == (256, False)
     assert (prod["memorySize"], prod["reservedConcurrentExecutions"]) == (512, 50)
-    assert prod_run.one("aws:secretsmanager/secret:Secret", "api-key-secret").inputs[
-        "recoveryWindowInDays"] == 30
+    assert (
+        prod_run.one("aws:secretsmanager/secret:Secret", "api-key-secret").inputs[
+            "recoveryWindowInDays"
+        ]
+        == 30
+    )
     for run, days in ((dev_run, 14), (prod_run, 90)):
         groups = [g for g in run.of_type(T_LOG_GROUP) if g.name.startswith("api-")]
         assert len(groups) == 4
@@ -819,29 +1000,42 @@ def test_program_passes_the_data_tier_endpoints_and_secret_arns_a4(dev_run):
     assert "DB_SECRET_ARN" not in variables  # only the migration function reads the master
     assert variables["REDIS_HOST"] == group.state["primaryEndpointAddress"]
     assert variables["REDIS_TLS"] == "true"
-    assert variables["REDIS_AUTH_SECRET_ARN"] == dev_run.one(
-        "aws:secretsmanager/secret:Secret", "cache-auth-secret").state["arn"]
+    assert (
+        variables["REDIS_AUTH_SECRET_ARN"]
+        == dev_run.one("aws:secretsmanager/secret:Secret", "cache-auth-secret").state["arn"]
+    )
     assert variables["STREAM_NAME"] == stream.inputs["name"]
 
 
 def test_program_lets_the_api_reach_the_database_and_cache_only_on_their_ports_n3_a4(dev_run):
     api_sg = dev_run.named("api-sg").id
-    ingress = [r.inputs for r in dev_run.of_type(
-        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-        if r.inputs.get("referencedSecurityGroupId") == api_sg]
+    ingress = [
+        r.inputs
+        for r in dev_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs.get("referencedSecurityGroupId") == api_sg
+    ]
     targets = {r.id: r.name for r in [dev_run.named("database-sg"), dev_run.named("cache-sg")]}
-    assert sorted((targets[i["securityGroupId"]], i["fromPort"], i["toPort"])
-                  for i in ingress) == [("cache-sg", 6379, 6379), ("database-sg", 5432, 5432)]
-    egress = sorted((r.inputs.get("referencedSecurityGroupId") or r.inputs["cidrIpv4"],
-                     r.inputs["fromPort"]) for r in dev_run.of_type(
-        "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-        if r.inputs["securityGroupId"] == api_sg)
-    assert egress == sorted([("0.0.0.0/0", 443), (dev_run.named("database-sg").id, 5432),
-                             (dev_run.named("cache-sg").id, 6379)])
+    assert sorted((targets[i["securityGroupId"]], i["fromPort"], i["toPort"]) for i in ingress) == [
+        ("cache-sg", 6379, 6379),
+        ("database-sg", 5432, 5432),
+    ]
+    egress = sorted(
+        (r.inputs.get("referencedSecurityGroupId") or r.inputs["cidrIpv4"], r.inputs["fromPort"])
+        for r in dev_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.inputs["securityGroupId"] == api_sg
+    )
+    assert egress == sorted(
+        [
+            ("0.0.0.0/0", 443),
+            (dev_run.named("database-sg").id, 5432),
+            (dev_run.named("cache-sg").id, 6379),
+        ]
+    )
 
 
 def test_program_role_connects_as_its_db_user_reads_the_cache_secret_and_writes_the_stream_d6(
-        dev_run):
+    dev_run,
+):
     role = dev_run.one("aws:iam/role:Role", "api-role")
     function = dev_run.one(T_FUNCTION, "api-function")
     for name in ("api-db-connect", "api-cache-secret", "api-stream-write", "api-runtime-policy"):
@@ -849,10 +1043,17 @@ def test_program_role_connects_as_its_db_user_reads_the_cache_secret_and_writes_
         assert policy.inputs["role"] == role.id
         assert policy.urn in function.dependencies
     cluster = dev_run.one("aws:rds/cluster:Cluster").state
-    assert statements(dev_run.named("api-db-connect").inputs["policy"]) == {"ConnectAsMediaApi": {
-        "Sid": "ConnectAsMediaApi", "Effect": "Allow", "Action": ["rds-db:connect"],
-        "Resource": [f"arn:aws:rds-db:eu-central-1:{ACCOUNT_ID}:dbuser:"
-                     f"{cluster['clusterResourceId']}/media_api"]}}
+    assert statements(dev_run.named("api-db-connect").inputs["policy"]) == {
+        "ConnectAsMediaApi": {
+            "Sid": "ConnectAsMediaApi",
+            "Effect": "Allow",
+            "Action": ["rds-db:connect"],
+            "Resource": [
+                f"arn:aws:rds-db:eu-central-1:{ACCOUNT_ID}:dbuser:"
+                f"{cluster['clusterResourceId']}/media_api"
+            ],
+        }
+    }
     assert not any(r.name == "api-db-secret" for r in dev_run.resources)
     # The function starts only once the schema and its role exist.
     assert dev_run.one("aws:lambda/invocation:Invocation").urn in function.dependencies
@@ -868,8 +1069,10 @@ def test_program_evaluates_in_every_region_without_warnings_g1(region_runs, regi
     association = run.one("aws:wafv2/webAclAssociation:WebAclAssociation").inputs
     assert association["resourceArn"].startswith(f"arn:aws:apigateway:{region}::/restapis/")
     policy = statements(run.named("api-runtime-policy").inputs["policy"])
-    assert policy["DecryptOwnEnvironment"]["Condition"]["StringEquals"]["kms:ViaService"] == \
-        f"lambda.{region}.amazonaws.com"
+    assert (
+        policy["DecryptOwnEnvironment"]["Condition"]["StringEquals"]["kms:ViaService"]
+        == f"lambda.{region}.amazonaws.com"
+    )
     assert run.outputs["apiUrl"].endswith(f".execute-api.{region}.amazonaws.com/v1")
 
 
@@ -879,4 +1082,3 @@ def test_program_with_iam_auth_exports_no_key_a3():
     assert "apiKeyId" not in run.outputs and "apiKeySecretArn" not in run.outputs
     assert run.outputs["apiId"] == run.one(T_REST_API).id
     assert {m.inputs["authorization"] for m in run.of_type(T_METHOD)} == {"AWS_IAM"}
-

@@ -32,10 +32,14 @@ PASSWORD = "random:index/randomPassword:RandomPassword"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
-SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-cache-auth-token-test-AbCdEf"
-TLS_WARNING = ("cache: cacheTransitEncryption is false — the cache accepts plaintext connections "
-               "without an AUTH token (C3 opt-out; development only). Changing it later "
-               "replaces or migrates the replication group.")
+SECRET_ARN = (
+    f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-cache-auth-token-test-AbCdEf"
+)
+TLS_WARNING = (
+    "cache: cacheTransitEncryption is false — the cache accepts plaintext connections "
+    "without an AUTH token (C3 opt-out; development only). Changing it later "
+    "replaces or migrates the replication group."
+)
 
 
 def key(purpose: str) -> str:
@@ -44,10 +48,15 @@ def key(purpose: str) -> str:
 
 def cache_args(namer, context, **overrides: Any) -> RedisReplicationGroupArgs:
     values: dict[str, Any] = {
-        "namer": namer, "context": context, "vpc_id": "vpc-test",
-        "subnet_ids": SUBNETS[:2], "availability_zones": ZONES[:2],
-        "storage_key_arn": key("cache"), "secret_key_arn": key("secrets"),
-        "logs_key_arn": key("logs"), "alarm_topic_arn": TOPIC,
+        "namer": namer,
+        "context": context,
+        "vpc_id": "vpc-test",
+        "subnet_ids": SUBNETS[:2],
+        "availability_zones": ZONES[:2],
+        "storage_key_arn": key("cache"),
+        "secret_key_arn": key("secrets"),
+        "logs_key_arn": key("logs"),
+        "alarm_topic_arn": TOPIC,
     }
     values.update(overrides)
     return RedisReplicationGroupArgs(**values)
@@ -56,8 +65,9 @@ def cache_args(namer, context, **overrides: Any) -> RedisReplicationGroupArgs:
 class _Peer(pulumi.ComponentResource):
     def __init__(self, namer):
         super().__init__("media:test:Peer", "peer", None, None)
-        self.sg = RoleSecurityGroup("api-sg", role="api", description="peer",
-                                    vpc_id="vpc-test", namer=namer, parent=self)
+        self.sg = RoleSecurityGroup(
+            "api-sg", role="api", description="peer", vpc_id="vpc-test", namer=namer, parent=self
+        )
 
 
 def build(namer, context, *, peer: bool = False, grant: bool = False, **overrides: Any):
@@ -112,19 +122,35 @@ def test_c1_two_nodes_in_distinct_zones_with_multi_az_failover(run):
 
 
 def test_c1_node_count_type_and_version_from_args(namer, context):
-    run, _ = build(namer, context, engine="redis", engine_version="7.1",
-                   node_type="cache.r7g.large", node_count=3, subnet_ids=SUBNETS,
-                   availability_zones=ZONES)
+    run, _ = build(
+        namer,
+        context,
+        engine="redis",
+        engine_version="7.1",
+        node_type="cache.r7g.large",
+        node_count=3,
+        subnet_ids=SUBNETS,
+        availability_zones=ZONES,
+    )
     group = group_of(run)
-    assert (group["engine"], group["engineVersion"], group["nodeType"],
-            group["numCacheClusters"]) == ("redis", "7.1", "cache.r7g.large", 3)
+    assert (
+        group["engine"],
+        group["engineVersion"],
+        group["nodeType"],
+        group["numCacheClusters"],
+    ) == ("redis", "7.1", "cache.r7g.large", 3)
     assert group["preferredCacheClusterAzs"] == ZONES
 
 
 def test_c1_more_nodes_than_zones_go_round_robin(namer, context):
     run, _ = build(namer, context, node_count=5)
     assert group_of(run)["preferredCacheClusterAzs"] == [
-        "eu-central-1a", "eu-central-1b", "eu-central-1a", "eu-central-1b", "eu-central-1a"]
+        "eu-central-1a",
+        "eu-central-1b",
+        "eu-central-1a",
+        "eu-central-1b",
+        "eu-central-1a",
+    ]
     assert node_zones(["a", "b", "c"], 2) == ["a", "b"]
 
 
@@ -141,9 +167,15 @@ def test_c1_redis6_family_is_redis6x(namer, context):
     assert (params["family"], params["name"]) == ("redis6.x", "media-cache-redis6-x-test")
 
 
-@pytest.mark.parametrize(("engine", "version", "family"), [
-    ("valkey", "7.2", "valkey7"), ("valkey", "8.1", "valkey8"), ("redis", "7.1", "redis7"),
-    ("redis", "6.2", "redis6.x")])
+@pytest.mark.parametrize(
+    ("engine", "version", "family"),
+    [
+        ("valkey", "7.2", "valkey7"),
+        ("valkey", "8.1", "valkey8"),
+        ("redis", "7.1", "redis7"),
+        ("redis", "6.2", "redis6.x"),
+    ],
+)
 def test_c1_parameter_group_families(engine, version, family):
     assert cache_parameter_group_family(engine, version) == family
 
@@ -209,8 +241,7 @@ def test_c3_turning_tls_off_warns_and_drops_token_and_secret(namer, context):
     assert run.of_type(PASSWORD) == [] and run.of_type(SECRET) == []
     assert run.of_type(SECRET_VERSION) == []
     cache = made["cache"]
-    assert (cache.transit_encryption, cache.auth_secret_arn, made["policy"]) == \
-        (False, None, None)
+    assert (cache.transit_encryption, cache.auth_secret_arn, made["policy"]) == (False, None, None)
     assert run.of_type("aws:iam/rolePolicy:RolePolicy") == []
     # At rest stays encrypted either way.
     assert group["atRestEncryptionEnabled"] is True
@@ -223,13 +254,21 @@ def test_c3_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer,
     assert json.loads(policy.inputs["policy"]) == {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ReadCacheAuthSecret", "Effect": "Allow",
-             "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-             "Resource": [SECRET_ARN]},
-            {"Sid": "DecryptCacheAuthSecret", "Effect": "Allow", "Action": ["kms:Decrypt"],
-             "Resource": [key("secrets")],
-             "Condition": {"StringEquals": {
-                 "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}}},
+            {
+                "Sid": "ReadCacheAuthSecret",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                "Resource": [SECRET_ARN],
+            },
+            {
+                "Sid": "DecryptCacheAuthSecret",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": [key("secrets")],
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
+                },
+            },
         ],
     }
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
@@ -250,14 +289,29 @@ def test_c4_allow_from_admits_6379_only_from_the_peer_group(namer, context):
     cache_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg")
     peer_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "api-sg")
     [ingress] = run.of_type(INGRESS)
-    assert {k: ingress.inputs[k] for k in ("securityGroupId", "referencedSecurityGroupId",
-                                           "ipProtocol", "fromPort", "toPort")} == {
-        "securityGroupId": cache_sg.id, "referencedSecurityGroupId": peer_sg.id,
-        "ipProtocol": "tcp", "fromPort": 6379, "toPort": 6379}
+    assert {
+        k: ingress.inputs[k]
+        for k in (
+            "securityGroupId",
+            "referencedSecurityGroupId",
+            "ipProtocol",
+            "fromPort",
+            "toPort",
+        )
+    } == {
+        "securityGroupId": cache_sg.id,
+        "referencedSecurityGroupId": peer_sg.id,
+        "ipProtocol": "tcp",
+        "fromPort": 6379,
+        "toPort": 6379,
+    }
     assert "cidrIpv4" not in ingress.inputs
     [egress] = run.of_type(EGRESS)
-    assert (egress.inputs["securityGroupId"], egress.inputs["referencedSecurityGroupId"],
-            egress.inputs["fromPort"]) == (peer_sg.id, cache_sg.id, 6379)
+    assert (
+        egress.inputs["securityGroupId"],
+        egress.inputs["referencedSecurityGroupId"],
+        egress.inputs["fromPort"],
+    ) == (peer_sg.id, cache_sg.id, 6379)
 
 
 def test_c4_allowing_the_same_peer_twice_is_an_error(namer, context):
@@ -272,48 +326,89 @@ def test_c4_allowing_the_same_peer_twice_is_an_error(namer, context):
 
 
 def test_c4_snapshots_and_maintenance_from_args(namer, context):
-    run, _ = build(namer, context, snapshot_retention_days=7, snapshot_window="03:00-04:00",
-                   maintenance_window="tue:05:00-tue:06:30")
+    run, _ = build(
+        namer,
+        context,
+        snapshot_retention_days=7,
+        snapshot_window="03:00-04:00",
+        maintenance_window="tue:05:00-tue:06:30",
+    )
     group = group_of(run)
-    assert (group["snapshotRetentionLimit"], group["snapshotWindow"],
-            group["maintenanceWindow"]) == (7, "03:00-04:00", "tue:05:00-tue:06:30")
+    assert (
+        group["snapshotRetentionLimit"],
+        group["snapshotWindow"],
+        group["maintenanceWindow"],
+    ) == (7, "03:00-04:00", "tue:05:00-tue:06:30")
 
 
 def test_c4_slow_and_engine_logs_as_json_to_encrypted_groups(namer, context):
     run, _ = build(namer, context, log_retention_days=90)
     for log_type in ("slow-log", "engine-log"):
         group = run.one("aws:cloudwatch/logGroup:LogGroup", f"cache-{log_type}").inputs
-        assert group == {"name": f"/aws/vendedlogs/elasticache/media-cache-test/{log_type}",
-                         "kmsKeyId": key("logs"), "retentionInDays": 90}
+        assert group == {
+            "name": f"/aws/vendedlogs/elasticache/media-cache-test/{log_type}",
+            "kmsKeyId": key("logs"),
+            "retentionInDays": 90,
+        }
     assert group_of(run)["logDeliveryConfigurations"] == [
-        {"destination": "/aws/vendedlogs/elasticache/media-cache-test/slow-log",
-         "destinationType": "cloudwatch-logs", "logFormat": "json", "logType": "slow-log"},
-        {"destination": "/aws/vendedlogs/elasticache/media-cache-test/engine-log",
-         "destinationType": "cloudwatch-logs", "logFormat": "json", "logType": "engine-log"},
+        {
+            "destination": "/aws/vendedlogs/elasticache/media-cache-test/slow-log",
+            "destinationType": "cloudwatch-logs",
+            "logFormat": "json",
+            "logType": "slow-log",
+        },
+        {
+            "destination": "/aws/vendedlogs/elasticache/media-cache-test/engine-log",
+            "destinationType": "cloudwatch-logs",
+            "logFormat": "json",
+            "logType": "engine-log",
+        },
     ]
 
 
 def test_c4_alarms_per_node_on_cpu_memory_and_evictions(namer, context):
     run, _ = build(namer, context, cpu_alarm_percent=60, memory_alarm_percent=85)
     alarms = {a.inputs["name"]: a.inputs for a in run.of_type(ALARM)}
-    assert sorted(alarms) == sorted(f"media-cache-{n}-{m}-test" for n in ("001", "002")
-                                    for m in ("cpu", "memory", "evictions"))
-    expected = {"cpu": ("EngineCPUUtilization", "Average", 60),
-                "memory": ("DatabaseMemoryUsagePercentage", "Average", 85),
-                "evictions": ("Evictions", "Sum", 0)}
+    assert sorted(alarms) == sorted(
+        f"media-cache-{n}-{m}-test" for n in ("001", "002") for m in ("cpu", "memory", "evictions")
+    )
+    expected = {
+        "cpu": ("EngineCPUUtilization", "Average", 60),
+        "memory": ("DatabaseMemoryUsagePercentage", "Average", 85),
+        "evictions": ("Evictions", "Sum", 0),
+    }
     for node in ("001", "002"):
         for label, (metric, statistic, threshold) in expected.items():
             alarm = alarms[f"media-cache-{node}-{label}-test"]
-            assert (alarm["namespace"], alarm["metricName"], alarm["statistic"],
-                    alarm["threshold"], alarm["comparisonOperator"], alarm["evaluationPeriods"],
-                    alarm["dimensions"], alarm["alarmActions"], alarm["okActions"]) == (
-                "AWS/ElastiCache", metric, statistic, threshold, "GreaterThanThreshold", 3,
-                {"CacheClusterId": f"media-cache-test-{node}"}, [TOPIC], [TOPIC])
+            assert (
+                alarm["namespace"],
+                alarm["metricName"],
+                alarm["statistic"],
+                alarm["threshold"],
+                alarm["comparisonOperator"],
+                alarm["evaluationPeriods"],
+                alarm["dimensions"],
+                alarm["alarmActions"],
+                alarm["okActions"],
+            ) == (
+                "AWS/ElastiCache",
+                metric,
+                statistic,
+                threshold,
+                "GreaterThanThreshold",
+                3,
+                {"CacheClusterId": f"media-cache-test-{node}"},
+                [TOPIC],
+                [TOPIC],
+            )
 
 
 def test_c4_member_ids_are_numbered_as_elasticache_does():
     assert member_cluster_ids("media-cache-dev", 3) == [
-        "media-cache-dev-001", "media-cache-dev-002", "media-cache-dev-003"]
+        "media-cache-dev-001",
+        "media-cache-dev-002",
+        "media-cache-dev-003",
+    ]
 
 
 # -- G3 destroyable versus protected ----------------------------------------------------------
@@ -341,8 +436,11 @@ def test_g3_protected_takes_a_uniquely_named_final_snapshot(namer, context):
 def test_exposes_what_consumers_wire(namer, context):
     _, made = build(namer, context)
     cache = made["cache"]
-    assert (cache.port, cache.transit_encryption, cache.replication_group_id) == \
-        (6379, True, "media-cache-test")
+    assert (cache.port, cache.transit_encryption, cache.replication_group_id) == (
+        6379,
+        True,
+        "media-cache-test",
+    )
     assert isinstance(cache.security_group, RoleSecurityGroup)
     assert isinstance(cache.auth_secret_arn, pulumi.Output)
     assert isinstance(cache.primary_endpoint, pulumi.Output)
@@ -351,37 +449,57 @@ def test_exposes_what_consumers_wire(namer, context):
 # -- validation (G8) ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"engine": "Redis"}, 'engine="Redis": allowed one of valkey, redis'),
-    ({"engine": "memcached"}, 'engine="memcached": allowed one of valkey, redis'),
-    ({"engine_version": "7.1"}, 'engine_version="7.1": allowed for valkey: 7.2, 8.0, 8.1'),
-    ({"engine": "redis", "engine_version": "8.0"},
-     'engine_version="8.0": allowed for redis: 6.2, 7.0, 7.1'),
-    ({"node_type": "t4g.micro"},
-     'node_type="t4g.micro": allowed an ElastiCache node type like cache.t4g.micro'),
-    ({"node_count": 1}, "node_count=1: allowed 2..6"),
-    ({"node_count": 7}, "node_count=7: allowed 2..6"),
-    ({"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
-     "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones"),
-    ({"subnet_ids": ["subnet-a"]},
-     "subnet_ids: 1 given, allowed exactly one per availability zone (2)"),
-    ({"snapshot_retention_days": 36}, "snapshot_retention_days=36: allowed 0..35"),
-    ({"snapshot_window": "1am"}, 'snapshot_window="1am": allowed hh:mm-hh:mm (UTC)'),
-    ({"snapshot_window": "01:00-01:30"},
-     'snapshot_window="01:00-01:30": allowed a window of at least 60 minutes (ElastiCache minimum)'),
-    ({"maintenance_window": "sun:05:00"},
-     'maintenance_window="sun:05:00": allowed ddd:hh:mm-ddd:hh:mm (UTC'),
-    ({"maintenance_window": "sun:05:00-sun:05:30"},
-     'maintenance_window="sun:05:00-sun:05:30": allowed a window of at least 60 minutes (ElastiCache minimum)'),
-    ({"maintenance_window": "sun:01:30-sun:02:30"},
-     'maintenance_window="sun:01:30-sun:02:30": allowed a window that does not overlap '
-     "snapshot_window (01:00-02:00); ElastiCache rejects overlapping windows"),
-    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
-    ({"cpu_alarm_percent": 101}, "cpu_alarm_percent=101: allowed 1..100"),
-    ({"memory_alarm_percent": 0}, "memory_alarm_percent=0: allowed 1..100"),
-])
-def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(namer, context, overrides,
-                                                                    message):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"engine": "Redis"}, 'engine="Redis": allowed one of valkey, redis'),
+        ({"engine": "memcached"}, 'engine="memcached": allowed one of valkey, redis'),
+        ({"engine_version": "7.1"}, 'engine_version="7.1": allowed for valkey: 7.2, 8.0, 8.1'),
+        (
+            {"engine": "redis", "engine_version": "8.0"},
+            'engine_version="8.0": allowed for redis: 6.2, 7.0, 7.1',
+        ),
+        (
+            {"node_type": "t4g.micro"},
+            'node_type="t4g.micro": allowed an ElastiCache node type like cache.t4g.micro',
+        ),
+        ({"node_count": 1}, "node_count=1: allowed 2..6"),
+        ({"node_count": 7}, "node_count=7: allowed 2..6"),
+        (
+            {"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
+            "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones",
+        ),
+        (
+            {"subnet_ids": ["subnet-a"]},
+            "subnet_ids: 1 given, allowed exactly one per availability zone (2)",
+        ),
+        ({"snapshot_retention_days": 36}, "snapshot_retention_days=36: allowed 0..35"),
+        ({"snapshot_window": "1am"}, 'snapshot_window="1am": allowed hh:mm-hh:mm (UTC)'),
+        (
+            {"snapshot_window": "01:00-01:30"},
+            'snapshot_window="01:00-01:30": allowed a window of at least 60 minutes (ElastiCache minimum)',
+        ),
+        (
+            {"maintenance_window": "sun:05:00"},
+            'maintenance_window="sun:05:00": allowed ddd:hh:mm-ddd:hh:mm (UTC',
+        ),
+        (
+            {"maintenance_window": "sun:05:00-sun:05:30"},
+            'maintenance_window="sun:05:00-sun:05:30": allowed a window of at least 60 minutes (ElastiCache minimum)',
+        ),
+        (
+            {"maintenance_window": "sun:01:30-sun:02:30"},
+            'maintenance_window="sun:01:30-sun:02:30": allowed a window that does not overlap '
+            "snapshot_window (01:00-02:00); ElastiCache rejects overlapping windows",
+        ),
+        ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
+        ({"cpu_alarm_percent": 101}, "cpu_alarm_percent=101: allowed 1..100"),
+        ({"memory_alarm_percent": 0}, "memory_alarm_percent=0: allowed 1..100"),
+    ],
+)
+def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(
+    namer, context, overrides, message
+):
     with pytest.raises(ValueError) as caught:
         cache_args(namer, context, **overrides).validate()
     assert str(caught.value).startswith("RedisReplicationGroupArgs: ")
@@ -390,8 +508,9 @@ def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(namer, conte
 
 def test_g8_every_problem_in_one_error_before_any_resource(namer, context):
     def program():
-        RedisReplicationGroup("cache", cache_args(namer, context, node_count=1,
-                                                  snapshot_retention_days=-1))
+        RedisReplicationGroup(
+            "cache", cache_args(namer, context, node_count=1, snapshot_retention_days=-1)
+        )
 
     with pytest.raises(ValueError) as caught:
         run_components(program, region=REGION)
@@ -409,33 +528,46 @@ def config_problems(**raw: str) -> list[str]:
     return caught.value.problems
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"cacheSnapshotWindow": "01:00-01:30"},
-     'cacheSnapshotWindow="01:00-01:30": allowed a window of at least 60 minutes '
-     "(ElastiCache minimum)"),
-    ({"cacheMaintenanceWindow": "sun:05:00-sun:05:45"},
-     'cacheMaintenanceWindow="sun:05:00-sun:05:45": allowed a window of at least 60 minutes '
-     "(ElastiCache minimum)"),
-    ({"cacheSnapshotWindow": "05:30-06:30"},
-     'cacheMaintenanceWindow="sun:05:00-sun:06:00": allowed a window that does not overlap '
-     "cacheSnapshotWindow (05:30-06:30); ElastiCache rejects overlapping windows"),
-    ({"cacheTransitEncryption": "false", "dataProtection": "true"},
-     "cacheTransitEncryption=false: allowed true when dataProtection is true (turning TLS off "
-     "is a development convenience only)"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"cacheSnapshotWindow": "01:00-01:30"},
+            'cacheSnapshotWindow="01:00-01:30": allowed a window of at least 60 minutes '
+            "(ElastiCache minimum)",
+        ),
+        (
+            {"cacheMaintenanceWindow": "sun:05:00-sun:05:45"},
+            'cacheMaintenanceWindow="sun:05:00-sun:05:45": allowed a window of at least 60 minutes '
+            "(ElastiCache minimum)",
+        ),
+        (
+            {"cacheSnapshotWindow": "05:30-06:30"},
+            'cacheMaintenanceWindow="sun:05:00-sun:06:00": allowed a window that does not overlap '
+            "cacheSnapshotWindow (05:30-06:30); ElastiCache rejects overlapping windows",
+        ),
+        (
+            {"cacheTransitEncryption": "false", "dataProtection": "true"},
+            "cacheTransitEncryption=false: allowed true when dataProtection is true (turning TLS off "
+            "is a development convenience only)",
+        ),
+    ],
+)
 def test_g8_cache_config_rejected_with_key_and_allowed(raw, message):
     assert config_problems(**raw) == [message]
 
 
 def test_c3_tls_off_is_accepted_config_without_data_protection():
-    settings = parse_settings({"cacheTransitEncryption": "false"}, project="media-pipeline",
-                              stack="test", region=REGION)
+    settings = parse_settings(
+        {"cacheTransitEncryption": "false"}, project="media-pipeline", stack="test", region=REGION
+    )
     assert settings.cache.transit_encryption is False
 
 
 def test_six_nodes_over_two_zones_is_valid_config():
-    settings = parse_settings({"cacheNodeCount": "6"}, project="media-pipeline", stack="test",
-                              region=REGION)
+    settings = parse_settings(
+        {"cacheNodeCount": "6"}, project="media-pipeline", stack="test", region=REGION
+    )
     assert settings.cache.node_count == 6
 
 
@@ -445,8 +577,11 @@ def test_six_nodes_over_two_zones_is_valid_config():
 def test_program_dev_cache_two_nodes_tls_destroyable(dev_run):
     group = dev_run.one(GROUP).inputs
     zones = dev_run.outputs["availabilityZones"]
-    assert (group["replicationGroupId"], group["numCacheClusters"],
-            group["preferredCacheClusterAzs"]) == ("media-cache-dev", 2, zones)
+    assert (
+        group["replicationGroupId"],
+        group["numCacheClusters"],
+        group["preferredCacheClusterAzs"],
+    ) == ("media-cache-dev", 2, zones)
     keys = {r.name: r.state["arn"] for r in dev_run.of_type("aws:kms/key:Key")}
     assert group["kmsKeyId"] == keys["keys-cache-key"]
     assert group["transitEncryptionEnabled"] is True and is_secret(group["authToken"])
@@ -460,8 +595,11 @@ def test_program_dev_cache_two_nodes_tls_destroyable(dev_run):
 
 def test_program_prod_cache_three_nodes_protected(prod_run):
     group = prod_run.one(GROUP).inputs
-    assert (group["numCacheClusters"], group["nodeType"], group["snapshotRetentionLimit"]) == \
-        (3, "cache.r7g.large", 7)
+    assert (group["numCacheClusters"], group["nodeType"], group["snapshotRetentionLimit"]) == (
+        3,
+        "cache.r7g.large",
+        7,
+    )
     assert group["preferredCacheClusterAzs"] == prod_run.outputs["availabilityZones"]
     assert group["finalSnapshotIdentifier"].startswith("media-cache-prod-final-")
     assert prod_run.one(SECRET, "cache-auth-secret").inputs["recoveryWindowInDays"] == 30
@@ -483,8 +621,7 @@ def test_g6_no_cache_secret_output_when_tls_is_off():
     assert run.one(GROUP).inputs["transitEncryptionEnabled"] is False
 
 
-@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1",
-                                    "ap-northeast-1"])
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"])
 def test_g1_cache_in_every_region_without_warnings(region_runs, region):
     run = region_runs["dev", region]
     assert run.warnings == []
@@ -503,12 +640,16 @@ def test_g3_cache_group_is_never_protected_the_final_snapshot_keeps_its_data(nam
     a change that replaces the group is not blocked."""
     for protect_data in (False, True):
         run, _ = build(namer, context, protect_data=protect_data)
-        assert [(r.name, r.protect, r.retain_on_delete) for r in run.resources
-                if r.protect or r.retain_on_delete] == []
+        assert [
+            (r.name, r.protect, r.retain_on_delete)
+            for r in run.resources
+            if r.protect or r.retain_on_delete
+        ] == []
 
 
 def test_subnet_group_and_final_snapshot_names_are_checked_with_elasticache_rules(
-        namer, context, monkeypatch):
+    namer, context, monkeypatch
+):
     import components.cache as cache_module
     from components.naming import NameKind, check_name
 

@@ -38,16 +38,22 @@ EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
 # The mocks name the RDS-managed secret after the cluster id, as RDS does (rds!cluster-...).
-SECRET_ARN = (f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:"
-              "secret:rds!cluster-media-aurora-test-XyZ012")
+SECRET_ARN = (
+    f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:rds!cluster-media-aurora-test-XyZ012"
+)
 
 
 def aurora_args(namer, context, **overrides: Any) -> EncryptedAuroraArgs:
     values: dict[str, Any] = {
-        "namer": namer, "context": context, "vpc_id": "vpc-test",
-        "subnet_ids": SUBNETS[:2], "availability_zones": ZONES[:2],
-        "storage_key_arn": key("database"), "secret_key_arn": key("secrets"),
-        "logs_key_arn": key("logs"), "alarm_topic_arn": TOPIC,
+        "namer": namer,
+        "context": context,
+        "vpc_id": "vpc-test",
+        "subnet_ids": SUBNETS[:2],
+        "availability_zones": ZONES[:2],
+        "storage_key_arn": key("database"),
+        "secret_key_arn": key("secrets"),
+        "logs_key_arn": key("logs"),
+        "alarm_topic_arn": TOPIC,
     }
     values.update(overrides)
     return EncryptedAuroraArgs(**values)
@@ -56,8 +62,14 @@ def aurora_args(namer, context, **overrides: Any) -> EncryptedAuroraArgs:
 class _Peer(pulumi.ComponentResource):
     def __init__(self, namer):
         super().__init__("media:test:Peer", "peer", None, None)
-        self.sg = RoleSecurityGroup("worker-sg", role="worker", description="peer",
-                                    vpc_id="vpc-test", namer=namer, parent=self)
+        self.sg = RoleSecurityGroup(
+            "worker-sg",
+            role="worker",
+            description="peer",
+            vpc_id="vpc-test",
+            namer=namer,
+            parent=self,
+        )
 
 
 def build(namer, context, *, peers: int = 0, grant: bool = False, **overrides: Any):
@@ -113,8 +125,10 @@ def test_d1_capacity_and_version_come_from_args(namer, context):
     cluster = cluster_of(run)
     assert cluster["engineVersion"] == "15.8"
     assert cluster["serverlessv2ScalingConfiguration"] == {"minCapacity": 2, "maxCapacity": 32}
-    assert run.one("aws:rds/clusterParameterGroup:ClusterParameterGroup").inputs["family"] == \
-        "aurora-postgresql15"
+    assert (
+        run.one("aws:rds/clusterParameterGroup:ClusterParameterGroup").inputs["family"]
+        == "aurora-postgresql15"
+    )
 
 
 # -- D2 multi-AZ ---------------------------------------------------------------------------
@@ -122,21 +136,31 @@ def test_d1_capacity_and_version_come_from_args(namer, context):
 
 def test_d2_writer_in_first_zone_reader_in_next_with_promotion_tiers(run):
     writer, reader = instances_of(run)
-    assert (writer.name, writer.inputs["availabilityZone"], writer.inputs["promotionTier"]) == \
-        ("db-writer", "eu-central-1a", 0)
-    assert (reader.name, reader.inputs["availabilityZone"], reader.inputs["promotionTier"]) == \
-        ("db-reader-1", "eu-central-1b", 1)
+    assert (writer.name, writer.inputs["availabilityZone"], writer.inputs["promotionTier"]) == (
+        "db-writer",
+        "eu-central-1a",
+        0,
+    )
+    assert (reader.name, reader.inputs["availabilityZone"], reader.inputs["promotionTier"]) == (
+        "db-reader-1",
+        "eu-central-1b",
+        1,
+    )
     # The first instance up becomes the writer, so readers are created after it.
     assert writer.urn in reader.dependencies
 
 
 def test_d2_three_zones_two_readers_each_in_its_own_zone(namer, context):
     run, _ = build(namer, context, subnet_ids=SUBNETS, availability_zones=ZONES, reader_count=2)
-    placed = [(i.inputs["identifier"], i.inputs["availabilityZone"], i.inputs["promotionTier"])
-              for i in instances_of(run)]
-    assert placed == [("media-aurora-1-test", "eu-central-1a", 0),
-                      ("media-aurora-2-test", "eu-central-1b", 1),
-                      ("media-aurora-3-test", "eu-central-1c", 1)]
+    placed = [
+        (i.inputs["identifier"], i.inputs["availabilityZone"], i.inputs["promotionTier"])
+        for i in instances_of(run)
+    ]
+    assert placed == [
+        ("media-aurora-1-test", "eu-central-1a", 0),
+        ("media-aurora-2-test", "eu-central-1b", 1),
+        ("media-aurora-3-test", "eu-central-1c", 1),
+    ]
 
 
 def test_d2_more_readers_than_zones_go_round_robin():
@@ -158,8 +182,13 @@ def test_d2_instances_are_serverless_private_and_in_the_cluster(run):
 
 
 def test_d3_backups_and_windows_from_args(namer, context):
-    run, _ = build(namer, context, backup_retention_days=35, backup_window="04:00-05:00",
-                   maintenance_window="mon:01:00-mon:02:00")
+    run, _ = build(
+        namer,
+        context,
+        backup_retention_days=35,
+        backup_window="04:00-05:00",
+        maintenance_window="mon:01:00-mon:02:00",
+    )
     cluster = cluster_of(run)
     assert cluster["backupRetentionPeriod"] == 35
     assert cluster["preferredBackupWindow"] == "04:00-05:00"
@@ -214,13 +243,21 @@ def test_d5_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer,
     assert json.loads(policy.inputs["policy"]) == {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ReadDatabaseSecret", "Effect": "Allow",
-             "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-             "Resource": [SECRET_ARN]},
-            {"Sid": "DecryptDatabaseSecret", "Effect": "Allow", "Action": ["kms:Decrypt"],
-             "Resource": [key("secrets")],
-             "Condition": {"StringEquals": {
-                 "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}}},
+            {
+                "Sid": "ReadDatabaseSecret",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                "Resource": [SECRET_ARN],
+            },
+            {
+                "Sid": "DecryptDatabaseSecret",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": [key("secrets")],
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
+                },
+            },
         ],
     }
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "reader-role").id
@@ -242,11 +279,15 @@ def test_d6_grant_connect_is_rds_db_connect_on_exactly_one_database_user(namer, 
     policy = run.one("aws:iam/rolePolicy:RolePolicy", "app-db-connect")
     resource_id = run.one(CLUSTER, "db-cluster").state["clusterResourceId"]
     assert resource_id.startswith("cluster-")
-    assert json.loads(policy.inputs["policy"])["Statement"] == [{
-        "Sid": "ConnectAsMediaWorker", "Effect": "Allow", "Action": ["rds-db:connect"],
-        # Aurora scopes IAM auth by the cluster's resource id, not its name or ARN.
-        "Resource": [f"arn:aws:rds-db:{REGION}:{ACCOUNT_ID}:dbuser:{resource_id}/media_worker"],
-    }]
+    assert json.loads(policy.inputs["policy"])["Statement"] == [
+        {
+            "Sid": "ConnectAsMediaWorker",
+            "Effect": "Allow",
+            "Action": ["rds-db:connect"],
+            # Aurora scopes IAM auth by the cluster's resource id, not its name or ARN.
+            "Resource": [f"arn:aws:rds-db:{REGION}:{ACCOUNT_ID}:dbuser:{resource_id}/media_worker"],
+        }
+    ]
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "app-role").id
 
 
@@ -268,16 +309,19 @@ def test_d6_cluster_parameter_group_forces_tls(run):
     group = run.one("aws:rds/clusterParameterGroup:ClusterParameterGroup", "db-cluster-params")
     assert group.inputs["family"] == "aurora-postgresql16"
     assert group.inputs["parameters"] == [
-        {"name": "rds.force_ssl", "value": "1", "applyMethod": "pending-reboot"}]
-    assert cluster_of(run)["dbClusterParameterGroupName"] == group.inputs["name"] == \
-        "media-aurora-postgresql16-cluster-test"
+        {"name": "rds.force_ssl", "value": "1", "applyMethod": "pending-reboot"}
+    ]
+    assert (
+        cluster_of(run)["dbClusterParameterGroupName"]
+        == group.inputs["name"]
+        == "media-aurora-postgresql16-cluster-test"
+    )
 
 
 def test_d6_instance_parameter_group_same_family_on_every_instance(run):
     group = run.one("aws:rds/parameterGroup:ParameterGroup", "db-instance-params")
     assert group.inputs["family"] == "aurora-postgresql16"
-    assert {i.inputs["dbParameterGroupName"] for i in instances_of(run)} == \
-        {group.inputs["name"]}
+    assert {i.inputs["dbParameterGroupName"] for i in instances_of(run)} == {group.inputs["name"]}
 
 
 def test_d6_private_data_subnet_group_shared_by_cluster_and_instances(run):
@@ -285,8 +329,9 @@ def test_d6_private_data_subnet_group_shared_by_cluster_and_instances(run):
     assert group.inputs["subnetIds"] == SUBNETS[:2]
     assert group.inputs["name"] == "media-aurora-subnets-test"
     assert cluster_of(run)["dbSubnetGroupName"] == "media-aurora-subnets-test"
-    assert {i.inputs["dbSubnetGroupName"] for i in instances_of(run)} == \
-        {"media-aurora-subnets-test"}
+    assert {i.inputs["dbSubnetGroupName"] for i in instances_of(run)} == {
+        "media-aurora-subnets-test"
+    }
 
 
 def test_d6_own_security_group_admits_nothing_until_granted(run):
@@ -301,15 +346,30 @@ def test_d6_allow_from_admits_5432_only_from_the_peer_group(namer, context):
     database_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "db-sg")
     peer_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "worker-sg")
     [ingress] = run.of_type(INGRESS)
-    assert {k: ingress.inputs[k] for k in ("securityGroupId", "referencedSecurityGroupId",
-                                           "ipProtocol", "fromPort", "toPort")} == {
-        "securityGroupId": database_sg.id, "referencedSecurityGroupId": peer_sg.id,
-        "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432}
+    assert {
+        k: ingress.inputs[k]
+        for k in (
+            "securityGroupId",
+            "referencedSecurityGroupId",
+            "ipProtocol",
+            "fromPort",
+            "toPort",
+        )
+    } == {
+        "securityGroupId": database_sg.id,
+        "referencedSecurityGroupId": peer_sg.id,
+        "ipProtocol": "tcp",
+        "fromPort": 5432,
+        "toPort": 5432,
+    }
     assert "cidrIpv4" not in ingress.inputs
     [egress] = run.of_type(EGRESS)
-    assert (egress.inputs["securityGroupId"], egress.inputs["referencedSecurityGroupId"],
-            egress.inputs["fromPort"], egress.inputs["toPort"]) == \
-        (peer_sg.id, database_sg.id, 5432, 5432)
+    assert (
+        egress.inputs["securityGroupId"],
+        egress.inputs["referencedSecurityGroupId"],
+        egress.inputs["fromPort"],
+        egress.inputs["toPort"],
+    ) == (peer_sg.id, database_sg.id, 5432, 5432)
 
 
 def test_d6_allowing_the_same_peer_twice_is_an_error(namer, context):
@@ -329,8 +389,11 @@ def test_d6_allowing_the_same_peer_twice_is_an_error(namer, context):
 def test_d7_postgresql_log_exported_to_pre_created_encrypted_group(namer, context):
     run, _ = build(namer, context, log_retention_days=90)
     group = run.one("aws:cloudwatch/logGroup:LogGroup", "db-postgresql-logs")
-    assert group.inputs == {"name": "/aws/rds/cluster/media-aurora-test/postgresql",
-                            "kmsKeyId": key("logs"), "retentionInDays": 90}
+    assert group.inputs == {
+        "name": "/aws/rds/cluster/media-aurora-test/postgresql",
+        "kmsKeyId": key("logs"),
+        "retentionInDays": 90,
+    }
     cluster = run.one(CLUSTER)
     assert cluster.inputs["enabledCloudwatchLogsExports"] == ["postgresql"]
     assert group.urn in cluster.dependencies
@@ -343,29 +406,52 @@ def alarm(run, label):
 def test_d7_cpu_alarm_from_threshold_sustained_15_minutes(namer, context):
     run, _ = build(namer, context, cpu_alarm_percent=65)
     assert alarm(run, "cpu") == {
-        "name": "media-aurora-cpu-test", "alarmDescription": "Aurora CPU above 65% for 15 minutes",
+        "name": "media-aurora-cpu-test",
+        "alarmDescription": "Aurora CPU above 65% for 15 minutes",
         "namespace": "AWS/RDS",
-        "metricName": "CPUUtilization", "dimensions": {"DBClusterIdentifier": "media-aurora-test"},
-        "statistic": "Average", "comparisonOperator": "GreaterThanThreshold", "threshold": 65,
-        "period": 300, "evaluationPeriods": 3, "treatMissingData": "notBreaching",
-        "alarmActions": [TOPIC], "okActions": [TOPIC]}
+        "metricName": "CPUUtilization",
+        "dimensions": {"DBClusterIdentifier": "media-aurora-test"},
+        "statistic": "Average",
+        "comparisonOperator": "GreaterThanThreshold",
+        "threshold": 65,
+        "period": 300,
+        "evaluationPeriods": 3,
+        "treatMissingData": "notBreaching",
+        "alarmActions": [TOPIC],
+        "okActions": [TOPIC],
+    }
 
 
 def test_d7_capacity_alarm_near_maximum_acus(namer, context):
     run, _ = build(namer, context, max_capacity=32)
     capacity = alarm(run, "capacity")
-    assert (capacity["metricName"], capacity["statistic"], capacity["comparisonOperator"],
-            capacity["threshold"], capacity["dimensions"], capacity["alarmActions"]) == (
-        "ServerlessDatabaseCapacity", "Maximum", "GreaterThanOrEqualToThreshold", 28.8,
-        {"DBClusterIdentifier": "media-aurora-test"}, [TOPIC])
+    assert (
+        capacity["metricName"],
+        capacity["statistic"],
+        capacity["comparisonOperator"],
+        capacity["threshold"],
+        capacity["dimensions"],
+        capacity["alarmActions"],
+    ) == (
+        "ServerlessDatabaseCapacity",
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+        28.8,
+        {"DBClusterIdentifier": "media-aurora-test"},
+        [TOPIC],
+    )
 
 
 def test_d7_connections_alarm_at_80_percent_of_default_max_connections(run):
     connections = alarm(run, "connections")
     # 4 ACUs = 8 GiB -> 901 connections by default; 80 % is 720.
-    assert (connections["metricName"], connections["statistic"], connections["threshold"],
-            connections["evaluationPeriods"], connections["okActions"]) == (
-        "DatabaseConnections", "Maximum", 720, 2, [TOPIC])
+    assert (
+        connections["metricName"],
+        connections["statistic"],
+        connections["threshold"],
+        connections["evaluationPeriods"],
+        connections["okActions"],
+    ) == ("DatabaseConnections", "Maximum", 720, 2, [TOPIC])
 
 
 def test_d7_connections_alarm_threshold_can_be_set(namer, context):
@@ -373,8 +459,10 @@ def test_d7_connections_alarm_threshold_can_be_set(namer, context):
     assert alarm(run, "connections")["threshold"] == 150
 
 
-@pytest.mark.parametrize(("max_acu", "default", "threshold"), [
-    (0.5, 112, 89), (2, 450, 360), (4, 901, 720), (32, 5000, 4000), (256, 5000, 4000)])
+@pytest.mark.parametrize(
+    ("max_acu", "default", "threshold"),
+    [(0.5, 112, 89), (2, 450, 360), (4, 901, 720), (32, 5000, 4000), (256, 5000, 4000)],
+)
 def test_d7_connection_limit_follows_max_capacity(max_acu, default, threshold):
     assert default_max_connections(max_acu) == default
     assert connections_alarm_threshold(max_acu) == threshold
@@ -401,8 +489,7 @@ def test_g3_protected_keeps_a_uniquely_named_final_snapshot(namer, context):
     assert suffix.inputs == {"length": 8, "special": False, "upper": False}
     assert cluster["deletionProtection"] is True
     assert cluster["skipFinalSnapshot"] is False
-    assert cluster["finalSnapshotIdentifier"] == \
-        f"media-aurora-test-final-{suffix.state['result']}"
+    assert cluster["finalSnapshotIdentifier"] == f"media-aurora-test-final-{suffix.state['result']}"
     assert cluster["deleteAutomatedBackups"] is False
     assert cluster["applyImmediately"] is False
     assert all(i.inputs["applyImmediately"] is False for i in instances_of(run))
@@ -414,8 +501,11 @@ def test_g3_protected_keeps_a_uniquely_named_final_snapshot(namer, context):
 def test_exposes_what_consumers_wire(namer, context):
     _, made = build(namer, context)
     db = made["db"]
-    assert (db.port, db.database_name, db.cluster_identifier) == (5432, "media",
-                                                                  "media-aurora-test")
+    assert (db.port, db.database_name, db.cluster_identifier) == (
+        5432,
+        "media",
+        "media-aurora-test",
+    )
     assert db.secret_kms_key_arn == key("secrets")
     assert isinstance(db.security_group, RoleSecurityGroup)
     assert isinstance(db.secret_arn, pulumi.Output)
@@ -424,44 +514,71 @@ def test_exposes_what_consumers_wire(namer, context):
 # -- validation (G8) --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"engine_version": "12.9"},
-     'engine_version="12.9": allowed major.minor with major in 13, 14, 15, 16, 17'),
-    ({"min_capacity": 0.25}, "min_capacity=0.25: allowed 0.5..256 in steps of 0.5"),
-    ({"max_capacity": 300}, "max_capacity=300: allowed 0.5..256 in steps of 0.5"),
-    ({"min_capacity": 8, "max_capacity": 4}, "max_capacity=4: allowed >= min_capacity (8)"),
-    ({"reader_count": 0}, "reader_count=0: allowed 1..15"),
-    ({"reader_count": 16}, "reader_count=16: allowed 1..15"),
-    ({"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
-     "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones"),
-    ({"availability_zones": ["eu-central-1a", "eu-central-1a"]},
-     "availability_zones=['eu-central-1a', 'eu-central-1a']: allowed 2 or more distinct zones"),
-    ({"subnet_ids": SUBNETS},
-     "subnet_ids: 3 given, allowed exactly one per availability zone (2)"),
-    ({"database_name": "Media"}, 'database_name="Media": allowed a lowercase letter'),
-    ({"database_name": "template1"}, 'database_name="template1": allowed a lowercase letter '
-     "then letters, digits, _ (<= 63), not rdsadmin, template0, template1"),
-    ({"master_username": "admin"}, "master_username='admin': allowed 1-16 letters, digits or _ "
-     "starting with a letter, not admin, rdsadmin"),
-    ({"master_username": "a" * 17}, f"master_username='{'a' * 17}': allowed 1-16"),
-    ({"backup_retention_days": 0}, "backup_retention_days=0: allowed 1..35"),
-    ({"backup_window": "2am"}, 'backup_window="2am": allowed hh:mm-hh:mm (UTC)'),
-    ({"backup_window": "02:00-02:20"}, 'backup_window="02:00-02:20": allowed a window of at least 30 minutes (RDS minimum)'),
-    ({"maintenance_window": "sun:03:30"},
-     'maintenance_window="sun:03:30": allowed ddd:hh:mm-ddd:hh:mm (UTC'),
-    ({"maintenance_window": "sun:03:30-sun:03:40"},
-     'maintenance_window="sun:03:30-sun:03:40": allowed a window of at least 30 minutes (RDS minimum)'),
-    ({"maintenance_window": "wed:02:30-wed:03:30"},
-     'maintenance_window="wed:02:30-wed:03:30": allowed a window that does not overlap '
-     "backup_window (02:00-03:00); RDS rejects overlapping windows"),
-    ({"secret_rotation_days": 0}, "secret_rotation_days=0: allowed 1..365"),
-    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
-    ({"cpu_alarm_percent": 0}, "cpu_alarm_percent=0: allowed 1..100"),
-    ({"capacity_alarm_ratio": 1.5}, "capacity_alarm_ratio=1.5: allowed > 0 and <= 1"),
-    ({"connections_alarm": 0}, "connections_alarm=0: allowed None (derived) or >= 1"),
-])
-def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(namer, context, overrides,
-                                                                    message):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"engine_version": "12.9"},
+            'engine_version="12.9": allowed major.minor with major in 13, 14, 15, 16, 17',
+        ),
+        ({"min_capacity": 0.25}, "min_capacity=0.25: allowed 0.5..256 in steps of 0.5"),
+        ({"max_capacity": 300}, "max_capacity=300: allowed 0.5..256 in steps of 0.5"),
+        ({"min_capacity": 8, "max_capacity": 4}, "max_capacity=4: allowed >= min_capacity (8)"),
+        ({"reader_count": 0}, "reader_count=0: allowed 1..15"),
+        ({"reader_count": 16}, "reader_count=16: allowed 1..15"),
+        (
+            {"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
+            "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones",
+        ),
+        (
+            {"availability_zones": ["eu-central-1a", "eu-central-1a"]},
+            "availability_zones=['eu-central-1a', 'eu-central-1a']: allowed 2 or more distinct zones",
+        ),
+        (
+            {"subnet_ids": SUBNETS},
+            "subnet_ids: 3 given, allowed exactly one per availability zone (2)",
+        ),
+        ({"database_name": "Media"}, 'database_name="Media": allowed a lowercase letter'),
+        (
+            {"database_name": "template1"},
+            'database_name="template1": allowed a lowercase letter '
+            "then letters, digits, _ (<= 63), not rdsadmin, template0, template1",
+        ),
+        (
+            {"master_username": "admin"},
+            "master_username='admin': allowed 1-16 letters, digits or _ "
+            "starting with a letter, not admin, rdsadmin",
+        ),
+        ({"master_username": "a" * 17}, f"master_username='{'a' * 17}': allowed 1-16"),
+        ({"backup_retention_days": 0}, "backup_retention_days=0: allowed 1..35"),
+        ({"backup_window": "2am"}, 'backup_window="2am": allowed hh:mm-hh:mm (UTC)'),
+        (
+            {"backup_window": "02:00-02:20"},
+            'backup_window="02:00-02:20": allowed a window of at least 30 minutes (RDS minimum)',
+        ),
+        (
+            {"maintenance_window": "sun:03:30"},
+            'maintenance_window="sun:03:30": allowed ddd:hh:mm-ddd:hh:mm (UTC',
+        ),
+        (
+            {"maintenance_window": "sun:03:30-sun:03:40"},
+            'maintenance_window="sun:03:30-sun:03:40": allowed a window of at least 30 minutes (RDS minimum)',
+        ),
+        (
+            {"maintenance_window": "wed:02:30-wed:03:30"},
+            'maintenance_window="wed:02:30-wed:03:30": allowed a window that does not overlap '
+            "backup_window (02:00-03:00); RDS rejects overlapping windows",
+        ),
+        ({"secret_rotation_days": 0}, "secret_rotation_days=0: allowed 1..365"),
+        ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
+        ({"cpu_alarm_percent": 0}, "cpu_alarm_percent=0: allowed 1..100"),
+        ({"capacity_alarm_ratio": 1.5}, "capacity_alarm_ratio=1.5: allowed > 0 and <= 1"),
+        ({"connections_alarm": 0}, "connections_alarm=0: allowed None (derived) or >= 1"),
+    ],
+)
+def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(
+    namer, context, overrides, message
+):
     with pytest.raises(ValueError) as caught:
         aurora_args(namer, context, **overrides).validate()
     assert str(caught.value).startswith("EncryptedAuroraArgs: ")
@@ -488,22 +605,35 @@ def config_problems(**raw: str) -> list[str]:
     return caught.value.problems
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"dbBackupWindow": "02:00-02:15"},
-     'dbBackupWindow="02:00-02:15": allowed a window of at least 30 minutes (RDS minimum)'),
-    ({"dbMaintenanceWindow": "sun:03:30-sun:03:50"},
-     'dbMaintenanceWindow="sun:03:30-sun:03:50": allowed a window of at least 30 minutes '
-     "(RDS minimum)"),
-    ({"dbBackupWindow": "03:00-04:00"},
-     'dbMaintenanceWindow="sun:03:30-sun:04:30": allowed a window that does not overlap '
-     "dbBackupWindow (03:00-04:00); RDS rejects overlapping windows"),
-    ({"dbBackupWindow": "23:30-00:30", "dbMaintenanceWindow": "mon:00:00-mon:01:00"},
-     'dbMaintenanceWindow="mon:00:00-mon:01:00": allowed a window that does not overlap '
-     "dbBackupWindow (23:30-00:30); RDS rejects overlapping windows"),
-    ({"dbName": "rdsadmin"},
-     'dbName="rdsadmin": allowed a lowercase letter then letters, digits, _ (<= 63), not '
-     "rdsadmin, template0, template1 (they exist in every cluster)"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"dbBackupWindow": "02:00-02:15"},
+            'dbBackupWindow="02:00-02:15": allowed a window of at least 30 minutes (RDS minimum)',
+        ),
+        (
+            {"dbMaintenanceWindow": "sun:03:30-sun:03:50"},
+            'dbMaintenanceWindow="sun:03:30-sun:03:50": allowed a window of at least 30 minutes '
+            "(RDS minimum)",
+        ),
+        (
+            {"dbBackupWindow": "03:00-04:00"},
+            'dbMaintenanceWindow="sun:03:30-sun:04:30": allowed a window that does not overlap '
+            "dbBackupWindow (03:00-04:00); RDS rejects overlapping windows",
+        ),
+        (
+            {"dbBackupWindow": "23:30-00:30", "dbMaintenanceWindow": "mon:00:00-mon:01:00"},
+            'dbMaintenanceWindow="mon:00:00-mon:01:00": allowed a window that does not overlap '
+            "dbBackupWindow (23:30-00:30); RDS rejects overlapping windows",
+        ),
+        (
+            {"dbName": "rdsadmin"},
+            'dbName="rdsadmin": allowed a lowercase letter then letters, digits, _ (<= 63), not '
+            "rdsadmin, template0, template1 (they exist in every cluster)",
+        ),
+    ],
+)
 def test_g8_database_config_rejected_with_key_and_allowed(raw, message):
     assert config_problems(**raw) == [message]
 
@@ -535,8 +665,10 @@ def test_program_dev_database_two_zones_destroyable(dev_run):
     assert cluster["kmsKeyId"] == keys["keys-database-key"]
     assert cluster["masterUserSecretKmsKeyId"] == keys["keys-secrets-key"]
     zones = dev_run.outputs["availabilityZones"]
-    assert [i.inputs["availabilityZone"] for i in
-            sorted(dev_run.of_type(INSTANCE), key=lambda r: r.inputs["identifier"])] == zones
+    assert [
+        i.inputs["availabilityZone"]
+        for i in sorted(dev_run.of_type(INSTANCE), key=lambda r: r.inputs["identifier"])
+    ] == zones
     group = dev_run.one("aws:rds/subnetGroup:SubnetGroup")
     assert group.inputs["subnetIds"] == dev_run.outputs["dataSubnetIds"]
     assert dev_run.one(ALARM, "database-cpu-alarm").inputs["threshold"] == 80
@@ -547,11 +679,16 @@ def test_program_prod_database_three_zones_protected(prod_run):
     assert (cluster["deletionProtection"], cluster["skipFinalSnapshot"]) == (True, False)
     assert cluster["finalSnapshotIdentifier"].startswith("media-aurora-prod-final-")
     assert cluster["backupRetentionPeriod"] == 35
-    assert [i.inputs["availabilityZone"] for i in
-            sorted(prod_run.of_type(INSTANCE), key=lambda r: r.inputs["identifier"])] == \
-        prod_run.outputs["availabilityZones"]
-    assert prod_run.one("aws:cloudwatch/logGroup:LogGroup", "database-postgresql-logs") \
-        .inputs["retentionInDays"] == 90
+    assert [
+        i.inputs["availabilityZone"]
+        for i in sorted(prod_run.of_type(INSTANCE), key=lambda r: r.inputs["identifier"])
+    ] == prod_run.outputs["availabilityZones"]
+    assert (
+        prod_run.one("aws:cloudwatch/logGroup:LogGroup", "database-postgresql-logs").inputs[
+            "retentionInDays"
+        ]
+        == 90
+    )
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -561,24 +698,33 @@ def test_g6_database_outputs_are_the_cluster_endpoints_and_secret(stack, dev_run
     assert run.outputs["databaseEndpoint"] == cluster["endpoint"]
     assert run.outputs["databaseReaderEndpoint"] == cluster["readerEndpoint"]
     assert run.outputs["databaseSecretArn"] == cluster["masterUserSecrets"][0]["secretArn"]
-    assert run.one(ROTATION, "database-secret-rotation").inputs["secretId"] == run.outputs["databaseSecretArn"]
+    assert (
+        run.one(ROTATION, "database-secret-rotation").inputs["secretId"]
+        == run.outputs["databaseSecretArn"]
+    )
 
 
-@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1",
-                                    "ap-northeast-1"])
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"])
 def test_g1_database_in_every_region_without_warnings(region_runs, region):
     run = region_runs["dev", region]
     assert run.warnings == []
     assert run.outputs["databaseEndpoint"].endswith(f".{region}.rds.amazonaws.com")
-    assert run.one(ROTATION, "database-secret-rotation").inputs["secretId"].startswith(f"arn:aws:secretsmanager:{region}:")
+    assert (
+        run.one(ROTATION, "database-secret-rotation")
+        .inputs["secretId"]
+        .startswith(f"arn:aws:secretsmanager:{region}:")
+    )
 
 
 # -- G3 engine-level protection, D1 explicit minor upgrades ------------------------------------
 
 
 def guarded(run):
-    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
-            if r.protect or r.retain_on_delete}
+    return {
+        (r.type, r.name, r.protect, r.retain_on_delete)
+        for r in run.resources
+        if r.protect or r.retain_on_delete
+    }
 
 
 def test_g3_nothing_is_protected_or_retained_by_default(run):
@@ -595,7 +741,8 @@ def test_g3_data_protection_protects_and_retains_the_cluster_only(namer, context
 
 @pytest.mark.parametrize("protect_data", [False, True])
 def test_d1_minor_upgrades_are_explicit_so_a_pinned_version_never_drifts(
-        namer, context, protect_data):
+    namer, context, protect_data
+):
     """RDS would patch 16.6 to a newer minor and the next `up` would ask for a downgrade."""
     run, _ = build(namer, context, engine_version="16.6", protect_data=protect_data)
     cluster = cluster_of(run)

@@ -15,7 +15,7 @@ def make_recipe(target: str) -> list[str]:
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(rf"^{target}\s*:", line))
     recipe = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("\t"):
             break
         recipe.append(line.strip())
@@ -34,8 +34,12 @@ def test_g9_make_test_runs_every_test_measuring_components_and_services():
     assert {"--cov=components", "--cov=services"} <= set(arguments)
     assert any(w.startswith("--cov-report=term-missing") for w in arguments)  # printed in CI
     # Nothing narrows the run or lowers the bar on the command line.
-    assert [w for w in arguments if w in ("-m", "-k", "--no-cov", "--deselect")
-            or w.startswith(("--cov-fail-under", "--ignore"))] == []
+    assert [
+        w
+        for w in arguments
+        if w in ("-m", "-k", "--no-cov", "--deselect")
+        or w.startswith(("--cov-fail-under", "--ignore"))
+    ] == []
     assert [w for w in arguments if not w.startswith("-")] == []  # no path: every test
 
 
@@ -45,8 +49,7 @@ def test_g9_coverage_config_fails_under_90_percent_of_both_packages():
     assert config["report"]["fail_under"] == 90
     pytest_options = pyproject()["tool"]["pytest"]["ini_options"]
     assert pytest_options["testpaths"] == ["tests"]
-    assert not re.search(r"(^|\s)(-m|-k|--no-cov|--cov-fail-under)\b",
-                         pytest_options["addopts"])
+    assert not re.search(r"(^|\s)(-m|-k|--no-cov|--cov-fail-under)\b", pytest_options["addopts"])
 
 
 def test_g9_readme_and_ci_use_make_test():

@@ -29,27 +29,36 @@ TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
 STREAM_ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT_ID}:stream/media-kinesis-test"
 SQS_ARN = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:"
 SQS_URL = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/"
-JOBS_ARN, DLQ_ARN, FAILURES_ARN = (SQS_ARN + n for n in
-                                   ("media-jobs-test", "media-jobs-dlq-test",
-                                    "media-pipe-failures-test"))
-LOG_GROUP_ARN = (f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:"
-                 "/aws/vendedlogs/pipes/media-jobs-pipe-test")
+JOBS_ARN, DLQ_ARN, FAILURES_ARN = (
+    SQS_ARN + n for n in ("media-jobs-test", "media-jobs-dlq-test", "media-pipe-failures-test")
+)
+LOG_GROUP_ARN = (
+    f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/vendedlogs/pipes/media-jobs-pipe-test"
+)
 QUEUE = "aws:sqs/queue:Queue"
 PIPE = "aws:pipes/pipe:Pipe"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-MESSAGING_KEY_STATEMENT = {"Sid": "MessagingKey", "Effect": "Allow",
-                           "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                           "Resource": [KEY_ARN]}
+MESSAGING_KEY_STATEMENT = {
+    "Sid": "MessagingKey",
+    "Effect": "Allow",
+    "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+    "Resource": [KEY_ARN],
+}
 
 
 @pytest.fixture
 def base_args(namer, context) -> JobQueueArgs:
     return JobQueueArgs(
-        namer=namer, context=context, kms_key_arn=KEY_ARN, alarm_topic_arn=TOPIC_ARN,
+        namer=namer,
+        context=context,
+        kms_key_arn=KEY_ARN,
+        alarm_topic_arn=TOPIC_ARN,
         source_stream_arn=STREAM_ARN,
         source_read_grants=tuple(stream_read_grants(STREAM_ARN, STREAM_KEY_ARN)),
-        logs_key_arn=LOG_KEY_ARN, log_retention_days=14)
+        logs_key_arn=LOG_KEY_ARN,
+        log_retention_days=14,
+    )
 
 
 def build(args: JobQueueArgs, *, worker: bool = False):
@@ -78,9 +87,14 @@ def pipe_source(run) -> dict:
 # --- queues: encryption, retention, polling (W5, W6, K1) -------------------------------------
 
 
-@pytest.mark.parametrize(("role", "name"), [
-    ("queue", "media-jobs-test"), ("dlq", "media-jobs-dlq-test"),
-    ("pipe-failures", "media-pipe-failures-test")])
+@pytest.mark.parametrize(
+    ("role", "name"),
+    [
+        ("queue", "media-jobs-test"),
+        ("dlq", "media-jobs-dlq-test"),
+        ("pipe-failures", "media-pipe-failures-test"),
+    ],
+)
 def test_k1_every_queue_encrypted_with_the_messaging_cmk(run, role, name):
     inputs = queue(run, role).inputs
     assert inputs["name"] == name
@@ -119,25 +133,37 @@ def test_w6_dlq_accepts_redrive_only_from_the_jobs_queue(run):
     allow = run.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy")
     assert allow.inputs["queueUrl"] == SQS_URL + "media-jobs-dlq-test"
     assert json.loads(allow.inputs["redriveAllowPolicy"]) == {
-        "redrivePermission": "byQueue", "sourceQueueArns": [JOBS_ARN]}
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [JOBS_ARN],
+    }
 
 
 # --- queue policies: TLS only ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("role", "arn", "name"), [
-    ("queue", JOBS_ARN, "media-jobs-test"), ("dlq", DLQ_ARN, "media-jobs-dlq-test"),
-    ("pipe-failures", FAILURES_ARN, "media-pipe-failures-test")])
+@pytest.mark.parametrize(
+    ("role", "arn", "name"),
+    [
+        ("queue", JOBS_ARN, "media-jobs-test"),
+        ("dlq", DLQ_ARN, "media-jobs-dlq-test"),
+        ("pipe-failures", FAILURES_ARN, "media-pipe-failures-test"),
+    ],
+)
 def test_every_queue_denies_requests_without_tls(run, role, arn, name):
     policy = run.one("aws:sqs/queuePolicy:QueuePolicy", f"jobs-{role}-policy")
     assert policy.inputs["queueUrl"] == SQS_URL + name
     assert json.loads(policy.inputs["policy"]) == {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
-            "Action": "sqs:*", "Resource": arn,
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
     }
 
 
@@ -155,8 +181,7 @@ def test_w5_pipe_reads_the_stream_and_targets_the_jobs_queue(run):
 
 def test_w5_pipe_forwards_only_job_requested(run):
     filters = pipe_source(run)["filterCriteria"]["filters"]
-    assert [json.loads(f["pattern"]) for f in filters] == [
-        {"data": {"type": ["job.requested"]}}]
+    assert [json.loads(f["pattern"]) for f in filters] == [{"data": {"type": ["job.requested"]}}]
 
 
 def test_w5_filter_pattern_pure():
@@ -179,11 +204,20 @@ def test_w6_pipe_retries_are_bounded_and_failures_go_to_own_queue(run):
 
 
 def test_w6_pipe_limits_from_args(base_args):
-    args = replace(base_args, starting_position=StartingPosition.LATEST, batch_size=5,
-                   maximum_retry_attempts=5, maximum_record_age_seconds=7200)
+    args = replace(
+        base_args,
+        starting_position=StartingPosition.LATEST,
+        batch_size=5,
+        maximum_retry_attempts=5,
+        maximum_record_age_seconds=7200,
+    )
     kinesis = pipe_source(build(args))["kinesisStreamParameters"]
-    assert (kinesis["startingPosition"], kinesis["batchSize"], kinesis["maximumRetryAttempts"],
-            kinesis["maximumRecordAgeInSeconds"]) == ("LATEST", 5, 5, 7200)
+    assert (
+        kinesis["startingPosition"],
+        kinesis["batchSize"],
+        kinesis["maximumRetryAttempts"],
+        kinesis["maximumRecordAgeInSeconds"],
+    ) == ("LATEST", 5, 5, 7200)
 
 
 def test_o1_pipe_logs_errors_to_an_encrypted_log_group(run):
@@ -192,7 +226,9 @@ def test_o1_pipe_logs_errors_to_an_encrypted_log_group(run):
     assert group["kmsKeyId"] == LOG_KEY_ARN
     assert group["retentionInDays"] == 14
     assert run.one(PIPE).inputs["logConfiguration"] == {
-        "level": "ERROR", "cloudwatchLogsLogDestination": {"logGroupArn": LOG_GROUP_ARN}}
+        "level": "ERROR",
+        "cloudwatchLogsLogDestination": {"logGroupArn": LOG_GROUP_ARN},
+    }
 
 
 def test_pipe_role_trusts_pipes_for_this_account_only(run):
@@ -200,30 +236,45 @@ def test_pipe_role_trusts_pipes_for_this_account_only(run):
     assert role["name"] == "media-jobs-pipe-test"
     assert json.loads(role["assumeRolePolicy"]) == {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "pipes.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
-        }],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "pipes.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
+            }
+        ],
     }
 
 
 def test_pipe_source_policy_is_the_streams_read_grants(run):
     policy = json.loads(run.one(ROLE_POLICY, "jobs-pipe-source").inputs["policy"])
-    assert policy == {"Version": "2012-10-17", "Statement": [
-        g.statement() for g in stream_read_grants(STREAM_ARN, STREAM_KEY_ARN)]}
+    assert policy == {
+        "Version": "2012-10-17",
+        "Statement": [g.statement() for g in stream_read_grants(STREAM_ARN, STREAM_KEY_ARN)],
+    }
 
 
 def test_pipe_target_policy_sends_to_jobs_and_failures_only(run):
     policy = json.loads(run.one(ROLE_POLICY, "jobs-pipe-target").inputs["policy"])
-    assert policy == {"Version": "2012-10-17", "Statement": [
-        {"Sid": "SendJobsAndFailures", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-         "Resource": [JOBS_ARN, FAILURES_ARN]},
-        MESSAGING_KEY_STATEMENT,
-        {"Sid": "PipeLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": [LOG_GROUP_ARN + ":*"]},
-    ]}
+    assert policy == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "SendJobsAndFailures",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": [JOBS_ARN, FAILURES_ARN],
+            },
+            MESSAGING_KEY_STATEMENT,
+            {
+                "Sid": "PipeLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [LOG_GROUP_ARN + ":*"],
+            },
+        ],
+    }
 
 
 def test_pipe_policies_attach_to_the_pipe_role(run):
@@ -242,12 +293,19 @@ def test_pipe_depends_on_both_role_policies(run):
 # --- alarms (W6, O2) -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("alarm", "queue_name", "metric", "threshold"), [
-    ("jobs-dlq-depth", "media-jobs-dlq-test", "ApproximateNumberOfMessagesVisible", 0),
-    ("jobs-pipe-failures-depth", "media-pipe-failures-test",
-     "ApproximateNumberOfMessagesVisible", 0),
-    ("jobs-oldest-job", "media-jobs-test", "ApproximateAgeOfOldestMessage", 900),
-])
+@pytest.mark.parametrize(
+    ("alarm", "queue_name", "metric", "threshold"),
+    [
+        ("jobs-dlq-depth", "media-jobs-dlq-test", "ApproximateNumberOfMessagesVisible", 0),
+        (
+            "jobs-pipe-failures-depth",
+            "media-pipe-failures-test",
+            "ApproximateNumberOfMessagesVisible",
+            0,
+        ),
+        ("jobs-oldest-job", "media-jobs-test", "ApproximateAgeOfOldestMessage", 900),
+    ],
+)
 def test_w6_o2_queue_alarms(base_args, alarm, queue_name, metric, threshold):
     run = build(replace(base_args, oldest_message_alarm_seconds=900))
     inputs = run.one(ALARM, alarm).inputs
@@ -263,19 +321,33 @@ def test_w6_o2_queue_alarms(base_args, alarm, queue_name, metric, threshold):
 
 def test_exactly_three_queue_alarms(run):
     assert sorted(a.name for a in run.of_type(ALARM)) == [
-        "jobs-dlq-depth", "jobs-oldest-job", "jobs-pipe-failures-depth"]
+        "jobs-dlq-depth",
+        "jobs-oldest-job",
+        "jobs-pipe-failures-depth",
+    ]
 
 
 # --- grant_consume (W5, W6) ----------------------------------------------------------------
 
 
 CONSUME_STATEMENTS = [
-    {"Sid": "ConsumeJobs", "Effect": "Allow",
-     "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes"],
-     "Resource": [JOBS_ARN]},
-    {"Sid": "DeadLetterJobs", "Effect": "Allow",
-     "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"], "Resource": [DLQ_ARN]},
+    {
+        "Sid": "ConsumeJobs",
+        "Effect": "Allow",
+        "Action": [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes",
+        ],
+        "Resource": [JOBS_ARN],
+    },
+    {
+        "Sid": "DeadLetterJobs",
+        "Effect": "Allow",
+        "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
+        "Resource": [DLQ_ARN],
+    },
     MESSAGING_KEY_STATEMENT,
 ]
 
@@ -291,16 +363,28 @@ def test_w5_grant_consume_attaches_exact_worker_policy(base_args):
     policy = run.one(ROLE_POLICY, "worker-jobs")
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "worker").id
     assert json.loads(policy.inputs["policy"]) == {
-        "Version": "2012-10-17", "Statement": CONSUME_STATEMENTS}
+        "Version": "2012-10-17",
+        "Statement": CONSUME_STATEMENTS,
+    }
 
 
-WIRING = ("queue_url", "queue_arn", "queue_name", "dlq_url", "dlq_arn", "dlq_name",
-          "failure_queue_url", "pipe_arn", "max_receive_count")
+WIRING = (
+    "queue_url",
+    "queue_arn",
+    "queue_name",
+    "dlq_url",
+    "dlq_arn",
+    "dlq_name",
+    "failure_queue_url",
+    "pipe_arn",
+    "max_receive_count",
+)
 
 
 def test_grant_consume_returns_the_role_policy_and_exposes_wiring(base_args):
     """The returned policy is the one attached (callers `depends_on` it); each attribute the
     program wires resolves to its own queue, not a sibling's (W5, W6)."""
+
     def program():
         jobs = JobQueue("jobs", base_args)
         role = aws.iam.Role("worker", assume_role_policy="{}")
@@ -313,40 +397,59 @@ def test_grant_consume_returns_the_role_policy_and_exposes_wiring(base_args):
     run = run_components(program, region=REGION)
     assert run.outputs["policy_urn"] == run.one(ROLE_POLICY, "worker-jobs").urn
     assert json.loads(run.outputs["policy_document"]) == {
-        "Version": "2012-10-17", "Statement": CONSUME_STATEMENTS}
+        "Version": "2012-10-17",
+        "Statement": CONSUME_STATEMENTS,
+    }
     assert {a: run.outputs[a] for a in WIRING} == {
-        "queue_url": SQS_URL + "media-jobs-test", "queue_arn": JOBS_ARN,
+        "queue_url": SQS_URL + "media-jobs-test",
+        "queue_arn": JOBS_ARN,
         "queue_name": "media-jobs-test",
-        "dlq_url": SQS_URL + "media-jobs-dlq-test", "dlq_arn": DLQ_ARN,
+        "dlq_url": SQS_URL + "media-jobs-dlq-test",
+        "dlq_arn": DLQ_ARN,
         "dlq_name": "media-jobs-dlq-test",
         "failure_queue_url": SQS_URL + "media-pipe-failures-test",
         "pipe_arn": run.one(PIPE).state["arn"],
         "max_receive_count": 5,
     }
     assert run.outputs["pipe_arn"] == (
-        f"arn:aws:pipes:{REGION}:{ACCOUNT_ID}:pipe/media-jobs-pipe-test")
+        f"arn:aws:pipes:{REGION}:{ACCOUNT_ID}:pipe/media-jobs-pipe-test"
+    )
 
 
 # --- bad args -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"visibility_timeout_seconds": 900},
-     "visibility_timeout_seconds=900: allowed more than job_timeout_seconds (900)"),
-    ({"visibility_timeout_seconds": 50000},
-     "visibility_timeout_seconds=50000: allowed 60..43200"),
-    ({"max_receive_count": 0}, "max_receive_count=0: allowed 1..1000"),
-    ({"maximum_retry_attempts": -1},
-     "maximum_retry_attempts=-1: allowed 0..10000 (finite; -1 would retry forever)"),
-    ({"maximum_record_age_seconds": -1},
-     "maximum_record_age_seconds=-1: allowed 60..604800 (finite"),
-    ({"batch_size": 0}, "batch_size=0: allowed 1..10 (an SQS target takes at most 10"),
-    ({"batch_size": 11}, "batch_size=11: allowed 1..10 (an SQS target takes at most 10"),
-    ({"oldest_message_alarm_seconds": 10}, "oldest_message_alarm_seconds=10: allowed 60..1209600"),
-    ({"log_retention_days": 8}, "log_retention_days=8: allowed one of 1, 3, 5, 7, 14"),
-    ({"event_types": ()}, "event_types=[]: allowed one or more non-empty event type names"),
-    ({"source_read_grants": ()}, "source_read_grants=(): allowed the stream's read grants"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"visibility_timeout_seconds": 900},
+            "visibility_timeout_seconds=900: allowed more than job_timeout_seconds (900)",
+        ),
+        (
+            {"visibility_timeout_seconds": 50000},
+            "visibility_timeout_seconds=50000: allowed 60..43200",
+        ),
+        ({"max_receive_count": 0}, "max_receive_count=0: allowed 1..1000"),
+        (
+            {"maximum_retry_attempts": -1},
+            "maximum_retry_attempts=-1: allowed 0..10000 (finite; -1 would retry forever)",
+        ),
+        (
+            {"maximum_record_age_seconds": -1},
+            "maximum_record_age_seconds=-1: allowed 60..604800 (finite",
+        ),
+        ({"batch_size": 0}, "batch_size=0: allowed 1..10 (an SQS target takes at most 10"),
+        ({"batch_size": 11}, "batch_size=11: allowed 1..10 (an SQS target takes at most 10"),
+        (
+            {"oldest_message_alarm_seconds": 10},
+            "oldest_message_alarm_seconds=10: allowed 60..1209600",
+        ),
+        ({"log_retention_days": 8}, "log_retention_days=8: allowed one of 1, 3, 5, 7, 14"),
+        ({"event_types": ()}, "event_types=[]: allowed one or more non-empty event type names"),
+        ({"source_read_grants": ()}, "source_read_grants=(): allowed the stream's read grants"),
+    ],
+)
 def test_bad_args_rejected(base_args, changes, message):
     with pytest.raises(ValueError) as error:
         replace(base_args, **changes).validate()
@@ -379,15 +482,18 @@ def settings_problems(raw: dict[str, str]) -> str:
 
 def test_g8_visibility_not_above_job_timeout_rejected():
     text = settings_problems({"jobTimeoutSeconds": "900", "queueVisibilityTimeoutSeconds": "900"})
-    assert ("queueVisibilityTimeoutSeconds=900: allowed more than jobTimeoutSeconds (900) so a "
-            "running job is not redelivered") in text
+    assert (
+        "queueVisibilityTimeoutSeconds=900: allowed more than jobTimeoutSeconds (900) so a "
+        "running job is not redelivered"
+    ) in text
 
 
 def test_g8_max_receive_count_above_range_rejected():
     """The lower bound (0) is a row of test_settings.BAD_CONFIGURATIONS; the upper one is
     SQS's own limit (maxReceiveCount 1-1000)."""
     assert "queueMaxReceiveCount=1001: allowed 1..1000" in settings_problems(
-        {"queueMaxReceiveCount": "1001"})
+        {"queueMaxReceiveCount": "1001"}
+    )
 
 
 def test_g8_whole_program_fails_on_visibility_below_job_timeout():
@@ -434,9 +540,15 @@ def test_program_log_retention_follows_stack(dev_run, prod_run):
 
 
 def test_program_queue_settings_from_config():
-    run = run_stack("dev", {"queueMaxReceiveCount": 9, "jobTimeoutSeconds": 1800,
-                            "queueVisibilityTimeoutSeconds": 2000,
-                            "alarmQueueOldestMessageSeconds": 600})
+    run = run_stack(
+        "dev",
+        {
+            "queueMaxReceiveCount": 9,
+            "jobTimeoutSeconds": 1800,
+            "queueVisibilityTimeoutSeconds": 2000,
+            "alarmQueueOldestMessageSeconds": 600,
+        },
+    )
     redrive = json.loads(run.one("aws:sqs/redrivePolicy:RedrivePolicy").inputs["redrivePolicy"])
     assert redrive["maxReceiveCount"] == 9
     assert queue(run, "queue").inputs["visibilityTimeoutSeconds"] == 2000
@@ -453,8 +565,7 @@ def test_g6_queue_outputs(request, run_name):
     assert run.outputs["deadLetterQueueUrl"].endswith(f"/media-jobs-dlq-{suffix}")
 
 
-@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1",
-                                    "ap-northeast-1"])
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"])
 def test_g1_processing_tier_in_every_region_without_warnings(region_runs, region):
     run = region_runs["dev", region]
     assert run.warnings == []
@@ -464,15 +575,19 @@ def test_g1_processing_tier_in_every_region_without_warnings(region_runs, region
     assert pipe["source"] == stream_arn
     assert pipe["target"] == f"arn:aws:sqs:{region}:{ACCOUNT_ID}:media-jobs-dev"
     assert run.outputs["jobQueueUrl"] == (
-        f"https://sqs.{region}.amazonaws.com/{ACCOUNT_ID}/media-jobs-dev")
+        f"https://sqs.{region}.amazonaws.com/{ACCOUNT_ID}/media-jobs-dev"
+    )
 
 
 # --- G3 data protection ---------------------------------------------------------------------
 
 
 def guarded(run):
-    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
-            if r.protect or r.retain_on_delete}
+    return {
+        (r.type, r.name, r.protect, r.retain_on_delete)
+        for r in run.resources
+        if r.protect or r.retain_on_delete
+    }
 
 
 def test_g3_every_queue_is_deleted_on_destroy_by_default(base_args):
@@ -481,6 +596,8 @@ def test_g3_every_queue_is_deleted_on_destroy_by_default(base_args):
 
 def test_g3_data_protection_keeps_both_dead_letter_queues_not_the_jobs_queue(base_args):
     run = build(replace(base_args, protect_data=True), worker=True)
-    assert guarded(run) == {(QUEUE, "jobs-dlq", True, True),
-                            (QUEUE, "jobs-pipe-failures", True, True)}
+    assert guarded(run) == {
+        (QUEUE, "jobs-dlq", True, True),
+        (QUEUE, "jobs-pipe-failures", True, True),
+    }
     assert queue(run, "queue").protect is False

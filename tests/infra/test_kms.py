@@ -28,8 +28,11 @@ ROOT_STATEMENT = {
 
 
 def build_platform_keys(namer, context, protect_data=False):
-    return run_components(lambda: PlatformKeys("keys", PlatformKeysArgs(
-        context=context, namer=namer, protect_data=protect_data)))
+    return run_components(
+        lambda: PlatformKeys(
+            "keys", PlatformKeysArgs(context=context, namer=namer, protect_data=protect_data)
+        )
+    )
 
 
 def policy_of(run, name):
@@ -43,12 +46,15 @@ def test_every_platform_key_rotates_and_has_a_suffixed_alias_k1(namer, context):
     assert all(k.inputs["enableKeyRotation"] is True for k in keys)
     assert all(k.inputs["deletionWindowInDays"] == 7 for k in keys)
     assert sorted(a.inputs["name"] for a in run.of_type("aws:kms/alias:Alias")) == sorted(
-        f"alias/media-{p}-key-test" for p in PLATFORM_KEY_PURPOSES)
+        f"alias/media-{p}-key-test" for p in PLATFORM_KEY_PURPOSES
+    )
 
 
 def test_data_protection_window_reaches_every_key_g3(namer, context):
-    windows = {k.inputs["deletionWindowInDays"]
-               for k in build_platform_keys(namer, context).of_type("aws:kms/key:Key")}
+    windows = {
+        k.inputs["deletionWindowInDays"]
+        for k in build_platform_keys(namer, context).of_type("aws:kms/key:Key")
+    }
     assert windows == {7}
     run = build_platform_keys(namer, context, protect_data=True)
     assert {k.inputs["deletionWindowInDays"] for k in run.of_type("aws:kms/key:Key")} == {30}
@@ -57,26 +63,37 @@ def test_data_protection_window_reaches_every_key_g3(namer, context):
 def test_database_key_policy_is_only_the_account_root_k2(namer, context):
     run = build_platform_keys(namer, context)
     assert policy_of(run, "keys-database-key") == {
-        "Version": "2012-10-17", "Statement": [ROOT_STATEMENT]}
+        "Version": "2012-10-17",
+        "Statement": [ROOT_STATEMENT],
+    }
 
 
-def test_logs_key_admits_the_regional_logs_principal_for_this_accounts_groups_k2(
-        namer, context):
+def test_logs_key_admits_the_regional_logs_principal_for_this_accounts_groups_k2(namer, context):
     statements = policy_of(build_platform_keys(namer, context), "keys-logs-key")["Statement"]
-    assert statements == [ROOT_STATEMENT, {
-        "Sid": "AllowCloudWatchLogs",
-        "Effect": "Allow",
-        "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
-        "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
-                   "kms:Describe*"],
-        "Resource": "*",
-        "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
-                                  "arn:aws:logs:eu-central-1:123456789012:log-group:*"}},
-    }]
+    assert statements == [
+        ROOT_STATEMENT,
+        {
+            "Sid": "AllowCloudWatchLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
+            "Action": [
+                "kms:Encrypt*",
+                "kms:Decrypt*",
+                "kms:ReEncrypt*",
+                "kms:GenerateDataKey*",
+                "kms:Describe*",
+            ],
+            "Resource": "*",
+            "Condition": {
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-central-1:123456789012:log-group:*"
+                }
+            },
+        },
+    ]
 
 
-def test_messaging_key_lets_cloudwatch_alarms_publish_to_the_encrypted_topic_k2(
-        namer, context):
+def test_messaging_key_lets_cloudwatch_alarms_publish_to_the_encrypted_topic_k2(namer, context):
     statements = policy_of(build_platform_keys(namer, context), "keys-messaging-key")["Statement"]
     assert statements[1] == {
         "Sid": "AllowCloudWatchAlarmsToPublish",
@@ -95,16 +112,29 @@ def test_key_alias_targets_its_own_key(namer, context):
     assert alias.inputs["targetKeyId"] == key.state["keyId"]
 
 
-@pytest.mark.parametrize(("window", "grants", "message"), [
-    (5, (), "deletion_window_days=5: allowed 7..30"),
-    (31, (), "deletion_window_days=31: allowed 7..30"),
-    (7, (ServiceGrant("A", "x.amazonaws.com", ("kms:Decrypt",)),
-         ServiceGrant("A", "y.amazonaws.com", ("kms:Decrypt",))),
-     "service_grants: statement ids must be unique, got ['A', 'A']"),
-])
+@pytest.mark.parametrize(
+    ("window", "grants", "message"),
+    [
+        (5, (), "deletion_window_days=5: allowed 7..30"),
+        (31, (), "deletion_window_days=31: allowed 7..30"),
+        (
+            7,
+            (
+                ServiceGrant("A", "x.amazonaws.com", ("kms:Decrypt",)),
+                ServiceGrant("A", "y.amazonaws.com", ("kms:Decrypt",)),
+            ),
+            "service_grants: statement ids must be unique, got ['A', 'A']",
+        ),
+    ],
+)
 def test_bad_key_args_are_rejected_before_any_child(namer, context, window, grants, message):
-    args = EncryptionKeyArgs(purpose="x", context=context, namer=namer,
-                             deletion_window_days=window, service_grants=grants)
+    args = EncryptionKeyArgs(
+        purpose="x",
+        context=context,
+        namer=namer,
+        deletion_window_days=window,
+        service_grants=grants,
+    )
     with pytest.raises(ValueError, match="EncryptionKeyArgs: ") as caught:
         EncryptionKey("k", args)
     assert message in str(caught.value)
@@ -115,26 +145,34 @@ def test_bad_key_args_are_rejected_before_any_child(namer, context, window, gran
 
 def guarded(run):
     """(name, protect, retain_on_delete) of every resource with either option set."""
-    return {(r.name, r.protect, r.retain_on_delete) for r in run.resources
-            if r.protect or r.retain_on_delete}
+    return {
+        (r.name, r.protect, r.retain_on_delete)
+        for r in run.resources
+        if r.protect or r.retain_on_delete
+    }
 
 
 def test_g3_keys_are_ordinary_resources_without_data_protection(namer, context):
     assert guarded(build_platform_keys(namer, context)) == set()
 
 
-def test_g3_data_protection_protects_and_retains_every_platform_key_not_the_aliases(
-        namer, context):
-    run = run_components(lambda: PlatformKeys("keys", PlatformKeysArgs(
-        context=context, namer=namer, protect_data=True)))
+def test_g3_data_protection_protects_and_retains_every_platform_key_not_the_aliases(namer, context):
+    run = run_components(
+        lambda: PlatformKeys(
+            "keys", PlatformKeysArgs(context=context, namer=namer, protect_data=True)
+        )
+    )
     assert guarded(run) == {(f"keys-{p}-key", True, True) for p in PLATFORM_KEY_PURPOSES}
-    assert all(not a.protect and not a.retain_on_delete
-               for a in run.of_type("aws:kms/alias:Alias"))
+    assert all(not a.protect and not a.retain_on_delete for a in run.of_type("aws:kms/alias:Alias"))
 
 
 def test_g3_single_key_protection_is_on_the_key_only(namer, context):
-    run = run_components(lambda: EncryptionKey("audit", EncryptionKeyArgs(
-        purpose="audit-key", context=context, namer=namer, protect_data=True)))
+    run = run_components(
+        lambda: EncryptionKey(
+            "audit",
+            EncryptionKeyArgs(purpose="audit-key", context=context, namer=namer, protect_data=True),
+        )
+    )
     assert guarded(run) == {("audit-key", True, True)}
     # Protection is set on the key, not inherited from a protected component.
     assert run.one("media:kms:EncryptionKey").protect is False
@@ -146,11 +184,19 @@ LOGS_STATEMENT = {
     "Sid": "AllowCloudWatchLogs",
     "Effect": "Allow",
     "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
-    "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
-               "kms:Describe*"],
+    "Action": [
+        "kms:Encrypt*",
+        "kms:Decrypt*",
+        "kms:ReEncrypt*",
+        "kms:GenerateDataKey*",
+        "kms:Describe*",
+    ],
     "Resource": "*",
-    "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn":
-                              "arn:aws:logs:eu-central-1:123456789012:log-group:*"}},
+    "Condition": {
+        "ArnLike": {
+            "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-central-1:123456789012:log-group:*"
+        }
+    },
 }
 ALARMS_STATEMENT = {
     "Sid": "AllowCloudWatchAlarmsToPublish",
@@ -176,20 +222,30 @@ PLATFORM_KEY_STATEMENTS = {
 
 def audit_key_statements(stack: str) -> list[dict]:
     trail = f"arn:aws:cloudtrail:eu-central-1:123456789012:trail/media-trail-{stack}"
-    return [ROOT_STATEMENT, {
-        "Sid": "CloudTrailEncryptLogs", "Effect": "Allow",
-        "Principal": {"Service": "cloudtrail.amazonaws.com"},
-        "Action": ["kms:GenerateDataKey*"], "Resource": "*",
-        "Condition": {
-            "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
-                           "arn:aws:cloudtrail:*:123456789012:trail/*"},
-            "StringEquals": {"aws:SourceArn": trail}},
-    }, {
-        "Sid": "CloudTrailDescribeKeyAndBucketKey", "Effect": "Allow",
-        "Principal": {"Service": "cloudtrail.amazonaws.com"},
-        "Action": ["kms:DescribeKey", "kms:Decrypt"], "Resource": "*",
-        "Condition": {"StringEquals": {"aws:SourceArn": trail}},
-    }]
+    return [
+        ROOT_STATEMENT,
+        {
+            "Sid": "CloudTrailEncryptLogs",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": ["kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": {
+                "StringLike": {
+                    "kms:EncryptionContext:aws:cloudtrail:arn": "arn:aws:cloudtrail:*:123456789012:trail/*"
+                },
+                "StringEquals": {"aws:SourceArn": trail},
+            },
+        },
+        {
+            "Sid": "CloudTrailDescribeKeyAndBucketKey",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": ["kms:DescribeKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail}},
+        },
+    ]
 
 
 def test_every_purpose_has_a_statement_list_k2():
@@ -198,15 +254,20 @@ def test_every_purpose_has_a_statement_list_k2():
 
 @pytest.fixture(scope="module")
 def platform_keys_run():
-    return build_platform_keys(Namer("media", "test"), AwsContext(
-        account_id="123456789012", partition="aws", region="eu-central-1"))
+    return build_platform_keys(
+        Namer("media", "test"),
+        AwsContext(account_id="123456789012", partition="aws", region="eu-central-1"),
+    )
 
 
 @pytest.mark.parametrize("purpose", PLATFORM_KEY_PURPOSES)
 def test_platform_key_policy_is_exactly_root_plus_its_service_statements_k2(
-        platform_keys_run, purpose):
+    platform_keys_run, purpose
+):
     assert policy_of(platform_keys_run, f"keys-{purpose}-key") == {
-        "Version": "2012-10-17", "Statement": PLATFORM_KEY_STATEMENTS[purpose]}
+        "Version": "2012-10-17",
+        "Statement": PLATFORM_KEY_STATEMENTS[purpose],
+    }
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -218,4 +279,5 @@ def test_program_keys_have_exactly_the_expected_policies_k2(dev_run, prod_run, s
     expected["audit-key-key"] = audit_key_statements(stack)
     assert {k.name: json.loads(k.inputs["policy"]) for k in run.of_type("aws:kms/key:Key")} == {
         name: {"Version": "2012-10-17", "Statement": statements}
-        for name, statements in expected.items()}
+        for name, statements in expected.items()
+    }

@@ -30,8 +30,11 @@ def test_log_group_path_and_kms_alias_carry_the_suffix_g2():
 
 def test_name_longer_than_the_kind_allows_is_rejected_with_the_limit():
     namer = Namer("a" * 30, "dev")
-    with pytest.raises(InvalidNameError, match=r"is 45 chars; ELASTICACHE_ID names allow at "
-                                               r"most 40 \(shorten prefix or environmentSuffix\)"):
+    with pytest.raises(
+        InvalidNameError,
+        match=r"is 45 chars; ELASTICACHE_ID names allow at "
+        r"most 40 \(shorten prefix or environmentSuffix\)",
+    ):
         namer.name("cache12345", NameKind.ELASTICACHE_ID)
 
 
@@ -49,9 +52,16 @@ def test_longest_allowed_prefix_and_suffix_fit_the_tightest_limit_g2():
 
 def test_common_tags_cover_cost_and_compliance_and_extras_cannot_override_g4():
     settings = parse_settings(
-        {"environmentSuffix": "prod", "owner": "media-ops", "costCenter": "cc-42",
-         "extraTags": '["Team=transcode", "ManagedBy=console"]'},
-        project="media-pipeline", stack="prod", region="eu-central-1")
+        {
+            "environmentSuffix": "prod",
+            "owner": "media-ops",
+            "costCenter": "cc-42",
+            "extraTags": '["Team=transcode", "ManagedBy=console"]',
+        },
+        project="media-pipeline",
+        stack="prod",
+        region="eu-central-1",
+    )
     assert settings.common_tags() == {
         "Team": "transcode",
         "Environment": "prod",
@@ -70,12 +80,15 @@ def test_elasticache_subnet_group_rule_is_lowercase_alphanumerics_and_hyphens_25
     kind = NameKind.ELASTICACHE_SUBNET_GROUP
     assert Namer("media", "dev").name("cache-subnets", kind) == "media-cache-subnets-dev"
     assert Namer("", "dev").name("x" * 251, kind) == "x" * 251 + "-dev"
-    with pytest.raises(InvalidNameError, match="is 256 chars; ELASTICACHE_SUBNET_GROUP names "
-                                               "allow at most 255"):
+    with pytest.raises(
+        InvalidNameError, match="is 256 chars; ELASTICACHE_SUBNET_GROUP names allow at most 255"
+    ):
         Namer("", "dev").name("x" * 252, kind)
     for bad in ("Media", "media_files", "media.files", "media files"):
-        with pytest.raises(InvalidNameError, match="breaks the ELASTICACHE_SUBNET_GROUP rule: "
-                                                   "allowed lowercase letters, digits, -"):
+        with pytest.raises(
+            InvalidNameError,
+            match="breaks the ELASTICACHE_SUBNET_GROUP rule: allowed lowercase letters, digits, -",
+        ):
             Namer(bad, "dev").name("cache-subnets", kind)
 
 

@@ -23,8 +23,14 @@ ZONES3 = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
 
 
 def build(namer, context, zones=ZONES3, **overrides):
-    args = dict(cidr="10.0.0.0/16", availability_zones=zones, namer=namer, context=context,
-                logs_key_arn=LOGS_KEY, log_retention_days=90)
+    args = dict(
+        cidr="10.0.0.0/16",
+        availability_zones=zones,
+        namer=namer,
+        context=context,
+        logs_key_arn=LOGS_KEY,
+        log_retention_days=90,
+    )
     args.update(overrides)
     return run_components(lambda: SecureVpc("net", SecureVpcArgs(**args)))
 
@@ -42,17 +48,22 @@ def test_plan_of_the_smallest_vpc_still_gives_slash_24_subnets():
     assert plan.data.subnets == ("172.16.36.0/24", "172.16.37.0/24")
 
 
-@pytest.mark.parametrize(("cidr", "zones", "message"), [
-    ("10.0.0.0/26", 2, "vpc_cidr=10.0.0.0/26: allowed /16 to /20"),
-    ("10.0.0.0/16", 5, "az_count=5: allowed 1..4"),
-])
+@pytest.mark.parametrize(
+    ("cidr", "zones", "message"),
+    [
+        ("10.0.0.0/26", 2, "vpc_cidr=10.0.0.0/26: allowed /16 to /20"),
+        ("10.0.0.0/16", 5, "az_count=5: allowed 1..4"),
+    ],
+)
 def test_plan_rejects_what_it_cannot_cut(cidr, zones, message):
     with pytest.raises(ValueError, match=message):
         plan_subnets(cidr, zones)
 
 
-@pytest.mark.parametrize(("strategy", "expected"), [
-    (NatStrategy.ONE_PER_AZ, 3), (NatStrategy.SINGLE, 1), (NatStrategy.NONE, 0)])
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [(NatStrategy.ONE_PER_AZ, 3), (NatStrategy.SINGLE, 1), (NatStrategy.NONE, 0)],
+)
 def test_nat_gateway_count_per_strategy_n2(strategy, expected):
     assert nat_gateway_count(strategy, 3) == expected
 
@@ -100,8 +111,9 @@ def test_public_route_goes_to_the_internet_gateway_and_data_has_none_n2(namer, c
     assert public["destinationCidrBlock"] == "0.0.0.0/0"
     assert public["gatewayId"] == run.one("aws:ec2/internetGateway:InternetGateway").id
     data_table_id = run.named("net-data-rt").id
-    assert not [r for r in run.of_type("aws:ec2/route:Route")
-                if r.inputs["routeTableId"] == data_table_id]
+    assert not [
+        r for r in run.of_type("aws:ec2/route:Route") if r.inputs["routeTableId"] == data_table_id
+    ]
 
 
 def test_default_security_group_is_adopted_with_no_rules_n3(namer, context):
@@ -130,22 +142,33 @@ def test_flow_log_role_is_scoped_to_its_group_and_this_accounts_flow_logs_n4(nam
     assert trust["Statement"][0]["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
     assert trust["Statement"][0]["Condition"] == {
         "StringEquals": {"aws:SourceAccount": "123456789012"},
-        "ArnLike": {"aws:SourceArn":
-                    "arn:aws:ec2:eu-central-1:123456789012:vpc-flow-log/*"}}
+        "ArnLike": {"aws:SourceArn": "arn:aws:ec2:eu-central-1:123456789012:vpc-flow-log/*"},
+    }
     policy = json.loads(run.named("net-flow-logs-policy").inputs["policy"])
     group_arn = run.named("net-flow-logs").state["arn"]
-    assert policy["Statement"] == [{
-        "Sid": "WriteFlowLogs", "Effect": "Allow",
-        "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-        "Resource": [group_arn, group_arn + ":*"]}]
+    assert policy["Statement"] == [
+        {
+            "Sid": "WriteFlowLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [group_arn, group_arn + ":*"],
+        }
+    ]
 
 
 def test_data_nacl_admits_only_data_ports_from_app_tier_n5(namer, context):
     run = build(namer, context)
     rules = sorted(
-        (r.inputs["egress"], r.inputs["ruleNumber"], r.inputs["protocol"],
-         r.inputs["fromPort"], r.inputs["toPort"], r.inputs["cidrBlock"])
-        for r in run.of_type("aws:ec2/networkAclRule:NetworkAclRule"))
+        (
+            r.inputs["egress"],
+            r.inputs["ruleNumber"],
+            r.inputs["protocol"],
+            r.inputs["fromPort"],
+            r.inputs["toPort"],
+            r.inputs["cidrBlock"],
+        )
+        for r in run.of_type("aws:ec2/networkAclRule:NetworkAclRule")
+    )
     assert rules == [
         (False, 100, "6", 5432, 5432, "10.0.0.0/18"),
         (False, 110, "6", 6379, 6379, "10.0.0.0/18"),
@@ -155,8 +178,9 @@ def test_data_nacl_admits_only_data_ports_from_app_tier_n5(namer, context):
         (True, 200, "-1", 0, 0, "10.0.64.0/18"),
     ]
     nacl = run.one("aws:ec2/networkAcl:NetworkAcl")
-    data_ids = [s.id for s in run.of_type("aws:ec2/subnet:Subnet")
-                if s.inputs["tags"]["Tier"] == "data"]
+    data_ids = [
+        s.id for s in run.of_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["Tier"] == "data"
+    ]
     assert sorted(nacl.inputs["subnetIds"]) == sorted(data_ids)
 
 
@@ -169,15 +193,20 @@ def test_endpoints_s3_gateway_and_interface_endpoints_in_app_subnets_n6(namer, c
     run = build(namer, context)
     endpoints = {e.name: e.inputs for e in run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
     s3 = endpoints.pop("net-s3-endpoint")
-    assert (s3["serviceName"], s3["vpcEndpointType"]) == ("com.amazonaws.eu-central-1.s3",
-                                                          "Gateway")
+    assert (s3["serviceName"], s3["vpcEndpointType"]) == (
+        "com.amazonaws.eu-central-1.s3",
+        "Gateway",
+    )
     assert len(s3["routeTableIds"]) == 4  # three app tables and the data table
     assert sorted(e["serviceName"] for e in endpoints.values()) == sorted(
-        f"com.amazonaws.eu-central-1.{s}" for s in INTERFACE_ENDPOINT_SERVICES)
-    app_ids = sorted(s.id for s in run.of_type("aws:ec2/subnet:Subnet")
-                     if s.inputs["tags"]["Tier"] == "app")
-    assert all(sorted(e["subnetIds"]) == app_ids and e["privateDnsEnabled"]
-               for e in endpoints.values())
+        f"com.amazonaws.eu-central-1.{s}" for s in INTERFACE_ENDPOINT_SERVICES
+    )
+    app_ids = sorted(
+        s.id for s in run.of_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["Tier"] == "app"
+    )
+    assert all(
+        sorted(e["subnetIds"]) == app_ids and e["privateDnsEnabled"] for e in endpoints.values()
+    )
     # Nobody reaches the endpoints until the stack grants it (grant_aws_apis).
     assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
 
@@ -187,16 +216,33 @@ def test_endpoints_are_optional_n6(namer, context):
     assert run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") == []
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"availability_zones": ["eu-central-1a"]}, "availability_zones=['eu-central-1a']: allowed 2 or 3 distinct zones"),
-    ({"availability_zones": ["a", "a"]}, "allowed 2 or 3 distinct zones"),
-    ({"cidr": "10.0.0.0/28"}, 'cidr="10.0.0.0/28": allowed a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), /16 to /20'),
-    ({"cidr": "10.0.0.0/21"}, 'cidr="10.0.0.0/21": allowed a private (RFC 1918)'),
-    ({"nat_strategy": NatStrategy.NONE, "vpc_endpoints": False}, 'nat_strategy="NONE": allowed ONE_PER_AZ or SINGLE unless vpc_endpoints is true'),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"availability_zones": ["eu-central-1a"]},
+            "availability_zones=['eu-central-1a']: allowed 2 or 3 distinct zones",
+        ),
+        ({"availability_zones": ["a", "a"]}, "allowed 2 or 3 distinct zones"),
+        (
+            {"cidr": "10.0.0.0/28"},
+            'cidr="10.0.0.0/28": allowed a private (RFC 1918) IPv4 network in CIDR form (such as 10.0.0.0/16), /16 to /20',
+        ),
+        ({"cidr": "10.0.0.0/21"}, 'cidr="10.0.0.0/21": allowed a private (RFC 1918)'),
+        (
+            {"nat_strategy": NatStrategy.NONE, "vpc_endpoints": False},
+            'nat_strategy="NONE": allowed ONE_PER_AZ or SINGLE unless vpc_endpoints is true',
+        ),
+    ],
+)
 def test_bad_vpc_args_raise_one_error_naming_the_field(namer, context, overrides, message):
-    args = dict(cidr="10.0.0.0/16", availability_zones=ZONES3, namer=namer, context=context,
-                logs_key_arn=LOGS_KEY)
+    args = dict(
+        cidr="10.0.0.0/16",
+        availability_zones=ZONES3,
+        namer=namer,
+        context=context,
+        logs_key_arn=LOGS_KEY,
+    )
     args.update(overrides)
     with pytest.raises(ValueError, match="SecureVpcArgs: ") as caught:
         SecureVpc("net", SecureVpcArgs(**args))
@@ -205,12 +251,22 @@ def test_bad_vpc_args_raise_one_error_naming_the_field(namer, context, overrides
 
 def build_with_consumer(namer, context, **overrides):
     def program():
-        vpc = SecureVpc("net", SecureVpcArgs(
-            cidr="10.0.0.0/16", availability_zones=ZONES3, namer=namer, context=context,
-            logs_key_arn=LOGS_KEY, **overrides))
-        consumer = RoleSecurityGroup("app-sg", role="app", description="consumer",
-                                     vpc_id=vpc.vpc_id, namer=namer, parent=vpc)
+        vpc = SecureVpc(
+            "net",
+            SecureVpcArgs(
+                cidr="10.0.0.0/16",
+                availability_zones=ZONES3,
+                namer=namer,
+                context=context,
+                logs_key_arn=LOGS_KEY,
+                **overrides,
+            ),
+        )
+        consumer = RoleSecurityGroup(
+            "app-sg", role="app", description="consumer", vpc_id=vpc.vpc_id, namer=namer, parent=vpc
+        )
         vpc.grant_aws_apis(consumer, "app")
+
     return run_components(program)
 
 
@@ -224,11 +280,18 @@ def test_with_endpoints_aws_apis_are_reached_only_through_them_n3_n6(namer, cont
     endpoints_sg, app_sg = run.named("net-endpoints-sg").id, run.named("app-sg").id
     prefix_list = run.named("net-s3-endpoint").state["prefixListId"]
     egress = rules_of(run, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule", "app-sg")
-    assert sorted((e.get("referencedSecurityGroupId") or e.get("prefixListId"), e["fromPort"],
-                   e["toPort"], e.get("cidrIpv4")) for e in egress) == sorted([
-        (endpoints_sg, 443, 443, None), (prefix_list, 443, 443, None)])
-    ingress = rules_of(run, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-                       "net-endpoints-sg")
+    assert sorted(
+        (
+            e.get("referencedSecurityGroupId") or e.get("prefixListId"),
+            e["fromPort"],
+            e["toPort"],
+            e.get("cidrIpv4"),
+        )
+        for e in egress
+    ) == sorted([(endpoints_sg, 443, 443, None), (prefix_list, 443, 443, None)])
+    ingress = rules_of(
+        run, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "net-endpoints-sg"
+    )
     assert [(i["referencedSecurityGroupId"], i["fromPort"]) for i in ingress] == [(app_sg, 443)]
 
 
@@ -236,4 +299,5 @@ def test_without_endpoints_aws_apis_are_reached_via_nat_on_443_only_n2(namer, co
     run = build_with_consumer(namer, context, vpc_endpoints=False)
     egress = rules_of(run, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule", "app-sg")
     assert [(e["cidrIpv4"], e["ipProtocol"], e["fromPort"], e["toPort"]) for e in egress] == [
-        ("0.0.0.0/0", "tcp", 443, 443)]
+        ("0.0.0.0/0", "tcp", 443, 443)
+    ]

@@ -35,8 +35,9 @@ def package(tmp_path_factory):
 @pytest.fixture
 def services_copy(tmp_path):
     """A private copy of `services/` to change without touching the repository."""
-    shutil.copytree(REPO_ROOT / "services", tmp_path / "services",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO_ROOT / "services", tmp_path / "services", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return tmp_path
 
 
@@ -70,14 +71,25 @@ def test_file_timestamps_do_not_change_the_hash(services_copy, tmp_path):
 
 def test_archive_holds_the_handler_the_shared_code_and_the_migrations(package):
     entries = set(package.entries)
-    assert {"services/__init__.py", "services/api/handler.py", "services/api/__init__.py",
-            "services/common/db.py", "services/migrations/001_videos_and_jobs.sql"} <= entries
+    assert {
+        "services/__init__.py",
+        "services/api/handler.py",
+        "services/api/__init__.py",
+        "services/common/db.py",
+        "services/migrations/001_videos_and_jobs.sql",
+    } <= entries
 
 
 def test_archive_holds_pg8000_redis_and_their_dependencies(package):
     entries = set(package.entries)
-    assert {"pg8000/__init__.py", "redis/__init__.py", "scramp/__init__.py",
-            "asn1crypto/__init__.py", "dateutil/__init__.py", "six.py"} <= entries
+    assert {
+        "pg8000/__init__.py",
+        "redis/__init__.py",
+        "scramp/__init__.py",
+        "asn1crypto/__init__.py",
+        "dateutil/__init__.py",
+        "six.py",
+    } <= entries
     assert {d.split("==")[0] for d in package.distributions} == API_CLOSURE
     # Metadata stays importable (`importlib.metadata.version("redis")` works in the function).
     version = metadata.version("redis")
@@ -103,9 +115,13 @@ def test_sources_skip_pycache_tests_hidden_files_and_compiled_modules(services_c
     (api / "tests").mkdir()
     (api / "tests" / "helpers.py").write_text("")
     files = source_files(services_copy, API_SOURCES)
-    assert not [n for n in files if n.startswith("services/api/")
-                and n.rsplit("/", 1)[-1] in ("handler.cpython-311.pyc", "test_handler.py",
-                                             "conftest.py", ".DS_Store", "helpers.py")]
+    assert not [
+        n
+        for n in files
+        if n.startswith("services/api/")
+        and n.rsplit("/", 1)[-1]
+        in ("handler.cpython-311.pyc", "test_handler.py", "conftest.py", ".DS_Store", "helpers.py")
+    ]
     assert "services/api/handler.py" in files
 
 
@@ -151,19 +167,30 @@ def test_a_missing_source_is_an_error(tmp_path):
 def test_a_source_shadowing_a_dependency_is_an_error(tmp_path):
     (tmp_path / "six.py").write_text("")
     with pytest.raises(PackagingError, match=r"'six\.py' is provided twice"):
-        build_package("x", root=tmp_path, out_dir=tmp_path / "out", sources=("six.py",),
-                      distributions=("six",))
+        build_package(
+            "x",
+            root=tmp_path,
+            out_dir=tmp_path / "out",
+            sources=("six.py",),
+            distributions=("six",),
+        )
 
 
 def test_archive_path_is_relative_to_the_project(tmp_path):
-    inside = build_package("x", root=REPO_ROOT, out_dir=REPO_ROOT / "build" / "lambda-test",
-                           sources=("services/__init__.py",), distributions=())
+    inside = build_package(
+        "x",
+        root=REPO_ROOT,
+        out_dir=REPO_ROOT / "build" / "lambda-test",
+        sources=("services/__init__.py",),
+        distributions=(),
+    )
     try:
         assert inside.archive_path() == "build/lambda-test/x.zip"
     finally:
         shutil.rmtree(REPO_ROOT / "build" / "lambda-test")
-    outside = build_package("x", root=REPO_ROOT, out_dir=tmp_path,
-                            sources=("services/__init__.py",), distributions=())
+    outside = build_package(
+        "x", root=REPO_ROOT, out_dir=tmp_path, sources=("services/__init__.py",), distributions=()
+    )
     assert outside.archive_path() == str(Path(tmp_path).resolve() / "x.zip")
 
 

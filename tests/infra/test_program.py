@@ -61,10 +61,12 @@ def test_no_region_account_or_zone_of_another_region_leaks_in_g1(runs, region):
 def test_provider_default_tags_carry_the_common_tags_g4(runs, stack):
     run = runs[stack, "eu-central-1"]
     provider = run.one("pulumi:providers:aws")
-    raw = {k.split(":", 1)[1]: str(v).lower() if isinstance(v, bool) else str(v)
-           for k, v in stack_config(stack).items() if k.startswith("media-pipeline:")}
-    settings = parse_settings(raw, project="media-pipeline", stack=stack,
-                              region="eu-central-1")
+    raw = {
+        k.split(":", 1)[1]: str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in stack_config(stack).items()
+        if k.startswith("media-pipeline:")
+    }
+    settings = parse_settings(raw, project="media-pipeline", stack=stack, region="eu-central-1")
     # Provider inputs reach the engine JSON-encoded.
     assert json.loads(provider.inputs["defaultTags"])["tags"] == settings.common_tags()
     assert provider.inputs["region"] == "eu-central-1"
@@ -78,7 +80,8 @@ def test_every_log_group_keeps_the_stacks_retention_o1(runs, stack):
     expected_retention = {"dev": 14, "prod": 90}[stack]
     assert expected_retention in LOG_RETENTION_DAYS
     assert {g.name: g.inputs["retentionInDays"] for g in groups} == {
-        g.name: expected_retention for g in groups}
+        g.name: expected_retention for g in groups
+    }
     assert len(groups) >= 12
 
 
@@ -86,8 +89,9 @@ def test_every_log_group_keeps_the_stacks_retention_o1(runs, stack):
 def test_every_key_rotates_and_follows_data_protection_k1_g3(runs, stack, window):
     keys = runs[stack, "eu-central-1"].of_type("aws:kms/key:Key")
     assert len(keys) >= 8
-    assert {(k.inputs["enableKeyRotation"], k.inputs["deletionWindowInDays"]) for k in keys} \
-        == {(True, window)}
+    assert {(k.inputs["enableKeyRotation"], k.inputs["deletionWindowInDays"]) for k in keys} == {
+        (True, window)
+    }
 
 
 @pytest.mark.parametrize(("stack", "nats"), [("dev", 1), ("prod", 3)])
@@ -100,8 +104,10 @@ def test_one_shared_nat_in_dev_and_one_per_az_in_prod_n2(runs, stack, nats):
 
 
 def test_dev_skips_interface_endpoints_and_prod_has_them_n6(runs):
-    count = {stack: len(runs[stack, "eu-central-1"].of_type("aws:ec2/vpcEndpoint:VpcEndpoint"))
-             for stack in STACKS}
+    count = {
+        stack: len(runs[stack, "eu-central-1"].of_type("aws:ec2/vpcEndpoint:VpcEndpoint"))
+        for stack in STACKS
+    }
     assert count == {"dev": 0, "prod": 10}
 
 
@@ -116,8 +122,9 @@ def test_outputs_expose_network_ids_and_alarm_topic_g6(runs, stack):
 
 
 def test_longest_prefix_and_suffix_still_fit_every_name_g2():
-    run = run_stack("prod", {"prefix": "p" * MAX_PREFIX_LENGTH,
-                             "environmentSuffix": "s" * MAX_SUFFIX_LENGTH})
+    run = run_stack(
+        "prod", {"prefix": "p" * MAX_PREFIX_LENGTH, "environmentSuffix": "s" * MAX_SUFFIX_LENGTH}
+    )
     assert run.warnings == []
 
 
@@ -130,8 +137,9 @@ def test_empty_prefix_names_are_resource_suffix_g2():
 def test_readme_documents_every_stack_output_g6(runs, stack):
     readme = (__import__("offline.engine", fromlist=["ROOT"]).ROOT / "README.md").read_text()
     outputs_section = readme.split("## Outputs", 1)[1].split("\n## ", 1)[0]
-    missing = [name for name in runs[stack, "eu-central-1"].outputs
-               if f"`{name}`" not in outputs_section]
+    missing = [
+        name for name in runs[stack, "eu-central-1"].outputs if f"`{name}`" not in outputs_section
+    ]
     assert missing == []
 
 
@@ -143,8 +151,19 @@ PROTECTED_IN_PROD = {
     ("aws:sqs/queue:Queue", "jobs-pipe-failures"),
     ("aws:s3/bucket:Bucket", "audit-bucket"),
     ("aws:kms/key:Key", "audit-key-key"),
-    *(("aws:kms/key:Key", f"keys-{purpose}-key") for purpose in (
-        "logs", "database", "cache", "secrets", "filesystem", "stream", "messaging", "images")),
+    *(
+        ("aws:kms/key:Key", f"keys-{purpose}-key")
+        for purpose in (
+            "logs",
+            "database",
+            "cache",
+            "secrets",
+            "filesystem",
+            "stream",
+            "messaging",
+            "images",
+        )
+    ),
 }
 
 
@@ -164,12 +183,17 @@ def test_data_protection_guards_every_data_store_and_only_those_g3(runs, region)
     assert protected(dev) == set()
     assert protected(prod) == PROTECTED_IN_PROD
     assert {t for t, _ in protected(prod)} == {
-        "aws:rds/cluster:Cluster", "aws:efs/fileSystem:FileSystem",
-        "aws:kinesis/stream:Stream", "aws:sqs/queue:Queue", "aws:s3/bucket:Bucket",
-        "aws:kms/key:Key"}
+        "aws:rds/cluster:Cluster",
+        "aws:efs/fileSystem:FileSystem",
+        "aws:kinesis/stream:Stream",
+        "aws:sqs/queue:Queue",
+        "aws:s3/bucket:Bucket",
+        "aws:kms/key:Key",
+    }
     # Every key of the stack, wherever it is made, is among them.
-    assert {("aws:kms/key:Key", k.name) for k in prod.of_type("aws:kms/key:Key")} <= \
-        PROTECTED_IN_PROD
+    assert {
+        ("aws:kms/key:Key", k.name) for k in prod.of_type("aws:kms/key:Key")
+    } <= PROTECTED_IN_PROD
     assert retained(prod) - PROTECTED_IN_PROD == retained(dev)
     assert retained(dev) & PROTECTED_IN_PROD == set()
     assert not any(r.protect for r in prod.resources if not r.custom)  # never inherited

@@ -48,16 +48,26 @@ def tier_subnet_ids(run: ProgramRun, tier: str) -> list[str]:
 
 def default_route_target(run: ProgramRun, subnet_id: str) -> str | None:
     """Where the subnet's route table sends 0.0.0.0/0: `igw`, `nat` or None (no internet)."""
-    table = next(a.inputs["routeTableId"] for a in run.of_type(
-        "aws:ec2/routeTableAssociation:RouteTableAssociation") if a.inputs["subnetId"] == subnet_id)
-    routes = [r.inputs for r in run.of_type("aws:ec2/route:Route")
-              if r.inputs["routeTableId"] == table
-              and r.inputs.get("destinationCidrBlock") == "0.0.0.0/0"]
+    table = next(
+        a.inputs["routeTableId"]
+        for a in run.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")
+        if a.inputs["subnetId"] == subnet_id
+    )
+    routes = [
+        r.inputs
+        for r in run.of_type("aws:ec2/route:Route")
+        if r.inputs["routeTableId"] == table and r.inputs.get("destinationCidrBlock") == "0.0.0.0/0"
+    ]
     if not routes:
         return None
     (route,) = routes
-    return "igw" if route.get("gatewayId", "").startswith("igw-") else \
-        "nat" if route.get("natGatewayId", "").startswith("nat-") else "other"
+    return (
+        "igw"
+        if route.get("gatewayId", "").startswith("igw-")
+        else "nat"
+        if route.get("natGatewayId", "").startswith("nat-")
+        else "other"
+    )
 
 
 def test_g6_subnet_outputs_are_the_subnets_of_their_tier(stack_run):
@@ -70,21 +80,28 @@ def test_g6_subnet_outputs_are_the_subnets_of_their_tier(stack_run):
 
 
 def test_n2_exported_public_subnets_reach_the_internet_gateway_app_a_nat_data_nothing(stack_run):
-    routes = {tier: {default_route_target(stack_run, s) for s in stack_run.outputs[output]}
-              for tier, output in TIER_OUTPUTS.items()}
+    routes = {
+        tier: {default_route_target(stack_run, s) for s in stack_run.outputs[output]}
+        for tier, output in TIER_OUTPUTS.items()
+    }
     assert routes == {"public": {"igw"}, "app": {"nat"}, "data": {None}}
 
 
 def test_n1_every_tier_is_placed_in_its_own_subnets(stack_run):
     outputs = stack_run.outputs
-    data, app, public = outputs["dataSubnetIds"], outputs["appSubnetIds"], \
-        outputs["publicSubnetIds"]
+    data, app, public = (
+        outputs["dataSubnetIds"],
+        outputs["appSubnetIds"],
+        outputs["publicSubnetIds"],
+    )
     assert stack_run.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"] == data
     assert stack_run.one("aws:elasticache/subnetGroup:SubnetGroup").inputs["subnetIds"] == data
-    assert sorted(t.inputs["subnetId"] for t in stack_run.of_type(
-        "aws:efs/mountTarget:MountTarget")) == sorted(data)
-    assert {n.inputs["subnetId"] for n in stack_run.of_type(
-        "aws:ec2/natGateway:NatGateway")} <= set(public)
+    assert sorted(
+        t.inputs["subnetId"] for t in stack_run.of_type("aws:efs/mountTarget:MountTarget")
+    ) == sorted(data)
+    assert {
+        n.inputs["subnetId"] for n in stack_run.of_type("aws:ec2/natGateway:NatGateway")
+    } <= set(public)
     for endpoint in stack_run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint"):
         if endpoint.inputs.get("vpcEndpointType") == "Interface":
             assert endpoint.inputs["subnetIds"] == app, endpoint.name
@@ -95,14 +112,16 @@ def test_w1_worker_service_runs_in_the_app_subnets_without_public_ip(stack_run):
     assert service["networkConfiguration"] == {
         "subnets": stack_run.outputs["appSubnetIds"],
         "securityGroups": [group_id(stack_run, "worker-sg")],
-        "assignPublicIp": False}
+        "assignPublicIp": False,
+    }
 
 
 def test_a4_api_function_runs_in_the_app_subnets_with_its_own_group(stack_run):
     for function, group in (("api-function", "api-sg"), ("schema-function", "schema-sg")):
         assert stack_run.one("aws:lambda/function:Function", function).inputs["vpcConfig"] == {
             "subnetIds": stack_run.outputs["appSubnetIds"],
-            "securityGroupIds": [group_id(stack_run, group)]}
+            "securityGroupIds": [group_id(stack_run, group)],
+        }
 
 
 # --- security groups: the complete rule sets (N3, D6, C4, W4, N6) -----------------------------
@@ -111,10 +130,17 @@ def test_a4_api_function_runs_in_the_app_subnets_with_its_own_group(stack_run):
 def _rule(names: dict[str, str], inputs: dict[str, Any]) -> tuple:
     peer = inputs.get("referencedSecurityGroupId") or inputs.get("sourceSecurityGroupId")
     cidrs = tuple(inputs.get("cidrBlocks") or ())  # legacy and inline rules take a list
-    source = (names.get(peer, peer) if peer else inputs.get("cidrIpv4")
-              or inputs.get("cidrIpv6") or inputs.get("prefixListId") or cidrs)
-    return (source, inputs.get("ipProtocol") or inputs.get("protocol"),
-            inputs["fromPort"], inputs["toPort"])
+    source = (
+        names.get(peer, peer)
+        if peer
+        else inputs.get("cidrIpv4") or inputs.get("cidrIpv6") or inputs.get("prefixListId") or cidrs
+    )
+    return (
+        source,
+        inputs.get("ipProtocol") or inputs.get("protocol"),
+        inputs["fromPort"],
+        inputs["toPort"],
+    )
 
 
 def security_rules(run: ProgramRun, direction: str) -> dict[str, set[tuple]]:
@@ -139,8 +165,11 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
     and the migration function, the cache the API and the workers, the file system only the
     workers, the endpoints HTTPS from those three."""
     expected = {
-        "database-sg": {("api-sg", "tcp", 5432, 5432), ("worker-sg", "tcp", 5432, 5432),
-                        ("schema-sg", "tcp", 5432, 5432)},
+        "database-sg": {
+            ("api-sg", "tcp", 5432, 5432),
+            ("worker-sg", "tcp", 5432, 5432),
+            ("schema-sg", "tcp", 5432, 5432),
+        },
         "cache-sg": {("api-sg", "tcp", 6379, 6379), ("worker-sg", "tcp", 6379, 6379)},
         "files-sg": {("worker-sg", "tcp", 2049, 2049)},
         "worker-sg": set(),
@@ -148,9 +177,11 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
         "schema-sg": set(),
     }
     if stack_run.stack == "prod":  # interface endpoints (N6) are prod-only
-        expected["network-endpoints-sg"] = {("api-sg", "tcp", 443, 443),
-                                            ("worker-sg", "tcp", 443, 443),
-                                            ("schema-sg", "tcp", 443, 443)}
+        expected["network-endpoints-sg"] = {
+            ("api-sg", "tcp", 443, 443),
+            ("worker-sg", "tcp", 443, 443),
+            ("schema-sg", "tcp", 443, 443),
+        }
     assert security_rules(stack_run, "ingress") == expected
 
 
@@ -163,13 +194,18 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
     else:
         aws_apis = {("0.0.0.0/0", "tcp", 443, 443)}
     expected = {
-        "worker-sg": aws_apis | {("database-sg", "tcp", 5432, 5432),
-                                 ("cache-sg", "tcp", 6379, 6379), ("files-sg", "tcp", 2049, 2049)},
-        "api-sg": aws_apis | {("database-sg", "tcp", 5432, 5432),
-                              ("cache-sg", "tcp", 6379, 6379)},
+        "worker-sg": aws_apis
+        | {
+            ("database-sg", "tcp", 5432, 5432),
+            ("cache-sg", "tcp", 6379, 6379),
+            ("files-sg", "tcp", 2049, 2049),
+        },
+        "api-sg": aws_apis | {("database-sg", "tcp", 5432, 5432), ("cache-sg", "tcp", 6379, 6379)},
         # The migration function: the database and Secrets Manager, nothing else.
         "schema-sg": aws_apis | {("database-sg", "tcp", 5432, 5432)},
-        "database-sg": set(), "cache-sg": set(), "files-sg": set(),
+        "database-sg": set(),
+        "cache-sg": set(),
+        "files-sg": set(),
     }
     if stack_run.stack == "prod":
         expected["network-endpoints-sg"] = set()
@@ -177,8 +213,12 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
 
 
 def test_n3_no_ingress_from_anywhere_and_the_default_group_is_empty(stack_run):
-    open_to_all = [(group, rule) for group, rules in security_rules(stack_run, "ingress").items()
-                   for rule in rules if rule[0] in ("0.0.0.0/0", "::/0", ("0.0.0.0/0",))]
+    open_to_all = [
+        (group, rule)
+        for group, rules in security_rules(stack_run, "ingress").items()
+        for rule in rules
+        if rule[0] in ("0.0.0.0/0", "::/0", ("0.0.0.0/0",))
+    ]
     assert open_to_all == []
     default = stack_run.one("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup").inputs
     assert (default.get("ingress") or [], default.get("egress") or []) == ([], [])
@@ -190,30 +230,51 @@ def test_n3_no_ingress_from_anywhere_and_the_default_group_is_empty(stack_run):
 def stream_write_policy(run: ProgramRun) -> dict[str, Any]:
     stream = run.outputs["streamArn"]
     key = run.one("aws:kms/key:Key", "keys-stream-key").state["arn"]
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "StreamWrite", "Effect": "Allow",
-         "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
-         "Resource": [stream]},
-        {"Sid": "StreamKeyEncrypt", "Effect": "Allow", "Action": ["kms:GenerateDataKey"],
-         "Resource": [key],
-         "Condition": {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": stream}}},
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "StreamWrite",
+                "Effect": "Allow",
+                "Action": [
+                    "kinesis:PutRecord",
+                    "kinesis:PutRecords",
+                    "kinesis:DescribeStreamSummary",
+                ],
+                "Resource": [stream],
+            },
+            {
+                "Sid": "StreamKeyEncrypt",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey"],
+                "Resource": [key],
+                "Condition": {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": stream}},
+            },
+        ],
+    }
 
 
 def actions_of_role(run: ProgramRun, role_resource: str) -> set[str]:
     role = run.one("aws:iam/role:Role", role_resource).id
-    return {action for policy in run.of_type(ROLE_POLICY) if policy.inputs["role"] == role
-            for statement in json.loads(policy.inputs["policy"])["Statement"]
-            for action in ([statement["Action"]] if isinstance(statement["Action"], str)
-                           else statement["Action"])}
+    return {
+        action
+        for policy in run.of_type(ROLE_POLICY)
+        if policy.inputs["role"] == role
+        for statement in json.loads(policy.inputs["policy"])["Statement"]
+        for action in (
+            [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        )
+    }
 
 
-@pytest.mark.parametrize(("policy", "role"), [
-    ("worker-task-stream", "worker-task-role"),   # R3: workers publish job progress
-    ("api-stream-write", "api-role"),             # R2: the API publishes job.requested
-])
-def test_s4_producers_get_exactly_the_write_grant_on_the_programs_stream(stack_run, policy,
-                                                                          role):
+@pytest.mark.parametrize(
+    ("policy", "role"),
+    [
+        ("worker-task-stream", "worker-task-role"),  # R3: workers publish job progress
+        ("api-stream-write", "api-role"),  # R2: the API publishes job.requested
+    ],
+)
+def test_s4_producers_get_exactly_the_write_grant_on_the_programs_stream(stack_run, policy, role):
     attached = stack_run.one(ROLE_POLICY, policy)
     assert attached.inputs["role"] == stack_run.one("aws:iam/role:Role", role).id
     assert json.loads(attached.inputs["policy"]) == stream_write_policy(stack_run)
@@ -223,7 +284,10 @@ def test_s4_producers_get_exactly_the_write_grant_on_the_programs_stream(stack_r
 def test_s4_producers_cannot_read_the_stream(stack_run, role):
     actions = actions_of_role(stack_run, role)
     assert {a for a in actions if a.startswith("kinesis:")} == {
-        "kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"}
+        "kinesis:PutRecord",
+        "kinesis:PutRecords",
+        "kinesis:DescribeStreamSummary",
+    }
 
 
 # --- alarms notify the one topic (O2) ---------------------------------------------------------
@@ -233,8 +297,11 @@ def test_o2_every_alarm_of_the_program_notifies_and_clears_through_the_alarm_top
     topic = stack_run.outputs["alarmTopicArn"]
     alarms = stack_run.of_type(ALARM)
     assert len(alarms) >= 20
-    wrong = [(a.name, a.inputs.get("alarmActions"), a.inputs.get("okActions")) for a in alarms
-             if a.inputs.get("alarmActions") != [topic] or a.inputs.get("okActions") != [topic]]
+    wrong = [
+        (a.name, a.inputs.get("alarmActions"), a.inputs.get("okActions"))
+        for a in alarms
+        if a.inputs.get("alarmActions") != [topic] or a.inputs.get("okActions") != [topic]
+    ]
     assert wrong == []
     assert topic == stack_run.one("aws:sns/topic:Topic", "alarms-topic").state["arn"]
 
@@ -246,9 +313,9 @@ def test_o2_stack_files_subscribe_nobody_by_default(stack_run):
 def test_o2_alarm_email_from_config_subscribes_exactly_that_address():
     run = run_stack("dev", {"alarmEmail": "ops@example.com"})
     subscriptions = run.of_type(SUBSCRIPTION)
-    assert [(s.inputs["protocol"], s.inputs["endpoint"], s.inputs["topic"])
-            for s in subscriptions] == [("email", "ops@example.com",
-                                         run.outputs["alarmTopicArn"])]
+    assert [
+        (s.inputs["protocol"], s.inputs["endpoint"], s.inputs["topic"]) for s in subscriptions
+    ] == [("email", "ops@example.com", run.outputs["alarmTopicArn"])]
     assert run.warnings == []
 
 
@@ -285,6 +352,7 @@ def test_g1_the_deploying_account_reaches_account_scoped_names_and_policies(othe
     run = other_account_run
     assert run.outputs["auditBucketName"] == f"media-trail-{OTHER_ACCOUNT}-prod"
     assert run.outputs["alarmTopicArn"] == (
-        f"arn:aws:sns:eu-central-1:{OTHER_ACCOUNT}:media-alarms-prod")
+        f"arn:aws:sns:eu-central-1:{OTHER_ACCOUNT}:media-alarms-prod"
+    )
     root = json.loads(run.one("aws:kms/key:Key", "keys-database-key").inputs["policy"])
     assert root["Statement"][0]["Principal"] == {"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}

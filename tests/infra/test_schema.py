@@ -28,11 +28,22 @@ def key(purpose: str) -> str:
 
 def schema_args(namer, context, **overrides: Any) -> SchemaMigrationsArgs:
     values: dict[str, Any] = dict(
-        namer=namer, context=context, vpc_id="vpc-1", subnet_ids=SUBNETS,
-        code_path="build/lambda/migrate.zip", code_sha256="bWlncmF0ZQ==",
-        migrations_sha256="f" * 64, cluster_resource_id="cluster-ABC123", db_host="db.cluster.example", db_port=5432,
-        db_name="media", db_secret_arn=MASTER_SECRET, logs_key_arn=key("logs"),
-        secrets_key_arn=key("secrets"), log_retention_days=90)
+        namer=namer,
+        context=context,
+        vpc_id="vpc-1",
+        subnet_ids=SUBNETS,
+        code_path="build/lambda/migrate.zip",
+        code_sha256="bWlncmF0ZQ==",
+        migrations_sha256="f" * 64,
+        cluster_resource_id="cluster-ABC123",
+        db_host="db.cluster.example",
+        db_port=5432,
+        db_name="media",
+        db_secret_arn=MASTER_SECRET,
+        logs_key_arn=key("logs"),
+        secrets_key_arn=key("secrets"),
+        log_retention_days=90,
+    )
     values.update(overrides)
     return SchemaMigrationsArgs(**values)
 
@@ -42,22 +53,43 @@ def build(namer, context, **overrides: Any):
 
     def program():
         holder = pulumi.ComponentResource("media:test:Db", "db")
-        database_sg = RoleSecurityGroup("database-sg", role="database", description="db",
-                                        vpc_id="vpc-1", namer=namer, parent=holder)
-        writer = aws.rds.ClusterInstance("writer", cluster_identifier="c",
-                                         instance_class="db.serverless", engine="aurora-postgresql")
+        database_sg = RoleSecurityGroup(
+            "database-sg",
+            role="database",
+            description="db",
+            vpc_id="vpc-1",
+            namer=namer,
+            parent=holder,
+        )
+        writer = aws.rds.ClusterInstance(
+            "writer",
+            cluster_identifier="c",
+            instance_class="db.serverless",
+            engine="aurora-postgresql",
+        )
 
         def grant_secret(resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
-            return attach_grants(resource_name, role, [
-                Grant("ReadDatabaseSecret", ("secretsmanager:GetSecretValue",),
-                      (MASTER_SECRET,))], parent=holder)
+            return attach_grants(
+                resource_name,
+                role,
+                [Grant("ReadDatabaseSecret", ("secretsmanager:GetSecretValue",), (MASTER_SECRET,))],
+                parent=holder,
+            )
 
-        SchemaMigrations("schema", schema_args(
-            namer, context,
-            access_grants={"db-secret": grant_secret},
-            network_grants=(lambda group: database_sg.allow_from(group, POSTGRES, "migrate"),
-                            lambda group: group.allow_https_egress()),
-            run_after=[writer], **overrides))
+        SchemaMigrations(
+            "schema",
+            schema_args(
+                namer,
+                context,
+                access_grants={"db-secret": grant_secret},
+                network_grants=(
+                    lambda group: database_sg.allow_from(group, POSTGRES, "migrate"),
+                    lambda group: group.allow_https_egress(),
+                ),
+                run_after=[writer],
+                **overrides,
+            ),
+        )
 
     return run_components(program, region=REGION)
 
@@ -74,21 +106,32 @@ def test_r1_function_runs_the_migrate_handler_in_the_app_subnets_with_its_own_gr
     assert function["runtime"] == "python3.12"
     assert function["timeout"] == 300
     assert function["sourceCodeHash"] == "bWlncmF0ZQ=="
-    assert function["vpcConfig"] == {"subnetIds": SUBNETS,
-                                     "securityGroupIds": [run.named("schema-sg").id]}
+    assert function["vpcConfig"] == {
+        "subnetIds": SUBNETS,
+        "securityGroupIds": [run.named("schema-sg").id],
+    }
     assert run.named("schema-sg").inputs["name"] == "media-migrate-sg-test"
     assert function["kmsKeyArn"] == key("secrets")
     assert function["tracingConfig"] == {"mode": "Active"}
     logs = run.named("schema-function-logs").inputs
     assert (logs["name"], logs["kmsKeyId"], logs["retentionInDays"]) == (
-        "/aws/lambda/media-migrate-test", key("logs"), 90)
+        "/aws/lambda/media-migrate-test",
+        key("logs"),
+        90,
+    )
 
 
 def test_d5_g5_only_this_function_gets_the_master_secret_by_arn_never_its_value(run):
-    assert run.one(FUNCTION).inputs["environment"] == {"variables": {
-        "DB_HOST": "db.cluster.example", "DB_PORT": "5432", "DB_NAME": "media",
-        "DB_SSL": "require", "DB_SECRET_ARN": MASTER_SECRET, "LOG_LEVEL": "INFO",
-    }}
+    assert run.one(FUNCTION).inputs["environment"] == {
+        "variables": {
+            "DB_HOST": "db.cluster.example",
+            "DB_PORT": "5432",
+            "DB_NAME": "media",
+            "DB_SSL": "require",
+            "DB_SECRET_ARN": MASTER_SECRET,
+            "LOG_LEVEL": "INFO",
+        }
+    }
     role = run.one("aws:iam/role:Role", "schema-role")
     assert role.inputs["name"] == "media-migrate-lambda-test"
     secret_policy = run.named("schema-db-secret")
@@ -100,7 +143,10 @@ def test_r1_invocation_runs_again_for_new_migrations_new_code_or_a_new_cluster(r
     invocation = run.one(INVOCATION)
     assert invocation.inputs["functionName"] == "media-migrate-test"
     assert invocation.inputs["triggers"] == {
-        "migrations": "f" * 64, "code": "bWlncmF0ZQ==", "cluster": "cluster-ABC123"}
+        "migrations": "f" * 64,
+        "code": "bWlncmF0ZQ==",
+        "cluster": "cluster-ABC123",
+    }
     assert json.loads(invocation.inputs["input"]) == {"source": "pulumi"}
     assert "lifecycleScope" not in invocation.inputs  # CREATE_ONLY: never run on destroy
 
@@ -112,26 +158,39 @@ def test_r1_invocation_waits_for_the_writer_and_every_rule_that_opens_its_flows(
     assert {run.named(name).urn for name in rules} <= dependencies
     egress = run.named("schema-sg-to-database-sg").inputs
     assert (egress["fromPort"], egress["referencedSecurityGroupId"]) == (
-        POSTGRES, run.named("database-sg").id)
+        POSTGRES,
+        run.named("database-sg").id,
+    )
 
 
 def test_args_report_every_problem_at_once_naming_fields(namer, context):
     with pytest.raises(ValueError) as caught:
-        schema_args(namer, context, subnet_ids=SUBNETS[:1], code_sha256="", db_ssl="disable",
-                    timeout_seconds=901, log_retention_days=10).validate()
+        schema_args(
+            namer,
+            context,
+            subnet_ids=SUBNETS[:1],
+            code_sha256="",
+            db_ssl="disable",
+            timeout_seconds=901,
+            log_retention_days=10,
+        ).validate()
     message = str(caught.value)
-    for expected in ("subnet_ids: 1 given, allowed at least 2",
-                     "code_path/code_sha256/migrations_sha256: allowed a built package",
-                     "db_ssl='disable': allowed one of require, verify-full",
-                     "timeout_seconds=901: allowed 300..900",
-                     "log_retention_days=10: allowed one of"):
+    for expected in (
+        "subnet_ids: 1 given, allowed at least 2",
+        "code_path/code_sha256/migrations_sha256: allowed a built package",
+        "db_ssl='disable': allowed one of require, verify-full",
+        "timeout_seconds=901: allowed 300..900",
+        "log_retention_days=10: allowed one of",
+    ):
         assert expected in message
 
 
 def test_bad_args_register_nothing(namer, context):
     with pytest.raises(ValueError, match=r"timeout_seconds=5: allowed 300\.\.900") as caught:
-        run_components(lambda: SchemaMigrations(
-            "schema", schema_args(namer, context, timeout_seconds=5)), region=REGION)
+        run_components(
+            lambda: SchemaMigrations("schema", schema_args(namer, context, timeout_seconds=5)),
+            region=REGION,
+        )
     assert caught.value.registered == []
 
 
@@ -145,11 +204,14 @@ def test_program_ships_the_migrate_package_and_fingerprints_the_migrations_r1(de
     assert function["code"].path == "build/lambda/migrate.zip"
     assert not any(e.startswith(("services/api/", "redis/")) for e in package.entries)
     assert {"services/migrate/handler.py", "services/migrations/003_service_roles.sql"} <= set(
-        package.entries)
+        package.entries
+    )
     invocation = dev_run.one(INVOCATION)
     assert invocation.inputs["triggers"] == {
-        "migrations": migrations_fingerprint(), "code": package.sha256_base64,
-        "cluster": dev_run.one("aws:rds/cluster:Cluster").state["clusterResourceId"]}
+        "migrations": migrations_fingerprint(),
+        "code": package.sha256_base64,
+        "cluster": dev_run.one("aws:rds/cluster:Cluster").state["clusterResourceId"],
+    }
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -168,15 +230,20 @@ def test_program_migrates_after_the_writer_with_the_master_secret_d5(dev_run, pr
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_program_d5_g5_master_secret_reaches_the_migration_function_and_nothing_else(
-        dev_run, prod_run, stack):
+    dev_run, prod_run, stack
+):
     """No policy, task definition or function environment other than the migration
     function's names the master secret: the services log in with IAM tokens."""
     run = {"dev": dev_run, "prod": prod_run}[stack]
     master = run.one("aws:rds/cluster:Cluster").state["masterUserSecrets"][0]["secretArn"]
-    policies = {p.name for p in run.of_type("aws:iam/rolePolicy:RolePolicy")
-                if master in p.inputs["policy"]}
+    policies = {
+        p.name for p in run.of_type("aws:iam/rolePolicy:RolePolicy") if master in p.inputs["policy"]
+    }
     assert policies == {"schema-db-secret"}
-    holders = {r.name for r in run.resources
-               if r.type in (FUNCTION, "aws:ecs/taskDefinition:TaskDefinition")
-               and master in json.dumps(r.inputs, default=str)}
+    holders = {
+        r.name
+        for r in run.resources
+        if r.type in (FUNCTION, "aws:ecs/taskDefinition:TaskDefinition")
+        and master in json.dumps(r.inputs, default=str)
+    }
     assert holders == {"schema-function"}

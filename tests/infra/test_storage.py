@@ -18,8 +18,7 @@ FS = "aws:efs/fileSystem:FileSystem"
 
 
 def _args(namer, **overrides) -> SharedFileSystemArgs:
-    values = {"namer": namer, "vpc_id": "vpc-1", "subnet_ids": DATA_SUBNETS,
-              "kms_key_arn": FS_KEY}
+    values = {"namer": namer, "vpc_id": "vpc-1", "subnet_ids": DATA_SUBNETS, "kms_key_arn": FS_KEY}
     values.update(overrides)
     return SharedFileSystemArgs(**values)
 
@@ -34,12 +33,19 @@ def _run(namer, context, *, grant: bool = False, peer: bool = False, **overrides
         files = SharedFileSystem("files", _args(namer, **overrides))
         owner = _Peer("app")
         if peer:
-            group = RoleSecurityGroup("app-sg", role="app", description="app", vpc_id="vpc-1",
-                                      namer=namer, parent=owner)
+            group = RoleSecurityGroup(
+                "app-sg", role="app", description="app", vpc_id="vpc-1", namer=namer, parent=owner
+            )
             files.allow_from(group)
         if grant:
-            role = service_role("app-role", role="app", service="ecs-tasks.amazonaws.com",
-                                ctx=context, namer=namer, parent=owner)
+            role = service_role(
+                "app-role",
+                role="app",
+                service="ecs-tasks.amazonaws.com",
+                ctx=context,
+                namer=namer,
+                parent=owner,
+            )
             files.grant_mount("app-efs", role)
         return files
 
@@ -76,9 +82,11 @@ def test_backups_enabled_by_default(run):
 def test_backups_off_is_a_logged_opt_out(namer, context):
     run = _run(namer, context, backups=False)
     assert run.one("aws:efs/backupPolicy:BackupPolicy").inputs["backupPolicy"] == {
-        "status": "DISABLED"}
-    assert run.warnings == ["SharedFileSystem: backups=False turns off AWS Backup for the "
-                            "shared media file system"]
+        "status": "DISABLED"
+    }
+    assert run.warnings == [
+        "SharedFileSystem: backups=False turns off AWS Backup for the shared media file system"
+    ]
 
 
 def test_one_mount_target_per_data_subnet_in_the_file_system_group_w4_g7(run):
@@ -106,17 +114,34 @@ def test_file_system_policy_denies_plain_nfs_and_mounts_outside_the_access_point
     policy = run.one("aws:efs/fileSystemPolicy:FileSystemPolicy").inputs
     assert policy["fileSystemId"] == fs.id
     document = json.loads(policy["policy"])
-    actions = ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite",
-               "elasticfilesystem:ClientRootAccess"]
-    base = {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": actions,
-            "Resource": fs.state["arn"]}
-    assert document == {"Version": "2012-10-17", "Statement": [
-        {"Sid": "DenyUnencryptedTransport", **base,
-         "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-        {"Sid": "DenyMountOutsideAccessPoint", **base,
-         "Condition": {"StringNotEquals": {
-             "elasticfilesystem:AccessPointArn": ap.state["arn"]}}},
-    ]}
+    actions = [
+        "elasticfilesystem:ClientMount",
+        "elasticfilesystem:ClientWrite",
+        "elasticfilesystem:ClientRootAccess",
+    ]
+    base = {
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": actions,
+        "Resource": fs.state["arn"],
+    }
+    assert document == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyUnencryptedTransport",
+                **base,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "DenyMountOutsideAccessPoint",
+                **base,
+                "Condition": {
+                    "StringNotEquals": {"elasticfilesystem:AccessPointArn": ap.state["arn"]}
+                },
+            },
+        ],
+    }
     # No Allow at all: anonymous (non-IAM) NFS clients have nothing that lets them in.
     assert all(s["Effect"] == "Deny" for s in document["Statement"])
 
@@ -125,19 +150,39 @@ def test_allow_from_admits_only_nfs_from_the_peer_group_n3(run):
     files_sg, app_sg = run.named("files-sg").id, run.named("app-sg").id
     ingress = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     egress = run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-    assert [(r.name, r.inputs["securityGroupId"], r.inputs["referencedSecurityGroupId"],
-             r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"])
-            for r in ingress] == [("files-sg-from-media-app-sg-test", files_sg, app_sg, "tcp", 2049, 2049)]
-    assert [(r.inputs["securityGroupId"], r.inputs["referencedSecurityGroupId"],
-             r.inputs["fromPort"], r.inputs["toPort"]) for r in egress] == [
-        (app_sg, files_sg, 2049, 2049)]
+    assert [
+        (
+            r.name,
+            r.inputs["securityGroupId"],
+            r.inputs["referencedSecurityGroupId"],
+            r.inputs["ipProtocol"],
+            r.inputs["fromPort"],
+            r.inputs["toPort"],
+        )
+        for r in ingress
+    ] == [("files-sg-from-media-app-sg-test", files_sg, app_sg, "tcp", 2049, 2049)]
+    assert [
+        (
+            r.inputs["securityGroupId"],
+            r.inputs["referencedSecurityGroupId"],
+            r.inputs["fromPort"],
+            r.inputs["toPort"],
+        )
+        for r in egress
+    ] == [(app_sg, files_sg, 2049, 2049)]
 
 
 def test_allowing_the_same_peer_twice_is_an_error(namer):
     def build():
         files = SharedFileSystem("files", _args(namer))
-        group = RoleSecurityGroup("app-sg", role="app", description="app", vpc_id="vpc-1",
-                                  namer=namer, parent=_Peer("app"))
+        group = RoleSecurityGroup(
+            "app-sg",
+            role="app",
+            description="app",
+            vpc_id="vpc-1",
+            namer=namer,
+            parent=_Peer("app"),
+        )
         files.allow_from(group)
         files.allow_from(group)
 
@@ -157,39 +202,67 @@ def test_grant_mount_allows_mount_and_write_through_the_access_point_only(run):
     ap = run.one("aws:efs/accessPoint:AccessPoint")
     policy = run.one("aws:iam/rolePolicy:RolePolicy", "app-efs")
     assert policy.inputs["role"] == run.named("app-role").id
-    assert json.loads(policy.inputs["policy"]) == {"Version": "2012-10-17", "Statement": [{
-        "Sid": "MountSharedMediaThroughAccessPoint",
-        "Effect": "Allow",
-        "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
-        "Resource": [fs.state["arn"]],
-        "Condition": {"StringEquals": {"elasticfilesystem:AccessPointArn": ap.state["arn"]}},
-    }]}
+    assert json.loads(policy.inputs["policy"]) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "MountSharedMediaThroughAccessPoint",
+                "Effect": "Allow",
+                "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                "Resource": [fs.state["arn"]],
+                "Condition": {
+                    "StringEquals": {"elasticfilesystem:AccessPointArn": ap.state["arn"]}
+                },
+            }
+        ],
+    }
 
 
 def test_children_are_parented_to_the_component(run):
     component = run.one("media:storage:SharedFileSystem")
     children = sorted(r.name for r in run.resources if r.parent_urn == component.urn)
-    assert children == sorted([
-        "files-fs", "files-sg", "files-mount-0", "files-mount-1", "files-mount-2",
-        "files-backup", "files-ap", "files-policy", "files-sg-from-media-app-sg-test",
-        "app-efs"])
+    assert children == sorted(
+        [
+            "files-fs",
+            "files-sg",
+            "files-mount-0",
+            "files-mount-1",
+            "files-mount-2",
+            "files-backup",
+            "files-ap",
+            "files-policy",
+            "files-sg-from-media-app-sg-test",
+            "app-efs",
+        ]
+    )
     assert len(children) == 10
     assert all(r.name in children for r in run.resources if r.type.startswith("aws:efs/"))
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"subnet_ids": ["subnet-a"]},
-     "subnet_ids=1 subnet(s): allowed one data subnet per AZ, at least 2 (G7)"),
-    ({"root_path": "media"},
-     "root_path='media': allowed an absolute path like /media (letters, digits, _ . -), not /"),
-    ({"root_path": "/"},
-     "root_path='/': allowed an absolute path like /media (letters, digits, _ . -), not /"),
-    ({"owner_uid": 0}, "owner_uid=0: allowed 1..4294967295 (never root)"),
-    ({"owner_gid": -1}, "owner_gid=-1: allowed 1..4294967295 (never root)"),
-    ({"permissions": "rwx"}, "permissions='rwx': allowed an octal mode like 750"),
-    ({"transition_to_ia": "AFTER_2_DAYS"},
-     "transition_to_ia='AFTER_2_DAYS': allowed one of AFTER_1_DAY, AFTER_7_DAYS"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"subnet_ids": ["subnet-a"]},
+            "subnet_ids=1 subnet(s): allowed one data subnet per AZ, at least 2 (G7)",
+        ),
+        (
+            {"root_path": "media"},
+            "root_path='media': allowed an absolute path like /media (letters, digits, _ . -), not /",
+        ),
+        (
+            {"root_path": "/"},
+            "root_path='/': allowed an absolute path like /media (letters, digits, _ . -), not /",
+        ),
+        ({"owner_uid": 0}, "owner_uid=0: allowed 1..4294967295 (never root)"),
+        ({"owner_gid": -1}, "owner_gid=-1: allowed 1..4294967295 (never root)"),
+        ({"permissions": "rwx"}, "permissions='rwx': allowed an octal mode like 750"),
+        (
+            {"transition_to_ia": "AFTER_2_DAYS"},
+            "transition_to_ia='AFTER_2_DAYS': allowed one of AFTER_1_DAY, AFTER_7_DAYS",
+        ),
+    ],
+)
 def test_bad_args_rejected_before_any_resource(namer, overrides, message):
     with pytest.raises(ValueError) as error:
         _args(namer, **overrides).validate()
@@ -203,7 +276,8 @@ def test_every_problem_reported_at_once(namer):
     assert str(error.value) == (
         "SharedFileSystemArgs: subnet_ids=0 subnet(s): allowed one data subnet per AZ, at "
         "least 2 (G7); owner_uid=0: allowed 1..4294967295 (never root); permissions='x': "
-        "allowed an octal mode like 750")
+        "allowed an octal mode like 750"
+    )
 
 
 def test_component_registers_nothing_on_bad_args(namer, context):
@@ -215,8 +289,14 @@ def test_component_registers_nothing_on_bad_args(namer, context):
 def test_grant_mount_returns_the_role_policy_for_depends_on(namer, context):
     def build():
         files = SharedFileSystem("files", _args(namer))
-        role = service_role("app-role", role="app", service="ecs-tasks.amazonaws.com",
-                            ctx=context, namer=namer, parent=_Peer("app"))
+        role = service_role(
+            "app-role",
+            role="app",
+            service="ecs-tasks.amazonaws.com",
+            ctx=context,
+            namer=namer,
+            parent=_Peer("app"),
+        )
         policy = files.grant_mount("app-efs", role)
         pulumi.export("urn", policy.urn)
         pulumi.export("role", policy.role)
@@ -231,8 +311,11 @@ def test_grant_mount_returns_the_role_policy_for_depends_on(namer, context):
 
 
 def guarded(run):
-    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
-            if r.protect or r.retain_on_delete}
+    return {
+        (r.type, r.name, r.protect, r.retain_on_delete)
+        for r in run.resources
+        if r.protect or r.retain_on_delete
+    }
 
 
 def test_g3_file_system_is_deleted_on_destroy_by_default(run):

@@ -30,21 +30,40 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 WRITE_STATEMENTS = [
-    {"Sid": "StreamWrite", "Effect": "Allow",
-     "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
-     "Resource": [STREAM_ARN]},
-    {"Sid": "StreamKeyEncrypt", "Effect": "Allow", "Action": ["kms:GenerateDataKey"],
-     "Resource": [KEY_ARN],
-     "Condition": {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": STREAM_ARN}}},
+    {
+        "Sid": "StreamWrite",
+        "Effect": "Allow",
+        "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
+        "Resource": [STREAM_ARN],
+    },
+    {
+        "Sid": "StreamKeyEncrypt",
+        "Effect": "Allow",
+        "Action": ["kms:GenerateDataKey"],
+        "Resource": [KEY_ARN],
+        "Condition": {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": STREAM_ARN}},
+    },
 ]
 READ_STATEMENTS = [
-    {"Sid": "StreamRead", "Effect": "Allow",
-     "Action": ["kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:DescribeStream",
-                "kinesis:DescribeStreamSummary", "kinesis:ListShards"],
-     "Resource": [STREAM_ARN]},
-    {"Sid": "StreamKeyDecrypt", "Effect": "Allow", "Action": ["kms:Decrypt"],
-     "Resource": [KEY_ARN],
-     "Condition": {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": STREAM_ARN}}},
+    {
+        "Sid": "StreamRead",
+        "Effect": "Allow",
+        "Action": [
+            "kinesis:GetRecords",
+            "kinesis:GetShardIterator",
+            "kinesis:DescribeStream",
+            "kinesis:DescribeStreamSummary",
+            "kinesis:ListShards",
+        ],
+        "Resource": [STREAM_ARN],
+    },
+    {
+        "Sid": "StreamKeyDecrypt",
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt"],
+        "Resource": [KEY_ARN],
+        "Condition": {"StringEquals": {"kms:EncryptionContext:aws:kinesis:arn": STREAM_ARN}},
+    },
 ]
 
 
@@ -86,9 +105,12 @@ def test_s1_provisioned_sets_mode_and_shard_count(base_args):
 
 def test_s1_capacity_inputs_pure():
     assert capacity_inputs(StreamMode.ON_DEMAND, None) == {
-        "stream_mode_details": {"stream_mode": "ON_DEMAND"}}
+        "stream_mode_details": {"stream_mode": "ON_DEMAND"}
+    }
     assert capacity_inputs(StreamMode.PROVISIONED, 3) == {
-        "stream_mode_details": {"stream_mode": "PROVISIONED"}, "shard_count": 3}
+        "stream_mode_details": {"stream_mode": "PROVISIONED"},
+        "shard_count": 3,
+    }
 
 
 def test_g2_stream_name_from_namer_and_name_tag(base_args):
@@ -143,23 +165,30 @@ def test_s4_grant_write_attaches_exact_producer_policy(base_args):
     policy = run.one(ROLE_POLICY, "producer-stream-write")
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "producer").id
     assert json.loads(policy.inputs["policy"]) == {
-        "Version": "2012-10-17", "Statement": WRITE_STATEMENTS}
+        "Version": "2012-10-17",
+        "Statement": WRITE_STATEMENTS,
+    }
 
 
 def test_s4_grant_read_attaches_exact_consumer_policy(base_args):
     run = build(base_args, grants=True)
     assert policy_of(run, "producer-stream-read") == {
-        "Version": "2012-10-17", "Statement": READ_STATEMENTS}
+        "Version": "2012-10-17",
+        "Statement": READ_STATEMENTS,
+    }
 
 
 def test_s4_grant_helpers_return_the_role_policy(base_args):
     """Each helper returns the policy it attached (callers `depends_on` it), with its own
     statements: the write helper never hands back the read policy or the reverse."""
+
     def program():
         stream = AnalyticsStream("stream", base_args)
         role = aws.iam.Role("producer", assume_role_policy="{}")
-        for kind, policy in (("write", stream.grant_write("w", role)),
-                             ("read", stream.grant_read("r", role))):
+        for kind, policy in (
+            ("write", stream.grant_write("w", role)),
+            ("read", stream.grant_read("r", role)),
+        ):
             pulumi.export(f"{kind}_urn", policy.urn)
             pulumi.export(f"{kind}_policy", policy.policy)
 
@@ -178,8 +207,7 @@ def alarm(run, name: str) -> dict:
 
 
 def test_s5_iterator_age_alarm(base_args):
-    inputs = alarm(build(replace(base_args, iterator_age_alarm_ms=45000)),
-                   "stream-iterator-age")
+    inputs = alarm(build(replace(base_args, iterator_age_alarm_ms=45000)), "stream-iterator-age")
     assert inputs["namespace"] == "AWS/Kinesis"
     assert inputs["metricName"] == "GetRecords.IteratorAgeMilliseconds"
     assert inputs["dimensions"] == {"StreamName": "media-kinesis-test"}
@@ -204,22 +232,26 @@ def test_s5_throttling_alarms(base_args, direction):
 
 def test_s5_exactly_three_stream_alarms(base_args):
     assert sorted(a.name for a in build(base_args).of_type(ALARM)) == [
-        "stream-iterator-age", "stream-read-throttled", "stream-write-throttled"]
+        "stream-iterator-age",
+        "stream-read-throttled",
+        "stream-write-throttled",
+    ]
 
 
 # --- bad args -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"mode": StreamMode.PROVISIONED, "shard_count": 0}, "shard_count=0: allowed 1..500"),
-    ({"mode": StreamMode.PROVISIONED, "shard_count": 501},
-     "shard_count=501: allowed 1..500"),
-    ({"shard_count": 2},
-     "shard_count=2: allowed unset (default 1) when mode is ON_DEMAND"),
-    ({"retention_hours": 23}, "retention_hours=23: allowed 24..8760"),
-    ({"retention_hours": 8761}, "retention_hours=8761: allowed 24..8760"),
-    ({"iterator_age_alarm_ms": 999}, "iterator_age_alarm_ms=999: allowed 1000..604800000"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mode": StreamMode.PROVISIONED, "shard_count": 0}, "shard_count=0: allowed 1..500"),
+        ({"mode": StreamMode.PROVISIONED, "shard_count": 501}, "shard_count=501: allowed 1..500"),
+        ({"shard_count": 2}, "shard_count=2: allowed unset (default 1) when mode is ON_DEMAND"),
+        ({"retention_hours": 23}, "retention_hours=23: allowed 24..8760"),
+        ({"retention_hours": 8761}, "retention_hours=8761: allowed 24..8760"),
+        ({"iterator_age_alarm_ms": 999}, "iterator_age_alarm_ms=999: allowed 1000..604800000"),
+    ],
+)
 def test_bad_args_rejected_before_any_resource(base_args, changes, message):
     with pytest.raises(ValueError) as error:
         replace(base_args, **changes).validate()
@@ -252,19 +284,23 @@ def settings_problems(raw: dict[str, str]) -> str:
 @pytest.mark.parametrize("hours", ["23", "8761"])
 def test_g8_retention_out_of_range_rejected(hours):
     assert f"streamRetentionHours={hours}: allowed 24..8760" in settings_problems(
-        {"streamRetentionHours": hours})
+        {"streamRetentionHours": hours}
+    )
 
 
 def test_g8_unknown_stream_mode_rejected():
     assert 'streamMode="PAY_PER_USE": allowed one of ON_DEMAND, PROVISIONED' in (
-        settings_problems({"streamMode": "PAY_PER_USE"}))
+        settings_problems({"streamMode": "PAY_PER_USE"})
+    )
 
 
 def test_g8_whole_program_fails_on_shard_count_with_on_demand():
     with pytest.raises(ConfigError) as error:
         run_stack("prod", {"streamShardCount": 8})
-    assert ("streamShardCount=8: allowed unset (default 1) when streamMode is ON_DEMAND (AWS "
-            "sizes on-demand streams itself)") in error.value.problems
+    assert (
+        "streamShardCount=8: allowed unset (default 1) when streamMode is ON_DEMAND (AWS "
+        "sizes on-demand streams itself)"
+    ) in error.value.problems
     assert error.value.registered == []  # type: ignore[attr-defined]
 
 
@@ -322,8 +358,11 @@ def test_program_iterator_age_threshold_from_config():
 
 
 def guarded(run):
-    return {(r.type, r.name, r.protect, r.retain_on_delete) for r in run.resources
-            if r.protect or r.retain_on_delete}
+    return {
+        (r.type, r.name, r.protect, r.retain_on_delete)
+        for r in run.resources
+        if r.protect or r.retain_on_delete
+    }
 
 
 def test_g3_stream_is_deleted_on_destroy_by_default(base_args):

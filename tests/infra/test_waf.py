@@ -12,17 +12,29 @@ STAGE = "arn:aws:apigateway:eu-central-1::/restapis/abc/stages/v1"
 
 
 def waf_args(namer, context, **changes) -> RegionalWafArgs:
-    values = dict(namer=namer, context=context, stem="api", description="test ACL",
-                  resource_arn=STAGE, rate_limit=2000, logs_key_arn=LOGS_KEY)
+    values = dict(
+        namer=namer,
+        context=context,
+        stem="api",
+        description="test ACL",
+        resource_arn=STAGE,
+        rate_limit=2000,
+        logs_key_arn=LOGS_KEY,
+    )
     return RegionalWafArgs(**{**values, **changes})
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"rate_limit": WAF_MIN_RATE_LIMIT - 1}, f"rate_limit=9: allowed 10..{WAF_MAX_RATE_LIMIT}"),
-    ({"rate_limit": WAF_MAX_RATE_LIMIT + 1},
-     f"rate_limit={WAF_MAX_RATE_LIMIT + 1}: allowed 10..{WAF_MAX_RATE_LIMIT}"),
-    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rate_limit": WAF_MIN_RATE_LIMIT - 1}, f"rate_limit=9: allowed 10..{WAF_MAX_RATE_LIMIT}"),
+        (
+            {"rate_limit": WAF_MAX_RATE_LIMIT + 1},
+            f"rate_limit={WAF_MAX_RATE_LIMIT + 1}: allowed 10..{WAF_MAX_RATE_LIMIT}",
+        ),
+        ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
+    ],
+)
 def test_a6_bad_waf_args_name_the_field_and_register_nothing(namer, context, changes, message):
     import pulumi
 

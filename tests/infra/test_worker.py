@@ -34,8 +34,9 @@ APP_SUBNETS = ["subnet-app-a", "subnet-app-b"]
 REPO_URL = f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/media-worker-test"
 REPO_ARN = f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/media-worker-test"
 LOG_GROUP_ARN = f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/ecs/media-worker-test"
-CONTENT_KEY_ARN = (f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:"
-                   "secret:media-content-key-test-AbCdEf")
+CONTENT_KEY_ARN = (
+    f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-content-key-test-AbCdEf"
+)
 TASK_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/media-worker-task-test"
 EXEC_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/media-worker-exec-test"
 
@@ -54,11 +55,17 @@ def key(purpose: str) -> str:
 
 def connections(**overrides: Any) -> WorkerConnections:
     values: dict[str, Any] = {
-        "db_host": "db.cluster.example", "db_port": 5432, "db_name": "media",
-        "redis_host": "master.cache.example", "redis_port": 6379,
-        "redis_tls": True, "redis_auth_secret_arn": REDIS_SECRET,
-        "stream_name": "media-kinesis-test", "jobs_queue_url": "https://sqs.example/jobs",
-        "jobs_queue_name": "media-jobs-test", "dead_letter_queue_url": "https://sqs.example/dlq",
+        "db_host": "db.cluster.example",
+        "db_port": 5432,
+        "db_name": "media",
+        "redis_host": "master.cache.example",
+        "redis_port": 6379,
+        "redis_tls": True,
+        "redis_auth_secret_arn": REDIS_SECRET,
+        "stream_name": "media-kinesis-test",
+        "jobs_queue_url": "https://sqs.example/jobs",
+        "jobs_queue_name": "media-jobs-test",
+        "dead_letter_queue_url": "https://sqs.example/dlq",
         "max_receive_count": 5,
     }
     values.update(overrides)
@@ -67,35 +74,54 @@ def connections(**overrides: Any) -> WorkerConnections:
 
 def fake_grant(sid: str, arn: str):
     """Stands in for a tier's grant helper: one recognisable statement, on the role given."""
+
     def grant(resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
-        return attach_grants(resource_name, role, [Grant(sid, ("sqs:ReceiveMessage",), (arn,))],
-                             parent=role)
+        return attach_grants(
+            resource_name, role, [Grant(sid, ("sqs:ReceiveMessage",), (arn,))], parent=role
+        )
+
     return grant
 
 
 def worker_args(namer, context, files: SharedFileSystem | None, **overrides: Any):
     values: dict[str, Any] = {
-        "namer": namer, "context": context, "vpc_id": "vpc-test", "subnet_ids": APP_SUBNETS,
-        "connections": connections(), "logs_key_arn": key("logs"),
-        "images_key_arn": key("images"), "secrets_key_arn": key("secrets"),
+        "namer": namer,
+        "context": context,
+        "vpc_id": "vpc-test",
+        "subnet_ids": APP_SUBNETS,
+        "connections": connections(),
+        "logs_key_arn": key("logs"),
+        "images_key_arn": key("images"),
+        "secrets_key_arn": key("secrets"),
         "alarm_topic_arn": TOPIC,
         "execution_grants": {"cache-secret": fake_grant("FakeCacheSecret", REDIS_SECRET)},
-        "task_grants": {"jobs": fake_grant("FakeJobs", "arn:jobs"),
-                        "stream": fake_grant("FakeStream", "arn:stream")},
+        "task_grants": {
+            "jobs": fake_grant("FakeJobs", "arn:jobs"),
+            "stream": fake_grant("FakeStream", "arn:stream"),
+        },
     }
     if files is not None:
         values["shared_volume"] = SharedVolume(
-            file_system_id=files.file_system_id, access_point_id=files.access_point_id,
-            grant_mount=files.grant_mount, mount_targets=files.mount_targets)
+            file_system_id=files.file_system_id,
+            access_point_id=files.access_point_id,
+            grant_mount=files.grant_mount,
+            mount_targets=files.mount_targets,
+        )
     values.update(overrides)
     return MediaWorkerServiceArgs(**values)
 
 
 def build_run(namer, context, **overrides: Any):
     def build():
-        files = SharedFileSystem("files", SharedFileSystemArgs(
-            namer=namer, vpc_id="vpc-test", subnet_ids=["subnet-data-a", "subnet-data-b"],
-            kms_key_arn=key("filesystem")))
+        files = SharedFileSystem(
+            "files",
+            SharedFileSystemArgs(
+                namer=namer,
+                vpc_id="vpc-test",
+                subnet_ids=["subnet-data-a", "subnet-data-b"],
+                kms_key_arn=key("filesystem"),
+            ),
+        )
         MediaWorkerService("worker", worker_args(namer, context, files, **overrides))
 
     return run_components(build)
@@ -106,8 +132,9 @@ def run():
     from components.kms import AwsContext
     from components.naming import Namer
 
-    return build_run(Namer("media", "test"),
-                     AwsContext(account_id=ACCOUNT_ID, partition="aws", region=REGION))
+    return build_run(
+        Namer("media", "test"), AwsContext(account_id=ACCOUNT_ID, partition="aws", region=REGION)
+    )
 
 
 def container(run) -> dict[str, Any]:
@@ -158,8 +185,10 @@ def test_w2_service_uses_the_strategy_and_no_launch_type_pitfalls_70_71(run):
 def test_w1_service_in_private_subnets_without_public_ip_in_its_own_group(run):
     service = run.one(SERVICE).inputs
     assert service["networkConfiguration"] == {
-        "subnets": APP_SUBNETS, "securityGroups": [run.named("worker-sg").id],
-        "assignPublicIp": False}
+        "subnets": APP_SUBNETS,
+        "securityGroups": [run.named("worker-sg").id],
+        "assignPublicIp": False,
+    }
     assert service["cluster"] == run.one("aws:ecs/cluster:Cluster").state["arn"]
     assert service["taskDefinition"] == run.one(TASK_DEF).state["arn"]
 
@@ -210,24 +239,38 @@ def test_repository_immutable_scanned_kms_encrypted_and_destroyable_g3(run):
     assert repo["name"] == "media-worker-test"
     assert repo["imageTagMutability"] == "IMMUTABLE"
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert repo["encryptionConfigurations"] == [{"encryptionType": "KMS",
-                                                 "kmsKey": key("images")}]
+    assert repo["encryptionConfigurations"] == [{"encryptionType": "KMS", "kmsKey": key("images")}]
     assert repo["forceDelete"] is True
 
 
 def test_repository_lifecycle_expires_untagged_and_keeps_last_20(run):
     policy = run.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs
     assert policy["repository"] == "media-worker-test"
-    assert json.loads(policy["policy"]) == {"rules": [
-        {"rulePriority": 1, "description": "expire untagged images after 7 days",
-         "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
-                       "countUnit": "days", "countNumber": 7},
-         "action": {"type": "expire"}},
-        {"rulePriority": 2, "description": "keep the last 20 images",
-         "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
-                       "countNumber": 20},
-         "action": {"type": "expire"}},
-    ]}
+    assert json.loads(policy["policy"]) == {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": "expire untagged images after 7 days",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": 7,
+                },
+                "action": {"type": "expire"},
+            },
+            {
+                "rulePriority": 2,
+                "description": "keep the last 20 images",
+                "selection": {
+                    "tagStatus": "any",
+                    "countType": "imageCountMoreThan",
+                    "countNumber": 20,
+                },
+                "action": {"type": "expire"},
+            },
+        ]
+    }
     assert json.loads(policy["policy"]) == ecr_lifecycle_policy()
 
 
@@ -239,8 +282,9 @@ def test_image_built_from_services_for_amd64_and_pushed_with_a_content_tag(run):
     assert image["push"] is True
     assert image["buildOnPreview"] is False
     assert image["tags"] == [f"{REPO_URL}:{content_tag(ROOT / 'services')}"]
-    assert image["registries"] == [{"address": REPO_URL, "username": "AWS",
-                                    "password": "mock-ecr-token"}]
+    assert image["registries"] == [
+        {"address": REPO_URL, "username": "AWS", "password": "mock-ecr-token"}
+    ]
 
 
 def test_container_runs_the_pushed_digest_not_a_tag(run):
@@ -256,12 +300,22 @@ def test_external_image_skips_the_build_and_scopes_the_pull_to_its_repository(na
     assert container(run)["image"] == image
     statements = policy_statements(run, "worker-exec-policy")
     assert statements[:2] == [
-        {"Sid": "EcrAuthorizationToken", "Effect": "Allow",
-         "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]},
-        {"Sid": "PullWorkerImage", "Effect": "Allow",
-         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer"],
-         "Resource": ["arn:aws:ecr:us-east-1:210987654321:repository/team/worker"]},
+        {
+            "Sid": "EcrAuthorizationToken",
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken"],
+            "Resource": ["*"],
+        },
+        {
+            "Sid": "PullWorkerImage",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            "Resource": ["arn:aws:ecr:us-east-1:210987654321:repository/team/worker"],
+        },
     ]
     assert "DecryptImageLayers" not in {s["Sid"] for s in statements}
 
@@ -270,7 +324,8 @@ def test_public_external_image_needs_no_ecr_permissions(namer, context):
     run = build_run(namer, context, image="public.ecr.aws/acme/worker:1.2.3")
     assert run.of_type(IMAGE) == []
     assert [s["Sid"] for s in policy_statements(run, "worker-exec-policy")] == [
-        "WriteContainerLogs"]
+        "WriteContainerLogs"
+    ]
 
 
 # -- W3: task definition and container -------------------------------------------------
@@ -282,8 +337,10 @@ def test_w3_task_definition_is_fargate_awsvpc_x86_with_config_sizes(run):
     assert (task["cpu"], task["memory"]) == ("512", "1024")
     assert task["networkMode"] == "awsvpc"
     assert task["requiresCompatibilities"] == ["FARGATE"]
-    assert task["runtimePlatform"] == {"cpuArchitecture": "X86_64",
-                                       "operatingSystemFamily": "LINUX"}
+    assert task["runtimePlatform"] == {
+        "cpuArchitecture": "X86_64",
+        "operatingSystemFamily": "LINUX",
+    }
     assert task["executionRoleArn"] == EXEC_ROLE_ARN
     assert task["taskRoleArn"] == TASK_ROLE_ARN
     assert "platformVersion" not in run.one(SERVICE).inputs  # LATEST: EFS needs >= 1.4.0
@@ -301,33 +358,56 @@ def test_w3_container_runs_non_root_on_a_read_only_root_with_tmp_scratch(run):
         {"sourceVolume": "scratch", "containerPath": "/tmp", "readOnly": False},
         {"sourceVolume": "media", "containerPath": "/mnt/media", "readOnly": False},
     ]
-    assert c["healthCheck"] == {"command": ["CMD", "python", "-m", "services.worker.healthcheck"],
-                                "interval": 30, "timeout": 10, "retries": 3, "startPeriod": 120}
+    assert c["healthCheck"] == {
+        "command": ["CMD", "python", "-m", "services.worker.healthcheck"],
+        "interval": 30,
+        "timeout": 10,
+        "retries": 3,
+        "startPeriod": 120,
+    }
 
 
 def test_w9_container_logs_to_the_precreated_encrypted_group(run):
     group = run.named("worker-logs").inputs
-    assert group == {"name": "/ecs/media-worker-test", "kmsKeyId": key("logs"),
-                     "retentionInDays": 30}
-    assert container(run)["logConfiguration"] == {"logDriver": "awslogs", "options": {
-        "awslogs-group": "/ecs/media-worker-test", "awslogs-region": REGION,
-        "awslogs-stream-prefix": "worker"}}
+    assert group == {
+        "name": "/ecs/media-worker-test",
+        "kmsKeyId": key("logs"),
+        "retentionInDays": 30,
+    }
+    assert container(run)["logConfiguration"] == {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": "/ecs/media-worker-test",
+            "awslogs-region": REGION,
+            "awslogs-stream-prefix": "worker",
+        },
+    }
 
 
 def test_w3_environment_carries_endpoints_names_and_arns_only(run):
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
     assert environment == {
-        "DB_HOST": "db.cluster.example", "DB_PORT": "5432", "DB_NAME": "media",
-        "DB_SSL": "require", "DB_IAM_USER": "media_worker", "REDIS_HOST": "master.cache.example", "REDIS_PORT": "6379",
-        "REDIS_TLS": "true", "STREAM_NAME": "media-kinesis-test",
+        "DB_HOST": "db.cluster.example",
+        "DB_PORT": "5432",
+        "DB_NAME": "media",
+        "DB_SSL": "require",
+        "DB_IAM_USER": "media_worker",
+        "REDIS_HOST": "master.cache.example",
+        "REDIS_PORT": "6379",
+        "REDIS_TLS": "true",
+        "STREAM_NAME": "media-kinesis-test",
         "JOBS_QUEUE_URL": "https://sqs.example/jobs",
-        "DEAD_LETTER_QUEUE_URL": "https://sqs.example/dlq", "MAX_RECEIVE_COUNT": "5",
-        "JOB_TIMEOUT_SECONDS": "900", "VISIBILITY_TIMEOUT_SECONDS": "1200",
-        "STOP_TIMEOUT_SECONDS": "100", "MEDIA_ROOT": "/mnt/media", "SCRATCH_DIR": "/tmp",
-        "CONTENT_KEY_SECRET_ARN": CONTENT_KEY_ARN, "LOG_LEVEL": "INFO",
+        "DEAD_LETTER_QUEUE_URL": "https://sqs.example/dlq",
+        "MAX_RECEIVE_COUNT": "5",
+        "JOB_TIMEOUT_SECONDS": "900",
+        "VISIBILITY_TIMEOUT_SECONDS": "1200",
+        "STOP_TIMEOUT_SECONDS": "100",
+        "MEDIA_ROOT": "/mnt/media",
+        "SCRATCH_DIR": "/tmp",
+        "CONTENT_KEY_SECRET_ARN": CONTENT_KEY_ARN,
+        "LOG_LEVEL": "INFO",
     }
-    assert not any(k in environment for k in ("DB_PASSWORD", "DB_USERNAME",
-                                              "REDIS_AUTH_TOKEN"))
+    assert not any(k in environment for k in ("DB_PASSWORD", "DB_USERNAME", "REDIS_AUTH_TOKEN"))
 
 
 def test_d6_database_tls_can_be_verified_once_the_image_ships_the_rds_bundle(namer, context):
@@ -341,8 +421,9 @@ def test_w3_d6_only_the_cache_token_is_injected_the_database_takes_iam_tokens(ru
 
 
 def test_no_secret_injected_when_the_cache_has_no_auth(namer, context):
-    run = build_run(namer, context, connections=connections(redis_auth_secret_arn=None,
-                                                            redis_tls=False))
+    run = build_run(
+        namer, context, connections=connections(redis_auth_secret_arn=None, redis_tls=False)
+    )
     assert container(run)["secrets"] == []
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
     assert environment["REDIS_TLS"] == "false"
@@ -354,9 +435,14 @@ def test_w4_efs_volume_with_tls_and_iam_through_the_access_point_pitfall_65(run)
     file_system = run.one("aws:efs/fileSystem:FileSystem").id
     assert volumes == [
         {"name": "scratch"},
-        {"name": "media", "efsVolumeConfiguration": {
-            "fileSystemId": file_system, "transitEncryption": "ENABLED",
-            "authorizationConfig": {"accessPointId": access_point, "iam": "ENABLED"}}},
+        {
+            "name": "media",
+            "efsVolumeConfiguration": {
+                "fileSystemId": file_system,
+                "transitEncryption": "ENABLED",
+                "authorizationConfig": {"accessPointId": access_point, "iam": "ENABLED"},
+            },
+        },
     ]
     assert run.warnings == []
 
@@ -370,7 +456,8 @@ def test_w4_efs_mount_off_is_a_logged_opt_out_without_volume_or_grant(namer, con
     assert not mount_targets & set(run.one(SERVICE).dependencies)
     assert run.warnings == [
         "MediaWorkerService: efs_mount=False (config workerEfsMount=false): workers get no "
-        "shared media volume at /mnt/media (W4 opt-out)"]
+        "shared media volume at /mnt/media (W4 opt-out)"
+    ]
 
 
 # -- W3: execution role and task role --------------------------------------------------
@@ -381,71 +468,105 @@ def test_roles_trust_ecs_tasks_of_this_account_only(run, role_name):
     role = next(r for r in run.of_type("aws:iam/role:Role") if r.inputs["name"] == role_name)
     assert json.loads(role.inputs["assumeRolePolicy"]) == {
         "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID},
-                          "ArnLike": {"aws:SourceArn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:*"}},
-        }],
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:*"},
+                },
+            }
+        ],
     }
 
 
 def test_w3_execution_role_pulls_only_this_repository_and_writes_only_its_logs(run):
     assert role_of(run, "worker-exec-policy") == "media-worker-exec-test"
     assert policy_statements(run, "worker-exec-policy") == [
-        {"Sid": "EcrAuthorizationToken", "Effect": "Allow",
-         "Action": ["ecr:GetAuthorizationToken"], "Resource": ["*"]},
-        {"Sid": "PullWorkerImage", "Effect": "Allow",
-         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer"],
-         "Resource": [REPO_ARN]},
-        {"Sid": "DecryptImageLayers", "Effect": "Allow", "Action": ["kms:Decrypt"],
-         "Resource": [key("images")],
-         "Condition": {"StringEquals": {"kms:ViaService": f"ecr.{REGION}.amazonaws.com"}}},
-        {"Sid": "WriteContainerLogs", "Effect": "Allow",
-         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": [f"{LOG_GROUP_ARN}:*"]},
+        {
+            "Sid": "EcrAuthorizationToken",
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken"],
+            "Resource": ["*"],
+        },
+        {
+            "Sid": "PullWorkerImage",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            "Resource": [REPO_ARN],
+        },
+        {
+            "Sid": "DecryptImageLayers",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": [key("images")],
+            "Condition": {"StringEquals": {"kms:ViaService": f"ecr.{REGION}.amazonaws.com"}},
+        },
+        {
+            "Sid": "WriteContainerLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"{LOG_GROUP_ARN}:*"],
+        },
     ]
 
 
 def test_w3_injected_secrets_are_granted_to_the_execution_role_via_the_tier_helper(run):
     assert role_of(run, "worker-exec-cache-secret") == "media-worker-exec-test"
     assert [s["Sid"] for s in policy_statements(run, "worker-exec-cache-secret")] == [
-        "FakeCacheSecret"]
+        "FakeCacheSecret"
+    ]
 
 
 def test_w3_task_role_reads_the_content_key_and_gets_each_tier_grant(run):
     assert role_of(run, "worker-task-policy") == "media-worker-task-test"
     assert policy_statements(run, "worker-task-policy") == [
-        {"Sid": "ReadContentKey", "Effect": "Allow",
-         "Action": ["secretsmanager:GetSecretValue"], "Resource": [CONTENT_KEY_ARN]},
-        {"Sid": "DecryptContentKey", "Effect": "Allow", "Action": ["kms:Decrypt"],
-         "Resource": [key("secrets")],
-         "Condition": {"StringEquals": {
-             "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}}},
+        {
+            "Sid": "ReadContentKey",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [CONTENT_KEY_ARN],
+        },
+        {
+            "Sid": "DecryptContentKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": [key("secrets")],
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
+            },
+        },
     ]
     for name, sid in (("worker-task-jobs", "FakeJobs"), ("worker-task-stream", "FakeStream")):
         assert role_of(run, name) == "media-worker-task-test"
         assert [s["Sid"] for s in policy_statements(run, name)] == [sid]
     assert role_of(run, "worker-task-efs") == "media-worker-task-test"
     assert [s["Sid"] for s in policy_statements(run, "worker-task-efs")] == [
-        "MountSharedMediaThroughAccessPoint"]
+        "MountSharedMediaThroughAccessPoint"
+    ]
 
 
 def test_execution_role_gets_nothing_the_worker_code_uses(run):
-    exec_policies = [r for r in run.of_type(ROLE_POLICY)
-                     if r.inputs["role"] == "media-worker-exec-test"]
-    assert sorted(r.name for r in exec_policies) == ["worker-exec-cache-secret",
-                                                     "worker-exec-policy"]
+    exec_policies = [
+        r for r in run.of_type(ROLE_POLICY) if r.inputs["role"] == "media-worker-exec-test"
+    ]
+    assert sorted(r.name for r in exec_policies) == [
+        "worker-exec-cache-secret",
+        "worker-exec-policy",
+    ]
     text = " ".join(r.inputs["policy"] for r in exec_policies)
     assert "elasticfilesystem:" not in text and CONTENT_KEY_ARN not in text
 
 
 def test_a_grant_returning_none_adds_no_policy(namer, context):
-    run = build_run(namer, context,
-                    execution_grants={"cache-secret": lambda name, role: None})
-    assert [r.name for r in run.of_type(ROLE_POLICY) if "exec" in r.name] == [
-        "worker-exec-policy"]
+    run = build_run(namer, context, execution_grants={"cache-secret": lambda name, role: None})
+    assert [r.name for r in run.of_type(ROLE_POLICY) if "exec" in r.name] == ["worker-exec-policy"]
 
 
 # -- K3: content-protection key --------------------------------------------------------
@@ -474,14 +595,19 @@ def test_k3_only_the_task_role_may_read_the_content_key(run):
     policy = run.one("aws:secretsmanager/secretPolicy:SecretPolicy")
     assert policy.inputs["secretArn"] == CONTENT_KEY_ARN
     assert policy.inputs["blockPublicPolicy"] is True
-    assert json.loads(policy.inputs["policy"]) == {"Version": "2012-10-17", "Statement": [{
-        "Sid": "OnlyWorkerTaskRoleReadsContentKey",
-        "Effect": "Deny",
-        "Principal": {"AWS": "*"},
-        "Action": "secretsmanager:GetSecretValue",
-        "Resource": "*",
-        "Condition": {"StringNotEquals": {"aws:PrincipalArn": [TASK_ROLE_ARN]}},
-    }]}
+    assert json.loads(policy.inputs["policy"]) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyWorkerTaskRoleReadsContentKey",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:PrincipalArn": [TASK_ROLE_ARN]}},
+            }
+        ],
+    }
     # The provider reads the value back after writing it: the deny must come afterwards.
     version = run.one("aws:secretsmanager/secretVersion:SecretVersion")
     assert version.urn in policy.dependencies
@@ -498,9 +624,13 @@ def test_k3_content_key_reaches_the_worker_by_arn_only(run):
 
 def test_w7_scaling_target_on_the_service_between_min_and_max_pitfalls_80_81(run):
     target = run.one("aws:appautoscaling/target:Target").inputs
-    assert target == {"serviceNamespace": "ecs", "scalableDimension": "ecs:service:DesiredCount",
-                      "resourceId": "service/media-workers-test/media-worker-test",
-                      "minCapacity": 2, "maxCapacity": 20}
+    assert target == {
+        "serviceNamespace": "ecs",
+        "scalableDimension": "ecs:service:DesiredCount",
+        "resourceId": "service/media-workers-test/media-worker-test",
+        "minCapacity": 2,
+        "maxCapacity": 20,
+    }
 
 
 def test_w7_backlog_per_task_policy_uses_metric_math_pitfall_82(run):
@@ -510,30 +640,58 @@ def test_w7_backlog_per_task_policy_uses_metric_math_pitfall_82(run):
     assert policy["resourceId"] == "service/media-workers-test/media-worker-test"
     config = policy["targetTrackingScalingPolicyConfiguration"]
     assert (config["targetValue"], config["scaleOutCooldown"], config["scaleInCooldown"]) == (
-        10, 60, 300)
-    service_dims = [{"name": "ClusterName", "value": "media-workers-test"},
-                    {"name": "ServiceName", "value": "media-worker-test"}]
-    assert config["customizedMetricSpecification"] == {"metrics": [
-        {"id": "m1", "label": "visible jobs", "returnData": False, "metricStat": {
-            "stat": "Sum", "metric": {
-                "namespace": "AWS/SQS", "metricName": "ApproximateNumberOfMessagesVisible",
-                "dimensions": [{"name": "QueueName", "value": "media-jobs-test"}]}}},
-        {"id": "m2", "label": "running tasks", "returnData": False, "metricStat": {
-            "stat": "Average", "metric": {
-                "namespace": "ECS/ContainerInsights", "metricName": "RunningTaskCount",
-                "dimensions": service_dims}}},
-        {"id": "e1", "label": "backlog per task", "expression": "m1 / m2",
-         "returnData": True},
-    ]}
+        10,
+        60,
+        300,
+    )
+    service_dims = [
+        {"name": "ClusterName", "value": "media-workers-test"},
+        {"name": "ServiceName", "value": "media-worker-test"},
+    ]
+    assert config["customizedMetricSpecification"] == {
+        "metrics": [
+            {
+                "id": "m1",
+                "label": "visible jobs",
+                "returnData": False,
+                "metricStat": {
+                    "stat": "Sum",
+                    "metric": {
+                        "namespace": "AWS/SQS",
+                        "metricName": "ApproximateNumberOfMessagesVisible",
+                        "dimensions": [{"name": "QueueName", "value": "media-jobs-test"}],
+                    },
+                },
+            },
+            {
+                "id": "m2",
+                "label": "running tasks",
+                "returnData": False,
+                "metricStat": {
+                    "stat": "Average",
+                    "metric": {
+                        "namespace": "ECS/ContainerInsights",
+                        "metricName": "RunningTaskCount",
+                        "dimensions": service_dims,
+                    },
+                },
+            },
+            {"id": "e1", "label": "backlog per task", "expression": "m1 / m2", "returnData": True},
+        ]
+    }
 
 
 def test_w7_cpu_policy_targets_average_service_cpu(run):
     policy = run.one("aws:appautoscaling/policy:Policy", "worker-scale-cpu").inputs
     assert policy["name"] == "media-worker-cpu-test"
     assert policy["targetTrackingScalingPolicyConfiguration"] == {
-        "targetValue": 70, "scaleOutCooldown": 60, "scaleInCooldown": 300,
+        "targetValue": 70,
+        "scaleOutCooldown": 60,
+        "scaleInCooldown": 300,
         "predefinedMetricSpecification": {
-            "predefinedMetricType": "ECSServiceAverageCPUUtilization"}}
+            "predefinedMetricType": "ECSServiceAverageCPUUtilization"
+        },
+    }
 
 
 # -- W9/O2: alarms ---------------------------------------------------------------------
@@ -541,13 +699,21 @@ def test_w7_cpu_policy_targets_average_service_cpu(run):
 
 def test_w9_cpu_and_memory_alarms_on_the_service(run):
     dims = {"ClusterName": "media-workers-test", "ServiceName": "media-worker-test"}
-    for name, metric in (("worker-cpu-alarm", "CPUUtilization"),
-                         ("worker-memory-alarm", "MemoryUtilization")):
+    for name, metric in (
+        ("worker-cpu-alarm", "CPUUtilization"),
+        ("worker-memory-alarm", "MemoryUtilization"),
+    ):
         alarm = run.one(ALARM, name).inputs
         assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == (
-            "AWS/ECS", metric, dims)
+            "AWS/ECS",
+            metric,
+            dims,
+        )
         assert (alarm["comparisonOperator"], alarm["threshold"], alarm["statistic"]) == (
-            "GreaterThanThreshold", 85, "Average")
+            "GreaterThanThreshold",
+            85,
+            "Average",
+        )
         assert alarm["treatMissingData"] == "notBreaching"
         assert alarm["alarmActions"] == [TOPIC] and alarm["okActions"] == [TOPIC]
 
@@ -555,10 +721,14 @@ def test_w9_cpu_and_memory_alarms_on_the_service(run):
 def test_o2_too_few_running_tasks_alarms_and_silence_counts_as_breaching(run):
     alarm = run.one(ALARM, "worker-tasks-alarm").inputs
     assert alarm["name"] == "media-worker-tasks-low-test"
-    assert (alarm["namespace"], alarm["metricName"]) == ("ECS/ContainerInsights",
-                                                         "RunningTaskCount")
-    assert alarm["dimensions"] == {"ClusterName": "media-workers-test",
-                                   "ServiceName": "media-worker-test"}
+    assert (alarm["namespace"], alarm["metricName"]) == (
+        "ECS/ContainerInsights",
+        "RunningTaskCount",
+    )
+    assert alarm["dimensions"] == {
+        "ClusterName": "media-workers-test",
+        "ServiceName": "media-worker-test",
+    }
     assert (alarm["comparisonOperator"], alarm["threshold"]) == ("LessThanThreshold", 2)
     assert alarm["treatMissingData"] == "breaching"
     assert alarm["alarmActions"] == [TOPIC]
@@ -570,9 +740,19 @@ def test_metric_alarm_default_missing_data_is_unchanged():
             super().__init__("test:owner:Owner", "owner", None)
 
     def build():
-        metric_alarm("a", alarm_name="a", description="d", namespace="N", metric_name="M",
-                     dimensions={}, statistic="Sum", comparison="GreaterThanThreshold",
-                     threshold=1, topic_arn=TOPIC, parent=Owner())
+        metric_alarm(
+            "a",
+            alarm_name="a",
+            description="d",
+            namespace="N",
+            metric_name="M",
+            dimensions={},
+            statistic="Sum",
+            comparison="GreaterThanThreshold",
+            threshold=1,
+            topic_arn=TOPIC,
+            parent=Owner(),
+        )
 
     assert run_components(build).one(ALARM).inputs["treatMissingData"] == "notBreaching"
 
@@ -586,50 +766,87 @@ def test_exposes_what_main_wires(namer, context):
     def build():
         worker = MediaWorkerService("worker", worker_args(namer, context, None, efs_mount=False))
         seen.update(worker=worker)
-        pulumi.Output.all(worker.cluster_name, worker.cluster_arn, worker.service_name,
-                          worker.log_group_name, worker.repository_url,
-                          worker.content_key_secret_arn, worker.task_role.arn,
-                          worker.execution_role.arn).apply(lambda v: seen.update(values=v))
+        pulumi.Output.all(
+            worker.cluster_name,
+            worker.cluster_arn,
+            worker.service_name,
+            worker.log_group_name,
+            worker.repository_url,
+            worker.content_key_secret_arn,
+            worker.task_role.arn,
+            worker.execution_role.arn,
+        ).apply(lambda v: seen.update(values=v))
 
     run_components(build)
     assert seen["values"] == [
-        "media-workers-test", f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/media-workers-test",
-        "media-worker-test", "/ecs/media-worker-test", REPO_URL, CONTENT_KEY_ARN,
-        TASK_ROLE_ARN, EXEC_ROLE_ARN]
+        "media-workers-test",
+        f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/media-workers-test",
+        "media-worker-test",
+        "/ecs/media-worker-test",
+        REPO_URL,
+        CONTENT_KEY_ARN,
+        TASK_ROLE_ARN,
+        EXEC_ROLE_ARN,
+    ]
     assert seen["worker"].security_group.physical_name == "media-worker-sg-test"
 
 
 # -- validation ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"cpu": 300}, "cpu=300: allowed one of 256, 512, 1024, 2048, 4096, 8192, 16384"),
-    ({"cpu": 256, "memory": 4096}, "memory=4096: allowed for cpu=256: 512..2048 in steps of 512 (512, 1024, 2048)"),
-    ({"min_tasks": 1}, "min_tasks=1: allowed 2..200"),
-    ({"max_tasks": 201}, "max_tasks=201: allowed 2..200"),
-    ({"min_tasks": 5, "max_tasks": 4}, "max_tasks=4: allowed >= min_tasks (5)"),
-    ({"fargate_base": 101}, "fargate_base=101: allowed 0..100"),
-    ({"fargate_weight": 0, "spot_weight": 0},
-     "spot_weight=0: allowed > 0 or fargate_weight > 0"),
-    ({"stop_timeout_seconds": 121}, "stop_timeout_seconds=121: allowed 2..120"),
-    ({"cpu_target": 95}, "cpu_target=95: allowed 10..90"),
-    ({"backlog_per_task": 0}, "backlog_per_task=0: allowed 1..1000"),
-    ({"job_timeout_seconds": 1200}, "visibility_timeout_seconds=1200: allowed more than "
-                                    "job_timeout_seconds (1200)"),
-    ({"subnet_ids": ["one"]}, "subnet_ids=1 subnet(s): allowed one app subnet per AZ"),
-    ({"image": "latest"}, 'image="latest": allowed empty (build from services/worker) or registry/repository:tag'),
-    ({"build_context": "no-such-dir"}, "build_context='no-such-dir': not a directory"),
-    ({"dockerfile": "services/nope/Dockerfile"},
-     "dockerfile='services/nope/Dockerfile': no such file (set image to run a prebuilt image"),
-    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
-    ({"shared_volume": None}, "shared_volume: required while efs_mount is True (W4)"),
-    ({"db_ssl": "disable"}, "db_ssl='disable': allowed one of require, verify-full"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cpu": 300}, "cpu=300: allowed one of 256, 512, 1024, 2048, 4096, 8192, 16384"),
+        (
+            {"cpu": 256, "memory": 4096},
+            "memory=4096: allowed for cpu=256: 512..2048 in steps of 512 (512, 1024, 2048)",
+        ),
+        ({"min_tasks": 1}, "min_tasks=1: allowed 2..200"),
+        ({"max_tasks": 201}, "max_tasks=201: allowed 2..200"),
+        ({"min_tasks": 5, "max_tasks": 4}, "max_tasks=4: allowed >= min_tasks (5)"),
+        ({"fargate_base": 101}, "fargate_base=101: allowed 0..100"),
+        (
+            {"fargate_weight": 0, "spot_weight": 0},
+            "spot_weight=0: allowed > 0 or fargate_weight > 0",
+        ),
+        ({"stop_timeout_seconds": 121}, "stop_timeout_seconds=121: allowed 2..120"),
+        ({"cpu_target": 95}, "cpu_target=95: allowed 10..90"),
+        ({"backlog_per_task": 0}, "backlog_per_task=0: allowed 1..1000"),
+        (
+            {"job_timeout_seconds": 1200},
+            "visibility_timeout_seconds=1200: allowed more than job_timeout_seconds (1200)",
+        ),
+        ({"subnet_ids": ["one"]}, "subnet_ids=1 subnet(s): allowed one app subnet per AZ"),
+        (
+            {"image": "latest"},
+            'image="latest": allowed empty (build from services/worker) or registry/repository:tag',
+        ),
+        ({"build_context": "no-such-dir"}, "build_context='no-such-dir': not a directory"),
+        (
+            {"dockerfile": "services/nope/Dockerfile"},
+            "dockerfile='services/nope/Dockerfile': no such file (set image to run a prebuilt image",
+        ),
+        ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
+        ({"shared_volume": None}, "shared_volume: required while efs_mount is True (W4)"),
+        ({"db_ssl": "disable"}, "db_ssl='disable': allowed one of require, verify-full"),
+    ],
+)
 def test_bad_args_are_rejected_naming_the_field(namer, context, overrides, message):
     with pytest.raises(ValueError) as error:
-        worker_args(namer, context, None, **{"shared_volume": SharedVolume(
-            file_system_id="fs-1", access_point_id="fsap-1",
-            grant_mount=fake_grant("X", "arn:x")), **overrides}).validate()
+        worker_args(
+            namer,
+            context,
+            None,
+            **{
+                "shared_volume": SharedVolume(
+                    file_system_id="fs-1",
+                    access_point_id="fsap-1",
+                    grant_mount=fake_grant("X", "arn:x"),
+                ),
+                **overrides,
+            },
+        ).validate()
     assert str(error.value).startswith("MediaWorkerServiceArgs: ")
     assert message in str(error.value)
 
@@ -648,10 +865,16 @@ def test_bad_args_register_nothing(namer, context):
 def test_parse_ecr_image():
     tagged = parse_ecr_image("123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/a/b:1")
     assert (tagged.account_id, tagged.region, tagged.repository) == (
-        "123456789012", "ap-northeast-1", "a/b")
+        "123456789012",
+        "ap-northeast-1",
+        "a/b",
+    )
     found = parse_ecr_image(f"123456789012.dkr.ecr.ca-central-1.amazonaws.com/w@sha256:{'0' * 64}")
     assert (found.account_id, found.region, found.repository) == (
-        "123456789012", "ca-central-1", "w")
+        "123456789012",
+        "ca-central-1",
+        "w",
+    )
     assert parse_ecr_image("docker.io/library/python:3.12") is None
 
 
@@ -671,7 +894,8 @@ def test_content_tag_changes_with_any_file_and_ignores_byte_code(tmp_path: Path)
 def test_capacity_strategy_sets_base_on_fargate_only():
     assert capacity_strategy(3, 1, 3) == [
         {"capacity_provider": "FARGATE", "base": 3, "weight": 1},
-        {"capacity_provider": "FARGATE_SPOT", "weight": 3}]
+        {"capacity_provider": "FARGATE_SPOT", "weight": 3},
+    ]
 
 
 # -- whole program ---------------------------------------------------------------------
@@ -681,14 +905,32 @@ def _container_of(run) -> dict[str, Any]:
     return json.loads(run.one(TASK_DEF).inputs["containerDefinitions"])[0]
 
 
-@pytest.mark.parametrize(("stack", "sizes", "strategy", "counts"), [
-    ("dev", ("256", "512"), [{"capacityProvider": "FARGATE", "base": 0, "weight": 1},
-                             {"capacityProvider": "FARGATE_SPOT", "weight": 4}], (2, 4)),
-    ("prod", ("2048", "4096"), [{"capacityProvider": "FARGATE", "base": 3, "weight": 1},
-                                {"capacityProvider": "FARGATE_SPOT", "weight": 3}], (3, 20)),
-])
+@pytest.mark.parametrize(
+    ("stack", "sizes", "strategy", "counts"),
+    [
+        (
+            "dev",
+            ("256", "512"),
+            [
+                {"capacityProvider": "FARGATE", "base": 0, "weight": 1},
+                {"capacityProvider": "FARGATE_SPOT", "weight": 4},
+            ],
+            (2, 4),
+        ),
+        (
+            "prod",
+            ("2048", "4096"),
+            [
+                {"capacityProvider": "FARGATE", "base": 3, "weight": 1},
+                {"capacityProvider": "FARGATE_SPOT", "weight": 3},
+            ],
+            (3, 20),
+        ),
+    ],
+)
 def test_stacks_take_worker_sizes_strategy_and_counts_from_config(
-        dev_run, prod_run, stack, sizes, strategy, counts):
+    dev_run, prod_run, stack, sizes, strategy, counts
+):
     run = {"dev": dev_run, "prod": prod_run}[stack]
     task = run.one(TASK_DEF).inputs
     assert (task["cpu"], task["memory"]) == sizes
@@ -714,17 +956,35 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
     assert environment["DB_IAM_USER"] == "media_worker"
     secrets = {s["name"]: s["valueFrom"] for s in _container_of(run)["secrets"]}
     assert secrets == {"REDIS_AUTH_TOKEN": outputs["cacheAuthSecretArn"]}
-    task_policies = {r.name for r in run.of_type(ROLE_POLICY)
-                     if r.inputs["role"] == f"media-worker-task-{suffix}"}
-    assert task_policies == {"worker-task-policy", "worker-task-jobs", "worker-task-stream",
-                             "worker-task-efs", "worker-task-db-connect"}
+    task_policies = {
+        r.name
+        for r in run.of_type(ROLE_POLICY)
+        if r.inputs["role"] == f"media-worker-task-{suffix}"
+    }
+    assert task_policies == {
+        "worker-task-policy",
+        "worker-task-jobs",
+        "worker-task-stream",
+        "worker-task-efs",
+        "worker-task-db-connect",
+    }
     cluster = run.one("aws:rds/cluster:Cluster").state
-    assert policy_statements(run, "worker-task-db-connect") == [{
-        "Sid": "ConnectAsMediaWorker", "Effect": "Allow", "Action": ["rds-db:connect"],
-        "Resource": [f"arn:aws:rds-db:eu-central-1:{ACCOUNT_ID}:dbuser:"
-                     f"{cluster['clusterResourceId']}/media_worker"]}]
-    exec_policies = {r.name for r in run.of_type(ROLE_POLICY)
-                     if r.inputs["role"] == f"media-worker-exec-{suffix}"}
+    assert policy_statements(run, "worker-task-db-connect") == [
+        {
+            "Sid": "ConnectAsMediaWorker",
+            "Effect": "Allow",
+            "Action": ["rds-db:connect"],
+            "Resource": [
+                f"arn:aws:rds-db:eu-central-1:{ACCOUNT_ID}:dbuser:"
+                f"{cluster['clusterResourceId']}/media_worker"
+            ],
+        }
+    ]
+    exec_policies = {
+        r.name
+        for r in run.of_type(ROLE_POLICY)
+        if r.inputs["role"] == f"media-worker-exec-{suffix}"
+    }
     assert exec_policies == {"worker-exec-policy", "worker-exec-cache-secret"}
     # No task starts before the schema and the worker's database role exist.
     invocation = run.one("aws:lambda/invocation:Invocation")
@@ -745,8 +1005,12 @@ def test_w4_mount_target_in_every_data_subnet_of_the_stack(dev_run, prod_run, st
 def test_g3_dev_is_destroyable_and_prod_protects_images_and_the_content_key(dev_run, prod_run):
     for run, force, window in ((dev_run, True, 0), (prod_run, False, 30)):
         assert run.one("aws:ecr/repository:Repository").inputs["forceDelete"] is force
-        assert run.one("aws:secretsmanager/secret:Secret", "worker-content-key").inputs[
-            "recoveryWindowInDays"] == window
+        assert (
+            run.one("aws:secretsmanager/secret:Secret", "worker-content-key").inputs[
+                "recoveryWindowInDays"
+            ]
+            == window
+        )
 
 
 def test_g6_exports(dev_run):
@@ -754,22 +1018,26 @@ def test_g6_exports(dev_run):
     assert dev_run.outputs["ecsServiceName"] == "media-worker-dev"
     assert dev_run.outputs["fileSystemId"] == dev_run.one("aws:efs/fileSystem:FileSystem").id
     assert dev_run.outputs["workerRepositoryUrl"] == (
-        f"{ACCOUNT_ID}.dkr.ecr.eu-central-1.amazonaws.com/media-worker-dev")
+        f"{ACCOUNT_ID}.dkr.ecr.eu-central-1.amazonaws.com/media-worker-dev"
+    )
     assert dev_run.outputs["contentKeySecretArn"] == (
-        f"arn:aws:secretsmanager:eu-central-1:{ACCOUNT_ID}:secret:media-content-key-dev-AbCdEf")
+        f"arn:aws:secretsmanager:eu-central-1:{ACCOUNT_ID}:secret:media-content-key-dev-AbCdEf"
+    )
     assert "contentKeySecretArn" not in dev_run.secret_outputs  # an ARN, not the key
 
 
-@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1",
-                                    "ap-northeast-1"])
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"])
 def test_g1_processing_tier_in_every_region_without_warnings(region_runs, region):
     run = region_runs["dev", region]
     assert run.warnings == []
     options = _container_of(run)["logConfiguration"]["options"]
     assert options["awslogs-region"] == region
     assert run.outputs["workerRepositoryUrl"].startswith(f"{ACCOUNT_ID}.dkr.ecr.{region}.")
-    role = next(r for r in run.of_type("aws:iam/role:Role")
-                if r.inputs.get("name") == "media-worker-task-dev")
+    role = next(
+        r
+        for r in run.of_type("aws:iam/role:Role")
+        if r.inputs.get("name") == "media-worker-task-dev"
+    )
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"][0]["Condition"]
     assert trust["ArnLike"]["aws:SourceArn"] == f"arn:aws:ecs:{region}:{ACCOUNT_ID}:*"
 
@@ -778,7 +1046,8 @@ def test_w4_stack_efs_mount_false_warns_and_drops_the_nfs_rule():
     run = run_stack("dev", {"workerEfsMount": False})
     assert run.warnings == [
         "MediaWorkerService: efs_mount=False (config workerEfsMount=false): workers get no "
-        "shared media volume at /mnt/media (W4 opt-out)"]
+        "shared media volume at /mnt/media (W4 opt-out)"
+    ]
     assert run.one(TASK_DEF).inputs["volumes"] == [{"name": "scratch"}]
     assert [r.name for r in run.of_type(INGRESS) if r.name.startswith("files-sg-from")] == []
     assert len(run.of_type("aws:efs/fileSystem:FileSystem")) == 1  # the share still exists
@@ -792,11 +1061,17 @@ def test_stack_with_external_image_skips_the_build():
     assert run.warnings == []
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"workerMaxTasks": 201}, "workerMaxTasks=201: allowed 2..200"),
-    ({"workerImage": "latest"}, 'workerImage="latest": allowed empty (build from services/worker) '
-                                "or registry/repository:tag or registry/repository@sha256:<digest>"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"workerMaxTasks": 201}, "workerMaxTasks=201: allowed 2..200"),
+        (
+            {"workerImage": "latest"},
+            'workerImage="latest": allowed empty (build from services/worker) '
+            "or registry/repository:tag or registry/repository@sha256:<digest>",
+        ),
+    ],
+)
 def test_g8_bad_worker_config_fails_before_any_resource(overrides, message):
     """Cases beyond the worker rows of test_settings.BAD_CONFIGURATIONS (cpu, memory, min
     tasks, min > max, zero weights, stop timeout), through the whole program."""
@@ -830,5 +1105,7 @@ def test_k3_the_deployer_may_read_the_content_key_back_for_refresh(prod_run):
     run = prod_run
     policy = json.loads(run.one("aws:secretsmanager/secretPolicy:SecretPolicy").inputs["policy"])
     readers = policy["Statement"][0]["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
-    assert readers == [run.named("worker-task-role").state["arn"],
-                       "arn:aws:iam::123456789012:role/deployer"]
+    assert readers == [
+        run.named("worker-task-role").state["arn"],
+        "arn:aws:iam::123456789012:role/deployer",
+    ]

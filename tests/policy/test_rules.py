@@ -63,7 +63,10 @@ def test_o4_rule_names_are_unique_and_configured_ones_are_known():
     names = [r.name for r in build_rules(DEV)]
     assert len(names) == len(set(names)) == 12
     assert [r.name for r in configured_rules(DEV)] == [
-        "required-tags", "names-carry-suffix", "destroyable-unless-protected"]
+        "required-tags",
+        "names-carry-suffix",
+        "destroyable-unless-protected",
+    ]
     assert [r.name for r in STATIC_RULES if not r.mandatory] == ["no-deprecated-resources"]
 
 
@@ -78,202 +81,456 @@ def test_o4_policy_pack_project_file_declares_the_python_runtime():
 CLUSTER = "aws:rds/cluster:Cluster"
 INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 CACHE = "aws:elasticache/replicationGroup:ReplicationGroup"
-SSE = ("aws:s3/bucketServerSideEncryptionConfiguration:"
-       "BucketServerSideEncryptionConfiguration")
+SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
 
 BROKEN = [
     # cmk-encryption-at-rest (K1)
-    ("cmk-encryption-at-rest", CLUSTER, {"storageEncrypted": False},
-     ["storageEncrypted must be true (K1)", "kmsKeyId must be a customer key ARN (K1)"]),
-    ("cmk-encryption-at-rest", INSTANCE, {"performanceInsightsEnabled": True},
-     ["performanceInsightsKmsKeyId must be a customer key ARN when Performance Insights is on "
-      "(K1)"]),
-    ("cmk-encryption-at-rest", CACHE,
-     {"atRestEncryptionEnabled": False, "kmsKeyId": AWS_MANAGED + "elasticache"},
-     ["atRestEncryptionEnabled must be true (K1)", "kmsKeyId must be a customer key ARN (K1)"]),
-    ("cmk-encryption-at-rest", "aws:efs/fileSystem:FileSystem", {"encrypted": True},
-     ["kmsKeyId must be a customer key ARN (K1)"]),
-    ("cmk-encryption-at-rest", "aws:sqs/queue:Queue", {"sqsManagedSseEnabled": True},
-     ["kmsMasterKeyId must be a customer key (not absent, not alias/aws/...) (K1)"]),
-    ("cmk-encryption-at-rest", "aws:sns/topic:Topic", {"kmsMasterKeyId": "alias/aws/sns"},
-     ["kmsMasterKeyId must be a customer key (not absent, not alias/aws/...) (K1)"]),
-    ("cmk-encryption-at-rest", "aws:kinesis/stream:Stream",
-     {"encryptionType": "KMS", "kmsKeyId": "alias/aws/kinesis"},
-     ["kmsKeyId must be a customer key (not alias/aws/kinesis) (K1)"]),
-    ("cmk-encryption-at-rest", "aws:kinesis/stream:Stream", {"encryptionType": "NONE",
-                                                             "kmsKeyId": KEY},
-     ["encryptionType must be KMS (K1)"]),
-    ("cmk-encryption-at-rest", "aws:secretsmanager/secret:Secret", {"name": "x"},
-     ["kmsKeyId must be a customer key ARN (K1)"]),
-    ("cmk-encryption-at-rest", "aws:cloudtrail/trail:Trail", {"kmsKeyId": ""},
-     ["kmsKeyId must be a customer key ARN (K1)"]),
-    ("cmk-encryption-at-rest", "aws:ecr/repository:Repository",
-     {"encryptionConfigurations": [{"encryptionType": "AES256"}]},
-     ["encryptionConfigurations must use encryptionType KMS with a customer kmsKey (K1)"]),
-    ("cmk-encryption-at-rest", SSE,
-     {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]},
-     ["every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (K1)"]),
-    ("cmk-encryption-at-rest", SSE, {"rules": []},
-     ["every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (K1)"]),
+    (
+        "cmk-encryption-at-rest",
+        CLUSTER,
+        {"storageEncrypted": False},
+        ["storageEncrypted must be true (K1)", "kmsKeyId must be a customer key ARN (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        INSTANCE,
+        {"performanceInsightsEnabled": True},
+        [
+            "performanceInsightsKmsKeyId must be a customer key ARN when Performance Insights is on "
+            "(K1)"
+        ],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        CACHE,
+        {"atRestEncryptionEnabled": False, "kmsKeyId": AWS_MANAGED + "elasticache"},
+        ["atRestEncryptionEnabled must be true (K1)", "kmsKeyId must be a customer key ARN (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:efs/fileSystem:FileSystem",
+        {"encrypted": True},
+        ["kmsKeyId must be a customer key ARN (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:sqs/queue:Queue",
+        {"sqsManagedSseEnabled": True},
+        ["kmsMasterKeyId must be a customer key (not absent, not alias/aws/...) (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:sns/topic:Topic",
+        {"kmsMasterKeyId": "alias/aws/sns"},
+        ["kmsMasterKeyId must be a customer key (not absent, not alias/aws/...) (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:kinesis/stream:Stream",
+        {"encryptionType": "KMS", "kmsKeyId": "alias/aws/kinesis"},
+        ["kmsKeyId must be a customer key (not alias/aws/kinesis) (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:kinesis/stream:Stream",
+        {"encryptionType": "NONE", "kmsKeyId": KEY},
+        ["encryptionType must be KMS (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:secretsmanager/secret:Secret",
+        {"name": "x"},
+        ["kmsKeyId must be a customer key ARN (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:cloudtrail/trail:Trail",
+        {"kmsKeyId": ""},
+        ["kmsKeyId must be a customer key ARN (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        "aws:ecr/repository:Repository",
+        {"encryptionConfigurations": [{"encryptionType": "AES256"}]},
+        ["encryptionConfigurations must use encryptionType KMS with a customer kmsKey (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        SSE,
+        {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]},
+        ["every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (K1)"],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        SSE,
+        {"rules": []},
+        ["every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (K1)"],
+    ),
     # kms-key-rotation (K1)
-    ("kms-key-rotation", "aws:kms/key:Key", {"enableKeyRotation": False},
-     ["enableKeyRotation must be true (K1)"]),
+    (
+        "kms-key-rotation",
+        "aws:kms/key:Key",
+        {"enableKeyRotation": False},
+        ["enableKeyRotation must be true (K1)"],
+    ),
     # encryption-in-transit (C3, W4, D6)
-    ("encryption-in-transit", CACHE, {"transitEncryptionEnabled": False},
-     ["transitEncryptionEnabled must be true (C3, W4, D6)"]),
-    ("encryption-in-transit", "aws:ecs/taskDefinition:TaskDefinition",
-     {"volumes": [{"name": "scratch"},
-                  {"name": "media", "efsVolumeConfiguration": {
-                      "fileSystemId": "fs-1", "transitEncryption": "DISABLED"}}]},
-     ["EFS volume 'media': transitEncryption must be ENABLED (C3, W4, D6)",
-      "EFS volume 'media': authorizationConfig.iam must be ENABLED (C3, W4, D6)"]),
-    ("encryption-in-transit", "aws:rds/clusterParameterGroup:ClusterParameterGroup",
-     {"family": "aurora-postgresql16", "parameters": [{"name": "rds.force_ssl", "value": "0"}]},
-     ["parameters must set rds.force_ssl = 1 (C3, W4, D6)"]),
+    (
+        "encryption-in-transit",
+        CACHE,
+        {"transitEncryptionEnabled": False},
+        ["transitEncryptionEnabled must be true (C3, W4, D6)"],
+    ),
+    (
+        "encryption-in-transit",
+        "aws:ecs/taskDefinition:TaskDefinition",
+        {
+            "volumes": [
+                {"name": "scratch"},
+                {
+                    "name": "media",
+                    "efsVolumeConfiguration": {
+                        "fileSystemId": "fs-1",
+                        "transitEncryption": "DISABLED",
+                    },
+                },
+            ]
+        },
+        [
+            "EFS volume 'media': transitEncryption must be ENABLED (C3, W4, D6)",
+            "EFS volume 'media': authorizationConfig.iam must be ENABLED (C3, W4, D6)",
+        ],
+    ),
+    (
+        "encryption-in-transit",
+        "aws:rds/clusterParameterGroup:ClusterParameterGroup",
+        {"family": "aurora-postgresql16", "parameters": [{"name": "rds.force_ssl", "value": "0"}]},
+        ["parameters must set rds.force_ssl = 1 (C3, W4, D6)"],
+    ),
     # no-public-data-access (D6, C4, N1, W1, O3)
-    ("no-public-data-access", INSTANCE, {"publiclyAccessible": True},
-     ["publiclyAccessible must be false (D6, C4, N1, W1, O3)"]),
-    ("no-public-data-access", "aws:rds/instance:Instance", {"publiclyAccessible": "true"},
-     ["publiclyAccessible must be false (D6, C4, N1, W1, O3)"]),
-    ("no-public-data-access", "aws:ec2/subnet:Subnet",
-     {"mapPublicIpOnLaunch": True, "assignIpv6AddressOnCreation": True},
-     ["mapPublicIpOnLaunch must be false (D6, C4, N1, W1, O3)",
-      "assignIpv6AddressOnCreation must be false (D6, C4, N1, W1, O3)"]),
-    ("no-public-data-access", "aws:ecs/service:Service",
-     {"networkConfiguration": {"assignPublicIp": True, "subnets": ["subnet-1"]}},
-     ["networkConfiguration.assignPublicIp must be false (D6, C4, N1, W1, O3)"]),
-    ("no-public-data-access", "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
-     {"blockPublicAcls": True, "blockPublicPolicy": False, "ignorePublicAcls": True},
-     ["blockPublicPolicy must be true (D6, C4, N1, W1, O3)",
-      "restrictPublicBuckets must be true (D6, C4, N1, W1, O3)"]),
+    (
+        "no-public-data-access",
+        INSTANCE,
+        {"publiclyAccessible": True},
+        ["publiclyAccessible must be false (D6, C4, N1, W1, O3)"],
+    ),
+    (
+        "no-public-data-access",
+        "aws:rds/instance:Instance",
+        {"publiclyAccessible": "true"},
+        ["publiclyAccessible must be false (D6, C4, N1, W1, O3)"],
+    ),
+    (
+        "no-public-data-access",
+        "aws:ec2/subnet:Subnet",
+        {"mapPublicIpOnLaunch": True, "assignIpv6AddressOnCreation": True},
+        [
+            "mapPublicIpOnLaunch must be false (D6, C4, N1, W1, O3)",
+            "assignIpv6AddressOnCreation must be false (D6, C4, N1, W1, O3)",
+        ],
+    ),
+    (
+        "no-public-data-access",
+        "aws:ecs/service:Service",
+        {"networkConfiguration": {"assignPublicIp": True, "subnets": ["subnet-1"]}},
+        ["networkConfiguration.assignPublicIp must be false (D6, C4, N1, W1, O3)"],
+    ),
+    (
+        "no-public-data-access",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        {"blockPublicAcls": True, "blockPublicPolicy": False, "ignorePublicAcls": True},
+        [
+            "blockPublicPolicy must be true (D6, C4, N1, W1, O3)",
+            "restrictPublicBuckets must be true (D6, C4, N1, W1, O3)",
+        ],
+    ),
     # no-open-ingress (N3)
-    ("no-open-ingress", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-     {"cidrIpv4": "0.0.0.0/0", "fromPort": 22, "toPort": 22, "ipProtocol": "tcp"},
-     ["ingress from 0.0.0.0/0 is open to the internet (N3)"]),
-    ("no-open-ingress", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-     {"cidrIpv6": "::/0"}, ["ingress from ::/0 is open to the internet (N3)"]),
-    ("no-open-ingress", "aws:ec2/securityGroupRule:SecurityGroupRule",
-     {"type": "ingress", "cidrBlocks": ["10.0.0.0/8", "0.0.0.0/0"]},
-     ["ingress from 0.0.0.0/0 is open to the internet (N3)"]),
-    ("no-open-ingress", "aws:ec2/securityGroup:SecurityGroup",
-     {"ingress": [{"fromPort": 443, "ipv6CidrBlocks": ["::/0"]}]},
-     ["ingress from ::/0 is open to the internet (N3)"]),
-    ("no-open-ingress", "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
-     {"ingress": [{"cidrBlocks": ["0.0.0.0/0"]}]},
-     ["ingress from 0.0.0.0/0 is open to the internet (N3)"]),
+    (
+        "no-open-ingress",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        {"cidrIpv4": "0.0.0.0/0", "fromPort": 22, "toPort": 22, "ipProtocol": "tcp"},
+        ["ingress from 0.0.0.0/0 is open to the internet (N3)"],
+    ),
+    (
+        "no-open-ingress",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        {"cidrIpv6": "::/0"},
+        ["ingress from ::/0 is open to the internet (N3)"],
+    ),
+    (
+        "no-open-ingress",
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        {"type": "ingress", "cidrBlocks": ["10.0.0.0/8", "0.0.0.0/0"]},
+        ["ingress from 0.0.0.0/0 is open to the internet (N3)"],
+    ),
+    (
+        "no-open-ingress",
+        "aws:ec2/securityGroup:SecurityGroup",
+        {"ingress": [{"fromPort": 443, "ipv6CidrBlocks": ["::/0"]}]},
+        ["ingress from ::/0 is open to the internet (N3)"],
+    ),
+    (
+        "no-open-ingress",
+        "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
+        {"ingress": [{"cidrBlocks": ["0.0.0.0/0"]}]},
+        ["ingress from 0.0.0.0/0 is open to the internet (N3)"],
+    ),
     # log-groups-encrypted-with-retention (O1)
-    ("log-groups-encrypted-with-retention", "aws:cloudwatch/logGroup:LogGroup", {"name": "/x"},
-     ["kmsKeyId must be a customer key ARN (O1)",
-      "retentionInDays=None must be one of CloudWatch's periods (never 'never expire') (O1)"]),
-    ("log-groups-encrypted-with-retention", "aws:cloudwatch/logGroup:LogGroup",
-     {"kmsKeyId": KEY, "retentionInDays": 45, "skipDestroy": True},
-     ["retentionInDays=45 must be one of CloudWatch's periods (never 'never expire') (O1)",
-      "skipDestroy must be false (O1)"]),
+    (
+        "log-groups-encrypted-with-retention",
+        "aws:cloudwatch/logGroup:LogGroup",
+        {"name": "/x"},
+        [
+            "kmsKeyId must be a customer key ARN (O1)",
+            "retentionInDays=None must be one of CloudWatch's periods (never 'never expire') (O1)",
+        ],
+    ),
+    (
+        "log-groups-encrypted-with-retention",
+        "aws:cloudwatch/logGroup:LogGroup",
+        {"kmsKeyId": KEY, "retentionInDays": 45, "skipDestroy": True},
+        [
+            "retentionInDays=45 must be one of CloudWatch's periods (never 'never expire') (O1)",
+            "skipDestroy must be false (O1)",
+        ],
+    ),
     # audit-trail-hardened (O3)
-    ("audit-trail-hardened", "aws:cloudtrail/trail:Trail",
-     {"kmsKeyId": KEY, "isMultiRegionTrail": True},
-     ["enableLogFileValidation must be true (O3)", "includeGlobalServiceEvents must be true (O3)",
-      "cloudWatchLogsGroupArn must deliver to CloudWatch Logs (O3)"]),
-    ("audit-trail-hardened", "aws:s3/bucketVersioning:BucketVersioning",
-     {"versioningConfiguration": {"status": "Suspended"}},
-     ["versioningConfiguration.status must be Enabled (O3)"]),
+    (
+        "audit-trail-hardened",
+        "aws:cloudtrail/trail:Trail",
+        {"kmsKeyId": KEY, "isMultiRegionTrail": True},
+        [
+            "enableLogFileValidation must be true (O3)",
+            "includeGlobalServiceEvents must be true (O3)",
+            "cloudWatchLogsGroupArn must deliver to CloudWatch Logs (O3)",
+        ],
+    ),
+    (
+        "audit-trail-hardened",
+        "aws:s3/bucketVersioning:BucketVersioning",
+        {"versioningConfiguration": {"status": "Suspended"}},
+        ["versioningConfiguration.status must be Enabled (O3)"],
+    ),
     # iam-no-wildcard-actions (S4, W3)
-    ("iam-no-wildcard-actions", "aws:iam/rolePolicy:RolePolicy",
-     {"policy": json.dumps({"Version": "2012-10-17", "Statement": [
-         {"Sid": "Ok", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["*"]},
-         {"Sid": "Wide", "Effect": "Allow", "Action": ["kinesis:*", "s3:GetObject"],
-          "Resource": ["*"]},
-         {"Sid": "DenyAll", "Effect": "Deny", "Action": "*", "Resource": "*"}]})},
-     ["statement 'Wide' allows wildcard actions ['kinesis:*'] (S4, W3)"]),
-    ("iam-no-wildcard-actions", "aws:iam/policy:Policy",
-     {"policy": {"Statement": {"Sid": "Admin", "Effect": "Allow", "Action": "*"}}},
-     ["statement 'Admin' allows wildcard actions ['*'] (S4, W3)"]),
+    (
+        "iam-no-wildcard-actions",
+        "aws:iam/rolePolicy:RolePolicy",
+        {
+            "policy": json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "Ok",
+                            "Effect": "Allow",
+                            "Action": ["s3:GetObject"],
+                            "Resource": ["*"],
+                        },
+                        {
+                            "Sid": "Wide",
+                            "Effect": "Allow",
+                            "Action": ["kinesis:*", "s3:GetObject"],
+                            "Resource": ["*"],
+                        },
+                        {"Sid": "DenyAll", "Effect": "Deny", "Action": "*", "Resource": "*"},
+                    ],
+                }
+            )
+        },
+        ["statement 'Wide' allows wildcard actions ['kinesis:*'] (S4, W3)"],
+    ),
+    (
+        "iam-no-wildcard-actions",
+        "aws:iam/policy:Policy",
+        {"policy": {"Statement": {"Sid": "Admin", "Effect": "Allow", "Action": "*"}}},
+        ["statement 'Admin' allows wildcard actions ['*'] (S4, W3)"],
+    ),
     # required-tags (G4)
-    ("required-tags", "pulumi:providers:aws",
-     {"defaultTags": json.dumps({"tags": {"Environment": "dev", "Project": "p"}})},
-     ["defaultTags.tags is missing ['Owner', 'CostCenter', 'DataClassification', "
-      "'Compliance', 'ManagedBy'] (G4)"]),
-    ("required-tags", "pulumi:providers:aws", {"region": "eu-central-1"},
-     [f"defaultTags.tags is missing {list(REQUIRED_TAGS)} (G4)"]),
-    ("required-tags", "pulumi:providers:aws",
-     {"defaultTags": {"tags": {**{k: "x" for k in REQUIRED_TAGS}, "Environment": "prod"}}},
-     ["defaultTags.tags.Environment='prod' must be the stack's suffix 'dev' (G4)"]),
+    (
+        "required-tags",
+        "pulumi:providers:aws",
+        {"defaultTags": json.dumps({"tags": {"Environment": "dev", "Project": "p"}})},
+        [
+            "defaultTags.tags is missing ['Owner', 'CostCenter', 'DataClassification', "
+            "'Compliance', 'ManagedBy'] (G4)"
+        ],
+    ),
+    (
+        "required-tags",
+        "pulumi:providers:aws",
+        {"region": "eu-central-1"},
+        [f"defaultTags.tags is missing {list(REQUIRED_TAGS)} (G4)"],
+    ),
+    (
+        "required-tags",
+        "pulumi:providers:aws",
+        {"defaultTags": {"tags": {**{k: "x" for k in REQUIRED_TAGS}, "Environment": "prod"}}},
+        ["defaultTags.tags.Environment='prod' must be the stack's suffix 'dev' (G4)"],
+    ),
     # names-carry-suffix (G2)
-    ("names-carry-suffix", "aws:sqs/queue:Queue", {"name": "media-jobs"},
-     ["name='media-jobs' must carry the suffix '-dev' (G2)"]),
-    ("names-carry-suffix", "aws:sqs/queue:Queue", {"name": "media-jobs-devx"},
-     ["name='media-jobs-devx' must carry the suffix '-dev' (G2)"]),
-    ("names-carry-suffix", "aws:s3/bucket:Bucket", {"bucket": "media-trail-123456789012"},
-     ["bucket='media-trail-123456789012' must carry the suffix '-dev' (G2)"]),
-    ("names-carry-suffix", INSTANCE, {"identifier": "media-aurora-1"},
-     ["identifier='media-aurora-1' must carry the suffix '-dev' (G2)"]),
+    (
+        "names-carry-suffix",
+        "aws:sqs/queue:Queue",
+        {"name": "media-jobs"},
+        ["name='media-jobs' must carry the suffix '-dev' (G2)"],
+    ),
+    (
+        "names-carry-suffix",
+        "aws:sqs/queue:Queue",
+        {"name": "media-jobs-devx"},
+        ["name='media-jobs-devx' must carry the suffix '-dev' (G2)"],
+    ),
+    (
+        "names-carry-suffix",
+        "aws:s3/bucket:Bucket",
+        {"bucket": "media-trail-123456789012"},
+        ["bucket='media-trail-123456789012' must carry the suffix '-dev' (G2)"],
+    ),
+    (
+        "names-carry-suffix",
+        INSTANCE,
+        {"identifier": "media-aurora-1"},
+        ["identifier='media-aurora-1' must carry the suffix '-dev' (G2)"],
+    ),
     # destroyable-unless-protected (G3), dev: everything goes on destroy
-    ("destroyable-unless-protected", CLUSTER,
-     {"deletionProtection": True, "skipFinalSnapshot": False},
-     ["deletionProtection must be false when dataProtection is false (G3)",
-      "skipFinalSnapshot must be true when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", "aws:rds/instance:Instance", {},
-     ["skipFinalSnapshot must be true when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", "aws:secretsmanager/secret:Secret", {},
-     ["recoveryWindowInDays=None must be 0 when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", "aws:kms/key:Key", {"deletionWindowInDays": 30},
-     ["deletionWindowInDays=30 must be 7 when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", "aws:s3/bucket:Bucket", {"forceDestroy": False},
-     ["forceDestroy must be true when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", "aws:ecr/repository:Repository", {},
-     ["forceDelete must be true when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", "aws:kinesis/stream:Stream",
-     {"enforceConsumerDeletion": False},
-     ["enforceConsumerDeletion must be true when dataProtection is false (G3)"]),
-    ("destroyable-unless-protected", CACHE, {"finalSnapshotIdentifier": "media-cache-final"},
-     ["finalSnapshotIdentifier must be absent when dataProtection is false (G3)"]),
+    (
+        "destroyable-unless-protected",
+        CLUSTER,
+        {"deletionProtection": True, "skipFinalSnapshot": False},
+        [
+            "deletionProtection must be false when dataProtection is false (G3)",
+            "skipFinalSnapshot must be true when dataProtection is false (G3)",
+        ],
+    ),
+    (
+        "destroyable-unless-protected",
+        "aws:rds/instance:Instance",
+        {},
+        ["skipFinalSnapshot must be true when dataProtection is false (G3)"],
+    ),
+    (
+        "destroyable-unless-protected",
+        "aws:secretsmanager/secret:Secret",
+        {},
+        ["recoveryWindowInDays=None must be 0 when dataProtection is false (G3)"],
+    ),
+    (
+        "destroyable-unless-protected",
+        "aws:kms/key:Key",
+        {"deletionWindowInDays": 30},
+        ["deletionWindowInDays=30 must be 7 when dataProtection is false (G3)"],
+    ),
+    (
+        "destroyable-unless-protected",
+        "aws:s3/bucket:Bucket",
+        {"forceDestroy": False},
+        ["forceDestroy must be true when dataProtection is false (G3)"],
+    ),
+    (
+        "destroyable-unless-protected",
+        "aws:ecr/repository:Repository",
+        {},
+        ["forceDelete must be true when dataProtection is false (G3)"],
+    ),
+    (
+        "destroyable-unless-protected",
+        "aws:kinesis/stream:Stream",
+        {"enforceConsumerDeletion": False},
+        ["enforceConsumerDeletion must be true when dataProtection is false (G3)"],
+    ),
+    (
+        "destroyable-unless-protected",
+        CACHE,
+        {"finalSnapshotIdentifier": "media-cache-final"},
+        ["finalSnapshotIdentifier must be absent when dataProtection is false (G3)"],
+    ),
 ]
 
 BROKEN_WHEN_PROTECTED = [
-    (CLUSTER, {"deletionProtection": False, "skipFinalSnapshot": True},
-     ["deletionProtection must be true when dataProtection is true (G3)",
-      "skipFinalSnapshot must be false when dataProtection is true (G3)"]),
-    ("aws:secretsmanager/secret:Secret", {"recoveryWindowInDays": 0},
-     ["recoveryWindowInDays=0 must be >= 7 when dataProtection is true (G3)"]),
-    ("aws:kms/key:Key", {"deletionWindowInDays": 7},
-     ["deletionWindowInDays=7 must be 30 when dataProtection is true (G3)"]),
-    ("aws:s3/bucket:Bucket", {"forceDestroy": True},
-     ["forceDestroy must be false when dataProtection is true (G3)"]),
-    ("aws:ecr/repository:Repository", {"forceDelete": True},
-     ["forceDelete must be false when dataProtection is true (G3)"]),
-    ("aws:kinesis/stream:Stream", {"enforceConsumerDeletion": True},
-     ["enforceConsumerDeletion must be false when dataProtection is true (G3)"]),
+    (
+        CLUSTER,
+        {"deletionProtection": False, "skipFinalSnapshot": True},
+        [
+            "deletionProtection must be true when dataProtection is true (G3)",
+            "skipFinalSnapshot must be false when dataProtection is true (G3)",
+        ],
+    ),
+    (
+        "aws:secretsmanager/secret:Secret",
+        {"recoveryWindowInDays": 0},
+        ["recoveryWindowInDays=0 must be >= 7 when dataProtection is true (G3)"],
+    ),
+    (
+        "aws:kms/key:Key",
+        {"deletionWindowInDays": 7},
+        ["deletionWindowInDays=7 must be 30 when dataProtection is true (G3)"],
+    ),
+    (
+        "aws:s3/bucket:Bucket",
+        {"forceDestroy": True},
+        ["forceDestroy must be false when dataProtection is true (G3)"],
+    ),
+    (
+        "aws:ecr/repository:Repository",
+        {"forceDelete": True},
+        ["forceDelete must be false when dataProtection is true (G3)"],
+    ),
+    (
+        "aws:kinesis/stream:Stream",
+        {"enforceConsumerDeletion": True},
+        ["enforceConsumerDeletion must be false when dataProtection is true (G3)"],
+    ),
     (CACHE, {}, ["finalSnapshotIdentifier must be set when dataProtection is true (G3)"]),
 ]
 
 ADVISORY = [
-    ("aws:s3/bucketV2:BucketV2", {"bucket": "media-x-dev"},
-     ["aws:s3/bucketV2:BucketV2 is deprecated: use aws.s3.Bucket (G1)"]),
-    ("aws:ec2/securityGroupRule:SecurityGroupRule", {"type": "egress"},
-     ["aws:ec2/securityGroupRule:SecurityGroupRule is deprecated: use "
-      "aws.vpc.SecurityGroupIngressRule / SecurityGroupEgressRule (G1)"]),
-    ("aws:s3/bucket:Bucket", {"bucket": "media-x-dev", "versioning": {"enabled": True}},
-     ["inline versioning is deprecated or discouraged: use aws.s3.BucketVersioning (G1)"]),
-    ("aws:ec2/securityGroup:SecurityGroup", {"egress": [{"cidrBlocks": ["10.0.0.0/8"]}]},
-     ["inline egress is deprecated or discouraged: use aws.vpc.SecurityGroupEgressRule (G1)"]),
+    (
+        "aws:s3/bucketV2:BucketV2",
+        {"bucket": "media-x-dev"},
+        ["aws:s3/bucketV2:BucketV2 is deprecated: use aws.s3.Bucket (G1)"],
+    ),
+    (
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        {"type": "egress"},
+        [
+            "aws:ec2/securityGroupRule:SecurityGroupRule is deprecated: use "
+            "aws.vpc.SecurityGroupIngressRule / SecurityGroupEgressRule (G1)"
+        ],
+    ),
+    (
+        "aws:s3/bucket:Bucket",
+        {"bucket": "media-x-dev", "versioning": {"enabled": True}},
+        ["inline versioning is deprecated or discouraged: use aws.s3.BucketVersioning (G1)"],
+    ),
+    (
+        "aws:ec2/securityGroup:SecurityGroup",
+        {"egress": [{"cidrBlocks": ["10.0.0.0/8"]}]},
+        ["inline egress is deprecated or discouraged: use aws.vpc.SecurityGroupEgressRule (G1)"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "resource_type", "props", "messages"), BROKEN,
-                         ids=[f"{b[0]}:{b[1].split(':')[-1]}-{i}" for i, b in enumerate(BROKEN)])
+@pytest.mark.parametrize(
+    ("name", "resource_type", "props", "messages"),
+    BROKEN,
+    ids=[f"{b[0]}:{b[1].split(':')[-1]}-{i}" for i, b in enumerate(BROKEN)],
+)
 def test_o4_each_rule_catches_a_broken_resource(name, resource_type, props, messages):
     assert rule(name).check(resource_type, props) == messages
     assert rule(name).mandatory is True
 
 
-@pytest.mark.parametrize(("resource_type", "props", "messages"), BROKEN_WHEN_PROTECTED,
-                         ids=[b[0].split(":")[-1] for b in BROKEN_WHEN_PROTECTED])
+@pytest.mark.parametrize(
+    ("resource_type", "props", "messages"),
+    BROKEN_WHEN_PROTECTED,
+    ids=[b[0].split(":")[-1] for b in BROKEN_WHEN_PROTECTED],
+)
 def test_o4_g3_protected_stacks_must_keep_their_data(resource_type, props, messages):
     assert rule("destroyable-unless-protected", PROD).check(resource_type, props) == messages
 
 
-@pytest.mark.parametrize(("resource_type", "props", "messages"), ADVISORY,
-                         ids=[a[0].split(":")[-1] for a in ADVISORY])
+@pytest.mark.parametrize(
+    ("resource_type", "props", "messages"), ADVISORY, ids=[a[0].split(":")[-1] for a in ADVISORY]
+)
 def test_o4_deprecated_resources_are_advisory(resource_type, props, messages):
     deprecated = rule("no-deprecated-resources")
     assert deprecated.mandatory is False
@@ -290,29 +547,51 @@ def test_o4_every_rule_has_a_broken_example():
 PASSING = [
     ("cmk-encryption-at-rest", CLUSTER, {"storageEncrypted": True, "kmsKeyId": KEY}),
     ("cmk-encryption-at-rest", INSTANCE, {"performanceInsightsEnabled": False}),
-    ("cmk-encryption-at-rest", "aws:ecr/repository:Repository",
-     {"encryptionConfigurations": [{"encryptionType": "KMS", "kmsKey": KEY}]}),
-    ("kms-key-rotation", "aws:kms/key:Key",
-     {"customerMasterKeySpec": "RSA_2048", "enableKeyRotation": False}),
-    ("encryption-in-transit", "aws:rds/clusterParameterGroup:ClusterParameterGroup",
-     {"family": "aurora-mysql8.0", "parameters": []}),
-    ("no-open-ingress", "aws:ec2/securityGroupRule:SecurityGroupRule",
-     {"type": "egress", "cidrBlocks": ["0.0.0.0/0"]}),
-    ("no-open-ingress", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
-     {"referencedSecurityGroupId": "sg-1"}),
-    ("names-carry-suffix", "aws:cloudwatch/logGroup:LogGroup",
-     {"name": "API-Gateway-Execution-Logs_abc123/v1"}),
+    (
+        "cmk-encryption-at-rest",
+        "aws:ecr/repository:Repository",
+        {"encryptionConfigurations": [{"encryptionType": "KMS", "kmsKey": KEY}]},
+    ),
+    (
+        "kms-key-rotation",
+        "aws:kms/key:Key",
+        {"customerMasterKeySpec": "RSA_2048", "enableKeyRotation": False},
+    ),
+    (
+        "encryption-in-transit",
+        "aws:rds/clusterParameterGroup:ClusterParameterGroup",
+        {"family": "aurora-mysql8.0", "parameters": []},
+    ),
+    (
+        "no-open-ingress",
+        "aws:ec2/securityGroupRule:SecurityGroupRule",
+        {"type": "egress", "cidrBlocks": ["0.0.0.0/0"]},
+    ),
+    (
+        "no-open-ingress",
+        "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+        {"referencedSecurityGroupId": "sg-1"},
+    ),
+    (
+        "names-carry-suffix",
+        "aws:cloudwatch/logGroup:LogGroup",
+        {"name": "API-Gateway-Execution-Logs_abc123/v1"},
+    ),
     ("names-carry-suffix", "aws:iam/rolePolicy:RolePolicy", {"name": "inline"}),
     ("names-carry-suffix", "aws:kms/alias:Alias", {"name": "alias/media-logs-key-dev"}),
     ("names-carry-suffix", "aws:sqs/queue:Queue", {"name": "jobs-dev"}),
-    ("destroyable-unless-protected", "aws:secretsmanager/secret:Secret",
-     {"recoveryWindowInDays": 0.0}),
+    (
+        "destroyable-unless-protected",
+        "aws:secretsmanager/secret:Secret",
+        {"recoveryWindowInDays": 0.0},
+    ),
     ("no-deprecated-resources", "aws:s3/bucket:Bucket", {"bucket": "x", "forceDestroy": True}),
 ]
 
 
-@pytest.mark.parametrize(("name", "resource_type", "props"), PASSING,
-                         ids=[f"{p[0]}-{i}" for i, p in enumerate(PASSING)])
+@pytest.mark.parametrize(
+    ("name", "resource_type", "props"), PASSING, ids=[f"{p[0]}-{i}" for i, p in enumerate(PASSING)]
+)
 def test_o4_compliant_or_exempt_resources_pass(name, resource_type, props):
     assert rule(name).check(resource_type, props) == []
 
@@ -321,24 +600,48 @@ def test_o4_rules_ignore_types_they_do_not_govern():
     assert rule("kms-key-rotation").applies_to("aws:sqs/queue:Queue") is False
     assert rule("kms-key-rotation").check("aws:sqs/queue:Queue", {}) == []
     assert rule("names-carry-suffix").applies_to("media:jobs:JobQueue") is False
-    assert rule("names-carry-suffix").applies_to("random:index/randomPassword:RandomPassword") \
-        is False
+    assert (
+        rule("names-carry-suffix").applies_to("random:index/randomPassword:RandomPassword") is False
+    )
 
 
 def test_o4_values_unknown_during_preview_count_as_set():
-    assert rule("cmk-encryption-at-rest").check(
-        CLUSTER, {"storageEncrypted": True, "kmsKeyId": UNKNOWN}) == []
-    assert rule("audit-trail-hardened").check("aws:cloudtrail/trail:Trail", {
-        "enableLogFileValidation": UNKNOWN, "isMultiRegionTrail": True,
-        "includeGlobalServiceEvents": True, "cloudWatchLogsGroupArn": UNKNOWN}) == []
-    assert rule("names-carry-suffix").check("aws:cloudwatch/logGroup:LogGroup",
-                                            {"name": UNKNOWN}) == []
-    assert rule("destroyable-unless-protected").check(
-        "aws:kms/key:Key", {"deletionWindowInDays": UNKNOWN}) == []
-    assert rule("iam-no-wildcard-actions").check("aws:iam/rolePolicy:RolePolicy",
-                                                 {"policy": UNKNOWN}) == []
-    assert rule("required-tags").check("pulumi:providers:aws",
-                                       {"defaultTags": {"tags": UNKNOWN}}) == []
+    assert (
+        rule("cmk-encryption-at-rest").check(
+            CLUSTER, {"storageEncrypted": True, "kmsKeyId": UNKNOWN}
+        )
+        == []
+    )
+    assert (
+        rule("audit-trail-hardened").check(
+            "aws:cloudtrail/trail:Trail",
+            {
+                "enableLogFileValidation": UNKNOWN,
+                "isMultiRegionTrail": True,
+                "includeGlobalServiceEvents": True,
+                "cloudWatchLogsGroupArn": UNKNOWN,
+            },
+        )
+        == []
+    )
+    assert (
+        rule("names-carry-suffix").check("aws:cloudwatch/logGroup:LogGroup", {"name": UNKNOWN})
+        == []
+    )
+    assert (
+        rule("destroyable-unless-protected").check(
+            "aws:kms/key:Key", {"deletionWindowInDays": UNKNOWN}
+        )
+        == []
+    )
+    assert (
+        rule("iam-no-wildcard-actions").check("aws:iam/rolePolicy:RolePolicy", {"policy": UNKNOWN})
+        == []
+    )
+    assert (
+        rule("required-tags").check("pulumi:providers:aws", {"defaultTags": {"tags": UNKNOWN}})
+        == []
+    )
 
 
 # --- a broken stack fails --------------------------------------------------------------------
@@ -348,13 +651,19 @@ def test_o4_a_misconfigured_resource_in_a_captured_stack_is_caught(stack_runs):
     resources = captured(stack_runs["dev"])
     cluster = next(i for i, r in enumerate(resources) if r[0] == CLUSTER)
     resource_type, name, props = resources[cluster]
-    resources[cluster] = (resource_type, name, {**props, "storageEncrypted": False,
-                                                "deletionProtection": True})
+    resources[cluster] = (
+        resource_type,
+        name,
+        {**props, "storageEncrypted": False, "deletionProtection": True},
+    )
     _, findings = evaluate(build_rules(DEV), resources)
     assert [(f.rule, f.resource, f.message) for f in findings] == [
         ("cmk-encryption-at-rest", name, "storageEncrypted must be true (K1)"),
-        ("destroyable-unless-protected", name,
-         "deletionProtection must be false when dataProtection is false (G3)"),
+        (
+            "destroyable-unless-protected",
+            name,
+            "deletionProtection must be false when dataProtection is false (G3)",
+        ),
     ]
 
 

@@ -21,9 +21,13 @@ PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@(v\d+(\.\d+){0,2}|[0-9a-f]{40
 
 def lint(path: Path) -> subprocess.CompletedProcess:
     # shellcheck / pyflakes integration off: the same result on every machine.
-    return subprocess.run([str(ACTIONLINT), "-no-color", "-oneline", "-shellcheck=",
-                           "-pyflakes=", str(path)], capture_output=True, text=True,
-                          cwd=path.parent, timeout=120)
+    return subprocess.run(
+        [str(ACTIONLINT), "-no-color", "-oneline", "-shellcheck=", "-pyflakes=", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +80,7 @@ def test_o4_test_job_installs_the_real_servers_and_runs_make_test(workflow):
 def test_o4_preview_job_assumes_the_role_through_oidc_after_the_tests(workflow):
     job = workflow["jobs"]["preview"]
     assert job["needs"] == "test"
-    assert job["permissions"] == {"contents": "read", "id-token": "write",
-                                  "pull-requests": "write"}
+    assert job["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
     (credentials,) = steps_using(job, "aws-actions/configure-aws-credentials")
     assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_PREVIEW_ROLE_ARN }}"
     assert "aws-access-key-id" not in credentials["with"]  # no long-lived keys (G5)

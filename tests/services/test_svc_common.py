@@ -167,7 +167,10 @@ def test_d5_api_may_still_log_in_with_a_secret_by_arn():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"DB_IAM_USER": "media_worker", "AWS_REGION": "eu-west-1"}, ("media_worker", None, None, None)),
+        (
+            {"DB_IAM_USER": "media_worker", "AWS_REGION": "eu-west-1"},
+            ("media_worker", None, None, None),
+        ),
         ({"DB_SECRET_ARN": "arn:db"}, (None, "arn:db", None, None)),
         ({"DB_USERNAME": "w", "DB_PASSWORD": "p"}, (None, None, "w", "p")),
     ],
@@ -479,8 +482,9 @@ def test_c3_redis_token_prefers_the_secret_over_env(aws):
     assert redis_token(cache, secret_arn=aws.redis_secret_arn, token="from-env") == "from-secret"
     assert redis_token(None, secret_arn=None, token="from-env") == "from-env"
     assert redis_token(None, secret_arn=None, token=None) is None
-    with pytest.raises(CredentialsError, match="a Redis secret ARN is configured but no "
-                                               "Secrets Manager client"):
+    with pytest.raises(
+        CredentialsError, match="a Redis secret ARN is configured but no Secrets Manager client"
+    ):
         redis_token(None, secret_arn="arn", token=None)
 
 

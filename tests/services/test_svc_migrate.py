@@ -64,9 +64,7 @@ def test_r1_migrate_applies_every_migration_once_and_reports_the_version(
         api.close()
 
 
-def test_r1_migrations_get_minutes_per_statement_not_the_services_seconds(
-    migrate_env, monkeypatch
-):
+def test_r1_migrations_get_minutes_per_statement_not_the_services_seconds(migrate_env, monkeypatch):
     """DDL on a large table (or waiting for the advisory lock) must not hit the 8 s limit
     the services run under; the function's own timeout is 300 s."""
     seen = []

@@ -463,7 +463,10 @@ def test_w6_sweep_dead_letters_a_failed_job_with_its_reason_and_id(kit):
                           "source_message_id": "outcome-sweep"}  # fmt: skip
     body = json.loads(dead["Body"])
     assert (body["type"], body["job_id"], body["video_id"]) == (
-        "job.requested", str(job_id), str(video_id))
+        "job.requested",
+        str(job_id),
+        str(video_id),
+    )
     assert kit.processed_events() == []
     assert kit.job(job_id)["notified"] is True
 
@@ -495,7 +498,8 @@ def test_w6_publication_failing_on_the_last_receive_hands_the_outcome_to_the_swe
     assert kit.depth() == (0, 0)
     assert drain_queue(kit.aws.sqs, kit.aws.dlq_url) == []
     kit.admin.cursor().execute(
-        "UPDATE jobs SET finished_at = now() - interval '1 hour' WHERE id = %s", (job_id,))
+        "UPDATE jobs SET finished_at = now() - interval '1 hour' WHERE id = %s", (job_id,)
+    )
     assert kit.worker().sweep_unpublished() == 1
     assert [e["job_id"] for e in kit.processed_events()] == [str(job_id)]
 
