@@ -21,9 +21,8 @@ from components.aws_limits import (
     ELASTICACHE_MIN_WINDOW_MINUTES,
     cache_parameter_group_family,
 )
-from components.data_tier import DataStorePlacement
+from components.data_tier import DataStore, DataStorePlacement
 from components.firewall import REDIS, RoleSecurityGroup
-from components.iam import attach_grants, secret_read_grants
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
@@ -165,7 +164,7 @@ class RedisReplicationGroupArgs(RedisReplicationGroupSettings, DataStorePlacemen
             raise ValueError("RedisReplicationGroupArgs: " + "; ".join(problems))
 
 
-class RedisReplicationGroup(pulumi.ComponentResource):
+class RedisReplicationGroup(DataStore):
     """Multi-AZ Redis-compatible replication group, encrypted at rest and by default in transit."""
 
     primary_endpoint: pulumi.Output[str]
@@ -181,33 +180,21 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         self, name: str, args: RedisReplicationGroupArgs, opts: pulumi.ResourceOptions | None = None
     ):
         args.validate()
-        super().__init__("media:cache:RedisReplicationGroup", name, None, opts)
-        self._name = name
+        super().__init__("media:cache:RedisReplicationGroup", name, args, opts, port=REDIS)
         self._args = args
-        self._child = pulumi.ResourceOptions(parent=self)
-        self._peers: set[str] = set()
         namer = args.namer
         self.replication_group_id = namer.name("cache", NameKind.ELASTICACHE_ID)
-        self.port = REDIS
         self.node_count = args.node_count
         self.transit_encryption = args.transit_encryption
 
-        self.security_group = RoleSecurityGroup(
-            f"{name}-sg",
-            role="cache",
-            description=f"ElastiCache {args.engine}: 6379 only from granted security groups",
-            vpc_id=args.vpc_id,
-            namer=namer,
-            parent=self,
+        self.security_group = self._role_security_group(
+            "cache", f"ElastiCache {args.engine}: 6379 only from granted security groups"
         )
-        subnet_group_name = namer.name("cache-subnets", NameKind.ELASTICACHE_SUBNET_GROUP)
-        self.subnet_group = aws.elasticache.SubnetGroup(
-            f"{name}-subnets",
-            name=subnet_group_name,
-            description="Private data subnets of the cache",
-            subnet_ids=list(args.subnet_ids),
-            tags=name_tag(subnet_group_name),
-            opts=self._child,
+        self.subnet_group = self._subnet_group(
+            aws.elasticache.SubnetGroup,
+            "cache-subnets",
+            NameKind.ELASTICACHE_SUBNET_GROUP,
+            "Private data subnets of the cache",
         )
         family = args.parameter_group_family
         # The family is part of the name so a major upgrade creates a new group beside the old.
@@ -274,20 +261,6 @@ class RedisReplicationGroup(pulumi.ComponentResource):
         )
         return pulumi.Output.secret(password.result)
 
-    def _final_snapshot_identifier(self) -> pulumi.Output[str] | None:
-        if not self._args.protect_data:
-            return None  # a final snapshot would block re-creating the group under its name
-        stem = f"{self.replication_group_id}-final-"
-        check_name(stem + "x" * 8, NameKind.ELASTICACHE_SNAPSHOT)
-        suffix = random.RandomString(
-            f"{self._name}-final-snapshot-suffix",
-            length=8,
-            special=False,
-            upper=False,
-            opts=self._child,
-        )
-        return pulumi.Output.concat(stem, suffix.result)
-
     def _replication_group(
         self, log_groups: dict[str, aws.cloudwatch.LogGroup], token: pulumi.Output[str] | None
     ) -> aws.elasticache.ReplicationGroup:
@@ -318,7 +291,9 @@ class RedisReplicationGroup(pulumi.ComponentResource):
             snapshot_retention_limit=args.snapshot_retention_days,
             snapshot_window=args.snapshot_window,
             maintenance_window=args.maintenance_window,
-            final_snapshot_identifier=self._final_snapshot_identifier(),
+            final_snapshot_identifier=self._final_snapshot_identifier(
+                self.replication_group_id, NameKind.ELASTICACHE_SNAPSHOT
+            ),
             apply_immediately=not args.protect_data,
             auto_minor_version_upgrade=True,
             log_delivery_configurations=[
@@ -400,24 +375,10 @@ class RedisReplicationGroup(pulumi.ComponentResource):
                 )
 
     # -- grants --------------------------------------------------------------------------
-    def allow_from(self, peer: RoleSecurityGroup) -> None:
-        """Admit `peer` to the cache (6379): ingress here, matching egress on the peer (C4)."""
-        if peer.physical_name in self._peers:
-            raise ValueError(f"{self._name}: {peer.physical_name} is already allowed")
-        self._peers.add(peer.physical_name)
-        self.security_group.allow_from(peer, REDIS, peer.physical_name)
-
     def grant_secret_read(
         self, resource_name: str, role: aws.iam.Role
     ) -> aws.iam.RolePolicy | None:
         """Let `role` read the AUTH token; None when TLS and the token are off."""
         if self.auth_secret_arn is None:
             return None
-        return attach_grants(
-            resource_name,
-            role,
-            secret_read_grants(
-                "CacheAuth", self.auth_secret_arn, self._args.secret_key_arn, self._args.context
-            ),
-            parent=self,
-        )
+        return self._grant_secret_read(resource_name, role, "CacheAuth", self.auth_secret_arn)

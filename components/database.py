@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
-import pulumi_random as random
 
 from components.aws_limits import (
     AURORA_MAJORS,
@@ -25,9 +24,9 @@ from components.aws_limits import (
     RESERVED_DB_NAMES,
     aurora_parameter_group_family,
 )
-from components.data_tier import DataStorePlacement
+from components.data_tier import DataStore, DataStorePlacement
 from components.firewall import POSTGRES, RoleSecurityGroup
-from components.iam import Grant, attach_grants, secret_read_grants
+from components.iam import Grant, attach_grants
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, name_tag
 from components.observability import metric_alarm
@@ -212,7 +211,7 @@ class EncryptedAuroraArgs(EncryptedAuroraSettings, DataStorePlacement):
             raise ValueError("EncryptedAuroraArgs: " + "; ".join(problems))
 
 
-class EncryptedAurora(pulumi.ComponentResource):
+class EncryptedAurora(DataStore):
     """Aurora PostgreSQL Serverless v2: encrypted, TLS-only, multi-AZ, rotated credentials."""
 
     endpoint: pulumi.Output[str]
@@ -228,33 +227,20 @@ class EncryptedAurora(pulumi.ComponentResource):
         self, name: str, args: EncryptedAuroraArgs, opts: pulumi.ResourceOptions | None = None
     ):
         args.validate()
-        super().__init__("media:database:EncryptedAurora", name, None, opts)
-        self._name = name
+        super().__init__("media:database:EncryptedAurora", name, args, opts, port=POSTGRES)
         self._args = args
-        self._child = pulumi.ResourceOptions(parent=self)
-        self._peers: set[str] = set()
-        namer = args.namer
-        self.cluster_identifier = namer.name("aurora", NameKind.RDS_IDENTIFIER)
-        self.port = POSTGRES
+        self.cluster_identifier = args.namer.name("aurora", NameKind.RDS_IDENTIFIER)
         self.database_name = args.database_name
         self.secret_kms_key_arn = args.secret_key_arn
 
-        self.security_group = RoleSecurityGroup(
-            f"{name}-sg",
-            role="database",
-            description="Aurora PostgreSQL: 5432 only from granted security groups",
-            vpc_id=args.vpc_id,
-            namer=namer,
-            parent=self,
+        self.security_group = self._role_security_group(
+            "database", "Aurora PostgreSQL: 5432 only from granted security groups"
         )
-        subnet_group_name = namer.name("aurora-subnets", NameKind.DB_SUBNET_GROUP)
-        self.subnet_group = aws.rds.SubnetGroup(
-            f"{name}-subnets",
-            name=subnet_group_name,
-            description="Private data subnets of the Aurora cluster",
-            subnet_ids=list(args.subnet_ids),
-            tags=name_tag(subnet_group_name),
-            opts=self._child,
+        self.subnet_group = self._subnet_group(
+            aws.rds.SubnetGroup,
+            "aurora-subnets",
+            NameKind.DB_SUBNET_GROUP,
+            "Private data subnets of the Aurora cluster",
         )
         cluster_params, instance_params = self._parameter_groups()
         log_group = self._log_group()
@@ -330,22 +316,6 @@ class EncryptedAurora(pulumi.ComponentResource):
             parent=self,
         )
 
-    def _final_snapshot_identifier(self) -> pulumi.Output[str] | None:
-        if not self._args.protect_data:
-            return None
-        stem = f"{self.cluster_identifier}-final-"
-        check_name(stem + "x" * 8, NameKind.RDS_IDENTIFIER)
-        # A fixed name fails the second destroy (snapshot already exists); the random part is
-        # new for every incarnation of the stack and stable within one.
-        suffix = random.RandomString(
-            f"{self._name}-final-snapshot-suffix",
-            length=8,
-            special=False,
-            upper=False,
-            opts=self._child,
-        )
-        return pulumi.Output.concat(stem, suffix.result)
-
     def _cluster(
         self, params: aws.rds.ClusterParameterGroup, log_group: aws.cloudwatch.LogGroup
     ) -> aws.rds.Cluster:
@@ -381,7 +351,9 @@ class EncryptedAurora(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             deletion_protection=protected,
             skip_final_snapshot=not protected,
-            final_snapshot_identifier=self._final_snapshot_identifier(),
+            final_snapshot_identifier=self._final_snapshot_identifier(
+                self.cluster_identifier, NameKind.RDS_IDENTIFIER
+            ),
             delete_automated_backups=not protected,
             apply_immediately=not protected,
             # `engine_version` is pinned: once RDS patched the cluster to a newer minor, the
@@ -481,13 +453,6 @@ class EncryptedAurora(pulumi.ComponentResource):
             )
 
     # -- grants --------------------------------------------------------------------------
-    def allow_from(self, peer: RoleSecurityGroup) -> None:
-        """Admit `peer` to PostgreSQL (5432): ingress here, matching egress on the peer (D6)."""
-        if peer.physical_name in self._peers:
-            raise ValueError(f"{self._name}: {peer.physical_name} is already allowed")
-        self._peers.add(peer.physical_name)
-        self.security_group.allow_from(peer, POSTGRES, peer.physical_name)
-
     def grant_connect(
         self, resource_name: str, role: aws.iam.Role, db_user: str
     ) -> aws.iam.RolePolicy:
@@ -522,11 +487,4 @@ class EncryptedAurora(pulumi.ComponentResource):
 
     def grant_secret_read(self, resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
         """Let `role` read the master secret (and decrypt it only through Secrets Manager)."""
-        return attach_grants(
-            resource_name,
-            role,
-            secret_read_grants(
-                "Database", self.secret_arn, self._args.secret_key_arn, self._args.context
-            ),
-            parent=self,
-        )
+        return self._grant_secret_read(resource_name, role, "Database", self.secret_arn)

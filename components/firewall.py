@@ -50,6 +50,7 @@ class RoleSecurityGroup:
         # Every rule opening a flow for this group's workload (its egress, and the ingress
         # others granted it): what a deploy-time action must wait for before it connects.
         self.access_rules: list[pulumi.Resource] = []
+        self._admitted: set[str] = set()
 
     def allow_from(self, peer: RoleSecurityGroup, port: int, label: str) -> None:
         """Admit `peer` on `port` (TCP): ingress here, egress on the peer."""
@@ -74,6 +75,14 @@ class RoleSecurityGroup:
             opts=pulumi.ResourceOptions(parent=peer._parent),
         )
         peer.access_rules += [ingress, egress]
+
+    def admit_once(self, peer: RoleSecurityGroup, port: int, owner: str) -> None:
+        """`allow_from(peer, port)` labelled with the peer's group name; admitting the same
+        peer twice is an error naming `owner` (the component the group guards)."""
+        if peer.physical_name in self._admitted:
+            raise ValueError(f"{owner}: {peer.physical_name} is already allowed")
+        self._admitted.add(peer.physical_name)
+        self.allow_from(peer, port, peer.physical_name)
 
     def allow_https_to_prefix_list(self, prefix_list_id: pulumi.Input[str], label: str) -> None:
         """HTTPS to an AWS-managed prefix list, e.g. S3 through its gateway endpoint."""

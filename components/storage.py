@@ -115,7 +115,6 @@ class SharedFileSystem(pulumi.ComponentResource):
         args.validate()
         super().__init__("media:storage:SharedFileSystem", name, None, opts)
         self._name = name
-        self._peers: set[str] = set()
         child = pulumi.ResourceOptions(parent=self)
         fs_name = args.namer.name("files")
         self.file_system = aws.efs.FileSystem(
@@ -230,10 +229,7 @@ class SharedFileSystem(pulumi.ComponentResource):
 
     def allow_from(self, peer: RoleSecurityGroup) -> None:
         """Admit `peer` on NFS (2049) only: ingress on the mount targets, egress on the peer."""
-        if peer.physical_name in self._peers:
-            raise ValueError(f"{self._name}: {peer.physical_name} is already allowed")
-        self._peers.add(peer.physical_name)
-        self.security_group.allow_from(peer, NFS, peer.physical_name)
+        self.security_group.admit_once(peer, NFS, self._name)
 
     def grant_mount(self, resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
         """Let `role` mount and write through the access point only (IAM authorisation)."""

@@ -18,6 +18,7 @@ from components.audit import (
 from components.naming import Namer
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
+from tests.infra.expect import guarded
 
 REGION = "eu-central-1"
 LOGS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -535,14 +536,6 @@ def test_o3_trail_arn_follows_the_region_g1(region_runs, region):
 
 
 # --- G3 data protection ---------------------------------------------------------------------
-
-
-def guarded(run):
-    return {
-        (r.type, r.name, r.protect, r.retain_on_delete)
-        for r in run.resources
-        if r.protect or r.retain_on_delete
-    }
 
 
 def test_g3_bucket_and_key_are_deleted_on_destroy_by_default(created):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pulumi
@@ -19,19 +18,15 @@ from components.cache import (
 from components.firewall import RoleSecurityGroup
 from components.naming import member_cluster_ids
 from offline.engine import ACCOUNT_ID, run_components, run_stack
-from stack_config import ConfigError, parse_settings
+from stack_config import parse_settings
+from tests.infra import expect
+from tests.infra.expect import REGION, SUBNETS, TOPIC, ZONES, key
 
-REGION = "eu-central-1"
-ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
-SUBNETS = ["subnet-data-a", "subnet-data-b", "subnet-data-c"]
-TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
 GROUP = "aws:elasticache/replicationGroup:ReplicationGroup"
 SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
-INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SECRET_ARN = (
     f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-cache-auth-token-test-AbCdEf"
 )
@@ -42,32 +37,8 @@ TLS_WARNING = (
 )
 
 
-def key(purpose: str) -> str:
-    return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{purpose}"
-
-
 def cache_args(namer, context, **overrides: Any) -> RedisReplicationGroupArgs:
-    values: dict[str, Any] = {
-        "namer": namer,
-        "context": context,
-        "vpc_id": "vpc-test",
-        "subnet_ids": SUBNETS[:2],
-        "availability_zones": ZONES[:2],
-        "storage_key_arn": key("cache"),
-        "secret_key_arn": key("secrets"),
-        "logs_key_arn": key("logs"),
-        "alarm_topic_arn": TOPIC,
-    }
-    values.update(overrides)
-    return RedisReplicationGroupArgs(**values)
-
-
-class _Peer(pulumi.ComponentResource):
-    def __init__(self, namer):
-        super().__init__("media:test:Peer", "peer", None, None)
-        self.sg = RoleSecurityGroup(
-            "api-sg", role="api", description="peer", vpc_id="vpc-test", namer=namer, parent=self
-        )
+    return RedisReplicationGroupArgs(**{**expect.placement(namer, context, "cache"), **overrides})
 
 
 def build(namer, context, *, peer: bool = False, grant: bool = False, **overrides: Any):
@@ -77,7 +48,7 @@ def build(namer, context, *, peer: bool = False, grant: bool = False, **override
         cache = RedisReplicationGroup("cache", cache_args(namer, context, **overrides))
         made["cache"] = cache
         if peer:
-            made["peer"] = _Peer(namer)
+            made["peer"] = expect.Peer(namer, "api")
             cache.allow_from(made["peer"].sg)
         if grant:
             role = aws.iam.Role("api-role", assume_role_policy="{}")
@@ -250,27 +221,10 @@ def test_c3_turning_tls_off_warns_and_drops_token_and_secret(namer, context):
 def test_c3_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer, context):
     run, made = build(namer, context, grant=True)
     assert isinstance(made["policy"], aws.iam.RolePolicy)
+    assert expect.policy_document(run, "api-cache-secret") == expect.secret_read_policy(
+        "CacheAuth", SECRET_ARN, key("secrets"), REGION
+    )
     policy = run.one("aws:iam/rolePolicy:RolePolicy", "api-cache-secret")
-    assert json.loads(policy.inputs["policy"]) == {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ReadCacheAuthSecret",
-                "Effect": "Allow",
-                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                "Resource": [SECRET_ARN],
-            },
-            {
-                "Sid": "DecryptCacheAuthSecret",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt"],
-                "Resource": [key("secrets")],
-                "Condition": {
-                    "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
-                },
-            },
-        ],
-    }
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
 
 
@@ -281,48 +235,21 @@ def test_c4_security_group_admits_nothing_until_granted(run):
     sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg")
     assert sg.inputs["name"] == "media-cache-sg-test"
     assert group_of(run)["securityGroupIds"] == [sg.id]
-    assert run.of_type(INGRESS) == [] and run.of_type(EGRESS) == []
+    expect.assert_admits_nothing(run)
 
 
 def test_c4_allow_from_admits_6379_only_from_the_peer_group(namer, context):
     run, _ = build(namer, context, peer=True)
-    cache_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg")
-    peer_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "api-sg")
-    [ingress] = run.of_type(INGRESS)
-    assert {
-        k: ingress.inputs[k]
-        for k in (
-            "securityGroupId",
-            "referencedSecurityGroupId",
-            "ipProtocol",
-            "fromPort",
-            "toPort",
-        )
-    } == {
-        "securityGroupId": cache_sg.id,
-        "referencedSecurityGroupId": peer_sg.id,
-        "ipProtocol": "tcp",
-        "fromPort": 6379,
-        "toPort": 6379,
-    }
-    assert "cidrIpv4" not in ingress.inputs
-    [egress] = run.of_type(EGRESS)
-    assert (
-        egress.inputs["securityGroupId"],
-        egress.inputs["referencedSecurityGroupId"],
-        egress.inputs["fromPort"],
-    ) == (peer_sg.id, cache_sg.id, 6379)
+    expect.assert_admits_only(run, "cache-sg", "api-sg", 6379)
 
 
 def test_c4_allowing_the_same_peer_twice_is_an_error(namer, context):
-    def program():
-        cache = RedisReplicationGroup("cache", cache_args(namer, context))
-        peer = _Peer(namer)
-        cache.allow_from(peer.sg)
-        cache.allow_from(peer.sg)
-
-    with pytest.raises(ValueError, match="cache: media-api-sg-test is already allowed"):
-        run_components(program, region=REGION)
+    expect.assert_same_peer_twice_fails(
+        lambda: RedisReplicationGroup("cache", cache_args(namer, context)),
+        namer,
+        store="cache",
+        peer_role="api",
+    )
 
 
 def test_c4_snapshots_and_maintenance_from_args(namer, context):
@@ -424,9 +351,8 @@ def test_g3_destroyable_by_default_no_final_snapshot(run):
 def test_g3_protected_takes_a_uniquely_named_final_snapshot(namer, context):
     run, _ = build(namer, context, protect_data=True)
     group = group_of(run)
-    suffix = run.one("random:index/randomString:RandomString", "cache-final-snapshot-suffix")
-    assert suffix.inputs == {"length": 8, "special": False, "upper": False}
-    assert group["finalSnapshotIdentifier"] == f"media-cache-test-final-{suffix.state['result']}"
+    suffix = expect.final_snapshot_suffix(run, "cache")
+    assert group["finalSnapshotIdentifier"] == f"media-cache-test-final-{suffix}"
     assert group["applyImmediately"] is False
 
 
@@ -500,10 +426,7 @@ def test_exposes_what_consumers_wire(namer, context):
 def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(
     namer, context, overrides, message
 ):
-    with pytest.raises(ValueError) as caught:
-        cache_args(namer, context, **overrides).validate()
-    assert str(caught.value).startswith("RedisReplicationGroupArgs: ")
-    assert message in str(caught.value)
+    expect.assert_rejected(cache_args(namer, context, **overrides), message)
 
 
 def test_g8_every_problem_in_one_error_before_any_resource(namer, context):
@@ -520,12 +443,6 @@ def test_g8_every_problem_in_one_error_before_any_resource(namer, context):
 
 
 # -- config keys of the cache (G8) ------------------------------------------------------------
-
-
-def config_problems(**raw: str) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        parse_settings(raw, project="media-pipeline", stack="test", region=REGION)
-    return caught.value.problems
 
 
 @pytest.mark.parametrize(
@@ -554,12 +471,15 @@ def config_problems(**raw: str) -> list[str]:
     ],
 )
 def test_g8_cache_config_rejected_with_key_and_allowed(raw, message):
-    assert config_problems(**raw) == [message]
+    assert expect.config_problems(**raw) == [message]
 
 
 def test_c3_tls_off_is_accepted_config_without_data_protection():
     settings = parse_settings(
-        {"cacheTransitEncryption": "false"}, project="media-pipeline", stack="test", region=REGION
+        {"cacheTransitEncryption": "false"},
+        project="media-pipeline",
+        stack="test",
+        region=REGION,
     )
     assert settings.cache.transit_encryption is False
 
@@ -587,7 +507,10 @@ def test_program_dev_cache_two_nodes_tls_destroyable(dev_run):
     assert group["transitEncryptionEnabled"] is True and is_secret(group["authToken"])
     assert "finalSnapshotIdentifier" not in group
     secret = dev_run.one(SECRET, "cache-auth-secret").inputs
-    assert (secret["kmsKeyId"], secret["recoveryWindowInDays"]) == (keys["keys-secrets-key"], 0)
+    assert (secret["kmsKeyId"], secret["recoveryWindowInDays"]) == (
+        keys["keys-secrets-key"],
+        0,
+    )
     subnets = dev_run.one("aws:elasticache/subnetGroup:SubnetGroup").inputs["subnetIds"]
     assert subnets == dev_run.outputs["dataSubnetIds"]
     assert dev_run.one(ALARM, "cache-001-cpu-alarm").inputs["threshold"] == 75
@@ -660,6 +583,7 @@ def test_subnet_group_and_final_snapshot_names_are_checked_with_elasticache_rule
         check_name(name, kind)
 
     monkeypatch.setattr(cache_module, "check_name", recording_check)
+    monkeypatch.setattr("components.data_tier.check_name", recording_check)
     monkeypatch.setattr("components.naming.check_name", recording_check)
     build(namer, context, protect_data=True)
     kinds = {name: kind for name, kind in checked}

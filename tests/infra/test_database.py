@@ -19,22 +19,12 @@ from components.database import (
 from components.firewall import RoleSecurityGroup
 from components.windows import window_span, windows_overlap
 from offline.engine import ACCOUNT_ID, run_components, run_stack
-from stack_config import ConfigError, parse_settings
-
-REGION = "eu-central-1"
-ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
-SUBNETS = ["subnet-data-a", "subnet-data-b", "subnet-data-c"]
-TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
-
-
-def key(purpose: str) -> str:
-    return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{purpose}"
-
+from stack_config import ConfigError
+from tests.infra import expect
+from tests.infra.expect import REGION, SUBNETS, TOPIC, ZONES, key
 
 CLUSTER = "aws:rds/cluster:Cluster"
 INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
-INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
-EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
 # The mocks name the RDS-managed secret after the cluster id, as RDS does (rds!cluster-...).
@@ -44,32 +34,7 @@ SECRET_ARN = (
 
 
 def aurora_args(namer, context, **overrides: Any) -> EncryptedAuroraArgs:
-    values: dict[str, Any] = {
-        "namer": namer,
-        "context": context,
-        "vpc_id": "vpc-test",
-        "subnet_ids": SUBNETS[:2],
-        "availability_zones": ZONES[:2],
-        "storage_key_arn": key("database"),
-        "secret_key_arn": key("secrets"),
-        "logs_key_arn": key("logs"),
-        "alarm_topic_arn": TOPIC,
-    }
-    values.update(overrides)
-    return EncryptedAuroraArgs(**values)
-
-
-class _Peer(pulumi.ComponentResource):
-    def __init__(self, namer):
-        super().__init__("media:test:Peer", "peer", None, None)
-        self.sg = RoleSecurityGroup(
-            "worker-sg",
-            role="worker",
-            description="peer",
-            vpc_id="vpc-test",
-            namer=namer,
-            parent=self,
-        )
+    return EncryptedAuroraArgs(**{**expect.placement(namer, context, "database"), **overrides})
 
 
 def build(namer, context, *, peers: int = 0, grant: bool = False, **overrides: Any):
@@ -79,7 +44,7 @@ def build(namer, context, *, peers: int = 0, grant: bool = False, **overrides: A
         db = EncryptedAurora("db", aurora_args(namer, context, **overrides))
         made["db"] = db
         if peers:
-            peer = _Peer(namer)
+            peer = expect.Peer(namer, "worker")
             made["peer"] = peer
             db.allow_from(peer.sg)
         if grant:
@@ -240,26 +205,9 @@ def test_d5_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer,
     run, made = build(namer, context, grant=True)
     policy = run.one("aws:iam/rolePolicy:RolePolicy", "reader-db-secret")
     assert isinstance(made["policy"], aws.iam.RolePolicy)
-    assert json.loads(policy.inputs["policy"]) == {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ReadDatabaseSecret",
-                "Effect": "Allow",
-                "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-                "Resource": [SECRET_ARN],
-            },
-            {
-                "Sid": "DecryptDatabaseSecret",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt"],
-                "Resource": [key("secrets")],
-                "Condition": {
-                    "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
-                },
-            },
-        ],
-    }
+    assert expect.policy_document(run, "reader-db-secret") == expect.secret_read_policy(
+        "Database", SECRET_ARN, key("secrets"), REGION
+    )
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "reader-role").id
 
 
@@ -338,49 +286,21 @@ def test_d6_own_security_group_admits_nothing_until_granted(run):
     group = run.one("aws:ec2/securityGroup:SecurityGroup", "db-sg")
     assert group.inputs["name"] == "media-database-sg-test"
     assert cluster_of(run)["vpcSecurityGroupIds"] == [group.id]
-    assert run.of_type(INGRESS) == [] and run.of_type(EGRESS) == []
+    expect.assert_admits_nothing(run)
 
 
 def test_d6_allow_from_admits_5432_only_from_the_peer_group(namer, context):
     run, _ = build(namer, context, peers=1)
-    database_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "db-sg")
-    peer_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "worker-sg")
-    [ingress] = run.of_type(INGRESS)
-    assert {
-        k: ingress.inputs[k]
-        for k in (
-            "securityGroupId",
-            "referencedSecurityGroupId",
-            "ipProtocol",
-            "fromPort",
-            "toPort",
-        )
-    } == {
-        "securityGroupId": database_sg.id,
-        "referencedSecurityGroupId": peer_sg.id,
-        "ipProtocol": "tcp",
-        "fromPort": 5432,
-        "toPort": 5432,
-    }
-    assert "cidrIpv4" not in ingress.inputs
-    [egress] = run.of_type(EGRESS)
-    assert (
-        egress.inputs["securityGroupId"],
-        egress.inputs["referencedSecurityGroupId"],
-        egress.inputs["fromPort"],
-        egress.inputs["toPort"],
-    ) == (peer_sg.id, database_sg.id, 5432, 5432)
+    expect.assert_admits_only(run, "db-sg", "worker-sg", 5432)
 
 
 def test_d6_allowing_the_same_peer_twice_is_an_error(namer, context):
-    def program():
-        db = EncryptedAurora("db", aurora_args(namer, context))
-        peer = _Peer(namer)
-        db.allow_from(peer.sg)
-        db.allow_from(peer.sg)
-
-    with pytest.raises(ValueError, match="db: media-worker-sg-test is already allowed"):
-        run_components(program, region=REGION)
+    expect.assert_same_peer_twice_fails(
+        lambda: EncryptedAurora("db", aurora_args(namer, context)),
+        namer,
+        store="db",
+        peer_role="worker",
+    )
 
 
 # -- D7 logs and alarms --------------------------------------------------------------------
@@ -485,11 +405,10 @@ def test_g3_destroyable_by_default(run):
 def test_g3_protected_keeps_a_uniquely_named_final_snapshot(namer, context):
     run, _ = build(namer, context, protect_data=True)
     cluster = cluster_of(run)
-    suffix = run.one("random:index/randomString:RandomString", "db-final-snapshot-suffix")
-    assert suffix.inputs == {"length": 8, "special": False, "upper": False}
+    suffix = expect.final_snapshot_suffix(run, "db")
     assert cluster["deletionProtection"] is True
     assert cluster["skipFinalSnapshot"] is False
-    assert cluster["finalSnapshotIdentifier"] == f"media-aurora-test-final-{suffix.state['result']}"
+    assert cluster["finalSnapshotIdentifier"] == f"media-aurora-test-final-{suffix}"
     assert cluster["deleteAutomatedBackups"] is False
     assert cluster["applyImmediately"] is False
     assert all(i.inputs["applyImmediately"] is False for i in instances_of(run))
@@ -579,10 +498,7 @@ def test_exposes_what_consumers_wire(namer, context):
 def test_g8_bad_args_are_rejected_with_the_field_and_allowed_values(
     namer, context, overrides, message
 ):
-    with pytest.raises(ValueError) as caught:
-        aurora_args(namer, context, **overrides).validate()
-    assert str(caught.value).startswith("EncryptedAuroraArgs: ")
-    assert message in str(caught.value)
+    expect.assert_rejected(aurora_args(namer, context, **overrides), message)
 
 
 def test_g8_every_problem_in_one_error_before_any_resource(namer, context):
@@ -597,12 +513,6 @@ def test_g8_every_problem_in_one_error_before_any_resource(namer, context):
 
 
 # -- config keys of the database (G8) ----------------------------------------------------------
-
-
-def config_problems(**raw: str) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        parse_settings(raw, project="media-pipeline", stack="test", region=REGION)
-    return caught.value.problems
 
 
 @pytest.mark.parametrize(
@@ -635,7 +545,7 @@ def config_problems(**raw: str) -> list[str]:
     ],
 )
 def test_g8_database_config_rejected_with_key_and_allowed(raw, message):
-    assert config_problems(**raw) == [message]
+    assert expect.config_problems(**raw) == [message]
 
 
 def test_windows_are_measured_across_midnight_and_the_week():
@@ -719,21 +629,13 @@ def test_g1_database_in_every_region_without_warnings(region_runs, region):
 # -- G3 engine-level protection, D1 explicit minor upgrades ------------------------------------
 
 
-def guarded(run):
-    return {
-        (r.type, r.name, r.protect, r.retain_on_delete)
-        for r in run.resources
-        if r.protect or r.retain_on_delete
-    }
-
-
 def test_g3_nothing_is_protected_or_retained_by_default(run):
-    assert guarded(run) == set()
+    assert expect.guarded(run) == set()
 
 
 def test_g3_data_protection_protects_and_retains_the_cluster_only(namer, context):
     run, _ = build(namer, context, protect_data=True)
-    assert guarded(run) == {(CLUSTER, "db-cluster", True, True)}
+    assert expect.guarded(run) == {(CLUSTER, "db-cluster", True, True)}
     # The explicit depends_on on the log group survives the protection options.
     log_group = run.one("aws:cloudwatch/logGroup:LogGroup")
     assert log_group.urn in run.one(CLUSTER, "db-cluster").dependencies

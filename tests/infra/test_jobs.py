@@ -20,6 +20,7 @@ from components.jobs import (
 from components.stream import stream_read_grants
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
+from tests.infra.expect import guarded
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/aaaaaaaa-0000-0000-0000-000000000001"
@@ -580,14 +581,6 @@ def test_g1_processing_tier_in_every_region_without_warnings(region_runs, region
 
 
 # --- G3 data protection ---------------------------------------------------------------------
-
-
-def guarded(run):
-    return {
-        (r.type, r.name, r.protect, r.retain_on_delete)
-        for r in run.resources
-        if r.protect or r.retain_on_delete
-    }
 
 
 def test_g3_every_queue_is_deleted_on_destroy_by_default(base_args):

@@ -17,7 +17,9 @@ from components.kms import (
 )
 from components.naming import Namer
 from offline.engine import run_components
+from tests.infra.expect import guarded
 
+KEY = "aws:kms/key:Key"
 ROOT_STATEMENT = {
     "Sid": "EnableAccountIamPolicies",
     "Effect": "Allow",
@@ -41,7 +43,7 @@ def policy_of(run, name):
 
 def test_every_platform_key_rotates_and_has_a_suffixed_alias_k1(namer, context):
     run = build_platform_keys(namer, context)
-    keys = run.of_type("aws:kms/key:Key")
+    keys = run.of_type(KEY)
     assert len(keys) == len(PLATFORM_KEY_PURPOSES) == 8
     assert all(k.inputs["enableKeyRotation"] is True for k in keys)
     assert all(k.inputs["deletionWindowInDays"] == 7 for k in keys)
@@ -52,12 +54,11 @@ def test_every_platform_key_rotates_and_has_a_suffixed_alias_k1(namer, context):
 
 def test_data_protection_window_reaches_every_key_g3(namer, context):
     windows = {
-        k.inputs["deletionWindowInDays"]
-        for k in build_platform_keys(namer, context).of_type("aws:kms/key:Key")
+        k.inputs["deletionWindowInDays"] for k in build_platform_keys(namer, context).of_type(KEY)
     }
     assert windows == {7}
     run = build_platform_keys(namer, context, protect_data=True)
-    assert {k.inputs["deletionWindowInDays"] for k in run.of_type("aws:kms/key:Key")} == {30}
+    assert {k.inputs["deletionWindowInDays"] for k in run.of_type(KEY)} == {30}
 
 
 def test_database_key_policy_is_only_the_account_root_k2(namer, context):
@@ -143,15 +144,6 @@ def test_bad_key_args_are_rejected_before_any_child(namer, context, window, gran
 # -- G3 data protection: the keys outlive a destroy -------------------------------------------
 
 
-def guarded(run):
-    """(name, protect, retain_on_delete) of every resource with either option set."""
-    return {
-        (r.name, r.protect, r.retain_on_delete)
-        for r in run.resources
-        if r.protect or r.retain_on_delete
-    }
-
-
 def test_g3_keys_are_ordinary_resources_without_data_protection(namer, context):
     assert guarded(build_platform_keys(namer, context)) == set()
 
@@ -162,7 +154,7 @@ def test_g3_data_protection_protects_and_retains_every_platform_key_not_the_alia
             "keys", PlatformKeysArgs(context=context, namer=namer, protect_data=True)
         )
     )
-    assert guarded(run) == {(f"keys-{p}-key", True, True) for p in PLATFORM_KEY_PURPOSES}
+    assert guarded(run) == {(KEY, f"keys-{p}-key", True, True) for p in PLATFORM_KEY_PURPOSES}
     assert all(not a.protect and not a.retain_on_delete for a in run.of_type("aws:kms/alias:Alias"))
 
 
@@ -173,7 +165,7 @@ def test_g3_single_key_protection_is_on_the_key_only(namer, context):
             EncryptionKeyArgs(purpose="audit-key", context=context, namer=namer, protect_data=True),
         )
     )
-    assert guarded(run) == {("audit-key", True, True)}
+    assert guarded(run) == {(KEY, "audit-key", True, True)}
     # Protection is set on the key, not inherited from a protected component.
     assert run.one("media:kms:EncryptionKey").protect is False
 
@@ -277,7 +269,7 @@ def test_program_keys_have_exactly_the_expected_policies_k2(dev_run, prod_run, s
     run = {"dev": dev_run, "prod": prod_run}[stack]
     expected = {f"keys-{p}-key": s for p, s in PLATFORM_KEY_STATEMENTS.items()}
     expected["audit-key-key"] = audit_key_statements(stack)
-    assert {k.name: json.loads(k.inputs["policy"]) for k in run.of_type("aws:kms/key:Key")} == {
+    assert {k.name: json.loads(k.inputs["policy"]) for k in run.of_type(KEY)} == {
         name: {"Version": "2012-10-17", "Statement": statements}
         for name, statements in expected.items()
     }

@@ -11,6 +11,7 @@ from components.firewall import RoleSecurityGroup
 from components.iam import service_role
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from offline.engine import run_components
+from tests.infra.expect import guarded
 
 FS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/filesystem"
 DATA_SUBNETS = ["subnet-data-a", "subnet-data-b", "subnet-data-c"]
@@ -308,14 +309,6 @@ def test_grant_mount_returns_the_role_policy_for_depends_on(namer, context):
 
 
 # -- G3 data protection -----------------------------------------------------------------------
-
-
-def guarded(run):
-    return {
-        (r.type, r.name, r.protect, r.retain_on_delete)
-        for r in run.resources
-        if r.protect or r.retain_on_delete
-    }
 
 
 def test_g3_file_system_is_deleted_on_destroy_by_default(run):

@@ -20,6 +20,7 @@ from components.stream import (
 )
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
+from tests.infra.expect import guarded
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -355,14 +356,6 @@ def test_program_iterator_age_threshold_from_config():
 
 
 # --- G3 data protection ---------------------------------------------------------------------
-
-
-def guarded(run):
-    return {
-        (r.type, r.name, r.protect, r.retain_on_delete)
-        for r in run.resources
-        if r.protect or r.retain_on_delete
-    }
 
 
 def test_g3_stream_is_deleted_on_destroy_by_default(base_args):
