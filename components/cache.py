@@ -36,6 +36,9 @@ from components.windows import (
     window_pair_rules,
 )
 
+# ElastiCache accepts TransitEncryptionMode (set to `required` here) from Redis 7.0.5 on;
+# Valkey has it in every version.
+TLS_MODE_TOO_OLD = {"redis": ("6.2",)}
 # With cluster mode disabled a group holds one primary and up to five replicas.
 MIN_NODES, MAX_NODES = 2, 6
 LOG_TYPES = ("slow-log", "engine-log")
@@ -134,6 +137,17 @@ class RedisReplicationGroupSettings(Tunables):
                     "engine_version",
                     self.engine_version,
                     f"for {self.engine}: " + ", ".join(versions),
+                )
+            )
+        elif self.transit_encryption and self.engine_version in TLS_MODE_TOO_OLD.get(
+            self.engine, ()
+        ):
+            problems.append(
+                Problem(
+                    "engine_version",
+                    self.engine_version,
+                    f"{self.engine} 7.0 or later while {{transit_encryption}} is true "
+                    "(transit encryption mode 'required' needs Redis 7.0.5)",
                 )
             )
         return problems + window_pair_rules(

@@ -116,6 +116,10 @@ BAD_CONFIGURATIONS = [
         {"cacheEngine": "redis", "cacheEngineVersion": "8.0"},
         'cacheEngineVersion="8.0": allowed for redis: 6.2, 7.0, 7.1',
     ),
+    (
+        {"cacheEngine": "redis", "cacheEngineVersion": "6.2"},
+        'cacheEngineVersion="6.2": allowed redis 7.0 or later while cacheTransitEncryption is true',
+    ),
     ({"cacheNodeType": "t4g.micro"}, 'cacheNodeType="t4g.micro": allowed an ElastiCache node type'),
     (
         {"streamMode": "ON_DEMAND", "streamShardCount": "4"},
