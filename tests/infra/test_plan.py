@@ -13,13 +13,13 @@ from offline.plan import main
 
 
 @pytest.fixture(scope="module")
-def dev_plan():
+def dev_plan(shared_plan_main):
     import io
     from contextlib import redirect_stdout
 
     out = io.StringIO()
     with redirect_stdout(out):
-        code = main(["dev"])
+        code = shared_plan_main(["dev"])
     return code, out.getvalue()
 
 
@@ -60,8 +60,8 @@ def test_plan_counts_every_resource_by_type(dev_plan):
     assert "   1  aws:rds/cluster:Cluster" in counts
 
 
-def test_prod_plan_marks_protected_data_stores_g3(capsys):
-    assert main(["prod"]) == 0
+def test_prod_plan_marks_protected_data_stores_g3(capsys, shared_plan_main):
+    assert shared_plan_main(["prod"]) == 0
     text = capsys.readouterr().out
     cluster = next(line for line in text.splitlines() if "aws:rds/cluster:Cluster" in line)
     assert cluster.endswith("PROTECTED  RETAINED-ON-DELETE")

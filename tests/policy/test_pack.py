@@ -14,7 +14,6 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceV
 from pulumi_policy.proxy import UNKNOWN_BOOLEAN_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from offline.engine import ROOT
-from offline.plan import main as plan_main
 from offline.plan import render_policy_report
 from policy.pack import CONFIG_SCHEMAS, build_policies, plain
 from policy.rules import UNKNOWN, PolicyConfig, build_rules
@@ -171,8 +170,8 @@ def test_o4_plan_report_lists_violations(stack_runs):
     )
 
 
-def test_o4_plan_prints_the_report_and_passes(capsys):
-    assert plan_main(["dev"]) == 0
+def test_o4_plan_prints_the_report_and_passes(capsys, shared_plan_main):
+    assert shared_plan_main(["dev"]) == 0
     out = capsys.readouterr().out
     assert "Policy pack (policy/policy-config.dev.json):" in out
     assert "PASSED: 0 mandatory, 0 advisory violation(s)" in out
