@@ -43,7 +43,7 @@ from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.protection import Lifecycle
+from components.secrets import stored_secret
 from components.tunables import Tunables, tunable
 from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, RegionalWafArgs, regional_waf
 from services.contract import (
@@ -641,21 +641,15 @@ class PublicApi(pulumi.ComponentResource):
             min_numeric=4,
             opts=self._child,
         )
-        secret_name = args.namer.name("api-key", NameKind.SECRET)
-        secret = aws.secretsmanager.Secret(
+        secret, _ = stored_secret(
             f"{name}-key-secret",
-            name=secret_name,
+            namer=args.namer,
+            stem="api-key",
             description=f"Value of the API key {key_name} (x-api-key header)",
-            kms_key_id=args.secrets_key_arn,
-            recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
-            tags=name_tag(secret_name),
-            opts=self._child,
-        )
-        aws.secretsmanager.SecretVersion(
-            f"{name}-key-secret-value",
-            secret_id=secret.id,
-            secret_string=value.result,
-            opts=self._child,
+            value=value.result,
+            kms_key_arn=args.secrets_key_arn,
+            protect_data=args.protect_data,
+            parent=self,
         )
         api_key = aws.apigateway.ApiKey(
             f"{name}-key",

@@ -26,7 +26,7 @@ from components.firewall import REDIS, RoleSecurityGroup
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
-from components.protection import Lifecycle
+from components.secrets import stored_secret
 from components.tunables import Problem, Tunables, tunable
 from components.windows import (
     DAILY_FORM,
@@ -325,21 +325,15 @@ class RedisReplicationGroup(DataStore):
 
     def _auth_secret(self, token: pulumi.Output[str]) -> pulumi.Output[str]:
         args = self._args
-        secret_name = args.namer.name("cache-auth-token", NameKind.SECRET)
-        secret = aws.secretsmanager.Secret(
+        secret, _ = stored_secret(
             f"{self._name}-auth-secret",
-            name=secret_name,
+            namer=args.namer,
+            stem="cache-auth-token",
             description=f"AUTH token of the {self.replication_group_id} cache (the raw token)",
-            kms_key_id=args.secret_key_arn,
-            recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
-            tags=name_tag(secret_name),
-            opts=self._child,
-        )
-        aws.secretsmanager.SecretVersion(
-            f"{self._name}-auth-secret-value",
-            secret_id=secret.id,
-            secret_string=token,
-            opts=self._child,
+            value=token,
+            kms_key_arn=args.secret_key_arn,
+            protect_data=args.protect_data,
+            parent=self,
         )
         return secret.arn
 

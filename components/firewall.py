@@ -86,30 +86,22 @@ class RoleSecurityGroup:
 
     def allow_https_to_prefix_list(self, prefix_list_id: pulumi.Input[str], label: str) -> None:
         """HTTPS to an AWS-managed prefix list, e.g. S3 through its gateway endpoint."""
-        self.access_rules.append(
-            aws.vpc.SecurityGroupEgressRule(
-                f"{self._name}-https-to-{label}",
-                security_group_id=self.id,
-                prefix_list_id=prefix_list_id,
-                ip_protocol="tcp",
-                from_port=HTTPS,
-                to_port=HTTPS,
-                description=f"HTTPS to {label}",
-                opts=pulumi.ResourceOptions(parent=self._parent),
-            )
-        )
+        self._https_egress(f"to-{label}", f"HTTPS to {label}", prefix_list_id=prefix_list_id)
 
     def allow_https_egress(self) -> None:
         """AWS APIs (ECR, Secrets Manager, Logs, SQS, Kinesis) over HTTPS via NAT or endpoints."""
+        self._https_egress("out", "HTTPS to AWS APIs", cidr_ipv4=ANYWHERE_IPV4)
+
+    def _https_egress(self, role: str, description: str, **destination: pulumi.Input[str]) -> None:
         self.access_rules.append(
             aws.vpc.SecurityGroupEgressRule(
-                f"{self._name}-https-out",
+                f"{self._name}-https-{role}",
                 security_group_id=self.id,
-                cidr_ipv4=ANYWHERE_IPV4,
                 ip_protocol="tcp",
                 from_port=HTTPS,
                 to_port=HTTPS,
-                description="HTTPS to AWS APIs",
+                description=description,
                 opts=pulumi.ResourceOptions(parent=self._parent),
+                **destination,
             )
         )

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.firewall import RoleSecurityGroup
-from components.iam import Grant, attach_grants, service_role
+from components.iam import Grant, attach_grants, decrypt_via, service_role
 from components.kms import AwsContext
 from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, check_name, name_tag
@@ -167,18 +167,12 @@ def runtime_grants(
         ),
         # Lambda decrypts the environment on this function's behalf, with its ARN as the
         # encryption context.
-        Grant(
+        decrypt_via(
             "DecryptOwnEnvironment",
-            ("kms:Decrypt",),
-            (args.environment_key_arn,),
-            conditions={
-                "StringEquals": {
-                    "kms:ViaService": pulumi.Output.concat(
-                        "lambda.", ctx.region, ".", ctx.dns_suffix
-                    ),
-                    "kms:EncryptionContext:aws:lambda:FunctionArn": function_arn,
-                }
-            },
+            args.environment_key_arn,
+            "lambda",
+            ctx,
+            also={"kms:EncryptionContext:aws:lambda:FunctionArn": function_arn},
         ),
         Grant("ManageVpcNetworkInterfaces", VPC_NETWORK_INTERFACE_ACTIONS, ("*",)),
         Grant("WriteTraces", XRAY_ACTIONS, ("*",)),

@@ -102,22 +102,34 @@ def attach_grants(
     )
 
 
+def decrypt_via(
+    sid: str,
+    kms_key_arn: pulumi.Input[str],
+    service: str,
+    ctx: AwsContext,
+    also: dict[str, pulumi.Input[str]] | None = None,
+) -> Grant:
+    """Decrypt with one CMK only when `service` (of this region) asks on the caller's behalf;
+    `also` adds further `StringEquals` conditions (an encryption context)."""
+    via = pulumi.Output.concat(f"{service}.", ctx.region, ".", ctx.dns_suffix)
+    return Grant(
+        sid=sid,
+        actions=("kms:Decrypt",),
+        resources=(kms_key_arn,),
+        conditions={"StringEquals": {"kms:ViaService": via, **(also or {})}},
+    )
+
+
 def secret_read_grants(
     label: str, secret_arn: pulumi.Input[str], kms_key_arn: pulumi.Input[str], ctx: AwsContext
 ) -> tuple[Grant, Grant]:
     """Read one secret: its value on exactly its ARN, and decrypt with its CMK only when
     Secrets Manager (of this region) asks on the caller's behalf."""
-    via_secrets_manager = pulumi.Output.concat("secretsmanager.", ctx.region, ".", ctx.dns_suffix)
     return (
         Grant(
             sid=f"Read{label}Secret",
             actions=("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"),
             resources=(secret_arn,),
         ),
-        Grant(
-            sid=f"Decrypt{label}Secret",
-            actions=("kms:Decrypt",),
-            resources=(kms_key_arn,),
-            conditions={"StringEquals": {"kms:ViaService": via_secrets_manager}},
-        ),
+        decrypt_via(f"Decrypt{label}Secret", kms_key_arn, "secretsmanager", ctx),
     )

@@ -434,26 +434,32 @@ class JobQueue(pulumi.ComponentResource):
             "topic_arn": args.alarm_topic_arn,
             "parent": self,
         }
-        metric_alarm(
-            f"{name}-dlq-depth",
-            alarm_name=namer.name("jobs-dlq-not-empty"),
-            description=f"Jobs failed {args.max_receive_count} times and wait in the "
-            "dead-letter queue (W6).",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": self.dlq.name},
-            threshold=0,
-            **common,
-        )
-        metric_alarm(
-            f"{name}-pipe-failures-depth",
-            alarm_name=namer.name("pipe-failures-not-empty"),
-            description="Stream records the pipe could not deliver to the jobs queue wait in "
-            "the pipe-failure queue (W6).",
-            metric_name="ApproximateNumberOfMessagesVisible",
-            dimensions={"QueueName": self.failures.name},
-            threshold=0,
-            **common,
-        )
+        # Any message in a failure queue is a job or a record that needs a look.
+        for label, stem, queue, description in (
+            (
+                "dlq",
+                "jobs-dlq",
+                self.dlq,
+                f"Jobs failed {args.max_receive_count} times and wait in the dead-letter queue "
+                "(W6).",
+            ),
+            (
+                "pipe-failures",
+                "pipe-failures",
+                self.failures,
+                "Stream records the pipe could not deliver to the jobs queue wait in the "
+                "pipe-failure queue (W6).",
+            ),
+        ):
+            metric_alarm(
+                f"{name}-{label}-depth",
+                alarm_name=namer.name(f"{stem}-not-empty"),
+                description=description,
+                metric_name="ApproximateNumberOfMessagesVisible",
+                dimensions={"QueueName": queue.name},
+                threshold=0,
+                **common,
+            )
         metric_alarm(
             f"{name}-oldest-job",
             alarm_name=namer.name("jobs-oldest-message"),

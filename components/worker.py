@@ -33,13 +33,14 @@ import pulumi_random as random
 from components.aws_limits import FARGATE_MEMORY_BY_CPU
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
-from components.iam import Grant, attach_grants, service_role
+from components.iam import Grant, attach_grants, decrypt_via, service_role
 from components.jobs import visibility_rule
 from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.protection import Lifecycle
+from components.secrets import stored_secret
 from components.tunables import Problem, Tunables, describe, tunable
 from services.contract import WORKER_DB_USER, EnvVar
 
@@ -586,20 +587,7 @@ class MediaWorkerService(pulumi.ComponentResource):
             Grant("PullWorkerImage", ECR_PULL_ACTIONS, repositories),
         ]
         if not args.image:
-            grants.append(
-                Grant(
-                    "DecryptImageLayers",
-                    ("kms:Decrypt",),
-                    (args.images_key_arn,),
-                    {
-                        "StringEquals": {
-                            "kms:ViaService": pulumi.Output.concat(
-                                "ecr.", ctx.region, ".", ctx.dns_suffix
-                            )
-                        }
-                    },
-                )
-            )
+            grants.append(decrypt_via("DecryptImageLayers", args.images_key_arn, "ecr", ctx))
         return grants
 
     def _execution_policies(self) -> list[aws.iam.RolePolicy]:
@@ -623,18 +611,7 @@ class MediaWorkerService(pulumi.ComponentResource):
             Grant(
                 "ReadContentKey", ("secretsmanager:GetSecretValue",), (self.content_key_secret.arn,)
             ),
-            Grant(
-                "DecryptContentKey",
-                ("kms:Decrypt",),
-                (args.secrets_key_arn,),
-                {
-                    "StringEquals": {
-                        "kms:ViaService": pulumi.Output.concat(
-                            "secretsmanager.", ctx.region, ".", ctx.dns_suffix
-                        )
-                    }
-                },
-            ),
+            decrypt_via("DecryptContentKey", args.secrets_key_arn, "secretsmanager", ctx),
         ]
         policies = [attach_grants(f"{name}-task-policy", role, grants, parent=self)]
         for label, grant in args.task_grants.items():
@@ -646,17 +623,6 @@ class MediaWorkerService(pulumi.ComponentResource):
     # -- content-protection key (K3) -------------------------------------------------------
     def _content_key(self) -> None:
         args, name = self._args, self._name
-        secret_name = args.namer.name("content-key", NameKind.SECRET)
-        self.content_key_secret = aws.secretsmanager.Secret(
-            f"{name}-content-key",
-            name=secret_name,
-            description="Content-protection key material of the media workers (K3)",
-            kms_key_id=args.secrets_key_arn,
-            recovery_window_in_days=Lifecycle(args.protect_data).secret_recovery_window_days,
-            tags=name_tag(secret_name),
-            opts=self._child,
-        )
-        self.content_key_secret_arn = self.content_key_secret.arn
         material = random.RandomBytes(
             f"{name}-content-key-material", length=CONTENT_KEY_BYTES, opts=self._child
         )
@@ -665,12 +631,17 @@ class MediaWorkerService(pulumi.ComponentResource):
                 {"kid": material.base64.apply(_key_id), "key": material.base64}
             )
         )
-        version = aws.secretsmanager.SecretVersion(
-            f"{name}-content-key-value",
-            secret_id=self.content_key_secret.id,
-            secret_string=value,
-            opts=self._child,
+        self.content_key_secret, version = stored_secret(
+            f"{name}-content-key",
+            namer=args.namer,
+            stem="content-key",
+            description="Content-protection key material of the media workers (K3)",
+            value=value,
+            kms_key_arn=args.secrets_key_arn,
+            protect_data=args.protect_data,
+            parent=self,
         )
+        self.content_key_secret_arn = self.content_key_secret.arn
         # After the version exists: the provider reads the value back right after writing it.
         aws.secretsmanager.SecretPolicy(
             f"{name}-content-key-policy",
@@ -943,28 +914,21 @@ class MediaWorkerService(pulumi.ComponentResource):
             "topic_arn": args.alarm_topic_arn,
             "parent": self,
         }
-        metric_alarm(
-            f"{name}-cpu-alarm",
-            alarm_name=namer.name("worker-cpu-high"),
-            description=f"Worker CPU above {args.cpu_alarm_percent}% (W9)",
-            namespace="AWS/ECS",
-            metric_name="CPUUtilization",
-            comparison="GreaterThanThreshold",
-            threshold=args.cpu_alarm_percent,
-            evaluation_periods=2,
-            **common,
-        )
-        metric_alarm(
-            f"{name}-memory-alarm",
-            alarm_name=namer.name("worker-memory-high"),
-            description=f"Worker memory above {args.memory_alarm_percent}% (W9)",
-            namespace="AWS/ECS",
-            metric_name="MemoryUtilization",
-            comparison="GreaterThanThreshold",
-            threshold=args.memory_alarm_percent,
-            evaluation_periods=2,
-            **common,
-        )
+        for label, metric, percent, what in (
+            ("cpu", "CPUUtilization", args.cpu_alarm_percent, "CPU"),
+            ("memory", "MemoryUtilization", args.memory_alarm_percent, "memory"),
+        ):
+            metric_alarm(
+                f"{name}-{label}-alarm",
+                alarm_name=namer.name(f"worker-{label}-high"),
+                description=f"Worker {what} above {percent}% (W9)",
+                namespace="AWS/ECS",
+                metric_name=metric,
+                comparison="GreaterThanThreshold",
+                threshold=percent,
+                evaluation_periods=2,
+                **common,
+            )
         metric_alarm(
             f"{name}-tasks-alarm",
             alarm_name=namer.name("worker-tasks-low"),

@@ -14,7 +14,10 @@ Any rule's enforcement can be changed in that file too, e.g.
 import sys
 from pathlib import Path
 
+# The pack's own modules, and the repository root for the AWS facts `rules.py` shares with
+# the components (`components/aws_limits.py`, plain data).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from pack import PACK_NAME, build_policies
 from pulumi_policy import EnforcementLevel, PolicyPack

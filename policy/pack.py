@@ -32,24 +32,16 @@ from pulumi_policy.proxy import (
     UnknownValueError,
 )
 
-try:  # imported as `policy.pack` by the tests, as `pack` by the pack's own __main__
-    from .rules import (
-        CONFIGURED_RULES,
-        STATIC_RULES,
-        UNKNOWN,
-        PolicyConfig,
-        Rule,
-        configured_rules,
-    )
-except ImportError:  # pragma: no cover - the CrossGuard runtime path
-    from rules import (  # type: ignore[no-redef]
-        CONFIGURED_RULES,
-        STATIC_RULES,
-        UNKNOWN,
-        PolicyConfig,
-        Rule,
-        configured_rules,
-    )
+# The tests import this module as `policy.pack`, the pack's own __main__ as `pack`; both have
+# the repository root on the path, so the rules are always the one module `policy.rules`.
+from policy.rules import (
+    CONFIGURED_RULES,
+    STATIC_RULES,
+    UNKNOWN,
+    PolicyConfig,
+    Rule,
+    configured_rules,
+)
 
 PACK_NAME = "media-platform-security"
 

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# CloudWatch Logs' allowed retention periods: the AWS fact the components check against too.
+# (0 / absent means "never expire".) Plain data, no Pulumi.
+from components.aws_limits import LOG_RETENTION_DAYS
+
 Props = Mapping[str, Any]
 Check = Callable[[str, Props], list[str]]
 
@@ -39,33 +43,6 @@ REQUIRED_TAGS = (
     "DataClassification",
     "Compliance",
     "ManagedBy",
-)
-# CloudWatch Logs accepts only these retention periods; 0 / absent means "never expire".
-LOG_RETENTION_DAYS = frozenset(
-    {
-        1,
-        3,
-        5,
-        7,
-        14,
-        30,
-        60,
-        90,
-        120,
-        150,
-        180,
-        365,
-        400,
-        545,
-        731,
-        1096,
-        1827,
-        2192,
-        2557,
-        2922,
-        3288,
-        3653,
-    }
 )
 OPEN_IPV4, OPEN_IPV6 = "0.0.0.0/0", "::/0"
 KMS_MIN_WINDOW, KMS_MAX_WINDOW = 7, 30

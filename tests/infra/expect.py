@@ -63,6 +63,16 @@ def policy_document(run: ProgramRun, name: str) -> dict:
     return json.loads(run.one(ROLE_POLICY, name).inputs["policy"])
 
 
+def assert_role_policy(run: ProgramRun, name: str, role: str, statements: list[dict]) -> None:
+    """The role policy `name` is attached to the role `role` and holds exactly `statements`."""
+    policy = run.one(ROLE_POLICY, name)
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", role).id
+    assert json.loads(policy.inputs["policy"]) == {
+        "Version": "2012-10-17",
+        "Statement": statements,
+    }
+
+
 def decrypt_via(sid: str, key_arn: str, service: str, region: str) -> dict:
     """A statement allowing `kms:Decrypt` on one key, only when `service` calls KMS for it."""
     return {
@@ -89,6 +99,39 @@ def secret_read_policy(label: str, secret_arn: str, key_arn: str, region: str) -
             decrypt_via(f"Decrypt{label}Secret", key_arn, "secretsmanager", region),
         ],
     }
+
+
+def cloudtrail_key_statements(
+    trail_arn: str, *, partition: str = "aws", dns_suffix: str = "amazonaws.com"
+) -> list[dict]:
+    """The audit key's CloudTrail statements (`components.audit.cloudtrail_key_grants`): encrypt
+    for this account's trails, describe and decrypt, each only for `trail_arn`."""
+    principal = {"Service": f"cloudtrail.{dns_suffix}"}
+    return [
+        {
+            "Sid": "CloudTrailEncryptLogs",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": {
+                "StringLike": {
+                    "kms:EncryptionContext:aws:cloudtrail:arn": (
+                        f"arn:{partition}:cloudtrail:*:{ACCOUNT_ID}:trail/*"
+                    )
+                },
+                "StringEquals": {"aws:SourceArn": trail_arn},
+            },
+        },
+        {
+            "Sid": "CloudTrailDescribeKeyAndBucketKey",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["kms:DescribeKey", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+        },
+    ]
 
 
 class Peer(pulumi.ComponentResource):

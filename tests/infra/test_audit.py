@@ -18,7 +18,7 @@ from components.audit import (
 from components.naming import Namer
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
-from tests.infra.expect import guarded
+from tests.infra.expect import cloudtrail_key_statements, guarded
 
 REGION = "eu-central-1"
 LOGS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -143,27 +143,10 @@ def test_o3_audit_key_policy_has_the_cloudtrail_statements_k2(created):
         "CloudTrailEncryptLogs",
         "CloudTrailDescribeKeyAndBucketKey",
     }
-    assert policy["CloudTrailEncryptLogs"] == {
-        "Sid": "CloudTrailEncryptLogs",
-        "Effect": "Allow",
-        "Principal": {"Service": "cloudtrail.amazonaws.com"},
-        "Action": ["kms:GenerateDataKey*"],
-        "Resource": "*",
-        "Condition": {
-            "StringLike": {
-                "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws:cloudtrail:*:{ACCOUNT_ID}:trail/*"
-            },
-            "StringEquals": {"aws:SourceArn": TRAIL_ARN},
-        },
-    }
-    assert policy["CloudTrailDescribeKeyAndBucketKey"] == {
-        "Sid": "CloudTrailDescribeKeyAndBucketKey",
-        "Effect": "Allow",
-        "Principal": {"Service": "cloudtrail.amazonaws.com"},
-        "Action": ["kms:DescribeKey", "kms:Decrypt"],
-        "Resource": "*",
-        "Condition": {"StringEquals": {"aws:SourceArn": TRAIL_ARN}},
-    }
+    assert [
+        policy["CloudTrailEncryptLogs"],
+        policy["CloudTrailDescribeKeyAndBucketKey"],
+    ] == cloudtrail_key_statements(TRAIL_ARN)
 
 
 def test_o3_key_grants_use_the_partition(context):
@@ -176,29 +159,9 @@ def test_o3_key_grants_use_the_partition(context):
         pulumi.export("statements", pulumi.Output.json_dumps([g.statement() for g in grants]))
 
     run = run_components(program, region="cn-north-1")
-    assert json.loads(run.outputs["statements"]) == [
-        {
-            "Sid": "CloudTrailEncryptLogs",
-            "Effect": "Allow",
-            "Principal": {"Service": "cloudtrail.amazonaws.com.cn"},
-            "Action": ["kms:GenerateDataKey*"],
-            "Resource": "*",
-            "Condition": {
-                "StringLike": {
-                    "kms:EncryptionContext:aws:cloudtrail:arn": f"arn:aws-cn:cloudtrail:*:{ACCOUNT_ID}:trail/*"
-                },
-                "StringEquals": {"aws:SourceArn": trail},
-            },
-        },
-        {
-            "Sid": "CloudTrailDescribeKeyAndBucketKey",
-            "Effect": "Allow",
-            "Principal": {"Service": "cloudtrail.amazonaws.com.cn"},
-            "Action": ["kms:DescribeKey", "kms:Decrypt"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:SourceArn": trail}},
-        },
-    ]
+    assert json.loads(run.outputs["statements"]) == cloudtrail_key_statements(
+        trail, partition="aws-cn", dns_suffix="amazonaws.com.cn"
+    )
 
 
 # --- the bucket ------------------------------------------------------------------------------

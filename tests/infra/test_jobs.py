@@ -20,7 +20,7 @@ from components.jobs import (
 from components.stream import stream_read_grants
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
-from tests.infra.expect import guarded
+from tests.infra.expect import assert_role_policy, guarded
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/aaaaaaaa-0000-0000-0000-000000000001"
@@ -360,13 +360,7 @@ def test_w5_consume_grants_pure():
 
 
 def test_w5_grant_consume_attaches_exact_worker_policy(base_args):
-    run = build(base_args, worker=True)
-    policy = run.one(ROLE_POLICY, "worker-jobs")
-    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "worker").id
-    assert json.loads(policy.inputs["policy"]) == {
-        "Version": "2012-10-17",
-        "Statement": CONSUME_STATEMENTS,
-    }
+    assert_role_policy(build(base_args, worker=True), "worker-jobs", "worker", CONSUME_STATEMENTS)
 
 
 WIRING = (

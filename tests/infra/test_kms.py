@@ -17,9 +17,27 @@ from components.kms import (
 )
 from components.naming import Namer
 from offline.engine import run_components
-from tests.infra.expect import guarded
+from tests.infra.expect import cloudtrail_key_statements, guarded
 
 KEY = "aws:kms/key:Key"
+LOGS_STATEMENT = {
+    "Sid": "AllowCloudWatchLogs",
+    "Effect": "Allow",
+    "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
+    "Action": [
+        "kms:Encrypt*",
+        "kms:Decrypt*",
+        "kms:ReEncrypt*",
+        "kms:GenerateDataKey*",
+        "kms:Describe*",
+    ],
+    "Resource": "*",
+    "Condition": {
+        "ArnLike": {
+            "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-central-1:123456789012:log-group:*"
+        }
+    },
+}
 ROOT_STATEMENT = {
     "Sid": "EnableAccountIamPolicies",
     "Effect": "Allow",
@@ -71,27 +89,7 @@ def test_database_key_policy_is_only_the_account_root_k2(namer, context):
 
 def test_logs_key_admits_the_regional_logs_principal_for_this_accounts_groups_k2(namer, context):
     statements = policy_of(build_platform_keys(namer, context), "keys-logs-key")["Statement"]
-    assert statements == [
-        ROOT_STATEMENT,
-        {
-            "Sid": "AllowCloudWatchLogs",
-            "Effect": "Allow",
-            "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
-            "Action": [
-                "kms:Encrypt*",
-                "kms:Decrypt*",
-                "kms:ReEncrypt*",
-                "kms:GenerateDataKey*",
-                "kms:Describe*",
-            ],
-            "Resource": "*",
-            "Condition": {
-                "ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-central-1:123456789012:log-group:*"
-                }
-            },
-        },
-    ]
+    assert statements == [ROOT_STATEMENT, LOGS_STATEMENT]
 
 
 def test_messaging_key_lets_cloudwatch_alarms_publish_to_the_encrypted_topic_k2(namer, context):
@@ -172,24 +170,6 @@ def test_g3_single_key_protection_is_on_the_key_only(namer, context):
 
 # -- K2: the complete key policy of every key -------------------------------------------------
 
-LOGS_STATEMENT = {
-    "Sid": "AllowCloudWatchLogs",
-    "Effect": "Allow",
-    "Principal": {"Service": "logs.eu-central-1.amazonaws.com"},
-    "Action": [
-        "kms:Encrypt*",
-        "kms:Decrypt*",
-        "kms:ReEncrypt*",
-        "kms:GenerateDataKey*",
-        "kms:Describe*",
-    ],
-    "Resource": "*",
-    "Condition": {
-        "ArnLike": {
-            "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-central-1:123456789012:log-group:*"
-        }
-    },
-}
 ALARMS_STATEMENT = {
     "Sid": "AllowCloudWatchAlarmsToPublish",
     "Effect": "Allow",
@@ -214,30 +194,7 @@ PLATFORM_KEY_STATEMENTS = {
 
 def audit_key_statements(stack: str) -> list[dict]:
     trail = f"arn:aws:cloudtrail:eu-central-1:123456789012:trail/media-trail-{stack}"
-    return [
-        ROOT_STATEMENT,
-        {
-            "Sid": "CloudTrailEncryptLogs",
-            "Effect": "Allow",
-            "Principal": {"Service": "cloudtrail.amazonaws.com"},
-            "Action": ["kms:GenerateDataKey*"],
-            "Resource": "*",
-            "Condition": {
-                "StringLike": {
-                    "kms:EncryptionContext:aws:cloudtrail:arn": "arn:aws:cloudtrail:*:123456789012:trail/*"
-                },
-                "StringEquals": {"aws:SourceArn": trail},
-            },
-        },
-        {
-            "Sid": "CloudTrailDescribeKeyAndBucketKey",
-            "Effect": "Allow",
-            "Principal": {"Service": "cloudtrail.amazonaws.com"},
-            "Action": ["kms:DescribeKey", "kms:Decrypt"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"aws:SourceArn": trail}},
-        },
-    ]
+    return [ROOT_STATEMENT, *cloudtrail_key_statements(trail)]
 
 
 def test_every_purpose_has_a_statement_list_k2():

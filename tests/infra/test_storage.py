@@ -11,7 +11,7 @@ from components.firewall import RoleSecurityGroup
 from components.iam import service_role
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from offline.engine import run_components
-from tests.infra.expect import guarded
+from tests.infra.expect import assert_same_peer_twice_fails, guarded
 
 FS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/filesystem"
 DATA_SUBNETS = ["subnet-data-a", "subnet-data-b", "subnet-data-c"]
@@ -29,6 +29,18 @@ class _Peer(pulumi.ComponentResource):
         super().__init__("test:peer:Peer", name, None)
 
 
+def app_role(namer, context, owner: pulumi.Resource):
+    """The consumer's task role (`media-app-test`), under the consumer `owner`."""
+    return service_role(
+        "app-role",
+        role="app",
+        service="ecs-tasks.amazonaws.com",
+        ctx=context,
+        namer=namer,
+        parent=owner,
+    )
+
+
 def _run(namer, context, *, grant: bool = False, peer: bool = False, **overrides):
     def build():
         files = SharedFileSystem("files", _args(namer, **overrides))
@@ -39,15 +51,7 @@ def _run(namer, context, *, grant: bool = False, peer: bool = False, **overrides
             )
             files.allow_from(group)
         if grant:
-            role = service_role(
-                "app-role",
-                role="app",
-                service="ecs-tasks.amazonaws.com",
-                ctx=context,
-                namer=namer,
-                parent=owner,
-            )
-            files.grant_mount("app-efs", role)
+            files.grant_mount("app-efs", app_role(namer, context, owner))
         return files
 
     return run_components(build)
@@ -174,21 +178,9 @@ def test_allow_from_admits_only_nfs_from_the_peer_group_n3(run):
 
 
 def test_allowing_the_same_peer_twice_is_an_error(namer):
-    def build():
-        files = SharedFileSystem("files", _args(namer))
-        group = RoleSecurityGroup(
-            "app-sg",
-            role="app",
-            description="app",
-            vpc_id="vpc-1",
-            namer=namer,
-            parent=_Peer("app"),
-        )
-        files.allow_from(group)
-        files.allow_from(group)
-
-    with pytest.raises(ValueError, match="files: media-app-sg-test is already allowed"):
-        run_components(build)
+    assert_same_peer_twice_fails(
+        lambda: SharedFileSystem("files", _args(namer)), namer, store="files", peer_role="app"
+    )
 
 
 def test_no_rules_without_grants(namer, context):
@@ -290,15 +282,7 @@ def test_component_registers_nothing_on_bad_args(namer, context):
 def test_grant_mount_returns_the_role_policy_for_depends_on(namer, context):
     def build():
         files = SharedFileSystem("files", _args(namer))
-        role = service_role(
-            "app-role",
-            role="app",
-            service="ecs-tasks.amazonaws.com",
-            ctx=context,
-            namer=namer,
-            parent=_Peer("app"),
-        )
-        policy = files.grant_mount("app-efs", role)
+        policy = files.grant_mount("app-efs", app_role(namer, context, _Peer("app")))
         pulumi.export("urn", policy.urn)
         pulumi.export("role", policy.role)
 

@@ -20,7 +20,7 @@ from components.stream import (
 )
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
-from tests.infra.expect import guarded
+from tests.infra.expect import assert_role_policy, guarded
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -82,10 +82,6 @@ def build(args: AnalyticsStreamArgs, *, grants: bool = False):
             stream.grant_read("producer-stream-read", role)
 
     return run_components(program, region=REGION)
-
-
-def policy_of(run, name: str) -> dict:
-    return json.loads(run.one(ROLE_POLICY, name).inputs["policy"])
 
 
 # --- S1 capacity mode ---------------------------------------------------------------------
@@ -163,20 +159,12 @@ def test_s4_read_grants_are_exact_and_reusable():
 
 def test_s4_grant_write_attaches_exact_producer_policy(base_args):
     run = build(base_args, grants=True)
-    policy = run.one(ROLE_POLICY, "producer-stream-write")
-    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "producer").id
-    assert json.loads(policy.inputs["policy"]) == {
-        "Version": "2012-10-17",
-        "Statement": WRITE_STATEMENTS,
-    }
+    assert_role_policy(run, "producer-stream-write", "producer", WRITE_STATEMENTS)
 
 
 def test_s4_grant_read_attaches_exact_consumer_policy(base_args):
     run = build(base_args, grants=True)
-    assert policy_of(run, "producer-stream-read") == {
-        "Version": "2012-10-17",
-        "Statement": READ_STATEMENTS,
-    }
+    assert_role_policy(run, "producer-stream-read", "producer", READ_STATEMENTS)
 
 
 def test_s4_grant_helpers_return_the_role_policy(base_args):

@@ -26,6 +26,7 @@ from components.worker import (
 )
 from offline.engine import ACCOUNT_ID, ROOT, run_components, run_stack
 from stack_config import ConfigError
+from tests.infra.expect import decrypt_via
 
 REGION = "eu-central-1"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
@@ -51,6 +52,29 @@ EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 
 def key(purpose: str) -> str:
     return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{purpose}"
+
+
+def pull_statements(repository_arn: str) -> list[dict]:
+    """The execution role's ECR statements: the account-wide token, and pulls from one
+    repository only."""
+    return [
+        {
+            "Sid": "EcrAuthorizationToken",
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken"],
+            "Resource": ["*"],
+        },
+        {
+            "Sid": "PullWorkerImage",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            "Resource": [repository_arn],
+        },
+    ]
 
 
 def connections(**overrides: Any) -> WorkerConnections:
@@ -299,24 +323,9 @@ def test_external_image_skips_the_build_and_scopes_the_pull_to_its_repository(na
     assert run.of_type(IMAGE) == []
     assert container(run)["image"] == image
     statements = policy_statements(run, "worker-exec-policy")
-    assert statements[:2] == [
-        {
-            "Sid": "EcrAuthorizationToken",
-            "Effect": "Allow",
-            "Action": ["ecr:GetAuthorizationToken"],
-            "Resource": ["*"],
-        },
-        {
-            "Sid": "PullWorkerImage",
-            "Effect": "Allow",
-            "Action": [
-                "ecr:BatchCheckLayerAvailability",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-            ],
-            "Resource": ["arn:aws:ecr:us-east-1:210987654321:repository/team/worker"],
-        },
-    ]
+    assert statements[:2] == pull_statements(
+        "arn:aws:ecr:us-east-1:210987654321:repository/team/worker"
+    )
     assert "DecryptImageLayers" not in {s["Sid"] for s in statements}
 
 
@@ -485,29 +494,8 @@ def test_roles_trust_ecs_tasks_of_this_account_only(run, role_name):
 def test_w3_execution_role_pulls_only_this_repository_and_writes_only_its_logs(run):
     assert role_of(run, "worker-exec-policy") == "media-worker-exec-test"
     assert policy_statements(run, "worker-exec-policy") == [
-        {
-            "Sid": "EcrAuthorizationToken",
-            "Effect": "Allow",
-            "Action": ["ecr:GetAuthorizationToken"],
-            "Resource": ["*"],
-        },
-        {
-            "Sid": "PullWorkerImage",
-            "Effect": "Allow",
-            "Action": [
-                "ecr:BatchCheckLayerAvailability",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-            ],
-            "Resource": [REPO_ARN],
-        },
-        {
-            "Sid": "DecryptImageLayers",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt"],
-            "Resource": [key("images")],
-            "Condition": {"StringEquals": {"kms:ViaService": f"ecr.{REGION}.amazonaws.com"}},
-        },
+        *pull_statements(REPO_ARN),
+        decrypt_via("DecryptImageLayers", key("images"), "ecr", REGION),
         {
             "Sid": "WriteContainerLogs",
             "Effect": "Allow",
@@ -533,15 +521,7 @@ def test_w3_task_role_reads_the_content_key_and_gets_each_tier_grant(run):
             "Action": ["secretsmanager:GetSecretValue"],
             "Resource": [CONTENT_KEY_ARN],
         },
-        {
-            "Sid": "DecryptContentKey",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt"],
-            "Resource": [key("secrets")],
-            "Condition": {
-                "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
-            },
-        },
+        decrypt_via("DecryptContentKey", key("secrets"), "secretsmanager", REGION),
     ]
     for name, sid in (("worker-task-jobs", "FakeJobs"), ("worker-task-stream", "FakeStream")):
         assert role_of(run, name) == "media-worker-task-test"
