@@ -33,6 +33,7 @@ from services.worker.job_queue import JobQueue, Message, ReceiveFailed
 from services.worker.jobs import (
     TERMINAL_STATES,
     Claim,
+    Publication,
     claim_job,
     complete_job,
     fail_job,
@@ -239,18 +240,25 @@ class Worker:
 
         return deadline
 
-    def _fail_permanently(self, attempt: _Attempt, reason: str) -> Outcome:
-        log.warning("job failed permanently", extra={**attempt.log_fields, "reason": reason})
-        video = self._db.run(
+    def _record_failure(
+        self, attempt: _Attempt, reason: str, publication: Publication | None
+    ) -> Video | None:
+        """Mark the attempt's job FAILED under its claim (`fail_job`); None if another worker
+        holds the job or it already ended."""
+        return self._db.run(
             lambda cursor: fail_job(
                 cursor,
                 job_id=attempt.job_id,
                 video_id=attempt.video_id,
                 token=attempt.claim.token if attempt.claim else None,
                 reason=reason,
-                publication=self._publisher.lease(attempt.token),
+                publication=publication,
             )
         )
+
+    def _fail_permanently(self, attempt: _Attempt, reason: str) -> Outcome:
+        log.warning("job failed permanently", extra={**attempt.log_fields, "reason": reason})
+        video = self._record_failure(attempt, reason, self._publisher.lease(attempt.token))
         if video is None:
             return Outcome.LEASE_LOST
         self._publish_outcome(attempt, video, "FAILED", reason)
@@ -308,16 +316,8 @@ class Worker:
         message = attempt.message
         final_reason = f"gave up after {message.receive_count} attempts: {reason}"
         try:
-            video = self._db.run(
-                lambda cursor: fail_job(
-                    cursor,
-                    job_id=attempt.job_id,
-                    video_id=attempt.video_id,
-                    token=attempt.claim.token if attempt.claim else None,
-                    reason=final_reason,
-                    publication=None,  # SQS dead-letters the message itself
-                )
-            )
+            # No publication lease: SQS dead-letters the message itself.
+            video = self._record_failure(attempt, final_reason, None)
         except Exception:
             log.exception(
                 "could not record the failure; SQS dead-letters the message anyway",

@@ -385,13 +385,17 @@ def test_r3_ending_a_job_again_in_the_same_attempt_is_idempotent_as_after_a_lost
     assert complete_job(cursor, claim, facts, other) is None  # another attempt: refused
 
 
-def test_r3_job_leased_by_a_live_worker_is_deferred_not_processed(kit):
-    _, job_id = kit.submit("clips/ok.mp4")
+def _processing_under_another_workers_lease(kit, job_id, lease_interval: str) -> None:
     kit.admin.cursor().execute(
         "UPDATE jobs SET state = 'PROCESSING', attempts = 1, lease_token = %s,"
-        " lease_expires_at = now() + interval '60 seconds' WHERE id = %s",
-        (uuid.uuid4(), job_id),
+        " lease_expires_at = now() + %s::interval WHERE id = %s",
+        (uuid.uuid4(), lease_interval, job_id),
     )
+
+
+def test_r3_job_leased_by_a_live_worker_is_deferred_not_processed(kit):
+    _, job_id = kit.submit("clips/ok.mp4")
+    _processing_under_another_workers_lease(kit, job_id, "60 seconds")
     assert kit.worker().poll_once() == [Outcome.DEFERRED]
     assert (kit.job(job_id)["state"], kit.job(job_id)["attempts"]) == ("PROCESSING", 1)
     assert kit.depth() == (0, 1)  # hidden until the other lease would have lapsed
@@ -400,11 +404,7 @@ def test_r3_job_leased_by_a_live_worker_is_deferred_not_processed(kit):
 
 def test_r3_job_of_a_crashed_worker_is_reclaimed_after_its_lease_expires(kit):
     _, job_id = kit.submit("clips/ok.mp4")
-    kit.admin.cursor().execute(
-        "UPDATE jobs SET state = 'PROCESSING', attempts = 1, lease_token = %s,"
-        " lease_expires_at = now() - interval '1 second' WHERE id = %s",
-        (uuid.uuid4(), job_id),
-    )
+    _processing_under_another_workers_lease(kit, job_id, "-1 second")
     assert kit.worker().poll_once() == [Outcome.COMPLETED]
     assert (kit.job(job_id)["state"], kit.job(job_id)["attempts"]) == ("COMPLETED", 2)
     assert len(kit.processed_events()) == 1
