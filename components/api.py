@@ -39,10 +39,10 @@ from components.aws_limits import API_CACHE_SIZES_GB
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
-from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
-from components.naming import NameKind, Namer, name_tag
+from components.naming import NameKind, name_tag
 from components.observability import metric_alarm
+from components.placement import AppPlacement
 from components.secrets import stored_secret
 from components.tunables import Tunables, tunable
 from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, RegionalWafArgs, regional_waf
@@ -185,17 +185,9 @@ class PublicApiSettings(Tunables):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PublicApiArgs(PublicApiSettings):
-    """Inputs of `PublicApi`: its settings plus what the stack wires in."""
+class PublicApiArgs(PublicApiSettings, AppPlacement):
+    """Inputs of `PublicApi`: its settings, its placement and what the stack wires in."""
 
-    namer: Namer
-    """Stack namer for every physical name (required)."""
-    context: AwsContext
-    """Account facts for ARNs and KMS conditions (required)."""
-    vpc_id: pulumi.Input[str]
-    """VPC of the function's security group (required)."""
-    subnet_ids: Sequence[pulumi.Input[str]]
-    """Private app subnets with egress, one per AZ, at least two (required)."""
     code_path: str
     """Zip built by `components.packaging` (required)."""
     code_sha256: str

@@ -18,21 +18,16 @@ import pulumi_random as random
 
 from components.firewall import RoleSecurityGroup
 from components.iam import attach_grants, secret_read_grants
-from components.kms import AwsContext
 from components.logs import retention_problems
-from components.naming import NameKind, Namer, check_name, name_tag
+from components.naming import NameKind, check_name, name_tag
+from components.placement import VpcPlacement
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataStorePlacement:
-    """The wiring of a data store's args."""
+class DataStorePlacement(VpcPlacement):
+    """The wiring of a data store's args; the region of `context` scopes the KMS condition of
+    `grant_secret_read`."""
 
-    namer: Namer
-    """Stack namer for every physical name (required)."""
-    context: AwsContext
-    """Account facts; the region scopes the KMS condition of `grant_secret_read` (required)."""
-    vpc_id: pulumi.Input[str]
-    """VPC of the store's security group (required)."""
     subnet_ids: Sequence[pulumi.Input[str]]
     """Private data subnets, one per zone, in the order of `availability_zones` (required)."""
     availability_zones: Sequence[str]

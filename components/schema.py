@@ -21,9 +21,8 @@ import pulumi_aws as aws
 from components.connections import as_text, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
-from components.kms import AwsContext
 from components.logs import retention_problems
-from components.naming import Namer
+from components.placement import AppPlacement
 from services.contract import DEFAULT_LOG_LEVEL, EnvVar
 
 HANDLER = "services.migrate.handler.handler"
@@ -35,17 +34,9 @@ MAX_TIMEOUT_SECONDS = 900
 
 
 @dataclass(frozen=True, kw_only=True)
-class SchemaMigrationsArgs:
-    """Inputs of `SchemaMigrations`."""
+class SchemaMigrationsArgs(AppPlacement):
+    """Inputs of `SchemaMigrations`: its placement and these."""
 
-    namer: Namer
-    """Stack namer for every physical name (required)."""
-    context: AwsContext
-    """Account facts for ARNs and KMS conditions (required)."""
-    vpc_id: pulumi.Input[str]
-    """VPC of the function's security group (required)."""
-    subnet_ids: Sequence[pulumi.Input[str]]
-    """Private app subnets with a path to Secrets Manager, at least two (required)."""
     code_path: str
     """Zip built by `components.packaging` (the API package carries `services/migrate`)."""
     code_sha256: str

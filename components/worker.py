@@ -35,10 +35,10 @@ from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, decrypt_via, service_role
 from components.jobs import visibility_rule
-from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
-from components.naming import NameKind, Namer, name_tag
+from components.naming import NameKind, name_tag
 from components.observability import metric_alarm
+from components.placement import AppPlacement
 from components.protection import Lifecycle
 from components.secrets import stored_secret
 from components.tunables import Problem, Tunables, describe, tunable
@@ -316,17 +316,9 @@ class MediaWorkerServiceSettings(Tunables):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MediaWorkerServiceArgs(MediaWorkerServiceSettings):
-    """Inputs of `MediaWorkerService`: its settings plus what the stack wires in."""
+class MediaWorkerServiceArgs(MediaWorkerServiceSettings, AppPlacement):
+    """Inputs of `MediaWorkerService`: its settings, its placement and what the stack wires in."""
 
-    namer: Namer
-    """Stack namer (required)."""
-    context: AwsContext
-    """Account, partition and region facts (required)."""
-    vpc_id: pulumi.Input[str]
-    """VPC of the workers' security group (required)."""
-    subnet_ids: Sequence[pulumi.Input[str]]
-    """Private app subnets (NAT or endpoints for AWS APIs), one per AZ (required, >= 2)."""
     connections: WorkerConnections
     """What the worker talks to (required)."""
     logs_key_arn: pulumi.Input[str]

@@ -34,6 +34,29 @@ def key(purpose: str) -> str:
     return f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/{purpose}"
 
 
+# Placement args every data store refuses (`DataStorePlacement.placement_problems`), with the
+# error each names, over the two-zone `placement` below.
+PLACEMENT_REJECTIONS = [
+    (
+        {"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
+        "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones",
+    ),
+    (
+        {"availability_zones": ["eu-central-1a", "eu-central-1a"]},
+        "availability_zones=['eu-central-1a', 'eu-central-1a']: allowed 2 or more distinct zones",
+    ),
+    (
+        {"subnet_ids": SUBNETS},
+        "subnet_ids: 3 given, allowed exactly one per availability zone (2)",
+    ),
+    (
+        {"subnet_ids": ["subnet-a"]},
+        "subnet_ids: 1 given, allowed exactly one per availability zone (2)",
+    ),
+    ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
+]
+
+
 def placement(namer, context, storage_key: str) -> dict[str, Any]:
     """`DataStorePlacement` fields over two zones, the store's data under `key(storage_key)`."""
     return {

@@ -379,6 +379,7 @@ def test_exposes_what_consumers_wire(namer, context):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        *expect.PLACEMENT_REJECTIONS,
         ({"engine": "Redis"}, 'engine="Redis": allowed one of valkey, redis'),
         ({"engine": "memcached"}, 'engine="memcached": allowed one of valkey, redis'),
         ({"engine_version": "7.1"}, 'engine_version="7.1": allowed for valkey: 7.2, 8.0, 8.1'),
@@ -392,14 +393,6 @@ def test_exposes_what_consumers_wire(namer, context):
         ),
         ({"node_count": 1}, "node_count=1: allowed 2..6"),
         ({"node_count": 7}, "node_count=7: allowed 2..6"),
-        (
-            {"availability_zones": ["eu-central-1a"], "subnet_ids": ["subnet-a"]},
-            "availability_zones=['eu-central-1a']: allowed 2 or more distinct zones",
-        ),
-        (
-            {"subnet_ids": ["subnet-a"]},
-            "subnet_ids: 1 given, allowed exactly one per availability zone (2)",
-        ),
         ({"snapshot_retention_days": 36}, "snapshot_retention_days=36: allowed 0..35"),
         ({"snapshot_window": "1am"}, 'snapshot_window="1am": allowed hh:mm-hh:mm (UTC)'),
         (
@@ -419,7 +412,6 @@ def test_exposes_what_consumers_wire(namer, context):
             'maintenance_window="sun:01:30-sun:02:30": allowed a window that does not overlap '
             "snapshot_window (01:00-02:00); ElastiCache rejects overlapping windows",
         ),
-        ({"log_retention_days": 45}, "log_retention_days=45: allowed one of 1, 3, 5"),
         ({"cpu_alarm_percent": 101}, "cpu_alarm_percent=101: allowed 1..100"),
         ({"memory_alarm_percent": 0}, "memory_alarm_percent=0: allowed 1..100"),
     ],

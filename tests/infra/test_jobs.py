@@ -20,7 +20,7 @@ from components.jobs import (
 from components.stream import stream_read_grants
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
-from tests.infra.expect import assert_role_policy, guarded
+from tests.infra.expect import assert_rejected, assert_role_policy, guarded
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/aaaaaaaa-0000-0000-0000-000000000001"
@@ -446,10 +446,7 @@ def test_grant_consume_returns_the_role_policy_and_exposes_wiring(base_args):
     ],
 )
 def test_bad_args_rejected(base_args, changes, message):
-    with pytest.raises(ValueError) as error:
-        replace(base_args, **changes).validate()
-    assert str(error.value).startswith("JobQueueArgs: ")
-    assert message in str(error.value)
+    assert_rejected(replace(base_args, **changes), message)
 
 
 def test_bad_args_report_every_problem_at_once(base_args):

@@ -38,6 +38,14 @@ LOGS_STATEMENT = {
         }
     },
 }
+ALARMS_STATEMENT = {
+    "Sid": "AllowCloudWatchAlarmsToPublish",
+    "Effect": "Allow",
+    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+    "Resource": "*",
+    "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
+}
 ROOT_STATEMENT = {
     "Sid": "EnableAccountIamPolicies",
     "Effect": "Allow",
@@ -94,14 +102,7 @@ def test_logs_key_admits_the_regional_logs_principal_for_this_accounts_groups_k2
 
 def test_messaging_key_lets_cloudwatch_alarms_publish_to_the_encrypted_topic_k2(namer, context):
     statements = policy_of(build_platform_keys(namer, context), "keys-messaging-key")["Statement"]
-    assert statements[1] == {
-        "Sid": "AllowCloudWatchAlarmsToPublish",
-        "Effect": "Allow",
-        "Principal": {"Service": "cloudwatch.amazonaws.com"},
-        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-        "Resource": "*",
-        "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
-    }
+    assert statements[1] == ALARMS_STATEMENT
 
 
 def test_key_alias_targets_its_own_key(namer, context):
@@ -170,14 +171,6 @@ def test_g3_single_key_protection_is_on_the_key_only(namer, context):
 
 # -- K2: the complete key policy of every key -------------------------------------------------
 
-ALARMS_STATEMENT = {
-    "Sid": "AllowCloudWatchAlarmsToPublish",
-    "Effect": "Allow",
-    "Principal": {"Service": "cloudwatch.amazonaws.com"},
-    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-    "Resource": "*",
-    "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
-}
 # Only the logs and messaging keys admit a service principal; every other key is used by
 # services on behalf of IAM principals, which the root statement enables.
 PLATFORM_KEY_STATEMENTS = {

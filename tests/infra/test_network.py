@@ -22,17 +22,22 @@ LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 ZONES3 = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
 
 
-def build(namer, context, zones=ZONES3, **overrides):
-    args = dict(
+def vpc_args(namer, context, **overrides) -> SecureVpcArgs:
+    """A /16 over three zones, flow logs under the logs key; `overrides` change any field."""
+    values = dict(
         cidr="10.0.0.0/16",
-        availability_zones=zones,
+        availability_zones=ZONES3,
         namer=namer,
         context=context,
         logs_key_arn=LOGS_KEY,
-        log_retention_days=90,
     )
-    args.update(overrides)
-    return run_components(lambda: SecureVpc("net", SecureVpcArgs(**args)))
+    return SecureVpcArgs(**{**values, **overrides})
+
+
+def build(namer, context, zones=ZONES3, **overrides):
+    overrides = {"availability_zones": zones, "log_retention_days": 90, **overrides}
+    args = vpc_args(namer, context, **overrides)
+    return run_components(lambda: SecureVpc("net", args))
 
 
 def test_plan_cuts_quarters_per_tier_and_one_subnet_per_az_n1():
@@ -236,32 +241,14 @@ def test_endpoints_are_optional_n6(namer, context):
     ],
 )
 def test_bad_vpc_args_raise_one_error_naming_the_field(namer, context, overrides, message):
-    args = dict(
-        cidr="10.0.0.0/16",
-        availability_zones=ZONES3,
-        namer=namer,
-        context=context,
-        logs_key_arn=LOGS_KEY,
-    )
-    args.update(overrides)
     with pytest.raises(ValueError, match="SecureVpcArgs: ") as caught:
-        SecureVpc("net", SecureVpcArgs(**args))
+        SecureVpc("net", vpc_args(namer, context, **overrides))
     assert message in str(caught.value)
 
 
 def build_with_consumer(namer, context, **overrides):
     def program():
-        vpc = SecureVpc(
-            "net",
-            SecureVpcArgs(
-                cidr="10.0.0.0/16",
-                availability_zones=ZONES3,
-                namer=namer,
-                context=context,
-                logs_key_arn=LOGS_KEY,
-                **overrides,
-            ),
-        )
+        vpc = SecureVpc("net", vpc_args(namer, context, **overrides))
         consumer = RoleSecurityGroup(
             "app-sg", role="app", description="consumer", vpc_id=vpc.vpc_id, namer=namer, parent=vpc
         )

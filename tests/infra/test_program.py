@@ -7,6 +7,7 @@ import json
 import pytest
 
 from components.aws_limits import LOG_RETENTION_DAYS
+from components.kms import PLATFORM_KEY_PURPOSES
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH
 from offline.engine import REGION_ZONES, run_stack, stack_config
 from stack_config import parse_settings
@@ -151,19 +152,8 @@ PROTECTED_IN_PROD = {
     ("aws:sqs/queue:Queue", "jobs-pipe-failures"),
     ("aws:s3/bucket:Bucket", "audit-bucket"),
     ("aws:kms/key:Key", "audit-key-key"),
-    *(
-        ("aws:kms/key:Key", f"keys-{purpose}-key")
-        for purpose in (
-            "logs",
-            "database",
-            "cache",
-            "secrets",
-            "filesystem",
-            "stream",
-            "messaging",
-            "images",
-        )
-    ),
+    # Every platform key (test_kms pins the eight purposes, statement by statement).
+    *(("aws:kms/key:Key", f"keys-{purpose}-key") for purpose in PLATFORM_KEY_PURPOSES),
 }
 
 

@@ -11,7 +11,7 @@ from components.firewall import RoleSecurityGroup
 from components.iam import service_role
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from offline.engine import run_components
-from tests.infra.expect import assert_same_peer_twice_fails, guarded
+from tests.infra.expect import assert_rejected, assert_same_peer_twice_fails, guarded
 
 FS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/filesystem"
 DATA_SUBNETS = ["subnet-data-a", "subnet-data-b", "subnet-data-c"]
@@ -257,10 +257,7 @@ def test_children_are_parented_to_the_component(run):
     ],
 )
 def test_bad_args_rejected_before_any_resource(namer, overrides, message):
-    with pytest.raises(ValueError) as error:
-        _args(namer, **overrides).validate()
-    assert str(error.value).startswith("SharedFileSystemArgs: ")
-    assert message in str(error.value)
+    assert_rejected(_args(namer, **overrides), message)
 
 
 def test_every_problem_reported_at_once(namer):

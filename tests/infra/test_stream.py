@@ -20,7 +20,7 @@ from components.stream import (
 )
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
-from tests.infra.expect import assert_role_policy, guarded
+from tests.infra.expect import assert_rejected, assert_role_policy, guarded
 
 REGION = "eu-central-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
@@ -242,10 +242,7 @@ def test_s5_exactly_three_stream_alarms(base_args):
     ],
 )
 def test_bad_args_rejected_before_any_resource(base_args, changes, message):
-    with pytest.raises(ValueError) as error:
-        replace(base_args, **changes).validate()
-    assert str(error.value).startswith("AnalyticsStreamArgs: ")
-    assert message in str(error.value)
+    assert_rejected(replace(base_args, **changes), message)
 
 
 def test_bad_args_report_every_problem_at_once(base_args):

@@ -26,7 +26,7 @@ from components.worker import (
 )
 from offline.engine import ACCOUNT_ID, ROOT, run_components, run_stack
 from stack_config import ConfigError
-from tests.infra.expect import decrypt_via
+from tests.infra.expect import assert_rejected, decrypt_via
 
 REGION = "eu-central-1"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
@@ -813,22 +813,11 @@ def test_exposes_what_main_wires(namer, context):
     ],
 )
 def test_bad_args_are_rejected_naming_the_field(namer, context, overrides, message):
-    with pytest.raises(ValueError) as error:
-        worker_args(
-            namer,
-            context,
-            None,
-            **{
-                "shared_volume": SharedVolume(
-                    file_system_id="fs-1",
-                    access_point_id="fsap-1",
-                    grant_mount=fake_grant("X", "arn:x"),
-                ),
-                **overrides,
-            },
-        ).validate()
-    assert str(error.value).startswith("MediaWorkerServiceArgs: ")
-    assert message in str(error.value)
+    volume = SharedVolume(
+        file_system_id="fs-1", access_point_id="fsap-1", grant_mount=fake_grant("X", "arn:x")
+    )
+    args = worker_args(namer, context, None, **{"shared_volume": volume, **overrides})
+    assert_rejected(args, message)
 
 
 def test_bad_args_register_nothing(namer, context):
