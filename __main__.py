@@ -60,32 +60,25 @@ alarms = AlarmTopic(
 
 # Every tier below encrypts its logs with the logs key and notifies the alarm topic.
 tier = dict(**common, **protect, logs_key_arn=keys.logs.arn, alarm_topic_arn=alarms.arn)
-data_subnets = dict(
-    vpc_id=network.vpc_id, subnet_ids=network.data_subnet_ids, availability_zones=network.zones
+# The data stores sit in the data subnets and keep their secrets under the secrets key.
+data_store = dict(
+    **tier,
+    vpc_id=network.vpc_id,
+    subnet_ids=network.data_subnet_ids,
+    availability_zones=network.zones,
+    secret_key_arn=keys.secrets.arn,
 )
 app_subnets = dict(vpc_id=network.vpc_id, subnet_ids=network.app_subnet_ids)
 
 # --- data tier: database, cache (consumers are let in with `allow_from`) ---------------------
 database = EncryptedAurora(
     "database",
-    EncryptedAuroraArgs.of(
-        settings.database,
-        **tier,
-        **data_subnets,
-        storage_key_arn=keys.database.arn,
-        secret_key_arn=keys.secrets.arn,
-    ),
+    EncryptedAuroraArgs.of(settings.database, **data_store, storage_key_arn=keys.database.arn),
     on_provider,
 )
 cache = RedisReplicationGroup(
     "cache",
-    RedisReplicationGroupArgs.of(
-        settings.cache,
-        **tier,
-        **data_subnets,
-        storage_key_arn=keys.cache.arn,
-        secret_key_arn=keys.secrets.arn,
-    ),
+    RedisReplicationGroupArgs.of(settings.cache, **data_store, storage_key_arn=keys.cache.arn),
     on_provider,
 )
 
