@@ -7,8 +7,10 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ for _name, _value in {
 }.items():
     os.environ[_name] = _value
 
-from svc_support import make_clips  # noqa: E402
+from svc_support import free_port, make_clips  # noqa: E402
 
 from services.common.db import Database  # noqa: E402
 from services.common.migrations import apply_migrations  # noqa: E402
@@ -85,6 +87,18 @@ postgresql_proc = postgresql_factories.postgresql_proc(
     executable=_pg_ctl(), port=None, password="superuser-password"
 )
 redis_proc = redis_factories.redis_proc(executable=shutil.which("redis-server"), port=None)
+
+
+# Before pytest-xdist names each test's group (its own hook has no order).
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault-injection run is the longest test by far: collect it first, in an xdist group
+    of its own, so that under --dist loadgroup one worker starts it at once and the other
+    workers run everything else beside it."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    for item in slow:
+        item.add_marker(pytest.mark.xdist_group("fault-injection"))
+    items[:] = slow + [item for item in items if not item.get_closest_marker("slow")]
 
 
 @dataclass(frozen=True)
@@ -297,14 +311,39 @@ def api_event(
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """One moto server for tests whose worker runs as a separate process."""
-    from moto.server import ThreadedMotoServer
+    """One moto server for tests whose worker runs as a separate process. It runs in a process
+    of its own: in the fault-injection run it answers every worker's call, and in this process
+    it would contend for the interpreter lock with the proxies and the API."""
+    for _ in range(3):  # the free port may be taken before moto binds it
+        url, process = _start_moto_server(free_port())
+        if process is not None:
+            break
+    else:
+        pytest.fail("moto server did not start")
+    yield url
+    process.terminate()
+    process.wait(30)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+
+def _start_moto_server(port: int) -> tuple[str, subprocess.Popen[bytes] | None]:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=5).close()
+            return url, process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    process.wait(30)
+    return url, None
 
 
 def reset_moto_server(url: str) -> None:

@@ -13,6 +13,7 @@ import sys
 import threading
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -136,22 +137,70 @@ def _close(sock: socket.socket) -> None:
     sock.close()
 
 
+class AwsFaults:
+    """Which AWS calls fail: a seeded share of the named operations, drawn for every proxy
+    that shares this object, with calls and faults counted per operation.
+
+    An operation that has gone `ensure_within` calls without a fault fails on the next one,
+    so every kind is exercised even where the workers call it rarely (the dead-letter
+    SendMessage) and chance alone could leave it untested.
+    """
+
+    def __init__(
+        self, *, rate: float, operations: set[str], seed: int = 1, ensure_within: int | None = None
+    ) -> None:
+        self.rate = rate
+        self.operations = operations
+        self.ensure_within = ensure_within
+        self.faults: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._since_fault: Counter[str] = Counter()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def should_fault(self, operation: str) -> bool:
+        with self._lock:
+            self.calls[operation] += 1
+            if operation not in self.operations:
+                return False
+            overdue = (
+                self.ensure_within is not None
+                and self._since_fault[operation] >= self.ensure_within
+            )
+            if overdue or self._random.random() < self.rate:
+                self.faults[operation] += 1
+                self._since_fault[operation] = 0
+                return True
+            self._since_fault[operation] += 1
+            return False
+
+
+# moto's Kinesis is not safe for concurrency: two PutRecords at once can be given the same
+# sequence number, and then one record silently replaces the other (and a read during a put
+# can fail). Every proxy in this process passes Kinesis calls on one at a time.
+_KINESIS_ONE_AT_A_TIME = threading.Lock()
+
+
 class FaultyAwsProxy:
     """An HTTP proxy in front of a moto server that fails a share of AWS calls.
 
     A faulted call is answered with HTTP 500 InternalFailure *without* being forwarded,
     so it certainly did not happen, which is what a client sees from a throttled or
-    briefly unavailable AWS endpoint. Counts of faults per operation are kept.
+    briefly unavailable AWS endpoint. `interrupt(operation, body)` sees every call first
+    (the request's body); when it returns True the call is dropped unanswered and
+    unforwarded (the caller has been killed meanwhile).
     """
 
-    def __init__(self, upstream: str, *, fault_rate: float, operations: set[str], seed: int = 1):
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        faults: AwsFaults,
+        interrupt: Callable[[str, bytes], bool] | None = None,
+    ) -> None:
         self.upstream = upstream.rstrip("/")
-        self.fault_rate = fault_rate
-        self.operations = operations
-        self.faults: Counter[str] = Counter()
-        self.calls: Counter[str] = Counter()
-        self._random = random.Random(seed)
-        self._lock = threading.Lock()
+        self.faults = faults
+        self._interrupt = interrupt
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -175,19 +224,15 @@ class FaultyAwsProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def _should_fault(self, operation: str) -> bool:
-        with self._lock:
-            self.calls[operation] += 1
-            if operation in self.operations and self._random.random() < self.fault_rate:
-                self.faults[operation] += 1
-                return True
-            return False
-
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
-        operation = (request.headers.get("X-Amz-Target") or "").rpartition(".")[2] or "other"
-        if self._should_fault(operation):
+        target = request.headers.get("X-Amz-Target") or ""
+        operation = target.rpartition(".")[2] or "other"
+        if self._interrupt is not None and self._interrupt(operation, body):
+            request.close_connection = True
+            return
+        if self.faults.should_fault(operation):
             payload = json.dumps({"__type": "InternalFailure", "message": "injected"}).encode()
             self._reply(request, 500, {"Content-Type": "application/x-amz-json-1.0"}, payload)
             return
@@ -197,8 +242,11 @@ class FaultyAwsProxy:
             method=request.command,
             headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
         )
+        one_at_a_time = (
+            _KINESIS_ONE_AT_A_TIME if target.startswith("Kinesis") else contextlib.nullcontext()
+        )
         try:
-            with urllib.request.urlopen(forward, timeout=30) as response:
+            with one_at_a_time, urllib.request.urlopen(forward, timeout=30) as response:
                 status, headers, payload = response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             status, headers, payload = error.code, dict(error.headers), error.read()

@@ -1,38 +1,69 @@
 """W6 / R3 under fire: 1,000 jobs through the API, the stream, the queue and three worker
-processes, with 10 % bad media and transient faults injected from outside the code:
+processes, with 10 % bad media and faults injected from outside the code:
 
-* AWS: an HTTP proxy in front of the moto server fails a share of SQS and Kinesis calls
-  (answered 500 without being forwarded, so the call certainly did not happen);
+* AWS: an HTTP proxy in front of the moto server (one per worker) fails a share of SQS and
+  Kinesis calls (answered 500 without being forwarded, so the call certainly did not happen);
 * PostgreSQL: worker backends are killed with pg_terminate_backend at random;
-* Redis: worker connections are killed with CLIENT KILL at random.
+* Redis: worker connections are killed with CLIENT KILL at random;
+* the workers themselves: SIGKILLed while probing a file, after ending a job but before
+  publishing its outcome (the processed event or the dead-letter copy), and after recording
+  an outcome but before deleting its message; each is replaced at once, as ECS replaces a
+  task that died.
 
 Every job must end COMPLETED with exactly one video.processed event, or FAILED with exactly
 one dead-letter message; nothing may stay queued, in flight, lost or duplicated. (Only a
-worker dying between publishing and recording an outcome may publish it twice, with the
-same event_id; these workers are faulted, never killed.)
+worker dying between publishing an outcome and recording it may publish it twice, with the
+same event_id; no kill here lands in that window, and the database faults there are retried
+for longer than they last.)
+
+The timings are the production ones scaled down (a 10 s visibility timeout instead of
+5 minutes, retries without backoff): the paths taken are the same, only sooner.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
 import signal
 import threading
 import time
+import warnings
 from collections import Counter
-from pathlib import PurePosixPath
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any
 
+import boto3
 import pytest
 import redis
-from conftest import STREAM, create_aws_resources, reset_moto_server, worker_environment
-from svc_support import FaultyAwsProxy, drain_queue, queue_depth, read_stream, start_worker
+from conftest import (
+    APP_PASSWORD,
+    APP_USER,
+    REGION,
+    STREAM,
+    create_aws_resources,
+    reset_moto_server,
+    worker_environment,
+)
+from svc_support import (
+    AwsFaults,
+    FaultyAwsProxy,
+    drain_queue,
+    queue_depth,
+    read_stream,
+    start_worker,
+)
 
 from services.api.app import ApiApp, Dependencies
 from services.common.aws import EventStream
 from services.common.cache import VideoCache
+from services.common.db import Database
+from services.common.events import EventError, parse_message_body
 from services.common.redis_client import create_redis
+from services.common.secrets import StaticDbCredentials
 from services.common.settings import RedisSettings
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -46,7 +77,26 @@ FAULTED_OPERATIONS = {
     "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "SendMessage", "PutRecord",
 }  # fmt: skip
 AWS_FAULT_RATE = 0.05
-DEADLINE_SECONDS = 900  # the workers phase takes about 240 s on an idle 2-core machine
+# A kind with this many calls in a row unfaulted fails the next one (see AwsFaults).
+AWS_FAULT_ENSURED_WITHIN = 40
+# Message visibility, job lease and publication lease. Shorter makes a busy machine (this run
+# beside the rest of the suite) redeliver messages whose turn in a batch comes late, which
+# spends receives that are meant for faults.
+VISIBILITY_SECONDS = 10
+JOB_TIMEOUT_SECONDS = 5
+# Where a worker is SIGKILLed: the AWS call it is about to make (None: while ffprobe runs).
+KILL_POINTS: dict[str, str | None] = {
+    "mid-probe": None,
+    "before-processed-event": "PutRecord",
+    "before-dead-letter": "SendMessage",
+    "before-delete": "DeleteMessage",
+}
+KILLS_PER_POINT = 3
+KILL_EVERY_SECONDS = 1.0
+# The pipe keeps at most this many requests waiting on the queue: moto's SQS looks at every
+# message on each call, so a backlog of 1,000 costs the test more than the workers.
+PIPE_BACKLOG = 100
+DEADLINE_SECONDS = 900  # the workers phase takes about 100 s on an idle 2-core machine
 
 
 class OutsideFaults:
@@ -93,6 +143,143 @@ class OutsideFaults:
             self.killed["redis"] += 1
 
 
+class _Slot:
+    """One worker task: its proxy, its scratch directory and its current process."""
+
+    def __init__(self, index: int, proxy: FaultyAwsProxy, env: dict[str, str], root: Path):
+        self.index = index
+        self.proxy = proxy
+        self.env = {**env, "AWS_ENDPOINT_URL": proxy.url, "SCRATCH_DIR": str(root / f"w{index}")}
+        self.root = root
+        self.started = 0
+        self.process = None
+        (root / f"w{index}").mkdir()
+
+    def start(self) -> None:
+        self.process = start_worker(self.env, self.root / f"worker{self.index}-{self.started}.log")
+        self.started += 1
+
+
+class WorkerFleet:
+    """WORKERS worker processes, each behind its own faulty AWS proxy (so a call is known to
+    come from that worker). A chaos thread SIGKILLs them at each of KILL_POINTS in turn and
+    starts a replacement at once; a kill before an outcome's publication records the job's
+    row as the kill left it."""
+
+    def __init__(self, env, root: Path, moto_url: str, faults: AwsFaults, watch_db) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._armed: str | None = None
+        self._db = watch_db
+        self.kills: Counter[str] = Counter()
+        # (job id, its state, published) as each kill before a publication left the job
+        self.cut_outcomes: list[tuple[str | None, str | None, bool]] = []
+        self.slots = [
+            _Slot(i, FaultyAwsProxy(moto_url, faults=faults, interrupt=partial(self._call, i)),
+                  env, root)
+            for i in range(WORKERS)
+        ]  # fmt: skip
+        self._chaos = threading.Thread(target=self._kill_in_turn, daemon=True)
+
+    def __enter__(self) -> WorkerFleet:
+        for slot in self.slots:
+            slot.start()
+        self._chaos.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._chaos.join(30)
+        with self._lock:
+            for slot in self.slots:
+                slot.process.send_signal(signal.SIGTERM)
+            self.exit_codes = [slot.process.wait(60) for slot in self.slots]
+        for slot in self.slots:
+            slot.proxy.close()
+
+    def died_unasked(self) -> list[int]:
+        with self._lock:
+            return [slot.index for slot in self.slots if slot.process.poll() is not None]
+
+    # -- kills ---------------------------------------------------------------------------------
+
+    def _kill_in_turn(self) -> None:
+        plan = [point for _ in range(KILLS_PER_POINT) for point in KILL_POINTS]
+        for point in plan:
+            while not self._stop.wait(KILL_EVERY_SECONDS):
+                if self._kill_at(point):
+                    break
+
+    def _kill_at(self, point: str) -> bool:
+        """Kill one worker at `point` within a few seconds; False if none got there."""
+        operation = KILL_POINTS[point]
+        if operation is not None:
+            with self._lock:
+                self._armed = point
+            give_up = time.monotonic() + 5
+            while time.monotonic() < give_up and not self._stop.wait(0.02):
+                with self._lock:
+                    if self._armed is None:
+                        return True
+            with self._lock:
+                fired, self._armed = self._armed is None, None
+            return fired
+        give_up = time.monotonic() + 5
+        while time.monotonic() < give_up and not self._stop.wait(0.005):
+            with self._lock:
+                for slot in self.slots:
+                    if "ffprobe" in _children(slot.process.pid):
+                        self._replace(slot, point)
+                        return True
+        return False
+
+    def _call(self, index: int, operation: str, body: bytes) -> bool:
+        """The proxy's interrupt: kill the calling worker if it reached the armed point."""
+        with self._lock:
+            if self._armed is None or KILL_POINTS[self._armed] != operation:
+                return False
+            point, self._armed = self._armed, None
+            self._replace(self.slots[index], point)
+            if point != "before-delete":
+                job_id = _job_of(operation, json.loads(body))
+                self.cut_outcomes.append((job_id, *self._row(job_id)))
+            return True
+
+    def _replace(self, slot: _Slot, point: str) -> None:
+        slot.process.kill()
+        slot.process.wait(30)
+        self.kills[point] += 1
+        slot.start()
+
+    def _row(self, job_id: str | None) -> tuple[str | None, bool]:
+        cursor = self._db.cursor()
+        cursor.execute("SELECT state, notified_at IS NOT NULL FROM jobs WHERE id = %s", (job_id,))
+        row = cursor.fetchone()
+        return (row[0], row[1]) if row else (None, False)
+
+
+def _children(pid: int) -> set[str]:
+    """Names of the direct children of a process (its main thread's)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return set()
+    names = set()
+    for child in children:
+        with contextlib.suppress(OSError):  # it has just ended
+            names.add(Path(f"/proc/{child}/comm").read_text().strip())
+    return names
+
+
+def _job_of(operation: str, request: dict[str, Any]) -> str | None:
+    """The job whose outcome a PutRecord or dead-letter SendMessage carries."""
+    if operation == "PutRecord":
+        return json.loads(base64.b64decode(request["Data"]))["job_id"]
+    if operation == "SendMessage":
+        return (request.get("MessageAttributes") or {}).get("job_id", {}).get("StringValue")
+    return None
+
+
 def request_jobs(database, kinesis, redis_port: int) -> dict[str, str]:
     """POST /videos JOBS times through the real API code; returns job id -> source."""
     cache = VideoCache(
@@ -126,22 +313,79 @@ def request_jobs(database, kinesis, redis_port: int) -> dict[str, str]:
     return jobs
 
 
-def pipe_stream_to_queue(kinesis, sqs, queue_url: str) -> int:
-    """What the EventBridge Pipe does: job.requested events from the stream to the queue.
-    Every fifth goes as a raw Kinesis envelope, which the worker must accept too."""
-    requested = [e for e in read_stream(kinesis, STREAM) if e["type"] == "job.requested"]
-    bodies = []
-    for index, event in enumerate(requested):
+class StreamPipe(threading.Thread):
+    """What the EventBridge Pipe does, while the workers run: job.requested events from the
+    stream to the queue, ten at a time. Every fifth goes as a raw Kinesis envelope, which the
+    worker must accept too."""
+
+    def __init__(self, kinesis, sqs, queue_url: str) -> None:
+        super().__init__(daemon=True)
+        self._kinesis, self._sqs, self._queue_url = kinesis, sqs, queue_url
+        self._halt = threading.Event()
+        self.piped = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._pipe()
+        except BaseException as error:  # reported by the test, not lost in a thread
+            self.error = error
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(30)
+
+    def _pipe(self) -> None:
+        shards = self._kinesis.list_shards(StreamName=STREAM)["Shards"]
+        iterators = [
+            self._kinesis.get_shard_iterator(
+                StreamName=STREAM, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            for shard in shards
+        ]
+        pending: list[str] = []
+        while self.piped < JOBS and not self._halt.is_set():
+            for index, iterator in enumerate(iterators):
+                response = self._kinesis.get_records(ShardIterator=iterator, Limit=100)
+                iterators[index] = response["NextShardIterator"]
+                for record in response["Records"]:
+                    event = json.loads(record["Data"])
+                    if event["type"] == "job.requested":
+                        pending.append(self._body(event, self.piped + len(pending)))
+            while pending and queue_depth(self._sqs, self._queue_url)[0] < PIPE_BACKLOG:
+                batch, pending = pending[:10], pending[10:]
+                entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(batch)]
+                failed = self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+                assert not failed.get("Failed"), failed
+                self.piped += len(batch)
+            self._halt.wait(0.2)
+
+    @staticmethod
+    def _body(event: dict[str, Any], index: int) -> str:
         body = json.dumps(event)
         if index % 5 == 0:
             body = json.dumps({"data": base64.b64encode(body.encode()).decode()})
-        bodies.append(body)
-    for start in range(0, len(bodies), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
-        ]
-        assert not sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed")
-    return len(bodies)
+        return body
+
+
+def dead_letters_by_job(messages: list[dict[str, Any]]) -> tuple[Counter[str], list[str]]:
+    """Every dead-letter message's job: the worker's copies name it in an attribute, the
+    requests SQS moved itself after the last receive only in their body. Returns the count
+    per job and the bodies of messages that name no job (or two different ones)."""
+    jobs: Counter[str] = Counter()
+    unaccounted = []
+    for message in messages:
+        try:
+            from_body = parse_message_body(message["Body"]).job_id
+        except EventError:
+            from_body = None
+        attributes = message.get("MessageAttributes") or {}
+        from_attribute = attributes.get("job_id", {}).get("StringValue")
+        if from_body is None or from_attribute not in (None, from_body):
+            unaccounted.append(message["Body"][:200])
+        else:
+            jobs[from_body] += 1
+    return jobs, unaccounted
 
 
 def job_counts(admin_db) -> dict[str, int]:
@@ -152,94 +396,117 @@ def job_counts(admin_db) -> dict[str, int]:
     }
 
 
-def test_w6_1000_jobs_with_bad_media_and_injected_faults_end_exactly_once(
+def test_w6_1000_jobs_with_bad_media_injected_faults_and_killed_workers_end_exactly_once(
     moto_server,
     pg_server,
     redis_proc,
     redis_client,
-    database,
     admin_db,
     media_root,
     tmp_path,
-    capsys,
 ):
+    """W6 / R3: nothing lost, nothing duplicated, whatever fails and whoever dies when."""
     reset_moto_server(moto_server)
-    aws = create_aws_resources(moto_server, visibility=10, max_receive_count=MAX_RECEIVES)
-    started = time.monotonic()
-    jobs = request_jobs(database, aws.kinesis, redis_proc.port)
-    requested_at = time.monotonic()
-    assert pipe_stream_to_queue(aws.kinesis, aws.sqs, aws.jobs_queue_url) == JOBS
-    piped_at = time.monotonic()
-
-    proxy = FaultyAwsProxy(moto_server, fault_rate=AWS_FAULT_RATE, operations=FAULTED_OPERATIONS)
+    aws = create_aws_resources(
+        moto_server, visibility=VISIBILITY_SECONDS, max_receive_count=MAX_RECEIVES
+    )
+    aws_faults = AwsFaults(
+        rate=AWS_FAULT_RATE, operations=FAULTED_OPERATIONS, ensure_within=AWS_FAULT_ENSURED_WITHIN
+    )
     env = worker_environment(
         pg_server, redis_proc.port, aws, media_root, tmp_path,
-        AWS_ENDPOINT_URL=proxy.url,
         AWS_MAX_ATTEMPTS="1",  # no SDK retries: every injected fault reaches the worker
         MAX_RECEIVE_COUNT=str(MAX_RECEIVES),
-        JOB_TIMEOUT_SECONDS="5",
-        VISIBILITY_TIMEOUT_SECONDS="10",
+        JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT_SECONDS),
+        VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_SECONDS),
         LOG_LEVEL="WARNING",
     )  # fmt: skip
-    for i in range(WORKERS):
-        (tmp_path / f"w{i}").mkdir()
-    workers = [
-        start_worker({**env, "SCRATCH_DIR": str(tmp_path / f"w{i}")}, tmp_path / f"worker{i}.log")
-        for i in range(WORKERS)
-    ]
+    fleet_db, faults_db = pg_server.admin(), pg_server.admin()
+    # The API's connection is not the workers' (application_name), so it is not faulted.
+    api_db = Database(
+        pg_server.settings(), StaticDbCredentials(APP_USER, APP_PASSWORD), application_name="api"
+    )
+    # The pipe reads the stream while the workers write to it: through a proxy that injects no
+    # faults, so that all Kinesis calls pass one at a time (see svc_support).
+    test_proxy = FaultyAwsProxy(moto_server, faults=AwsFaults(rate=0.0, operations=set()))
+    kinesis = boto3.client("kinesis", region_name=REGION, endpoint_url=test_proxy.url)
+    pipe = StreamPipe(kinesis, aws.sqs, aws.jobs_queue_url)
+    started = time.monotonic()
     try:
-        with OutsideFaults(admin_db, redis_proc.port) as faults:
+        # All requests first, while the API is the stream's only writer (moto's Kinesis).
+        jobs = request_jobs(api_db, aws.kinesis, redis_proc.port)
+        requested_at = time.monotonic()
+        with (
+            WorkerFleet(env, tmp_path, moto_server, aws_faults, fleet_db) as fleet,
+            OutsideFaults(faults_db, redis_proc.port) as faults,
+        ):
+            pipe.start()
             deadline = time.monotonic() + DEADLINE_SECONDS
             while True:
+                assert pipe.error is None, pipe.error
                 counts = job_counts(admin_db)
                 settled = counts.get("COMPLETED", 0) + counts.get("FAILED", 0) == JOBS
                 if settled and queue_depth(aws.sqs, aws.jobs_queue_url) == (0, 0):
                     break
-                assert all(w.poll() is None for w in workers), "a worker died"
+                assert fleet.died_unasked() == [], "a worker died without being killed"
                 assert time.monotonic() < deadline, f"not settled in time: {counts}"
-                time.sleep(1)
+                time.sleep(0.5)
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        exit_codes = [worker.wait(60) for worker in workers]
-        proxy.close()
+        pipe.stop()
+        for connection in (fleet_db, faults_db, api_db):
+            connection.close()
+        test_proxy.close()
     elapsed = time.monotonic() - started
-    phases = (
-        f"api {requested_at - started:.0f}s, pipe {piped_at - requested_at:.0f}s,"
-        f" workers {time.monotonic() - piped_at:.0f}s"
-    )
 
     processed_events = [
         e for e in read_stream(aws.kinesis, STREAM) if e["type"] == "video.processed"
     ]
     processed = Counter(e["job_id"] for e in processed_events)
-    dead = Counter(
-        m["MessageAttributes"]["job_id"]["StringValue"]
-        for m in drain_queue(aws.sqs, aws.dlq_url)
-        if "job_id" in m.get("MessageAttributes", {})
-    )
+    dead, unaccounted = dead_letters_by_job(drain_queue(aws.sqs, aws.dlq_url))
     cursor = admin_db.cursor()
     cursor.execute("SELECT id::text, state, attempts FROM jobs")
     rows = {job_id: (state, attempts) for job_id, state, attempts in cursor.fetchall()}
+    outcomes = processed + dead
+    lost = [job for job in jobs if outcomes[job] == 0]
+    duplicated = sum(n - 1 for n in outcomes.values() if n > 1) + sum(
+        n for job, n in outcomes.items() if job not in jobs
+    )
 
-    with capsys.disabled():
-        print(
-            f"\n[fault injection] {JOBS} jobs, {WORKERS} worker processes, {elapsed:.0f}s ({phases}):"
-            f" states={job_counts(admin_db)}"
-            f" processed_events={sum(processed.values())} dlq_messages={sum(dead.values())}"
-            f" aws_faults={dict(proxy.faults)} killed={dict(faults.killed)}"
+    # A warning, so that pytest's summary shows the figures also when the test ran in a
+    # pytest-xdist worker (whose output is not shown); a built-in category, because xdist
+    # imports the category's module in the main process to pass it on.
+    warnings.warn(
+        UserWarning(
+            f"[fault injection] {JOBS} jobs, {WORKERS} worker processes, {elapsed:.0f}s"
+            f" (api {requested_at - started:.0f}s, then {time.monotonic() - requested_at:.0f}s):"
+            f" states={job_counts(admin_db)} processed_events={len(processed_events)}"
+            f" dlq_messages={dead.total()} unaccounted_dlq={len(unaccounted)}"
+            f" lost={len(lost)} duplicated={duplicated}"
+            f" worker_kills={dict(fleet.kills)} aws_faults={dict(aws_faults.faults)}"
+            f" killed_connections={dict(faults.killed)}"
             f" max_attempts={max(a for _, a in rows.values())}"
             f" retried_jobs={sum(1 for _, a in rows.values() if a > 1)}"
-        )
+        ),
+        stacklevel=1,
+    )
 
-    assert exit_codes == [0] * WORKERS
+    assert fleet.exit_codes == [0] * WORKERS
+    assert (lost, duplicated) == ([], 0)
     assert len(rows) == JOBS
     bad = {job for job, source in jobs.items() if source in BAD_SOURCES}
     assert {job for job, (state, _) in rows.items() if state == "FAILED"} == bad
     assert {job for job, (state, _) in rows.items() if state == "COMPLETED"} == set(jobs) - bad
     assert processed == Counter({job: 1 for job in set(jobs) - bad})  # exactly once each
     assert len({e["event_id"] for e in processed_events}) == len(processed_events)
+    assert unaccounted == []  # every dead-letter message is some job's outcome
     assert dead == Counter({job: 1 for job in bad})  # exactly once each
     assert job_counts(admin_db) == {"COMPLETED": JOBS - len(bad), "FAILED": len(bad)}
-    assert sum(proxy.faults.values()) > 0
-    assert faults.killed["postgres"] > 0
+    # Every fault kind really happened, so each path above was taken.
+    assert fleet.kills == Counter({point: KILLS_PER_POINT for point in KILL_POINTS})
+    assert set(aws_faults.faults) == FAULTED_OPERATIONS
+    assert faults.killed["postgres"] > 0 and faults.killed["redis"] > 0
+    # The kills before publication hit jobs ended but unpublished, published once since.
+    cut_states = Counter(state for _, state, _ in fleet.cut_outcomes)
+    assert cut_states == Counter(COMPLETED=KILLS_PER_POINT, FAILED=KILLS_PER_POINT)
+    assert not any(published for _, _, published in fleet.cut_outcomes)
+    assert all(outcomes[job] == 1 for job, _, _ in fleet.cut_outcomes)
