@@ -175,10 +175,12 @@ class AwsFaults:
             return False
 
 
-# moto's Kinesis is not safe for concurrency: two PutRecords at once can be given the same
-# sequence number, and then one record silently replaces the other (and a read during a put
-# can fail). Every proxy in this process passes Kinesis calls on one at a time.
-_KINESIS_ONE_AT_A_TIME = threading.Lock()
+# moto is not safe for concurrency where it matters here: two Kinesis PutRecords at once can
+# get the same sequence number, so one record silently replaces the other, and an SQS delete
+# rebuilds the queue's message list without the lock its sends take, so a message sent
+# meanwhile is silently lost. Every proxy in this process passes those calls on one at a time.
+_ONE_AT_A_TIME = threading.Lock()
+_SQS_WRITES = {"SendMessage", "SendMessageBatch", "DeleteMessage", "DeleteMessageBatch"}
 
 
 class FaultyAwsProxy:
@@ -242,9 +244,10 @@ class FaultyAwsProxy:
             method=request.command,
             headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
         )
-        one_at_a_time = (
-            _KINESIS_ONE_AT_A_TIME if target.startswith("Kinesis") else contextlib.nullcontext()
+        serialize = target.startswith("Kinesis") or (
+            target.startswith("AmazonSQS") and operation in _SQS_WRITES
         )
+        one_at_a_time = _ONE_AT_A_TIME if serialize else contextlib.nullcontext()
         try:
             with one_at_a_time, urllib.request.urlopen(forward, timeout=30) as response:
                 status, headers, payload = response.status, dict(response.headers), response.read()
