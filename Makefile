@@ -3,7 +3,7 @@ PYTHON ?= python3
 STACK ?= dev
 REGION ?=
 
-.PHONY: install plan test lint schema bench
+.PHONY: install plan test time-tests lint schema bench
 
 install:
 	$(PYTHON) -m pip install -r requirements-dev.txt
@@ -11,8 +11,13 @@ install:
 plan:
 	$(PYTHON) -m offline.plan $(STACK) $(if $(REGION),--region $(REGION))
 
+# Parallel (pytest-xdist): the worker count and distribution are in pyproject.toml's addopts.
 test:
 	$(PYTHON) -m pytest --cov=components --cov=services --cov-report=term-missing:skip-covered
+
+# Wall time of `make test`'s command and of the infrastructure + policy tests alone.
+time-tests:
+	$(PYTHON) scripts/time_tests.py
 
 lint:
 	ruff check .
