@@ -21,6 +21,7 @@ time-tests:
 
 lint:
 	ruff check .
+	ruff format --check .
 
 schema:
 	$(PYTHON) -m offline.schema
