@@ -91,9 +91,10 @@ def _is_connection_lost(error: BaseException) -> bool:
     return code is not None and (code.startswith("08") or code in _UNAVAILABLE_CODES)
 
 
-def ssl_context_for(settings: DatabaseSettings) -> ssl.SSLContext | None:
+def ssl_context_for(settings: DatabaseSettings) -> ssl.SSLContext | bool:
+    # pg8000 takes None as "try TLS without checks"; only False means no TLS at all.
     if settings.ssl_mode == SslMode.DISABLE:
-        return None
+        return False
     import ssl
 
     context = ssl.create_default_context(cafile=settings.ssl_root_cert)

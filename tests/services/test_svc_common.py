@@ -269,7 +269,7 @@ def test_d6_tls_verifies_chain_and_host_name_by_default():
 def test_d6_tls_require_mode_encrypts_without_verifying():
     context = ssl_context_for(_db_settings(SslMode.REQUIRE))
     assert (context.verify_mode, context.check_hostname) == (ssl.CERT_NONE, False)
-    assert ssl_context_for(_db_settings(SslMode.DISABLE)) is None
+    assert ssl_context_for(_db_settings(SslMode.DISABLE)) is False
 
 
 def test_d6_tls_with_a_missing_root_cert_file_fails_loudly():
