@@ -260,7 +260,8 @@ class RedisReplicationGroup(DataStore):
     def _auth_token(self) -> pulumi.Output[str] | None:
         if not self._args.transit_encryption:
             pulumi.log.warn(
-                f"{self._name}: cacheTransitEncryption is false — the cache accepts plaintext "
+                f"{self._name}: {self._args.key_of('transit_encryption')} is false — the cache "
+                "accepts plaintext "
                 "connections without an AUTH token (C3 opt-out; development only). Changing "
                 "it later replaces or migrates the replication group.",
                 resource=self,

@@ -107,7 +107,7 @@ def check_name(name: str, kind: NameKind) -> None:
     if len(name) > rule.max_length:
         raise InvalidNameError(
             f"name '{name}' is {len(name)} chars; {kind.name} names allow at most "
-            f"{rule.max_length} (shorten prefix or environmentSuffix)"
+            f"{rule.max_length} (shorten the prefix or the environment suffix)"
         )
     if not rule.pattern.match(name):
         raise InvalidNameError(f"name '{name}' breaks the {kind.name} rule: allowed {rule.allowed}")

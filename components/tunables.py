@@ -179,6 +179,11 @@ class Tunables:
         problems += describe([p for p in self.rules() if p.field not in broken], label)
         return problems
 
+    @classmethod
+    def key_of(cls, name: str) -> str:
+        """The config key declared for field `name`."""
+        return dict(cls.declarations())[name].key
+
     def tuned(self) -> dict[str, Any]:
         """The tunable values by field name."""
         return {name: getattr(self, name) for name, _ in self.declarations()}

@@ -141,7 +141,8 @@ def declared_keys() -> list[tuple[type[Tunables], str, Tunable]]:
 
 
 KEYS_BY_NAME: dict[str, Tunable] = {declared.key: declared for _, _, declared in declared_keys()}
-assert len(KEYS_BY_NAME) == len(declared_keys()), "a config key is declared twice"
+if len(KEYS_BY_NAME) != len(declared_keys()):
+    raise TypeError("a config key is declared twice")
 
 
 class ConfigError(ValueError):
@@ -235,26 +236,26 @@ def _read_tier(tier: type[Tunables], raw: Mapping[str, str], problems: list[str]
 
 def _cross_tier_rules(settings: StackSettings) -> list[str]:
     """Rules that span tiers: what data protection forbids elsewhere."""
+    if not settings.protection.protect_data:
+        return []
+    protected = f"when {StackWide.key_of('data_protection')} is true"
     problems = []
-    if settings.protection.protect_data:
-        if settings.network.nat_strategy is NatStrategy.SINGLE:
-            problems.append(
-                render(
-                    "natStrategy",
-                    "SINGLE",
-                    "ONE_PER_AZ or NONE when dataProtection is true (a single "
-                    "NAT is a non-production cost option)",
-                )
+    if settings.network.nat_strategy is NatStrategy.SINGLE:
+        problems.append(
+            render(
+                SecureVpcSettings.key_of("nat_strategy"),
+                NatStrategy.SINGLE.value,
+                f"ONE_PER_AZ or NONE {protected} (a single NAT is a non-production cost option)",
             )
-        if not settings.cache.transit_encryption:
-            problems.append(
-                render(
-                    "cacheTransitEncryption",
-                    False,
-                    "true when dataProtection is true (turning TLS off is a "
-                    "development convenience only)",
-                )
+        )
+    if not settings.cache.transit_encryption:
+        problems.append(
+            render(
+                RedisReplicationGroupSettings.key_of("transit_encryption"),
+                False,
+                f"true {protected} (turning TLS off is a development convenience only)",
             )
+        )
     return problems
 
 

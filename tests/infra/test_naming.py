@@ -33,7 +33,7 @@ def test_name_longer_than_the_kind_allows_is_rejected_with_the_limit():
     with pytest.raises(
         InvalidNameError,
         match=r"is 45 chars; ELASTICACHE_ID names allow at "
-        r"most 40 \(shorten prefix or environmentSuffix\)",
+        r"most 40 \(shorten the prefix or the environment suffix\)",
     ):
         namer.name("cache12345", NameKind.ELASTICACHE_ID)
 
