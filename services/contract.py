@@ -53,6 +53,18 @@ class EnvVar:
     RETRY_MAX_SECONDS = "RETRY_MAX_SECONDS"
     FFPROBE_PATH = "FFPROBE_PATH"
     HEALTHCHECK_MAX_AGE_SECONDS = "HEALTHCHECK_MAX_AGE_SECONDS"
+    # Media path (M1-M6)
+    INGEST_BUCKET = "INGEST_BUCKET"
+    MEDIA_BUCKET = "MEDIA_BUCKET"
+    UPLOAD_MAX_BYTES = "UPLOAD_MAX_BYTES"
+    UPLOAD_CONTENT_TYPES = "UPLOAD_CONTENT_TYPES"
+    UPLOAD_URL_TTL_SECONDS = "UPLOAD_URL_TTL_SECONDS"
+    TRANSCODE_LADDER = "TRANSCODE_LADDER"
+    SEGMENT_SECONDS = "SEGMENT_SECONDS"
+    SOURCE_MAX_DURATION_SECONDS = "SOURCE_MAX_DURATION_SECONDS"
+    DELETE_SOURCE_AFTER_PROCESSING = "DELETE_SOURCE_AFTER_PROCESSING"
+    TRANSFER_CONCURRENCY = "TRANSFER_CONCURRENCY"
+    FFMPEG_PATH = "FFMPEG_PATH"
     # Set by Lambda and ECS themselves, never by the infrastructure code.
     AWS_REGION = "AWS_REGION"
     AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
@@ -69,7 +81,7 @@ _DATABASE = frozenset(
     {EnvVar.DB_HOST, EnvVar.DB_PORT, EnvVar.DB_NAME, EnvVar.DB_SSL, EnvVar.DB_SSL_ROOT_CERT}
 )
 _DATA_PLANE_REQUIRED = frozenset(
-    {EnvVar.DB_HOST, EnvVar.DB_NAME, EnvVar.REDIS_HOST, EnvVar.STREAM_NAME, EnvVar.MEDIA_ROOT}
+    {EnvVar.DB_HOST, EnvVar.DB_NAME, EnvVar.REDIS_HOST, EnvVar.STREAM_NAME}
 )
 _DATA_PLANE = (
     _DATABASE
@@ -104,16 +116,22 @@ class ServiceEnvironment:
         return self.required | self.optional | logins | PLATFORM_VARIABLES
 
 
+_UPLOADS = frozenset(
+    {EnvVar.UPLOAD_MAX_BYTES, EnvVar.UPLOAD_CONTENT_TYPES, EnvVar.UPLOAD_URL_TTL_SECONDS}
+)
 API_ENVIRONMENT = ServiceEnvironment(
     service="api",
-    required=_DATA_PLANE_REQUIRED,
-    optional=_DATA_PLANE - _DATA_PLANE_REQUIRED,
+    required=_DATA_PLANE_REQUIRED | {EnvVar.INGEST_BUCKET},
+    optional=(_DATA_PLANE - _DATA_PLANE_REQUIRED) | _UPLOADS,
     db_logins=(DB_LOGIN_IAM, DB_LOGIN_SECRET),
 )
 _WORKER_REQUIRED = _DATA_PLANE_REQUIRED | {
     EnvVar.JOBS_QUEUE_URL,
     EnvVar.DEAD_LETTER_QUEUE_URL,
     EnvVar.MAX_RECEIVE_COUNT,
+    EnvVar.INGEST_BUCKET,
+    EnvVar.MEDIA_BUCKET,
+    EnvVar.CONTENT_KEY_SECRET_ARN,
 }
 WORKER_ENVIRONMENT = ServiceEnvironment(
     service="worker",
@@ -123,14 +141,21 @@ WORKER_ENVIRONMENT = ServiceEnvironment(
         EnvVar.JOB_TIMEOUT_SECONDS,
         EnvVar.VISIBILITY_TIMEOUT_SECONDS,
         EnvVar.STOP_TIMEOUT_SECONDS,
-        EnvVar.CONTENT_KEY_SECRET_ARN,
         EnvVar.SCRATCH_DIR,
+        EnvVar.MEDIA_ROOT,
         EnvVar.WORKER_BATCH_SIZE,
         EnvVar.RECEIVE_WAIT_SECONDS,
         EnvVar.RETRY_BASE_SECONDS,
         EnvVar.RETRY_MAX_SECONDS,
         EnvVar.FFPROBE_PATH,
         EnvVar.HEALTHCHECK_MAX_AGE_SECONDS,
+        EnvVar.UPLOAD_MAX_BYTES,
+        EnvVar.TRANSCODE_LADDER,
+        EnvVar.SEGMENT_SECONDS,
+        EnvVar.SOURCE_MAX_DURATION_SECONDS,
+        EnvVar.DELETE_SOURCE_AFTER_PROCESSING,
+        EnvVar.TRANSFER_CONCURRENCY,
+        EnvVar.FFMPEG_PATH,
     },
     # The password pair is for ECS `secrets` injection; the stacks use IAM tokens.
     db_logins=(DB_LOGIN_IAM, DB_LOGIN_SECRET, DB_LOGIN_PASSWORD),
@@ -170,27 +195,170 @@ DB_SSL_MODES = (SslMode.REQUIRE, SslMode.VERIFY_FULL)
 API_DB_USER = "media_api"
 WORKER_DB_USER = "media_worker"
 
-# Request limits of POST /videos and GET /videos: API Gateway checks the body against
-# CREATE_VIDEO_SCHEMA before the handler runs, and the handler checks again.
+# Request limits of the API: API Gateway checks bodies against the models below before the
+# handler runs, and the handler checks again (with the stack's own upload limits).
 TITLE_MAX = 200
 CREATOR_MAX = 100
-SOURCE_PATH_MAX = 1024
 LIMIT_DEFAULT = 20
 """Videos per page of `GET /videos` when `limit` is not given."""
 LIMIT_MAX = 100
 """Largest `limit` of `GET /videos`."""
 
+# -- Uploads (M1) --------------------------------------------------------------------------
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+S3_MIN_PART_BYTES = 5 * MIB
+"""Every part but the last must be at least this (S3 rejects Complete with EntityTooSmall)."""
+S3_MAX_PART_BYTES = 5 * GIB
+S3_MAX_PARTS = 10_000
+PART_SIZE_FLOOR = 8 * MIB
+"""Smallest part size the API hands out: fewer requests than S3's 5 MiB minimum."""
+UPLOAD_MAX_BYTES_CEILING = 5 * 1024 * GIB
+"""Largest upload any stack may accept (5 TiB: S3's long-standing single-object limit)."""
+PART_URLS_PER_REQUEST = 100
+"""Part URLs one `POST /videos/{id}/upload/parts` returns at most, so a 100 GB upload
+never needs one giant response."""
+UPLOAD_MAX_BYTES_DEFAULT = 50 * GIB
+UPLOAD_URL_TTL_DEFAULT = 900
+UPLOAD_URL_TTL_MAX = 3600
+"""Presigned URLs die with the signer's session anyway (a Lambda role session), so short."""
+DEFAULT_UPLOAD_CONTENT_TYPES = (
+    "video/mp4",
+    "video/quicktime",
+    "video/x-matroska",
+    "video/webm",
+    "video/mp2t",
+)
+CHECKSUM_SHA256_PATTERN = r"^[A-Za-z0-9+/]{43}=$"
+"""Base64 of a SHA-256 digest, as S3's x-amz-checksum-sha256 header carries it."""
+CONTENT_TYPE_PATTERN = r"^[a-z]+/[a-z0-9.+-]{1,100}$"
+CHECKSUM_HEADER = "x-amz-checksum-sha256"
+
+# -- S3 layout (M1, M6) --------------------------------------------------------------------
+SOURCE_PREFIX = "sources/"
+MEDIA_PREFIX = "media/"
+MASTER_PLAYLIST = "master.m3u8"
+MEDIA_PLAYLIST = "index.m3u8"
+POSTER = "poster.jpg"
+KEYS_DIRECTORY = "keys"
+
+
+def source_key(video_id: str) -> str:
+    """The ingest object of a video: derived from the id, never taken from a request."""
+    return f"{SOURCE_PREFIX}{video_id}/source"
+
+
+def media_prefix(video_id: str, version: int) -> str:
+    """Where version `version` of a video's renditions is published (no leading slash)."""
+    return f"{MEDIA_PREFIX}{video_id}/v{version}/"
+
+
+def key_uri(video_id: str, key_version: str) -> str:
+    """The URI the playlists give for a title's AES-128 key: an absolute path on the
+    playback domain, under the video's prefix so the same signed access covers it. The
+    delivery tier routes `media/*/keys/*` to key delivery; no object is ever stored there."""
+    return f"/{MEDIA_PREFIX}{video_id}/{KEYS_DIRECTORY}/{key_version}.key"
+
+
+# -- Content key (K3, M5) -------------------------------------------------------------------
+CONTENT_KEY_BYTES = 32
+KEYRING_CURRENT = "current"
+KEYRING_KEYS = "keys"
+"""The content-key secret holds `{"current": "<version>", "keys": {"<version>": "<base64 of
+CONTENT_KEY_BYTES bytes>"}}`. Rotation adds a version and moves `current`; earlier versions
+stay, so titles keyed from them stay playable. A version is 1-64 of [A-Za-z0-9_-]."""
+KEY_VERSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+# -- Transcoding (M3, M4) -------------------------------------------------------------------
+AUDIO_BITRATE_KBPS = 128
+SEGMENT_SECONDS_DEFAULT = 4
+SEGMENT_SECONDS_RANGE = (2, 10)
+DEFAULT_LADDER = "1080:5000,720:3000,480:1200,360:700"
+"""`height:video kb/s` per rendition, tallest first: H.264 High + AAC-LC."""
+LADDER_HEIGHT_RANGE = (144, 2160)
+LADDER_KBPS_RANGE = (100, 50_000)
+LADDER_MAX_RUNGS = 8
+SOURCE_MAX_DURATION_DEFAULT = 4 * 3600
+TRANSFER_CONCURRENCY_DEFAULT = 8
+
+
+@dataclass(frozen=True, order=True)
+class Rung:
+    """One rendition of the ladder."""
+
+    height: int
+    video_kbps: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.height}p"
+
+
+def parse_ladder(text: str) -> tuple[Rung, ...]:
+    """`"1080:5000,720:3000"` as rungs, tallest first; ValueError says what is wrong."""
+    rungs = []
+    for item in text.split(","):
+        height, sep, kbps = item.strip().partition(":")
+        if not sep or not height.isdigit() or not kbps.isdigit():
+            raise ValueError(f"rung {item.strip()!r} is not height:kbps (e.g. 720:3000)")
+        rung = Rung(int(height), int(kbps))
+        low, high = LADDER_HEIGHT_RANGE
+        if not low <= rung.height <= high or rung.height % 2:
+            raise ValueError(f"rung {item.strip()!r}: height must be even, {low} to {high}")
+        low, high = LADDER_KBPS_RANGE
+        if not low <= rung.video_kbps <= high:
+            raise ValueError(f"rung {item.strip()!r}: kb/s must be {low} to {high}")
+        rungs.append(rung)
+    heights = [rung.height for rung in rungs]
+    if len(set(heights)) != len(heights):
+        raise ValueError("two rungs have the same height")
+    if len(rungs) > LADDER_MAX_RUNGS:
+        raise ValueError(f"at most {LADDER_MAX_RUNGS} rungs")
+    return tuple(sorted(rungs, reverse=True))
+
+
+def format_ladder(rungs: tuple[Rung, ...]) -> str:
+    return ",".join(f"{rung.height}:{rung.video_kbps}" for rung in rungs)
+
+
+# -- API models -----------------------------------------------------------------------------
 CREATE_VIDEO_MODEL = "CreateVideo"
+UPLOAD_PARTS_MODEL = "UploadParts"
 CREATE_VIDEO_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-04/schema#",
     "title": CREATE_VIDEO_MODEL,
     "type": "object",
     "additionalProperties": False,
-    "required": ["title", "creator", "source_path"],
+    "required": ["title", "creator", "size_bytes", "content_type"],
     "properties": {
         "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX},
         "creator": {"type": "string", "minLength": 1, "maxLength": CREATOR_MAX},
-        "source_path": {"type": "string", "minLength": 1, "maxLength": SOURCE_PATH_MAX},
+        "size_bytes": {"type": "integer", "minimum": 1, "maximum": UPLOAD_MAX_BYTES_CEILING},
+        "content_type": {"type": "string", "pattern": CONTENT_TYPE_PATTERN},
     },
 }
 CREATE_VIDEO_FIELDS = frozenset(CREATE_VIDEO_SCHEMA["properties"])
+UPLOAD_PARTS_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-04/schema#",
+    "title": UPLOAD_PARTS_MODEL,
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["parts"],
+    "properties": {
+        "parts": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": PART_URLS_PER_REQUEST,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["part_number", "checksum_sha256"],
+                "properties": {
+                    "part_number": {"type": "integer", "minimum": 1, "maximum": S3_MAX_PARTS},
+                    "checksum_sha256": {"type": "string", "pattern": CHECKSUM_SHA256_PATTERN},
+                },
+            },
+        }
+    },
+}

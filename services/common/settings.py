@@ -17,12 +17,24 @@ from services.contract import (
     DB_LOGIN_IAM,
     DB_LOGIN_PASSWORD,
     DB_LOGIN_SECRET,
+    DEFAULT_LADDER,
     DEFAULT_LOG_LEVEL,
+    DEFAULT_UPLOAD_CONTENT_TYPES,
     LOG_LEVELS,
     MIGRATE_ENVIRONMENT,
+    SEGMENT_SECONDS_DEFAULT,
+    SEGMENT_SECONDS_RANGE,
+    SOURCE_MAX_DURATION_DEFAULT,
+    TRANSFER_CONCURRENCY_DEFAULT,
+    UPLOAD_MAX_BYTES_CEILING,
+    UPLOAD_MAX_BYTES_DEFAULT,
+    UPLOAD_URL_TTL_DEFAULT,
+    UPLOAD_URL_TTL_MAX,
     WORKER_ENVIRONMENT,
     EnvVar,
+    Rung,
     SslMode,
+    parse_ladder,
 )
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -104,6 +116,22 @@ class _Env:
             raise SettingsError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
+    def words(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list (UPLOAD_CONTENT_TYPES), lower-cased, without blanks."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        words = tuple(word.strip().lower() for word in value.split(",") if word.strip())
+        if not words:
+            raise SettingsError(name, f"must list at least one value, got {value!r}")
+        return words
+
+    def ladder(self, name: str, default: str) -> tuple[Rung, ...]:
+        try:
+            return parse_ladder(self.text(name, default))
+        except ValueError as error:
+            raise SettingsError(name, str(error)) from None
+
     def ssl_mode(self, name: str) -> str:
         value = self.raw(name)
         if value is None:
@@ -155,10 +183,40 @@ class CommonSettings:
     database: DatabaseSettings
     redis: RedisSettings
     stream_name: str
-    media_root: PurePosixPath
     cache_ttl_seconds: int
     log_level: str
     aws_region: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadSettings:
+    """How the API opens multipart uploads into the ingest bucket (M1)."""
+
+    ingest_bucket: str
+    max_bytes: int
+    content_types: tuple[str, ...]
+    url_ttl_seconds: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    common: CommonSettings
+    uploads: UploadSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaSettings:
+    """Where sources come from, how they are checked and transcoded, where outputs go."""
+
+    ingest_bucket: str
+    media_bucket: str
+    ladder: tuple[Rung, ...]
+    segment_seconds: int
+    max_source_bytes: int
+    max_duration_seconds: int
+    delete_source_after_processing: bool
+    transfer_concurrency: int
+    ffmpeg_path: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,8 +234,11 @@ class WorkerSettings:
     max_receive_count: int
     job_timeout_seconds: int
     visibility_timeout_seconds: int
-    content_key_secret_arn: str | None
+    content_key_secret_arn: str
     scratch_dir: PurePosixPath
+    media_root: PurePosixPath | None
+    """The shared EFS volume when mounted (W4); the media path does not need it."""
+    media: MediaSettings
     batch_size: int
     receive_wait_seconds: int
     retry_base_seconds: float
@@ -287,17 +348,51 @@ def _common(env: _Env, *, allowed_auth: tuple[DbAuth, ...]) -> CommonSettings:
         database=_database(env, allowed_auth=allowed_auth, region=region),
         redis=_redis(env),
         stream_name=env.text(EnvVar.STREAM_NAME),
-        media_root=env.absolute_path(EnvVar.MEDIA_ROOT),
         cache_ttl_seconds=env.integer(EnvVar.CACHE_TTL_SECONDS, 300, low=1, high=86_400 * 7),
         log_level=env.choice(EnvVar.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS),
         aws_region=region,
     )
 
 
-def load_api_settings(environ: Mapping[str, str] | None = None) -> CommonSettings:
+def _upload_max_bytes(env: _Env) -> int:
+    return env.integer(
+        EnvVar.UPLOAD_MAX_BYTES, UPLOAD_MAX_BYTES_DEFAULT, low=1, high=UPLOAD_MAX_BYTES_CEILING
+    )
+
+
+def load_api_settings(environ: Mapping[str, str] | None = None) -> ApiSettings:
     """Settings of the API Lambda: IAM database authentication or a secret by ARN."""
     env = _Env(os.environ if environ is None else environ)
-    return _common(env, allowed_auth=API_DB_AUTH)
+    uploads = UploadSettings(
+        ingest_bucket=env.text(EnvVar.INGEST_BUCKET),
+        max_bytes=_upload_max_bytes(env),
+        content_types=env.words(EnvVar.UPLOAD_CONTENT_TYPES, DEFAULT_UPLOAD_CONTENT_TYPES),
+        url_ttl_seconds=env.integer(
+            EnvVar.UPLOAD_URL_TTL_SECONDS, UPLOAD_URL_TTL_DEFAULT, low=60, high=UPLOAD_URL_TTL_MAX
+        ),
+    )
+    return ApiSettings(common=_common(env, allowed_auth=API_DB_AUTH), uploads=uploads)
+
+
+def _media(env: _Env) -> MediaSettings:
+    low, high = SEGMENT_SECONDS_RANGE
+    return MediaSettings(
+        ingest_bucket=env.text(EnvVar.INGEST_BUCKET),
+        media_bucket=env.text(EnvVar.MEDIA_BUCKET),
+        ladder=env.ladder(EnvVar.TRANSCODE_LADDER, DEFAULT_LADDER),
+        segment_seconds=env.integer(
+            EnvVar.SEGMENT_SECONDS, SEGMENT_SECONDS_DEFAULT, low=low, high=high
+        ),
+        max_source_bytes=_upload_max_bytes(env),
+        max_duration_seconds=env.integer(
+            EnvVar.SOURCE_MAX_DURATION_SECONDS, SOURCE_MAX_DURATION_DEFAULT, low=1, high=86_400
+        ),
+        delete_source_after_processing=env.boolean(EnvVar.DELETE_SOURCE_AFTER_PROCESSING, False),
+        transfer_concurrency=env.integer(
+            EnvVar.TRANSFER_CONCURRENCY, TRANSFER_CONCURRENCY_DEFAULT, low=1, high=64
+        ),
+        ffmpeg_path=env.text(EnvVar.FFMPEG_PATH, "ffmpeg"),
+    )
 
 
 def load_migrate_settings(environ: Mapping[str, str] | None = None) -> MigrateSettings:
@@ -337,8 +432,10 @@ def load_worker_settings(environ: Mapping[str, str] | None = None) -> WorkerSett
         max_receive_count=env.integer(EnvVar.MAX_RECEIVE_COUNT, low=1, high=1000),
         job_timeout_seconds=job_timeout,
         visibility_timeout_seconds=visibility,
-        content_key_secret_arn=env.optional(EnvVar.CONTENT_KEY_SECRET_ARN),
+        content_key_secret_arn=env.text(EnvVar.CONTENT_KEY_SECRET_ARN),
         scratch_dir=env.absolute_path(EnvVar.SCRATCH_DIR, "/tmp"),
+        media_root=(env.absolute_path(EnvVar.MEDIA_ROOT) if env.raw(EnvVar.MEDIA_ROOT) else None),
+        media=_media(env),
         batch_size=env.integer(EnvVar.WORKER_BATCH_SIZE, 10, low=1, high=10),
         receive_wait_seconds=env.integer(EnvVar.RECEIVE_WAIT_SECONDS, 20, low=0, high=20),
         retry_base_seconds=env.number(EnvVar.RETRY_BASE_SECONDS, 5.0, low=0.0, high=retry_max),

@@ -7,10 +7,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-STATUSES = ("QUEUED", "PROCESSING", "COMPLETED", "FAILED")
+STATUSES = ("UPLOADING", "UPLOADED", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "ABORTED")
+"""QUEUED: rows of the first release (registered EFS files); new videos go UPLOADING ->
+UPLOADED -> PROCESSING -> COMPLETED | FAILED, or UPLOADING -> ABORTED."""
 COLUMNS = (
     "id, title, creator, uploaded_at, status, duration_s, size_bytes, container,"
-    " video_codec, audio_codec, width, height, bitrate, source_uri, updated_at"
+    " video_codec, audio_codec, width, height, bitrate, source_uri, updated_at,"
+    " content_type, upload_size_bytes, progress, published_version, playlist_path,"
+    " poster_path, key_version, renditions"
 )
 
 
@@ -31,6 +35,18 @@ class Video:
     bitrate: int | None
     source_uri: str
     updated_at: datetime
+    content_type: str | None = None
+    upload_size_bytes: int | None = None
+    progress: float | None = None
+    """0 to 1 while a job transcodes it (M4)."""
+    published_version: int | None = None
+    playlist_path: str | None = None
+    """Key of the published version's master playlist in the media bucket (M6)."""
+    poster_path: str | None = None
+    key_version: str | None = None
+    """Content-key version its per-title key was derived from (M5)."""
+    renditions: list[dict[str, Any]] | None = None
+    """Per rendition: name, width, height, bitrate, bandwidth, codecs, playlist (M6)."""
 
     @property
     def version(self) -> int:

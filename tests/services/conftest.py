@@ -4,6 +4,7 @@ moto for the AWS APIs (R4)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -55,6 +56,14 @@ APP_PASSWORD = "app-password-1"
 SERVICE_ROLE_PASSWORD = "service-role-password-1"
 DB_NAME = "media"
 STREAM = "media-events-test"
+CONTENT_KEYRING = {
+    "current": "k2",
+    "keys": {
+        "k1": "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+        "k2": "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=",
+    },
+}
+"""Two versions, the second current: titles keyed from k1 must stay playable (M5)."""
 MAX_RECEIVE_COUNT = 3
 
 
@@ -231,6 +240,9 @@ class AwsResources:
     db_secret_arn: str
     redis_secret_arn: str
     content_key_arn: str
+    s3: Any = None
+    ingest_bucket: str = "media-ingest-test"
+    media_bucket: str = "media-renditions-test"
 
 
 def create_aws_resources(
@@ -262,10 +274,16 @@ def create_aws_resources(
         SecretString=f'{{"username": "{APP_USER}", "password": "{APP_PASSWORD}"}}',
     )["ARN"]
     redis_secret = secrets.create_secret(Name="media-redis-test", SecretString="unused")["ARN"]
-    content_key = secrets.create_secret(Name="media-content-key-test", SecretString="k" * 32)["ARN"]
-    return AwsResources(
-        kinesis, sqs, secrets, jobs_url, dlq_url, db_secret, redis_secret, content_key
+    content_key = secrets.create_secret(
+        Name="media-content-key-test", SecretString=json.dumps(CONTENT_KEYRING)
+    )["ARN"]
+    s3 = client("s3")
+    resources = AwsResources(
+        kinesis, sqs, secrets, jobs_url, dlq_url, db_secret, redis_secret, content_key, s3
     )
+    for bucket in (resources.ingest_bucket, resources.media_bucket):
+        s3.create_bucket(Bucket=bucket)
+    return resources
 
 
 @pytest.fixture
@@ -383,6 +401,8 @@ def worker_environment(
         "JOB_TIMEOUT_SECONDS": "10",
         "VISIBILITY_TIMEOUT_SECONDS": "30",
         "CONTENT_KEY_SECRET_ARN": aws.content_key_arn,
+        "INGEST_BUCKET": aws.ingest_bucket,
+        "MEDIA_BUCKET": aws.media_bucket,
         "SCRATCH_DIR": str(scratch),
         "RECEIVE_WAIT_SECONDS": "1",
         "RETRY_BASE_SECONDS": "1",
