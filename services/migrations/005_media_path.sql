@@ -36,15 +36,19 @@ ALTER TABLE videos
         published_version IS NULL OR published_version <= media_versions
     );
 
--- The version a job's current attempt writes (from videos.media_versions at its claim).
+-- The version a job's current attempt writes (from videos.media_versions at its claim), and
+-- when its job.requested event reached the stream: a completion retried after a failed put
+-- puts it again, one retried after a successful put does not.
 ALTER TABLE jobs
-    ADD COLUMN media_version integer CHECK (media_version > 0);
+    ADD COLUMN media_version integer CHECK (media_version > 0),
+    ADD COLUMN requested_at timestamptz;
 
 -- API: create (INSERT), complete and abort the upload (UPDATE), write the job at completion.
 GRANT INSERT (id, title, creator, source_uri, content_type, upload_size_bytes,
               upload_part_size, upload_id, status)
     ON videos TO media_api;
 GRANT UPDATE (upload_id) ON videos TO media_api;
+GRANT UPDATE (requested_at) ON jobs TO media_api;
 
 -- Worker: hand out a version at the claim, record progress, publish the version.
 GRANT UPDATE (progress, media_versions, published_version, playlist_path, poster_path,
