@@ -13,3 +13,15 @@ class ProbeTimeout(TransientJobError):
     def __init__(self, message: str, *, shutting_down: bool) -> None:
         super().__init__(message)
         self.shutting_down = shutting_down
+
+
+class TranscodeTimeout(ProbeTimeout):
+    """ffmpeg ran past the job's deadline (or the stop timeout) and was killed.
+
+    A ProbeTimeout, so callers handle both deadlines alike: transient, unless it was the
+    shutdown deadline (`shutting_down`), when the job is handed back instead."""
+
+
+class TranscodeStopped(TransientJobError):
+    """The worker was asked to stop mid-transcode; ffmpeg was killed and the job is
+    handed back for another attempt (transient: nothing is wrong with the media)."""

@@ -56,6 +56,12 @@ class MediaFacts:
     width: int | None
     height: int | None
     bitrate: int | None
+    frame_rate: float | None = None
+    """Frames per second of the video stream (its average, else its nominal rate)."""
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
 
 
 def resolve_source(media_root: str | os.PathLike[str], source_uri: str) -> Path:
