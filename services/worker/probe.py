@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common.settings import MediaSettings
 from services.common.sources import SourceError, normalise_source
 from services.worker.errors import PermanentJobError, ProbeTimeout, TransientJobError
 
@@ -85,7 +87,12 @@ def resolve_source(media_root: str | os.PathLike[str], source_uri: str) -> Path:
     return candidate
 
 
-def run_ffprobe(ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bool]]) -> Any:
+def run_ffprobe(
+    ffprobe: str,
+    path: Path,
+    deadline: Callable[[], tuple[float, bool]],
+    args: tuple[str, ...] = FFPROBE_ARGS,
+) -> Any:
     """ffprobe's JSON for `path`; `deadline()` gives (monotonic deadline, shutting down).
 
     The deadline is asked again while ffprobe runs so that a SIGTERM arriving mid-probe
@@ -94,7 +101,7 @@ def run_ffprobe(ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bo
     try:
         process = subprocess.Popen(
             # `file:` so that no other protocol can be read from the name.
-            [ffprobe, *FFPROBE_ARGS, f"file:{path}"],
+            [ffprobe, *args, f"file:{path}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -109,7 +116,9 @@ def run_ffprobe(ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bo
         if refused:
             raise PermanentJobError(f"the media's container {refused['format']!r} is not accepted")
         reason = text.strip()[-_STDERR_TAIL:] or "no detail"
-        raise PermanentJobError(f"ffprobe rejected the media: {reason}")
+        raise PermanentJobError(
+            f"ffprobe rejected the media: the file is not a video it can read ({reason})"
+        )
     try:
         return json.loads(stdout)
     except json.JSONDecodeError as error:
@@ -168,15 +177,20 @@ def facts_from_probe(document: Any) -> MediaFacts:
     if video is None:
         raise PermanentJobError("the media has no video stream")
     audio = _first_stream(streams, "audio")
+    width, height = _number(video.get("width"), int), _number(video.get("height"), int)
+    if _quarter_turns(video) % 2:
+        width, height = height, width
     return MediaFacts(
         duration_s=_number(media_format.get("duration"), float),
         size_bytes=_number(media_format.get("size"), int),
         container=media_format.get("format_name"),
         video_codec=video.get("codec_name") or "unknown",
         audio_codec=None if audio is None else audio.get("codec_name"),
-        width=_number(video.get("width"), int) or None,
-        height=_number(video.get("height"), int) or None,
+        # As displayed: ffmpeg turns a picture by its display matrix before filtering.
+        width=width or None,
+        height=height or None,
         bitrate=_number(media_format.get("bit_rate"), int),
+        frame_rate=_frame_rate(video),
     )
 
 
@@ -211,3 +225,129 @@ def probe_media(
     document = run_ffprobe(ffprobe, path, deadline)
     require_video(document)
     return facts_from_probe(document)
+
+
+def _quarter_turns(video: dict[str, Any]) -> int:
+    """How many quarter turns the display matrix (or an old `rotate` tag) applies."""
+    degrees: Any = None
+    for side_data in video.get("side_data_list") or []:
+        if isinstance(side_data, dict) and "rotation" in side_data:
+            degrees = side_data["rotation"]
+    if degrees is None:
+        degrees = (video.get("tags") or {}).get("rotate")
+    try:
+        return round(float(degrees) / 90) % 4
+    except (TypeError, ValueError):
+        return 0
+
+
+def _frame_rate(video: dict[str, Any]) -> float | None:
+    for name in ("avg_frame_rate", "r_frame_rate"):
+        numerator, _, denominator = str(video.get(name) or "").partition("/")
+        try:
+            rate = float(numerator) / float(denominator or 1)
+        except (ValueError, ZeroDivisionError):
+            continue
+        if math.isfinite(rate) and rate > 0:
+            return rate
+    return None
+
+
+# -- Validation before transcoding (M3) ------------------------------------------------------
+# Picture codecs: a file holding one of these is a picture or an animation, not a video.
+# (A single-frame MJPEG or H.264 "video" is caught by counting decoded frames instead.)
+IMAGE_CODECS = frozenset(
+    {
+        "png", "apng", "bmp", "gif", "tiff", "webp", "jpegls", "qoi", "pam", "pbm", "pgm",
+        "ppm", "pcx", "sgi", "targa", "xbm", "xwd", "dds", "exr", "hdr", "sunrast", "ljpeg",
+    }
+)  # fmt: skip
+MIN_DIMENSION = 16
+MAX_DIMENSION = 8192
+"""8K UHD (7680x4320) fits; a larger picture is refused before it is decoded."""
+MAX_FRAME_RATE = 240.0
+MIN_DECODED_FRAMES = 2
+# Decode the first few frames of the first video stream: proves a decoder exists and that
+# the stream holds more than one picture, without reading a long file to its end.
+FRAME_CHECK_ARGS = (
+    "-v", "error",
+    "-protocol_whitelist", "file",
+    "-format_whitelist", ",".join(ACCEPTED_FORMATS),
+    "-select_streams", "v:0",
+    "-read_intervals", "%+#8",
+    "-count_frames",
+    "-show_entries", "stream=nb_read_frames",
+    "-print_format", "json",
+)  # fmt: skip
+
+
+def validate_source(
+    path: Path,
+    limits: MediaSettings,
+    *,
+    ffprobe_path: str,
+    deadline: Callable[[], tuple[float, bool]],
+) -> MediaFacts:
+    """The facts of a source that may be transcoded; PermanentJobError with a reason a
+    creator can act on otherwise, ProbeTimeout when `deadline` passes (M3)."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise PermanentJobError(f"the source file cannot be read: {error.strerror}") from None
+    if not path.is_file():
+        raise PermanentJobError("the source is not a file")
+    if size == 0:
+        raise PermanentJobError("the uploaded file is empty")
+    if size > limits.max_source_bytes:
+        raise PermanentJobError(
+            f"the uploaded file is {size} bytes; at most {limits.max_source_bytes} are accepted"
+        )
+    document = run_ffprobe(ffprobe_path, path, deadline)
+    require_video(document)
+    facts = facts_from_probe(document)
+    check_limits(facts, limits)
+    _require_moving_picture(ffprobe_path, path, deadline)
+    return facts
+
+
+def check_limits(facts: MediaFacts, limits: MediaSettings) -> None:
+    """PermanentJobError for a still-image codec or a duration, picture size or frame rate
+    outside what the platform transcodes."""
+    codec = facts.video_codec
+    if codec in IMAGE_CODECS:
+        raise PermanentJobError(
+            f"the video stream is a still image ({codec}); upload a video file instead"
+        )
+    duration = facts.duration_s or 0.0
+    if duration > limits.max_duration_seconds:
+        raise PermanentJobError(
+            f"the video is {duration:.0f} s long; at most {limits.max_duration_seconds} s are"
+            " accepted"
+        )
+    width, height = facts.width or 0, facts.height or 0
+    if min(width, height) < MIN_DIMENSION or max(width, height) > MAX_DIMENSION:
+        raise PermanentJobError(
+            f"the picture is {width}x{height}; each side must be {MIN_DIMENSION} to"
+            f" {MAX_DIMENSION} pixels"
+        )
+    if facts.frame_rate is not None and facts.frame_rate > MAX_FRAME_RATE:
+        raise PermanentJobError(
+            f"the frame rate is {facts.frame_rate:.0f} fps; at most {MAX_FRAME_RATE:.0f} is"
+            " accepted"
+        )
+
+
+def _require_moving_picture(
+    ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bool]]
+) -> None:
+    document = run_ffprobe(ffprobe, path, deadline, FRAME_CHECK_ARGS)
+    streams = document.get("streams") if isinstance(document, dict) else None
+    first = streams[0] if isinstance(streams, list) and streams else {}
+    frames = _number(first.get("nb_read_frames") if isinstance(first, dict) else None, int)
+    if not frames:
+        raise PermanentJobError(
+            "no frame of the video stream could be decoded; the file is damaged or uses a"
+            " codec that is not supported"
+        )
+    if frames < MIN_DECODED_FRAMES:
+        raise PermanentJobError("the video holds a single picture; upload a moving video")
