@@ -414,14 +414,11 @@ def load_worker_settings(environ: Mapping[str, str] | None = None) -> WorkerSett
     job_timeout = env.integer(
         EnvVar.JOB_TIMEOUT_SECONDS, 120, low=1, high=SQS_MAX_VISIBILITY_SECONDS
     )
+    # No rule against JOB_TIMEOUT_SECONDS: a running job extends its message's visibility
+    # and its lease every third of this (M4), so a job may outlast it many times over.
     visibility = env.integer(
         EnvVar.VISIBILITY_TIMEOUT_SECONDS, 300, low=1, high=SQS_MAX_VISIBILITY_SECONDS
     )
-    if visibility <= job_timeout:
-        raise SettingsError(
-            EnvVar.VISIBILITY_TIMEOUT_SECONDS,
-            f"must be greater than {EnvVar.JOB_TIMEOUT_SECONDS} ({job_timeout}), got {visibility}",
-        )
     retry_max = env.number(
         EnvVar.RETRY_MAX_SECONDS, 900.0, low=0.0, high=float(SQS_MAX_VISIBILITY_SECONDS)
     )

@@ -1,23 +1,33 @@
-"""The job loop (R3, W5, W6): receive from SQS, claim, probe, record, publish, delete.
+"""The job loop (R3, W5, W6, M3-M6): receive from SQS, claim (with a fresh media version),
+fetch the source to scratch, validate, transcode, upload the version, record it, announce
+it, delete the message.
 
 Every step is safe to repeat: a message may arrive twice, a worker may die anywhere, and
 a transient failure just puts the message back (with backoff) for the next attempt,
-which picks up where the job's row says it is.
+which picks up where the job's row says it is. An attempt writes only its own version's
+prefix, and the version becomes visible in the one guarded UPDATE that ends the job, so a
+retried or redelivered job never exposes a half-written version (M6).
 
-This module decides what happens to each message; `job_queue` does the SQS calls and
-`publication` announces ended jobs' outcomes.
+This module decides what happens to each message; `job_queue` does the SQS calls,
+`storage` the S3 transfers, `lease` keeps a long job's leases, and `publication`
+announces ended jobs' outcomes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
 import random
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from services.common.aws import AWS_ERRORS, EventStream
@@ -26,30 +36,43 @@ from services.common.db import Database, DatabaseAuthError
 from services.common.events import JOB_REQUESTED, EventError, parse_message_body
 from services.common.settings import WorkerSettings
 from services.common.videos import Video
+from services.contract import media_prefix
 from services.worker.backoff import full_jitter_delay
-from services.worker.errors import PermanentJobError, ProbeTimeout
+from services.worker.errors import PermanentJobError
 from services.worker.heartbeat import heartbeat_path, write_heartbeat
 from services.worker.job_queue import JobQueue, Message, ReceiveFailed
 from services.worker.jobs import (
     TERMINAL_STATES,
     Claim,
     Publication,
+    PublishedVersion,
     claim_job,
     complete_job,
+    extend_lease,
     fail_job,
     job_status,
+    published_version,
+    record_progress,
     release_job,
 )
+from services.worker.lease import LeaseKeeper, SerialDatabase
 from services.worker.probe import MediaFacts
 from services.worker.publication import EndedOutcome, OutcomePublisher
 from services.worker.stop import StopSignal
+from services.worker.storage import MediaStorage
+from services.worker.transcode import TranscodeResult
 
 __all__ = ["Message", "Outcome", "ReceiveFailed", "StopSignal", "Worker", "WorkerDeps"]
 
 log = logging.getLogger(__name__)
 
 Deadline = Callable[[], tuple[float, bool]]
-Probe = Callable[[str, Deadline], MediaFacts]
+Validate = Callable[..., MediaFacts]
+"""`validate(source, deadline=...)`: transcode.validate_source with the limits bound."""
+Transcode = Callable[..., TranscodeResult]
+"""transcode.transcode's signature."""
+SCRATCH_JOBS = "jobs"
+"""Under SCRATCH_DIR: one directory per job attempt, removed whatever the outcome."""
 
 
 class Outcome(enum.StrEnum):
@@ -71,6 +94,7 @@ class _Attempt:
     video_id: uuid.UUID
     token: uuid.UUID = field(default_factory=uuid.uuid4)
     claim: Claim | None = None
+    uploading: bool = False  # objects of the claim's version may exist in the media bucket
     ended: bool = False  # the job reached COMPLETED/FAILED; only its outcome is left to do
 
     @property
@@ -88,7 +112,11 @@ class WorkerDeps:
     sqs: Any
     stream: EventStream
     cache: VideoCache
-    probe: Probe
+    storage: MediaStorage
+    keyring: Any
+    """`.get()` returns the content Keyring (keyring.KeyringSource)."""
+    validate: Validate
+    transcode: Transcode
     rng: Callable[[], float] = random.random
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -98,13 +126,15 @@ class Worker:
     def __init__(self, settings: WorkerSettings, deps: WorkerDeps, stop: StopSignal) -> None:
         self._settings = settings
         self._deps = deps
-        self._db = deps.database
+        # The lease keeper's thread writes while a job runs: one transaction at a time.
+        self._db = SerialDatabase(deps.database)
+        self._storage = deps.storage
         self._stop = stop
         self._heartbeat = heartbeat_path(settings.scratch_dir)
         self._queue = JobQueue(deps.sqs, settings, deps.clock)
         self._publisher = OutcomePublisher(
             settings,
-            database=deps.database,
+            database=self._db,
             stream=deps.stream,
             cache=deps.cache,
             queue=self._queue,
@@ -193,14 +223,131 @@ class Worker:
         if claim is None:
             return self._not_claimed(attempt)
         attempt.claim = claim
-        facts = self._deps.probe(claim.source_uri, self._probe_deadline())
-        publication = self._publisher.lease(attempt.token)
-        video = self._db.run(lambda cursor: complete_job(cursor, claim, facts, publication))
+        completing = False
+        try:
+            with self._job_directory(claim) as workdir:
+                produced = self._produce(attempt, claim, workdir)
+            if produced is None:
+                self._discard_version(attempt, certain=True)
+                return Outcome.LEASE_LOST
+            facts, published = produced
+            publication = self._publisher.lease(attempt.token)
+            completing = True  # from here the version may be referenced by the row
+            video = self._db.run(
+                lambda cursor: complete_job(cursor, claim, facts, published, publication)
+            )
+        except BaseException:
+            self._discard_version(attempt, certain=not completing)
+            raise
         if video is None:
             log.warning("lease lost before completion", extra=attempt.log_fields)
+            self._discard_version(attempt, certain=True)
             return Outcome.LEASE_LOST
+        self._after_publication(claim)
         self._publish_outcome(attempt, video, "COMPLETED", None)
         return Outcome.COMPLETED
+
+    def _produce(
+        self, attempt: _Attempt, claim: Claim, workdir: Path
+    ) -> tuple[MediaFacts, PublishedVersion] | None:
+        """Fetch, validate, transcode and upload under the claim's version, keeping the
+        leases meanwhile; None if the lease was lost (another worker has the job)."""
+        video_id, media = str(claim.video_id), self._settings.media
+        deadline = self._job_deadline()
+        keeper = LeaseKeeper(
+            extend=partial(self._extend_lease, attempt, claim),
+            record_progress=partial(self._record_progress, claim),
+            lease_interval=self._settings.visibility_timeout_seconds / 3,
+            log_fields=attempt.log_fields,
+            clock=self._deps.clock,
+        )
+        with keeper:
+
+            def stop_requested() -> bool:
+                return self._stop.requested or keeper.lost
+
+            try:
+                source = workdir / "source"
+                self._storage.fetch_source(
+                    video_id, source, deadline=deadline, stop_requested=stop_requested
+                )
+                facts = self._deps.validate(source, deadline=deadline)
+                key = self._deps.keyring.get().title_key(video_id)
+                output = workdir / "output"
+                output.mkdir()
+                result = self._deps.transcode(
+                    source, facts, output, video_id=video_id, key=key, settings=media,
+                    deadline=deadline, on_progress=keeper.on_progress,
+                    stop_requested=stop_requested,
+                )  # fmt: skip
+                if keeper.lost:
+                    return None
+                attempt.uploading = True
+                self._storage.publish(
+                    result, output, video_id=video_id, version=claim.media_version,
+                    deadline=deadline, stop_requested=lambda: keeper.lost,
+                )  # fmt: skip
+            except Exception:
+                if keeper.lost:
+                    return None  # whatever went wrong, the job is no longer this attempt's
+                raise
+            if keeper.lost:
+                return None
+        return result.facts, _published_version(claim, result, key.version)
+
+    def _extend_lease(self, attempt: _Attempt, claim: Claim) -> bool:
+        seconds = self._settings.visibility_timeout_seconds
+        held = self._db.run(lambda cursor: extend_lease(cursor, claim, seconds))
+        if held:
+            self._queue.change_visibility(attempt.message, seconds)
+        return held
+
+    def _record_progress(self, claim: Claim, fraction: float) -> None:
+        video = self._db.run(lambda cursor: record_progress(cursor, claim, fraction))
+        if video is not None:
+            self._publisher.refresh_cache_quietly(video)  # GET /videos/{id} shows it
+
+    def _after_publication(self, claim: Claim) -> None:
+        """Best effort once the version is recorded: the source if configured (M2), and
+        what earlier attempts of this video left unreferenced."""
+        if self._settings.media.delete_source_after_processing:
+            self._storage.delete_source(str(claim.video_id))
+        if claim.media_version > 1:
+            self._storage.discard_other_versions(str(claim.video_id), keep=claim.media_version)
+
+    def _discard_version(self, attempt: _Attempt, *, certain: bool) -> None:
+        """Delete what this attempt uploaded of its version, once it is sure no row refers
+        to it; `certain` when the completing UPDATE never ran or was refused."""
+        claim = attempt.claim
+        if claim is None or not attempt.uploading:
+            return
+        if not certain:
+            try:
+                current = self._db.run(lambda cursor: published_version(cursor, claim.video_id))
+            except Exception as error:
+                log.warning(
+                    "version left in place: cannot tell whether it was published",
+                    extra={**attempt.log_fields, "error": str(error)},
+                )
+                return
+            if current == claim.media_version:
+                return
+        prefix = media_prefix(str(claim.video_id), claim.media_version)
+        deleted = self._storage.discard(prefix)
+        log.info(
+            "unpublished version discarded",
+            extra={**attempt.log_fields, "prefix": prefix, "objects": deleted},
+        )
+
+    @contextlib.contextmanager
+    def _job_directory(self, claim: Claim) -> Iterator[Path]:
+        root = Path(self._settings.scratch_dir) / SCRATCH_JOBS
+        root.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{claim.job_id}-", dir=root))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     def _not_claimed(self, attempt: _Attempt) -> Outcome:
         status = self._db.run(
@@ -229,7 +376,7 @@ class Worker:
     def _last_receive(self, message: Message) -> bool:
         return message.receive_count >= self._settings.max_receive_count
 
-    def _probe_deadline(self) -> Deadline:
+    def _job_deadline(self) -> Deadline:
         job_deadline = self._deps.clock() + self._settings.job_timeout_seconds
 
         def deadline() -> tuple[float, bool]:
@@ -296,7 +443,7 @@ class Worker:
                 self._queue.delete(attempt.message)
                 return Outcome.HANDED_OVER
             return self._give_up(attempt, reason)
-        if self._stop.requested or (isinstance(error, ProbeTimeout) and error.shutting_down):
+        if self._stop.requested or getattr(error, "shutting_down", False):
             self._release(attempt, reason, visibility=0)
             return Outcome.RELEASED
         self._release(attempt, reason, visibility=self._backoff(attempt.message))
@@ -352,3 +499,25 @@ class Worker:
             return Outcome.RETRY
         self._queue.delete(message)
         return Outcome.POISON
+
+
+def _published_version(claim: Claim, result: TranscodeResult, key_version: str) -> PublishedVersion:
+    prefix = media_prefix(str(claim.video_id), claim.media_version)
+    return PublishedVersion(
+        version=claim.media_version,
+        playlist_path=prefix + result.master_playlist,
+        poster_path=prefix + result.poster,
+        key_version=key_version,
+        renditions=[
+            {
+                "name": rendition.name,
+                "width": rendition.width,
+                "height": rendition.height,
+                "bitrate": rendition.bitrate,
+                "bandwidth": rendition.bandwidth,
+                "codecs": rendition.codecs,
+                "playlist": prefix + rendition.playlist,
+            }
+            for rendition in result.renditions
+        ],
+    )

@@ -1,8 +1,10 @@
 """Job state transitions (R3), each a guarded UPDATE so a redelivered message, a second
 worker or a worker whose lease lapsed can never move a job twice.
 
-QUEUED -> PROCESSING (claim, with a lease token and expiry)
-PROCESSING -> COMPLETED | FAILED (only by the holder of the lease)
+QUEUED -> PROCESSING (claim, with a lease token and expiry, and a fresh media version)
+PROCESSING -> PROCESSING (the holder extends its lease and records progress)
+PROCESSING -> COMPLETED | FAILED (only by the holder of the lease; COMPLETED publishes the
+version the claim handed out, in the same UPDATE that ends the job)
 PROCESSING -> QUEUED (release by the holder, after a transient error)
 A PROCESSING job whose lease expired (its worker died) may be claimed again.
 COMPLETED | FAILED -> published (`notified_at`): the outcome left the database (processed
@@ -12,6 +14,7 @@ so a redelivery meanwhile waits instead of publishing the outcome a second time.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +33,19 @@ class Claim:
     video_id: uuid.UUID
     token: uuid.UUID
     attempts: int
-    source_uri: str
+    media_version: int
+    """The version this attempt writes: media/{video_id}/v{media_version}/ (M6)."""
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """A version whose every object is in the media bucket, as the video row records it."""
+
+    version: int
+    playlist_path: str
+    poster_path: str
+    key_version: str
+    renditions: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -76,13 +91,38 @@ def claim_job(
     row = cursor.fetchone()
     if row is None:
         return None
+    # Every attempt writes a version of its own, so a retry or a redelivery never writes
+    # into a prefix an earlier attempt (perhaps still running, its lease lapsed) uses.
     cursor.execute(
-        "UPDATE videos SET status = 'PROCESSING', updated_at = now() WHERE id = %s"
-        " RETURNING source_uri",
+        "UPDATE videos SET status = 'PROCESSING', media_versions = media_versions + 1,"
+        " progress = 0, updated_at = now() WHERE id = %s RETURNING media_versions",
         (video_id,),
     )
-    (source_uri,) = cursor.fetchone()
-    return Claim(job_id, video_id, token, row[0], source_uri)
+    (version,) = cursor.fetchone()
+    cursor.execute("UPDATE jobs SET media_version = %s WHERE id = %s", (version, job_id))
+    return Claim(job_id, video_id, token, row[0], version)
+
+
+def extend_lease(cursor: Any, claim: Claim, lease_seconds: int) -> bool:
+    """Push the holder's lease out again; False if the lease is no longer this attempt's."""
+    cursor.execute(
+        "UPDATE jobs SET lease_expires_at = now() + %s * interval '1 second', updated_at = now()"
+        f" WHERE {_RELEASE_GUARD} RETURNING id",
+        (lease_seconds, claim.job_id, claim.token),
+    )
+    return cursor.fetchone() is not None
+
+
+def record_progress(cursor: Any, claim: Claim, fraction: float) -> Video | None:
+    """The running transcode's progress on the video, while this attempt holds the lease."""
+    cursor.execute(
+        "UPDATE videos SET progress = %s, updated_at = now() WHERE id = %s"
+        " AND EXISTS (SELECT 1 FROM jobs WHERE id = %s AND state = 'PROCESSING'"
+        f" AND lease_token = %s) RETURNING {COLUMNS}",
+        (fraction, claim.video_id, claim.job_id, claim.token),
+    )
+    row = cursor.fetchone()
+    return None if row is None else video_from_row(row)
 
 
 def job_status(cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID) -> JobStatus | None:
@@ -100,9 +140,14 @@ def job_status(cursor: Any, *, job_id: uuid.UUID, video_id: uuid.UUID) -> JobSta
 
 
 def complete_job(
-    cursor: Any, claim: Claim, facts: MediaFacts, publication: Publication
+    cursor: Any,
+    claim: Claim,
+    facts: MediaFacts,
+    published: PublishedVersion,
+    publication: Publication,
 ) -> Video | None:
-    """COMPLETED with the media facts and the publication lease; None if the lease was lost.
+    """COMPLETED with the media facts, the published version (M6) and the publication
+    lease; None if the lease was lost, and then the version stays unreferenced.
 
     Running it again in the same attempt (its COMMIT was cut off) finds the job already
     completed under this attempt's publication token and returns the video again.
@@ -111,17 +156,19 @@ def complete_job(
         "UPDATE jobs SET state = 'COMPLETED', finished_at = COALESCE(finished_at, now()),"
         " lease_token = NULL, lease_expires_at = NULL, publish_token = %s,"
         f" publish_lease_expires_at = {_PUBLISH_LEASE_END}, updated_at = now()"
-        " WHERE id = %s AND ((state = 'PROCESSING' AND lease_token = %s)"
+        " WHERE id = %s AND media_version = %s AND ((state = 'PROCESSING' AND lease_token = %s)"
         " OR (state = 'COMPLETED' AND publish_token = %s)) RETURNING id",
-        (publication.token, publication.lease_seconds, claim.job_id, claim.token,
-         publication.token),
+        (publication.token, publication.lease_seconds, claim.job_id, published.version,
+         claim.token, publication.token),
     )  # fmt: skip
     if cursor.fetchone() is None:
         return None
     cursor.execute(
         "UPDATE videos SET status = 'COMPLETED', duration_s = %s, size_bytes = %s,"
         " container = %s, video_codec = %s, audio_codec = %s, width = %s, height = %s,"
-        f" bitrate = %s, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
+        " bitrate = %s, published_version = %s, playlist_path = %s, poster_path = %s,"
+        " key_version = %s, renditions = %s::jsonb, progress = NULL, updated_at = now()"
+        f" WHERE id = %s RETURNING {COLUMNS}",
         (
             facts.duration_s,
             facts.size_bytes,
@@ -131,10 +178,21 @@ def complete_job(
             facts.width,
             facts.height,
             facts.bitrate,
+            published.version,
+            published.playlist_path,
+            published.poster_path,
+            published.key_version,
+            json.dumps(published.renditions),
             claim.video_id,
         ),
     )
     return video_from_row(cursor.fetchone())
+
+
+def published_version(cursor: Any, video_id: uuid.UUID) -> int | None:
+    cursor.execute("SELECT published_version FROM videos WHERE id = %s", (video_id,))
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def fail_job(
@@ -169,7 +227,7 @@ def fail_job(
     if cursor.fetchone() is None:
         return None
     cursor.execute(
-        "UPDATE videos SET status = 'FAILED', updated_at = now()"
+        "UPDATE videos SET status = 'FAILED', progress = NULL, updated_at = now()"
         f" WHERE id = %s RETURNING {COLUMNS}",
         (video_id,),
     )

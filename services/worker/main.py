@@ -25,7 +25,9 @@ from services.common.secrets import CredentialsError, SecretCache, db_credential
 from services.common.settings import SettingsError, WorkerSettings, load_worker_settings
 from services.worker.consumer import StopSignal, Worker, WorkerDeps
 from services.worker.heartbeat import heartbeat_path, write_heartbeat
-from services.worker.probe import probe_media
+from services.worker.keyring import KeyringSource
+from services.worker.storage import MediaStorage, s3_client
+from services.worker.transcode import transcode, validate_source
 
 log = logging.getLogger("services.worker")
 
@@ -79,8 +81,7 @@ def build_worker(settings: WorkerSettings, stop: StopSignal) -> Worker | None:
     common = settings.common
     secrets_client = aws_client("secretsmanager", region=common.aws_region)
     secrets = SecretCache(secrets_client)
-    if settings.content_key_secret_arn:
-        verify_secret_readable(secrets_client, settings.content_key_secret_arn)
+    verify_secret_readable(secrets_client, settings.content_key_secret_arn)
     database = Database(
         common.database,
         db_credentials(common.database, region=common.aws_region, secrets=secrets),
@@ -99,8 +100,20 @@ def build_worker(settings: WorkerSettings, stop: StopSignal) -> Worker | None:
         "sqs", region=common.aws_region, read_timeout=settings.receive_wait_seconds + 10
     )
     stream = EventStream(aws_client("kinesis", region=common.aws_region), common.stream_name)
-    probe = partial(probe_media, settings.ffprobe_path, str(common.media_root))
-    return Worker(settings, WorkerDeps(database, sqs, stream, cache, probe), stop)
+    media = settings.media
+    deps = WorkerDeps(
+        database=database,
+        sqs=sqs,
+        stream=stream,
+        cache=cache,
+        storage=MediaStorage(
+            s3_client(common.aws_region, concurrency=media.transfer_concurrency), media
+        ),
+        keyring=KeyringSource(secrets_client, settings.content_key_secret_arn),
+        validate=partial(validate_source, limits=media, ffprobe_path=settings.ffprobe_path),
+        transcode=transcode,
+    )
+    return Worker(settings, deps, stop)
 
 
 def verify_secret_readable(client: Any, arn: str) -> None:

@@ -43,6 +43,13 @@ _MEDIA_FIELDS = (
     "height",
     "bitrate",
 )
+_PUBLISHED_FIELDS = (
+    "published_version",
+    "playlist_path",
+    "poster_path",
+    "key_version",
+    "renditions",
+)
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,8 @@ def _job_request(job: EndedJob, video: Video) -> Event:
 
 
 def processed_event(job_id: uuid.UUID, video: Video) -> Event:
+    """`video.processed`: the media facts and the published version with its renditions
+    (M6), so consumers need not read the row. Never a key, only the key's version."""
     representation = video.to_api()
     return new_event(
         VIDEO_PROCESSED,
@@ -241,4 +250,5 @@ def processed_event(job_id: uuid.UUID, video: Video) -> Event:
         source_uri=video.source_uri,
         status=video.status,
         media={name: representation[name] for name in _MEDIA_FIELDS},
+        published={name: representation[name] for name in _PUBLISHED_FIELDS},
     )
