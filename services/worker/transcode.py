@@ -149,15 +149,16 @@ def plan_renditions(facts: MediaFacts, ladder: Iterable[Rung]) -> tuple[PlannedR
         raise ValueError("the ladder has no rungs")
     fitting = [rung for rung in rungs if rung.height <= short]
     if not fitting:
-        fitting = [Rung(_even(short), min(rung.video_kbps for rung in rungs))]
+        fitting = [Rung(_even_down(short), min(rung.video_kbps for rung in rungs))]
     planned = []
     for rung in fitting:
         scale = rung.height / short
         planned.append(
             PlannedRendition(
                 name=rung.name,
-                width=_even(width * scale),
-                height=_even(height * scale),
+                # Rounded to even, but never past the source's own (even) size.
+                width=min(_even(width * scale), _even_down(width)),
+                height=min(_even(height * scale), _even_down(height)),
                 video_kbps=rung.video_kbps,
             )
         )
@@ -166,6 +167,10 @@ def plan_renditions(facts: MediaFacts, ladder: Iterable[Rung]) -> tuple[PlannedR
 
 def _even(value: float) -> int:
     return max(2, math.floor(value / 2 + 0.5) * 2)
+
+
+def _even_down(value: int) -> int:
+    return max(2, value - value % 2)
 
 
 def poster_offset(facts: MediaFacts) -> float:
