@@ -282,7 +282,7 @@ def create_aws_resources(
         kinesis, sqs, secrets, jobs_url, dlq_url, db_secret, redis_secret, content_key, s3
     )
     for bucket in (resources.ingest_bucket, resources.media_bucket):
-        s3.create_bucket(Bucket=bucket)
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     return resources
 
 

@@ -27,6 +27,12 @@ CLIP_ARGS = {
         "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
         "-c:v", "mpeg4", "-c:a", "aac", "-shortest",
     ],
+    # 0.3 s: the fault-injection run's media, transcoded a thousand times.
+    "tiny.mp4": [
+        "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=0.3",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=0.3",
+        "-c:v", "mpeg4", "-c:a", "aac", "-shortest",
+    ],
     "silent.mp4": [
         "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=1", "-an", "-c:v", "mpeg4",
     ],
@@ -203,6 +209,9 @@ class FaultyAwsProxy:
         self.upstream = upstream.rstrip("/")
         self.faults = faults
         self._interrupt = interrupt
+        self.refuse: Callable[[str, str], bool] | None = None
+        """`refuse(operation, path)`: answer 403 AccessDenied, unforwarded (an S3 policy
+        that denies the call)."""
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -212,6 +221,15 @@ class FaultyAwsProxy:
                 proxy._handle(self)
 
             def do_GET(self) -> None:
+                proxy._handle(self)
+
+            def do_PUT(self) -> None:
+                proxy._handle(self)
+
+            def do_DELETE(self) -> None:
+                proxy._handle(self)
+
+            def do_HEAD(self) -> None:
                 proxy._handle(self)
 
             def log_message(self, *args: Any) -> None:
@@ -227,12 +245,18 @@ class FaultyAwsProxy:
         self._server.server_close()
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        length = int(request.headers.get("Content-Length") or 0)
-        body = request.rfile.read(length) if length else b""
+        body = _request_body(request)
         target = request.headers.get("X-Amz-Target") or ""
-        operation = target.rpartition(".")[2] or "other"
+        operation = target.rpartition(".")[2] or s3_operation(request.command, request.path)
         if self._interrupt is not None and self._interrupt(operation, body):
             request.close_connection = True
+            return
+        if self.refuse is not None and self.refuse(operation, request.path):
+            payload = (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+                b"<Message>Access Denied</Message></Error>"
+            )
+            self._reply(request, 403, {"Content-Type": "application/xml"}, payload)
             return
         if self.faults.should_fault(operation):
             payload = json.dumps({"__type": "InternalFailure", "message": "injected"}).encode()
@@ -240,7 +264,7 @@ class FaultyAwsProxy:
             return
         forward = urllib.request.Request(
             self.upstream + request.path,
-            data=body if request.command == "POST" else None,
+            data=body if request.command in {"POST", "PUT"} else None,
             method=request.command,
             headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
         )
@@ -267,9 +291,47 @@ class FaultyAwsProxy:
                 "server",
             }:
                 request.send_header(key, value)
+        if request.command == "HEAD":
+            # A HEAD reply carries the object's length, never a body.
+            request.send_header("Content-Length", headers.get("Content-Length", "0"))
+            request.end_headers()
+            return
         request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         request.wfile.write(body)
+
+
+def _request_body(request: BaseHTTPRequestHandler) -> bytes:
+    """The request's body, plain or (boto3's streamed uploads) in HTTP chunks."""
+    if "chunked" in (request.headers.get("Transfer-Encoding") or "").lower():
+        chunks = []
+        while True:
+            size = int(request.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while request.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(request.rfile.read(size))
+            request.rfile.readline()
+    length = int(request.headers.get("Content-Length") or 0)
+    return request.rfile.read(length) if length else b""
+
+
+def s3_operation(method: str, path: str) -> str:
+    """The S3 REST call a request is (only those the worker makes)."""
+    resource, _, query = path.partition("?")
+    has_key = resource.strip("/").count("/") >= 1
+    if method == "PUT":
+        return "PutObject" if has_key else "CreateBucket"
+    if method == "GET":
+        return "GetObject" if has_key else "ListObjectsV2"
+    if method == "DELETE":
+        return "DeleteObject" if has_key else "DeleteBucket"
+    if method == "HEAD":
+        return "HeadObject" if has_key else "HeadBucket"
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
+    return "other"
 
 
 def read_stream(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
@@ -335,21 +397,40 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
     )
 
 
-def submit_job(database: Any, sqs: Any, queue_url: str, source_uri: str, *, envelope: bool = False):
-    """Write a QUEUED video and job, then deliver its job.requested event the way the
+def submit_job(
+    database: Any,
+    aws: Any,
+    source: Path | bytes | None,
+    *,
+    envelope: bool = False,
+    title: str = "t",
+) -> tuple[Any, Any]:
+    """What the API leaves behind once a creator's upload is complete (M1): the source
+    object in the ingest bucket (unless `source` is None: it never arrived), an UPLOADED
+    video and its QUEUED job; then its job.requested event delivered the way the
     EventBridge Pipe does (the event as the body), or as a raw Kinesis envelope."""
     import base64
     import uuid
 
     from services.common.events import JOB_REQUESTED, new_event
-    from services.common.videos import insert_video_with_job
+    from services.contract import source_key
 
     video_id, job_id = uuid.uuid4(), uuid.uuid4()
-    database.run(
-        lambda cursor: insert_video_with_job(
-            cursor, video_id=video_id, job_id=job_id, title="t", creator="c", source_uri=source_uri
+    key = source_key(str(video_id))
+    data = source.read_bytes() if isinstance(source, Path) else source
+    if data is not None:
+        aws.s3.put_object(Bucket=aws.ingest_bucket, Key=key, Body=data)
+    source_uri = f"s3://{aws.ingest_bucket}/{key}"
+
+    def insert(cursor: Any) -> None:
+        cursor.execute(
+            "INSERT INTO videos (id, title, creator, source_uri, status, content_type,"
+            " upload_size_bytes) VALUES (%s, %s, 'c', %s, 'UPLOADED', 'video/mp4', %s)",
+            (video_id, title, source_uri, max(1, len(data or b""))),
         )
-    )
+        cursor.execute("INSERT INTO jobs (id, video_id) VALUES (%s, %s)", (job_id, video_id))
+
+    database.run(insert)
     event = new_event(
         JOB_REQUESTED, video_id=str(video_id), job_id=str(job_id), source_uri=source_uri
     )
@@ -358,5 +439,19 @@ def submit_job(database: Any, sqs: Any, queue_url: str, source_uri: str, *, enve
         body = json.dumps(
             {"data": base64.b64encode(body.encode()).decode(), "partitionKey": str(video_id)}
         )
-    sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    aws.sqs.send_message(QueueUrl=aws.jobs_queue_url, MessageBody=body)
     return video_id, job_id
+
+
+def bucket_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    """Every key in a bucket under `prefix`, sorted."""
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return sorted(keys)
+
+
+def scratch_jobs(scratch: Path) -> list[str]:
+    """What is left of the per-job scratch directories (nothing, between jobs)."""
+    root = scratch / "jobs"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
