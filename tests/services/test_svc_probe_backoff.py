@@ -1,15 +1,25 @@
-"""W6 backoff arithmetic and ffprobe edge cases (timeouts, missing binary, odd output)."""
+"""W6 backoff arithmetic, ffprobe edge cases (timeouts, missing binary, odd output) and the
+M3 limits on what ffprobe reports."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from services.common.settings import MediaSettings
+from services.contract import parse_ladder
 from services.worker.backoff import full_jitter_delay
 from services.worker.errors import PermanentJobError, ProbeTimeout, TransientJobError
-from services.worker.probe import facts_from_probe, resolve_source, run_ffprobe
+from services.worker.probe import (
+    MediaFacts,
+    check_limits,
+    facts_from_probe,
+    resolve_source,
+    run_ffprobe,
+)
 
 pytestmark = pytest.mark.services
 
@@ -109,3 +119,65 @@ def test_r3_missing_or_odd_numbers_become_null():
     assert (facts.duration_s, facts.size_bytes, facts.bitrate) == (None, None, None)
     assert (facts.width, facts.height, facts.video_codec) == (None, 720, "unknown")
     assert (facts.container, facts.audio_codec) == ("matroska,webm", None)
+
+
+def _limits(**changes):
+    base = {
+        "ingest_bucket": "i",
+        "media_bucket": "m",
+        "ladder": parse_ladder("720:3000"),
+        "segment_seconds": 4,
+        "max_source_bytes": 10**9,
+        "max_duration_seconds": 600,
+        "delete_source_after_processing": False,
+        "transfer_concurrency": 1,
+        "ffmpeg_path": "ffmpeg",
+    }
+    return MediaSettings(**(base | changes))
+
+
+def _facts(**changes):
+    return replace(
+        MediaFacts(10.0, 1000, "matroska,webm", "h264", None, 1280, 720, 1, 30.0), **changes
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"video_codec": "png"}, r"still image \(png\)"),
+        ({"video_codec": "gif"}, r"still image \(gif\)"),
+        ({"duration_s": 601.0}, "is 601 s long; at most 600 s"),
+        ({"width": 8194}, "the picture is 8194x720; each side must be 16 to 8192"),
+        ({"height": 8}, "the picture is 1280x8"),
+        ({"frame_rate": 1000.0}, "frame rate is 1000 fps; at most 240"),
+    ],
+)
+def test_m3_limits_refuse_with_a_reason_a_creator_can_act_on(changes, reason):
+    check_limits(_facts(), _limits())  # the baseline passes
+    with pytest.raises(PermanentJobError, match=reason):
+        check_limits(_facts(**changes), _limits())
+
+
+def test_m3_facts_give_the_displayed_size_and_the_frame_rate():
+    """A phone video stored 1920x1080 with a 90 degree display matrix is 1080x1920."""
+    video = {
+        "codec_type": "video",
+        "codec_name": "h264",
+        "width": 1920,
+        "height": 1080,
+        "avg_frame_rate": "30000/1001",
+        "side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}],
+    }
+    facts = facts_from_probe({"format": {"duration": "3"}, "streams": [video]})
+    assert (facts.width, facts.height) == (1080, 1920)
+    assert facts.frame_rate == pytest.approx(29.97, abs=0.01)
+    unrotated = facts_from_probe(
+        {
+            "streams": [
+                video | {"side_data_list": [], "avg_frame_rate": "0/0", "r_frame_rate": "25/1"}
+            ]
+        }
+    )
+    assert (unrotated.width, unrotated.height, unrotated.frame_rate) == (1920, 1080, 25.0)
+    assert not unrotated.has_audio
