@@ -54,8 +54,9 @@ _DELETE_BATCH = 1000  # DeleteObjects' limit per request
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-def s3_client(region: str | None, *, concurrency: int) -> Any:
-    """An S3 client with bounded timeouts and a connection pool for every transfer thread."""
+def s3_client(region: str | None, *, concurrency: int, endpoint_url: str | None = None) -> Any:
+    """An S3 client with bounded timeouts and a connection pool for every transfer thread
+    (the endpoint, like every boto3 client's, may also come from AWS_ENDPOINT_URL)."""
     import boto3
     from botocore.config import Config
 
@@ -65,7 +66,7 @@ def s3_client(region: str | None, *, concurrency: int) -> Any:
         max_pool_connections=max(10, concurrency),
         retries={"mode": "standard"},
     )
-    return boto3.client("s3", region_name=region, config=config)
+    return boto3.client("s3", region_name=region, config=config, endpoint_url=endpoint_url)
 
 
 def error_code(error: BaseException) -> str | None:

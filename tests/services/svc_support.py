@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -262,21 +264,28 @@ class FaultyAwsProxy:
             payload = json.dumps({"__type": "InternalFailure", "message": "injected"}).encode()
             self._reply(request, 500, {"Content-Type": "application/x-amz-json-1.0"}, payload)
             return
-        forward = urllib.request.Request(
-            self.upstream + request.path,
-            data=body if request.command in {"POST", "PUT"} else None,
-            method=request.command,
-            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-        )
+        # http.client, not urllib: urllib gives a body without a Content-Type a form
+        # encoding, which the server then parses away (an S3 upload arrived empty).
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in {"host", "transfer-encoding", "expect", "content-length"}
+        }
+        # The body goes on whole (de-chunked), so it is framed by its length alone.
+        headers["Content-Length"] = str(len(body))
         serialize = target.startswith("Kinesis") or (
             target.startswith("AmazonSQS") and operation in _SQS_WRITES
         )
         one_at_a_time = _ONE_AT_A_TIME if serialize else contextlib.nullcontext()
+        upstream = urllib.parse.urlsplit(self.upstream)
+        connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=30)
         try:
-            with one_at_a_time, urllib.request.urlopen(forward, timeout=30) as response:
+            with one_at_a_time:
+                connection.request(request.command, request.path, body=body, headers=headers)
+                response = connection.getresponse()
                 status, headers, payload = response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            status, headers, payload = error.code, dict(error.headers), error.read()
+        finally:
+            connection.close()
         self._reply(request, status, headers, payload)
 
     @staticmethod
