@@ -46,6 +46,14 @@ _POLL_SECONDS = 0.2
 # What ffprobe prints when -format_whitelist refused the demuxer that recognised the file.
 _NOT_ON_WHITELIST = re.compile(r"\[(?P<format>[\w,]+) @ [^\]]*\] Format not on whitelist")
 _STDERR_TAIL = 300
+# Picture codecs: a file holding one of these is a picture or an animation, not a video.
+# (A single-frame MJPEG or H.264 "video" is caught by counting decoded frames instead.)
+IMAGE_CODECS = frozenset(
+    {
+        "png", "apng", "bmp", "gif", "tiff", "webp", "jpegls", "qoi", "pam", "pbm", "pgm",
+        "ppm", "pcx", "sgi", "targa", "xbm", "xwd", "dds", "exr", "hdr", "sunrast", "ljpeg",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class MediaFacts:
     bitrate: int | None
     frame_rate: float | None = None
     """Frames per second of the video stream (its average, else its nominal rate)."""
+    video_stream: int | None = None
+    """ffprobe's index of the stream judged here, so the transcode reads that one."""
+    audio_stream: int | None = None
 
     @property
     def has_audio(self) -> bool:
@@ -191,18 +202,26 @@ def facts_from_probe(document: Any) -> MediaFacts:
         height=height or None,
         bitrate=_number(media_format.get("bit_rate"), int),
         frame_rate=_frame_rate(video),
+        video_stream=_number(video.get("index"), int),
+        audio_stream=None if audio is None else _number(audio.get("index"), int),
     )
 
 
 def _first_stream(streams: list[Any], kind: str) -> dict[str, Any] | None:
-    # Cover art is reported as a one-frame video stream; it does not make a file a video.
-    for stream in streams:
-        if not isinstance(stream, dict) or stream.get("codec_type") != kind:
-            continue
-        if kind == "video" and (stream.get("disposition") or {}).get("attached_pic"):
-            continue
-        return stream
-    return None
+    """The first stream of `kind`; for video, the first real one: cover art is reported as
+    a one-frame video stream and does not make a file a video, and a picture stream
+    counts only if nothing else is there (so that it is refused as a still image)."""
+    found = [
+        stream
+        for stream in streams
+        if isinstance(stream, dict)
+        and stream.get("codec_type") == kind
+        and not (kind == "video" and (stream.get("disposition") or {}).get("attached_pic"))
+    ]
+    if kind == "video":
+        moving = [stream for stream in found if stream.get("codec_name") not in IMAGE_CODECS]
+        found = moving or found
+    return found[0] if found else None
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -254,26 +273,17 @@ def _frame_rate(video: dict[str, Any]) -> float | None:
 
 
 # -- Validation before transcoding (M3) ------------------------------------------------------
-# Picture codecs: a file holding one of these is a picture or an animation, not a video.
-# (A single-frame MJPEG or H.264 "video" is caught by counting decoded frames instead.)
-IMAGE_CODECS = frozenset(
-    {
-        "png", "apng", "bmp", "gif", "tiff", "webp", "jpegls", "qoi", "pam", "pbm", "pgm",
-        "ppm", "pcx", "sgi", "targa", "xbm", "xwd", "dds", "exr", "hdr", "sunrast", "ljpeg",
-    }
-)  # fmt: skip
 MIN_DIMENSION = 16
 MAX_DIMENSION = 8192
 """8K UHD (7680x4320) fits; a larger picture is refused before it is decoded."""
 MAX_FRAME_RATE = 240.0
 MIN_DECODED_FRAMES = 2
-# Decode the first few frames of the first video stream: proves a decoder exists and that
+# Decode the first few frames of the judged video stream: proves a decoder exists and that
 # the stream holds more than one picture, without reading a long file to its end.
 FRAME_CHECK_ARGS = (
     "-v", "error",
     "-protocol_whitelist", "file",
     "-format_whitelist", ",".join(ACCEPTED_FORMATS),
-    "-select_streams", "v:0",
     "-read_intervals", "%+#8",
     "-count_frames",
     "-show_entries", "stream=nb_read_frames",
@@ -306,7 +316,7 @@ def validate_source(
     require_video(document)
     facts = facts_from_probe(document)
     check_limits(facts, limits)
-    _require_moving_picture(ffprobe_path, path, deadline)
+    _require_moving_picture(ffprobe_path, path, deadline, facts.video_stream)
     return facts
 
 
@@ -338,9 +348,10 @@ def check_limits(facts: MediaFacts, limits: MediaSettings) -> None:
 
 
 def _require_moving_picture(
-    ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bool]]
+    ffprobe: str, path: Path, deadline: Callable[[], tuple[float, bool]], index: int | None
 ) -> None:
-    document = run_ffprobe(ffprobe, path, deadline, FRAME_CHECK_ARGS)
+    stream = "V:0" if index is None else str(index)
+    document = run_ffprobe(ffprobe, path, deadline, (*FRAME_CHECK_ARGS, "-select_streams", stream))
     streams = document.get("streams") if isinstance(document, dict) else None
     first = streams[0] if isinstance(streams, list) and streams else {}
     frames = _number(first.get("nb_read_frames") if isinstance(first, dict) else None, int)

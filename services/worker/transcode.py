@@ -190,7 +190,8 @@ def ffmpeg_command(
 ) -> list[str]:
     """The whole ffmpeg argv: one input, one filter graph, every rendition and the poster."""
     segment = settings.segment_seconds
-    graph = _filter_graph(plan, poster_offset(facts))
+    graph = _filter_graph(plan, poster_offset(facts), facts.video_stream)
+    audio = "0:a:0" if facts.audio_stream is None else f"0:{facts.audio_stream}"
     command = [
         settings.ffmpeg_path,
         "-nostdin", "-hide_banner", "-v", "error", "-nostats", "-progress", "pipe:1",
@@ -204,7 +205,7 @@ def ffmpeg_command(
     for index in range(len(plan)):
         command += ["-map", f"[v{index}]"]
         if facts.has_audio:
-            command += ["-map", "0:a:0"]
+            command += ["-map", audio]
     command += ["-c:v", "libx264", "-profile:v", "high", "-preset", preset]
     for index, rendition in enumerate(plan):
         command += [
@@ -250,10 +251,14 @@ def ffmpeg_command(
     return command
 
 
-def _filter_graph(plan: tuple[PlannedRendition, ...], poster_at: float) -> str:
+def _filter_graph(
+    plan: tuple[PlannedRendition, ...], poster_at: float, video_stream: int | None
+) -> str:
     branches = len(plan) + 1
     labels = "".join(f"[s{index}]" for index in range(branches))
-    parts = [f"[0:v]split={branches}{labels}"]
+    # The stream the probe judged; else `V`, the first video stream that is not cover art.
+    source = "0:V:0" if video_stream is None else f"0:{video_stream}"
+    parts = [f"[{source}]split={branches}{labels}"]
     for index, rendition in enumerate(plan):
         parts.append(
             f"[s{index}]scale=w={rendition.width}:h={rendition.height},setsar=1,"

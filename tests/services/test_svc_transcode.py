@@ -328,6 +328,26 @@ def test_m4_master_playlist_missing_codecs_is_rewritten(tmp_path, ladder_run):
     assert (tmp_path / MASTER_PLAYLIST).read_text() != original
 
 
+def test_m3_m4_a_picture_stream_before_the_video_is_skipped_not_transcoded(
+    clips, small_run, tmp_path
+):
+    """A picture stream first (cover art Matroska cannot flag as such), the video second:
+    the video is judged and it, not the picture, is what ffmpeg transcodes."""
+    source = tmp_path / "picture-first.mkv"
+    _ffmpeg(
+        "-f", "lavfi", "-t", "2", "-i", "testsrc2=size=64x64:rate=1", "-i",
+        str(clips / "small.mkv"), "-map", "0:v", "-map", "1:v", "-c:v:0", "png",
+        "-c:v:1", "copy", str(source),
+    )  # fmt: skip
+    settings = replace(SETTINGS, ladder=parse_ladder("1080:2500,360:700"))
+    run = _transcode(source, tmp_path / "job" / "out", settings)
+    assert (run.facts.video_codec, run.facts.video_stream) == ("h264", 1)
+    (rendition,) = run.result.renditions
+    assert (rendition.width, rendition.height) == (320, 240)
+    segments = _plain_segments(run, rendition.name, tmp_path)
+    assert (_video_stream(segments[0])["width"], len(segments)) == (320, 1)
+
+
 # -- M5: encryption -------------------------------------------------------------------------
 
 
