@@ -403,6 +403,9 @@ def worker_environment(
         "CONTENT_KEY_SECRET_ARN": aws.content_key_arn,
         "INGEST_BUCKET": aws.ingest_bucket,
         "MEDIA_BUCKET": aws.media_bucket,
+        # One small rung: every job really transcodes and publishes, cheaply.
+        "TRANSCODE_LADDER": "144:100",
+        "SEGMENT_SECONDS": "2",
         "SCRATCH_DIR": str(scratch),
         "RECEIVE_WAIT_SECONDS": "1",
         "RETRY_BASE_SECONDS": "1",

@@ -413,11 +413,13 @@ def submit_job(
     *,
     envelope: bool = False,
     title: str = "t",
+    message_source_uri: str | None = None,
 ) -> tuple[Any, Any]:
     """What the API leaves behind once a creator's upload is complete (M1): the source
     object in the ingest bucket (unless `source` is None: it never arrived), an UPLOADED
     video and its QUEUED job; then its job.requested event delivered the way the
-    EventBridge Pipe does (the event as the body), or as a raw Kinesis envelope."""
+    EventBridge Pipe does (the event as the body), or as a raw Kinesis envelope.
+    `message_source_uri` puts another reference in the message than the row's."""
     import base64
     import uuid
 
@@ -441,7 +443,10 @@ def submit_job(
 
     database.run(insert)
     event = new_event(
-        JOB_REQUESTED, video_id=str(video_id), job_id=str(job_id), source_uri=source_uri
+        JOB_REQUESTED,
+        video_id=str(video_id),
+        job_id=str(job_id),
+        source_uri=message_source_uri or source_uri,
     )
     body = event.to_json()
     if envelope:

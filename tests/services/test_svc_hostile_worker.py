@@ -1,9 +1,10 @@
-"""H3, M3: the worker as a hostile producer would feed it, against real PostgreSQL, Redis
-and ffprobe.
+"""H3, M3: the worker as a hostile producer would feed it, against real PostgreSQL, Redis,
+ffprobe and ffmpeg.
 
 Every message ends processed or dead-lettered once with a reason, and no message can raise
 out of the job loop (the process exited 1 on every delivery). Only real video is accepted:
-a playlist in disguise or a still image ends FAILED with a reason."""
+a playlist in disguise or a still image uploaded as a source ends FAILED with a reason, and
+the source is the video's own object whatever the message names."""
 
 # The worker fixtures live in test_svc_worker.py; importing them redefines their names.
 # ruff: noqa: F811
@@ -17,13 +18,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from svc_support import drain_queue
+from svc_support import drain_queue, submit_job
 from test_svc_worker import Kit, kit, worker_database  # noqa: F401 (fixtures)
 from test_svc_worker_process import process_env  # noqa: F401 (fixture)
 
+from services.contract import source_key
 from services.worker.consumer import Outcome
 from services.worker.errors import PermanentJobError
-from services.worker.probe import probe_media
 
 pytestmark = pytest.mark.services
 
@@ -84,7 +85,7 @@ def test_h3_hostile_message_is_dead_lettered_once_with_a_reason(kit, body):
 def test_h3_good_job_in_the_same_batch_as_hostile_messages_proceeds(kit):
     for name in ("deep-array", "int-5000-digits-version", "type-unhashable"):
         kit.aws.sqs.send_message(QueueUrl=kit.aws.jobs_queue_url, MessageBody=HOSTILE_BODIES[name])
-    _, job_id = kit.submit("clips/ok.mp4")
+    _, job_id = kit.submit("ok.mp4")
     outcomes = kit.worker().poll_once()
     assert sorted(outcomes) == sorted([Outcome.POISON] * 3 + [Outcome.COMPLETED])
     assert kit.job(job_id)["state"] == "COMPLETED"
@@ -100,10 +101,10 @@ def _ffmpeg(*args: str) -> None:
 
 
 @pytest.fixture
-def disguised(kit: Kit, tmp_path: Path) -> dict[str, str]:
-    """Files inside the media root that are not videos, whatever their names say."""
-    hostile = kit.media_root / "hostile"
-    hostile.mkdir(exist_ok=True)
+def disguised(tmp_path: Path) -> dict[str, Path]:
+    """Uploads that are not videos, whatever their names say."""
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
     outside = tmp_path / "outside-secret.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x48:rate=10:duration=2", "-c:v", "mpeg4",
             str(outside))  # fmt: skip
@@ -117,11 +118,11 @@ def disguised(kit: Kit, tmp_path: Path) -> dict[str, str]:
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1", "-f", "image2",
             "-c:v", "mjpeg", str(hostile / "still.jpg"))  # fmt: skip
     return {
-        "hls-playlist-named-mp4": "hostile/playlist.mp4",
-        "concat-list-named-mp4": "hostile/concat.mp4",
-        "still-png": "hostile/still.png",
-        "still-png-named-mp4": "hostile/still.mp4",
-        "still-jpeg": "hostile/still.jpg",
+        "hls-playlist-named-mp4": hostile / "playlist.mp4",
+        "concat-list-named-mp4": hostile / "concat.mp4",
+        "still-png": hostile / "still.png",
+        "still-png-named-mp4": hostile / "still.mp4",
+        "still-jpeg": hostile / "still.jpg",
     }
 
 
@@ -144,31 +145,27 @@ def _deadline():
 def test_m3_playlists_and_still_images_are_not_video(kit, disguised, name):
     """A text HLS playlist named .mp4 made ffprobe report the file it names outside the
     media root (COMPLETED with that file's facts); a PNG was COMPLETED as a video."""
-    with pytest.raises(PermanentJobError, match=r"not accepted|no duration|no video"):
-        probe_media("ffprobe", str(kit.media_root), disguised[name], _deadline)
+    with pytest.raises(PermanentJobError, match=r"not accepted|no duration|no video|still"):
+        kit.validate()(disguised[name], deadline=_deadline)
 
 
-def test_m3_playlist_referencing_a_file_outside_the_root_ends_failed(kit, disguised):
-    video_id, job_id = kit.submit(disguised["hls-playlist-named-mp4"])
+@pytest.mark.parametrize("name", ["hls-playlist-named-mp4", "still-png-named-mp4"])
+def test_m3_uploaded_playlist_or_still_image_ends_failed_and_publishes_nothing(
+    kit, disguised, name
+):
+    video_id, job_id = submit_job(kit.database, kit.aws, disguised[name])
     assert kit.worker().poll_once() == [Outcome.FAILED]
     job = kit.job(job_id)
     assert job["state"] == "FAILED"
-    assert "not accepted" in job["last_error"]
     video = kit.video(video_id)
-    assert (video["status"], video["width"], video["duration_s"]) == ("FAILED", None, None)
+    assert (video["status"], video["width"], video["published_version"]) == ("FAILED", None, None)
     [dead] = drain_queue(kit.aws.sqs, kit.aws.dlq_url)
-    assert "not accepted" in dead["MessageAttributes"]["failure_reason"]["StringValue"]
-
-
-def test_m3_still_image_ends_failed_not_completed(kit, disguised):
-    video_id, job_id = kit.submit(disguised["still-png-named-mp4"])
-    assert kit.worker().poll_once() == [Outcome.FAILED]
-    assert kit.job(job_id)["state"] == "FAILED"
-    assert kit.video(video_id)["status"] == "FAILED"
+    assert dead["MessageAttributes"]["failure_reason"]["StringValue"] == job["last_error"]
+    assert kit.media_keys() == []
 
 
 @pytest.mark.parametrize(
-    "source",
+    "reference",
     [
         "file:///etc/passwd",
         "s3://other-bucket/x",
@@ -176,20 +173,27 @@ def test_m3_still_image_ends_failed_not_completed(kit, disguised):
         "concat:clips/ok.mp4|clips/ok.mp4",
         "/etc/hostname",
         "../../../etc/hostname",
+        "OTHER-VIDEO",  # another video's real source object
     ],
 )
-def test_h1_m3_source_reference_outside_the_grammar_fails_the_job_unopened(kit, source):
-    """A row that did not come through the API (or predates its grammar) is checked again."""
-    video_id, job_id = kit.submit(source)
+def test_h1_m3_source_named_by_the_message_is_never_read(kit, reference):
+    """The worker reads the video's own source key (derived from its id): a message naming
+    anything else, even another video's upload, cannot make it read that."""
+    other_video, _ = kit.submit("ok.mp4")
+    drain_queue(kit.aws.sqs, kit.aws.jobs_queue_url)
+    if reference == "OTHER-VIDEO":
+        reference = f"s3://{kit.aws.ingest_bucket}/{source_key(str(other_video))}"
+    video_id, job_id = submit_job(kit.database, kit.aws, None, message_source_uri=reference)
     assert kit.worker().poll_once() == [Outcome.FAILED]
     job = kit.job(job_id)
     assert (job["state"], job["attempts"]) == ("FAILED", 1)
-    assert "refused" in job["last_error"] or "outside the media root" in job["last_error"]
+    assert f"{source_key(str(video_id))} does not exist" in job["last_error"]
     assert kit.video(video_id)["status"] == "FAILED"
+    assert kit.media_keys() == []
 
 
 def test_m3_real_containers_still_complete(kit):
-    video_id, _ = kit.submit("clips/ok.mp4")
+    video_id, _ = kit.submit("ok.mp4")
     assert kit.worker().poll_once() == [Outcome.COMPLETED]
     assert kit.video(video_id)["status"] == "COMPLETED"
 
@@ -235,13 +239,13 @@ def test_m3_probe_report_must_be_an_accepted_container_with_a_real_video_stream(
 
 
 def test_h3_worker_process_survives_hostile_messages_and_exits_zero_on_sigterm(
-    process_env, served_aws, database, admin_db, tmp_path
+    process_env, served_aws, database, admin_db, tmp_path, media_root
 ):
     """The real process: it exited 1 with a traceback on every delivery of such a message,
     and the good job in the same batch waited."""
     import signal
 
-    from svc_support import queue_depth, start_worker, submit_job
+    from svc_support import queue_depth, start_worker
     from test_svc_worker_process import job_state, run_until_exit, wait_for
 
     names = ["deep-array", "deep-in-base64-envelope", "int-5000-digits-version"]
@@ -249,7 +253,7 @@ def test_h3_worker_process_survives_hostile_messages_and_exits_zero_on_sigterm(
         served_aws.sqs.send_message(
             QueueUrl=served_aws.jobs_queue_url, MessageBody=HOSTILE_BODIES[name]
         )
-    _, job_id = submit_job(database, served_aws.sqs, served_aws.jobs_queue_url, "clips/ok.mp4")
+    _, job_id = submit_job(database, served_aws, media_root / "clips" / "ok.mp4")
     worker = start_worker(process_env, tmp_path / "worker.log")
     try:
         wait_for(lambda: job_state(admin_db, job_id) == "COMPLETED", 60, "the good job")
