@@ -387,7 +387,7 @@ def run_ffmpeg(
 def _supervise(
     process: subprocess.Popen[bytes], deadline: Deadline, stop_requested: Callable[[], bool]
 ) -> None:
-    while True:
+    while process.poll() is None:  # a run that has ended is never called a timeout
         limit, shutting_down = deadline()
         remaining = limit - time.monotonic()
         if remaining <= 0:
@@ -398,11 +398,8 @@ def _supervise(
         if stop_requested():
             _stop(process)
             raise TranscodeStopped("the worker is stopping; the transcode was abandoned")
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=min(_POLL_SECONDS, remaining))
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -491,6 +491,25 @@ def test_m4_stop_request_kills_ffmpeg_and_says_stopped(clips, ladder_run, tmp_pa
     assert sorted(tmp_path.iterdir()) == [output]
 
 
+def test_m4_an_ffmpeg_that_ignores_sigterm_is_killed(ladder_run, tmp_path, monkeypatch):
+    """TERM first so ffmpeg can stop cleanly; KILL after the grace period if it does not."""
+    monkeypatch.setattr("services.worker.transcode.TERMINATE_GRACE_SECONDS", 0.3)
+    pid_file = tmp_path / "pid"
+    stubborn = tmp_path / "stubborn-ffmpeg"
+    stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\necho $$ > {pid_file}\nexec sleep 30\n")
+    stubborn.chmod(0o755)
+    settings = replace(SETTINGS, ffmpeg_path=str(stubborn))
+    started = time.monotonic()
+    with pytest.raises(TranscodeTimeout):
+        transcode(
+            ladder_run.source, ladder_run.facts, tmp_path / "out", video_id=VIDEO_ID,
+            key=ladder_run.key, settings=settings, deadline=_deadline(0.5),
+            on_progress=lambda f: None, stop_requested=lambda: False,
+        )  # fmt: skip
+    assert time.monotonic() - started < 3
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
+
+
 def test_m4_undecodable_input_is_permanent_with_ffmpegs_reason(hostile, ladder_run, tmp_path):
     with pytest.raises(PermanentJobError, match=r"could not be transcoded: .+"):
         transcode(
