@@ -1,23 +1,29 @@
-"""W6 / R3 under fire: 1,000 jobs through the API, the stream, the queue and three worker
-processes, with 10 % bad media and faults injected from outside the code:
+"""W6 / R3 / M3-M6 under fire: 1,000 uploaded videos through the stream, the queue and three
+worker processes that really fetch each source from S3, validate it, transcode it (one
+small rung), encrypt it and publish it as a version, with 10 % bad media and faults
+injected from outside the code:
 
-* AWS: an HTTP proxy in front of the moto server (one per worker) fails a share of SQS and
-  Kinesis calls (answered 500 without being forwarded, so the call certainly did not happen);
+* AWS: an HTTP proxy in front of the moto server (one per worker) fails a share of SQS,
+  Kinesis and S3 calls (answered 500 without being forwarded, so the call certainly did
+  not happen);
 * PostgreSQL: worker backends are killed with pg_terminate_backend at random;
 * Redis: worker connections are killed with CLIENT KILL at random;
-* the workers themselves: SIGKILLed while probing a file, after ending a job but before
-  publishing its outcome (the processed event or the dead-letter copy), and after recording
-  an outcome but before deleting its message; each is replaced at once, as ECS replaces a
-  task that died.
+* the workers themselves: SIGKILLed while ffmpeg transcodes, while uploading a version,
+  after ending a job but before publishing its outcome (the processed event or the
+  dead-letter copy), and after recording an outcome but before deleting its message; each
+  is replaced at once, as ECS replaces a task that died.
 
-Every job must end COMPLETED with exactly one video.processed event, or FAILED with exactly
-one dead-letter message; nothing may stay queued, in flight, lost or duplicated. (Only a
-worker dying between publishing an outcome and recording it may publish it twice, with the
-same event_id; no kill here lands in that window, and the database faults there are retried
-for longer than they last.)
+Every job must end COMPLETED with exactly one video.processed event and exactly one complete
+version in the media bucket (the one its row names, M6), or FAILED with exactly one
+dead-letter message and nothing published; nothing may stay queued, in flight, lost or
+duplicated. (Only a worker dying between publishing an outcome and recording it may publish
+it twice, with the same event_id; no kill here lands in that window, and the database
+faults there are retried for longer than they last.)
 
 The timings are the production ones scaled down (a 10 s visibility timeout instead of
-5 minutes, retries without backoff): the paths taken are the same, only sooner.
+5 minutes, retries without backoff): the paths taken are the same, only sooner. The media
+is a 0.3 s 64x64 clip with audio and the ladder one 144p rung (never upscaled, so 64p):
+every step of the media path runs, at a thousandth of a film's cost.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import random
 import signal
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -51,30 +58,29 @@ from conftest import (
 from svc_support import (
     AwsFaults,
     FaultyAwsProxy,
+    bucket_keys,
     drain_queue,
     queue_depth,
     read_stream,
     start_worker,
 )
 
-from services.api.app import ApiApp, Dependencies
 from services.common.aws import EventStream
-from services.common.cache import VideoCache
 from services.common.db import Database
 from services.common.events import EventError, parse_message_body
-from services.common.redis_client import create_redis
 from services.common.secrets import StaticDbCredentials
-from services.common.settings import RedisSettings
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 JOBS = int(os.environ.get("FAULT_JOBS", "1000"))  # smaller for a quick local run
 WORKERS = 3
 MAX_RECEIVES = 8
-BAD_SOURCES = ["clips/corrupt.mp4", "clips/empty.mp4", "clips/audio_only.m4a", "clips/missing.mp4"]
-GOOD_SOURCES = ["clips/ok.mp4", "clips/silent.mp4"]
+MISSING = "missing"  # the upload never reached the ingest bucket
+BAD_SOURCES = ["corrupt.mp4", "empty.mp4", "audio_only.m4a", MISSING]
+GOOD_SOURCES = ["tiny.mp4"]
 FAULTED_OPERATIONS = {
     "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "SendMessage", "PutRecord",
+    "GetObject", "PutObject",
 }  # fmt: skip
 AWS_FAULT_RATE = 0.05
 # A kind with this many calls in a row unfaulted fails the next one (see AwsFaults).
@@ -84,9 +90,10 @@ AWS_FAULT_ENSURED_WITHIN = 40
 # spends receives that are meant for faults.
 VISIBILITY_SECONDS = 10
 JOB_TIMEOUT_SECONDS = 5
-# Where a worker is SIGKILLed: the AWS call it is about to make (None: while ffprobe runs).
+# Where a worker is SIGKILLed: the AWS call it is about to make (None: while ffmpeg runs).
 KILL_POINTS: dict[str, str | None] = {
-    "mid-probe": None,
+    "mid-transcode": None,
+    "mid-upload": "PutObject",
     "before-processed-event": "PutRecord",
     "before-dead-letter": "SendMessage",
     "before-delete": "DeleteMessage",
@@ -228,7 +235,7 @@ class WorkerFleet:
         while time.monotonic() < give_up and not self._stop.wait(0.005):
             with self._lock:
                 for slot in self.slots:
-                    if "ffprobe" in _children(slot.process.pid):
+                    if "ffmpeg" in _children(slot.process.pid):
                         self._replace(slot, point)
                         return True
         return False
@@ -240,7 +247,7 @@ class WorkerFleet:
                 return False
             point, self._armed = self._armed, None
             self._replace(self.slots[index], point)
-            if point != "before-delete":
+            if point in {"before-processed-event", "before-dead-letter"}:
                 job_id = _job_of(operation, json.loads(body))
                 self.cut_outcomes.append((job_id, *self._row(job_id)))
             return True
@@ -280,37 +287,43 @@ def _job_of(operation: str, request: dict[str, Any]) -> str | None:
     return None
 
 
-def request_jobs(database, kinesis, redis_port: int) -> dict[str, str]:
-    """POST /videos JOBS times through the real API code; returns job id -> source."""
-    cache = VideoCache(
-        create_redis(
-            RedisSettings(host="127.0.0.1", port=redis_port, tls=False), None, client_name="api"
-        ),
-        60,
-    )
-    app = ApiApp(
-        Dependencies(database, EventStream(kinesis, STREAM), lambda: cache, PurePosixPath("/media"))
-    )
+def request_jobs(database, aws, kinesis, clips: Path) -> dict[str, str]:
+    """JOBS uploads as the API leaves them once each upload is complete (M1): the source
+    object, an UPLOADED video, its QUEUED job and job.requested on the stream (through the
+    real producer). Returns job id -> source."""
+    from services.common.events import JOB_REQUESTED, new_event
+    from services.contract import source_key
+
+    stream = EventStream(kinesis, STREAM)
     rng = random.Random(11)
     sources = [BAD_SOURCES[i % len(BAD_SOURCES)] for i in range(JOBS // 10)]
     sources += [rng.choice(GOOD_SOURCES) for _ in range(JOBS - len(sources))]
     rng.shuffle(sources)
+    contents = {name: (clips / name).read_bytes() for name in {*sources} - {MISSING}}
     jobs = {}
     for index, source in enumerate(sources):
-        response = app.handle(
-            {
-                "resource": "/videos",
-                "path": "/videos",
-                "httpMethod": "POST",
-                "headers": {"content-type": "application/json"},
-                "body": json.dumps(
-                    {"title": f"video {index}", "creator": "load", "source_path": source}
-                ),
-            }
+        video_id, job_id = uuid.uuid4(), uuid.uuid4()
+        key = source_key(str(video_id))
+        if source != MISSING:
+            aws.s3.put_object(Bucket=aws.ingest_bucket, Key=key, Body=contents[source])
+        uri = f"s3://{aws.ingest_bucket}/{key}"
+
+        size = len(contents.get(source, b""))
+        database.run(partial(_insert_uploaded, video_id, job_id, f"video {index}", uri, size))
+        stream.put(
+            new_event(JOB_REQUESTED, video_id=str(video_id), job_id=str(job_id), source_uri=uri)
         )
-        assert response["statusCode"] == 202, response
-        jobs[json.loads(response["body"])["job_id"]] = source
+        jobs[str(job_id)] = source
     return jobs
+
+
+def _insert_uploaded(video_id, job_id, title: str, uri: str, size: int, cursor) -> None:
+    cursor.execute(
+        "INSERT INTO videos (id, title, creator, source_uri, status, content_type,"
+        " upload_size_bytes) VALUES (%s, %s, 'load', %s, 'UPLOADED', 'video/mp4', %s)",
+        (video_id, title, uri, max(1, size)),
+    )
+    cursor.execute("INSERT INTO jobs (id, video_id) VALUES (%s, %s)", (job_id, video_id))
 
 
 class StreamPipe(threading.Thread):
@@ -433,8 +446,8 @@ def test_w6_1000_jobs_with_bad_media_injected_faults_and_killed_workers_end_exac
     pipe = StreamPipe(via_test_proxy("kinesis"), via_test_proxy("sqs"), aws.jobs_queue_url)
     started = time.monotonic()
     try:
-        # All requests first, while the API is the stream's only writer (moto's Kinesis).
-        jobs = request_jobs(api_db, aws.kinesis, redis_proc.port)
+        # All requests first, while they are the stream's only writer (moto's Kinesis).
+        jobs = request_jobs(api_db, aws, aws.kinesis, media_root / "clips")
         requested_at = time.monotonic()
         with (
             WorkerFleet(env, tmp_path, moto_server, aws_faults, fleet_db) as fleet,
@@ -466,6 +479,13 @@ def test_w6_1000_jobs_with_bad_media_injected_faults_and_killed_workers_end_exac
     cursor = admin_db.cursor()
     cursor.execute("SELECT id::text, state, attempts FROM jobs")
     rows = {job_id: (state, attempts) for job_id, state, attempts in cursor.fetchall()}
+    cursor.execute(
+        "SELECT j.id::text, v.id::text, v.published_version, j.media_version, v.playlist_path,"
+        " v.poster_path, v.renditions FROM jobs j JOIN videos v ON v.id = j.video_id"
+    )
+    published = {row[0]: row[1:] for row in cursor.fetchall()}
+    media_keys = set(bucket_keys(aws.s3, aws.media_bucket))
+    version_prefixes = {key.rsplit("/", 1)[0].split("/64p")[0] + "/" for key in media_keys}
     outcomes = processed + dead
     lost = [job for job in jobs if outcomes[job] == 0]
     duplicated = sum(n - 1 for n in outcomes.values() if n > 1) + sum(
@@ -486,6 +506,7 @@ def test_w6_1000_jobs_with_bad_media_injected_faults_and_killed_workers_end_exac
             f" killed_connections={dict(faults.killed)}"
             f" max_attempts={max(a for _, a in rows.values())}"
             f" retried_jobs={sum(1 for _, a in rows.values() if a > 1)}"
+            f" versions_above_1={sum(1 for p in published.values() if (p[1] or 0) > 1)}"
         ),
         stacklevel=1,
     )
@@ -501,6 +522,18 @@ def test_w6_1000_jobs_with_bad_media_injected_faults_and_killed_workers_end_exac
     assert unaccounted == []  # every dead-letter message is some job's outcome
     assert dead == Counter({job: 1 for job in bad})  # exactly once each
     assert job_counts(admin_db) == {"COMPLETED": JOBS - len(bad), "FAILED": len(bad)}
+    # M6: each completed video names the version its last attempt wrote, and every object
+    # that version needs is there; nothing else is left in the bucket (failed jobs published
+    # nothing; what killed or refused attempts uploaded was discarded).
+    expected_prefixes = set()
+    for job in set(jobs) - bad:
+        video_id, version, job_version, playlist, poster, renditions = published[job]
+        assert version == job_version, (job, version, job_version)
+        assert {playlist, poster, renditions[0]["playlist"]} <= media_keys, job
+        expected_prefixes.add(f"media/{video_id}/v{version}/")
+    for job in bad:
+        assert published[job][1] is None
+    assert version_prefixes == expected_prefixes
     # Every fault kind really happened, so each path above was taken.
     assert fleet.kills == Counter({point: KILLS_PER_POINT for point in KILL_POINTS})
     assert set(aws_faults.faults) == FAULTED_OPERATIONS
