@@ -1,4 +1,5 @@
-"""The API's routes (R2): create a video, fetch one (cache-aside), list by status."""
+"""The API's routes (R2, M1): create a video with its multipart upload, hand out part URLs,
+complete or abort the upload, fetch one video (cache-aside), list by status."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from services.api.http import ApiError, Request, json_response, parse_request
@@ -15,6 +15,7 @@ from services.api.validation import (
     encode_cursor,
     parse_create,
     parse_list_query,
+    parse_parts,
     parse_video_id,
 )
 from services.common.aws import EventStream, StreamUnavailable
@@ -23,14 +24,58 @@ from services.common.db import Database, DatabaseUnavailable
 from services.common.events import JOB_REQUESTED, new_event
 from services.common.migrations import MigrationError, require_current_schema
 from services.common.secrets import CredentialsError
-from services.common.videos import Video, fetch_video, insert_video_with_job, list_videos
+from services.common.uploads import (
+    IngestStore,
+    PartPlan,
+    PartsRejected,
+    StorageUnavailable,
+    UploadGone,
+    check_parts,
+    plan_parts,
+)
+from services.common.videos import (
+    SETTLED_STATUSES,
+    UploadRecord,
+    Video,
+    end_upload,
+    fetch_upload,
+    fetch_video,
+    insert_uploading_video,
+    list_videos,
+    mark_job_requested,
+    mark_uploaded_with_job,
+)
+from services.contract import PART_URLS_PER_REQUEST, source_key
 
 log = logging.getLogger(__name__)
 
 VIDEOS = "/videos"
 VIDEO = "/videos/{videoId}"
-_VIDEO_PATH = re.compile(r"^/videos/(?P<videoId>[^/]+)/?$")
-_STREAM_FAILED_REASON = "job.requested event could not be put on the stream"
+VIDEO_UPLOAD = "/videos/{videoId}/upload"
+UPLOAD_PARTS = "/videos/{videoId}/upload/parts"
+UPLOAD_COMPLETE = "/videos/{videoId}/upload/complete"
+_PATHS = (
+    (re.compile(r"^/videos/(?P<videoId>[^/]+)$"), VIDEO),
+    (re.compile(r"^/videos/(?P<videoId>[^/]+)/upload$"), VIDEO_UPLOAD),
+    (re.compile(r"^/videos/(?P<videoId>[^/]+)/upload/parts$"), UPLOAD_PARTS),
+    (re.compile(r"^/videos/(?P<videoId>[^/]+)/upload/complete$"), UPLOAD_COMPLETE),
+)
+_RETRY = {"Retry-After": "1"}
+# Statuses after a completed upload: completing again answers with the job it wrote.
+_AFTER_UPLOAD = frozenset({"UPLOADED", "PROCESSING", "COMPLETED", "FAILED"})
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """How the API opens and completes uploads (M1), from the stack's settings."""
+
+    store: IngestStore
+    max_bytes: int
+    content_types: tuple[str, ...]
+    url_ttl_seconds: int
+    storage_seconds: float
+    """Seconds after a request arrives after which it starts no S3 call: what is left is
+    needed for the database and the stream before the function's timeout (H4)."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +84,7 @@ class Dependencies:
     stream: EventStream
     cache: Callable[[], VideoCache]
     """Builds the cache on first use (it may need a secret); may raise."""
-    media_root: PurePosixPath
+    uploads: Uploads
 
 
 class ApiApp:
@@ -50,6 +95,9 @@ class ApiApp:
         self._routes: dict[str, dict[str, Callable[[Request], dict[str, Any]]]] = {
             VIDEOS: {"GET": self.list_videos, "POST": self.create_video},
             VIDEO: {"GET": self.get_video},
+            VIDEO_UPLOAD: {"DELETE": self.abort_upload},
+            UPLOAD_PARTS: {"POST": self.upload_parts},
+            UPLOAD_COMPLETE: {"POST": self.complete_upload},
         }
 
     def close(self) -> None:
@@ -72,7 +120,15 @@ class ApiApp:
                 503,
                 "database_unavailable",
                 "the database is unavailable; retry later",
-                headers={"Retry-After": "1"},
+                headers=_RETRY,
+            ).to_response()
+        except StorageUnavailable as error:
+            log.error("storage unavailable", extra={"error": str(error)})
+            return ApiError(
+                503,
+                "storage_unavailable",
+                "the upload storage is unavailable; retry later",
+                headers=_RETRY,
             ).to_response()
         except Exception:
             log.exception("unhandled error")
@@ -97,78 +153,248 @@ class ApiApp:
         path = request.path.rstrip("/") or "/"
         if path == VIDEOS:
             return VIDEOS, {}
-        match = _VIDEO_PATH.match(path)
-        if match:
-            return VIDEO, match.groupdict()
+        for pattern, resource in _PATHS:
+            match = pattern.match(path)
+            if match:
+                return resource, match.groupdict()
         raise ApiError(404, "route_not_found", f"no route for {request.path}")
 
+    # -- POST /videos ------------------------------------------------------------------
+
     def create_video(self, request: Request) -> dict[str, Any]:
-        command = parse_create(request.json_body(), self._deps.media_root)
-        video_id, job_id = uuid.uuid4(), uuid.uuid4()
-        self._database().run(
-            lambda cursor: insert_video_with_job(
-                cursor,
-                video_id=video_id,
-                job_id=job_id,
-                title=command.title,
-                creator=command.creator,
-                source_uri=command.source_path,
-            )
+        uploads = self._deps.uploads
+        command = parse_create(
+            request.json_body(), max_bytes=uploads.max_bytes, content_types=uploads.content_types
         )
+        plan = plan_parts(command.size_bytes)
+        database = self._database()
+        video_id = uuid.uuid4()
+        key = source_key(str(video_id))
+        deadline = self._storage_deadline(request)
+        upload_id = uploads.store.open(key, command.content_type, deadline=deadline)
+        try:
+            database.run(
+                lambda cursor: insert_uploading_video(
+                    cursor,
+                    video_id=video_id,
+                    title=command.title,
+                    creator=command.creator,
+                    source_uri=key,
+                    content_type=command.content_type,
+                    size_bytes=command.size_bytes,
+                    part_size=plan.part_size,
+                    upload_id=upload_id,
+                )
+            )
+        except BaseException:
+            self._abort_orphan(key, upload_id, deadline)
+            raise
+        log.info("video created", extra={"video_id": str(video_id), "parts": plan.part_count})
+        return json_response(
+            201,
+            {
+                "video_id": str(video_id),
+                "status": "UPLOADING",
+                "upload": {
+                    "part_size": plan.part_size,
+                    "part_count": plan.part_count,
+                    "max_parts_per_request": PART_URLS_PER_REQUEST,
+                    "expires_in": uploads.url_ttl_seconds,
+                },
+            },
+            {"Location": f"{VIDEOS}/{video_id}"},
+        )
+
+    def _abort_orphan(self, key: str, upload_id: str, deadline: float) -> None:
+        """The row was not written, so nobody can ever complete this upload: free it now
+        (the bucket's lifecycle rule aborts it after days if this fails too)."""
+        try:
+            self._deps.uploads.store.abort(key, upload_id, deadline=deadline)
+        except StorageUnavailable as error:
+            log.warning(
+                "could not abort an upload whose video was not written; lifecycle will",
+                extra={"key": key, "error": str(error)},
+            )
+
+    # -- POST /videos/{videoId}/upload/parts --------------------------------------------
+
+    def upload_parts(self, request: Request) -> dict[str, Any]:
+        video_id = parse_video_id(request.path_parameters.get("videoId"))
+        parts = parse_parts(request.json_body())
+        record = self._upload_record(video_id)
+        if record.status != "UPLOADING" or record.upload_id is None:
+            raise _not_open(record)
+        plan = _plan(record)
+        for index, part in enumerate(parts):
+            if part.part_number > plan.part_count:
+                raise ApiError(
+                    400,
+                    "validation_failed",
+                    f"part {part.part_number} is beyond the upload's {plan.part_count} parts",
+                    field=f"parts[{index}].part_number",
+                )
+        ttl = self._deps.uploads.url_ttl_seconds
+        signed = [
+            self._deps.uploads.store.presign_part(
+                record.source_uri, record.upload_id, part.part_number, part.checksum_sha256, ttl
+            )
+            for part in parts
+        ]
+        return json_response(
+            200,
+            {
+                "video_id": str(video_id),
+                "expires_in": ttl,
+                "parts": [
+                    {
+                        "part_number": part.part_number,
+                        "url": part.url,
+                        "method": "PUT",
+                        "headers": part.headers,
+                        "expires_at": part.expires_at.isoformat(timespec="seconds").replace(
+                            "+00:00", "Z"
+                        ),
+                    }
+                    for part in signed
+                ],
+            },
+        )
+
+    # -- POST /videos/{videoId}/upload/complete -----------------------------------------
+
+    def complete_upload(self, request: Request) -> dict[str, Any]:
+        """Assemble the parts and request processing, exactly once however often this is
+        called: the row moves to UPLOADED with its job in one transaction, and a completion
+        after that only puts the event again if no put has succeeded yet (requested_at)."""
+        video_id = parse_video_id(request.path_parameters.get("videoId"))
+        record = self._upload_record(video_id)
+        if record.status == "UPLOADING":
+            self._assemble(record, self._storage_deadline(request))
+            job_id = uuid.uuid4()
+
+            def mark_uploaded(cursor: Any) -> UploadRecord | None:
+                mark_uploaded_with_job(cursor, video_id=video_id, job_id=job_id)
+                # Read back either way: another completion (or an abort) may have won.
+                return fetch_upload(cursor, video_id)
+
+            record = self._database().run(mark_uploaded) or record
+        if record.status not in _AFTER_UPLOAD or record.job_id is None:
+            raise _not_open(record)
+        if record.job_requested_at is None and record.job_state == "QUEUED":
+            self._request_processing(record)
+        return json_response(
+            202,
+            {"video_id": str(video_id), "job_id": str(record.job_id), "status": record.status},
+            {"Location": f"{VIDEOS}/{video_id}"},
+        )
+
+    def _assemble(self, record: UploadRecord, deadline: float) -> None:
+        """CompleteMultipartUpload after checking the parts, then the object's size.
+
+        A Complete that S3 carried out although its answer was lost leaves no upload to
+        complete: then the object itself tells whether the upload went through."""
+        store, plan = self._deps.uploads.store, _plan(record)
+        assert record.upload_id is not None and record.upload_size_bytes is not None
+        key, size = record.source_uri, record.upload_size_bytes
+        try:
+            parts = store.list_parts(key, record.upload_id, deadline=deadline)
+            issue = check_parts(parts, plan, size)
+            if issue is not None:
+                raise ApiError(409, issue.code, issue.message, field="parts")
+            store.complete(key, record.upload_id, parts, deadline=deadline)
+        except PartsRejected as error:
+            raise ApiError(
+                409,
+                "part_size_mismatch",
+                "a part changed while the upload was being completed; list, re-upload and"
+                " complete again",
+                field="parts",
+            ) from error
+        except UploadGone:
+            pass  # completed by an earlier attempt, or aborted: the object says which
+        actual = store.object_size(key, deadline=deadline)
+        if actual is None:
+            # Aborted, or expired by the bucket's lifecycle rule: nothing can complete it.
+            self._database().run(lambda cursor: end_upload(cursor, record.video_id, "ABORTED"))
+            raise ApiError(
+                409, "upload_not_open", "the upload no longer exists; create the video again"
+            )
+        if actual != size:
+            self._database().run(lambda cursor: end_upload(cursor, record.video_id, "FAILED"))
+            log.error(
+                "assembled object has the wrong size",
+                extra={"video_id": str(record.video_id), "size": actual, "declared": size},
+            )
+            raise ApiError(
+                409,
+                "upload_size_mismatch",
+                f"the uploaded object is {actual} bytes, not the declared {size};"
+                " the video is FAILED",
+            )
+
+    def _request_processing(self, record: UploadRecord) -> None:
+        assert record.job_id is not None
+        job_id = record.job_id
         event = new_event(
             JOB_REQUESTED,
-            video_id=str(video_id),
+            video_id=str(record.video_id),
             job_id=str(job_id),
-            source_uri=command.source_path,
+            source_uri=record.source_uri,
         )
         try:
             self._deps.stream.put(event)
         except StreamUnavailable as error:
-            self._abandon(video_id, job_id, error)
+            log.error(
+                "job.requested could not be put; a retried completion puts it",
+                extra={
+                    "video_id": str(record.video_id),
+                    "job_id": str(job_id),
+                    "error": str(error),
+                },
+            )
             raise ApiError(
                 503,
                 "stream_unavailable",
-                "the processing request could not be queued and was recorded as failed;"
-                " retry the request",
-                headers={"Retry-After": "1"},
+                "the upload is complete but processing could not be requested yet;"
+                " retry the completion",
+                headers=_RETRY,
             ) from error
-        log.info("video created", extra={"video_id": str(video_id), "job_id": str(job_id)})
-        return json_response(
-            202,
-            {"video_id": str(video_id), "job_id": str(job_id), "status": "QUEUED"},
-            {"Location": f"{VIDEOS}/{video_id}"},
+        self._database().run(lambda cursor: mark_job_requested(cursor, job_id))
+        log.info(
+            "processing requested", extra={"video_id": str(record.video_id), "job_id": str(job_id)}
         )
 
-    def _abandon(self, video_id: uuid.UUID, job_id: uuid.UUID, error: Exception) -> None:
-        """Mark a request whose event never reached the stream FAILED, so no row waits forever.
+    # -- DELETE /videos/{videoId}/upload ------------------------------------------------
 
-        The rows were committed before the put (an event must never name a row that may
-        not exist). The guards leave the rows alone if a worker did get the event after all.
-        """
-        log.error(
-            "stream put failed after commit; marking the job failed",
-            extra={"video_id": str(video_id), "job_id": str(job_id), "error": str(error)},
-        )
+    def abort_upload(self, request: Request) -> dict[str, Any]:
+        video_id = parse_video_id(request.path_parameters.get("videoId"))
+        record = self._upload_record(video_id)
+        if record.status == "UPLOADING" and record.upload_id is not None:
+            deadline = self._storage_deadline(request)
+            store = self._deps.uploads.store
+            store.abort(record.source_uri, record.upload_id, deadline=deadline)
+            # A completion that reached S3 first leaves an object: the upload went through.
+            if store.object_size(record.source_uri, deadline=deadline) is None:
+                self._database().run(lambda cursor: end_upload(cursor, video_id, "ABORTED"))
+            record = self._upload_record(video_id)
+        if record.status != "ABORTED":
+            raise ApiError(
+                409,
+                "upload_not_open",
+                f"the upload cannot be aborted: the video is {record.status}",
+            )
+        return json_response(200, {"video_id": str(video_id), "status": "ABORTED"})
 
-        def mark_failed(cursor: Any) -> None:
-            cursor.execute(
-                "UPDATE jobs SET state = 'FAILED', last_error = %s, finished_at = now(),"
-                " notified_at = now(), updated_at = now() WHERE id = %s AND state = 'QUEUED'",
-                (_STREAM_FAILED_REASON, job_id),
-            )
-            cursor.execute(
-                "UPDATE videos SET status = 'FAILED', updated_at = now()"
-                " WHERE id = %s AND status = 'QUEUED'",
-                (video_id,),
-            )
+    # -- shared -------------------------------------------------------------------------
 
-        try:
-            self._database().run(mark_failed)
-        except Exception:
-            log.exception(
-                "could not mark the abandoned job failed; it stays QUEUED without an event",
-                extra={"video_id": str(video_id), "job_id": str(job_id)},
-            )
+    def _upload_record(self, video_id: uuid.UUID) -> UploadRecord:
+        record = self._database().run(lambda cursor: fetch_upload(cursor, video_id))
+        if record is None:
+            raise ApiError(404, "video_not_found", f"no video {video_id}", field="videoId")
+        return record
+
+    def _storage_deadline(self, request: Request) -> float:
+        return request.received_at + self._deps.uploads.storage_seconds
 
     def get_video(self, request: Request) -> dict[str, Any]:
         video_id = parse_video_id(request.path_parameters.get("videoId"))
@@ -180,6 +406,9 @@ class ApiApp:
         if video is None:
             raise ApiError(404, "video_not_found", f"no video {video_id}", field="videoId")
         representation = video.to_api()
+        if video.status not in SETTLED_STATUSES:
+            # Upload and processing move status and progress on: always from the database.
+            return json_response(200, representation, {"X-Cache": "BYPASS"})
         stored = cache is not None and self._store(cache, video, representation)
         return json_response(200, representation, {"X-Cache": "MISS" if stored else "BYPASS"})
 
@@ -237,3 +466,17 @@ class ApiApp:
             log.warning("cache write failed", extra={"error": str(error)})
             return False
         return True
+
+
+def _plan(record: UploadRecord) -> PartPlan:
+    assert record.upload_size_bytes is not None and record.upload_part_size is not None
+    size, part_size = record.upload_size_bytes, record.upload_part_size
+    return PartPlan(part_size=part_size, part_count=-(-size // part_size))
+
+
+def _not_open(record: UploadRecord) -> ApiError:
+    return ApiError(
+        409,
+        "upload_not_open",
+        f"the video's upload is not open: the video is {record.status}",
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from services.api.app import ApiApp, Dependencies
+from services.api.app import ApiApp, Dependencies, Uploads
 from services.api.http import ApiError
 from services.common.aws import EventStream, LazyClient, aws_client
 from services.common.cache import VideoCache
@@ -22,7 +22,13 @@ from services.common.db import Database
 from services.common.logs import configure_logging
 from services.common.redis_client import create_redis
 from services.common.secrets import SecretCache, db_credentials, redis_token
-from services.common.settings import CommonSettings, SettingsError, load_api_settings
+from services.common.settings import (
+    ApiSettings,
+    CommonSettings,
+    SettingsError,
+    load_api_settings,
+)
+from services.common.uploads import IngestStore, ingest_client
 
 log = logging.getLogger(__name__)
 _app: ApiApp | None = None
@@ -32,7 +38,9 @@ DEFAULT_FUNCTION_TIMEOUT_SECONDS = 15.0
 CACHE_BYPASS_SECONDS = 10.0
 """After a cache failure, requests go straight to the database for this long."""
 _AWS_ATTEMPTS = 2
-_DATABASE_TRANSACTIONS = 3  # schema check (first request), the work, marking a failed put
+_DATABASE_TRANSACTIONS = 3  # schema check (first request), reading the row, writing it
+_AFTER_STORAGE_TRANSACTIONS = 2  # completion: the row with its job, then requested_at
+_STORAGE_SHARE = 0.15  # of the budget, at least, for an upload request's S3 calls
 _STATEMENT_MARGIN_FRACTION = 0.3  # the server cancels a slow statement before the socket gives up
 
 
@@ -50,22 +58,47 @@ class ApiTimeouts:
     """PostgreSQL connect and each reply; a transaction that times out is not retried."""
     statement: float
     """PostgreSQL statement_timeout, below `database`."""
+    storage: float
+    """Seconds after a request arrives after which it starts no S3 call (M1 uploads)."""
+
+    @property
+    def aws_call(self) -> float:
+        """One AWS call with its retries, each attempt at the limits."""
+        return self.aws_attempts * (self.aws_connect + self.aws_read)
 
     @property
     def worst_case(self) -> float:
-        aws = self.aws_attempts * (self.aws_connect + self.aws_read)
-        return self.cache + aws + _DATABASE_TRANSACTIONS * self.database
+        return self.cache + self.aws_call + _DATABASE_TRANSACTIONS * self.database
+
+    @property
+    def upload_worst_case(self) -> float:
+        """An upload request: the last S3 call starts before `storage`; after it come at
+        most two database transactions (the row with its job, requested_at) and the put."""
+        return (
+            self.storage
+            + self.aws_call
+            + _AFTER_STORAGE_TRANSACTIONS * self.database
+            + (self.aws_call)
+        )
 
 
 def api_timeouts(function_timeout: float) -> ApiTimeouts:
     """Timeouts whose worst case (one cache read, one stream put with its retries, three
-    database transactions each at the limit) leaves a margin inside `function_timeout`."""
+    database transactions each at the limit) leaves a margin inside `function_timeout`,
+    and the time an upload request may spend on S3 so that it does too."""
     margin = min(1.0, 0.05 * function_timeout)
     cache = min(0.5, 0.04 * function_timeout)
     aws_connect = min(1.0, 0.05 * function_timeout)
     aws_read = min(2.0, 0.1 * function_timeout)
-    left = function_timeout - margin - cache - _AWS_ATTEMPTS * (aws_connect + aws_read)
-    database = left / _DATABASE_TRANSACTIONS
+    aws_call = _AWS_ATTEMPTS * (aws_connect + aws_read)
+    budget = function_timeout - margin
+    # The database gets what is left after one AWS call, but no more than leaves an upload
+    # request its share of the budget for S3 after the two transactions and the put.
+    database = min(
+        (budget - cache - aws_call) / _DATABASE_TRANSACTIONS,
+        (budget - _STORAGE_SHARE * budget - 2 * aws_call) / _AFTER_STORAGE_TRANSACTIONS,
+    )
+    storage = budget - 2 * aws_call - _AFTER_STORAGE_TRANSACTIONS * database
     return ApiTimeouts(
         cache=cache,
         aws_connect=aws_connect,
@@ -73,10 +106,12 @@ def api_timeouts(function_timeout: float) -> ApiTimeouts:
         aws_attempts=_AWS_ATTEMPTS,
         database=database,
         statement=database * (1 - _STATEMENT_MARGIN_FRACTION),
+        storage=max(0.0, storage),
     )
 
 
-def build_app(settings: CommonSettings, function_timeout: float) -> ApiApp:
+def build_app(api_settings: ApiSettings, function_timeout: float) -> ApiApp:
+    settings, upload_settings = api_settings.common, api_settings.uploads
     timeouts = api_timeouts(function_timeout)
     region = settings.aws_region
 
@@ -100,12 +135,27 @@ def build_app(settings: CommonSettings, function_timeout: float) -> ApiApp:
         socket_timeout=timeouts.database,
     )
     stream = EventStream(client("kinesis"), settings.stream_name)
+    s3 = LazyClient(
+        lambda: ingest_client(
+            region=region,
+            connect_timeout=timeouts.aws_connect,
+            read_timeout=timeouts.aws_read,
+            max_attempts=timeouts.aws_attempts,
+        )
+    )
+    uploads = Uploads(
+        store=IngestStore(s3, upload_settings.ingest_bucket),
+        max_bytes=upload_settings.max_bytes,
+        content_types=upload_settings.content_types,
+        url_ttl_seconds=upload_settings.url_ttl_seconds,
+        storage_seconds=timeouts.storage,
+    )
     return ApiApp(
         Dependencies(
             database=database,
             stream=stream,
             cache=partial(_build_cache, settings, secrets, timeouts.cache),
-            media_root=settings.media_root,
+            uploads=uploads,
         )
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    received_at: float = field(default_factory=time.monotonic)
+    """`time.monotonic()` when the request arrived: its deadlines count from here."""
 
     def json_body(self) -> Any:
         content_type = self.headers.get("content-type", "")

@@ -1,37 +1,51 @@
-"""Input rules of the API: video fields, source paths under MEDIA_ROOT, list parameters."""
+"""Input rules of the API: video fields, upload declarations and part requests, list
+parameters. API Gateway checks the same bodies against the models in `services.contract`
+first; everything is checked again here, with the stack's own upload limits."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 
-from services.api.http import validation_error
+from services.api.http import ApiError, validation_error
 from services.common import safejson
-from services.common.sources import SourceError, normalise_source
 from services.common.text import text_problem
+from services.common.uploads import checksum_problem
 from services.common.videos import STATUSES
 from services.contract import (
+    CONTENT_TYPE_PATTERN,
     CREATE_VIDEO_FIELDS,
     CREATOR_MAX,
     LIMIT_DEFAULT,
     LIMIT_MAX,
-    SOURCE_PATH_MAX,
+    PART_URLS_PER_REQUEST,
+    S3_MAX_PARTS,
     TITLE_MAX,
 )
+
+_CONTENT_TYPE = re.compile(CONTENT_TYPE_PATTERN)
+_PARTS_FIELDS = frozenset({"parts"})
+_PART_FIELDS = frozenset({"part_number", "checksum_sha256"})
 
 
 @dataclass(frozen=True)
 class CreateVideo:
     title: str
     creator: str
-    source_path: str
-    """Relative to MEDIA_ROOT, normalised, never escaping it."""
+    size_bytes: int
+    content_type: str
+
+
+@dataclass(frozen=True)
+class PartRequest:
+    part_number: int
+    checksum_sha256: str
 
 
 @dataclass(frozen=True)
@@ -41,17 +55,79 @@ class ListQuery:
     after: tuple[datetime, uuid.UUID] | None
 
 
-def parse_create(document: Any, media_root: PurePosixPath) -> CreateVideo:
-    if not isinstance(document, dict):
-        raise validation_error("body", "the body must be a JSON object")
-    unknown = sorted(set(document) - CREATE_VIDEO_FIELDS)
-    if unknown:
-        raise validation_error(unknown[0], f"unknown field {unknown[0]!r}")
+def parse_create(document: Any, *, max_bytes: int, content_types: tuple[str, ...]) -> CreateVideo:
+    """A new video's fields. A size over the stack's limit is 413 and a content type the
+    stack does not accept is 415 (the request is well-formed, the platform declines it);
+    anything malformed is 400."""
+    _object(document, "body", CREATE_VIDEO_FIELDS)
+    title = _text(document, "title", TITLE_MAX)
+    creator = _text(document, "creator", CREATOR_MAX)
+    size_bytes = _integer(document.get("size_bytes"), "size_bytes", low=1)
+    content_type = document.get("content_type")
+    if not isinstance(content_type, str) or not _CONTENT_TYPE.fullmatch(content_type):
+        raise validation_error(
+            "content_type", "content_type must be a lower-case media type such as video/mp4"
+        )
+    if size_bytes > max_bytes:
+        raise ApiError(
+            413,
+            "upload_too_large",
+            f"size_bytes must be at most {max_bytes}",
+            field="size_bytes",
+        )
+    if content_type not in content_types:
+        raise ApiError(
+            415,
+            "unsupported_content_type",
+            f"content_type must be one of {', '.join(content_types)}",
+            field="content_type",
+        )
     return CreateVideo(
-        title=_text(document, "title", TITLE_MAX),
-        creator=_text(document, "creator", CREATOR_MAX),
-        source_path=source_path_inside(document.get("source_path"), media_root),
+        title=title, creator=creator, size_bytes=size_bytes, content_type=content_type
     )
+
+
+def parse_parts(document: Any) -> tuple[PartRequest, ...]:
+    """The parts a client asks URLs for: 1 to PART_URLS_PER_REQUEST, each number once."""
+    _object(document, "body", _PARTS_FIELDS)
+    items = document.get("parts")
+    if not isinstance(items, list) or not 1 <= len(items) <= PART_URLS_PER_REQUEST:
+        raise validation_error(
+            "parts", f"parts must be a list of 1 to {PART_URLS_PER_REQUEST} parts"
+        )
+    parts, seen = [], set()
+    for index, item in enumerate(items):
+        where = f"parts[{index}]"
+        _object(item, where, _PART_FIELDS)
+        number = _integer(item.get("part_number"), f"{where}.part_number", low=1, high=S3_MAX_PARTS)
+        if number in seen:
+            raise validation_error(f"{where}.part_number", f"part {number} is listed twice")
+        seen.add(number)
+        checksum = item.get("checksum_sha256")
+        problem = checksum_problem(checksum)
+        if problem is not None:
+            raise validation_error(f"{where}.checksum_sha256", f"checksum_sha256 {problem}")
+        parts.append(PartRequest(part_number=number, checksum_sha256=checksum))
+    return tuple(parts)
+
+
+def _object(document: Any, where: str, fields: frozenset[str]) -> None:
+    if not isinstance(document, dict):
+        raise validation_error(where, f"{where} must be a JSON object")
+    unknown = sorted(set(document) - fields)
+    if unknown:
+        name = unknown[0] if where == "body" else f"{where}.{unknown[0]}"
+        raise validation_error(name, f"unknown field {unknown[0]!r}")
+
+
+def _integer(value: Any, name: str, *, low: int, high: int | None = None) -> int:
+    # bool is an int in Python; 1.0 is a float in our decoder: neither is a JSON integer.
+    if type(value) is not int:
+        raise validation_error(name, f"{name} is required and must be an integer")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise validation_error(name, f"{name} must be {bound}")
+    return value
 
 
 def _text(document: dict[str, Any], name: str, maximum: int) -> str:
@@ -65,19 +141,6 @@ def _text(document: dict[str, Any], name: str, maximum: int) -> str:
     if problem is not None:
         raise validation_error(name, f"{name} {problem}")
     return value
-
-
-def source_path_inside(value: Any, media_root: PurePosixPath) -> str:
-    """`value` as a normalised path relative to `media_root`, or a validation error.
-
-    The grammar is `services.common.sources`: a path inside the root, never a URI.
-    Checked lexically here: the API does not mount the file system. The worker checks
-    again after resolving symbolic links.
-    """
-    try:
-        return normalise_source(value, media_root, max_chars=SOURCE_PATH_MAX)
-    except SourceError as error:
-        raise validation_error("source_path", f"source_path {error}") from None
 
 
 def parse_video_id(value: str | None) -> uuid.UUID:

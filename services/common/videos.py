@@ -126,3 +126,99 @@ def list_videos(
         (*parameters, limit),
     )
     return [video_from_row(row) for row in cursor.fetchall()]
+
+
+# -- Uploads (M1): what the API writes while a video's source is uploaded ----------------
+
+SETTLED_STATUSES = frozenset({"COMPLETED", "FAILED", "ABORTED"})
+"""Statuses no running job changes: the only ones the API caches, so status and progress
+are never served stale."""
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A video's upload state and the job its completion wrote (if any)."""
+
+    video_id: uuid.UUID
+    status: str
+    source_uri: str
+    upload_id: str | None
+    upload_size_bytes: int | None
+    upload_part_size: int | None
+    job_id: uuid.UUID | None
+    job_state: str | None
+    job_requested_at: datetime | None
+
+
+def insert_uploading_video(
+    cursor: Any,
+    *,
+    video_id: uuid.UUID,
+    title: str,
+    creator: str,
+    source_uri: str,
+    content_type: str,
+    size_bytes: int,
+    part_size: int,
+    upload_id: str,
+) -> None:
+    # ON CONFLICT: the id is fresh per request, so a conflict can only be this same
+    # transaction retried after its connection died around COMMIT.
+    cursor.execute(
+        "INSERT INTO videos (id, title, creator, source_uri, content_type, upload_size_bytes,"
+        " upload_part_size, upload_id, status)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'UPLOADING') ON CONFLICT (id) DO NOTHING",
+        (video_id, title, creator, source_uri, content_type, size_bytes, part_size, upload_id),
+    )
+
+
+def fetch_upload(cursor: Any, video_id: uuid.UUID) -> UploadRecord | None:
+    """The video's upload state with its newest job."""
+    cursor.execute(
+        "SELECT v.id, v.status, v.source_uri, v.upload_id, v.upload_size_bytes,"
+        " v.upload_part_size, j.id, j.state, j.requested_at"
+        " FROM videos v LEFT JOIN LATERAL ("
+        "   SELECT id, state, requested_at FROM jobs WHERE video_id = v.id"
+        "   ORDER BY created_at DESC, id DESC LIMIT 1"
+        " ) j ON true WHERE v.id = %s",
+        (video_id,),
+    )
+    row = cursor.fetchone()
+    return None if row is None else UploadRecord(*row)
+
+
+def mark_uploaded_with_job(cursor: Any, *, video_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+    """UPLOADING -> UPLOADED and the job, in the caller's transaction; False (and nothing
+    written) if the video is no longer UPLOADING (another completion or an abort won)."""
+    cursor.execute(
+        "UPDATE videos SET status = 'UPLOADED', upload_id = NULL, updated_at = now()"
+        " WHERE id = %s AND status = 'UPLOADING'",
+        (video_id,),
+    )
+    if cursor.rowcount != 1:
+        return False
+    cursor.execute(
+        "INSERT INTO jobs (id, video_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+        (job_id, video_id),
+    )
+    return True
+
+
+def mark_job_requested(cursor: Any, job_id: uuid.UUID) -> None:
+    """Record that the job's job.requested event reached the stream (first time only)."""
+    cursor.execute(
+        "UPDATE jobs SET requested_at = now() WHERE id = %s AND requested_at IS NULL", (job_id,)
+    )
+
+
+def end_upload(cursor: Any, video_id: uuid.UUID, status: str) -> bool:
+    """UPLOADING -> `status` (ABORTED, or FAILED when the assembled object is wrong) with
+    the upload id cleared; False if the video was no longer UPLOADING."""
+    if status not in {"ABORTED", "FAILED"}:
+        raise ValueError(f"an upload ends ABORTED or FAILED, not {status}")
+    cursor.execute(
+        "UPDATE videos SET status = %s, upload_id = NULL, updated_at = now()"
+        " WHERE id = %s AND status = 'UPLOADING'",
+        (status, video_id),
+    )
+    return cursor.rowcount == 1
