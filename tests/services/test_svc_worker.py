@@ -846,3 +846,38 @@ def test_w6_unreadable_message_is_retried_when_the_dead_letter_queue_is_unreacha
     wait_visible(kit)  # backoff, not lost
     assert kit.worker().poll_once() == [Outcome.POISON]
     assert [m["Body"] for m in drain_queue(kit.aws.sqs, kit.aws.dlq_url)] == ["garbage"]
+
+
+# --- M5 / M6: what may never be published -------------------------------------------------
+
+
+def test_m5_m6_a_key_file_among_the_outputs_stops_the_publication_and_nothing_stays(kit):
+    """Defence in depth: only playlists, segments and posters are ever uploaded; a key file
+    (or anything else) in a transcode's file list stops the publication and the version's
+    prefix is emptied."""
+    video_id, job_id = kit.submit("ok.mp4")
+
+    def transcode_leaking_a_key(source, facts, output, **kwargs):
+        result = transcode(source, facts, output, **kwargs)
+        (output / "title.key").write_bytes(b"k" * 16)
+        return dataclasses.replace(result, files=(*result.files, "title.key"))
+
+    assert kit.worker(transcode=transcode_leaking_a_key).poll_once() == [Outcome.RETRY]
+    assert "refusing to publish 'title.key'" in kit.job(job_id)["last_error"]
+    assert kit.media_keys() == []
+    assert kit.video(video_id)["published_version"] is None
+    assert scratch_jobs(kit.scratch) == []
+
+
+def test_m5_misconfigured_content_keyring_is_retried_not_blamed_on_the_media(kit):
+    """An operator's broken secret is fixed by the operator; the job waits for it (retried
+    up to the receive limit) instead of ending FAILED as if the upload were bad."""
+    kit.aws.secrets.put_secret_value(
+        SecretId=kit.aws.content_key_arn, SecretString='{"current": "k9", "keys": {}}'
+    )
+    _, job_id = kit.submit("ok.mp4")
+    assert kit.worker().poll_once() == [Outcome.RETRY]
+    job = kit.job(job_id)
+    assert job["state"] == "QUEUED"
+    assert "content-key secret is misconfigured" in job["last_error"]
+    assert kit.media_keys() == []
