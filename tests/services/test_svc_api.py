@@ -1,50 +1,32 @@
-"""R2: API handlers against real PostgreSQL and Redis, moto for Kinesis and Secrets Manager.
+"""R2, M1: API handlers against real PostgreSQL and Redis, moto for S3, Kinesis and Secrets
+Manager (in process; tests/services/test_svc_uploads.py runs the upload over moto's server).
 
-The app logs in as the API's role (media_api, G5) with only the grants of migration 003, so
-every flow here (create, fetch, list, marking a request FAILED when the stream put fails)
-also proves those grants are enough."""
+The app logs in as the API's role (media_api, G5) with only the grants of migrations 003 and
+005, so every flow here (create with its upload, fetch, list) also proves those grants are
+enough."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
 from conftest import APP_PASSWORD, APP_USER, STREAM, api_event, connect_as
-from svc_support import TcpProxy
+from svc_support import TcpProxy, read_stream
+from upload_support import VALID, make_app, make_cache, make_uploads
 
 from services.api.app import ApiApp, Dependencies
 from services.common.aws import EventStream
 from services.common.cache import VideoCache
 from services.common.db import Database
 from services.common.migrations import apply_migrations
-from services.common.redis_client import create_redis
 from services.common.roles import API_DB_USER
 from services.common.secrets import StaticDbCredentials
-from services.common.settings import RedisSettings
+from services.common.uploads import plan_parts
+from services.contract import source_key
 
 pytestmark = pytest.mark.services
-
-MEDIA_ROOT = PurePosixPath("/mnt/media")
-VALID = {"title": "Pilot", "creator": "Studio A", "source_path": "uploads/pilot.mp4"}
-
-
-def make_cache(port: int, ttl: int = 300) -> VideoCache:
-    settings = RedisSettings(host="127.0.0.1", port=port, tls=False)
-    return VideoCache(create_redis(settings, None, client_name="media-api"), ttl)
-
-
-def make_app(database: Database, aws, redis_port: int, *, stream_name: str = STREAM) -> ApiApp:
-    return ApiApp(
-        Dependencies(
-            database=database,
-            stream=EventStream(aws.kinesis, stream_name),
-            cache=lambda: make_cache(redis_port),
-            media_root=MEDIA_ROOT,
-        )
-    )
 
 
 @pytest.fixture
@@ -67,7 +49,7 @@ def call(app: ApiApp, method: str, path: str, **kwargs: Any) -> tuple[int, dict,
 
 def create(app: ApiApp, **overrides: Any) -> dict:
     status, body, _ = call(app, "POST", "/videos", body={**VALID, **overrides})
-    assert status == 202, body
+    assert status == 201, body
     return body
 
 
@@ -80,98 +62,113 @@ def row(admin_db, sql: str, *params: Any) -> Any:
 # --- POST /videos ---------------------------------------------------------------------
 
 
-def test_r2_create_writes_queued_rows_and_puts_job_requested_keyed_by_video(app, aws, admin_db):
+def test_r2_m1_create_writes_an_uploading_row_and_opens_its_upload_without_an_event(
+    app, aws, admin_db
+):
+    """Processing is requested when the upload completes, not at creation: no job, no event."""
     status, body, headers = call(app, "POST", "/videos", body=VALID)
-    assert status == 202
-    assert body["status"] == "QUEUED"
+    assert status == 201
+    assert body["status"] == "UPLOADING"
     assert headers["Location"] == f"/videos/{body['video_id']}"
+    key = source_key(body["video_id"])
+    [upload] = aws.s3.list_multipart_uploads(Bucket=aws.ingest_bucket)["Uploads"]
+    assert upload["Key"] == key
     video = row(
         admin_db,
-        "SELECT status, title, creator, source_uri FROM videos WHERE id = %s",
+        "SELECT status, title, creator, source_uri, content_type, upload_size_bytes, upload_id"
+        " FROM videos WHERE id = %s",
         uuid.UUID(body["video_id"]),
     )
-    assert video == ["QUEUED", "Pilot", "Studio A", "uploads/pilot.mp4"]
-    job = row(
-        admin_db,
-        "SELECT state, attempts, video_id FROM jobs WHERE id = %s",
-        uuid.UUID(body["job_id"]),
-    )
-    assert job == ["QUEUED", 0, uuid.UUID(body["video_id"])]
-    shard = aws.kinesis.list_shards(StreamName=STREAM)["Shards"]
-    records = []
-    for s in shard:
-        iterator = aws.kinesis.get_shard_iterator(
-            StreamName=STREAM, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        records += aws.kinesis.get_records(ShardIterator=iterator)["Records"]
-    assert len(records) == 1
-    assert records[0]["PartitionKey"] == body["video_id"]
-    event = json.loads(records[0]["Data"])
-    assert event["type"] == "job.requested"
-    assert event["version"] == 1
-    assert (event["video_id"], event["job_id"]) == (body["video_id"], body["job_id"])
-    assert event["source_uri"] == "uploads/pilot.mp4"
+    assert video == [
+        "UPLOADING",
+        "Pilot",
+        "Studio A",
+        key,
+        "video/mp4",
+        VALID["size_bytes"],
+        upload["UploadId"],
+    ]
+    assert row(admin_db, "SELECT count(*) FROM jobs")[0] == 0
+    assert read_stream(aws.kinesis, STREAM) == []
 
 
 @pytest.mark.parametrize(
-    ("source_path", "stored"),
+    ("size_bytes", "part_size", "part_count"),
     [
-        ("/mnt/media/uploads/./a.mp4", "uploads/a.mp4"),
-        ("uploads//b/../c.mp4", "uploads/c.mp4"),
-        ("clip one.mov", "clip one.mov"),
+        (1, 8 * 2**20, 1),
+        (8 * 2**20, 8 * 2**20, 1),
+        (8 * 2**20 + 1, 8 * 2**20, 2),
+        (100 * 2**30, 11 * 2**20, 9_310),
+        (5 * 2**40, 525 * 2**20, 9_987),
     ],
 )
-def test_r2_create_normalises_source_paths_inside_media_root(app, admin_db, source_path, stored):
-    body = create(app, source_path=source_path)
-    assert (
-        row(admin_db, "SELECT source_uri FROM videos WHERE id = %s", uuid.UUID(body["video_id"]))[0]
-        == stored
-    )
+def test_m1_part_size_is_at_least_8_mib_in_whole_mib_and_fits_10000_parts(
+    size_bytes, part_size, part_count
+):
+    """AWS-PITFALLS 118: a fixed 8 MiB would cap uploads at 78 GiB."""
+    plan = plan_parts(size_bytes)
+    assert (plan.part_size, plan.part_count) == (part_size, part_count)
+    assert (plan.part_count - 1) * plan.part_size < size_bytes <= plan.part_count * plan.part_size
+
+
+def test_m1_sizes_s3_cannot_hold_in_10000_parts_are_refused_by_the_plan():
+    with pytest.raises(ValueError, match="larger than S3's 5 GiB"):
+        plan_parts(10_000 * 5 * 2**30 + 1)
+
+
+def test_m1_create_answers_the_plan(app):
+    upload = create(app, size_bytes=8 * 2**20 + 1)["upload"]
+    assert upload == {
+        "part_size": 8 * 2**20,
+        "part_count": 2,
+        "max_parts_per_request": 100,
+        "expires_in": 900,
+    }
 
 
 def test_r2_create_accepts_a_base64_encoded_body(app, admin_db):
     """API Gateway base64-encodes some bodies; the decoded fields are what gets stored."""
     status, body, _ = call(app, "POST", "/videos", body=VALID, base64_body=True)
-    assert status == 202
+    assert status == 201
     video = row(
         admin_db,
-        "SELECT status, title, creator, source_uri FROM videos WHERE id = %s",
+        "SELECT status, title, creator FROM videos WHERE id = %s",
         uuid.UUID(body["video_id"]),
     )
-    assert video == ["QUEUED", "Pilot", "Studio A", "uploads/pilot.mp4"]
-    job = row(admin_db, "SELECT video_id FROM jobs WHERE id = %s", uuid.UUID(body["job_id"]))
-    assert job == [uuid.UUID(body["video_id"])]
+    assert video == ["UPLOADING", "Pilot", "Studio A"]
 
 
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"creator": "c", "source_path": "a.mp4"}, "title"),
+        ({"creator": "c", "size_bytes": 1, "content_type": "video/mp4"}, "title"),
         ({**VALID, "title": "   "}, "title"),
         ({**VALID, "title": "x" * 201}, "title"),
         ({**VALID, "title": 42}, "title"),
         ({**VALID, "title": "bad\x07bell"}, "title"),
         ({**VALID, "creator": ""}, "creator"),
         ({**VALID, "creator": "y" * 101}, "creator"),
-        ({**VALID, "source_path": "../etc/passwd"}, "source_path"),
-        ({**VALID, "source_path": "uploads/../../etc/passwd"}, "source_path"),
-        ({**VALID, "source_path": "/etc/passwd"}, "source_path"),
-        ({**VALID, "source_path": "/mnt/media/../secrets/key"}, "source_path"),
-        ({**VALID, "source_path": "/mnt/mediax/a.mp4"}, "source_path"),
-        ({**VALID, "source_path": "/mnt/media"}, "source_path"),
-        ({**VALID, "source_path": "."}, "source_path"),
-        ({**VALID, "source_path": ""}, "source_path"),
-        ({**VALID, "source_path": "a\x00b"}, "source_path"),
-        ({**VALID, "source_path": "a/" * 600}, "source_path"),
+        ({**VALID, "size_bytes": "100"}, "size_bytes"),
+        ({**VALID, "size_bytes": 100.0}, "size_bytes"),
+        ({**VALID, "size_bytes": True}, "size_bytes"),
+        ({**VALID, "size_bytes": -1}, "size_bytes"),
+        ({k: v for k, v in VALID.items() if k != "size_bytes"}, "size_bytes"),
+        ({**VALID, "content_type": "video"}, "content_type"),
+        ({**VALID, "content_type": "video/mp4; codecs=avc1"}, "content_type"),
+        ({**VALID, "content_type": ["video/mp4"]}, "content_type"),
+        ({**VALID, "source_path": "uploads/pilot.mp4"}, "source_path"),
         ({**VALID, "priority": "high"}, "priority"),
     ],
 )
-def test_r2_create_rejects_invalid_fields_with_400_naming_the_field(app, admin_db, payload, field):
+def test_r2_create_rejects_invalid_fields_with_400_naming_the_field(
+    app, admin_db, aws, payload, field
+):
     status, body, _ = call(app, "POST", "/videos", body=payload)
     assert status == 400
     assert body["error"]["code"] == "validation_failed"
     assert body["error"]["field"] == field
     assert row(admin_db, "SELECT count(*) FROM videos")[0] == 0
+    assert aws.s3.list_multipart_uploads(Bucket=aws.ingest_bucket).get("Uploads", []) == []
 
 
 def test_r2_create_rejects_a_non_object_body(app):
@@ -206,25 +203,6 @@ def test_r2_create_rejects_a_body_flagged_base64_that_is_not(app):
     assert json.loads(response["body"])["error"]["code"] == "invalid_body"
 
 
-def test_r2_stream_failure_after_commit_returns_503_and_marks_the_request_failed(
-    api_database, aws, redis_proc, redis_client, admin_db
-):
-    """The rows commit first; if the put fails the job is FAILED (never stuck QUEUED) and
-    the client is told to retry, which creates a fresh request."""
-    app = make_app(api_database, aws, redis_proc.port, stream_name="no-such-stream")
-    status, body, headers = call(app, "POST", "/videos", body=VALID)
-    assert (status, body["error"]["code"]) == (503, "stream_unavailable")
-    assert headers["Retry-After"] == "1"
-    job = row(
-        admin_db,
-        "SELECT j.state, j.last_error, v.status, j.notified_at IS NOT NULL"
-        " FROM jobs j JOIN videos v ON v.id = j.video_id",
-    )
-    assert job[0] == "FAILED"
-    assert "could not be put on the stream" in job[1]
-    assert job[2:] == ["FAILED", True]
-
-
 def test_r2_database_outage_returns_503_without_details(aws, redis_proc, pg_server, admin_db):
     proxy = TcpProxy(pg_server.port)
     proxy.cut()
@@ -238,7 +216,7 @@ def test_r2_database_outage_returns_503_without_details(aws, redis_proc, pg_serv
         assert (status, body["error"]["code"]) == (503, "database_unavailable")
         proxy.restore()
         status, body, _ = call(app, "POST", "/videos", body=VALID)
-        assert status == 202
+        assert status == 201
     finally:
         db.close()
         proxy.close()
@@ -247,13 +225,17 @@ def test_r2_database_outage_returns_503_without_details(aws, redis_proc, pg_serv
 # --- GET /videos/{videoId} --------------------------------------------------------------
 
 
-def test_r2_get_is_cache_aside_miss_then_hit_with_ttl(app, redis_client, admin_db):
+def test_r2_get_is_cache_aside_miss_then_hit_with_ttl_for_a_settled_video(
+    app, redis_client, admin_db
+):
     created = create(app)
     path = f"/videos/{created['video_id']}"
+    assert call(app, "GET", path)[2]["X-Cache"] == "BYPASS"  # UPLOADING: never cached
+    admin_db.cursor().execute("UPDATE videos SET status = 'FAILED', upload_id = NULL")
     status, first, headers = call(app, "GET", path)
     assert (status, headers["X-Cache"]) == (200, "MISS")
     assert first["id"] == created["video_id"]
-    assert first["status"] == "QUEUED"
+    assert first["status"] == "FAILED"
     assert first["duration_s"] is None
     key = VideoCache.key(created["video_id"])
     assert 0 < redis_client.ttl(key) <= 300
@@ -283,12 +265,15 @@ def test_r2_get_malformed_id_is_400(app, bad_id):
     )
 
 
-def test_r2_redis_outage_degrades_to_the_database(api_database, aws, redis_proc, redis_client):
+def test_r2_redis_outage_degrades_to_the_database(
+    api_database, aws, redis_proc, redis_client, admin_db
+):
     """C5: the cache is an optimisation; with Redis gone GET still answers from PostgreSQL."""
     proxy = TcpProxy(redis_proc.port)
     app = make_app(api_database, aws, proxy.port)
     try:
         created = create(app)
+        admin_db.cursor().execute("UPDATE videos SET status = 'COMPLETED'")
         proxy.cut()
         status, body, headers = call(app, "GET", f"/videos/{created['video_id']}")
         assert (status, headers["X-Cache"], body["id"]) == (200, "BYPASS", created["video_id"])
@@ -306,7 +291,9 @@ def test_r2_cache_that_cannot_be_built_is_bypassed(api_database, aws):
         raise CredentialsError("cannot read the redis token")
 
     app = ApiApp(
-        Dependencies(api_database, EventStream(aws.kinesis, STREAM), broken_cache, MEDIA_ROOT)
+        Dependencies(
+            api_database, EventStream(aws.kinesis, STREAM), broken_cache, make_uploads(aws)
+        )
     )
     created = create(app)
     status, _, headers = call(app, "GET", f"/videos/{created['video_id']}")
@@ -318,7 +305,9 @@ def test_r2_unexpected_error_is_500_without_a_stack_trace(api_database, aws):
         raise RuntimeError("secret internals")
 
     app = ApiApp(
-        Dependencies(api_database, EventStream(aws.kinesis, STREAM), exploding_cache, MEDIA_ROOT)
+        Dependencies(
+            api_database, EventStream(aws.kinesis, STREAM), exploding_cache, make_uploads(aws)
+        )
     )
     status, body, _ = call(app, "GET", f"/videos/{uuid.uuid4()}")
     assert (status, body) == (
