@@ -111,16 +111,29 @@ KEY = load_keyring(
 ).title_key("bench-video")
 
 
-def run_worker(source: Path, facts, settings: MediaSettings, work: Path) -> float:
+def run_worker(source: Path, facts, settings: MediaSettings, work: Path) -> dict[str, float]:
+    """Wall time of `transcode()`, the CPU this Python process spent meanwhile (progress
+    and stderr readers, supervision, key file, playlist checks) and ffmpeg's CPU."""
     output = work / "worker" / "out"
     shutil.rmtree(output.parent, ignore_errors=True)
     output.parent.mkdir(parents=True)
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     transcode(
         source, facts, output, video_id="bench-video", key=KEY, settings=settings,
         deadline=_deadline(), on_progress=lambda fraction: None, stop_requested=lambda: False,
     )  # fmt: skip
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    return {
+        "wall": wall,
+        "self_cpu": _cpu(resource.getrusage(resource.RUSAGE_SELF), self_before),
+        "cpu": _cpu(resource.getrusage(resource.RUSAGE_CHILDREN), children_before),
+    }
+
+
+def _cpu(after, before) -> float:
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_bare(source: Path, facts, settings: MediaSettings, work: Path) -> dict[str, float]:
@@ -146,8 +159,11 @@ def run_bare(source: Path, facts, settings: MediaSettings, work: Path) -> dict[s
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise SystemExit(f"ffmpeg failed ({process.returncode}): {' '.join(command)}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "main": main_ticks[0] / os.sysconf("SC_CLK_TCK")}
+    return {
+        "wall": wall,
+        "cpu": _cpu(after, before),
+        "main": main_ticks[0] / os.sysconf("SC_CLK_TCK"),
+    }
 
 
 def _sample_main_thread(process: subprocess.Popen, ticks: list[int]) -> None:
@@ -177,8 +193,9 @@ def mediaconvert_per_minute(ladder: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=24, help="clip length (default 24)")
-    parser.add_argument("--runs", type=int, default=3, help="pairs for the overhead (3)")
+    parser.add_argument("--runs", type=int, default=3, help="pairs for the overhead (3; 0: none)")
     parser.add_argument("--workdir", type=Path, help="keep the clip and outputs here")
+    parser.add_argument("--skip-ladders", action="store_true", help="only the overhead")
     arguments = parser.parse_args()
     work = arguments.workdir or Path(tempfile.mkdtemp(prefix="bench-transcode-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -188,23 +205,38 @@ def main() -> None:
     print(ffmpeg_version("ffmpeg"), f"| {os.cpu_count()} cores | clip {clip.stat().st_size} B")
     dev = settings_for(DEV_LADDER)
     facts = validate_source(clip, dev, ffprobe_path="ffprobe", deadline=_deadline())
-    duration = facts.duration_s
-    print(f"clip: {facts.width}x{facts.height} {facts.frame_rate:.0f} fps {duration:.1f} s")
+    print(f"clip: {facts.width}x{facts.height} {facts.frame_rate:.0f} fps {facts.duration_s:.1f} s")
 
-    # 1. Worker overhead over bare ffmpeg, dev ladder, alternating.
-    worker_times, bare_times = [], []
-    for _ in range(arguments.runs):
-        worker_times.append(run_worker(clip, facts, dev, work))
-        bare_times.append(run_bare(clip, facts, dev, work)["wall"])
-    worker, bare = statistics.median(worker_times), statistics.median(bare_times)
-    ratios = [w / b for w, b in zip(worker_times, bare_times, strict=True)]
+    if arguments.runs:
+        overhead(clip, facts, dev, work, arguments.runs)
+    if not arguments.skip_ladders:
+        ladders(clip, facts, dev, work)
+
+
+def overhead(clip: Path, facts, dev: MediaSettings, work: Path, runs: int) -> None:
+    """Worker over bare ffmpeg, dev ladder, run in turn. On a busy machine the wall ratio
+    is noise; the CPU the worker's own process spends is not."""
+    worker_runs, bare_runs = [], []
+    for _ in range(runs):
+        worker_runs.append(run_worker(clip, facts, dev, work))
+        bare_runs.append(run_bare(clip, facts, dev, work))
+    ratios = [w["wall"] / b["wall"] for w, b in zip(worker_runs, bare_runs, strict=True)]
+    own = [w["self_cpu"] / w["cpu"] for w in worker_runs]
     print(
-        f"overhead (dev ladder, {arguments.runs} pairs): worker transcode() median {worker:.2f} s,"
-        f" bare ffmpeg {bare:.2f} s, pairwise ratio median {statistics.median(ratios):.3f}"
-        f" (min {min(ratios):.3f}, max {max(ratios):.3f})"
+        f"overhead (dev ladder, {runs} pairs): worker transcode() median"
+        f" {statistics.median(w['wall'] for w in worker_runs):.2f} s, bare ffmpeg"
+        f" {statistics.median(b['wall'] for b in bare_runs):.2f} s; wall ratio pair by pair"
+        f" median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f});"
+        f" ffmpeg CPU worker {statistics.median(w['cpu'] for w in worker_runs):.1f} s vs bare"
+        f" {statistics.median(b['cpu'] for b in bare_runs):.1f} s; the worker process's own CPU"
+        f" {statistics.median(w['self_cpu'] for w in worker_runs):.2f} s ="
+        f" {100 * statistics.median(own):.2f} % of ffmpeg's"
     )
 
-    # 2. Realtime factor and cost of each ladder.
+
+def ladders(clip: Path, facts, dev: MediaSettings, work: Path) -> None:
+    """Realtime factor here and on each task, cost per output minute and per film."""
+    duration = facts.duration_s
     for name, ladder, (vcpus, gib) in (
         ("dev", DEV_LADDER, DEV_TASK),
         ("prod", PROD_LADDER, PROD_TASK),
