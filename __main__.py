@@ -14,6 +14,7 @@ from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
 from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.jobs import JobQueue, JobQueueArgs
 from components.kms import PlatformKeys, PlatformKeysArgs
+from components.media_storage import MediaStorage, MediaStorageArgs, TranscodeTarget, UploadTarget
 from components.network import SecureVpc, SecureVpcArgs
 from components.observability import (
     AlarmTopic,
@@ -126,6 +127,13 @@ migrations = SchemaMigrations(
 )
 data_tiers = dict(database=database, cache=cache, stream=stream)
 
+# Sources are uploaded to the ingest bucket, renditions published to the media bucket (M1, M6).
+storage = MediaStorage(
+    "media",
+    MediaStorageArgs.of(settings.media_storage, **common, **protect),
+    on_provider,
+)
+
 files = SharedFileSystem(
     "files",
     SharedFileSystemArgs(
@@ -147,6 +155,7 @@ worker = MediaWorkerService(
         secrets_key_arn=keys.secrets.arn,
         deployer_arn=target.deployer_arn,
         connections=WorkerConnections.of_tiers(**data_tiers, jobs=jobs),
+        media=TranscodeTarget.of(storage),
         shared_volume=SharedVolume.of(files),
         start_after=[migrations.invocation],
         execution_grants={"cache-secret": cache.grant_secret_read},
@@ -155,7 +164,6 @@ worker = MediaWorkerService(
             "stream": stream.grant_write,
             "db-connect": partial(database.grant_connect, db_user=WORKER_DB_USER),
         },
-        job_timeout_seconds=settings.queue.job_timeout_seconds,
         visibility_timeout_seconds=settings.queue.visibility_timeout_seconds,
     ),
     on_provider,
@@ -174,6 +182,7 @@ api = PublicApi(
         code_path=api_package.archive_path(),
         code_sha256=api_package.sha256_base64,
         backend=ApiBackend.of_tiers(**data_tiers),
+        uploads=UploadTarget.of(storage),
         secrets_key_arn=keys.secrets.arn,
         start_after=[migrations.invocation],
         access_grants={
@@ -230,6 +239,9 @@ outputs = {
     "fileSystemId": files.file_system_id,
     "workerRepositoryUrl": worker.repository_url,
     "contentKeySecretArn": worker.content_key_secret_arn,
+    "ingestBucketName": storage.ingest_bucket_name,
+    "mediaBucketName": storage.media_bucket_name,
+    "mediaKeyArn": storage.key_arn,
     "apiUrl": api.invoke_url,
     "apiId": api.rest_api_id,
     "apiStageName": api.stage_name,

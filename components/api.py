@@ -18,7 +18,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import pulumi
@@ -34,25 +33,21 @@ from components.api_routes import (
     api_definition,
     method_authorization,
     redeploy_hash,
+    request_models,
 )
 from components.aws_limits import API_CACHE_SIZES_GB
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.logs import encrypted_log_group, retention_problems
+from components.media_storage import UploadTarget
 from components.naming import NameKind, name_tag
 from components.observability import metric_alarm
 from components.placement import AppPlacement
 from components.secrets import stored_secret
 from components.tunables import Tunables, tunable
 from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, RegionalWafArgs, regional_waf
-from services.contract import (
-    API_DB_USER,
-    CREATE_VIDEO_MODEL,
-    CREATE_VIDEO_SCHEMA,
-    LOG_LEVELS,
-    EnvVar,
-)
+from services.contract import API_DB_USER, LOG_LEVELS, EnvVar
 
 HANDLER = "services.api.handler.handler"
 # API Gateway ends every integration call after 29 s; the function must answer before.
@@ -95,8 +90,6 @@ class ApiBackend(DataPlane):
     db_user: str = API_DB_USER
     """Database role the handler logs in as with IAM tokens (created by the migrations;
     the function's role gets `rds-db:connect` for it); default `media_api`."""
-    media_root: str = "/mnt/media"
-    """Root every `source_path` must stay under; default `/mnt/media`."""
     cache_ttl_seconds: int = 300
     """Redis cache-aside TTL; default 300 s."""
     log_level: str = "INFO"
@@ -194,6 +187,9 @@ class PublicApiArgs(PublicApiSettings, AppPlacement):
     """Base64 SHA-256 of that zip; a change redeploys the code (required)."""
     backend: ApiBackend
     """Endpoints and secret ARNs passed to the handler (required)."""
+    uploads: UploadTarget
+    """The ingest bucket, the upload limits (in the environment and the CreateVideo model)
+    and the grant for presigned uploads (required)."""
     logs_key_arn: pulumi.Input[str]
     """CMK of every log group here (required)."""
     secrets_key_arn: pulumi.Input[str]
@@ -251,8 +247,6 @@ class PublicApiArgs(PublicApiSettings, AppPlacement):
             problems.append(
                 f"backend.log_level={backend.log_level!r}: allowed one of " + ", ".join(LOG_LEVELS)
             )
-        if not PurePosixPath(backend.media_root).is_absolute():
-            problems.append(f"backend.media_root={backend.media_root!r}: allowed an absolute path")
         if not 1 <= backend.cache_ttl_seconds <= 604_800:
             problems.append(
                 f"backend.cache_ttl_seconds={backend.cache_ttl_seconds}: allowed 1..604800"
@@ -355,7 +349,7 @@ class PublicApi(pulumi.ComponentResource):
                 memory_mb=args.memory_mb,
                 timeout_seconds=args.timeout_seconds,
                 reserved_concurrency=args.reserved_concurrency,
-                access_grants=args.access_grants,
+                access_grants={**args.access_grants, "uploads": args.uploads.grant_upload},
                 start_after=args.start_after,
             ),
             parent=self,
@@ -364,12 +358,15 @@ class PublicApi(pulumi.ComponentResource):
         return backend.function
 
     def _environment(self) -> dict[str, pulumi.Input[str]]:
-        backend = self._args.backend
+        backend, uploads = self._args.backend, self._args.uploads
         variables: dict[str, pulumi.Input[str]] = {
             **backend.environment(backend.db_ssl, backend.db_user),
-            EnvVar.MEDIA_ROOT: backend.media_root,
             EnvVar.CACHE_TTL_SECONDS: str(backend.cache_ttl_seconds),
             EnvVar.LOG_LEVEL: backend.log_level,
+            EnvVar.INGEST_BUCKET: uploads.ingest_bucket,
+            EnvVar.UPLOAD_MAX_BYTES: str(uploads.max_bytes),
+            EnvVar.UPLOAD_CONTENT_TYPES: ",".join(uploads.content_types),
+            EnvVar.UPLOAD_URL_TTL_SECONDS: str(uploads.url_ttl_seconds),
         }
         if backend.redis_auth_secret_arn is not None:
             variables[EnvVar.REDIS_AUTH_SECRET_ARN] = backend.redis_auth_secret_arn
@@ -381,14 +378,15 @@ class PublicApi(pulumi.ComponentResource):
         args, name = self._args, self._name
         resource_ids = self._resources()
         validators = self._validators()
-        model = self._create_video_model()
+        definitions = request_models(args.uploads.max_bytes, args.uploads.content_types)
+        models = self._models(definitions)
         snapshot: list[pulumi.Resource] = []
         for route in ROUTES:
             snapshot += self._route(
-                route, resource_ids[route.path], validators[route.validator], model
+                route, resource_ids[route.path], validators[route.validator], models
             )
         trigger = self.function.invoke_arn.apply(
-            lambda uri: redeploy_hash(api_definition(args.auth), uri)
+            lambda uri: redeploy_hash(api_definition(args.auth, definitions), uri)
         )
         # A deployment snapshots the API when created; the trigger replaces it on any change.
         return aws.apigateway.Deployment(
@@ -427,23 +425,27 @@ class PublicApi(pulumi.ComponentResource):
             for key, (body, params) in VALIDATORS.items()
         }
 
-    def _create_video_model(self) -> aws.apigateway.Model:
-        return aws.apigateway.Model(
-            f"{self._name}-create-video-model",
-            rest_api=self.rest_api.id,
-            name=CREATE_VIDEO_MODEL,
-            description="POST /videos body",
-            content_type="application/json",
-            schema=json.dumps(CREATE_VIDEO_SCHEMA, sort_keys=True),
-            opts=self._child,
-        )
+    def _models(self, definitions: Mapping[str, Any]) -> dict[str, aws.apigateway.Model]:
+        """One model per request body; the logical names are the model names in kebab case."""
+        return {
+            model: aws.apigateway.Model(
+                f"{self._name}-{re.sub(r'(?<!^)(?=[A-Z])', '-', model).lower()}-model",
+                rest_api=self.rest_api.id,
+                name=model,
+                description=f"{model} request body",
+                content_type="application/json",
+                schema=json.dumps(schema, sort_keys=True),
+                opts=self._child,
+            )
+            for model, schema in definitions.items()
+        }
 
     def _route(
         self,
         route: Route,
         resource_id: pulumi.Input[str],
         validator: aws.apigateway.RequestValidator,
-        model: aws.apigateway.Model,
+        models: Mapping[str, aws.apigateway.Model],
     ) -> list[pulumi.Resource]:
         """The route's method, its Lambda proxy integration and the permission to invoke."""
         args, name, rest_api = self._args, self._name, self.rest_api
@@ -455,7 +457,9 @@ class PublicApi(pulumi.ComponentResource):
             **method_authorization(args.auth),
             request_validator_id=validator.id,
             request_parameters=route.request_parameters() or None,
-            request_models={"application/json": model.name} if route.body_model else None,
+            request_models=(
+                {"application/json": models[route.body_model].name} if route.body_model else None
+            ),
             opts=self._child,
         )
         integration = aws.apigateway.Integration(

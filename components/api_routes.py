@@ -8,6 +8,7 @@ redeploy trigger.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from services.contract import CREATE_VIDEO_MODEL, CREATE_VIDEO_SCHEMA
+from services.contract import (
+    CREATE_VIDEO_MODEL,
+    CREATE_VIDEO_SCHEMA,
+    UPLOAD_PARTS_MODEL,
+    UPLOAD_PARTS_SCHEMA,
+)
 
 
 class ApiAuth(StrEnum):
@@ -64,7 +70,11 @@ class Route:
 RESOURCES = {
     "/videos": ("videos", "/"),
     "/videos/{videoId}": ("{videoId}", "/videos"),
+    "/videos/{videoId}/upload": ("upload", "/videos/{videoId}"),
+    "/videos/{videoId}/upload/parts": ("parts", "/videos/{videoId}/upload"),
+    "/videos/{videoId}/upload/complete": ("complete", "/videos/{videoId}/upload"),
 }
+VIDEO_ID = ("videoId",)
 ROUTES = (
     Route(
         "list-videos",
@@ -74,8 +84,49 @@ ROUTES = (
         query_parameters=("status", "limit", "cursor"),
     ),
     Route("create-video", "/videos", "POST", "body-and-parameters", body_model=CREATE_VIDEO_MODEL),
-    Route("get-video", "/videos/{videoId}", "GET", "parameters-only", path_parameters=("videoId",)),
+    Route("get-video", "/videos/{videoId}", "GET", "parameters-only", path_parameters=VIDEO_ID),
+    # The upload (M1): part URLs in batches, completion (no body), abort.
+    Route(
+        "upload-parts",
+        "/videos/{videoId}/upload/parts",
+        "POST",
+        "body-and-parameters",
+        path_parameters=VIDEO_ID,
+        body_model=UPLOAD_PARTS_MODEL,
+    ),
+    Route(
+        "upload-complete",
+        "/videos/{videoId}/upload/complete",
+        "POST",
+        "parameters-only",
+        path_parameters=VIDEO_ID,
+    ),
+    Route(
+        "upload-abort",
+        "/videos/{videoId}/upload",
+        "DELETE",
+        "parameters-only",
+        path_parameters=VIDEO_ID,
+    ),
 )
+
+
+def create_video_schema(max_bytes: int, content_types: tuple[str, ...]) -> dict[str, Any]:
+    """The contract's CreateVideo model narrowed to this stack's upload limits (pure): the
+    largest size it accepts and its content types as an enum."""
+    schema = copy.deepcopy(CREATE_VIDEO_SCHEMA)
+    properties = schema["properties"]
+    properties["size_bytes"]["maximum"] = max_bytes
+    properties["content_type"] = {"type": "string", "enum": list(content_types)}
+    return schema
+
+
+def request_models(max_bytes: int, content_types: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Every body model of the API by name."""
+    return {
+        CREATE_VIDEO_MODEL: create_video_schema(max_bytes, content_types),
+        UPLOAD_PARTS_MODEL: UPLOAD_PARTS_SCHEMA,
+    }
 
 
 def method_authorization(auth: ApiAuth) -> dict[str, Any]:
@@ -84,13 +135,15 @@ def method_authorization(auth: ApiAuth) -> dict[str, Any]:
     return {"authorization": "NONE", "api_key_required": True}
 
 
-def api_definition(auth: ApiAuth, routes: Sequence[Route] = ROUTES) -> dict[str, Any]:
+def api_definition(
+    auth: ApiAuth, models: Mapping[str, Mapping[str, Any]], routes: Sequence[Route] = ROUTES
+) -> dict[str, Any]:
     """Everything a deployment snapshots, as plain data (pure; the redeploy trigger's input)."""
     return {
         "endpoint": "REGIONAL",
         "resources": {path: list(spec) for path, spec in sorted(RESOURCES.items())},
         "validators": {n: list(v) for n, v in sorted(VALIDATORS.items())},
-        "models": {CREATE_VIDEO_MODEL: CREATE_VIDEO_SCHEMA},
+        "models": {name: models[name] for name in sorted(models)},
         "methods": [
             _method_definition(auth, r)
             for r in sorted(routes, key=lambda r: (r.path, r.http_method))

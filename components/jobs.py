@@ -27,7 +27,7 @@ from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
 from components.protection import data_store_options
-from components.tunables import Problem, Tunables, tunable
+from components.tunables import Tunables, tunable
 
 JOB_REQUESTED = "job.requested"
 JOBS_RETENTION_SECONDS = 4 * 24 * 3600
@@ -135,20 +135,6 @@ SQS_MAX_VISIBILITY_SECONDS = 43200
 SQS_MAX_RECEIVE_COUNT = 1000
 
 
-def visibility_rule(job_timeout_seconds: int, visibility_timeout_seconds: int) -> list[Problem]:
-    """A running job must not reappear on the queue: the lease outlives the job."""
-    if visibility_timeout_seconds <= job_timeout_seconds:
-        return [
-            Problem(
-                "visibility_timeout_seconds",
-                visibility_timeout_seconds,
-                f"more than {{job_timeout_seconds}} ({job_timeout_seconds}) so a "
-                "running job is not redelivered",
-            )
-        ]
-    return []
-
-
 @dataclass(frozen=True, kw_only=True)
 class JobQueueSettings(Tunables):
     """The job queue's tunables (W5, W6)."""
@@ -161,16 +147,14 @@ class JobQueueSettings(Tunables):
         "Receives before a job message moves to the dead-letter queue (W6).",
         range=(1, SQS_MAX_RECEIVE_COUNT),
     )
-    job_timeout_seconds: int = tunable(
-        "jobTimeoutSeconds",
-        900,
-        "Longest a worker spends on one job, in seconds.",
-        range=(30, 3600),
-    )
+    # No longer tied to the job timeout (derived by the worker tier from the source limits):
+    # a worker extends its lease every third of this while a job runs, so a lease survives
+    # two missed extensions, and a crashed worker's job is back on the queue this soon.
     visibility_timeout_seconds: int = tunable(
         "queueVisibilityTimeoutSeconds",
         1200,
-        "Jobs-queue visibility timeout, longer than jobTimeoutSeconds.",
+        "Jobs-queue visibility timeout: how soon a crashed worker's job is redelivered; a "
+        "running worker extends its lease every third of it (M4).",
         range=(60, SQS_MAX_VISIBILITY_SECONDS),
     )
     oldest_message_alarm_seconds: int = tunable(
@@ -179,9 +163,6 @@ class JobQueueSettings(Tunables):
         "Age in seconds of the oldest job that alarms.",
         range=(60, DEAD_LETTER_RETENTION_SECONDS),
     )
-
-    def rules(self) -> list[Problem]:
-        return visibility_rule(self.job_timeout_seconds, self.visibility_timeout_seconds)
 
 
 @dataclass(frozen=True, kw_only=True)

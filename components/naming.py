@@ -13,6 +13,9 @@ from enum import Enum
 # The name budget: the longest prefix and suffix every kind's limit still fits (G2).
 MAX_PREFIX_LENGTH = 15
 MAX_SUFFIX_LENGTH = 10
+# The resource word of the S3 server-access-log bucket (`{prefix}-s3-logs-{account}-{region}-
+# {suffix}`): the policy pack recognises the one bucket allowed SSE-S3 by it.
+ACCESS_LOG_BUCKET = "s3-logs"
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ class SecureVpcSettings(Tunables):
     vpc_endpoints: bool = tunable(
         "vpcEndpoints",
         True,
-        "S3 gateway and interface endpoints for the AWS APIs the workloads call (N6).",
+        "Interface endpoints for the AWS APIs the workloads call (N6); the S3 gateway "
+        "endpoint exists in every stack.",
     )
 
     def rules(self) -> list[Problem]:
@@ -206,12 +207,13 @@ class SecureVpc(pulumi.ComponentResource):
         self._public_routes(public)
         nat_ids = self._nat_gateways(public)
         app_tables = self._app_routes(app, nat_ids)
-        data_table = self._data_routes(data)
+        self._data_routes(data)
         self._flow_logs()
         if args.data_subnet_nacls:
             self._data_nacl(data)
+        self._s3_gateway(app_tables)
         if args.vpc_endpoints:
-            self._endpoints([*app_tables, data_table])
+            self._endpoints()
         self.nat_gateway_count = len(nat_ids)
         self.register_outputs(
             {
@@ -409,20 +411,33 @@ class SecureVpc(pulumi.ComponentResource):
             )
         self.data_nacl = nacl
 
-    def _endpoints(self, private_tables: list[aws.ec2.RouteTable]) -> None:
-        invoke = pulumi.InvokeOptions(parent=self)
+    def _s3_gateway(self, app_tables: list[aws.ec2.RouteTable]) -> None:
+        """S3 through a gateway endpoint in every stack (N6): it costs nothing, while media
+        through a NAT gateway is billed per GB. On the app tables only: the data subnets'
+        databases and caches never call S3.
+
+        No endpoint policy (full access): a restrictive one silently breaks what uses S3
+        behind the scenes — Fargate image layers come from ECR's
+        `prod-<region>-starport-layer-bucket` (PITFALLS 124) — and it would not stop a task
+        from reaching other buckets anyway, since the app subnets also route to a NAT
+        gateway. Who may touch the media is decided by the roles' policies and the buckets'
+        own policies. Presigned browser uploads never traverse the endpoint, so the buckets
+        carry no `aws:SourceVpce` condition either."""
         s3 = aws.ec2.get_vpc_endpoint_service_output(
-            service="s3", service_type="Gateway", opts=invoke
+            service="s3", service_type="Gateway", opts=pulumi.InvokeOptions(parent=self)
         )
         self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{self._name}-s3-endpoint",
             vpc_id=self.vpc.id,
             service_name=s3.service_name,
             vpc_endpoint_type="Gateway",
-            route_table_ids=[t.id for t in private_tables],
+            route_table_ids=[t.id for t in app_tables],
             tags=name_tag(self._args.namer.name("s3-endpoint")),
             opts=self._child,
         )
+
+    def _endpoints(self) -> None:
+        invoke = pulumi.InvokeOptions(parent=self)
         self.endpoint_security_group = RoleSecurityGroup(
             f"{self._name}-endpoints-sg",
             role="endpoints",

@@ -18,6 +18,8 @@ Secrets Manager CMK, and handed to the worker by ARN only.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -34,15 +36,31 @@ from components.aws_limits import FARGATE_MEMORY_BY_CPU
 from components.connections import DataPlane, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.iam import Grant, attach_grants, decrypt_via, service_role
-from components.jobs import visibility_rule
+from components.jobs import SQS_MAX_VISIBILITY_SECONDS
 from components.logs import encrypted_log_group, retention_problems
+from components.media_storage import TranscodeTarget
 from components.naming import NameKind, name_tag
 from components.observability import metric_alarm
 from components.placement import AppPlacement
 from components.protection import Lifecycle
 from components.secrets import stored_secret
 from components.tunables import Problem, Tunables, describe, tunable
-from services.contract import WORKER_DB_USER, EnvVar
+from services.contract import (
+    CONTENT_KEY_BYTES,
+    DEFAULT_LADDER,
+    KEYRING_CURRENT,
+    KEYRING_KEYS,
+    MIB,
+    SEGMENT_SECONDS_DEFAULT,
+    SEGMENT_SECONDS_RANGE,
+    SOURCE_MAX_DURATION_DEFAULT,
+    TRANSFER_CONCURRENCY_DEFAULT,
+    WORKER_DB_USER,
+    EnvVar,
+    env_flag,
+    format_ladder,
+    parse_ladder,
+)
 
 GrantFn = Callable[[str, aws.iam.Role], aws.iam.RolePolicy | None]
 """A component's grant helper, e.g. `jobs.grant_consume`: (resource name, role) -> policy."""
@@ -61,10 +79,22 @@ SCALE_OUT_COOLDOWN_SECONDS = 60
 SCALE_IN_COOLDOWN_SECONDS = 300
 KEEP_IMAGES = 20
 UNTAGGED_IMAGE_DAYS = 7
-CONTENT_KEY_BYTES = 32
 # The worker stops taking jobs on SIGTERM and must be done before ECS sends SIGKILL.
 SHUTDOWN_MARGIN_SECONDS = 10
-# Aurora forces TLS either way; verify-full also checks the RDS CA chain and host name.
+# Fargate's ephemeral storage (GiB): 20 come free, 21-200 may be asked for.
+EPHEMERAL_STORAGE_RANGE = (21, 200)
+SCRATCH_SHARE = 0.45
+"""Largest share of the scratch one source may take: the source and the renditions made
+from it (an ABR ladder rarely totals more than its source) are both on disk at the end of a
+job, and Fargate's ephemeral storage also holds the image's layers and the poster, so two
+45 % shares leave a tenth for those."""
+TRANSFER_BYTES_PER_SECOND = 50 * MIB
+"""A conservative S3 throughput of one task, for the transfer part of the job timeout."""
+TRANSFER_MARGIN_SECONDS = 300
+CHEAPER_LADDER = "720:3000,480:1200,360:700"
+"""The default ladder: what 1 vCPU / 2 GiB transcodes in reasonable time; production stacks
+set `transcodeLadder` to `services.contract.DEFAULT_LADDER` (1080p at the top) on 4 vCPU."""
+GIB_BYTES = 1024 * MIB
 
 _IMAGE = r"^[a-z0-9][\w.-]*(:\d+)?(/[\w.-]+)+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$"
 _ECR_IMAGE = re.compile(
@@ -211,6 +241,62 @@ class WorkerConnections(DataPlane):
         )
 
 
+def _ladder_ok(text: str) -> bool:
+    try:
+        parse_ladder(text)
+    except ValueError:
+        return False
+    return True
+
+
+def job_timeout_seconds(
+    max_duration_seconds: int, seconds_per_media_second: float, max_source_bytes: int
+) -> int:
+    """Longest one job may take, derived from the limits a source must meet (pure).
+
+    Transcoding a source of the longest allowed duration at the measured speed, plus moving
+    the largest allowed source down and its renditions up (about as much again)."""
+    transcode = math.ceil(max_duration_seconds * seconds_per_media_second)
+    transfer = math.ceil(2 * max_source_bytes / TRANSFER_BYTES_PER_SECOND)
+    return transcode + transfer + TRANSFER_MARGIN_SECONDS
+
+
+def job_timeout_rule(
+    max_duration_seconds: int, seconds_per_media_second: float, max_source_bytes: int
+) -> list[Problem]:
+    """A job must fit SQS's lease ceiling: a message's visibility can be extended to at most
+    12 hours after it was received, however often the worker extends it."""
+    timeout = job_timeout_seconds(max_duration_seconds, seconds_per_media_second, max_source_bytes)
+    if timeout <= SQS_MAX_VISIBILITY_SECONDS:
+        return []
+    return [
+        Problem(
+            "source_max_duration_seconds",
+            max_duration_seconds,
+            f"a duration whose job fits SQS's {SQS_MAX_VISIBILITY_SECONDS} s lease ceiling: "
+            f"{{source_max_duration_seconds}} x {{transcode_seconds_per_media_second}} "
+            f"({seconds_per_media_second}) plus the transfer of {{upload_max_bytes}} "
+            f"({max_source_bytes}) gives {timeout} s",
+        )
+    ]
+
+
+def scratch_rule(max_source_bytes: int, ephemeral_storage_gib: int) -> list[Problem]:
+    """The largest source must fit the task's scratch (see `SCRATCH_SHARE`)."""
+    fits = math.floor(ephemeral_storage_gib * GIB_BYTES * SCRATCH_SHARE)
+    if max_source_bytes <= fits:
+        return []
+    return [
+        Problem(
+            "upload_max_bytes",
+            max_source_bytes,
+            f"<= {int(SCRATCH_SHARE * 100)} % of {{ephemeral_storage_gib}} "
+            f"({ephemeral_storage_gib} GiB = {fits} bytes): the source and its renditions "
+            "share the task's scratch",
+        )
+    ]
+
+
 def fargate_memory_rule(cpu: int, memory: int) -> list[Problem]:
     """Fargate runs only its documented cpu/memory pairs."""
     allowed = FARGATE_MEMORY_BY_CPU.get(cpu)
@@ -235,12 +321,52 @@ class MediaWorkerServiceSettings(Tunables):
 
     cpu: int = tunable(
         "workerCpu",
-        512,
+        1024,
         "Task CPU units, a Fargate size (W3).",
         choices=tuple(FARGATE_MEMORY_BY_CPU),
     )
     memory: int = tunable(
-        "workerMemory", 1024, "Task memory MiB (W3).", allowed="a Fargate memory size for workerCpu"
+        "workerMemory", 2048, "Task memory MiB (W3).", allowed="a Fargate memory size for workerCpu"
+    )
+    ephemeral_storage_gib: int = tunable(
+        "workerEphemeralStorageGiB",
+        120,
+        "Task ephemeral storage in GiB: the transcoding scratch (source and renditions) (M4).",
+        range=EPHEMERAL_STORAGE_RANGE,
+    )
+    transcode_ladder: str = tunable(
+        "transcodeLadder",
+        CHEAPER_LADDER,
+        "ABR ladder as height:videoKbps pairs, e.g. " + DEFAULT_LADDER + " (M4).",
+        check=_ladder_ok,
+        allowed="1-8 distinct rungs height:kbps, even heights 144..2160, 100..50000 kb/s",
+    )
+    segment_seconds: int = tunable(
+        "segmentSeconds",
+        SEGMENT_SECONDS_DEFAULT,
+        "HLS segment length; keyframes are placed on segment boundaries (M4).",
+        range=SEGMENT_SECONDS_RANGE,
+    )
+    source_max_duration_seconds: int = tunable(
+        "sourceMaxDurationSeconds",
+        SOURCE_MAX_DURATION_DEFAULT,
+        "Longest source the worker accepts; with transcodeSecondsPerMediaSecond it sets the "
+        "job timeout (M3).",
+        range=(1, 86_400),
+    )
+    transcode_seconds_per_media_second: float = tunable(
+        "transcodeSecondsPerMediaSecond",
+        1.0,
+        "Measured transcode time per second of source for the ladder on this task size; "
+        "sets the job timeout.",
+        kind="number",
+        range=(0.01, 100),
+    )
+    transfer_concurrency: int = tunable(
+        "workerTransferConcurrency",
+        TRANSFER_CONCURRENCY_DEFAULT,
+        "Parallel S3 transfers (parts, segments) per job.",
+        range=(1, 64),
     )
     min_tasks: int = tunable(
         "workerMinTasks",
@@ -346,10 +472,11 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings, AppPlacement):
     """Docker build context, relative to the project. Default `services`."""
     dockerfile: str = "services/worker/Dockerfile"
     """Dockerfile of the worker image. Default `services/worker/Dockerfile`."""
-    job_timeout_seconds: int = 900
-    """Longest one job may take. Default 900."""
+    media: TranscodeTarget
+    """The buckets sources come from and renditions go to, and the grant (required)."""
     visibility_timeout_seconds: int = 1200
-    """Jobs-queue visibility timeout, more than `job_timeout_seconds`. Default 1200."""
+    """Jobs-queue visibility timeout; the worker extends its lease every third of it while a
+    job runs. Default 1200."""
     log_retention_days: int = 30
     """Container log retention (an allowed CloudWatch value). Default 30."""
     log_level: str = "INFO"
@@ -367,10 +494,27 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings, AppPlacement):
     content-key secret at once. True: the repository is kept while it holds images and the
     content key has a 30-day recovery window (G3)."""
 
+    @property
+    def job_timeout_seconds(self) -> int:
+        """Derived from the source limits (`job_timeout_seconds`)."""
+        return job_timeout_seconds(
+            self.source_max_duration_seconds,
+            self.transcode_seconds_per_media_second,
+            self.media.max_source_bytes,
+        )
+
     def validate(self) -> None:
         problems = self.tunable_problems()
         problems += describe(
-            visibility_rule(self.job_timeout_seconds, self.visibility_timeout_seconds)
+            [
+                *scratch_rule(self.media.max_source_bytes, self.ephemeral_storage_gib),
+                *job_timeout_rule(
+                    self.source_max_duration_seconds,
+                    self.transcode_seconds_per_media_second,
+                    self.media.max_source_bytes,
+                ),
+            ],
+            lambda name: "media.max_source_bytes" if name == "upload_max_bytes" else name,
         )
         if len(self.subnet_ids) < 2:
             problems.append(
@@ -605,7 +749,10 @@ class MediaWorkerService(pulumi.ComponentResource):
             ),
             decrypt_via("DecryptContentKey", args.secrets_key_arn, "secretsmanager", ctx),
         ]
-        policies = [attach_grants(f"{name}-task-policy", role, grants, parent=self)]
+        policies = [
+            attach_grants(f"{name}-task-policy", role, grants, parent=self),
+            args.media.grant_transcode(f"{name}-task-media", role),
+        ]
         for label, grant in args.task_grants.items():
             policies.append(grant(f"{name}-task-{label}", role))
         if args.efs_mount and args.shared_volume is not None:
@@ -618,9 +765,14 @@ class MediaWorkerService(pulumi.ComponentResource):
         material = random.RandomBytes(
             f"{name}-content-key-material", length=CONTENT_KEY_BYTES, opts=self._child
         )
+        # The keyring of services/contract.py: rotation adds a version and moves `current`,
+        # earlier versions stay so titles keyed from them stay playable (M5).
         value = pulumi.Output.secret(
-            pulumi.Output.json_dumps(
-                {"kid": material.base64.apply(_key_id), "key": material.base64}
+            material.base64.apply(
+                lambda key: json.dumps(
+                    {KEYRING_CURRENT: _key_id(key), KEYRING_KEYS: {_key_id(key): key}},
+                    sort_keys=True,
+                )
             )
         )
         self.content_key_secret, version = stored_secret(
@@ -669,7 +821,7 @@ class MediaWorkerService(pulumi.ComponentResource):
 
     # -- task definition and service -------------------------------------------------------
     def _environment(self) -> list[dict[str, pulumi.Input[str]]]:
-        args, c = self._args, self._args.connections
+        args, c, media = self._args, self._args.connections, self._args.media
         values: dict[str, pulumi.Input[str]] = {
             **c.environment(args.db_ssl, args.db_user),
             EnvVar.JOBS_QUEUE_URL: c.jobs_queue_url,
@@ -680,11 +832,20 @@ class MediaWorkerService(pulumi.ComponentResource):
             EnvVar.STOP_TIMEOUT_SECONDS: str(
                 max(1, args.stop_timeout_seconds - SHUTDOWN_MARGIN_SECONDS)
             ),
-            EnvVar.MEDIA_ROOT: MEDIA_ROOT,
             EnvVar.SCRATCH_DIR: SCRATCH_PATH,
             EnvVar.CONTENT_KEY_SECRET_ARN: self.content_key_secret_arn,
             EnvVar.LOG_LEVEL: args.log_level,
+            EnvVar.INGEST_BUCKET: media.ingest_bucket,
+            EnvVar.MEDIA_BUCKET: media.media_bucket,
+            EnvVar.UPLOAD_MAX_BYTES: str(media.max_source_bytes),
+            EnvVar.DELETE_SOURCE_AFTER_PROCESSING: env_flag(media.delete_source),
+            EnvVar.TRANSCODE_LADDER: format_ladder(parse_ladder(args.transcode_ladder)),
+            EnvVar.SEGMENT_SECONDS: str(args.segment_seconds),
+            EnvVar.SOURCE_MAX_DURATION_SECONDS: str(args.source_max_duration_seconds),
+            EnvVar.TRANSFER_CONCURRENCY: str(args.transfer_concurrency),
         }
+        if args.efs_mount:
+            values[EnvVar.MEDIA_ROOT] = MEDIA_ROOT
         return [{"name": key, "value": value} for key, value in sorted(values.items())]
 
     def _secrets(self) -> list[dict[str, pulumi.Input[str]]]:
@@ -762,6 +923,8 @@ class MediaWorkerService(pulumi.ComponentResource):
             network_mode="awsvpc",
             requires_compatibilities=["FARGATE"],
             runtime_platform={"cpu_architecture": "X86_64", "operating_system_family": "LINUX"},
+            # The scratch volume lives here: the source and its renditions (M4).
+            ephemeral_storage={"size_in_gib": args.ephemeral_storage_gib},
             execution_role_arn=self.execution_role.arn,
             task_role_arn=self.task_role.arn,
             container_definitions=pulumi.Output.json_dumps([self._container()]),

@@ -28,6 +28,11 @@ from typing import Any
 # (0 / absent means "never expire".) Plain data, no Pulumi.
 from components.aws_limits import LOG_RETENTION_DAYS
 
+# The one kind of bucket allowed SSE-S3: the target of S3 server access logs, which S3's
+# logging service delivers to reliably only under SSE-S3 (components/media_storage.py). Its
+# name carries this word between the prefix and the account id.
+from components.naming import ACCESS_LOG_BUCKET
+
 Props = Mapping[str, Any]
 Check = Callable[[str, Props], list[str]]
 
@@ -239,17 +244,32 @@ def _ecr_at_rest(p: Props) -> list[str]:
     )
 
 
+_ACCESS_LOG_BUCKET_NAME = re.compile(rf"^([a-z0-9-]+-)?{ACCESS_LOG_BUCKET}-\d{{12}}-[a-z0-9-]+$")
+
+
+def is_access_log_bucket(name: Any) -> bool:
+    return isinstance(name, str) and bool(_ACCESS_LOG_BUCKET_NAME.match(name))
+
+
 def _s3_sse(p: Props) -> list[str]:
     rules = items(p.get("rules"))
-    ok = p.get("rules") is UNKNOWN or (
-        bool(rules)
-        and all(
-            equals(nested(r, "applyServerSideEncryptionByDefault", "sseAlgorithm"), "aws:kms")
-            and customer_key(nested(r, "applyServerSideEncryptionByDefault", "kmsMasterKeyId"))
-            for r in rules
+
+    def encrypted(rule: Any) -> bool:
+        default = nested(rule, "applyServerSideEncryptionByDefault")
+        if is_access_log_bucket(p.get("bucket")) and equals(
+            nested(default, "sseAlgorithm"), "AES256"
+        ):
+            return True
+        return equals(nested(default, "sseAlgorithm"), "aws:kms") and customer_key(
+            nested(default, "kmsMasterKeyId")
         )
+
+    ok = p.get("rules") is UNKNOWN or (bool(rules) and all(encrypted(r) for r in rules))
+    return _require(
+        ok,
+        "every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (AES256 "
+        f"only on an S3 access-log bucket, `{{prefix}}-{ACCESS_LOG_BUCKET}-<account>-…`)",
     )
-    return _require(ok, "every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId")
 
 
 ENCRYPTED_AT_REST = Rule(

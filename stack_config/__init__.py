@@ -22,13 +22,14 @@ from components.aws_limits import LOG_RETENTION_DAYS
 from components.cache import RedisReplicationGroupSettings
 from components.database import EncryptedAuroraSettings
 from components.jobs import JobQueueSettings
+from components.media_storage import MediaStorageSettings
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH, Namer
 from components.network import NatStrategy, SecureVpcSettings
 from components.observability import AlarmTopicSettings
 from components.protection import Lifecycle
 from components.stream import AnalyticsStreamSettings
-from components.tunables import Problem, Tunable, Tunables, render, tunable
-from components.worker import MediaWorkerServiceSettings
+from components.tunables import Problem, Tunable, Tunables, describe, render, tunable
+from components.worker import MediaWorkerServiceSettings, job_timeout_rule, scratch_rule
 
 PROJECT = "media-pipeline"
 
@@ -128,6 +129,7 @@ TIERS: tuple[type[Tunables], ...] = (
     RedisReplicationGroupSettings,
     AnalyticsStreamSettings,
     JobQueueSettings,
+    MediaStorageSettings,
     MediaWorkerServiceSettings,
     PublicApiSettings,
     AlarmTopicSettings,
@@ -167,6 +169,7 @@ class StackSettings:
     cache: RedisReplicationGroupSettings
     stream: AnalyticsStreamSettings
     queue: JobQueueSettings
+    media_storage: MediaStorageSettings
     worker: MediaWorkerServiceSettings
     api: PublicApiSettings
     alarms: AlarmTopicSettings
@@ -234,12 +237,28 @@ def _read_tier(tier: type[Tunables], raw: Mapping[str, str], problems: list[str]
     return settings
 
 
+def _media_rules(settings: StackSettings) -> list[str]:
+    """The worker must hold the largest upload, and finish its job within SQS's lease ceiling."""
+    worker, media = settings.worker, settings.media_storage
+    keys = {
+        **{name: d.key for name, d in MediaWorkerServiceSettings.declarations()},
+        **{name: d.key for name, d in MediaStorageSettings.declarations()},
+    }
+    problems = scratch_rule(media.upload_max_bytes, worker.ephemeral_storage_gib)
+    problems += job_timeout_rule(
+        worker.source_max_duration_seconds,
+        worker.transcode_seconds_per_media_second,
+        media.upload_max_bytes,
+    )
+    return describe(problems, lambda name: keys.get(name, name))
+
+
 def _cross_tier_rules(settings: StackSettings) -> list[str]:
-    """Rules that span tiers: what data protection forbids elsewhere."""
+    """Rules that span tiers: the media path's sizes, and what data protection forbids."""
+    problems = _media_rules(settings)
     if not settings.protection.protect_data:
-        return []
+        return problems
     protected = f"when {StackWide.key_of('data_protection')} is true"
-    problems = []
     if settings.network.nat_strategy is NatStrategy.SINGLE:
         problems.append(
             render(
@@ -254,6 +273,14 @@ def _cross_tier_rules(settings: StackSettings) -> list[str]:
                 RedisReplicationGroupSettings.key_of("transit_encryption"),
                 False,
                 f"true {protected} (turning TLS off is a development convenience only)",
+            )
+        )
+    if "*" in settings.media_storage.upload_cors_origins:
+        problems.append(
+            render(
+                MediaStorageSettings.key_of("upload_cors_origins"),
+                list(settings.media_storage.upload_cors_origins),
+                f"explicit origins, no * {protected} (any web page could drive uploads)",
             )
         )
     return problems

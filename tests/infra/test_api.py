@@ -10,12 +10,20 @@ import pytest
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
 from components.api import ACCESS_LOG_FORMAT, ApiBackend, PublicApi, PublicApiArgs
-from components.api_routes import ROUTES, ApiAuth, Route, api_definition, redeploy_hash
+from components.api_routes import (
+    ROUTES,
+    ApiAuth,
+    Route,
+    api_definition,
+    redeploy_hash,
+    request_models,
+)
 from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
+from components.media_storage import UploadTarget
 from components.packaging import build_api_package
 from offline.engine import ACCOUNT_ID, run_components, run_stack
-from services.contract import CREATE_VIDEO_SCHEMA
+from services.contract import CREATE_VIDEO_SCHEMA, UPLOAD_PARTS_SCHEMA
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
@@ -34,6 +42,28 @@ T_INTEGRATION = "aws:apigateway/integration:Integration"
 T_STAGE = "aws:apigateway/stage:Stage"
 T_LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 T_FUNCTION = "aws:lambda/function:Function"
+INGEST = "media-ingest-123456789012-eu-central-1-test"
+TYPES = ("video/mp4", "video/webm")
+MAX_BYTES = 2 * 1024**3
+MODELS = request_models(MAX_BYTES, TYPES)
+
+
+def fake_upload_grant(resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
+    """Stands in for `MediaStorage.grant_upload`: one recognisable statement on the role."""
+    grant = Grant("FakeUploads", ("s3:PutObject",), (f"arn:aws:s3:::{INGEST}/sources/*",))
+    return attach_grants(resource_name, role, [grant], parent=role)
+
+
+def uploads(**overrides) -> UploadTarget:
+    values = dict(
+        ingest_bucket=INGEST,
+        max_bytes=MAX_BYTES,
+        content_types=TYPES,
+        url_ttl_seconds=600,
+        grant_upload=fake_upload_grant,
+    )
+    values.update(overrides)
+    return UploadTarget(**values)
 
 
 def backend(**overrides) -> ApiBackend:
@@ -58,6 +88,7 @@ def api_args(namer, context, **overrides) -> PublicApiArgs:
         code_path="build/lambda/api.zip",
         code_sha256="q2x0c3eDkLIw=",
         backend=backend(),
+        uploads=uploads(),
         logs_key_arn=LOGS_KEY,
         secrets_key_arn=SECRETS_KEY,
         alarm_topic_arn=TOPIC,
@@ -110,19 +141,35 @@ def test_rest_api_is_regional_and_reads_keys_from_the_header_a1(run):
     assert rest_api["apiKeySource"] == "HEADER"
 
 
-def test_resources_are_videos_and_one_video_by_id_a1(run):
-    videos = run.named("api-videos").inputs
-    video = run.named("api-videos-videoid").inputs
-    assert videos["pathPart"] == "videos"
-    assert videos["parentId"] == run.one(T_REST_API).state["rootResourceId"]
-    assert video["pathPart"] == "{videoId}"
-    assert video["parentId"] == run.named("api-videos").id
+def test_resources_are_videos_one_video_and_its_upload_a1_m1(run):
+    tree = {
+        "api-videos": ("videos", run.one(T_REST_API).state["rootResourceId"]),
+        "api-videos-videoid": ("{videoId}", run.named("api-videos").id),
+        "api-videos-videoid-upload": ("upload", run.named("api-videos-videoid").id),
+        "api-videos-videoid-upload-parts": ("parts", run.named("api-videos-videoid-upload").id),
+        "api-videos-videoid-upload-complete": (
+            "complete",
+            run.named("api-videos-videoid-upload").id,
+        ),
+    }
+    resources = run.of_type("aws:apigateway/resource:Resource")
+    assert {r.name: (r.inputs["pathPart"], r.inputs["parentId"]) for r in resources} == tree
 
 
-def test_three_methods_on_their_resources_a1(run):
+def test_six_methods_on_their_resources_a1_m1(run):
     found = {(m.inputs["resourceId"], m.inputs["httpMethod"]) for m in run.of_type(T_METHOD)}
     videos, video = run.named("api-videos").id, run.named("api-videos-videoid").id
-    assert found == {(videos, "GET"), (videos, "POST"), (video, "GET")}
+    upload = run.named("api-videos-videoid-upload").id
+    parts = run.named("api-videos-videoid-upload-parts").id
+    complete = run.named("api-videos-videoid-upload-complete").id
+    assert found == {
+        (videos, "GET"),
+        (videos, "POST"),
+        (video, "GET"),
+        (parts, "POST"),
+        (complete, "POST"),
+        (upload, "DELETE"),
+    }
 
 
 # -- authorisation (A3) ------------------------------------------------------------------------
@@ -130,7 +177,7 @@ def test_three_methods_on_their_resources_a1(run):
 
 def test_every_method_requires_the_api_key_a3(run):
     methods = run.of_type(T_METHOD)
-    assert len(methods) == 3
+    assert len(methods) == 6
     for m in methods:
         assert m.inputs["apiKeyRequired"] is True
         assert m.inputs["authorization"] == "NONE"
@@ -208,6 +255,9 @@ def test_usage_plan_binds_the_stage_with_throttle_and_quota_a2(namer, context):
                 {"path": "/videos/GET", **throttle},
                 {"path": "/videos/POST", **throttle},
                 {"path": "/videos/{videoId}/GET", **throttle},
+                {"path": "/videos/{videoId}/upload/parts/POST", **throttle},
+                {"path": "/videos/{videoId}/upload/complete/POST", **throttle},
+                {"path": "/videos/{videoId}/upload/DELETE", **throttle},
             ],
         }
     ]
@@ -261,10 +311,13 @@ def test_validators_check_body_and_parameters_or_parameters_only_a7(run):
     assert method(run, "create-video")["requestValidatorId"] == body.id
     assert method(run, "list-videos")["requestValidatorId"] == params.id
     assert method(run, "get-video")["requestValidatorId"] == params.id
+    assert method(run, "upload-parts")["requestValidatorId"] == body.id
+    assert method(run, "upload-complete")["requestValidatorId"] == params.id
+    assert method(run, "upload-abort")["requestValidatorId"] == params.id
 
 
-def test_post_body_model_is_the_create_video_schema_a7(run):
-    model = run.one("aws:apigateway/model:Model").inputs
+def test_create_video_model_takes_this_stacks_size_limit_and_content_types_a7_m1(run):
+    model = run.named("api-create-video-model").inputs
     assert model["name"] == "CreateVideo"
     assert model["contentType"] == "application/json"
     assert json.loads(model["schema"]) == {
@@ -272,25 +325,35 @@ def test_post_body_model_is_the_create_video_schema_a7(run):
         "title": "CreateVideo",
         "type": "object",
         "additionalProperties": False,
-        "required": ["title", "creator", "source_path"],
+        "required": ["title", "creator", "size_bytes", "content_type"],
         "properties": {
             "title": {"type": "string", "minLength": 1, "maxLength": 200},
             "creator": {"type": "string", "minLength": 1, "maxLength": 100},
-            "source_path": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "size_bytes": {"type": "integer", "minimum": 1, "maximum": MAX_BYTES},
+            "content_type": {"type": "string", "enum": ["video/mp4", "video/webm"]},
         },
     }
     assert method(run, "create-video")["requestModels"] == {"application/json": "CreateVideo"}
 
 
-def test_schema_limits_match_the_handler_validation_r2():
-    from services.api.validation import CREATOR_MAX, SOURCE_PATH_MAX, TITLE_MAX
+def test_create_video_model_follows_the_upload_limits_it_is_given_m1(namer, context):
+    other = build(
+        namer, context, uploads=uploads(max_bytes=1000, content_types=("video/quicktime",))
+    )
+    properties = json.loads(other.named("api-create-video-model").inputs["schema"])["properties"]
+    assert properties["size_bytes"]["maximum"] == 1000
+    assert properties["content_type"]["enum"] == ["video/quicktime"]
+    # The contract's model is left as it was.
+    assert "enum" not in CREATE_VIDEO_SCHEMA["properties"]["content_type"]
 
-    props = CREATE_VIDEO_SCHEMA["properties"]
-    assert (
-        props["title"]["maxLength"],
-        props["creator"]["maxLength"],
-        props["source_path"]["maxLength"],
-    ) == (TITLE_MAX, CREATOR_MAX, SOURCE_PATH_MAX)
+
+def test_upload_parts_model_is_the_contracts_a7_m1(run):
+    model = run.named("api-upload-parts-model").inputs
+    assert (model["name"], model["contentType"]) == ("UploadParts", "application/json")
+    assert json.loads(model["schema"]) == UPLOAD_PARTS_SCHEMA
+    assert method(run, "upload-parts")["requestModels"] == {"application/json": "UploadParts"}
+    for key in ("upload-complete", "upload-abort", "get-video", "list-videos"):
+        assert "requestModels" not in method(run, key)
 
 
 def test_video_id_path_parameter_is_required_and_list_queries_optional_a7(run):
@@ -301,6 +364,8 @@ def test_video_id_path_parameter_is_required_and_list_queries_optional_a7(run):
         "method.request.querystring.cursor": False,
     }
     assert "requestParameters" not in method(run, "create-video")
+    for key in ("upload-parts", "upload-complete", "upload-abort"):
+        assert method(run, key)["requestParameters"] == {"method.request.path.videoId": True}
 
 
 # -- integrations and Lambda permissions (A4) --------------------------------------------------
@@ -308,7 +373,7 @@ def test_video_id_path_parameter_is_required_and_list_queries_optional_a7(run):
 
 def test_every_method_is_a_lambda_proxy_called_with_post_a4(run):
     integrations = run.of_type(T_INTEGRATION)
-    assert len(integrations) == 3
+    assert len(integrations) == 6
     for integration in integrations:
         assert integration.inputs["type"] == "AWS_PROXY"
         assert integration.inputs["integrationHttpMethod"] == "POST"
@@ -327,13 +392,16 @@ def test_every_declared_parameter_keys_the_cache(run):
     assert "cacheKeyParameters" not in run.named("api-create-video-integration").inputs
 
 
-def test_api_gateway_may_invoke_the_function_only_through_the_three_methods_a4(run):
+def test_api_gateway_may_invoke_the_function_only_through_the_six_methods_a4(run):
     execution = run.one(T_REST_API).state["executionArn"]
     permissions = run.of_type("aws:lambda/permission:Permission")
     assert {p.inputs["sourceArn"] for p in permissions} == {
         f"{execution}/v1/GET/videos",
         f"{execution}/v1/POST/videos",
         f"{execution}/v1/GET/videos/*",
+        f"{execution}/v1/POST/videos/*/upload/parts",
+        f"{execution}/v1/POST/videos/*/upload/complete",
+        f"{execution}/v1/DELETE/videos/*/upload",
     }
     for p in permissions:
         assert p.inputs["principal"] == "apigateway.amazonaws.com"
@@ -348,7 +416,7 @@ def test_deployment_has_a_redeploy_trigger_and_no_stage_a5(run):
     deployment = run.one("aws:apigateway/deployment:Deployment")
     assert "stageName" not in deployment.inputs
     assert deployment.inputs["triggers"] == {
-        "redeploy": redeploy_hash(api_definition(ApiAuth.API_KEY), INVOKE_ARN)
+        "redeploy": redeploy_hash(api_definition(ApiAuth.API_KEY, MODELS), INVOKE_ARN)
     }
     snapshot = {r.urn for r in run.of_type(T_METHOD) + run.of_type(T_INTEGRATION)}
     assert snapshot <= set(deployment.dependencies)
@@ -378,11 +446,21 @@ def test_redeploy_trigger_is_stable_when_only_stage_or_backend_settings_change_a
     assert trigger(build(namer, context)) == trigger(run)
 
 
+def test_redeploy_trigger_changes_when_the_upload_limits_change_a5_m1(namer, context, run):
+    assert trigger(build(namer, context, uploads=uploads(max_bytes=1000))) != trigger(run)
+    assert trigger(build(namer, context, uploads=uploads(url_ttl_seconds=60))) == trigger(run)
+
+
 def test_definition_hash_follows_parameters_models_and_the_backend_uri():
-    base = api_definition(ApiAuth.API_KEY)
-    assert redeploy_hash(base, "uri") == redeploy_hash(api_definition(ApiAuth.API_KEY), "uri")
+    base = api_definition(ApiAuth.API_KEY, MODELS)
+    assert redeploy_hash(base, "uri") == redeploy_hash(
+        api_definition(ApiAuth.API_KEY, MODELS), "uri"
+    )
+    other_models = api_definition(ApiAuth.API_KEY, request_models(1, TYPES))
+    assert redeploy_hash(other_models, "uri") != redeploy_hash(base, "uri")
     with_param = api_definition(
         ApiAuth.API_KEY,
+        MODELS,
         (
             *ROUTES[:2],
             Route(
@@ -400,7 +478,14 @@ def test_definition_hash_follows_parameters_models_and_the_backend_uri():
 
 
 def test_route_arn_paths_wildcard_path_parameters():
-    assert [r.arn_path() for r in ROUTES] == ["GET/videos", "POST/videos", "GET/videos/*"]
+    assert [r.arn_path() for r in ROUTES] == [
+        "GET/videos",
+        "POST/videos",
+        "GET/videos/*",
+        "POST/videos/*/upload/parts",
+        "POST/videos/*/upload/complete",
+        "DELETE/videos/*/upload",
+    ]
 
 
 # -- stage, logs, tracing, cache (A5, O1) ------------------------------------------------------
@@ -672,9 +757,12 @@ def test_environment_holds_endpoints_names_and_secret_arns_only_a4_g5(run):
             "REDIS_PORT": "6379",
             "REDIS_TLS": "true",
             "STREAM_NAME": "media-stream-test",
-            "MEDIA_ROOT": "/mnt/media",
             "CACHE_TTL_SECONDS": "300",
             "LOG_LEVEL": "INFO",
+            "INGEST_BUCKET": INGEST,
+            "UPLOAD_MAX_BYTES": str(MAX_BYTES),
+            "UPLOAD_CONTENT_TYPES": "video/mp4,video/webm",
+            "UPLOAD_URL_TTL_SECONDS": "600",
         }
     }
 
@@ -797,6 +885,14 @@ def test_grants_of_other_tiers_attach_to_the_role_and_precede_the_function_a4(na
     assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
 
 
+def test_upload_grant_attaches_to_the_function_role_before_the_function_m1(run):
+    """M1: the role that signs presigned uploads gets the storage's upload grant."""
+    policy = run.named("api-uploads")
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert json.loads(policy.inputs["policy"])["Statement"][0]["Sid"] == "FakeUploads"
+    assert policy.urn in run.one(T_FUNCTION).dependencies
+
+
 # -- alarms (O2) -------------------------------------------------------------------------------
 
 
@@ -832,7 +928,8 @@ def test_alarms_on_api_errors_latency_and_function_health_o2(namer, context):
 
 def test_every_child_is_parented_by_the_component(run):
     component = run.one("media:api:PublicApi")
-    own = [r for r in run.resources if r.urn != component.urn]
+    # The upload grant's policy stands in for MediaStorage's, whose child it is there.
+    own = [r for r in run.resources if r.urn != component.urn and r.name != "api-uploads"]
     assert own and all(r.parent_urn == component.urn for r in own)
 
 
@@ -872,10 +969,6 @@ def test_outputs_for_the_program(run):
         (
             {"backend": backend(log_level="TRACE")},
             "backend.log_level='TRACE': allowed one of DEBUG",
-        ),
-        (
-            {"backend": backend(media_root="media")},
-            "backend.media_root='media': allowed an absolute path",
         ),
         (
             {"backend": backend(cache_ttl_seconds=0)},

@@ -214,11 +214,13 @@ def test_platform_key_policy_is_exactly_root_plus_its_service_statements_k2(
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_program_keys_have_exactly_the_expected_policies_k2(dev_run, prod_run, stack):
-    """Every key the program makes (8 platform keys + the audit key), statement by statement:
-    no extra service principal, action or condition on any of them."""
+    """Every key the program makes (8 platform keys, the audit key and the media key),
+    statement by statement: no extra service principal, action or condition on any of them.
+    The media key admits no service until part 2's CloudFront (M7)."""
     run = {"dev": dev_run, "prod": prod_run}[stack]
     expected = {f"keys-{p}-key": s for p, s in PLATFORM_KEY_STATEMENTS.items()}
     expected["audit-key-key"] = audit_key_statements(stack)
+    expected["media-key-key"] = [ROOT_STATEMENT]
     assert {k.name: json.loads(k.inputs["policy"]) for k in run.of_type(KEY)} == {
         name: {"Version": "2012-10-17", "Statement": statements}
         for name, statements in expected.items()

@@ -202,7 +202,9 @@ def test_endpoints_s3_gateway_and_interface_endpoints_in_app_subnets_n6(namer, c
         "com.amazonaws.eu-central-1.s3",
         "Gateway",
     )
-    assert len(s3["routeTableIds"]) == 4  # three app tables and the data table
+    # N6, M1: on the three app tables only (the data subnets never call S3), no policy.
+    assert s3["routeTableIds"] == [run.named(f"net-app-eu-central-1{zone}-rt").id for zone in "abc"]
+    assert "policy" not in s3
     assert sorted(e["serviceName"] for e in endpoints.values()) == sorted(
         f"com.amazonaws.eu-central-1.{s}" for s in INTERFACE_ENDPOINT_SERVICES
     )
@@ -216,9 +218,15 @@ def test_endpoints_s3_gateway_and_interface_endpoints_in_app_subnets_n6(namer, c
     assert run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule") == []
 
 
-def test_endpoints_are_optional_n6(namer, context):
+def test_interface_endpoints_are_optional_but_s3s_gateway_is_always_there_n6(namer, context):
+    """Media through NAT is billed per GB; the gateway endpoint costs nothing (M1, M6)."""
     run = build(namer, context, vpc_endpoints=False)
-    assert run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") == []
+    [s3] = run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert s3.name == "net-s3-endpoint"
+    assert (s3.inputs["vpcEndpointType"], s3.inputs["routeTableIds"]) == (
+        "Gateway",
+        [run.named(f"net-app-eu-central-1{zone}-rt").id for zone in "abc"],
+    )
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ def test_components_sit_at_the_root_or_inside_another_component(stack, request):
             "jobs",
             "schema",
             "files",
+            "media",
             "worker",
             "api",
             "audit",

@@ -9,7 +9,7 @@ import pytest
 from components.aws_limits import LOG_RETENTION_DAYS
 from components.kms import PLATFORM_KEY_PURPOSES
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH
-from offline.engine import REGION_ZONES, run_stack, stack_config
+from offline.engine import REGION_ZONES, run_stack, stack_config, to_engine_value
 from stack_config import parse_settings
 
 REGIONS = ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"]
@@ -63,7 +63,7 @@ def test_provider_default_tags_carry_the_common_tags_g4(runs, stack):
     run = runs[stack, "eu-central-1"]
     provider = run.one("pulumi:providers:aws")
     raw = {
-        k.split(":", 1)[1]: str(v).lower() if isinstance(v, bool) else str(v)
+        k.split(":", 1)[1]: to_engine_value(v)
         for k, v in stack_config(stack).items()
         if k.startswith("media-pipeline:")
     }
@@ -104,12 +104,15 @@ def test_one_shared_nat_in_dev_and_one_per_az_in_prod_n2(runs, stack, nats):
     assert len({public[g.inputs["subnetId"]] for g in gateways}) == nats
 
 
-def test_dev_skips_interface_endpoints_and_prod_has_them_n6(runs):
-    count = {
-        stack: len(runs[stack, "eu-central-1"].of_type("aws:ec2/vpcEndpoint:VpcEndpoint"))
+def test_dev_skips_interface_endpoints_and_prod_has_them_but_both_have_s3s_gateway_n6(runs):
+    kinds = {
+        stack: sorted(
+            e.inputs["vpcEndpointType"]
+            for e in runs[stack, "eu-central-1"].of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        )
         for stack in STACKS
     }
-    assert count == {"dev": 0, "prod": 10}
+    assert kinds == {"dev": ["Gateway"], "prod": ["Gateway"] + ["Interface"] * 9}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -152,6 +155,11 @@ PROTECTED_IN_PROD = {
     ("aws:sqs/queue:Queue", "jobs-pipe-failures"),
     ("aws:s3/bucket:Bucket", "audit-bucket"),
     ("aws:kms/key:Key", "audit-key-key"),
+    # The media path's buckets and their key (M1, M6, G3).
+    ("aws:s3/bucket:Bucket", "media-ingest"),
+    ("aws:s3/bucket:Bucket", "media-media"),
+    ("aws:s3/bucket:Bucket", "media-s3-logs"),
+    ("aws:kms/key:Key", "media-key-key"),
     # Every platform key (test_kms pins the eight purposes, statement by statement).
     *(("aws:kms/key:Key", f"keys-{purpose}-key") for purpose in PLATFORM_KEY_PURPOSES),
 }

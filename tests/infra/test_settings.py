@@ -127,8 +127,36 @@ BAD_CONFIGURATIONS = [
     ),
     ({"streamRetentionHours": "12"}, "streamRetentionHours=12: allowed 24..8760"),
     (
-        {"jobTimeoutSeconds": "1200", "queueVisibilityTimeoutSeconds": "900"},
-        "queueVisibilityTimeoutSeconds=900: allowed more than jobTimeoutSeconds (1200)",
+        {"uploadMaxBytes": str(60 * 1024**3)},
+        "uploadMaxBytes=64424509440: allowed <= 45 % of workerEphemeralStorageGiB (120 GiB = "
+        "57982058496 bytes): the source and its renditions share the task's scratch",
+    ),
+    (
+        {"sourceMaxDurationSeconds": "86400"},
+        "sourceMaxDurationSeconds=86400: allowed a duration whose job fits SQS's 43200 s lease "
+        "ceiling: sourceMaxDurationSeconds x transcodeSecondsPerMediaSecond (1.0) plus the "
+        "transfer of uploadMaxBytes (53687091200) gives 88748 s",
+    ),
+    (
+        {"dataProtection": "true", "uploadCorsOrigins": '["*"]'},
+        'uploadCorsOrigins=["*"]: allowed explicit origins, no * when dataProtection is true '
+        "(any web page could drive uploads)",
+    ),
+    (
+        {"uploadContentTypes": '["video/mp4", "Video/MP4"]'},
+        'uploadContentTypes=["video/mp4", "Video/MP4"]: allowed one or more distinct lowercase '
+        "media types such as video/mp4",
+    ),
+    (
+        {"uploadCorsOrigins": '["http://app.example.com"]'},
+        'uploadCorsOrigins=["http://app.example.com"]: allowed distinct origins '
+        "https://host[:port], http://localhost[:port] or *",
+    ),
+    ({"sourceRetention": "glacier"}, 'sourceRetention="glacier": allowed one of archive, delete'),
+    (
+        {"transcodeLadder": "1080"},
+        'transcodeLadder="1080": allowed 1-8 distinct rungs height:kbps, even heights 144..2160, '
+        "100..50000 kb/s",
     ),
     ({"queueMaxReceiveCount": "0"}, "queueMaxReceiveCount=0: allowed 1..100"),
     ({"workerCpu": "300"}, "workerCpu=300: allowed one of 256, 512, 1024, 2048, 4096, 8192, 16384"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
 from components.iam import Grant, attach_grants
+from components.media_storage import TranscodeTarget
 from components.observability import metric_alarm
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from components.worker import (
@@ -22,9 +24,11 @@ from components.worker import (
     capacity_strategy,
     content_tag,
     ecr_lifecycle_policy,
+    job_timeout_seconds,
     parse_ecr_image,
 )
 from offline.engine import ACCOUNT_ID, ROOT, run_components, run_stack
+from services.contract import KEY_VERSION_PATTERN
 from stack_config import ConfigError
 from tests.infra.expect import assert_rejected, decrypt_via
 
@@ -107,6 +111,23 @@ def fake_grant(sid: str, arn: str):
     return grant
 
 
+INGEST = f"media-ingest-{ACCOUNT_ID}-{REGION}-test"
+MEDIA = f"media-media-{ACCOUNT_ID}-{REGION}-test"
+MAX_SOURCE_BYTES = 10 * 1024**3
+
+
+def media_target(**overrides: Any) -> TranscodeTarget:
+    values: dict[str, Any] = {
+        "ingest_bucket": INGEST,
+        "media_bucket": MEDIA,
+        "max_source_bytes": MAX_SOURCE_BYTES,
+        "delete_source": False,
+        "grant_transcode": fake_grant("FakeTranscode", f"arn:aws:s3:::{MEDIA}"),
+    }
+    values.update(overrides)
+    return TranscodeTarget(**values)
+
+
 def worker_args(namer, context, files: SharedFileSystem | None, **overrides: Any):
     values: dict[str, Any] = {
         "namer": namer,
@@ -114,6 +135,7 @@ def worker_args(namer, context, files: SharedFileSystem | None, **overrides: Any
         "vpc_id": "vpc-test",
         "subnet_ids": APP_SUBNETS,
         "connections": connections(),
+        "media": media_target(),
         "logs_key_arn": key("logs"),
         "images_key_arn": key("images"),
         "secrets_key_arn": key("secrets"),
@@ -242,7 +264,8 @@ def test_service_depends_on_every_role_policy_and_mount_target_pitfalls_67_75(ru
     service = run.one(SERVICE)
     policies = {r.urn for r in run.of_type(ROLE_POLICY)}
     targets = {r.urn for r in run.of_type("aws:efs/mountTarget:MountTarget")}
-    assert len(policies) == 6  # exec, exec-cache-secret, task, task-jobs, task-stream, task-efs
+    # exec, exec-cache-secret, task, task-media, task-jobs, task-stream, task-efs
+    assert len(policies) == 7
     assert len(targets) == 2
     assert policies | targets <= set(service.dependencies)
 
@@ -343,7 +366,9 @@ def test_public_external_image_needs_no_ecr_permissions(namer, context):
 def test_w3_task_definition_is_fargate_awsvpc_x86_with_config_sizes(run):
     task = run.one(TASK_DEF).inputs
     assert task["family"] == "media-worker-test"
-    assert (task["cpu"], task["memory"]) == ("512", "1024")
+    assert (task["cpu"], task["memory"]) == ("1024", "2048")
+    # M4: the scratch volume is the task's ephemeral storage.
+    assert task["ephemeralStorage"] == {"sizeInGib": 120}
     assert task["networkMode"] == "awsvpc"
     assert task["requiresCompatibilities"] == ["FARGATE"]
     assert task["runtimePlatform"] == {
@@ -408,13 +433,22 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
         "JOBS_QUEUE_URL": "https://sqs.example/jobs",
         "DEAD_LETTER_QUEUE_URL": "https://sqs.example/dlq",
         "MAX_RECEIVE_COUNT": "5",
-        "JOB_TIMEOUT_SECONDS": "900",
+        # 4 h x 1.0 s/s + 2 x 10 GiB at 50 MiB/s + 300 s margin.
+        "JOB_TIMEOUT_SECONDS": str(14400 + 410 + 300),
         "VISIBILITY_TIMEOUT_SECONDS": "1200",
         "STOP_TIMEOUT_SECONDS": "100",
         "MEDIA_ROOT": "/mnt/media",
         "SCRATCH_DIR": "/tmp",
         "CONTENT_KEY_SECRET_ARN": CONTENT_KEY_ARN,
         "LOG_LEVEL": "INFO",
+        "INGEST_BUCKET": INGEST,
+        "MEDIA_BUCKET": MEDIA,
+        "UPLOAD_MAX_BYTES": str(MAX_SOURCE_BYTES),
+        "DELETE_SOURCE_AFTER_PROCESSING": "false",
+        "TRANSCODE_LADDER": "720:3000,480:1200,360:700",
+        "SEGMENT_SECONDS": "4",
+        "SOURCE_MAX_DURATION_SECONDS": "14400",
+        "TRANSFER_CONCURRENCY": "8",
     }
     assert not any(k in environment for k in ("DB_PASSWORD", "DB_USERNAME", "REDIS_AUTH_TOKEN"))
 
@@ -526,6 +560,9 @@ def test_w3_task_role_reads_the_content_key_and_gets_each_tier_grant(run):
     for name, sid in (("worker-task-jobs", "FakeJobs"), ("worker-task-stream", "FakeStream")):
         assert role_of(run, name) == "media-worker-task-test"
         assert [s["Sid"] for s in policy_statements(run, name)] == [sid]
+    # M4, M6: the storage's transcode grant, on the task role.
+    assert role_of(run, "worker-task-media") == "media-worker-task-test"
+    assert [s["Sid"] for s in policy_statements(run, "worker-task-media")] == ["FakeTranscode"]
     assert role_of(run, "worker-task-efs") == "media-worker-task-test"
     assert [s["Sid"] for s in policy_statements(run, "worker-task-efs")] == [
         "MountSharedMediaThroughAccessPoint"
@@ -566,9 +603,11 @@ def test_k3_content_key_material_is_generated_and_stored_as_a_secret(run):
     assert version["secretId"] == run.one("aws:secretsmanager/secret:Secret").id
     value = version["secretString"]
     assert value[_special_sig_key] == _special_secret_sig  # secret in Pulumi state (G5)
+    # M5: the contract's keyring, one version, current.
     document = json.loads(value["value"])
-    assert document["key"] == material.state["base64"]
-    assert document["kid"].startswith("ck-") and len(document["kid"]) == 19
+    (kid,) = document["keys"]
+    assert document == {"current": kid, "keys": {kid: material.state["base64"]}}
+    assert re.match(KEY_VERSION_PATTERN, kid) and kid.startswith("ck-") and len(kid) == 19
 
 
 def test_k3_only_the_task_role_may_read_the_content_key(run):
@@ -793,9 +832,22 @@ def test_exposes_what_main_wires(namer, context):
         ({"stop_timeout_seconds": 121}, "stop_timeout_seconds=121: allowed 2..120"),
         ({"cpu_target": 95}, "cpu_target=95: allowed 10..90"),
         ({"backlog_per_task": 0}, "backlog_per_task=0: allowed 1..1000"),
+        ({"ephemeral_storage_gib": 20}, "ephemeral_storage_gib=20: allowed 21..200"),
+        ({"segment_seconds": 11}, "segment_seconds=11: allowed 2..10"),
         (
-            {"job_timeout_seconds": 1200},
-            "visibility_timeout_seconds=1200: allowed more than job_timeout_seconds (1200)",
+            {"transcode_ladder": "720:3000,720:1200"},
+            'transcode_ladder="720:3000,720:1200": allowed 1-8 distinct rungs height:kbps',
+        ),
+        (
+            {"media": media_target(max_source_bytes=60 * 1024**3)},
+            "media.max_source_bytes=64424509440: allowed <= 45 % of ephemeral_storage_gib "
+            "(120 GiB = 57982058496 bytes)",
+        ),
+        (
+            {"source_max_duration_seconds": 43_000},
+            "source_max_duration_seconds=43000: allowed a duration whose job fits SQS's 43200 s "
+            "lease ceiling: source_max_duration_seconds x transcode_seconds_per_media_second "
+            "(1.0) plus the transfer of media.max_source_bytes (10737418240) gives 43710 s",
         ),
         ({"subnet_ids": ["one"]}, "subnet_ids=1 subnet(s): allowed one app subnet per AZ"),
         (
@@ -860,6 +912,39 @@ def test_content_tag_changes_with_any_file_and_ignores_byte_code(tmp_path: Path)
     assert content_tag(tmp_path) != first
 
 
+def test_m4_job_timeout_is_derived_from_the_source_limits():
+    """Transcode time at the measured speed, plus moving the source down and about as much up
+    at 50 MiB/s, plus five minutes."""
+    assert job_timeout_seconds(3600, 1.0, 0) == 3600 + 300
+    assert job_timeout_seconds(3600, 0.5, 0) == 1800 + 300
+    assert job_timeout_seconds(100, 1.0, 50 * 1024**2) == 100 + 2 + 300
+    assert job_timeout_seconds(100, 1.0, 50 * 1024**2 + 1) == 100 + 3 + 300
+    assert job_timeout_seconds(3, 0.34, 0) == 2 + 300  # rounded up
+
+
+def test_m2_a_deleting_retention_tells_the_worker_to_delete_sources(namer, context):
+    run = build_run(namer, context, media=media_target(delete_source=True))
+    environment = {e["name"]: e["value"] for e in container(run)["environment"]}
+    assert environment["DELETE_SOURCE_AFTER_PROCESSING"] == "true"
+
+
+def test_m4_ladder_is_written_tallest_first_and_timeout_follows_speed(namer, context):
+    run = build_run(
+        namer,
+        context,
+        transcode_ladder="360:700, 1080:5000",
+        transcode_seconds_per_media_second=2.5,
+        source_max_duration_seconds=600,
+        segment_seconds=6,
+        ephemeral_storage_gib=40,
+    )
+    environment = {e["name"]: e["value"] for e in container(run)["environment"]}
+    assert environment["TRANSCODE_LADDER"] == "1080:5000,360:700"
+    assert environment["JOB_TIMEOUT_SECONDS"] == str(1500 + 410 + 300)
+    assert environment["SEGMENT_SECONDS"] == "6"
+    assert run.one(TASK_DEF).inputs["ephemeralStorage"] == {"sizeInGib": 40}
+
+
 def test_capacity_strategy_sets_base_on_fargate_only():
     assert capacity_strategy(3, 1, 3) == [
         {"capacity_provider": "FARGATE", "base": 3, "weight": 1},
@@ -879,7 +964,7 @@ def _container_of(run) -> dict[str, Any]:
     [
         (
             "dev",
-            ("256", "512"),
+            ("1024", "2048"),
             [
                 {"capacityProvider": "FARGATE", "base": 0, "weight": 1},
                 {"capacityProvider": "FARGATE_SPOT", "weight": 4},
@@ -888,7 +973,7 @@ def _container_of(run) -> dict[str, Any]:
         ),
         (
             "prod",
-            ("2048", "4096"),
+            ("4096", "8192"),
             [
                 {"capacityProvider": "FARGATE", "base": 3, "weight": 1},
                 {"capacityProvider": "FARGATE_SPOT", "weight": 3},
@@ -932,6 +1017,7 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
     }
     assert task_policies == {
         "worker-task-policy",
+        "worker-task-media",
         "worker-task-jobs",
         "worker-task-stream",
         "worker-task-efs",

@@ -82,6 +82,12 @@ CLUSTER = "aws:rds/cluster:Cluster"
 INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 CACHE = "aws:elasticache/replicationGroup:ReplicationGroup"
 SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+SSE_MESSAGE = (
+    "every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (AES256 only on "
+    "an S3 access-log bucket, `{prefix}-s3-logs-<account>-…`) (K1)"
+)
+INGEST_BUCKET = "media-ingest-123456789012-eu-central-1-prod"
+ACCESS_LOG_BUCKET = "media-s3-logs-123456789012-eu-central-1-prod"
 
 BROKEN = [
     # cmk-encryption-at-rest (K1)
@@ -158,13 +164,39 @@ BROKEN = [
         "cmk-encryption-at-rest",
         SSE,
         {"rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]},
-        ["every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (K1)"],
+        [SSE_MESSAGE],
     ),
     (
         "cmk-encryption-at-rest",
         SSE,
         {"rules": []},
-        ["every rule must apply sseAlgorithm aws:kms with a customer kmsMasterKeyId (K1)"],
+        [SSE_MESSAGE],
+    ),
+    # M1: the media buckets are CMK-encrypted; SSE-S3 on the ingest bucket is caught.
+    (
+        "cmk-encryption-at-rest",
+        SSE,
+        {
+            "bucket": INGEST_BUCKET,
+            "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}],
+        },
+        [SSE_MESSAGE],
+    ),
+    (
+        "cmk-encryption-at-rest",
+        SSE,
+        {
+            "bucket": INGEST_BUCKET,
+            "rules": [
+                {
+                    "applyServerSideEncryptionByDefault": {
+                        "sseAlgorithm": "aws:kms",
+                        "kmsMasterKeyId": AWS_MANAGED + "s3",
+                    }
+                }
+            ],
+        },
+        [SSE_MESSAGE],
     ),
     # kms-key-rotation (K1)
     (
@@ -586,6 +618,15 @@ PASSING = [
         {"recoveryWindowInDays": 0.0},
     ),
     ("no-deprecated-resources", "aws:s3/bucket:Bucket", {"bucket": "x", "forceDestroy": True}),
+    # S3 server access logs are delivered reliably only under SSE-S3 (media_storage.py).
+    (
+        "cmk-encryption-at-rest",
+        SSE,
+        {
+            "bucket": ACCESS_LOG_BUCKET,
+            "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}],
+        },
+    ),
 ]
 
 
@@ -663,6 +704,28 @@ def test_o4_a_misconfigured_resource_in_a_captured_stack_is_caught(stack_runs):
             "destroyable-unless-protected",
             name,
             "deletionProtection must be false when dataProtection is false (G3)",
+        ),
+    ]
+
+
+def test_o4_m1_a_misconfigured_media_bucket_in_a_captured_stack_is_caught(stack_runs):
+    """M1: the ingest bucket under SSE-S3 and with public policies allowed is caught, each by
+    its rule; the access-log bucket's SSE-S3 is the one exemption."""
+    resources = captured(stack_runs["prod"])
+    changed = {
+        "media-ingest-encryption": {
+            "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}]
+        },
+        "media-ingest-public-access": {"restrictPublicBuckets": False},
+    }
+    resources = [(t, n, {**p, **changed[n]} if n in changed else p) for t, n, p in resources]
+    _, findings = evaluate(build_rules(PolicyConfig("prod", True)), resources)
+    assert sorted((f.rule, f.resource, f.message) for f in findings) == [
+        ("cmk-encryption-at-rest", "media-ingest-encryption", f"{SSE_MESSAGE}"),
+        (
+            "no-public-data-access",
+            "media-ingest-public-access",
+            "restrictPublicBuckets must be true (D6, C4, N1, W1, O3)",
         ),
     ]
 
