@@ -5,9 +5,9 @@ An event is a flat JSON object: `type`, `version`, `event_id`, `video_id`, `job_
 and the job, so an outcome published again after a failure carries the same id and
 consumers can drop the copy (Kinesis, like SQS, delivers at least once).
 
-`source_uri` names where the upload went (`s3://<ingest bucket>/sources/<video id>/source`)
-for people reading the stream; the worker never reads a source by it, only by the key the
-contract derives from `video_id` (M3). `video.processed` adds `status`, `media` (the facts
+`source_uri` names where the upload went (its key in the ingest bucket, as the API records
+it) for people reading the stream; the worker never reads a source by it, only by the key
+the contract derives from `video_id` (M3). `video.processed` adds `status`, `media` (the facts
 ffprobe found) and `published` (M6): `published_version`, `playlist_path`, `poster_path`,
 `key_version` (never a key) and `renditions` (name, width, height, bitrate, bandwidth,
 codecs, playlist), exactly as the video row records them.

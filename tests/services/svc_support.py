@@ -431,7 +431,7 @@ def submit_job(
     data = source.read_bytes() if isinstance(source, Path) else source
     if data is not None:
         aws.s3.put_object(Bucket=aws.ingest_bucket, Key=key, Body=data)
-    source_uri = f"s3://{aws.ingest_bucket}/{key}"
+    source_uri = key  # as the API records it
 
     def insert(cursor: Any) -> None:
         cursor.execute(

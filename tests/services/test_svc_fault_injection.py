@@ -306,7 +306,7 @@ def request_jobs(database, aws, kinesis, clips: Path) -> dict[str, str]:
         key = source_key(str(video_id))
         if source != MISSING:
             aws.s3.put_object(Bucket=aws.ingest_bucket, Key=key, Body=contents[source])
-        uri = f"s3://{aws.ingest_bucket}/{key}"
+        uri = key  # as the API records it
 
         size = len(contents.get(source, b""))
         database.run(partial(_insert_uploaded, video_id, job_id, f"video {index}", uri, size))

@@ -74,7 +74,7 @@ def env(monkeypatch, aws, pg_server, redis_proc, admin_db):
         "REDIS_PORT": str(redis_proc.port),
         "REDIS_TLS": "false",
         "STREAM_NAME": STREAM,
-        "MEDIA_ROOT": "/mnt/media",
+        "INGEST_BUCKET": aws.ingest_bucket,
         "LOG_LEVEL": "WARNING",
     }
     for name, value in values.items():
@@ -92,10 +92,9 @@ def invoke(event, function_timeout: float = 15.0) -> tuple[int, dict, dict, floa
 
 
 def _create() -> str:
-    status, body, _, _ = invoke(
-        api_event("POST", "/videos", body={"title": "t", "creator": "c", "source_path": "a.mp4"})
-    )
-    assert status == 202, body
+    create = {"title": "t", "creator": "c", "size_bytes": 1000, "content_type": "video/mp4"}
+    status, body, _, _ = invoke(api_event("POST", "/videos", body=create))
+    assert status == 201, body
     return body["video_id"]
 
 
