@@ -9,24 +9,17 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
 from conftest import STREAM, api_event, connect_as
 from svc_support import read_stream
+from upload_support import VALID, event, make_app, sha256_b64
 
-from services.api.app import ApiApp, Dependencies
-from services.common.aws import EventStream
-from services.common.cache import VideoCache
-from services.common.redis_client import create_redis
+from services.api.app import ApiApp
 from services.common.roles import API_DB_USER
-from services.common.settings import RedisSettings
 
 pytestmark = pytest.mark.services
-
-MEDIA_ROOT = PurePosixPath("/mnt/media")
-VALID = {"title": "Pilot", "creator": "Studio A", "source_path": "uploads/pilot.mp4"}
 
 
 @pytest.fixture
@@ -38,11 +31,7 @@ def api_database(pg_server, admin_db):
 
 @pytest.fixture
 def app(api_database, aws, redis_proc, redis_client) -> ApiApp:
-    settings = RedisSettings(host="127.0.0.1", port=redis_proc.port, tls=False)
-    cache = VideoCache(create_redis(settings, None, client_name="media-api"), 300)
-    return ApiApp(
-        Dependencies(api_database, EventStream(aws.kinesis, STREAM), lambda: cache, MEDIA_ROOT)
-    )
+    return make_app(api_database, aws, redis_proc.port)
 
 
 def send(app: ApiApp, event: dict[str, Any]) -> tuple[int, dict]:
@@ -71,25 +60,31 @@ def assert_refused(status: int, body: dict, code: str, field: str | None = None)
         assert body["error"]["field"] == field
 
 
+def open_uploads(aws) -> list[dict]:
+    return aws.s3.list_multipart_uploads(Bucket=aws.ingest_bucket).get("Uploads", [])
+
+
 def assert_untouched(admin_db, aws) -> None:
     assert counts(admin_db) == (0, 0)
     assert read_stream(aws.kinesis, STREAM) == []
+    assert open_uploads(aws) == []
 
 
-def assert_valid_post_commits_whole(app: ApiApp, admin_db) -> None:
-    """The next valid request commits its video and its job, and nothing else."""
+def assert_valid_post_commits_whole(app: ApiApp, admin_db, aws) -> None:
+    """The next valid request commits its video with its upload id, and nothing else."""
     status, body = send(app, api_event("POST", "/videos", body=VALID))
-    assert status == 202, body
-    assert counts(admin_db) == (1, 1)
+    assert status == 201, body
+    assert counts(admin_db) == (1, 0)
+    [upload] = open_uploads(aws)
     cursor = admin_db.cursor()
-    cursor.execute("SELECT video_id FROM jobs WHERE id = %s", (uuid.UUID(body["job_id"]),))
-    assert cursor.fetchone() == [uuid.UUID(body["video_id"])]
+    cursor.execute("SELECT upload_id FROM videos WHERE id = %s", (uuid.UUID(body["video_id"]),))
+    assert cursor.fetchone() == [upload["UploadId"]]
 
 
 # --- H1/H2: invalid Unicode ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("field", ["title", "creator", "source_path"])
+@pytest.mark.parametrize("field", ["title", "creator", "content_type"])
 def test_h1_h2_lone_surrogate_escape_is_400_and_the_next_post_commits_whole(
     app, admin_db, aws, field
 ):
@@ -101,10 +96,10 @@ def test_h1_h2_lone_surrogate_escape_is_400_and_the_next_post_commits_whole(
         status, body = post_raw(app, text)
         assert_refused(status, body, "invalid_json")
     assert_untouched(admin_db, aws)
-    assert_valid_post_commits_whole(app, admin_db)
+    assert_valid_post_commits_whole(app, admin_db, aws)
 
 
-@pytest.mark.parametrize("field", ["title", "creator", "source_path"])
+@pytest.mark.parametrize("field", ["title", "creator", "content_type"])
 def test_h1_lone_surrogate_as_raw_bytes_or_decoded_text_is_400(app, admin_db, aws, field):
     """The surrogate's raw UTF-8-style bytes (base64 body), and a body the runtime already
     decoded into a str holding one (`body.encode()` raised)."""
@@ -120,11 +115,11 @@ def test_h1_lone_surrogate_as_raw_bytes_or_decoded_text_is_400(app, admin_db, aw
     status, body = send(app, event)
     assert_refused(status, body, "invalid_body")
     assert_untouched(admin_db, aws)
-    assert_valid_post_commits_whole(app, admin_db)
+    assert_valid_post_commits_whole(app, admin_db, aws)
 
 
 @pytest.mark.parametrize("character", ["\x7f", "\x85", "\x9b", "\x80", "\x9f", "\u2028"])
-@pytest.mark.parametrize("field", ["title", "creator", "source_path"])
+@pytest.mark.parametrize("field", ["title", "creator", "content_type"])
 def test_h1_control_characters_del_and_c1_are_refused(app, admin_db, aws, field, character):
     """U+007F, the C1 controls (U+0085 a line break, U+009B a terminal escape) and the line
     separator were accepted although the README promises no control characters."""
@@ -138,7 +133,7 @@ def test_h1_control_characters_del_and_c1_are_refused(app, admin_db, aws, field,
 def test_h1_text_outside_the_control_ranges_is_still_accepted(app, admin_db):
     title = "Ödipus \u2013 東京 🎬 ‮ zero\u200bwidth"
     status, body = send(app, api_event("POST", "/videos", body={**VALID, "title": title}))
-    assert status == 202, body
+    assert status == 201, body
 
 
 # --- H1: deep, huge and odd JSON -----------------------------------------------------
@@ -150,7 +145,7 @@ def test_h1_text_outside_the_control_ranges_is_still_accepted(app, admin_db):
         "[" * 1000 + "]" * 1000,
         '{"title": ' + "[" * 1000 + "]" * 1000 + "}",
         '{"a":' * 1000 + "1" + "}" * 1000,
-        '{"title": ' + "1" * 5000 + ', "creator": "c", "source_path": "a.mp4"}',
+        '{"title": "t", "creator": "c", "size_bytes": ' + "1" * 5000 + "}",
         '{"title": -' + "9" * 4301 + "}",
         '{"title": 1' + "0" * 5000 + ".5}",
         '{"title": 1e400}',
@@ -182,30 +177,111 @@ def test_h1_body_over_the_limit_is_413_however_it_is_nested(app, admin_db, aws):
     assert_untouched(admin_db, aws)
 
 
-# --- H1: source references -----------------------------------------------------------
+# --- H1: upload declarations and part requests (M1) -------------------------------------
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "file:///etc/passwd",
-        "file:uploads/a.mp4",
-        "s3://other-bucket/x",
-        "https://user:secret@host/a.mp4",
-        "http://169.254.169.254/latest/meta-data/",
-        "concat:uploads/a.mp4|/etc/passwd",
-        "subfile,,start,0,end,0,,:uploads/a.mp4",
-        "C:\\media\\a.mp4",
-        "uploads\\..\\..\\etc\\passwd",
-        "uploads/" + "a" * 256 + ".mp4",
-    ],
-)
-def test_h1_source_path_is_a_path_inside_the_media_root_never_a_uri(app, admin_db, aws, source):
-    """URIs with any scheme (with credentials, which went onto the stream), ffmpeg protocol
-    prefixes, Windows paths and names no file system allows were accepted and stored."""
-    status, body = send(app, api_event("POST", "/videos", body={**VALID, "source_path": source}))
-    assert_refused(status, body, "validation_failed", "source_path")
-    assert "secret" not in body["error"]["message"]
+SIZES = [
+    (10**60, 413, "upload_too_large"),
+    (2**63, 413, "upload_too_large"),
+    (-(2**63), 400, "validation_failed"),
+    (0, 400, "validation_failed"),
+    (1.5, 400, "validation_failed"),
+    (1e3, 400, "validation_failed"),
+    ("1000", 400, "validation_failed"),
+    (False, 400, "validation_failed"),
+    (None, 400, "validation_failed"),
+    ({"$gt": 0}, 400, "validation_failed"),
+    ([1], 400, "validation_failed"),
+]
+CONTENT_TYPES = [
+    "",
+    "video/",
+    "/mp4",
+    "video/mp4\r\nx-amz-acl: public-read",
+    "video/mp4 ",
+    "VIDEO/MP4",
+    "video/" + "a" * 101,
+    "text/html",
+    "application/vnd.apple.mpegurl",
+    7,
+    None,
+]
+
+
+def test_h1_m1_declared_size_and_content_type_of_any_type_are_refused_before_s3(app, admin_db, aws):
+    """Huge, negative, fractional and non-numeric sizes; content types that smuggle a
+    header into CreateMultipartUpload or name a playlist (M3): 4xx, and no upload opened.
+    One app for all cases: each case is cheap, a fixture per case is not."""
+    for size_bytes, status, code in SIZES:
+        got, body = send(
+            app, api_event("POST", "/videos", body={**VALID, "size_bytes": size_bytes})
+        )
+        assert got == status, size_bytes
+        assert_refused(got, body, code, "size_bytes")
+    for content_type in CONTENT_TYPES:
+        got, body = send(
+            app, api_event("POST", "/videos", body={**VALID, "content_type": content_type})
+        )
+        assert got in (400, 415), content_type
+        assert_refused(got, body, body["error"]["code"], "content_type")
+    assert_untouched(admin_db, aws)
+
+
+GOOD = sha256_b64(b"part")
+
+
+def _part(**fields: Any) -> dict[str, Any]:
+    return {"parts": [{"part_number": 1, "checksum_sha256": GOOD, **fields}]}
+
+
+HOSTILE_PARTS = [
+    ({"parts": []}, "parts"),
+    ({"parts": {}}, "parts"),
+    ({"parts": "1"}, "parts"),
+    ({}, "parts"),
+    ({"parts": [{"part_number": 1, "checksum_sha256": GOOD}] * 2}, "parts[1].part_number"),
+    (_part(part_number=0), "parts[0].part_number"),
+    (_part(part_number=-1), "parts[0].part_number"),
+    (_part(part_number=10_001), "parts[0].part_number"),
+    (_part(part_number=10**40), "parts[0].part_number"),
+    (_part(part_number="1"), "parts[0].part_number"),
+    (_part(part_number=1.0), "parts[0].part_number"),
+    (_part(part_number=True), "parts[0].part_number"),
+    ({"parts": [{"checksum_sha256": GOOD}]}, "parts[0].part_number"),
+    ({"parts": [{"part_number": 1}]}, "parts[0].checksum_sha256"),
+    (_part(checksum_sha256=GOOD[:-1]), "parts[0].checksum_sha256"),
+    (_part(checksum_sha256=GOOD[:-2] + "B="), "parts[0].checksum_sha256"),
+    (_part(checksum_sha256="=" * 44), "parts[0].checksum_sha256"),
+    (_part(checksum_sha256=" " + GOOD[1:]), "parts[0].checksum_sha256"),
+    (_part(checksum_sha256="a" * 10_000), "parts[0].checksum_sha256"),
+    (_part(checksum_sha256="é" * 44), "parts[0].checksum_sha256"),
+    (_part(checksum_sha256=["x"]), "parts[0].checksum_sha256"),
+    (_part(acl="public-read"), "parts[0].acl"),
+    ({"parts": [1, 2]}, "parts[0]"),
+    ({"parts": [{"part_number": n, "checksum_sha256": GOOD} for n in range(1, 102)]}, "parts"),
+    ({**_part(), "upload_id": "x"}, "upload_id"),
+]
+
+
+def test_h1_m1_hostile_part_requests_are_400_naming_the_item_and_sign_nothing(app):
+    """Duplicates, zero, huge numbers, strings, non-canonical or wrong-length checksums,
+    an ACL and an upload id smuggled in: each is a 400 naming the item, and no URL."""
+    status, body = send(app, api_event("POST", "/videos", body={**VALID, "size_bytes": 1}))
+    video_id = body["video_id"]
+    for parts_body, field in HOSTILE_PARTS:
+        status, body = send(app, event("POST", f"/videos/{video_id}/upload/parts", body=parts_body))
+        assert_refused(status, body, "validation_failed", field)
+        assert "X-Amz-Signature" not in json.dumps(body)
+
+
+def test_h1_m1_upload_routes_refuse_a_malformed_video_id(app, admin_db, aws):
+    for video_id in ["..", "not-a-uuid", "%2e%2e", "0" * 31 + "g", "a" * 5000, "\x00"]:
+        for method, route in (("POST", "/parts"), ("POST", "/complete"), ("DELETE", "")):
+            body = {"parts": [{"part_number": 1, "checksum_sha256": GOOD}]} if route else None
+            status, answer = send(
+                app, event(method, f"/videos/{video_id}/upload{route}", body=body)
+            )
+            assert_refused(status, answer, "validation_failed", "videoId")
     assert_untouched(admin_db, aws)
 
 
