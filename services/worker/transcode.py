@@ -194,7 +194,9 @@ def ffmpeg_command(
     audio = "0:a:0" if facts.audio_stream is None else f"0:{facts.audio_stream}"
     command = [
         settings.ffmpeg_path,
-        "-nostdin", "-hide_banner", "-v", "error", "-nostats", "-progress", "pipe:1",
+        # -y: a retry into the same output dir overwrites (without it, -nostdin makes
+        # ffmpeg give up on the existing poster).
+        "-nostdin", "-y", "-hide_banner", "-v", "error", "-nostats", "-progress", "pipe:1",
         # The same confinement as the probe: the local file only, containers only.
         "-protocol_whitelist", "file",
         "-format_whitelist", ",".join(ACCEPTED_FORMATS),

@@ -302,6 +302,14 @@ def test_m4_all_rungs_taller_gives_one_rung_at_source_height_and_video_only(smal
     assert [s["codec_type"] for s in streams] == ["video"]
 
 
+def test_m4_a_retry_into_the_same_output_dir_overwrites(clips, tmp_path):
+    settings = replace(SETTINGS, ladder=parse_ladder("360:700"))
+    first = _transcode(clips / "small.mkv", tmp_path / "out", settings)
+    second = _transcode(clips / "small.mkv", tmp_path / "out", settings)
+    assert second.result.files == first.result.files
+    assert _iv(tmp_path / "out" / second.result.renditions[0].playlist)  # rewritten, new IV
+
+
 def test_m4_plan_keeps_portrait_detail_and_even_sizes():
     ladder = parse_ladder("1080:5000,720:3000")
     portrait = MediaFacts(10.0, 1, "mov", "h264", None, 1080, 1920, 1, 30.0)
