@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from components.api_routes import create_video_schema
 from components.packaging import API_SOURCES, MIGRATE_SOURCES
 from offline.engine import ROOT, ProgramRun
 from services.api.http import ApiError
-from services.api.validation import parse_create, parse_list_query
+from services.api.validation import parse_create, parse_list_query, parse_parts
 from services.common.settings import (
     SettingsError,
     load_api_settings,
@@ -34,10 +36,12 @@ from services.contract import (
     CREATE_VIDEO_SCHEMA,
     LIMIT_MAX,
     MIGRATE_ENVIRONMENT,
+    UPLOAD_PARTS_SCHEMA,
     WORKER_DB_USER,
     WORKER_ENVIRONMENT,
     EnvVar,
     ServiceEnvironment,
+    parse_ladder,
 )
 from services.worker import healthcheck
 
@@ -117,12 +121,17 @@ def common_fields(common: Callable[[Any], Any]) -> dict[str, Field]:
         EnvVar.REDIS_AUTH_SECRET_ARN: (lambda s: common(s).redis.auth_secret_arn, _text),
         EnvVar.REDIS_AUTH_TOKEN: (lambda s: common(s).redis.auth_token, _text),
         EnvVar.STREAM_NAME: (lambda s: common(s).stream_name, _text),
-        EnvVar.MEDIA_ROOT: (lambda s: common(s).media_root, PurePosixPath),
         EnvVar.CACHE_TTL_SECONDS: (lambda s: common(s).cache_ttl_seconds, int),
     }
 
 
-API_FIELDS = common_fields(lambda s: s)
+API_FIELDS: dict[str, Field] = {
+    **common_fields(lambda s: s.common),
+    EnvVar.INGEST_BUCKET: (lambda s: s.uploads.ingest_bucket, _text),
+    EnvVar.UPLOAD_MAX_BYTES: (lambda s: s.uploads.max_bytes, int),
+    EnvVar.UPLOAD_CONTENT_TYPES: (lambda s: s.uploads.content_types, lambda t: tuple(t.split(","))),
+    EnvVar.UPLOAD_URL_TTL_SECONDS: (lambda s: s.uploads.url_ttl_seconds, int),
+}
 MIGRATE_FIELDS = database_fields(lambda s: s.database)
 WORKER_FIELDS: dict[str, Field] = {
     **common_fields(lambda s: s.common),
@@ -134,6 +143,18 @@ WORKER_FIELDS: dict[str, Field] = {
     EnvVar.STOP_TIMEOUT_SECONDS: (lambda s: s.stop_timeout_seconds, float),
     EnvVar.CONTENT_KEY_SECRET_ARN: (lambda s: s.content_key_secret_arn, _text),
     EnvVar.SCRATCH_DIR: (lambda s: s.scratch_dir, PurePosixPath),
+    EnvVar.MEDIA_ROOT: (lambda s: s.media_root, PurePosixPath),
+    EnvVar.INGEST_BUCKET: (lambda s: s.media.ingest_bucket, _text),
+    EnvVar.MEDIA_BUCKET: (lambda s: s.media.media_bucket, _text),
+    EnvVar.UPLOAD_MAX_BYTES: (lambda s: s.media.max_source_bytes, int),
+    EnvVar.TRANSCODE_LADDER: (lambda s: s.media.ladder, parse_ladder),
+    EnvVar.SEGMENT_SECONDS: (lambda s: s.media.segment_seconds, int),
+    EnvVar.SOURCE_MAX_DURATION_SECONDS: (lambda s: s.media.max_duration_seconds, int),
+    EnvVar.DELETE_SOURCE_AFTER_PROCESSING: (
+        lambda s: s.media.delete_source_after_processing,
+        lambda text: text == "true",
+    ),
+    EnvVar.TRANSFER_CONCURRENCY: (lambda s: s.media.transfer_concurrency, int),
 }
 
 
@@ -233,34 +254,95 @@ def test_a4_w3_r1_the_contract_names_every_variable_the_loader_requires(service)
         assert raised.value.variable == name
 
 
-def test_a7_r2_the_api_gateway_model_is_the_contracts_request_schema(run):
-    model = run.one("aws:apigateway/model:Model").inputs
-    assert json.loads(model["schema"]) == CREATE_VIDEO_SCHEMA
+def stack_uploads(run: ProgramRun) -> tuple[int, tuple[str, ...]]:
+    """The upload limits the stack wrote into the API function's environment."""
+    environment = api_environment(run)
+    return (
+        int(environment[EnvVar.UPLOAD_MAX_BYTES]),
+        tuple(environment[EnvVar.UPLOAD_CONTENT_TYPES].split(",")),
+    )
 
 
-@pytest.mark.parametrize("field", sorted(CREATE_VIDEO_SCHEMA["properties"]))
-def test_a7_r2_the_handler_accepts_and_rejects_at_the_models_length_limits(field):
+def test_a7_m1_the_api_gateway_model_is_the_contracts_with_the_stacks_limits(run):
+    model = run.one("aws:apigateway/model:Model", "api-create-video-model").inputs
+    max_bytes, types = stack_uploads(run)
+    expected = create_video_schema(max_bytes, types)
+    assert json.loads(model["schema"]) == expected
+    # Only the size ceiling and the content types differ from the contract's model.
+    unchanged = {k: v for k, v in expected["properties"].items() if k != "content_type"}
+    contract = dict(CREATE_VIDEO_SCHEMA["properties"])
+    # Every type the stack accepts meets the contract's pattern (checked by the config layer).
+    pattern = contract.pop("content_type")["pattern"]
+    assert all(re.fullmatch(pattern, t) for t in types)
+    assert unchanged == {
+        **contract,
+        "size_bytes": {**contract["size_bytes"], "maximum": max_bytes},
+    }
+    assert expected["required"] == CREATE_VIDEO_SCHEMA["required"]
+    parts = run.one("aws:apigateway/model:Model", "api-upload-parts-model").inputs
+    assert json.loads(parts["schema"]) == UPLOAD_PARTS_SCHEMA
+
+
+def valid_create(**fields: Any) -> dict[str, Any]:
+    return {
+        "title": "t",
+        "creator": "c",
+        "size_bytes": 1,
+        "content_type": "video/mp4",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("field", ["title", "creator"])
+def test_a7_r2_the_handler_accepts_and_rejects_at_the_models_length_limits(run, field):
     """What API Gateway lets through at the limit the handler accepts; one more it rejects."""
+    max_bytes, types = stack_uploads(run)
     longest = CREATE_VIDEO_SCHEMA["properties"][field]["maxLength"]
-    document = {"title": "t", "creator": "c", "source_path": "a.mp4"}
-    parse_create({**document, field: text_of_length(longest)}, PurePosixPath("/mnt/media"))
+    parse_create(valid_create(**{field: "a" * longest}), max_bytes=max_bytes, content_types=types)
     with pytest.raises(ApiError) as raised:
-        parse_create({**document, field: text_of_length(longest + 1)}, PurePosixPath("/mnt/media"))
+        parse_create(
+            valid_create(**{field: "a" * (longest + 1)}), max_bytes=max_bytes, content_types=types
+        )
     assert raised.value.status == 400
     assert raised.value.field == field
 
 
-def text_of_length(length: int) -> str:
-    """Text that is also a path of short names (a file name has at most 255 bytes)."""
-    text = ("a" * 99 + "/") * (length // 100 + 1)
-    return text[: length - 1] + "a"
+def test_a7_m1_the_handler_accepts_what_the_stacks_model_accepts_at_its_edges(run):
+    """M1: the model's size ceiling and every enumerated type pass the handler with the limits
+    the stack wrote into its environment; one byte more is refused by both."""
+    max_bytes, types = stack_uploads(run)
+    properties = json.loads(
+        run.one("aws:apigateway/model:Model", "api-create-video-model").inputs["schema"]
+    )["properties"]
+    assert properties["size_bytes"]["maximum"] == max_bytes
+    for content_type in properties["content_type"]["enum"]:
+        created = parse_create(
+            valid_create(size_bytes=max_bytes, content_type=content_type),
+            max_bytes=max_bytes,
+            content_types=types,
+        )
+        assert (created.size_bytes, created.content_type) == (max_bytes, content_type)
+    with pytest.raises(ApiError) as raised:
+        parse_create(
+            valid_create(size_bytes=max_bytes + 1), max_bytes=max_bytes, content_types=types
+        )
+    assert raised.value.status == 413
 
 
 def test_a7_r2_the_handler_refuses_fields_the_model_does_not_declare():
-    document = {"title": "t", "creator": "c", "source_path": "a.mp4", "extra": "x"}
     assert CREATE_VIDEO_SCHEMA["additionalProperties"] is False
     with pytest.raises(ApiError):
-        parse_create(document, PurePosixPath("/mnt/media"))
+        parse_create(valid_create(extra="x"), max_bytes=10, content_types=("video/mp4",))
+
+
+def test_a7_m1_the_handler_takes_the_largest_parts_batch_the_model_allows():
+    items = UPLOAD_PARTS_SCHEMA["properties"]["parts"]
+    most = items["maxItems"]
+    checksum = "A" * 43 + "="
+    parts = [{"part_number": n, "checksum_sha256": checksum} for n in range(1, most + 1)]
+    assert len(parse_parts({"parts": parts})) == most
+    with pytest.raises(ApiError):
+        parse_parts({"parts": [*parts, {"part_number": most + 1, "checksum_sha256": checksum}]})
 
 
 def test_r2_list_limit_is_the_contracts():
