@@ -1,7 +1,10 @@
 """`PublicApi`: the REST API in front of the platform (A1-A7).
 
-A regional API Gateway REST API with `/videos` (POST creates a video and requests its
-processing, GET lists by status) and `/videos/{videoId}` (GET). Requests are validated by API
+A regional API Gateway REST API with `/videos` (POST creates a video and opens its presigned
+multipart upload, GET lists by status), `/videos/{videoId}` (GET) and the upload's
+`/videos/{videoId}/upload/parts` (POST: part URLs), `/upload/complete` (POST: completes it and
+requests processing) and `/upload` (DELETE: aborts it) (M1). The CreateVideo model is the
+contract's, narrowed to the stack's upload size and content types. Requests are validated by API
 Gateway (a JSON-schema model for the body, declared parameters) before the Lambda backend is
 invoked through a proxy integration. Every method requires an API key whose value lives only
 in Secrets Manager (or IAM authorisation as the opt-out); throttling is set on the stage and

@@ -6,6 +6,12 @@ uid/gid 1000 on a read-only root file system, secrets injected by ECS from Secre
 logs to a pre-created encrypted group, the shared EFS volume mounted with TLS and IAM, and
 target-tracking scaling on backlog per task and on CPU.
 
+The media path (M3-M6): sources come from the ingest bucket and renditions go to the media
+bucket (`MediaStorage.grant_transcode` on the task role); the scratch they share is the task's
+ephemeral storage, sized so the largest allowed upload fits (`scratch_rule`); the job timeout
+is derived from the source limits (`job_timeout_seconds`), and the worker extends its queue
+lease while a job runs, so the queue's visibility no longer bounds a job.
+
 Two roles, never confused: the execution role is what ECS itself uses before the container
 starts (pull the image, write logs, fetch the injected cache token); the task role is what
 the worker code uses (consume jobs, write the stream, mount EFS, read the content key, log in
