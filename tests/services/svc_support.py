@@ -155,9 +155,18 @@ class AwsFaults:
     """
 
     def __init__(
-        self, *, rate: float, operations: set[str], seed: int = 1, ensure_within: int | None = None
+        self,
+        *,
+        rate: float,
+        operations: set[str],
+        seed: int = 1,
+        ensure_within: int | None = None,
+        rates: dict[str, float] | None = None,
     ) -> None:
         self.rate = rate
+        self.rates = rates or {}
+        """Per-operation rates that replace `rate` (and `ensure_within`: frequent calls
+        need no nudge) for those operations."""
         self.operations = operations
         self.ensure_within = ensure_within
         self.faults: Counter[str] = Counter()
@@ -173,9 +182,10 @@ class AwsFaults:
                 return False
             overdue = (
                 self.ensure_within is not None
+                and operation not in self.rates
                 and self._since_fault[operation] >= self.ensure_within
             )
-            if overdue or self._random.random() < self.rate:
+            if overdue or self._random.random() < self.rates.get(operation, self.rate):
                 self.faults[operation] += 1
                 self._since_fault[operation] = 0
                 return True
