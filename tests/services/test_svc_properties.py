@@ -21,12 +21,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.api.http import ApiError, Request
-from services.api.validation import decode_cursor, encode_cursor, parse_create
+from services.api.validation import decode_cursor, encode_cursor, parse_create, parse_parts
 from services.common import safejson
 from services.common.events import JOB_REQUESTED, EventError, new_event, parse_message_body
 from services.common.sources import SourceError, normalise_source
 from services.common.text import text_problem
+from services.common.uploads import checksum_problem, plan_parts
 from services.common.videos import STATUSES
+from services.contract import (
+    DEFAULT_UPLOAD_CONTENT_TYPES,
+    PART_URLS_PER_REQUEST,
+    S3_MAX_PART_BYTES,
+    S3_MAX_PARTS,
+    S3_MIN_PART_BYTES,
+    UPLOAD_MAX_BYTES_CEILING,
+)
 
 BOUNDED = settings(
     max_examples=100,
@@ -67,30 +76,118 @@ def _refusal(error: ApiError) -> None:
 # --- request validation -------------------------------------------------------------
 
 
+MAX_BYTES = 10 * 2**30
+sizes = st.one_of(
+    json_values,
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.integers(min_value=1, max_value=2 * MAX_BYTES),
+)
+content_types = st.one_of(json_values, st.sampled_from(DEFAULT_UPLOAD_CONTENT_TYPES), hostile_text)
+
+
 @BOUNDED
 @given(
     st.one_of(
         json_values,
         st.fixed_dictionaries(
-            {"title": json_values, "creator": json_values, "source_path": json_values}
+            {
+                "title": json_values,
+                "creator": json_values,
+                "size_bytes": sizes,
+                "content_type": content_types,
+            }
         ),
         st.fixed_dictionaries(
-            {"title": hostile_text, "creator": hostile_text, "source_path": hostile_text}
+            {
+                "title": hostile_text,
+                "creator": hostile_text,
+                "size_bytes": sizes,
+                "content_type": content_types,
+            }
         ),
     )
 )
-def test_h6_h1_create_validation_accepts_only_clean_fields_or_refuses_with_a_4xx(document):
+def test_h6_h1_m1_create_validation_accepts_only_clean_fields_or_refuses_with_a_4xx(document):
     try:
-        command = parse_create(document, ROOT)
+        command = parse_create(
+            document, max_bytes=MAX_BYTES, content_types=DEFAULT_UPLOAD_CONTENT_TYPES
+        )
     except ApiError as error:
         _refusal(error)
+        if error.status == 413:
+            assert document["size_bytes"] > MAX_BYTES
         return
-    for text in (command.title, command.creator, command.source_path):
+    for text in (command.title, command.creator):
         assert text_problem(text) is None
         text.encode("utf-8")  # the database driver can send it
     assert 1 <= len(command.title) <= 200 and 1 <= len(command.creator) <= 100
-    assert not PurePosixPath(command.source_path).is_absolute()
-    assert ".." not in command.source_path.split("/") and ":" not in command.source_path
+    assert type(command.size_bytes) is int and 1 <= command.size_bytes <= MAX_BYTES
+    assert command.content_type in DEFAULT_UPLOAD_CONTENT_TYPES
+
+
+digests = st.builds(lambda raw: base64.b64encode(raw).decode(), st.binary(min_size=32, max_size=32))
+part_items = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {
+            "part_number": st.one_of(json_values, st.integers(-5, S3_MAX_PARTS + 5)),
+            "checksum_sha256": st.one_of(json_values, digests, hostile_text),
+        }
+    ),
+    st.fixed_dictionaries({"part_number": st.integers(1, 50), "checksum_sha256": digests}),
+)
+
+
+@BOUNDED
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries({"parts": st.one_of(json_values, st.lists(part_items, max_size=8))}),
+        st.builds(
+            lambda count, digest: {
+                "parts": [{"part_number": n, "checksum_sha256": digest} for n in range(1, count)]
+            },
+            st.integers(PART_URLS_PER_REQUEST - 1, PART_URLS_PER_REQUEST + 2),
+            digests,
+        ),
+    )
+)
+def test_h6_h1_m1_part_requests_are_distinct_numbered_parts_with_digests_or_a_400(document):
+    try:
+        parts = parse_parts(document)
+    except ApiError as error:
+        _refusal(error)
+        assert error.status == 400 and error.field is not None
+        return
+    assert 1 <= len(parts) <= PART_URLS_PER_REQUEST
+    numbers = [part.part_number for part in parts]
+    assert len(set(numbers)) == len(numbers)
+    for part in parts:
+        assert type(part.part_number) is int and 1 <= part.part_number <= S3_MAX_PARTS
+        assert len(base64.b64decode(part.checksum_sha256, validate=True)) == 32
+
+
+@BOUNDED
+@given(st.one_of(digests, hostile_text, st.text("ABCabc0123+/=", min_size=40, max_size=48)))
+def test_h6_m1_a_checksum_is_accepted_only_as_the_canonical_base64_of_32_bytes(value):
+    if checksum_problem(value) is None:
+        assert base64.b64encode(base64.b64decode(value, validate=True)).decode() == value
+        assert len(base64.b64decode(value)) == 32
+
+
+@BOUNDED
+@given(st.integers(min_value=1, max_value=UPLOAD_MAX_BYTES_CEILING))
+def test_h6_m1_every_allowed_size_has_a_plan_s3_accepts(size):
+    """AWS-PITFALLS 118: at most 10,000 parts of 5 MiB to 5 GiB, whole MiB, the last one
+    holding the remainder (1 to part_size bytes)."""
+    plan = plan_parts(size)
+    assert S3_MIN_PART_BYTES <= plan.part_size <= S3_MAX_PART_BYTES
+    assert plan.part_size % 2**20 == 0
+    assert 1 <= plan.part_count <= S3_MAX_PARTS
+    assert 1 <= plan.expected_size(plan.part_count, size) <= plan.part_size
+    assert (plan.part_count - 1) * plan.part_size + plan.expected_size(
+        plan.part_count, size
+    ) == size
 
 
 def _nested(depth: int, opener: str) -> bytes:
