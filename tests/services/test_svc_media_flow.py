@@ -228,6 +228,34 @@ def test_m4_long_run_extends_the_queue_and_database_leases_and_records_progress(
     assert flow.job(job_id)["attempts"] == 1
 
 
+def test_m4_lease_taken_over_mid_transcode_stops_the_transcode_and_publishes_nothing(
+    flow, clips, tmp_path
+):
+    """Another worker claimed the job after this one stalled: the next lease extension is
+    refused, the transcode stops at once (not after the clip's 4 s) and nothing is kept."""
+    ffmpeg, pid_file = flow.slow_ffmpeg(tmp_path)
+    video_id, job_id = flow.submit_path(clips["long"])
+
+    def take_over_once_running() -> None:
+        wait_for(pid_file.exists, 20, "ffmpeg to start")
+        flow.database.run(
+            lambda cursor: cursor.execute(
+                "UPDATE jobs SET lease_token = gen_random_uuid() WHERE id = %s", (job_id,)
+            )
+        )
+
+    threading.Thread(target=take_over_once_running).start()
+    worker = flow.worker(
+        visibility_timeout_seconds=3, job_timeout_seconds=20, media=flow.media(ffmpeg_path=ffmpeg)
+    )
+    started = time.monotonic()
+    assert worker.poll_once() == [Outcome.LEASE_LOST]
+    assert time.monotonic() - started < 4  # the whole clip takes 4 s at real time
+    assert flow.job(job_id)["state"] == "PROCESSING"  # the other worker's now
+    assert flow.video(video_id)["published_version"] is None
+    flow.assert_nothing_left(video_id)
+
+
 # --- failures: nothing published, nothing left on scratch -----------------------------------
 
 
