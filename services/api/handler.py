@@ -190,7 +190,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return ApiError(
                 500, "configuration_error", "the service is misconfigured"
             ).to_response()
-        configure_logging(settings.log_level)
+        configure_logging(settings.common.log_level)
         _app = build_app(settings, function_timeout(context))
     request_id = getattr(context, "aws_request_id", None) or os.environ.get("_X_AMZN_TRACE_ID")
     log.debug("request", extra={"request_id": request_id, "path": event.get("path")})

@@ -33,7 +33,7 @@ def test_cold_start_building_the_app_still_defers_them_until_a_request_needs_the
     build = (
         "import os; os.environ.update(DB_HOST='h', DB_NAME='d', DB_SSL='false',"
         " DB_SECRET_ARN='arn:aws:secretsmanager:eu-central-1:1:secret:x', REDIS_HOST='r',"
-        " STREAM_NAME='s', MEDIA_ROOT='/m', AWS_REGION='eu-central-1');"
+        " STREAM_NAME='s', INGEST_BUCKET='b', AWS_REGION='eu-central-1');"
         " from services.api import handler;"
         " handler.build_app(handler.load_api_settings(), 15.0)"
     )
