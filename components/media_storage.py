@@ -208,7 +208,9 @@ def data_bucket_policy(
     The default encryption already applies the media key when a request names none; these
     denies stop a writer (a presigned URL's holder included) from choosing SSE-S3, another
     KMS key, or a key of their own (SSE-C), any of which would leave an object the worker or
-    the distribution cannot read."""
+    the distribution cannot read. The services send no encryption headers at all; a writer
+    that names the key must name it by ARN (S3 compares the header as given, so a key id or
+    an alias is refused)."""
     objects = pulumi.Output.concat(bucket_arn, "/*")
     statements = [
         deny_insecure_transport(bucket_arn),
