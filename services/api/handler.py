@@ -41,6 +41,10 @@ _AWS_ATTEMPTS = 2
 _DATABASE_TRANSACTIONS = 3  # schema check (first request), reading the row, writing it
 _AFTER_STORAGE_TRANSACTIONS = 2  # completion: the row with its job, then requested_at
 _STORAGE_SHARE = 0.15  # of the budget, at least, for an upload request's S3 calls
+# One attempt per S3 call: a retry would sleep first (botocore's backoff, up to a second)
+# and every call of an upload request is safe to repeat, so the client retries the request
+# (503 with Retry-After) instead.
+_STORAGE_ATTEMPTS = 1
 _STATEMENT_MARGIN_FRACTION = 0.3  # the server cancels a slow statement before the socket gives up
 
 
@@ -71,14 +75,19 @@ class ApiTimeouts:
         return self.cache + self.aws_call + _DATABASE_TRANSACTIONS * self.database
 
     @property
+    def storage_call(self) -> float:
+        """One S3 call (a single attempt, `_STORAGE_ATTEMPTS`) at the limits."""
+        return _STORAGE_ATTEMPTS * (self.aws_connect + self.aws_read)
+
+    @property
     def upload_worst_case(self) -> float:
         """An upload request: the last S3 call starts before `storage`; after it come at
         most two database transactions (the row with its job, requested_at) and the put."""
         return (
             self.storage
-            + self.aws_call
+            + self.storage_call
             + _AFTER_STORAGE_TRANSACTIONS * self.database
-            + (self.aws_call)
+            + self.aws_call
         )
 
 
@@ -91,14 +100,15 @@ def api_timeouts(function_timeout: float) -> ApiTimeouts:
     aws_connect = min(1.0, 0.05 * function_timeout)
     aws_read = min(2.0, 0.1 * function_timeout)
     aws_call = _AWS_ATTEMPTS * (aws_connect + aws_read)
+    storage_call = _STORAGE_ATTEMPTS * (aws_connect + aws_read)
     budget = function_timeout - margin
     # The database gets what is left after one AWS call, but no more than leaves an upload
     # request its share of the budget for S3 after the two transactions and the put.
     database = min(
         (budget - cache - aws_call) / _DATABASE_TRANSACTIONS,
-        (budget - _STORAGE_SHARE * budget - 2 * aws_call) / _AFTER_STORAGE_TRANSACTIONS,
+        (budget - _STORAGE_SHARE * budget - storage_call - aws_call) / _AFTER_STORAGE_TRANSACTIONS,
     )
-    storage = budget - 2 * aws_call - _AFTER_STORAGE_TRANSACTIONS * database
+    storage = budget - storage_call - aws_call - _AFTER_STORAGE_TRANSACTIONS * database
     return ApiTimeouts(
         cache=cache,
         aws_connect=aws_connect,
@@ -140,7 +150,7 @@ def build_app(api_settings: ApiSettings, function_timeout: float) -> ApiApp:
             region=region,
             connect_timeout=timeouts.aws_connect,
             read_timeout=timeouts.aws_read,
-            max_attempts=timeouts.aws_attempts,
+            max_attempts=_STORAGE_ATTEMPTS,
         )
     )
     uploads = Uploads(

@@ -10,6 +10,7 @@ or an expired URL is refused."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 
@@ -28,8 +29,9 @@ from upload_support import (
     split,
 )
 
+from services.api.handler import api_timeouts
 from services.common.roles import API_DB_USER
-from services.common.uploads import IngestStore
+from services.common.uploads import IngestStore, ingest_client
 from services.contract import CHECKSUM_HEADER, MIB, PART_URLS_PER_REQUEST, source_key
 
 pytestmark = pytest.mark.services
@@ -420,3 +422,55 @@ def test_m1_get_shows_upload_status_without_the_upload_id_and_caches_only_settle
     admin_db.cursor().execute("UPDATE videos SET status = 'ABORTED', upload_id = NULL")
     assert call(app, "GET", f"/videos/{video_id}")[2]["X-Cache"] == "MISS"
     assert call(app, "GET", f"/videos/{video_id}")[2]["X-Cache"] == "HIT"
+
+
+# --- H4: S3 that accepts connections and never answers --------------------------------------
+
+
+@pytest.mark.parametrize("function_timeout", [1.0, 3.0, 6.0, 15.0, 28.0])
+def test_m1_h4_upload_requests_fit_the_function_timeout(function_timeout):
+    """The last S3 call starts before `storage`; with it, the two transactions after it and
+    the stream put, an upload request still answers inside the function's timeout."""
+    timeouts = api_timeouts(function_timeout)
+    assert timeouts.storage > 0
+    assert timeouts.upload_worst_case < function_timeout
+    assert timeouts.worst_case < function_timeout
+
+
+def test_m1_h4_hung_s3_answers_503_inside_the_function_timeout_and_leaves_the_upload_open(
+    app, api_database, served_aws, redis_proc, monkeypatch, admin_db
+):
+    """Creation and completion behind an S3 that never answers: 503 storage_unavailable
+    well inside a 6 s function, no row written, an open upload left UPLOADING."""
+    video_id = create(app)["video_id"]
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        timeouts = api_timeouts(6.0)
+        s3 = ingest_client(
+            region="eu-central-1",
+            connect_timeout=timeouts.aws_connect,
+            read_timeout=timeouts.aws_read,
+            max_attempts=1,  # as the handler builds it
+        )
+        hung = make_app(
+            api_database, served_aws, redis_proc.port, s3=s3, storage_seconds=timeouts.storage
+        )
+        for method, path, body in (
+            ("POST", "/videos", VALID),
+            ("POST", f"/videos/{video_id}/upload/complete", None),
+            ("DELETE", f"/videos/{video_id}/upload", None),
+        ):
+            started = time.monotonic()
+            status, answer, headers = call(hung, method, path, body=body)
+            elapsed = time.monotonic() - started
+            assert (status, answer["error"]["code"], headers["Retry-After"]) == (
+                503,
+                "storage_unavailable",
+                "1",
+            )
+            assert elapsed < 6.0 * 0.6, f"{method} {path}: {elapsed:.1f} s"
+    finally:
+        silent.close()
+    assert row(admin_db, "SELECT count(*), min(status) FROM videos") == [1, "UPLOADING"]
+    assert len(open_uploads(served_aws)) == 1
