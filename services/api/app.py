@@ -372,9 +372,11 @@ class ApiApp:
         if record.status == "UPLOADING" and record.upload_id is not None:
             deadline = self._storage_deadline(request)
             store = self._deps.uploads.store
-            store.abort(record.source_uri, record.upload_id, deadline=deadline)
-            # A completion that reached S3 first leaves an object: the upload went through.
-            if store.object_size(record.source_uri, deadline=deadline) is None:
+            # Aborted by this call: no completion can succeed any more. Gone already: a
+            # completion that reached S3 first leaves the object, an earlier abort or the
+            # lifecycle rule leaves none.
+            ended = store.abort(record.source_uri, record.upload_id, deadline=deadline)
+            if ended or store.object_size(record.source_uri, deadline=deadline) is None:
                 self._database().run(lambda cursor: end_upload(cursor, video_id, "ABORTED"))
             record = self._upload_record(video_id)
         if record.status != "ABORTED":

@@ -303,7 +303,11 @@ class IngestStore:
         )
 
     def object_size(self, key: str, *, deadline: float) -> int | None:
-        """The size of the object at `key`, or None if there is none."""
+        """The size of the object at `key`, or None if there is none.
+
+        S3 says "none" (404) only to a caller that may list the bucket (`s3:ListBucket`);
+        to any other it answers 403 whether or not the object exists, which is not taken to
+        mean "none" here: it is StorageUnavailable, so nothing is decided on it."""
         try:
             response = self._call(
                 "HeadObject",
@@ -315,8 +319,9 @@ class IngestStore:
             return None
         return int(response["ContentLength"])
 
-    def abort(self, key: str, upload_id: str, *, deadline: float) -> None:
-        """Abort the upload and free its parts; an upload S3 no longer has is not an error."""
+    def abort(self, key: str, upload_id: str, *, deadline: float) -> bool:
+        """Abort the upload and free its parts: True if this call ended it, False if S3 no
+        longer had it (aborted or completed before)."""
         try:
             self._call(
                 "AbortMultipartUpload",
@@ -326,7 +331,8 @@ class IngestStore:
                 ),
             )
         except UploadGone:
-            return
+            return False
+        return True
 
     def _call(
         self, operation: str, deadline: float, call: Callable[[], Any], *, missing_ok: bool = False

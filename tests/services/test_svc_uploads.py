@@ -326,6 +326,34 @@ def test_m1_completion_of_an_upload_s3_no_longer_has_ends_it_aborted(app, served
     assert row(admin_db, "SELECT status FROM videos")[0] == "ABORTED"
 
 
+def test_m1_completion_whose_answer_was_lost_is_recognised_by_the_object(app, served_aws, admin_db):
+    """S3 completed the upload but the API never recorded it (its answer lost, the function
+    timed out): an abort now is 409 (the object is there, the upload went through) and a
+    retried completion finds the object of the declared size and requests processing."""
+    data = b"assembled already"
+    video_id = create(app, size_bytes=len(data))["video_id"]
+    upload_all(app, video_id, data)
+    [upload_id] = row(admin_db, "SELECT upload_id FROM videos")
+    key = source_key(video_id)
+    parts = served_aws.s3.list_parts(Bucket=served_aws.ingest_bucket, Key=key, UploadId=upload_id)
+    served_aws.s3.complete_multipart_upload(
+        Bucket=served_aws.ingest_bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={
+            "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts["Parts"]]
+        },
+    )
+    status, body, _ = call(app, "DELETE", f"/videos/{video_id}/upload")
+    assert (status, body["error"]["code"]) == (409, "upload_not_open")
+    assert row(admin_db, "SELECT status FROM videos")[0] == "UPLOADING"
+    status, body, _ = complete(app, video_id)
+    assert (status, body["status"]) == (202, "UPLOADED")
+    assert [event["job_id"] for event in read_stream(served_aws.kinesis, STREAM)] == [
+        body["job_id"]
+    ]
+
+
 # --- limits and failures at creation -------------------------------------------------------
 
 
