@@ -15,6 +15,8 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
 # The analyzer hands `validate` its props behind an unknown-checking proxy that raises
@@ -103,14 +105,26 @@ def _validate(rule_name: str) -> Any:
     return validate
 
 
-def build_policies() -> list[ResourceValidationPolicy]:
+def _validate_stack(rule: Rule) -> Any:
+    """A rule over the whole stack, each violation reported on the resource it names."""
+
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        urns = {resource.name: resource.urn for resource in args.resources}
+        captured = [(r.resource_type, r.name, plain(r.props)) for r in args.resources]
+        for name, message in rule.check_stack(captured):
+            report_violation(message, urns.get(name))
+
+    return validate
+
+
+def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
     """One policy per rule: mandatory rules fail the preview, advisory ones warn."""
     metadata = STATIC_RULES + configured_rules(PolicyConfig("", False))
     return [
-        ResourceValidationPolicy(
+        (StackValidationPolicy if rule.stack_check else ResourceValidationPolicy)(
             name=rule.name,
             description=f"{rule.description} ({rule.requirements})",
-            validate=_validate(rule.name),
+            validate=_validate_stack(rule) if rule.stack_check else _validate(rule.name),
             enforcement_level=(
                 EnforcementLevel.MANDATORY if rule.mandatory else EnforcementLevel.ADVISORY
             ),

@@ -35,6 +35,10 @@ from components.naming import ACCESS_LOG_BUCKET
 
 Props = Mapping[str, Any]
 Check = Callable[[str, Props], list[str]]
+Captured = list[tuple[str, str, Props]]
+"""(type, logical name, props) of every resource of a stack."""
+StackCheck = Callable[[Captured], list[tuple[str, str]]]
+"""A check over a whole stack: (logical name, message) of each resource found wrong."""
 
 POLICY_DIR = Path(__file__).resolve().parent
 PROVIDER_TYPE = "pulumi:providers:aws"
@@ -162,20 +166,34 @@ class Rule:
     """Checks per resource type token."""
     every_aws_type: Check | None = None
     """A check for every `aws:` resource type (gets the type too)."""
+    stack_types: tuple[str, ...] = ()
+    """The types a stack check looks at (and counts as checked)."""
+    stack_check: StackCheck | None = None
+    """A check that needs the other resources of the stack (CrossGuard's stack policy)."""
 
     def applies_to(self, resource_type: str) -> bool:
-        return resource_type in self.checks or (
-            self.every_aws_type is not None and resource_type.startswith("aws:")
+        return (
+            resource_type in self.checks
+            or resource_type in self.stack_types
+            or (self.every_aws_type is not None and resource_type.startswith("aws:"))
         )
 
     def check(self, resource_type: str, props: Props) -> list[str]:
         if resource_type in self.checks:
             found = self.checks[resource_type](props)
-        elif self.applies_to(resource_type):
-            found = self.every_aws_type(resource_type, props)  # type: ignore[misc]
+        elif self.every_aws_type is not None and resource_type.startswith("aws:"):
+            found = self.every_aws_type(resource_type, props)
         else:
             return []
         return [f"{message} ({self.requirements})" for message in found]
+
+    def check_stack(self, resources: Captured) -> list[tuple[str, str]]:
+        if self.stack_check is None:
+            return []
+        return [
+            (name, f"{message} ({self.requirements})")
+            for name, message in self.stack_check(resources)
+        ]
 
 
 def _require(condition: bool, message: str) -> list[str]:
@@ -308,6 +326,50 @@ KEY_ROTATION = Rule(
     requirements="K1",
     mandatory=True,
     checks={"aws:kms/key:Key": _key_rotation},
+)
+
+
+BUCKET_TYPE = "aws:s3/bucket:Bucket"
+BUCKET_COMPANIONS = {
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": (
+        "no BucketServerSideEncryptionConfiguration: S3's default is SSE-S3, not a "
+        "customer-managed key"
+    ),
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": (
+        "no BucketPublicAccessBlock: public ACLs and policies are not blocked"
+    ),
+}
+
+
+def _buckets_encrypted_and_private(resources: Captured) -> list[tuple[str, str]]:
+    """Each bucket has its encryption configuration and public-access block; what those hold
+    is checked by `cmk-encryption-at-rest` and `no-public-data-access`. A bucket whose name is
+    unknown during preview is checked again once it is known."""
+    attached: dict[str, set[str]] = {token: set() for token in BUCKET_COMPANIONS}
+    for resource_type, _, props in resources:
+        if resource_type in attached and isinstance(props.get("bucket"), str):
+            attached[resource_type].add(props["bucket"])
+    problems = []
+    for resource_type, name, props in resources:
+        bucket = props.get("bucket")
+        if resource_type != BUCKET_TYPE or not isinstance(bucket, str):
+            continue
+        problems += [
+            (name, message)
+            for token, message in BUCKET_COMPANIONS.items()
+            if bucket not in attached[token]
+        ]
+    return problems
+
+
+BUCKETS_ENCRYPTED_AND_PRIVATE = Rule(
+    name="s3-buckets-encrypted-and-private",
+    description="Every S3 bucket has a customer-key encryption configuration and a "
+    "public-access block (a bucket without them is SSE-S3 and may be made public).",
+    requirements="K1, M1, O3",
+    mandatory=True,
+    stack_types=(BUCKET_TYPE,),
+    stack_check=_buckets_encrypted_and_private,
 )
 
 
@@ -744,6 +806,7 @@ STATIC_RULES = (
     KEY_ROTATION,
     ENCRYPTED_IN_TRANSIT,
     NO_PUBLIC_ACCESS,
+    BUCKETS_ENCRYPTED_AND_PRIVATE,
     NO_OPEN_INGRESS,
     LOG_GROUPS,
     AUDIT_TRAIL,
@@ -817,4 +880,8 @@ def evaluate(
                 Finding(rule.name, rule.mandatory, name, m)
                 for m in rule.check(resource_type, props)
             ]
+    for rule in rules:
+        findings += [
+            Finding(rule.name, rule.mandatory, name, m) for name, m in rule.check_stack(resources)
+        ]
     return checked, findings

@@ -134,3 +134,36 @@ def test_o4_pack_reports_deprecated_resources_as_advisory(analyzer):
             "aws:s3/bucketV2:BucketV2 is deprecated: use aws.s3.Bucket (G1)",
         )
     ]
+
+
+def test_o4_m1_pack_fails_a_stack_with_a_bare_bucket(analyzer):
+    """K1, M1: the stack policy sees every resource at once and reports the bucket that has
+    no encryption configuration, on that bucket's URN."""
+    configure(analyzer, {"names-carry-suffix": {"environmentSuffix": "dev"}})
+    urn = "urn:pulumi:dev::media-pipeline::aws:s3/bucket:Bucket::"
+    resources = [
+        analyzer_pb2.AnalyzerResource(
+            type=resource_type, properties=struct(props), urn=urn + name, name=name
+        )
+        for resource_type, name, props in (
+            ("aws:s3/bucket:Bucket", "bare", {"bucket": "media-bare-dev"}),
+            (
+                "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+                "bare-block",
+                {"bucket": "media-bare-dev"},
+            ),
+        )
+    ]
+    response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=resources))
+    assert [
+        (d.policyName, d.enforcementLevel, d.urn, d.message.splitlines()[-1])
+        for d in response.diagnostics
+    ] == [
+        (
+            "s3-buckets-encrypted-and-private",
+            MANDATORY,
+            urn + "bare",
+            "no BucketServerSideEncryptionConfiguration: S3's default is SSE-S3, not a "
+            "customer-managed key (K1, M1, O3)",
+        )
+    ]

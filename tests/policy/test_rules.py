@@ -61,7 +61,7 @@ def test_o4_every_stack_file_has_a_policy_config():
 
 def test_o4_rule_names_are_unique_and_configured_ones_are_known():
     names = [r.name for r in build_rules(DEV)]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 13
     assert [r.name for r in configured_rules(DEV)] == [
         "required-tags",
         "names-carry-suffix",
@@ -570,7 +570,11 @@ def test_o4_deprecated_resources_are_advisory(resource_type, props, messages):
 
 
 def test_o4_every_rule_has_a_broken_example():
-    covered = {b[0] for b in BROKEN} | {"no-deprecated-resources"}
+    # The stack-wide rule's broken examples are the bucket tests below.
+    covered = {b[0] for b in BROKEN} | {
+        "no-deprecated-resources",
+        "s3-buckets-encrypted-and-private",
+    }
     assert covered == {r.name for r in build_rules(DEV)}
 
 
@@ -726,6 +730,64 @@ def test_o4_m1_a_misconfigured_media_bucket_in_a_captured_stack_is_caught(stack_
             "no-public-data-access",
             "media-ingest-public-access",
             "restrictPublicBuckets must be true (D6, C4, N1, W1, O3)",
+        ),
+    ]
+
+
+BUCKET = "aws:s3/bucket:Bucket"
+PUBLIC_ACCESS = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+
+
+def test_o4_m1_a_bucket_without_encryption_or_public_access_block_is_caught():
+    """K1, M1: S3's default encryption is SSE-S3 and nothing blocks public policies until a
+    bucket has its own configuration resources; the stack-wide rule finds the bucket lacking
+    them, by its logical name."""
+    stack_rule = rule("s3-buckets-encrypted-and-private")
+    resources = [
+        (BUCKET, "bare", {"bucket": "media-bare-dev"}),
+        (BUCKET, "half", {"bucket": "media-half-dev"}),
+        (PUBLIC_ACCESS, "half-block", {"bucket": "media-half-dev"}),
+        (BUCKET, "whole", {"bucket": "media-whole-dev"}),
+        (SSE, "whole-sse", {"bucket": "media-whole-dev"}),
+        (PUBLIC_ACCESS, "whole-block", {"bucket": "media-whole-dev"}),
+        (BUCKET, "later", {"bucket": UNKNOWN}),
+    ]
+    suffix = " (K1, M1, O3)"
+    assert stack_rule.check_stack(resources) == [
+        (
+            "bare",
+            "no BucketServerSideEncryptionConfiguration: S3's default is SSE-S3, not a "
+            "customer-managed key" + suffix,
+        ),
+        ("bare", "no BucketPublicAccessBlock: public ACLs and policies are not blocked" + suffix),
+        (
+            "half",
+            "no BucketServerSideEncryptionConfiguration: S3's default is SSE-S3, not a "
+            "customer-managed key" + suffix,
+        ),
+    ]
+    checked, findings = evaluate((stack_rule,), resources)
+    assert checked == {"s3-buckets-encrypted-and-private": 4}
+    assert [(f.resource, f.mandatory) for f in findings] == [
+        ("bare", True),
+        ("bare", True),
+        ("half", True),
+    ]
+
+
+def test_o4_m1_a_media_bucket_left_bare_in_a_captured_stack_is_caught(stack_runs):
+    resources = [
+        r
+        for r in captured(stack_runs["prod"])
+        if r[1] not in ("media-media-encryption", "media-media-public-access")
+    ]
+    _, findings = evaluate(build_rules(PolicyConfig("prod", True)), resources)
+    assert sorted((f.rule, f.resource, f.message.split(":")[0]) for f in findings) == [
+        ("s3-buckets-encrypted-and-private", "media-media", "no BucketPublicAccessBlock"),
+        (
+            "s3-buckets-encrypted-and-private",
+            "media-media",
+            "no BucketServerSideEncryptionConfiguration",
         ),
     ]
 
