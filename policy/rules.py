@@ -2,9 +2,11 @@
 
 Each rule checks one resource: `rule.check(resource_type, props) -> [violation messages]`,
 where `props` are the resource's inputs with the engine's camelCase keys — what CrossGuard
-hands a policy (`args.props`) and what the offline engine records (`Registered.inputs`). The
-policy pack (`policy/__main__.py`), the unit tests and the offline plan all call these same
-functions. Nothing here imports Pulumi.
+hands a policy (`args.props`) and what the offline engine records (`Registered.inputs`). A
+rule that needs the other resources (a bucket and its configuration resources) checks the
+whole stack instead: `rule.check_stack([(type, name, props), ...])`, a CrossGuard stack
+policy. The policy pack (`policy/__main__.py`), the unit tests and the offline plan all call
+these same functions. Nothing here imports Pulumi.
 
 Values the engine cannot know during `pulumi preview` (ARNs of resources not yet created)
 arrive as `UNKNOWN` and count as "set" / "as required": CrossGuard checks again with every
