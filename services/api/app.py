@@ -402,7 +402,9 @@ class ApiApp:
         video_id = parse_video_id(request.path_parameters.get("videoId"))
         cache = self._cache_or_none()
         cached = self._cached(cache, video_id)
-        if cached is not None:
+        # An entry of an unsettled video (another writer may refresh the cache at every
+        # state) is not trusted: its progress may already be stale.
+        if cached is not None and cached.get("status") in SETTLED_STATUSES:
             return json_response(200, cached, {"X-Cache": "HIT"})
         video = self._database().run(lambda cursor: fetch_video(cursor, video_id))
         if video is None:

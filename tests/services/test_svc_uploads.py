@@ -22,6 +22,7 @@ from upload_support import (
     call,
     create,
     make_app,
+    make_cache,
     part_urls,
     presigned_request_problem,
     put_part,
@@ -450,6 +451,16 @@ def test_m1_get_shows_upload_status_without_the_upload_id_and_caches_only_settle
     admin_db.cursor().execute("UPDATE videos SET status = 'ABORTED', upload_id = NULL")
     assert call(app, "GET", f"/videos/{video_id}")[2]["X-Cache"] == "MISS"
     assert call(app, "GET", f"/videos/{video_id}")[2]["X-Cache"] == "HIT"
+
+
+def test_m1_a_cached_entry_of_an_unsettled_video_is_not_served(app, admin_db, redis_proc):
+    """Another writer (the worker refreshing the cache) may store a PROCESSING entry: the
+    API reads such a video from the database, so its progress is current."""
+    video_id = create(app)["video_id"]
+    admin_db.cursor().execute("UPDATE videos SET status = 'PROCESSING', progress = 0.5")
+    make_cache(redis_proc.port).put(video_id, {"status": "PROCESSING", "progress": 0.1}, 1)
+    status, video, headers = call(app, "GET", f"/videos/{video_id}")
+    assert (status, headers["X-Cache"], video["progress"]) == (200, "BYPASS", 0.5)
 
 
 # --- H4: S3 that accepts connections and never answers --------------------------------------
