@@ -28,6 +28,7 @@ from upload_support import (
     put_part,
     sha256_b64,
     split,
+    upload_video,
 )
 
 from services.api.handler import api_timeouts
@@ -305,10 +306,7 @@ def test_m1_abort_frees_the_upload_marks_the_video_aborted_and_is_idempotent(
 
 
 def test_m1_abort_after_completion_is_409(app, served_aws):
-    data = b"done"
-    video_id = create(app, size_bytes=len(data))["video_id"]
-    upload_all(app, video_id, data)
-    assert complete(app, video_id)[0] == 202
+    video_id, _ = upload_video(app, b"done")
     status, body, _ = call(app, "DELETE", f"/videos/{video_id}/upload")
     assert (status, body["error"]["code"]) == (409, "upload_not_open")
     assert "UPLOADED" in body["error"]["message"]

@@ -233,3 +233,19 @@ def presigned_request_problem(
     if not hmac.compare_digest(expected, params["X-Amz-Signature"]):
         return "SignatureDoesNotMatch"
     return None
+
+
+def upload_video(app: ApiApp, data: bytes, **overrides: Any) -> tuple[str, str]:
+    """Create a video for `data`, upload it part by part through the presigned URLs and
+    complete it: (video_id, job_id). For tests that need an uploaded source (M1) the way a
+    client makes one; the URLs must reach the S3 the app signs for (moto's server)."""
+    created = create(app, size_bytes=len(data), **overrides)
+    video_id = created["video_id"]
+    chunks = split(data, created["upload"]["part_size"])
+    urls = part_urls(app, video_id, chunks)
+    for number, chunk in chunks.items():
+        status, answer = put_part(urls[number], chunk)
+        assert status == 200, answer
+    status, body, _ = call(app, "POST", f"/videos/{video_id}/upload/complete")
+    assert status == 202, body
+    return video_id, body["job_id"]
