@@ -511,3 +511,50 @@ def test_m1_h4_hung_s3_answers_503_inside_the_function_timeout_and_leaves_the_up
         silent.close()
     assert row(admin_db, "SELECT count(*), min(status) FROM videos") == [1, "UPLOADING"]
     assert len(open_uploads(served_aws)) == 1
+
+
+def test_m1_parts_are_listed_across_listparts_pages(app, served_aws, monkeypatch):
+    """ListParts answers at most 1,000 parts a page: every page is followed."""
+    from services.common import uploads
+
+    video_id = create(app, size_bytes=3 * PART)["video_id"]
+    chunks = {1: b"a", 2: b"bb", 3: b"ccc"}
+    urls = part_urls(app, video_id, chunks)
+    for number, chunk in chunks.items():
+        assert put_part(urls[number], chunk)[0] == 200
+    monkeypatch.setattr(uploads, "_LIST_PAGE", 2)
+    markers = []
+
+    class CountingS3:
+        def list_parts(self, **kwargs):
+            markers.append(kwargs["PartNumberMarker"])
+            return served_aws.s3.list_parts(**kwargs)
+
+    store = IngestStore(CountingS3(), served_aws.ingest_bucket)
+    [upload] = open_uploads(served_aws)
+    listed = store.list_parts(upload["Key"], upload["UploadId"], deadline=time.monotonic() + 10)
+    assert [(part.part_number, part.size) for part in listed] == [(1, 1), (2, 2), (3, 3)]
+    assert markers == [0, 2]
+
+
+def test_m1_assembled_object_of_another_size_ends_the_video_failed(app, served_aws, admin_db):
+    """The object S3 assembled is not the declared size (parts replaced behind the API's
+    back and completed): 409 upload_size_mismatch, the video FAILED, no job, no event."""
+    video_id = create(app, size_bytes=10)["video_id"]
+    [upload_id] = row(admin_db, "SELECT upload_id FROM videos")
+    key = source_key(video_id)
+    etag = served_aws.s3.upload_part(
+        Bucket=served_aws.ingest_bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"short"
+    )["ETag"]
+    served_aws.s3.complete_multipart_upload(
+        Bucket=served_aws.ingest_bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    status, body, _ = complete(app, video_id)
+    assert (status, body["error"]["code"]) == (409, "upload_size_mismatch")
+    assert "5 bytes, not the declared 10" in body["error"]["message"]
+    assert row(admin_db, "SELECT status, upload_id FROM videos") == ["FAILED", None]
+    assert row(admin_db, "SELECT count(*) FROM jobs")[0] == 0
+    assert read_stream(served_aws.kinesis, STREAM) == []
