@@ -558,3 +558,42 @@ def test_m1_assembled_object_of_another_size_ends_the_video_failed(app, served_a
     assert row(admin_db, "SELECT status, upload_id FROM videos") == ["FAILED", None]
     assert row(admin_db, "SELECT count(*) FROM jobs")[0] == 0
     assert read_stream(served_aws.kinesis, STREAM) == []
+
+
+def test_m1_racing_completions_write_one_job_and_answer_it_to_both(
+    pg_server, served_aws, redis_proc, redis_client, admin_db
+):
+    """Two completions of one upload at once (a client retrying before its first answer):
+    one job, the same job id in both answers, every event for that job. The event id is
+    derived from the job, so even two puts (both saw requested_at unset) are one request
+    to the worker."""
+    import threading
+
+    databases = [connect_as(pg_server, API_DB_USER, application_name="media-api") for _ in range(2)]
+    try:
+        apps = [make_app(database, served_aws, redis_proc.port) for database in databases]
+        data = b"raced"
+        video_id = create(apps[0], size_bytes=len(data))["video_id"]
+        upload_all(apps[0], video_id, data)
+        barrier, answers = threading.Barrier(2), []
+
+        def finish(app) -> None:
+            barrier.wait()
+            answers.append(complete(app, video_id)[:2])
+
+        threads = [threading.Thread(target=finish, args=(app,)) for app in apps]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for database in databases:
+            database.close()
+    assert [status for status, _ in answers] == [202, 202], answers
+    [job_id] = {body["job_id"] for _, body in answers}
+    assert row(admin_db, "SELECT count(*), min(id::text) FROM jobs") == [1, job_id]
+    events = read_stream(served_aws.kinesis, STREAM)
+    assert 1 <= len(events) <= 2
+    assert {(event["job_id"], event["event_id"]) for event in events} == {
+        (job_id, events[0]["event_id"])
+    }
