@@ -230,18 +230,21 @@ class IngestStore:
         would not enforce it.
         """
         expires_at = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
-        url = self._s3.generate_presigned_url(
-            "upload_part",
-            Params={
-                "Bucket": self._bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "PartNumber": part_number,
-                "ChecksumSHA256": checksum_sha256,
-            },
-            ExpiresIn=ttl_seconds,
-            HttpMethod="PUT",
-        )
+        try:
+            url = self._s3.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": self._bucket,
+                    "Key": key,
+                    "UploadId": upload_id,
+                    "PartNumber": part_number,
+                    "ChecksumSHA256": checksum_sha256,
+                },
+                ExpiresIn=ttl_seconds,
+                HttpMethod="PUT",
+            )
+        except BotoCoreError as error:  # no credentials to sign with, e.g.
+            raise StorageUnavailable(f"cannot sign UploadPart: {type(error).__name__}") from error
         return PresignedPart(
             part_number=part_number,
             url=url,

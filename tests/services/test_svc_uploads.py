@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 
+import boto3
 import pytest
 from conftest import STREAM, connect_as
 from svc_support import TcpProxy, read_stream
@@ -597,3 +598,24 @@ def test_m1_racing_completions_write_one_job_and_answer_it_to_both(
     assert {(event["job_id"], event["event_id"]) for event in events} == {
         (job_id, events[0]["event_id"])
     }
+
+
+def test_m1_part_urls_without_credentials_to_sign_with_are_503(
+    app, api_database, served_aws, redis_proc, monkeypatch, tmp_path
+):
+    video_id = create(app)["video_id"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    # A fresh session: boto3's default one has cached the test credentials.
+    s3 = boto3.session.Session(region_name="eu-central-1").client("s3")
+    unsigned = make_app(api_database, served_aws, redis_proc.port, s3=s3)
+    body = {"parts": [{"part_number": 1, "checksum_sha256": sha256_b64(b"x")}]}
+    status, answer, headers = call(unsigned, "POST", f"/videos/{video_id}/upload/parts", body=body)
+    assert (status, answer["error"]["code"], headers["Retry-After"]) == (
+        503,
+        "storage_unavailable",
+        "1",
+    )
