@@ -26,7 +26,7 @@ from services.common import safejson
 from services.common.events import JOB_REQUESTED, EventError, new_event, parse_message_body
 from services.common.sources import SourceError, normalise_source
 from services.common.text import text_problem
-from services.common.uploads import checksum_problem, plan_parts
+from services.common.uploads import UploadedPart, check_parts, checksum_problem, plan_parts
 from services.common.videos import STATUSES
 from services.contract import (
     DEFAULT_UPLOAD_CONTENT_TYPES,
@@ -404,3 +404,36 @@ def test_h6_depth_limit_is_exact(depth):
     else:
         with pytest.raises(safejson.JsonError, match="nested deeper"):
             safejson.loads(text, max_bytes=100)
+
+
+@BOUNDED
+@given(
+    st.integers(min_value=1, max_value=40 * 2**20),
+    st.data(),
+)
+def test_h6_m1_part_check_accepts_exactly_the_planned_parts_and_names_the_first_wrong_one(
+    size, data
+):
+    plan = plan_parts(size)
+    parts = [
+        UploadedPart(n, plan.expected_size(n, size), f'"etag{n}"', None)
+        for n in range(1, plan.part_count + 1)
+    ]
+    assert check_parts(parts, plan, size) is None
+    victim = data.draw(st.integers(1, plan.part_count))
+    change = data.draw(st.sampled_from(["drop", "grow", "shrink", "extra"]))
+    broken = [part for part in parts if not (change == "drop" and part.part_number == victim)]
+    if change in ("grow", "shrink"):
+        delta = 1 if change == "grow" else -1
+        broken = [
+            UploadedPart(p.part_number, p.size + delta, p.etag, None)
+            if p.part_number == victim
+            else p
+            for p in broken
+        ]
+    if change == "extra":
+        victim = plan.part_count + 1
+        broken.append(UploadedPart(victim, 1, '"extra"', None))
+    issue = check_parts(broken, plan, size)
+    assert issue is not None and issue.part_number == victim
+    assert issue.code == ("upload_incomplete" if change == "drop" else "part_size_mismatch")

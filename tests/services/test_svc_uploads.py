@@ -619,3 +619,35 @@ def test_m1_part_urls_without_credentials_to_sign_with_are_503(
         "storage_unavailable",
         "1",
     )
+
+
+def test_m1_parts_s3_refuses_to_assemble_are_409_and_the_upload_stays_open(
+    app, api_database, served_aws, redis_proc, admin_db
+):
+    """A part replaced between the listing and the Complete call (S3: InvalidPart): the
+    client is told to re-upload and complete again; nothing is written."""
+    from botocore.exceptions import ClientError
+
+    class RefusingS3:
+        def __getattr__(self, name):
+            return getattr(served_aws.s3, name)
+
+        def complete_multipart_upload(self, **kwargs):
+            raise ClientError(
+                {"Error": {"Code": "InvalidPart", "Message": "part not found"}},
+                "CompleteMultipartUpload",
+            )
+
+    data = b"replaced meanwhile"
+    video_id = create(app, size_bytes=len(data))["video_id"]
+    upload_all(app, video_id, data)
+    refusing = make_app(api_database, served_aws, redis_proc.port, s3=RefusingS3())
+    status, body, _ = complete(refusing, video_id)
+    assert (status, body["error"]["code"], body["error"]["field"]) == (
+        409,
+        "part_size_mismatch",
+        "parts",
+    )
+    assert row(admin_db, "SELECT status FROM videos")[0] == "UPLOADING"
+    assert len(open_uploads(served_aws)) == 1
+    assert complete(app, video_id)[0] == 202
