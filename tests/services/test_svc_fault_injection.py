@@ -293,41 +293,52 @@ def _job_of(operation: str, request: dict[str, Any]) -> str | None:
 
 def request_jobs(database, aws, kinesis, clips: Path) -> dict[str, str]:
     """JOBS uploads as the API leaves them once each upload is complete (M1): the source
-    object, an UPLOADED video, its QUEUED job and job.requested on the stream (through the
-    real producer). Returns job id -> source."""
+    object, an UPLOADED video, its QUEUED job, then job.requested on the stream (through the
+    real producer, one at a time: moto's Kinesis is not safe for concurrent puts). Returns
+    job id -> source."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from services.common.events import JOB_REQUESTED, new_event
     from services.contract import source_key
 
-    stream = EventStream(kinesis, STREAM)
     rng = random.Random(11)
     sources = [BAD_SOURCES[i % len(BAD_SOURCES)] for i in range(JOBS // 10)]
     sources += [rng.choice(GOOD_SOURCES) for _ in range(JOBS - len(sources))]
     rng.shuffle(sources)
     contents = {name: (clips / name).read_bytes() for name in {*sources} - {MISSING}}
-    jobs = {}
-    for index, source in enumerate(sources):
-        video_id, job_id = uuid.uuid4(), uuid.uuid4()
-        key = source_key(str(video_id))
+    uploads = [(uuid.uuid4(), uuid.uuid4(), source) for source in sources]
+
+    def upload(item) -> None:
+        video_id, _, source = item
         if source != MISSING:
+            key = source_key(str(video_id))
             aws.s3.put_object(Bucket=aws.ingest_bucket, Key=key, Body=contents[source])
-        uri = key  # as the API records it
 
-        size = len(contents.get(source, b""))
-        database.run(partial(_insert_uploaded, video_id, job_id, f"video {index}", uri, size))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(upload, uploads))
+
+    def insert(cursor) -> None:
+        for index, (video_id, job_id, source) in enumerate(uploads):
+            cursor.execute(
+                "INSERT INTO videos (id, title, creator, source_uri, status, content_type,"
+                " upload_size_bytes) VALUES (%s, %s, 'load', %s, 'UPLOADED', 'video/mp4', %s)",
+                (video_id, f"video {index}", source_key(str(video_id)),
+                 max(1, len(contents.get(source, b"")))),
+            )  # fmt: skip
+            cursor.execute("INSERT INTO jobs (id, video_id) VALUES (%s, %s)", (job_id, video_id))
+
+    database.run(insert)
+    stream = EventStream(kinesis, STREAM)
+    for video_id, job_id, _ in uploads:
         stream.put(
-            new_event(JOB_REQUESTED, video_id=str(video_id), job_id=str(job_id), source_uri=uri)
+            new_event(
+                JOB_REQUESTED,
+                video_id=str(video_id),
+                job_id=str(job_id),
+                source_uri=source_key(str(video_id)),  # as the API records it
+            )
         )
-        jobs[str(job_id)] = source
-    return jobs
-
-
-def _insert_uploaded(video_id, job_id, title: str, uri: str, size: int, cursor) -> None:
-    cursor.execute(
-        "INSERT INTO videos (id, title, creator, source_uri, status, content_type,"
-        " upload_size_bytes) VALUES (%s, %s, 'load', %s, 'UPLOADED', 'video/mp4', %s)",
-        (video_id, title, uri, max(1, size)),
-    )
-    cursor.execute("INSERT INTO jobs (id, video_id) VALUES (%s, %s)", (job_id, video_id))
+    return {str(job_id): source for _, job_id, source in uploads}
 
 
 class StreamPipe(threading.Thread):
