@@ -74,31 +74,6 @@ def video_from_row(row: Any) -> Video:
     return Video(*row)
 
 
-def insert_video_with_job(
-    cursor: Any,
-    *,
-    video_id: uuid.UUID,
-    job_id: uuid.UUID,
-    title: str,
-    creator: str,
-    source_uri: str,
-) -> Video:
-    # ON CONFLICT: ids are fresh per request, so a conflict can only be this same
-    # transaction retried after its connection died around COMMIT.
-    cursor.execute(
-        "INSERT INTO videos (id, title, creator, source_uri) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (id) DO NOTHING",
-        (video_id, title, creator, source_uri),
-    )
-    cursor.execute(
-        "INSERT INTO jobs (id, video_id) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
-        (job_id, video_id),
-    )
-    video = fetch_video(cursor, video_id)
-    assert video is not None
-    return video
-
-
 def fetch_video(cursor: Any, video_id: uuid.UUID) -> Video | None:
     cursor.execute(f"SELECT {COLUMNS} FROM videos WHERE id = %s", (video_id,))
     row = cursor.fetchone()
