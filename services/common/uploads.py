@@ -279,7 +279,10 @@ class IngestStore:
                 )
             if not page.get("IsTruncated"):
                 return parts
-            marker = int(page["NextPartNumberMarker"])
+            following = int(page.get("NextPartNumberMarker") or 0)
+            if following <= marker:
+                raise StorageUnavailable("ListParts reported more parts without a next marker")
+            marker = following
         raise StorageUnavailable("ListParts kept reporting more pages than 10,000 parts fill")
 
     def complete(
