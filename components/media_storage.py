@@ -284,14 +284,27 @@ def s3_via(ctx: AwsContext) -> dict[str, Any]:
     }
 
 
+def list_sources(ingest_arn: pulumi.Input[str]) -> Grant:
+    """ListBucket on the ingest bucket, for keys under `sources/` only: without it S3 answers
+    a read of a missing key with 403, and a missing source looks like a denied one."""
+    return Grant(
+        "ListSources",
+        ("s3:ListBucket",),
+        (ingest_arn,),
+        conditions={"StringLike": {"s3:prefix": [SOURCE_PREFIX, f"{SOURCE_PREFIX}*"]}},
+    )
+
+
 def upload_grants(
     ingest_arn: pulumi.Input[str], key_arn: pulumi.Input[str], ctx: AwsContext
 ) -> list[Grant]:
     """What the API function signs presigned multipart uploads with (PITFALLS 115, 116).
 
     Initiate, UploadPart and Complete are all `s3:PutObject`; Abort and ListParts have their
-    own actions; GetObject covers the HeadObject after completion. SSE-KMS multipart needs
-    GenerateDataKey (initiate) and Decrypt (parts, list, complete with checksums)."""
+    own actions; GetObject covers the HeadObject after completion, and ListBucket (on
+    `sources/` only) makes S3 answer a missing object with 404 instead of 403, so "gone" and
+    "denied" stay distinguishable. SSE-KMS multipart needs GenerateDataKey (initiate) and
+    Decrypt (parts, list, complete with checksums)."""
     sources = pulumi.Output.concat(ingest_arn, "/", SOURCE_PREFIX, "*")
     return [
         Grant(
@@ -300,6 +313,7 @@ def upload_grants(
             (sources,),
         ),
         Grant("HeadUploadedSources", ("s3:GetObject",), (sources,)),
+        list_sources(ingest_arn),
         Grant(
             "MediaKeyForUploads",
             ("kms:GenerateDataKey", "kms:Decrypt"),
@@ -326,6 +340,7 @@ def transcode_grants(
             source_actions,
             (pulumi.Output.concat(ingest_arn, "/", SOURCE_PREFIX, "*"),),
         ),
+        list_sources(ingest_arn),
         Grant(
             "WriteRenditions",
             ("s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"),

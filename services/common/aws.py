@@ -32,7 +32,11 @@ def aws_client(
     import boto3
     from botocore.config import Config
 
-    retries = None if max_attempts is None else {"max_attempts": max_attempts, "mode": "standard"}
+    # botocore's `max_attempts` counts retries only; `total_max_attempts` counts the first
+    # call too, which is what callers sizing a time budget mean.
+    retries = (
+        None if max_attempts is None else {"total_max_attempts": max_attempts, "mode": "standard"}
+    )
     config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries)
     return boto3.client(service, region_name=region, config=config)
 

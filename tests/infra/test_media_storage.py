@@ -410,6 +410,13 @@ def test_m1_api_may_presign_multipart_uploads_of_sources_only(run):
                 "Resource": [f"{INGEST_ARN}/sources/*"],
             },
             {
+                "Sid": "ListSources",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [INGEST_ARN],
+                "Condition": {"StringLike": {"s3:prefix": ["sources/", "sources/*"]}},
+            },
+            {
                 "Sid": "MediaKeyForUploads",
                 "Effect": "Allow",
                 "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
@@ -427,6 +434,13 @@ def transcode_statements(key_arn: str, source_actions: list[str]) -> list[dict]:
             "Effect": "Allow",
             "Action": source_actions,
             "Resource": [f"{INGEST_ARN}/sources/*"],
+        },
+        {
+            "Sid": "ListSources",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [INGEST_ARN],
+            "Condition": {"StringLike": {"s3:prefix": ["sources/", "sources/*"]}},
         },
         {
             "Sid": "WriteRenditions",
