@@ -39,10 +39,12 @@ from services.common.settings import (
     RedisSettings,
     SettingsError,
     SslMode,
+    UploadSettings,
     load_api_settings,
     load_migrate_settings,
     load_worker_settings,
 )
+from services.contract import DEFAULT_UPLOAD_CONTENT_TYPES, UPLOAD_MAX_BYTES_DEFAULT
 
 pytestmark = pytest.mark.services
 
@@ -51,10 +53,13 @@ BASE_ENV = {
     "DB_NAME": "media",
     "REDIS_HOST": "cache.internal",
     "STREAM_NAME": "media-events",
-    "MEDIA_ROOT": "/mnt/media",
+    "INGEST_BUCKET": "media-ingest",
 }
 WORKER_ENV = {
     **BASE_ENV,
+    "MEDIA_ROOT": "/mnt/media",
+    "MEDIA_BUCKET": "media-renditions",
+    "CONTENT_KEY_SECRET_ARN": "arn:content-key",
     "DB_USERNAME": "worker",
     "DB_PASSWORD": "pw",
     "JOBS_QUEUE_URL": "https://sqs/jobs",
@@ -66,8 +71,12 @@ WORKER_ENV = {
 # --- settings ---------------------------------------------------------------------------
 
 
+def api_common(env):
+    return load_api_settings(env).common
+
+
 def test_r2_api_settings_defaults_are_secure():
-    settings = load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
+    settings = api_common({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
     assert settings.database.port == 5432
     assert settings.database.ssl_mode == SslMode.VERIFY_FULL
     assert settings.redis.port == 6379
@@ -101,6 +110,73 @@ def test_r3_worker_settings_read_every_variable():
     assert settings.common.aws_region == "ap-northeast-1"
     assert settings.content_key_secret_arn == "arn:key"
     assert (settings.batch_size, settings.receive_wait_seconds) == (10, 20)
+
+
+def test_m1_api_upload_settings_default_to_the_contract_and_read_the_stack_values():
+    defaults = load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "arn:db"}).uploads
+    assert defaults == UploadSettings(
+        ingest_bucket="media-ingest",
+        max_bytes=UPLOAD_MAX_BYTES_DEFAULT,
+        content_types=DEFAULT_UPLOAD_CONTENT_TYPES,
+        url_ttl_seconds=900,
+    )
+    stack = load_api_settings(
+        {
+            **BASE_ENV,
+            "DB_SECRET_ARN": "arn:db",
+            "UPLOAD_MAX_BYTES": "1048576",
+            "UPLOAD_CONTENT_TYPES": " Video/MP4, ,video/webm ",
+            "UPLOAD_URL_TTL_SECONDS": "600",
+        }
+    ).uploads
+    assert (stack.max_bytes, stack.content_types, stack.url_ttl_seconds) == (
+        1_048_576,
+        ("video/mp4", "video/webm"),
+        600,
+    )
+
+
+def test_m3_m4_worker_media_settings_default_to_the_contract_ladder():
+    media = load_worker_settings(WORKER_ENV).media
+    assert (media.ingest_bucket, media.media_bucket) == ("media-ingest", "media-renditions")
+    assert [rung.name for rung in media.ladder] == ["1080p", "720p", "480p", "360p"]
+    assert (media.segment_seconds, media.max_duration_seconds) == (4, 4 * 3600)
+    assert media.delete_source_after_processing is False
+    assert (media.transfer_concurrency, media.ffmpeg_path) == (8, "ffmpeg")
+    tuned = load_worker_settings(
+        {**WORKER_ENV, "TRANSCODE_LADDER": "360:700, 720:3000", "SEGMENT_SECONDS": "6"}
+    ).media
+    assert [(rung.height, rung.video_kbps) for rung in tuned.ladder] == [(720, 3000), (360, 700)]
+    assert tuned.segment_seconds == 6
+
+
+@pytest.mark.parametrize(
+    ("load", "change", "variable", "text"),
+    [
+        (load_api_settings, {"INGEST_BUCKET": None}, "INGEST_BUCKET", "required"),
+        (load_api_settings, {"UPLOAD_MAX_BYTES": "0"}, "UPLOAD_MAX_BYTES", "between"),
+        (load_api_settings, {"UPLOAD_CONTENT_TYPES": " , "}, "UPLOAD_CONTENT_TYPES", "at least"),
+        (load_api_settings, {"UPLOAD_URL_TTL_SECONDS": "7200"}, "UPLOAD_URL_TTL_SECONDS", "between"),
+        (load_worker_settings, {"MEDIA_BUCKET": None}, "MEDIA_BUCKET", "required"),
+        (load_worker_settings, {"CONTENT_KEY_SECRET_ARN": None}, "CONTENT_KEY_SECRET_ARN", "required"),
+        (load_worker_settings, {"TRANSCODE_LADDER": "720p"}, "TRANSCODE_LADDER", "height:kbps"),
+        (load_worker_settings, {"TRANSCODE_LADDER": "721:3000"}, "TRANSCODE_LADDER", "even"),
+        (load_worker_settings, {"TRANSCODE_LADDER": "720:99"}, "TRANSCODE_LADDER", "kb/s"),
+        (load_worker_settings, {"TRANSCODE_LADDER": "720:1,720:2"}, "TRANSCODE_LADDER", "kb/s"),
+        (load_worker_settings, {"TRANSCODE_LADDER": "720:3000,720:2000"}, "TRANSCODE_LADDER", "same height"),
+        (load_worker_settings, {"SEGMENT_SECONDS": "1"}, "SEGMENT_SECONDS", "between"),
+        (load_worker_settings, {"TRANSFER_CONCURRENCY": "65"}, "TRANSFER_CONCURRENCY", "between"),
+        (load_worker_settings, {"DELETE_SOURCE_AFTER_PROCESSING": "sometimes"}, "DELETE_SOURCE_AFTER_PROCESSING", "true or false"),
+    ],
+)  # fmt: skip
+def test_m1_m4_invalid_media_settings_name_the_variable(load, change, variable, text):
+    base = {**WORKER_ENV, "DB_SECRET_ARN": "arn:db"} if load is load_api_settings else WORKER_ENV
+    if load is load_api_settings:
+        base = {k: v for k, v in base.items() if k not in {"DB_USERNAME", "DB_PASSWORD"}}
+    env = {k: v for k, v in {**base, **change}.items() if v is not None}
+    with pytest.raises(SettingsError, match=text) as caught:
+        load(env)
+    assert caught.value.variable == variable
 
 
 def test_r3_secrets_never_appear_in_settings_repr():
@@ -165,13 +241,13 @@ def _credential_fields(database: DatabaseSettings) -> tuple:
 
 
 def test_g5_api_logs_in_with_iam_and_needs_no_secret():
-    settings = load_api_settings({**BASE_ENV, **IAM_ENV})
+    settings = api_common({**BASE_ENV, **IAM_ENV})
     assert _credential_fields(settings.database) == ("media_api", None, None, None)
     assert settings.aws_region == "eu-west-1"
 
 
 def test_d5_api_may_still_log_in_with_a_secret_by_arn():
-    settings = load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
+    settings = api_common({**BASE_ENV, "DB_SECRET_ARN": "arn:db"})
     assert _credential_fields(settings.database) == (None, "arn:db", None, None)
 
 
@@ -193,7 +269,7 @@ def test_g5_worker_logs_in_with_exactly_the_configured_source(change, expected):
 
 def test_g5_iam_region_may_come_from_aws_default_region():
     env = {**BASE_ENV, "DB_IAM_USER": "media_api", "AWS_DEFAULT_REGION": "ca-central-1"}
-    assert load_api_settings(env).aws_region == "ca-central-1"
+    assert api_common(env).aws_region == "ca-central-1"
 
 
 @pytest.mark.parametrize(
@@ -233,7 +309,7 @@ def test_g5_database_login_settings_errors_name_the_variables(load, env, variabl
 
 
 def test_d6_iam_login_accepts_tls_without_verification():
-    settings = load_api_settings({**BASE_ENV, **IAM_ENV, "DB_SSL": "require"})
+    settings = api_common({**BASE_ENV, **IAM_ENV, "DB_SSL": "require"})
     assert (settings.database.ssl_mode, settings.database.iam_user) == ("require", "media_api")
 
 
@@ -258,10 +334,7 @@ def test_d5_migrate_settings_need_the_master_secret_and_nothing_of_the_runtime()
     [("true", "verify-full"), ("1", "verify-full"), ("require", "require"), ("off", "disable")],
 )
 def test_d6_db_ssl_values(value, mode):
-    assert (
-        load_api_settings({**BASE_ENV, "DB_SECRET_ARN": "a", "DB_SSL": value}).database.ssl_mode
-        == mode
-    )
+    assert api_common({**BASE_ENV, "DB_SECRET_ARN": "a", "DB_SSL": value}).database.ssl_mode == mode
 
 
 # --- TLS --------------------------------------------------------------------------------
@@ -457,7 +530,7 @@ def test_g5_iam_credentials_are_a_connect_token_for_the_user_host_and_port(monke
 
 
 def test_g5_credential_factory_turns_db_iam_user_into_tokens_for_the_configured_endpoint(aws):
-    settings = load_api_settings({**BASE_ENV, **IAM_ENV, "DB_PORT": "6543"})
+    settings = api_common({**BASE_ENV, **IAM_ENV, "DB_PORT": "6543"})
     provider = db_credentials(
         settings.database, region=settings.aws_region, secrets=SecretCache(aws.secrets)
     )
