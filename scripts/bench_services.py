@@ -5,8 +5,10 @@ Starts a throw-away PostgreSQL and Redis on free local ports, uses moto in-proce
 Kinesis/SQS, and measures:
   * API  GET /videos/{id} latency, p50/p99, cache hit and cache miss (handler code end to
     end: routing, Redis, PostgreSQL, JSON);
-  * worker jobs per second in one process, with ffprobe stubbed out (claim, complete,
-    cache refresh, processed event, delete: everything but the probe).
+  * worker jobs per second in one process, with ffprobe and ffmpeg stubbed out (claim,
+    fetch the source from S3, publish a four-object version, complete, cache refresh,
+    processed event, delete: everything but the media tools, which
+    scripts/bench_transcode.py measures).
 
     python scripts/bench_services.py [--videos 200] [--requests 2000] [--jobs 500]
 """
@@ -45,6 +47,7 @@ from moto import mock_aws  # noqa: E402
 from services.api.app import ApiApp, Dependencies  # noqa: E402
 from services.common.aws import EventStream  # noqa: E402
 from services.common.cache import VideoCache  # noqa: E402
+from services.common.content_keys import load_keyring  # noqa: E402
 from services.common.db import Database  # noqa: E402
 from services.common.events import JOB_REQUESTED, new_event  # noqa: E402
 from services.common.migrations import apply_migrations  # noqa: E402
@@ -53,12 +56,16 @@ from services.common.secrets import StaticDbCredentials  # noqa: E402
 from services.common.settings import (  # noqa: E402
     CommonSettings,
     DatabaseSettings,
+    MediaSettings,
     RedisSettings,
     SslMode,
     WorkerSettings,
 )
+from services.contract import parse_ladder, source_key  # noqa: E402
 from services.worker.consumer import StopSignal, Worker, WorkerDeps  # noqa: E402
 from services.worker.probe import MediaFacts  # noqa: E402
+from services.worker.storage import MediaStorage as WorkerStorage  # noqa: E402
+from services.worker.transcode import RenditionOutput, TranscodeResult  # noqa: E402
 
 STREAM = "bench-events"
 
@@ -176,10 +183,8 @@ def bench_api(
     client = create_redis(redis_settings, None, client_name="bench-api")
     cache = VideoCache(client, 300)
     kinesis = boto3.client("kinesis", region_name="eu-central-1")
-    app = ApiApp(
-        Dependencies(database, EventStream(kinesis, STREAM), lambda: cache, PurePosixPath("/m"))
-    )
-    ids = seed_videos(database, videos)
+    app = ApiApp(Dependencies(database, EventStream(kinesis, STREAM), lambda: cache, uploads=None))
+    ids = seed_videos(database, videos)  # COMPLETED: only settled videos are cached
     for video_id in ids[:20]:  # warm-up: connections, prepared statements, script SHA
         app.handle(get_event(video_id))
     results: dict[str, list[float]] = {"miss": [], "hit": []}
@@ -219,9 +224,38 @@ class Timed:
         return timed
 
 
+MEDIA = MediaSettings(
+    ingest_bucket="bench-ingest", media_bucket="bench-media", ladder=parse_ladder("144:100"),
+    segment_seconds=4, max_source_bytes=1 << 30, max_duration_seconds=3600,
+    delete_source_after_processing=False, transfer_concurrency=4, ffmpeg_path="unused",
+)  # fmt: skip
+FACTS = MediaFacts(1.0, 1000, "mp4", "h264", "aac", 256, 144, 300_000, frame_rate=25.0)
+
+
+def fake_transcode(source, facts, output, **_kwargs) -> TranscodeResult:
+    """Writes what a one-rung ladder leaves (master, playlist, segment, poster)."""
+    (output / "144p").mkdir()
+    files = {"master.m3u8": b"#EXTM3U", "144p/index.m3u8": b"#EXTM3U", "poster.jpg": b"j"}
+    files["144p/seg_00000.ts"] = b"\x47" * 188
+    for name, data in files.items():
+        (output / name).write_bytes(data)
+    rendition = RenditionOutput(
+        "144p", 256, 144, 100_000, 240_000, "avc1.64000c,mp4a.40.2", "144p/index.m3u8"
+    )
+    return TranscodeResult(facts, (rendition,), "master.m3u8", "poster.jpg", tuple(files))
+
+
+class FixedKeyring:
+    def get(self):
+        return load_keyring('{"current": "k1", "keys": {"k1": "%s"}}' % ("A" * 43 + "="))
+
+
 def bench_worker(database: Database, redis_port: int, jobs: int) -> tuple[float, float, int]:
     sqs = Timed(boto3.client("sqs", region_name="eu-central-1"))
     kinesis = Timed(boto3.client("kinesis", region_name="eu-central-1"))
+    s3 = Timed(boto3.client("s3", region_name="us-east-1"))
+    for bucket in (MEDIA.ingest_bucket, MEDIA.media_bucket):
+        s3.create_bucket(Bucket=bucket)
     queue = sqs.create_queue(QueueName="bench-jobs")["QueueUrl"]
     dlq = sqs.create_queue(QueueName="bench-dlq")["QueueUrl"]
     bodies = []
@@ -230,16 +264,20 @@ def bench_worker(database: Database, redis_port: int, jobs: int) -> tuple[float,
         database.run(
             lambda c, v=video_id, j=job_id: (
                 c.execute(
-                    "INSERT INTO videos (id, title, creator, source_uri)"
-                    " VALUES (%s, 'b', 'b', 'a.mp4')",
-                    (v,),
+                    "INSERT INTO videos (id, title, creator, source_uri, status)"
+                    " VALUES (%s, 'b', 'b', %s, 'UPLOADED')",
+                    (v, source_key(str(v))),
                 ),
                 c.execute("INSERT INTO jobs (id, video_id) VALUES (%s, %s)", (j, v)),
             )
         )
+        s3.put_object(Bucket=MEDIA.ingest_bucket, Key=source_key(str(video_id)), Body=b"s" * 1024)
         bodies.append(
             new_event(
-                JOB_REQUESTED, video_id=str(video_id), job_id=str(job_id), source_uri="a.mp4"
+                JOB_REQUESTED,
+                video_id=str(video_id),
+                job_id=str(job_id),
+                source_uri=source_key(str(video_id)),
             ).to_json()
         )
     for start in range(0, len(bodies), 10):
@@ -249,34 +287,35 @@ def bench_worker(database: Database, redis_port: int, jobs: int) -> tuple[float,
                 {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
             ],
         )
-    facts = MediaFacts(1.0, 1000, "mp4", "h264", "aac", 1920, 1080, 5_000_000)
     settings = WorkerSettings(
         common=CommonSettings(
             database=DatabaseSettings(
                 host="127.0.0.1", port=1, name="bench", ssl_mode=SslMode.DISABLE
             ),
             redis=RedisSettings(host="127.0.0.1", port=redis_port, tls=False),
-            stream_name=STREAM, media_root=PurePosixPath("/m"), cache_ttl_seconds=300,
+            stream_name=STREAM, cache_ttl_seconds=300,
             log_level="WARNING", aws_region="eu-central-1",
         ),
         jobs_queue_url=queue, dead_letter_queue_url=dlq, max_receive_count=5,
-        job_timeout_seconds=60, visibility_timeout_seconds=300, content_key_secret_arn=None,
-        scratch_dir=PurePosixPath(tempfile.mkdtemp(prefix="bench-scratch-")), batch_size=10,
-        receive_wait_seconds=0, retry_base_seconds=1, retry_max_seconds=10,
-        stop_timeout_seconds=10, ffprobe_path="unused",
+        job_timeout_seconds=60, visibility_timeout_seconds=300, content_key_secret_arn="unused",
+        scratch_dir=PurePosixPath(tempfile.mkdtemp(prefix="bench-scratch-")), media_root=None,
+        media=MEDIA, batch_size=10, receive_wait_seconds=0, retry_base_seconds=1,
+        retry_max_seconds=10, stop_timeout_seconds=10, ffprobe_path="unused",
     )  # fmt: skip
     cache = VideoCache(create_redis(settings.common.redis, None, client_name="bench-worker"), 300)
     deps = WorkerDeps(
-        database, sqs, EventStream(kinesis, STREAM), cache, lambda _uri, _deadline: facts
-    )
+        database, sqs, EventStream(kinesis, STREAM), cache,
+        storage=WorkerStorage(s3, MEDIA), keyring=FixedKeyring(),
+        validate=lambda _source, **_kwargs: FACTS, transcode=fake_transcode,
+    )  # fmt: skip
     worker = Worker(settings, deps, StopSignal(10))
     done = 0
-    sqs.seconds = kinesis.seconds = 0.0
+    sqs.seconds = kinesis.seconds = s3.seconds = 0.0
     started = time.perf_counter()
     while done < jobs:
         done += sum(1 for outcome in worker.poll_once() if outcome == "completed")
     elapsed = time.perf_counter() - started
-    return elapsed, elapsed - sqs.seconds - kinesis.seconds, done
+    return elapsed, elapsed - sqs.seconds - kinesis.seconds - s3.seconds, done
 
 
 def main() -> int:  # pragma: no cover - a benchmark, run by hand
@@ -306,8 +345,8 @@ def main() -> int:  # pragma: no cover - a benchmark, run by hand
     print(f"API GET /videos/{{id}} cache hit : {summarise(latencies['hit'])}")
     print(f"API GET /videos/{{id}} cache miss: {summarise(latencies['miss'])}")
     print(
-        f"worker, ffprobe stubbed: {done} jobs in {elapsed:.1f} s = {done / elapsed:.0f} jobs/s"
-        f" per process with moto's in-process SQS/Kinesis;"
+        f"worker, ffprobe and ffmpeg stubbed: {done} jobs in {elapsed:.1f} s"
+        f" = {done / elapsed:.0f} jobs/s per process with moto's in-process SQS/Kinesis/S3;"
         f" {done / own:.0f} jobs/s counting only the worker's own time (PostgreSQL, Redis, code)"
     )
     return 0
