@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from services.common.settings import MediaSettings
-from services.common.sources import SourceError, normalise_source
 from services.worker.errors import PermanentJobError, ProbeTimeout, TransientJobError
 
 # ffmpeg demuxer names (`ffprobe -demuxers`); each is a self-contained container.
@@ -75,27 +74,6 @@ class MediaFacts:
     @property
     def has_audio(self) -> bool:
         return self.audio_codec is not None
-
-
-def resolve_source(media_root: str | os.PathLike[str], source_uri: str) -> Path:
-    """The real path of `source_uri` under the root; symbolic links may not lead out.
-
-    The reference must first follow the source grammar the API applies
-    (`services.common.sources`), so a message naming a URI or `..` is refused unopened.
-    """
-    try:
-        relative = normalise_source(source_uri, os.fspath(media_root))
-    except SourceError as error:
-        raise PermanentJobError(
-            f"source {source_uri!r} is refused (outside the media root or not a path): {error}"
-        ) from None
-    root = Path(os.path.realpath(media_root))
-    candidate = Path(os.path.realpath(root / relative))
-    if not candidate.is_relative_to(root) or candidate == root:
-        raise PermanentJobError(f"source {source_uri!r} resolves outside the media root")
-    if not candidate.is_file():
-        raise PermanentJobError(f"source file {source_uri!r} does not exist")
-    return candidate
 
 
 def run_ffprobe(
@@ -232,18 +210,6 @@ def _number(value: Any, kind: type) -> Any:
     except (TypeError, ValueError):
         return None
     return number if number >= 0 else None
-
-
-def probe_media(
-    ffprobe: str,
-    media_root: str | os.PathLike[str],
-    source_uri: str,
-    deadline: Callable[[], tuple[float, bool]],
-) -> MediaFacts:
-    path = resolve_source(media_root, source_uri)
-    document = run_ffprobe(ffprobe, path, deadline)
-    require_video(document)
-    return facts_from_probe(document)
 
 
 def _quarter_turns(video: dict[str, Any]) -> int:

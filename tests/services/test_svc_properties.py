@@ -14,7 +14,6 @@ import json
 import string
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import PurePosixPath
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +23,6 @@ from services.api.http import ApiError, Request
 from services.api.validation import decode_cursor, encode_cursor, parse_create, parse_parts
 from services.common import safejson
 from services.common.events import JOB_REQUESTED, EventError, new_event, parse_message_body
-from services.common.sources import SourceError, normalise_source
 from services.common.text import text_problem
 from services.common.uploads import UploadedPart, check_parts, checksum_problem, plan_parts
 from services.common.videos import STATUSES
@@ -43,7 +41,6 @@ BOUNDED = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-ROOT = PurePosixPath("/mnt/media")
 
 # Any code point, surrogates and controls included, biased towards the troublesome ones.
 hostile_char = st.one_of(
@@ -220,18 +217,6 @@ def test_h6_h1_any_body_is_a_json_document_or_a_4xx(body):
         request.json_body()
     except ApiError as error:
         _refusal(error)
-
-
-@BOUNDED
-@given(hostile_text)
-def test_h6_h1_source_grammar_result_is_a_clean_relative_path_that_normalises_to_itself(value):
-    try:
-        relative = normalise_source(value, ROOT)
-    except SourceError:
-        return
-    assert normalise_source(relative, ROOT) == relative
-    assert normalise_source(f"{ROOT}/{relative}", ROOT) == relative
-    assert text_problem(relative) is None
 
 
 # --- message parsing ----------------------------------------------------------------
