@@ -141,8 +141,8 @@ def insert_uploading_video(
     # transaction retried after its connection died around COMMIT.
     cursor.execute(
         "INSERT INTO videos (id, title, creator, source_uri, content_type, upload_size_bytes,"
-        " upload_part_size, upload_id, status)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'UPLOADING') ON CONFLICT (id) DO NOTHING",
+        " upload_part_size, upload_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
         (video_id, title, creator, source_uri, content_type, size_bytes, part_size, upload_id),
     )
 

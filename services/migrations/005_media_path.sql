@@ -43,9 +43,10 @@ ALTER TABLE jobs
     ADD COLUMN media_version integer CHECK (media_version > 0),
     ADD COLUMN requested_at timestamptz;
 
--- API: create (INSERT), complete and abort the upload (UPDATE), write the job at completion.
+-- API: create (INSERT; the status starts from its default, UPLOADING), complete and abort
+-- the upload (UPDATE), write the job at completion.
 GRANT INSERT (id, title, creator, source_uri, content_type, upload_size_bytes,
-              upload_part_size, upload_id, status)
+              upload_part_size, upload_id)
     ON videos TO media_api;
 GRANT UPDATE (upload_id) ON videos TO media_api;
 GRANT UPDATE (requested_at) ON jobs TO media_api;

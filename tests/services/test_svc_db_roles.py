@@ -84,21 +84,26 @@ def _column_grants(admin_db, role: str) -> dict[tuple[str, str], set[str]]:
     return grants
 
 
-def test_g5_api_role_reads_everything_and_writes_only_what_create_and_abandon_need(admin_db):
+def test_g5_m1_api_role_reads_everything_and_writes_only_what_uploads_and_completion_need(admin_db):
     assert _table_grants(admin_db, API_DB_USER) == {
         ("videos", "SELECT"),
         ("jobs", "SELECT"),
         ("schema_migrations", "SELECT"),
     }
     assert _column_grants(admin_db, API_DB_USER) == {
-        ("videos", "INSERT"): {"id", "title", "creator", "source_uri"},
+        ("videos", "INSERT"): {
+            "id", "title", "creator", "source_uri", "content_type", "upload_size_bytes",
+            "upload_part_size", "upload_id",
+        },
         ("jobs", "INSERT"): {"id", "video_id"},
-        ("videos", "UPDATE"): {"status", "updated_at"},
-        ("jobs", "UPDATE"): {"state", "last_error", "finished_at", "notified_at", "updated_at"},
-    }
+        ("videos", "UPDATE"): {"status", "updated_at", "upload_id"},
+        ("jobs", "UPDATE"): {
+            "state", "last_error", "finished_at", "notified_at", "updated_at", "requested_at",
+        },
+    }  # fmt: skip
 
 
-def test_g5_worker_role_reads_everything_and_updates_only_state_leases_and_media_facts(
+def test_g5_m6_worker_role_reads_everything_and_updates_only_state_leases_facts_and_versions(
     admin_db,
 ):
     assert _table_grants(admin_db, WORKER_DB_USER) == {
@@ -109,12 +114,13 @@ def test_g5_worker_role_reads_everything_and_updates_only_state_leases_and_media
     assert _column_grants(admin_db, WORKER_DB_USER) == {
         ("videos", "UPDATE"): {
             "status", "duration_s", "size_bytes", "container", "video_codec", "audio_codec",
-            "width", "height", "bitrate", "updated_at",
+            "width", "height", "bitrate", "updated_at", "progress", "media_versions",
+            "published_version", "playlist_path", "poster_path", "key_version", "renditions",
         },
         ("jobs", "UPDATE"): {
             "state", "attempts", "last_error", "lease_token", "lease_expires_at", "notified_at",
             "publish_token", "publish_lease_expires_at", "started_at", "finished_at",
-            "updated_at",
+            "updated_at", "media_version",
         },
     }  # fmt: skip
 

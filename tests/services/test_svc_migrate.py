@@ -54,7 +54,7 @@ def test_r1_migrate_applies_every_migration_once_and_reports_the_version(
         "version": ALL_VERSIONS[-1],
     }
     [line] = [line for line in _log_lines(capsys) if line["message"] == "schema is current"]
-    assert (line["applied"], line["version"], line["level"]) == (ALL_VERSIONS, "004", "INFO")
+    assert (line["applied"], line["version"], line["level"]) == (ALL_VERSIONS, "005", "INFO")
     assert migrate_handler.handler({}, None) == {"applied": [], "version": ALL_VERSIONS[-1]}
     # The new database's grants let the API's role in: it can read and create videos there.
     api = connect_as(pg_server, API_DB_USER, application_name="t", name=migrate_env["DB_NAME"])

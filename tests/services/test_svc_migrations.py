@@ -175,7 +175,7 @@ def _copy_migrations(directory: Path, versions: set[str]) -> Path:
 def test_r1_current_schema_check_passes_and_returns_the_newest_version(fresh_database):
     db = fresh_database()
     apply_migrations(db)
-    assert require_current_schema(db) == load_migrations()[-1].version == "004"
+    assert require_current_schema(db) == load_migrations()[-1].version == "005"
 
 
 def test_r1_current_schema_check_names_every_migration_of_an_empty_database(fresh_database):
@@ -183,8 +183,8 @@ def test_r1_current_schema_check_names_every_migration_of_an_empty_database(fres
         require_current_schema(fresh_database())
     assert str(caught.value) == (
         "database schema is missing migration(s) 001_videos_and_jobs, 002_publication_lease,"
-        " 003_service_roles, 004_service_role_hardening; the migration function (run by"
-        " `pulumi up`) must apply them"
+        " 003_service_roles, 004_service_role_hardening, 005_media_path; the migration"
+        " function (run by `pulumi up`) must apply them"
         " before this service starts"
     )
 
@@ -194,7 +194,8 @@ def test_r1_current_schema_check_names_only_the_missing_version(fresh_database, 
     apply_migrations(db, _copy_migrations(tmp_path, {"001", "002"}))
     with pytest.raises(
         MigrationError,
-        match=r"missing migration\(s\) 003_service_roles, 004_service_role_hardening;",
+        match=r"missing migration\(s\) 003_service_roles, 004_service_role_hardening,"
+        r" 005_media_path;",
     ):
         require_current_schema(db)
 
