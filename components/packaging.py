@@ -197,8 +197,26 @@ def distribution_files(dist: metadata.Distribution) -> dict[str, Path]:
     return files
 
 
+_ZIPPED: dict[tuple[tuple[str, str, int, int], ...], bytes] = {}
+"""Archives built by this process, by what they were built from: evaluating the program
+again in one process (the offline plan, the tests) reuses the bytes instead of compressing
+every file again; any change to a file's size or modification time builds anew."""
+
+
 def zip_bytes(files: Mapping[str, Path]) -> bytes:
     """A deterministic zip of `files` (archive name -> path)."""
+    key = tuple(_file_identity(name, files[name]) for name in sorted(files))
+    if key not in _ZIPPED:
+        _ZIPPED[key] = _zip(files)
+    return _ZIPPED[key]
+
+
+def _file_identity(name: str, path: Path) -> tuple[str, str, int, int]:
+    stat = path.stat()
+    return name, str(path), stat.st_mtime_ns, stat.st_size
+
+
+def _zip(files: Mapping[str, Path]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name in sorted(files):
