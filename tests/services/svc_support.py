@@ -165,8 +165,8 @@ class AwsFaults:
     ) -> None:
         self.rate = rate
         self.rates = rates or {}
-        """Per-operation rates that replace `rate` (and `ensure_within`: frequent calls
-        need no nudge) for those operations."""
+        """Per-operation rates that replace `rate` for those operations; being rarer, they
+        are forced only after RATED_WINDOW_FACTOR times `ensure_within` calls."""
         self.operations = operations
         self.ensure_within = ensure_within
         self.faults: Counter[str] = Counter()
@@ -175,16 +175,21 @@ class AwsFaults:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
 
+    RATED_WINDOW_FACTOR = 10
+
+    def _window(self, operation: str) -> int:
+        assert self.ensure_within is not None
+        factor = self.RATED_WINDOW_FACTOR if operation in self.rates else 1
+        return self.ensure_within * factor
+
     def should_fault(self, operation: str) -> bool:
         with self._lock:
             self.calls[operation] += 1
             if operation not in self.operations:
                 return False
-            overdue = (
-                self.ensure_within is not None
-                and operation not in self.rates
-                and self._since_fault[operation] >= self.ensure_within
-            )
+            overdue = self.ensure_within is not None and self._since_fault[
+                operation
+            ] >= self._window(operation)
             if overdue or self._random.random() < self.rates.get(operation, self.rate):
                 self.faults[operation] += 1
                 self._since_fault[operation] = 0

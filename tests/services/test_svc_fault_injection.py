@@ -92,7 +92,8 @@ AWS_FAULT_RATE = 0.05
 # dozens of transfers, which is all each path needs.
 S3_FAULT_RATE = 0.01
 # A kind with this many calls in a row unfaulted fails the next one (see AwsFaults).
-AWS_FAULT_ENSURED_WITHIN = 40
+# Below the dead-letter SendMessage calls of a run (one per bad upload: 20 in the suite's run).
+AWS_FAULT_ENSURED_WITHIN = 15
 # Message visibility, job lease and publication lease. Shorter makes a busy machine (this run
 # beside the rest of the suite) redeliver messages whose turn in a batch comes late, which
 # spends receives that are meant for faults.
