@@ -60,6 +60,9 @@ class Tunable:
     """What `pattern` or `check` allows, in words."""
     check: Callable[[Any], bool] | None = None
     """An extra predicate a valid value satisfies (say what it allows in `allowed`)."""
+    default_from: str = ""
+    """Where the default comes from when no constant fits every stack (e.g. "the stack
+    name"); the config layer supplies it, and `Pulumi.yaml` declares no default."""
 
     @property
     def options(self) -> tuple[Any, ...]:
@@ -124,6 +127,7 @@ def tunable(
     pattern: str | None = None,
     allowed: str = "",
     check: Callable[[Any], bool] | None = None,
+    default_from: str = "",
 ) -> Any:
     """A dataclass field declared as a tunable (see the module docstring)."""
     declared = Tunable(
@@ -141,6 +145,7 @@ def tunable(
         pattern=re.compile(pattern) if pattern else None,
         allowed=allowed,
         check=check,
+        default_from=default_from,
     )
     if declared.kind not in KINDS:
         raise TypeError(f"{key}: kind {declared.kind!r} is not one of {KINDS}")

@@ -48,12 +48,15 @@ def config_block() -> dict:
         }
         if declared.kind == "array":
             entry["items"] = {"type": "string"}
-        entry["default"] = declared.to_config()
+        if not declared.default_from:
+            entry["default"] = declared.to_config()
         block[declared.key] = entry
     return block
 
 
 def _default_cell(declared: Tunable) -> str:
+    if declared.default_from:
+        return f"({declared.default_from})"
     default = declared.to_config()
     if isinstance(default, bool):
         return f"`{str(default).lower()}`"

@@ -39,6 +39,9 @@ _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 _TAG_SAFE = "tag-safe characters, <= 256"
 
 
+STACK_NAME = "the stack name"
+
+
 @dataclass(frozen=True, kw_only=True)
 class StackWide(Tunables):
     """Keys every tier shares: names, tags, data protection, log retention, zones."""
@@ -56,7 +59,9 @@ class StackWide(Tunables):
     suffix: str = tunable(
         "environmentSuffix",
         "dev",
-        "Last part of every physical name (G2).",
+        "Last part of every physical name (G2); each stack's own by default, so a new stack "
+        "never takes another's account-wide names.",
+        default_from=STACK_NAME,
         pattern=rf"^[a-z0-9]{{1,{MAX_SUFFIX_LENGTH}}}$",
         allowed=f"1-{MAX_SUFFIX_LENGTH} lowercase letters or digits",
     )
@@ -296,12 +301,31 @@ def parse_settings(
             f"aws:region={json.dumps(region)}: allowed an AWS region name such as "
             "eu-central-1 (set it with `pulumi config set aws:region ...`)"
         )
+    supplied = {k: v for k, v in _stack_name_defaults(stack).items() if k not in raw}
+    raw = {**supplied, **raw}
     tiers = [_read_tier(tier, raw, problems) for tier in TIERS]
     settings = StackSettings(project, stack, region or "", *tiers)
     problems += _cross_tier_rules(settings)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_name_the_stack_default(problem, supplied) for problem in problems])
     return settings
+
+
+def _stack_name_defaults(stack: str) -> dict[str, str]:
+    """Keys whose default is the stack's name, for a stack that does not set them."""
+    return {
+        declared.key: stack
+        for _tier, _name, declared in declared_keys()
+        if declared.default_from == STACK_NAME
+    }
+
+
+def _name_the_stack_default(problem: str, supplied: Mapping[str, str]) -> str:
+    """A problem with a value the stack did not set says where it came from."""
+    for key in supplied:
+        if problem.startswith(f"{key}="):
+            return f"{problem} ({STACK_NAME}, as {key} is not set: set {key})"
+    return problem
 
 
 def _unknown_key(name: str) -> str:

@@ -9,7 +9,15 @@ import pytest
 from components.aws_limits import LOG_RETENTION_DAYS
 from components.kms import PLATFORM_KEY_PURPOSES
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH
-from offline.engine import REGION_ZONES, run_stack, stack_config, to_engine_value
+from offline.engine import (
+    REGION_ZONES,
+    project_defaults,
+    qualify,
+    run_program,
+    run_stack,
+    stack_config,
+    to_engine_value,
+)
 from stack_config import parse_settings
 
 REGIONS = ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"]
@@ -195,3 +203,26 @@ def test_data_protection_guards_every_data_store_and_only_those_g3(runs, region)
     assert retained(prod) - PROTECTED_IN_PROD == retained(dev)
     assert retained(dev) & PROTECTED_IN_PROD == set()
     assert not any(r.protect for r in prod.resources if not r.custom)  # never inherited
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_g2_a_stack_with_only_a_region_names_everything_after_itself():
+    """A new stack beside dev in one account: with only `aws:region` set (and Pulumi.yaml's
+    defaults, as the CLI passes them), no account-wide name may be dev's."""
+    config = {qualify(key): to_engine_value(value) for key, value in project_defaults().items()}
+    config["aws:region"] = "ca-central-1"
+    run = run_program("staging", config, "ca-central-1")
+    assert run.outputs["alarmTopicArn"].endswith(":media-alarms-staging")
+    texts = [text for resource in run.resources for text in _strings(resource.inputs)]
+    assert [text for text in texts if text.endswith("-dev")] == []
+    assert sum(text.endswith("-staging") for text in texts) > 100

@@ -276,10 +276,14 @@ def test_data_protection_switches_every_destroy_setting_together_g3():
 
 
 def test_pulumi_yaml_declares_every_key_with_type_description_default():
+    """Every key has a default there, except those whose default is the stack's own (the
+    stack name): a project-wide default would be injected into every stack."""
     assert (ROOT / "Pulumi.yaml").read_text() == render_project_file()
     declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
     assert list(declared) == list(KEYS_BY_NAME)
-    assert all({"type", "description", "default"} <= set(v) for v in declared.values())
+    assert all({"type", "description"} <= set(v) for v in declared.values())
+    without_default = [key for key, spec in declared.items() if "default" not in spec]
+    assert without_default == ["environmentSuffix"]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -298,3 +302,34 @@ def test_readme_config_table_lists_every_key_with_its_default():
     assert readme == render_readme(readme)
     for key in KEYS_BY_NAME:
         assert f"| `{key}` |" in readme
+
+
+# -- environmentSuffix defaults to the stack name (G2; deploy-ready) ------------------------
+
+
+def test_g2_suffix_defaults_to_the_stack_name_not_to_dev():
+    settings = parse_settings({}, project="media-pipeline", stack="staging", region="eu-west-1")
+    assert settings.stack_wide.suffix == "staging"
+    assert settings.namer().name("jobs").endswith("-staging")
+
+
+def test_g2_a_set_suffix_wins_over_the_stack_name():
+    settings = parse_settings(
+        {"environmentSuffix": "qa"}, project="media-pipeline", stack="staging", region="eu-west-1"
+    )
+    assert settings.stack_wide.suffix == "qa"
+
+
+def test_g2_a_stack_name_that_is_no_valid_suffix_says_to_set_one():
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({}, project="media-pipeline", stack="staging-eu", region="eu-west-1")
+    assert caught.value.problems == [
+        'environmentSuffix="staging-eu": allowed 1-10 lowercase letters or digits'
+        " (the stack name, as environmentSuffix is not set: set environmentSuffix)"
+    ]
+
+
+def test_g2_pulumi_yaml_declares_no_suffix_default_so_the_cli_cannot_inject_dev():
+    spec = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["environmentSuffix"]
+    assert "default" not in spec
+    assert "each stack's own by default" in spec["description"]
