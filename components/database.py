@@ -74,7 +74,12 @@ def instance_zones(zones: Sequence[str], reader_count: int) -> list[str]:
 
 def _is_engine_version(version: str) -> bool:
     major, dot, minor = version.partition(".")
-    return bool(dot) and major.isdigit() and minor.isdigit() and int(major) in AURORA_MAJORS
+    return major.isdigit() and int(major) in AURORA_MAJORS and (not dot or minor.isdigit())
+
+
+def is_pinned(version: str) -> bool:
+    """`16.6` pins a minor; `16` follows the major's newest minor."""
+    return "." in version
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,11 +90,13 @@ class EncryptedAuroraSettings(Tunables):
 
     engine_version: str = tunable(
         "dbEngineVersion",
-        "16.6",
-        "Aurora PostgreSQL major.minor; the parameter-group family follows the major. "
-        "Automatic minor upgrades are off, so minor upgrades are applied by changing this key.",
+        "16",
+        "Aurora PostgreSQL major (the newest minor RDS offers in the region when the cluster is "
+        "created, then automatic minor upgrades, whose drift is ignored) or major.minor "
+        "(pinned: automatic minor upgrades off, minor upgrades by changing this key). AWS "
+        "retires minors after about a year, so a pinned minor eventually fails a fresh `up`.",
         check=_is_engine_version,
-        allowed="major.minor with major in " + ", ".join(map(str, AURORA_MAJORS)),
+        allowed="major or major.minor with major in " + ", ".join(map(str, AURORA_MAJORS)),
     )
     min_capacity: float = tunable(
         "dbMinCapacity",
@@ -326,7 +333,7 @@ class EncryptedAurora(DataStore):
             cluster_identifier=self.cluster_identifier,
             engine=ENGINE,
             engine_mode="provisioned",
-            engine_version=args.engine_version,
+            engine_version=self._engine_version(),
             serverlessv2_scaling_configuration={
                 "min_capacity": args.min_capacity,
                 "max_capacity": args.max_capacity,
@@ -356,14 +363,35 @@ class EncryptedAurora(DataStore):
             ),
             delete_automated_backups=not protected,
             apply_immediately=not protected,
-            # `engine_version` is pinned: once RDS patched the cluster to a newer minor, the
-            # next `up` would ask for a downgrade, which RDS refuses. Minor upgrades are config
-            # changes instead (dbEngineVersion), reviewed like any other.
-            auto_minor_version_upgrade=False,
+            # A pinned minor stays put (once RDS patched it, the next `up` would ask for a
+            # downgrade, which RDS refuses); a major alone takes AWS's minor upgrades.
+            auto_minor_version_upgrade=self._follows_minors,
             tags=name_tag(self.cluster_identifier),
             # Created after, deleted before its log group, so RDS never re-creates the group.
-            opts=data_store_options(self, protected, depends_on=[log_group]),
+            opts=data_store_options(
+                self, protected, depends_on=[log_group], ignore_changes=self._version_drift
+            ),
         )
+
+    @property
+    def _follows_minors(self) -> bool:
+        return not is_pinned(self._args.engine_version)
+
+    @property
+    def _version_drift(self) -> list[str]:
+        """What AWS changes on its own and the program must not undo: the minor version, when
+        automatic minor upgrades apply it."""
+        return ["engine_version"] if self._follows_minors else []
+
+    def _engine_version(self) -> pulumi.Input[str]:
+        """The pinned major.minor, or the newest minor of the major that RDS offers in the
+        stack's region at the time (a retired minor can never be asked for)."""
+        version = self._args.engine_version
+        if is_pinned(version):
+            return version
+        return aws.rds.get_engine_version_output(
+            engine=ENGINE, version=version, latest=True, opts=pulumi.InvokeOptions(parent=self)
+        ).version_actual
 
     def _instances(self, params: aws.rds.ParameterGroup) -> list[aws.rds.ClusterInstance]:
         args = self._args
@@ -391,11 +419,13 @@ class EncryptedAurora(DataStore):
                     performance_insights_enabled=True,
                     performance_insights_kms_key_id=args.storage_key_arn,
                     performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS,
-                    auto_minor_version_upgrade=False,  # see the cluster
+                    auto_minor_version_upgrade=self._follows_minors,  # see the cluster
                     copy_tags_to_snapshot=True,
                     apply_immediately=not args.protect_data,
                     tags=name_tag(identifier),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=after, ignore_changes=self._version_drift
+                    ),
                 )
             )
         return instances

@@ -252,6 +252,8 @@ class EngineMocks(Mocks):
                 "zoneIds": [f"{_az_code(self.region)}-az{i + 1}" for i in range(len(zones))],
                 "id": self.region,
             }
+        if token == "aws:rds/getEngineVersion:getEngineVersion":
+            return _engine_version(call_args)
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {
                 "accountId": self.account_id,
@@ -437,6 +439,24 @@ def to_engine_value(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+AURORA_NEWEST_MINORS = {"13": "13.21", "14": "14.18", "15": "15.13", "16": "16.9", "17": "17.5"}
+"""The mocks' stand-in for what RDS offers per Aurora PostgreSQL major (`latest=True`)."""
+
+
+def _engine_version(call_args: dict) -> dict:
+    """rds.getEngineVersion as the provider answers it: `versionActual` is the full version."""
+    version = str(call_args.get("version", ""))
+    major = version.split(".")[0]
+    actual = version if "." in version else AURORA_NEWEST_MINORS[major]
+    return {
+        "engine": call_args.get("engine"),
+        "version": version,
+        "versionActual": actual,
+        "parameterGroupFamily": f"aurora-postgresql{major}",
+        "id": actual,
+    }
 
 
 def qualify(key: str) -> str:

@@ -18,7 +18,7 @@ from components.database import (
 )
 from components.firewall import RoleSecurityGroup
 from components.windows import window_span, windows_overlap
-from offline.engine import ACCOUNT_ID, run_components, run_stack
+from offline.engine import ACCOUNT_ID, AURORA_NEWEST_MINORS, run_components, run_stack
 from stack_config import ConfigError
 from tests.infra import expect
 from tests.infra.expect import REGION, SUBNETS, TOPIC, ZONES, key
@@ -76,7 +76,8 @@ def test_d1_cluster_is_aurora_postgresql_serverless_v2_with_explicit_identifier(
     assert cluster["clusterIdentifier"] == "media-aurora-test"
     assert cluster["engine"] == "aurora-postgresql"
     assert cluster["engineMode"] == "provisioned"
-    assert cluster["engineVersion"] == "16.6"
+    # The default names a major: RDS's newest minor of it (the mocks offer 16.9).
+    assert cluster["engineVersion"] == AURORA_NEWEST_MINORS["16"] == "16.9"
     assert cluster["serverlessv2ScalingConfiguration"] == {"minCapacity": 0.5, "maxCapacity": 4}
     assert cluster["databaseName"] == "media"
     assert cluster["masterUsername"] == "dbadmin"
@@ -138,7 +139,7 @@ def test_d2_instances_are_serverless_private_and_in_the_cluster(run):
         inputs = instance.inputs
         assert inputs["instanceClass"] == "db.serverless"
         assert inputs["engine"] == "aurora-postgresql"
-        assert inputs["engineVersion"] == "16.6"
+        assert inputs["engineVersion"] == "16.9"
         assert inputs["clusterIdentifier"] == "media-aurora-test"
         assert inputs["publiclyAccessible"] is False
 
@@ -439,7 +440,7 @@ def test_exposes_what_consumers_wire(namer, context):
         *expect.PLACEMENT_REJECTIONS,
         (
             {"engine_version": "12.9"},
-            'engine_version="12.9": allowed major.minor with major in 13, 14, 15, 16, 17',
+            'engine_version="12.9": allowed major or major.minor with major in 13, 14, 15, 16, 17',
         ),
         ({"min_capacity": 0.25}, "min_capacity=0.25: allowed 0.5..256 in steps of 0.5"),
         ({"max_capacity": 300}, "max_capacity=300: allowed 0.5..256 in steps of 0.5"),
@@ -640,3 +641,22 @@ def test_d1_minor_upgrades_are_explicit_so_a_pinned_version_never_drifts(
     assert cluster["autoMinorVersionUpgrade"] is False
     assert "engineVersion" not in run.one(CLUSTER, "db-cluster").ignore_changes
     assert [i.inputs["autoMinorVersionUpgrade"] for i in instances_of(run)] == [False, False]
+
+
+@pytest.mark.parametrize("protect_data", [False, True])
+def test_d1_a_major_alone_resolves_the_newest_minor_and_takes_aws_minor_upgrades(
+    namer, context, protect_data
+):
+    """Deploy-ready: AWS retires minors after about a year, so a major alone resolves the
+    newest minor RDS offers at create time; automatic minor upgrades keep it current and the
+    version they leave is ignored, so the next `up` never asks for a downgrade."""
+    run, _ = build(namer, context, engine_version="15", protect_data=protect_data)
+    cluster = run.one(CLUSTER, "db-cluster")
+    assert cluster.inputs["engineVersion"] == AURORA_NEWEST_MINORS["15"] == "15.13"
+    assert cluster.inputs["autoMinorVersionUpgrade"] is True
+    assert cluster.ignore_changes == ["engineVersion"]
+    assert cluster.inputs["dbClusterParameterGroupName"] == "media-aurora-postgresql15-cluster-test"
+    for instance in instances_of(run):
+        assert instance.inputs["engineVersion"] == "15.13"
+        assert instance.inputs["autoMinorVersionUpgrade"] is True
+        assert instance.ignore_changes == ["engineVersion"]

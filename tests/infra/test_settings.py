@@ -102,7 +102,7 @@ BAD_CONFIGURATIONS = [
     ({"dbMinCapacity": "8", "dbMaxCapacity": "4"}, "dbMaxCapacity=4: allowed >= dbMinCapacity (8)"),
     (
         {"dbEngineVersion": "12.9"},
-        'dbEngineVersion="12.9": allowed major.minor with major in 13, 14, 15, 16, 17',
+        'dbEngineVersion="12.9": allowed major or major.minor with major in 13, 14, 15, 16, 17',
     ),
     ({"dbBackupRetentionDays": "36"}, "dbBackupRetentionDays=36: allowed 1..35"),
     ({"dbBackupWindow": "2am"}, 'dbBackupWindow="2am": allowed hh:mm-hh:mm (UTC)'),
