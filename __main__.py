@@ -230,6 +230,7 @@ outputs = {
     "deadLetterQueueUrl": jobs.dlq_url,
     "databaseEndpoint": database.endpoint,
     "databaseReaderEndpoint": database.reader_endpoint,
+    "databaseEngineVersion": database.engine_version,
     "databaseSecretArn": database.secret_arn,
     "cacheEndpoint": cache.primary_endpoint,
     "cacheReaderEndpoint": cache.reader_endpoint,

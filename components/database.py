@@ -256,6 +256,8 @@ class EncryptedAurora(DataStore):
         self.writer = self.instances[0]
         self.endpoint = self.cluster.endpoint
         self.reader_endpoint = self.cluster.reader_endpoint
+        # What RDS runs (after automatic minor upgrades), not what was asked for.
+        self.engine_version = self.cluster.engine_version_actual
         self.secret_arn = self.cluster.master_user_secrets.apply(lambda s: s[0].secret_arn)
         self.secret_rotation = aws.secretsmanager.SecretRotation(
             f"{name}-secret-rotation",
@@ -271,6 +273,7 @@ class EncryptedAurora(DataStore):
             {
                 "endpoint": self.endpoint,
                 "reader_endpoint": self.reader_endpoint,
+                "engine_version": self.engine_version,
                 "port": self.port,
                 "database_name": self.database_name,
                 "secret_arn": self.secret_arn,

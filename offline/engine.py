@@ -149,6 +149,7 @@ class EngineMocks(Mocks):
                 "arn": self.arn("rds", f"cluster:{physical}"),
                 "endpoint": f"{physical}.cluster-c0ffee.{region}.rds.amazonaws.com",
                 "readerEndpoint": f"{physical}.cluster-ro-c0ffee.{region}.rds.amazonaws.com",
+                "engineVersionActual": inputs.get("engineVersion"),
                 "port": 5432,
                 "clusterResourceId": "cluster-" + _short_hash(physical).upper(),
                 "masterUserSecrets": [

@@ -223,6 +223,8 @@ def test_g2_a_stack_with_only_a_region_names_everything_after_itself():
     config["aws:region"] = "ca-central-1"
     run = run_program("staging", config, "ca-central-1")
     assert run.outputs["alarmTopicArn"].endswith(":media-alarms-staging")
+    # dbEngineVersion's default is a major: a fresh stack gets RDS's newest minor of it.
+    assert run.outputs["databaseEngineVersion"] == "16.9"
     texts = [text for resource in run.resources for text in _strings(resource.inputs)]
     assert [text for text in texts if text.endswith("-dev")] == []
     assert sum(text.endswith("-staging") for text in texts) > 100
