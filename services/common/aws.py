@@ -26,19 +26,25 @@ def aws_client(
     connect_timeout: float = 3,
     read_timeout: float = 10,
     max_attempts: int | None = None,
+    endpoint_url: str | None = None,
+    **options: Any,
 ) -> Any:
-    """A client with bounded timeouts; `max_attempts` (first call included) caps retries
-    where the caller has a time budget (botocore's default is up to 5 attempts)."""
+    """A client with bounded timeouts and botocore's standard retry mode; `max_attempts`
+    (first call included) caps retries where the caller has a time budget (the mode's
+    default is 3 attempts). `options` are further botocore `Config` settings
+    (`signature_version`, `max_pool_connections`)."""
     import boto3
     from botocore.config import Config
 
     # botocore's `max_attempts` counts retries only; `total_max_attempts` counts the first
     # call too, which is what callers sizing a time budget mean.
-    retries = (
-        None if max_attempts is None else {"total_max_attempts": max_attempts, "mode": "standard"}
+    retries: dict[str, Any] = {"mode": "standard"}
+    if max_attempts is not None:
+        retries["total_max_attempts"] = max_attempts
+    config = Config(
+        connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries, **options
     )
-    config = Config(connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries)
-    return boto3.client(service, region_name=region, config=config)
+    return boto3.client(service, region_name=region, config=config, endpoint_url=endpoint_url)
 
 
 class LazyClient:

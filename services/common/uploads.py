@@ -27,6 +27,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.common.aws import aws_client
 from services.contract import (
     CHECKSUM_HEADER,
     MIB,
@@ -174,21 +175,15 @@ def ingest_client(
     *, region: str | None, connect_timeout: float, read_timeout: float, max_attempts: int
 ) -> Any:
     """An S3 client with bounded timeouts and SigV4 presigning (the only kind S3 accepts
-    for a signed checksum header).
-
-    `max_attempts` counts the first call: botocore's `max_attempts` key counts only the
-    retries (2 there means 3 calls), and each retry first sleeps up to 2**n seconds, so a
-    budgeted caller sets `total_max_attempts`."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
+    for a signed checksum header)."""
+    return aws_client(
+        "s3",
+        region=region,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+        max_attempts=max_attempts,
         signature_version="s3v4",
     )
-    return boto3.client("s3", region_name=region, config=config)
 
 
 class IngestStore:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from services.common.aws import AWS_ERRORS
+from services.common.aws import AWS_ERRORS, aws_client
 from services.common.settings import MediaSettings
 from services.contract import MEDIA_PREFIX, media_prefix, source_key
 from services.worker.errors import PermanentJobError, TransientJobError
@@ -57,16 +57,14 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 def s3_client(region: str | None, *, concurrency: int, endpoint_url: str | None = None) -> Any:
     """An S3 client with bounded timeouts and a connection pool for every transfer thread
     (the endpoint, like every boto3 client's, may also come from AWS_ENDPOINT_URL)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
+    return aws_client(
+        "s3",
+        region=region,
         connect_timeout=5,
         read_timeout=60,  # one chunk of a source or one segment's upload reply
+        endpoint_url=endpoint_url,
         max_pool_connections=max(10, concurrency),
-        retries={"mode": "standard"},
     )
-    return boto3.client("s3", region_name=region, config=config, endpoint_url=endpoint_url)
 
 
 def error_code(error: BaseException) -> str | None:
