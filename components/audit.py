@@ -15,11 +15,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.buckets import deny_insecure_transport, private_bucket, versioned_and_key_encrypted
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import InvalidNameError, NameKind, Namer, name_tag
-from components.protection import Lifecycle, data_store_options
+from components.protection import Lifecycle
 from components.tunables import Problem, Tunables, tunable
 
 TRAIL_ARN = re.compile(r"^arn:aws[a-z-]*:cloudtrail:[a-z0-9-]+:\d{12}:trail/[A-Za-z0-9_.-]{3,128}$")
@@ -180,14 +181,7 @@ def trail_bucket_policy(
     """TLS only; CloudTrail may read the ACL and write its objects, for this trail only."""
     service = pulumi.Output.concat("cloudtrail.", ctx.dns_suffix)
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [bucket_arn, pulumi.Output.concat(bucket_arn, "/*")],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        },
+        deny_insecure_transport(bucket_arn),
         {
             "Sid": "CloudTrailAclCheck",
             "Effect": "Allow",
@@ -326,59 +320,22 @@ class AuditTrail(pulumi.ComponentResource):
     def _bucket(
         self, key: EncryptionKey, trail_arn: pulumi.Output[str]
     ) -> tuple[aws.s3.Bucket, aws.s3.BucketPolicy]:
-        args, name, child = self._args, self._name, self._child
+        args, name = self._args, self._name
         physical = pulumi.Output.from_input(args.context.account_id).apply(
             lambda account: trail_bucket_name(args.namer, account)
         )
-        bucket = aws.s3.Bucket(
-            f"{name}-bucket",
-            bucket=physical,
-            force_destroy=Lifecycle(args.protect_data).destroyable,
-            tags=physical.apply(name_tag),
-            opts=data_store_options(self, args.protect_data),
+        made = private_bucket(
+            f"{name}-bucket", physical=physical, protect_data=args.protect_data, parent=self
         )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-bucket-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=child,
-        )
-        block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-bucket-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketVersioning(
-            f"{name}-bucket-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-bucket-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": key.arn,
-                    },
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
+        bucket = made.bucket
+        versioned_and_key_encrypted(f"{name}-bucket", bucket, key.arn, parent=self)
         self._lifecycle(bucket)
         policy = aws.s3.BucketPolicy(
             f"{name}-bucket-policy",
             bucket=bucket.id,
             policy=trail_bucket_policy(bucket.arn, trail_arn, args.context),
             # S3 rejects a policy while the public-access block is still being applied.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[block]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[made.public_access_block]),
         )
         return bucket, policy
 

@@ -28,11 +28,12 @@ from typing import Any, Self
 import pulumi
 import pulumi_aws as aws
 
+from components.buckets import deny_insecure_transport, private_bucket, versioned_and_key_encrypted
 from components.iam import Grant, attach_grants
 from components.jobs import DEAD_LETTER_RETENTION_SECONDS
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
-from components.naming import ACCESS_LOG_BUCKET, InvalidNameError, NameKind, Namer, name_tag
-from components.protection import Lifecycle, data_store_options
+from components.naming import ACCESS_LOG_BUCKET, InvalidNameError, NameKind, Namer
+from components.protection import Lifecycle
 from components.tunables import Tunables, tunable
 from services.contract import (
     CHECKSUM_HEADER,
@@ -184,18 +185,6 @@ class MediaStorageArgs(MediaStorageSettings):
                     problems.append(f"namer: {error}")
         if problems:
             raise ValueError("MediaStorageArgs: " + "; ".join(problems))
-
-
-def deny_insecure_transport(bucket_arn: pulumi.Input[str]) -> dict[str, Any]:
-    return {
-        "Sid": "DenyInsecureTransport",
-        "Effect": "Deny",
-        "Principal": "*",
-        # A deny must cover every action, so here the wildcard is right.
-        "Action": "s3:*",
-        "Resource": [bucket_arn, pulumi.Output.concat(bucket_arn, "/*")],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    }
 
 
 def data_bucket_policy(
@@ -489,58 +478,21 @@ class MediaStorage(pulumi.ComponentResource):
 
     # -- buckets ---------------------------------------------------------------------------
     def _bucket(self, word: str) -> aws.s3.Bucket:
-        args = self._args
-        physical = self._physical(word)
-        bucket = aws.s3.Bucket(
+        made = private_bucket(
             f"{self._name}-{word}",
-            bucket=physical,
-            force_destroy=Lifecycle(args.protect_data).destroyable,
-            tags=physical.apply(name_tag),
-            opts=data_store_options(self, args.protect_data),
+            physical=self._physical(word),
+            protect_data=self._args.protect_data,
+            parent=self,
         )
-        aws.s3.BucketOwnershipControls(
-            f"{self._name}-{word}-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=self._child,
-        )
-        self._blocks[word] = aws.s3.BucketPublicAccessBlock(
-            f"{self._name}-{word}-public-access",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=self._child,
-        )
-        return bucket
+        self._blocks[word] = made.public_access_block
+        return made.bucket
 
     def _data_bucket(
         self, word: str, rules: list[dict[str, Any]], extra: tuple[dict[str, Any], ...] = ()
     ) -> aws.s3.Bucket:
         name = self._name
         bucket = self._bucket(word)
-        aws.s3.BucketVersioning(
-            f"{name}-{word}-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=self._child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-{word}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": self.key_arn,
-                    },
-                    # One data key per bucket instead of a KMS call per object and part.
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=self._child,
-        )
+        versioned_and_key_encrypted(f"{name}-{word}", bucket, self.key_arn, parent=self)
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-{word}-lifecycle", bucket=bucket.id, rules=rules, opts=self._child
         )
