@@ -65,6 +65,12 @@ class EnvVar:
     DELETE_SOURCE_AFTER_PROCESSING = "DELETE_SOURCE_AFTER_PROCESSING"
     TRANSFER_CONCURRENCY = "TRANSFER_CONCURRENCY"
     FFMPEG_PATH = "FFMPEG_PATH"
+    # Delivery and signed playback (M7-M9)
+    PLAYBACK_DOMAIN = "PLAYBACK_DOMAIN"
+    PLAYBACK_KEY_PAIR_ID = "PLAYBACK_KEY_PAIR_ID"
+    PLAYBACK_SIGNING_SECRET_ARN = "PLAYBACK_SIGNING_SECRET_ARN"
+    PLAYBACK_GRANT_SECONDS = "PLAYBACK_GRANT_SECONDS"
+    PLAYBACK_PUBLIC_KEYS = "PLAYBACK_PUBLIC_KEYS"
     # Set by Lambda and ECS themselves, never by the infrastructure code.
     AWS_REGION = "AWS_REGION"
     AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
@@ -119,10 +125,17 @@ class ServiceEnvironment:
 _UPLOADS = frozenset(
     {EnvVar.UPLOAD_MAX_BYTES, EnvVar.UPLOAD_CONTENT_TYPES, EnvVar.UPLOAD_URL_TTL_SECONDS}
 )
+_PLAYBACK_SIGNING = frozenset(
+    {EnvVar.PLAYBACK_DOMAIN, EnvVar.PLAYBACK_KEY_PAIR_ID, EnvVar.PLAYBACK_SIGNING_SECRET_ARN}
+)
 API_ENVIRONMENT = ServiceEnvironment(
     service="api",
     required=_DATA_PLANE_REQUIRED | {EnvVar.INGEST_BUCKET},
-    optional=(_DATA_PLANE - _DATA_PLANE_REQUIRED) | _UPLOADS,
+    # Without the signing trio the playback route answers 503 (a stack without delivery).
+    optional=(_DATA_PLANE - _DATA_PLANE_REQUIRED)
+    | _UPLOADS
+    | _PLAYBACK_SIGNING
+    | {EnvVar.PLAYBACK_GRANT_SECONDS},
     db_logins=(DB_LOGIN_IAM, DB_LOGIN_SECRET),
 )
 _WORKER_REQUIRED = _DATA_PLANE_REQUIRED | {
@@ -166,6 +179,15 @@ MIGRATE_ENVIRONMENT = ServiceEnvironment(
     optional=(_DATABASE - {EnvVar.DB_HOST, EnvVar.DB_NAME}) | {EnvVar.LOG_LEVEL},
     # Only the master user may create the services' roles.
     db_logins=(DB_LOGIN_SECRET,),
+)
+
+
+# Key delivery (M9): a Lambda function URL behind the distribution; it reads no database.
+KEYS_ENVIRONMENT = ServiceEnvironment(
+    service="keys",
+    required=frozenset({EnvVar.CONTENT_KEY_SECRET_ARN, EnvVar.PLAYBACK_PUBLIC_KEYS}),
+    optional=frozenset({EnvVar.LOG_LEVEL}),
+    db_logins=(),
 )
 
 
@@ -258,6 +280,44 @@ def key_uri(video_id: str, key_version: str) -> str:
     playback domain, under the video's prefix so the same signed access covers it. The
     delivery tier routes `media/*/keys/*` to key delivery; no object is ever stored there."""
     return f"/{MEDIA_PREFIX}{video_id}/{KEYS_DIRECTORY}/{key_version}.key"
+
+
+# -- Delivery and signed playback (M7-M9) ----------------------------------------------------
+# CloudFront's signed-access names: cookies for players, query parameters for the session URL
+# that sets those cookies on the playback domain. The distribution forwards exactly these to
+# key delivery, which checks the grant again (defence in depth behind the edge's check).
+SIGNED_COOKIE_POLICY = "CloudFront-Policy"
+SIGNED_COOKIE_SIGNATURE = "CloudFront-Signature"
+SIGNED_COOKIE_KEY_PAIR_ID = "CloudFront-Key-Pair-Id"
+SIGNED_COOKIES = (SIGNED_COOKIE_POLICY, SIGNED_COOKIE_SIGNATURE, SIGNED_COOKIE_KEY_PAIR_ID)
+SIGNED_QUERY_POLICY = "Policy"
+SIGNED_QUERY_SIGNATURE = "Signature"
+SIGNED_QUERY_KEY_PAIR_ID = "Key-Pair-Id"
+SIGNED_QUERY_PARAMETERS = (SIGNED_QUERY_POLICY, SIGNED_QUERY_SIGNATURE, SIGNED_QUERY_KEY_PAIR_ID)
+SESSION_PATH = "session"
+# CloudFront path patterns (no leading slash) routed to key delivery instead of the bucket.
+KEY_PATH_PATTERN = f"{MEDIA_PREFIX}*/{KEYS_DIRECTORY}/*"
+SESSION_PATH_PATTERN = f"{MEDIA_PREFIX}*/{SESSION_PATH}"
+PLAYLIST_PATH_PATTERN = f"{MEDIA_PREFIX}*.m3u8"
+MEDIA_PATH_PATTERN = f"{MEDIA_PREFIX}*"
+PLAYBACK_GRANT_SECONDS_DEFAULT = 3600
+PLAYBACK_GRANT_SECONDS_RANGE = (300, 86_400)
+KEYS_HANDLER = "services.keys.handler.handler"
+
+
+def title_path(video_id: str) -> str:
+    """The path a grant covers: every version, playlist, segment and key of one video."""
+    return f"/{MEDIA_PREFIX}{video_id}/"
+
+
+def grant_resource(domain: str, video_id: str) -> str:
+    """The custom policy's Resource for one title on the playback domain (M8)."""
+    return f"https://{domain}{title_path(video_id)}*"
+
+
+def session_path(video_id: str) -> str:
+    """Where a web player redeems a grant's signed URL for cookies on the playback domain."""
+    return f"{title_path(video_id)}{SESSION_PATH}"
 
 
 # -- Content key (K3, M5) -------------------------------------------------------------------
