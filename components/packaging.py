@@ -53,6 +53,15 @@ MIGRATE_SOURCES = (
     "services/migrations",
 )
 MIGRATE_DISTRIBUTIONS = ("pg8000",)
+# The key-delivery function (M8): the shared code and its handler; it verifies CloudFront
+# grants and derives title keys with `cryptography`.
+KEYS_SOURCES = (
+    "services/__init__.py",
+    "services/contract.py",
+    "services/common",
+    "services/keys",
+)
+KEYS_DISTRIBUTIONS = ("cryptography",)
 MIGRATIONS_DIR = "services/migrations"
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -279,6 +288,17 @@ def build_migrate_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) 
         out_dir=out_dir,
         sources=MIGRATE_SOURCES,
         distributions=MIGRATE_DISTRIBUTIONS,
+    )
+
+
+def build_keys_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) -> LambdaPackage:
+    """The key-delivery function's package: the shared code, `services/keys` and cryptography."""
+    return build_package(
+        "keys",
+        root=root,
+        out_dir=out_dir,
+        sources=KEYS_SOURCES,
+        distributions=KEYS_DISTRIBUTIONS,
     )
 
 
