@@ -44,6 +44,10 @@ FARGATE_MEMORY_BY_CPU: dict[int, tuple[int, ...]] = {
 
 # Aurora PostgreSQL majors with a parameter-group family and Serverless v2 support.
 AURORA_MAJORS = (13, 14, 15, 16, 17)
+# The first minor of each major whose Serverless v2 instances can pause at 0 ACUs (Aurora
+# auto-pause, AuroraUserGuide "aurora-serverless-v2-auto-pause"); 17 has it from its first.
+AURORA_AUTO_PAUSE_MINORS = {13: 15, 14: 12, 15: 7, 16: 3, 17: 0}
+AURORA_AUTO_PAUSE_SECONDS = (300, 86_400)
 # Databases every Aurora PostgreSQL cluster already has (or RDS reserves for itself).
 RESERVED_DB_NAMES = ("rdsadmin", "template0", "template1")
 # Engine versions (major.minor) of the Redis-compatible engines ElastiCache offers.
@@ -64,3 +68,44 @@ def cache_parameter_group_family(engine: str, engine_version: str) -> str:
     major = engine_version.split(".")[0]
     # Redis 6 is the one family named after the whole major line.
     return "redis6.x" if (engine, major) == ("redis", "6") else f"{engine}{major}"
+
+
+# CloudFront is global, but the pieces that belong to it live in one region: ACM certificates
+# for a distribution, WAF web ACLs with scope CLOUDFRONT, CloudFront's metrics (so their alarms
+# and the alarms' SNS topic and its key), and the log deliveries of its access logs. AWS
+# documents us-east-1 for each ("you must use the US East (N. Virginia) Region"); it is the one
+# region the program names, set per resource with pulumi-aws v7's `region` argument.
+CLOUDFRONT_REGION = "us-east-1"
+# Price classes: _100 serves from North America, Europe and Israel only (viewers in Asia, e.g.
+# Tokyo, are served from those); _200 adds Asia, the Middle East and Africa; _All every edge.
+CLOUDFRONT_PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+# CloudFront's geo restriction takes ISO 3166-1 alpha-2 codes: the officially assigned ones
+# (the list tzdata keeps as iso3166.tab).
+_ISO_3166_ALPHA2_CODES = """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ
+    BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
+    CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ
+    DE DJ DK DM DO DZ
+    EC EE EG EH ER ES ET
+    FI FJ FK FM FO FR
+    GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY
+    HK HM HN HR HT HU
+    ID IE IL IM IN IO IQ IR IS IT
+    JE JM JO JP
+    KE KG KH KI KM KN KP KR KW KY KZ
+    LA LB LC LI LK LR LS LT LU LV LY
+    MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ
+    NA NC NE NF NG NI NL NO NP NR NU NZ
+    OM
+    PA PE PF PG PH PK PL PM PN PR PS PT PW PY
+    QA
+    RE RO RS RU RW
+    SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ
+    TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ
+    UA UG UM US UY UZ
+    VA VC VE VG VI VN VU
+    WF WS
+    YE YT
+    ZA ZM ZW
+"""
+ISO_3166_ALPHA2 = frozenset(_ISO_3166_ALPHA2_CODES.split())

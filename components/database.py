@@ -19,6 +19,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_limits import (
+    AURORA_AUTO_PAUSE_MINORS,
+    AURORA_AUTO_PAUSE_SECONDS,
     AURORA_MAJORS,
     RDS_MIN_WINDOW_MINUTES,
     RESERVED_DB_NAMES,
@@ -72,9 +74,28 @@ def instance_zones(zones: Sequence[str], reader_count: int) -> list[str]:
     return [zones[index % len(zones)] for index in range(1 + reader_count)]
 
 
+def scaling_configuration(settings: EncryptedAuroraSettings) -> dict[str, float | int]:
+    """Serverless v2 capacity. The pause delay is sent only with a minimum of 0: RDS drops it
+    otherwise, and a value Pulumi sends but never reads back is a diff on every preview."""
+    scaling: dict[str, float | int] = {
+        "min_capacity": settings.min_capacity,
+        "max_capacity": settings.max_capacity,
+    }
+    if settings.min_capacity == 0:
+        scaling["seconds_until_auto_pause"] = settings.auto_pause_seconds
+    return scaling
+
+
 def _is_engine_version(version: str) -> bool:
     major, dot, minor = version.partition(".")
     return major.isdigit() and int(major) in AURORA_MAJORS and (not dot or minor.isdigit())
+
+
+def supports_auto_pause(version: str) -> bool:
+    """Whether Serverless v2 may scale to 0 ACUs on `version`. A bare major resolves to its
+    newest minor, which has auto-pause on every major the program accepts."""
+    major, _, minor = version.partition(".")
+    return not minor or int(minor) >= AURORA_AUTO_PAUSE_MINORS[int(major)]
 
 
 def is_pinned(version: str) -> bool:
@@ -101,9 +122,10 @@ class EncryptedAuroraSettings(Tunables):
     min_capacity: float = tunable(
         "dbMinCapacity",
         0.5,
-        "Serverless v2 minimum ACUs (D1).",
+        "Serverless v2 minimum ACUs (D1). 0 lets an idle cluster pause (Aurora auto-pause: no "
+        "compute charge while paused; the first connection after a pause waits about 15 s).",
         kind="number",
-        range=(0.5, 256),
+        range=(0, 256),
         step=0.5,
     )
     max_capacity: float = tunable(
@@ -113,6 +135,12 @@ class EncryptedAuroraSettings(Tunables):
         kind="number",
         range=(0.5, 256),
         step=0.5,
+    )
+    auto_pause_seconds: int = tunable(
+        "dbAutoPauseSeconds",
+        3600,
+        "Idle seconds before a cluster with dbMinCapacity 0 pauses; unused otherwise.",
+        range=AURORA_AUTO_PAUSE_SECONDS,
     )
     reader_count: int = tunable(
         "dbReaderCount",
@@ -169,6 +197,14 @@ class EncryptedAuroraSettings(Tunables):
             problems.append(
                 Problem(
                     "max_capacity", self.max_capacity, f">= {{min_capacity}} ({self.min_capacity})"
+                )
+            )
+        if self.min_capacity == 0 and not supports_auto_pause(self.engine_version):
+            major = int(self.engine_version.partition(".")[0])
+            first = f"{major}.{AURORA_AUTO_PAUSE_MINORS[major]}"
+            problems.append(
+                Problem(
+                    "min_capacity", 0, f">= 0.5 on engine {self.engine_version} (0 from {first})"
                 )
             )
         return problems + window_pair_rules(
@@ -337,10 +373,7 @@ class EncryptedAurora(DataStore):
             engine=ENGINE,
             engine_mode="provisioned",
             engine_version=self._engine_version(),
-            serverlessv2_scaling_configuration={
-                "min_capacity": args.min_capacity,
-                "max_capacity": args.max_capacity,
-            },
+            serverlessv2_scaling_configuration=scaling_configuration(args),
             database_name=args.database_name,
             master_username=args.master_username,
             manage_master_user_password=True,

@@ -97,6 +97,21 @@ def test_d1_capacity_and_version_come_from_args(namer, context):
     )
 
 
+def test_d1_minimum_of_zero_pauses_the_idle_cluster_after_the_configured_delay(namer, context):
+    """Issue "Operate" item 2: dev may scale to 0 ACUs; the delay is sent only then."""
+    run, _ = build(namer, context, min_capacity=0, max_capacity=2, auto_pause_seconds=1800)
+    assert cluster_of(run)["serverlessv2ScalingConfiguration"] == {
+        "minCapacity": 0,
+        "maxCapacity": 2,
+        "secondsUntilAutoPause": 1800,
+    }
+
+
+def test_d1_pinned_minor_with_auto_pause_is_accepted_from_its_first_minor(namer, context):
+    run, _ = build(namer, context, engine_version="16.3", min_capacity=0)
+    assert cluster_of(run)["serverlessv2ScalingConfiguration"]["secondsUntilAutoPause"] == 3600
+
+
 # -- D2 multi-AZ ---------------------------------------------------------------------------
 
 
@@ -442,7 +457,16 @@ def test_exposes_what_consumers_wire(namer, context):
             {"engine_version": "12.9"},
             'engine_version="12.9": allowed major or major.minor with major in 13, 14, 15, 16, 17',
         ),
-        ({"min_capacity": 0.25}, "min_capacity=0.25: allowed 0.5..256 in steps of 0.5"),
+        ({"min_capacity": 0.25}, "min_capacity=0.25: allowed 0..256 in steps of 0.5"),
+        (
+            {"min_capacity": 0, "engine_version": "16.2"},
+            "min_capacity=0: allowed >= 0.5 on engine 16.2 (0 from 16.3)",
+        ),
+        (
+            {"min_capacity": 0, "engine_version": "15.6"},
+            "min_capacity=0: allowed >= 0.5 on engine 15.6 (0 from 15.7)",
+        ),
+        ({"auto_pause_seconds": 299}, "auto_pause_seconds=299: allowed 300..86400"),
         ({"max_capacity": 300}, "max_capacity=300: allowed 0.5..256 in steps of 0.5"),
         ({"min_capacity": 8, "max_capacity": 4}, "max_capacity=4: allowed >= min_capacity (8)"),
         ({"reader_count": 0}, "reader_count=0: allowed 1..15"),
@@ -557,7 +581,12 @@ def test_g8_bad_database_config_fails_the_program_before_any_resource():
 def test_program_dev_database_two_zones_destroyable(dev_run):
     cluster = dev_run.one(CLUSTER).inputs
     assert cluster["clusterIdentifier"] == "media-aurora-dev"
-    assert cluster["serverlessv2ScalingConfiguration"] == {"minCapacity": 0.5, "maxCapacity": 2}
+    # Dev pauses when idle (issue "Operate" item 2).
+    assert cluster["serverlessv2ScalingConfiguration"] == {
+        "minCapacity": 0,
+        "maxCapacity": 2,
+        "secondsUntilAutoPause": 3600,
+    }
     assert cluster["backupRetentionPeriod"] == 1
     assert (cluster["deletionProtection"], cluster["skipFinalSnapshot"]) == (False, True)
     keys = {r.name: r.state["arn"] for r in dev_run.of_type("aws:kms/key:Key")}

@@ -98,7 +98,11 @@ BAD_CONFIGURATIONS = [
     ),
     ({"extraTags": '{"a": 1}'}, "allowed a value of type array"),
     ({"dbReaderCount": "0"}, "dbReaderCount=0: allowed 1..15"),
-    ({"dbMinCapacity": "0.3"}, "dbMinCapacity=0.3: allowed 0.5..256 in steps of 0.5"),
+    ({"dbMinCapacity": "0.3"}, "dbMinCapacity=0.3: allowed 0..256 in steps of 0.5"),
+    (
+        {"dbMinCapacity": "0", "dbEngineVersion": "15.4"},
+        "dbMinCapacity=0: allowed >= 0.5 on engine 15.4 (0 from 15.7)",
+    ),
     ({"dbMinCapacity": "8", "dbMaxCapacity": "4"}, "dbMaxCapacity=4: allowed >= dbMinCapacity (8)"),
     (
         {"dbEngineVersion": "12.9"},
