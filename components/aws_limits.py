@@ -48,6 +48,8 @@ AURORA_MAJORS = (13, 14, 15, 16, 17)
 # auto-pause, AuroraUserGuide "aurora-serverless-v2-auto-pause"); 17 has it from its first.
 AURORA_AUTO_PAUSE_MINORS = {13: 15, 14: 12, 15: 7, 16: 3, 17: 0}
 AURORA_AUTO_PAUSE_SECONDS = (300, 86_400)
+# RDS Enhanced Monitoring intervals in seconds (0 is off).
+ENHANCED_MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)
 # Databases every Aurora PostgreSQL cluster already has (or RDS reserves for itself).
 RESERVED_DB_NAMES = ("rdsadmin", "template0", "template1")
 # Engine versions (major.minor) of the Redis-compatible engines ElastiCache offers.

@@ -22,13 +22,14 @@ from components.aws_limits import (
     AURORA_AUTO_PAUSE_MINORS,
     AURORA_AUTO_PAUSE_SECONDS,
     AURORA_MAJORS,
+    ENHANCED_MONITORING_INTERVALS,
     RDS_MIN_WINDOW_MINUTES,
     RESERVED_DB_NAMES,
     aurora_parameter_group_family,
 )
 from components.data_tier import DataStore, DataStorePlacement
 from components.firewall import POSTGRES, RoleSecurityGroup
-from components.iam import Grant, attach_grants
+from components.iam import Grant, attach_grants, service_role
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, name_tag
 from components.observability import metric_alarm
@@ -72,6 +73,21 @@ def connections_alarm_threshold(max_capacity: float, percent: int = 80) -> int:
 def instance_zones(zones: Sequence[str], reader_count: int) -> list[str]:
     """Writer in the first zone, each reader in the next one, round-robin (D2)."""
     return [zones[index % len(zones)] for index in range(1 + reader_count)]
+
+
+def cluster_parameters(settings: EncryptedAuroraSettings) -> list[dict[str, str]]:
+    """TLS only (D6); every DDL statement and every slow one in the exported postgresql log
+    (D7): schema changes are audited, slow queries visible."""
+    return [
+        # Static parameter: AWS rejects "immediate"; new clusters start with it applied.
+        {"name": "rds.force_ssl", "value": "1", "apply_method": "pending-reboot"},
+        {"name": "log_statement", "value": "ddl", "apply_method": "immediate"},
+        {
+            "name": "log_min_duration_statement",
+            "value": str(settings.slow_statement_ms),
+            "apply_method": "immediate",
+        },
+    ]
 
 
 def scaling_configuration(settings: EncryptedAuroraSettings) -> dict[str, float | int]:
@@ -180,6 +196,20 @@ class EncryptedAuroraSettings(Tunables):
     secret_rotation_days: int = tunable(
         "dbSecretRotationDays", 30, "Master password rotation period in days (D5).", range=(1, 365)
     )
+    monitoring_interval_seconds: int = tunable(
+        "dbMonitoringIntervalSeconds",
+        60,
+        "Enhanced Monitoring (OS metrics) interval on every instance (D7, FSBP RDS.6); 0 turns "
+        "it off, with a warning in the preview.",
+        choices=ENHANCED_MONITORING_INTERVALS,
+    )
+    slow_statement_ms: int = tunable(
+        "dbSlowStatementMs",
+        1000,
+        "Statements running at least this long are logged with their duration "
+        "(log_min_duration_statement; DDL is always logged); -1 logs none.",
+        range=(-1, 3_600_000),
+    )
     cpu_alarm_percent: int = tunable(
         "alarmDbCpuPercent",
         80,
@@ -287,6 +317,7 @@ class EncryptedAurora(DataStore):
         )
         cluster_params, instance_params = self._parameter_groups()
         log_group = self._log_group()
+        self._monitoring = self._monitoring_role()
         self.cluster = self._cluster(cluster_params, log_group)
         self.instances = self._instances(instance_params)
         self.writer = self.instances[0]
@@ -327,15 +358,8 @@ class EncryptedAurora(DataStore):
             f"{self._name}-cluster-params",
             name=cluster_name,
             family=family,
-            description="Aurora cluster parameters: TLS required",
-            parameters=[
-                {
-                    "name": "rds.force_ssl",
-                    "value": "1",
-                    # Static parameter: AWS rejects "immediate"; new clusters start with it applied.
-                    "apply_method": "pending-reboot",
-                }
-            ],
+            description="Aurora cluster parameters: TLS required, DDL and slow statements logged",
+            parameters=cluster_parameters(self._args),
             tags=name_tag(cluster_name),
             opts=self._child,
         )
@@ -349,6 +373,47 @@ class EncryptedAurora(DataStore):
             opts=self._child,
         )
         return cluster_params, instance_params
+
+    def _monitoring_role(
+        self,
+    ) -> tuple[aws.iam.Role, aws.iam.RolePolicyAttachment] | tuple[()]:
+        """The role Enhanced Monitoring publishes OS metrics with (to the account's
+        RDSOSMetrics log group, which RDS owns and shares between every instance)."""
+        args = self._args
+        if args.monitoring_interval_seconds == 0:
+            pulumi.log.warn(
+                "dbMonitoringIntervalSeconds=0: Enhanced Monitoring is off (FSBP RDS.6)",
+                resource=self,
+            )
+            return ()
+        role = service_role(
+            f"{self._name}-monitoring-role",
+            role="rds-monitoring",
+            service="monitoring.rds.amazonaws.com",
+            ctx=args.context,
+            namer=args.namer,
+            parent=self,
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{self._name}-monitoring-policy",
+            role=role.name,
+            policy_arn=pulumi.Output.concat(
+                "arn:",
+                args.context.partition,
+                ":iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
+            ),
+            opts=self._child,
+        )
+        return role, attachment
+
+    def _monitoring_settings(self) -> dict[str, pulumi.Input[str] | int]:
+        if not self._monitoring:
+            return {"monitoring_interval": 0}
+        role = self._monitoring[0]
+        return {
+            "monitoring_interval": self._args.monitoring_interval_seconds,
+            "monitoring_role_arn": role.arn,
+        }
 
     def _log_group(self) -> aws.cloudwatch.LogGroup:
         # RDS would create this group itself: unencrypted, never expiring, left after destroy.
@@ -455,12 +520,16 @@ class EncryptedAurora(DataStore):
                     performance_insights_enabled=True,
                     performance_insights_kms_key_id=args.storage_key_arn,
                     performance_insights_retention_period=PERFORMANCE_INSIGHTS_FREE_DAYS,
+                    **self._monitoring_settings(),
                     auto_minor_version_upgrade=self._follows_minors,  # see the cluster
                     copy_tags_to_snapshot=True,
                     apply_immediately=not args.protect_data,
                     tags=name_tag(identifier),
+                    # RDS refuses a monitoring role that cannot publish yet (pitfall 146).
                     opts=pulumi.ResourceOptions(
-                        parent=self, depends_on=after, ignore_changes=self._version_drift
+                        parent=self,
+                        depends_on=[*after, *self._monitoring[1:]],
+                        ignore_changes=self._version_drift,
                     ),
                 )
             )

@@ -193,6 +193,45 @@ def test_d7_performance_insights_encrypted_with_database_key_seven_days(run):
         assert instance.inputs["performanceInsightsRetentionPeriod"] == 7
 
 
+def test_d7_enhanced_monitoring_on_every_instance_with_its_own_role(run):
+    """FSBP RDS.6: OS metrics every 60 s, published by a role only RDS monitoring of this
+    account can assume, attached before any instance is created (pitfall 146)."""
+    role = run.one("aws:iam/role:Role", "db-monitoring-role")
+    trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    assert [(s["Principal"], s["Condition"]) for s in trust] == [
+        (
+            {"Service": "monitoring.rds.amazonaws.com"},
+            {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
+        )
+    ]
+    attachment = run.one(
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "db-monitoring-policy"
+    )
+    assert attachment.inputs["policyArn"] == (
+        "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+    )
+    for instance in instances_of(run):
+        assert instance.inputs["monitoringInterval"] == 60
+        assert instance.inputs["monitoringRoleArn"] == role.state["arn"]
+        assert attachment.urn in instance.dependencies
+
+
+def test_d7_enhanced_monitoring_can_be_turned_off_explicitly(namer, context):
+    run, _ = build(namer, context, monitoring_interval_seconds=0)
+    assert run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
+    for instance in instances_of(run):
+        assert instance.inputs["monitoringInterval"] == 0
+        assert "monitoringRoleArn" not in instance.inputs
+
+
+def test_d7_slow_statement_threshold_from_settings(namer, context):
+    run, _ = build(namer, context, slow_statement_ms=250)
+    group = run.one("aws:rds/clusterParameterGroup:ClusterParameterGroup", "db-cluster-params")
+    assert {p["name"]: p["value"] for p in group.inputs["parameters"]}[
+        "log_min_duration_statement"
+    ] == "250"
+
+
 # -- D5 credentials ------------------------------------------------------------------------
 
 
@@ -269,11 +308,13 @@ def test_d6_grant_connect_refuses_a_user_that_is_not_a_plain_role_name(namer, co
 # -- D6 TLS, private subnets, security group -----------------------------------------------
 
 
-def test_d6_cluster_parameter_group_forces_tls(run):
+def test_d6_d7_cluster_parameter_group_forces_tls_and_logs_ddl_and_slow_statements(run):
     group = run.one("aws:rds/clusterParameterGroup:ClusterParameterGroup", "db-cluster-params")
     assert group.inputs["family"] == "aurora-postgresql16"
     assert group.inputs["parameters"] == [
-        {"name": "rds.force_ssl", "value": "1", "applyMethod": "pending-reboot"}
+        {"name": "rds.force_ssl", "value": "1", "applyMethod": "pending-reboot"},
+        {"name": "log_statement", "value": "ddl", "applyMethod": "immediate"},
+        {"name": "log_min_duration_statement", "value": "1000", "applyMethod": "immediate"},
     ]
     assert (
         cluster_of(run)["dbClusterParameterGroupName"]
@@ -467,6 +508,11 @@ def test_exposes_what_consumers_wire(namer, context):
             "min_capacity=0: allowed >= 0.5 on engine 15.6 (0 from 15.7)",
         ),
         ({"auto_pause_seconds": 299}, "auto_pause_seconds=299: allowed 300..86400"),
+        (
+            {"monitoring_interval_seconds": 2},
+            "monitoring_interval_seconds=2: allowed one of 0, 1, 5, 10, 15, 30, 60",
+        ),
+        ({"slow_statement_ms": -2}, "slow_statement_ms=-2: allowed -1..3600000"),
         ({"max_capacity": 300}, "max_capacity=300: allowed 0.5..256 in steps of 0.5"),
         ({"min_capacity": 8, "max_capacity": 4}, "max_capacity=4: allowed >= min_capacity (8)"),
         ({"reader_count": 0}, "reader_count=0: allowed 1..15"),
