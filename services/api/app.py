@@ -1,5 +1,6 @@
-"""The API's routes (R2, M1): create a video with its multipart upload, hand out part URLs,
-complete or abort the upload, fetch one video (cache-aside), list by status."""
+"""The API's routes (R2, M1, M8): create a video with its multipart upload, hand out part
+URLs, complete or abort the upload, fetch one video (cache-aside), list by status, and
+grant signed playback of a completed one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.api.http import ApiError, Request, json_response, parse_request
+from services.api.playback import PlaybackSigner, SigningKeyError
 from services.api.validation import (
     encode_cursor,
     parse_create,
@@ -45,7 +47,7 @@ from services.common.videos import (
     mark_job_requested,
     mark_uploaded_with_job,
 )
-from services.contract import PART_URLS_PER_REQUEST, source_key
+from services.contract import PART_URLS_PER_REQUEST, source_key, title_path
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,13 @@ VIDEO = "/videos/{videoId}"
 VIDEO_UPLOAD = "/videos/{videoId}/upload"
 UPLOAD_PARTS = "/videos/{videoId}/upload/parts"
 UPLOAD_COMPLETE = "/videos/{videoId}/upload/complete"
+VIDEO_PLAYBACK = "/videos/{videoId}/playback"
 _PATHS = (
     (re.compile(r"^/videos/(?P<videoId>[^/]+)$"), VIDEO),
     (re.compile(r"^/videos/(?P<videoId>[^/]+)/upload$"), VIDEO_UPLOAD),
     (re.compile(r"^/videos/(?P<videoId>[^/]+)/upload/parts$"), UPLOAD_PARTS),
     (re.compile(r"^/videos/(?P<videoId>[^/]+)/upload/complete$"), UPLOAD_COMPLETE),
+    (re.compile(r"^/videos/(?P<videoId>[^/]+)/playback$"), VIDEO_PLAYBACK),
 )
 _RETRY = {"Retry-After": "1"}
 # Statuses after a completed upload: completing again answers with the job it wrote.
@@ -85,6 +89,8 @@ class Dependencies:
     cache: Callable[[], VideoCache]
     """Builds the cache on first use (it may need a secret); may raise."""
     uploads: Uploads
+    playback: PlaybackSigner | None = None
+    """Signs playback grants (M8); None when the stack has no delivery."""
 
 
 class ApiApp:
@@ -98,6 +104,7 @@ class ApiApp:
             VIDEO_UPLOAD: {"DELETE": self.abort_upload},
             UPLOAD_PARTS: {"POST": self.upload_parts},
             UPLOAD_COMPLETE: {"POST": self.complete_upload},
+            VIDEO_PLAYBACK: {"GET": self.playback},
         }
 
     def close(self) -> None:
@@ -386,6 +393,48 @@ class ApiApp:
                 f"the upload cannot be aborted: the video is {record.status}",
             )
         return json_response(200, {"video_id": str(video_id), "status": "ABORTED"})
+
+    # -- GET /videos/{videoId}/playback ---------------------------------------------------
+
+    def playback(self, request: Request) -> dict[str, Any]:
+        """A signed grant for a COMPLETED video's published version (M8). Read from the
+        database, never the cache, and never cached: every answer is a fresh grant."""
+        video_id = parse_video_id(request.path_parameters.get("videoId"))
+        video = self._database().run(lambda cursor: fetch_video(cursor, video_id))
+        if video is None:
+            raise ApiError(404, "video_not_found", f"no video {video_id}", field="videoId")
+        if video.status != "COMPLETED":
+            raise ApiError(
+                409,
+                "video_not_ready",
+                f"the video is {video.status}; it can be played once it is COMPLETED",
+            )
+        playlist = video.playlist_path
+        # A first-release row can be COMPLETED without renditions; and a grant covers only
+        # the title's own prefix, so a playlist anywhere else could not be played with it.
+        if playlist is None or not f"/{playlist}".startswith(title_path(str(video_id))):
+            raise ApiError(409, "video_not_playable", "the video has no published renditions")
+        signer = self._deps.playback
+        if signer is None:
+            raise ApiError(503, "delivery_not_configured", "this deployment does not deliver media")
+        try:
+            grant = signer.grant(str(video_id), playlist)
+        except CredentialsError as error:
+            log.error("playback signing key unavailable", extra={"error": str(error)})
+            raise ApiError(
+                503,
+                "signing_unavailable",
+                "playback cannot be granted right now; retry later",
+                headers=_RETRY,
+            ) from None
+        except SigningKeyError as error:
+            log.error("playback signing key misconfigured", extra={"error": str(error)})
+            raise ApiError(500, "configuration_error", "the service is misconfigured") from None
+        log.info(
+            "playback granted",
+            extra={"video_id": str(video_id), "expires_at": grant.expires_at.isoformat()},
+        )
+        return json_response(200, grant.to_api())
 
     # -- shared -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from services.api.app import ApiApp, Dependencies, Uploads
 from services.api.http import ApiError
+from services.api.playback import PlaybackSigner, signing_key_source
 from services.common.aws import EventStream, LazyClient, aws_client
 from services.common.cache import VideoCache
 from services.common.db import Database
@@ -136,7 +137,8 @@ def build_app(api_settings: ApiSettings, function_timeout: float) -> ApiApp:
             )
         )
 
-    secrets = SecretCache(client("secretsmanager"))
+    secrets_client = client("secretsmanager")
+    secrets = SecretCache(secrets_client)
     database = Database(
         settings.database,
         db_credentials(settings.database, region=region, secrets=secrets),
@@ -160,12 +162,19 @@ def build_app(api_settings: ApiSettings, function_timeout: float) -> ApiApp:
         url_ttl_seconds=upload_settings.url_ttl_seconds,
         storage_seconds=timeouts.storage,
     )
+    playback = api_settings.playback
+    signer = (
+        None
+        if playback is None
+        else PlaybackSigner(playback, signing_key_source(secrets_client, playback))
+    )
     return ApiApp(
         Dependencies(
             database=database,
             stream=stream,
             cache=partial(_build_cache, settings, secrets, timeouts.cache),
             uploads=uploads,
+            playback=signer,
         )
     )
 

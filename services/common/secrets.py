@@ -11,16 +11,33 @@ rejects it, so a rotated password is picked up without a restart.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from services.common.aws import AWS_ERRORS, LazyClient, aws_client
 from services.common.settings import DatabaseSettings
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 
 class CredentialsError(RuntimeError):
     """A secret could not be read or does not have the expected shape."""
+
+
+def read_secret_string(client: Any, arn: str) -> str:
+    """A secret's current string; CredentialsError names the ARN, never a value."""
+    try:
+        response = client.get_secret_value(SecretId=arn)
+    except Exception as error:  # boto raises many types; the ARN is what matters here
+        raise CredentialsError(f"cannot read secret {arn}: {error}") from error
+    if "SecretString" not in response:
+        raise CredentialsError(f"secret {arn} has no SecretString")
+    return response["SecretString"]
 
 
 @dataclass(frozen=True)
@@ -49,13 +66,68 @@ class SecretCache:
             return self._values[arn]
 
     def _fetch(self, arn: str) -> str:
+        return read_secret_string(self._client, arn)
+
+
+class RefreshingSecret(Generic[T]):
+    """One secret by ARN, parsed, re-read once `ttl_seconds` old so a rotation (a new
+    signing key, a new content-key version) is picked up without a restart.
+
+    When a re-read fails (Secrets Manager unreachable, or a value that does not parse) the
+    last good value is kept and the read is tried again `retry_seconds` later, rather than
+    on every request: each attempt can cost a caller its whole AWS time budget. Without a
+    good value yet, the failure is raised: CredentialsError (unreadable) or what `parse`
+    raises (malformed)."""
+
+    def __init__(
+        self,
+        client: Any,
+        arn: str,
+        parse: Callable[[str], T],
+        *,
+        ttl_seconds: float,
+        retry_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._arn = arn
+        self._parse = parse
+        self._ttl = ttl_seconds
+        self._retry = retry_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._attempted_at = 0.0
+        self._next_read = 0.0
+
+    def get(self, *, max_age: float | None = None) -> T:
+        """The value; read again first if it is due, or if the last read was longer than
+        `max_age` ago (a caller that found something missing in it, e.g. a new key
+        version: so such reads happen at most once per `max_age`)."""
+        with self._lock:
+            now = self._clock()
+            stale = max_age is not None and now - self._attempted_at > max_age
+            if self._value is None or now >= self._next_read or stale:
+                self._read(now)
+            assert self._value is not None
+            return self._value
+
+    def _read(self, now: float) -> None:
+        self._attempted_at = now
         try:
-            response = self._client.get_secret_value(SecretId=arn)
-        except Exception as error:  # boto raises many types; the ARN is what matters here
-            raise CredentialsError(f"cannot read secret {arn}: {error}") from error
-        if "SecretString" not in response:
-            raise CredentialsError(f"secret {arn} has no SecretString")
-        return response["SecretString"]
+            value = self._parse(read_secret_string(self._client, self._arn))
+        except Exception as error:
+            if self._value is None:
+                raise
+            # A parse error is named by type only: its text could quote the secret.
+            reason = str(error) if isinstance(error, CredentialsError) else type(error).__name__
+            log.warning(
+                "secret re-read failed; keeping the last value",
+                extra={"secret_arn": self._arn, "error": reason},
+            )
+            self._next_read = now + self._retry
+            return
+        self._value, self._next_read = value, now + self._ttl
 
 
 class DbCredentialProvider(Protocol):

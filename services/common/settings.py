@@ -6,11 +6,14 @@ fails at start-up with a message an operator can act on.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
+from typing import Any
 
 from services.contract import (
     API_ENVIRONMENT,
@@ -22,6 +25,8 @@ from services.contract import (
     DEFAULT_UPLOAD_CONTENT_TYPES,
     LOG_LEVELS,
     MIGRATE_ENVIRONMENT,
+    PLAYBACK_GRANT_SECONDS_DEFAULT,
+    PLAYBACK_GRANT_SECONDS_RANGE,
     SEGMENT_SECONDS_DEFAULT,
     SEGMENT_SECONDS_RANGE,
     SOURCE_MAX_DURATION_DEFAULT,
@@ -38,6 +43,17 @@ from services.contract import (
 )
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+KEY_PAIR_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+"""A CloudFront public key's id (e.g. `K2JCJMDEHXQW5F`), as the Key-Pair-Id of a grant."""
+# A host name as CloudFront serves it (the distribution's domain or an alternate domain):
+# lower-case labels, no scheme, port or path.
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+_KEY_PAIR_ID = re.compile(KEY_PAIR_ID_PATTERN)
+PUBLIC_KEYS_MAX = 5
+"""CloudFront's limit of public keys in one key group: a rotation holds the old and new."""
+_PUBLIC_KEYS_MAX_BYTES = 64 * 1024
 _FALSE = frozenset({"0", "false", "no", "off"})
 SQS_MAX_VISIBILITY_SECONDS = 43_200
 
@@ -199,9 +215,36 @@ class UploadSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlaybackSettings:
+    """How the API signs playback grants (M8): all three variables, or no delivery."""
+
+    domain: str
+    """The distribution's playback host name (PLAYBACK_DOMAIN)."""
+    key_pair_id: str
+    """The CloudFront public key's id the grants name (PLAYBACK_KEY_PAIR_ID)."""
+    signing_secret_arn: str
+    """Secret whose string is the matching private key PEM (PLAYBACK_SIGNING_SECRET_ARN)."""
+    grant_seconds: int
+    """Lifetime of a grant (PLAYBACK_GRANT_SECONDS)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiSettings:
     common: CommonSettings
     uploads: UploadSettings
+    playback: PlaybackSettings | None = None
+    """None when the stack has no delivery: the playback route answers 503."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeysSettings:
+    """Key delivery (M9): where the content keyring is and which grants to trust."""
+
+    content_key_secret_arn: str
+    public_keys: Mapping[str, Any] = field(repr=False)
+    """CloudFront key group's public keys by id (RSAPublicKey), from PLAYBACK_PUBLIC_KEYS."""
+    log_level: str
+    aws_region: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,7 +414,85 @@ def load_api_settings(environ: Mapping[str, str] | None = None) -> ApiSettings:
             EnvVar.UPLOAD_URL_TTL_SECONDS, UPLOAD_URL_TTL_DEFAULT, low=60, high=UPLOAD_URL_TTL_MAX
         ),
     )
-    return ApiSettings(common=_common(env, allowed_auth=API_DB_AUTH), uploads=uploads)
+    return ApiSettings(
+        common=_common(env, allowed_auth=API_DB_AUTH),
+        uploads=uploads,
+        playback=_playback(env),
+    )
+
+
+def _playback(env: _Env) -> PlaybackSettings | None:
+    """The signing trio, all or none (a partial set is a configuration error); the grant
+    lifetime is read either way, so a bad value is reported even without delivery."""
+    low, high = PLAYBACK_GRANT_SECONDS_RANGE
+    grant_seconds = env.integer(
+        EnvVar.PLAYBACK_GRANT_SECONDS, PLAYBACK_GRANT_SECONDS_DEFAULT, low=low, high=high
+    )
+    trio = (EnvVar.PLAYBACK_DOMAIN, EnvVar.PLAYBACK_KEY_PAIR_ID, EnvVar.PLAYBACK_SIGNING_SECRET_ARN)
+    given = [name for name in trio if env.raw(name) is not None]
+    if not given:
+        return None
+    for name in trio:
+        if name not in given:
+            raise SettingsError(name, f"is required with {' and '.join(given)}")
+    domain = env.text(EnvVar.PLAYBACK_DOMAIN)
+    if not _HOST_NAME.fullmatch(domain):
+        raise SettingsError(
+            EnvVar.PLAYBACK_DOMAIN,
+            f"must be a lower-case host name without scheme, port or path, got {domain!r}",
+        )
+    key_pair_id = env.text(EnvVar.PLAYBACK_KEY_PAIR_ID)
+    if not _KEY_PAIR_ID.fullmatch(key_pair_id):
+        raise SettingsError(
+            EnvVar.PLAYBACK_KEY_PAIR_ID,
+            f"must be a CloudFront public key id (1-64 letters and digits), got {key_pair_id!r}",
+        )
+    return PlaybackSettings(
+        domain=domain,
+        key_pair_id=key_pair_id,
+        signing_secret_arn=env.text(EnvVar.PLAYBACK_SIGNING_SECRET_ARN),
+        grant_seconds=grant_seconds,
+    )
+
+
+def load_keys_settings(environ: Mapping[str, str] | None = None) -> KeysSettings:
+    """Settings of the key-delivery function (M9); it reads no database."""
+    env = _Env(os.environ if environ is None else environ)
+    return KeysSettings(
+        content_key_secret_arn=env.text(EnvVar.CONTENT_KEY_SECRET_ARN),
+        public_keys=_public_keys(env),
+        log_level=env.choice(EnvVar.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS),
+        aws_region=_region(env),
+    )
+
+
+def _public_keys(env: _Env) -> dict[str, Any]:
+    """PLAYBACK_PUBLIC_KEYS: `{"<key pair id>": "<RSA public key PEM>"}`, the key group's
+    keys. `cryptography` is imported here, not with this module: the API reads its settings
+    on every cold start and never needs it."""
+    from services.common.signed_access import load_public_key
+
+    name = EnvVar.PLAYBACK_PUBLIC_KEYS
+    text = env.text(name)
+    try:
+        document = json.loads(text) if len(text) <= _PUBLIC_KEYS_MAX_BYTES else None
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not 1 <= len(document) <= PUBLIC_KEYS_MAX:
+        raise SettingsError(
+            name,
+            f"must be a JSON object of 1 to {PUBLIC_KEYS_MAX} key pair ids, each with its"
+            " public key PEM",
+        )
+    keys = {}
+    for key_pair_id, pem in document.items():
+        if not _KEY_PAIR_ID.fullmatch(key_pair_id):
+            raise SettingsError(name, f"key pair id {key_pair_id!r} is not 1-64 letters and digits")
+        try:
+            keys[key_pair_id] = load_public_key(pem)
+        except ValueError as error:
+            raise SettingsError(name, f"key pair {key_pair_id}: {error}") from None
+    return keys
 
 
 def _media(env: _Env) -> MediaSettings:

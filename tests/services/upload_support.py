@@ -65,6 +65,7 @@ def make_app(
     *,
     stream_name: str = STREAM,
     kinesis: Any = None,
+    playback: Any = None,
     **upload_options: Any,
 ) -> ApiApp:
     return ApiApp(
@@ -73,6 +74,7 @@ def make_app(
             stream=EventStream(kinesis if kinesis is not None else aws.kinesis, stream_name),
             cache=lambda: make_cache(redis_port),
             uploads=make_uploads(aws, **upload_options),
+            playback=playback,
         )
     )
 
@@ -83,6 +85,7 @@ _RESOURCES = {
     ("videos", None, "upload"): "/videos/{videoId}/upload",
     ("videos", None, "upload", "parts"): "/videos/{videoId}/upload/parts",
     ("videos", None, "upload", "complete"): "/videos/{videoId}/upload/complete",
+    ("videos", None, "playback"): "/videos/{videoId}/playback",
 }
 
 
