@@ -144,7 +144,7 @@ class AuditTrailArgs(AuditTrailSettings):
 
 
 def cloudtrail_key_grants(
-    ctx: AwsContext, trail_arn: pulumi.Input[str]
+    ctx: AwsContext, trail_arn: pulumi.Input[str], topic_arn: pulumi.Input[str]
 ) -> tuple[ServiceGrant, ...]:
     """What CloudTrail needs on the audit key, only on behalf of this trail.
 
@@ -172,6 +172,35 @@ def cloudtrail_key_grants(
             actions=("kms:DescribeKey", "kms:Decrypt"),
             conditions={"StringEquals": this_trail},
         ),
+        # Publishing to the encrypted notification topic (CloudTrail user guide, "Amazon SNS
+        # topic policy for CloudTrail"); SNS names the topic in the encryption context.
+        ServiceGrant(
+            sid="CloudTrailNotifyEncryptedTopic",
+            service=pulumi.Output.concat("cloudtrail.", ctx.dns_suffix),
+            actions=("kms:GenerateDataKey*", "kms:Decrypt"),
+            conditions={"StringEquals": {"kms:EncryptionContext:aws:sns:topicArn": topic_arn}},
+        ),
+    )
+
+
+def trail_topic_policy(
+    topic_arn: pulumi.Input[str], trail_arn: pulumi.Input[str], ctx: AwsContext
+) -> pulumi.Output[str]:
+    """Only this trail may publish its log-delivery notifications (confused-deputy guard)."""
+    return pulumi.Output.json_dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "CloudTrailPublishesForThisTrail",
+                    "Effect": "Allow",
+                    "Principal": {"Service": pulumi.Output.concat("cloudtrail.", ctx.dns_suffix)},
+                    "Action": "sns:Publish",
+                    "Resource": topic_arn,
+                    "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+                }
+            ],
+        }
     )
 
 
@@ -218,6 +247,7 @@ class AuditTrail(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str] | None
     key_arn: pulumi.Output[str] | None
     log_group_name: pulumi.Output[str] | None
+    notification_topic_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: AuditTrailArgs, opts: pulumi.ResourceOptions | None = None):
         args.validate()
@@ -225,6 +255,7 @@ class AuditTrail(pulumi.ComponentResource):
         self._name, self._args = name, args
         self._child = pulumi.ResourceOptions(parent=self)
         self.trail_arn = self.bucket_name = self.key_arn = self.log_group_name = None
+        self.notification_topic_arn = None
         if args.mode is AuditTrailMode.EXISTING:
             self.trail_arn = pulumi.Output.from_input(args.existing_trail_arn)
         elif args.mode is AuditTrailMode.OFF:
@@ -241,6 +272,7 @@ class AuditTrail(pulumi.ComponentResource):
                 "bucket_name": self.bucket_name,
                 "key_arn": self.key_arn,
                 "log_group_name": self.log_group_name,
+                "notification_topic_arn": self.notification_topic_arn,
             }
         )
 
@@ -257,6 +289,10 @@ class AuditTrail(pulumi.ComponentResource):
             ":trail/",
             trail_name,
         )
+        topic_name = args.namer.name("trail-notifications", NameKind.SNS_TOPIC)
+        topic_arn = pulumi.Output.concat(
+            "arn:", ctx.partition, ":sns:", ctx.region, ":", ctx.account_id, ":", topic_name
+        )
         key = EncryptionKey(
             f"{name}-key",
             EncryptionKeyArgs(
@@ -264,12 +300,13 @@ class AuditTrail(pulumi.ComponentResource):
                 context=ctx,
                 namer=args.namer,
                 deletion_window_days=Lifecycle(args.protect_data).key_deletion_window_days,
-                service_grants=cloudtrail_key_grants(ctx, trail_arn),
+                service_grants=cloudtrail_key_grants(ctx, trail_arn, topic_arn),
                 protect_data=args.protect_data,
             ),
             self._child,
         )
         bucket, bucket_policy = self._bucket(key, trail_arn)
+        topic, topic_policy = self._notifications(topic_name, key, trail_arn)
         group = encrypted_log_group(
             f"{name}-log-group",
             name=args.namer.path("/aws/cloudtrail/", "trail"),
@@ -309,13 +346,38 @@ class AuditTrail(pulumi.ComponentResource):
             # CloudTrail requires the log-stream wildcard on the group ARN.
             cloud_watch_logs_group_arn=pulumi.Output.concat(group.arn, ":*"),
             cloud_watch_logs_role_arn=role.arn,
+            sns_topic_name=topic.arn,
             tags=name_tag(trail_name),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[bucket_policy, role_policy]),
+            # CloudTrail checks the bucket and topic policies when the trail is created.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[bucket_policy, role_policy, topic_policy]
+            ),
         )
         self.trail_arn = self.trail.arn
         self.bucket_name = bucket.bucket
         self.key_arn = key.arn
         self.log_group_name = group.name
+        self.notification_topic_arn = topic.arn
+
+    def _notifications(
+        self, topic_name: str, key: EncryptionKey, trail_arn: pulumi.Output[str]
+    ) -> tuple[aws.sns.Topic, aws.sns.TopicPolicy]:
+        """A topic told of every log file delivered (for a SIEM or a digest checker to
+        subscribe), encrypted with the audit key."""
+        topic = aws.sns.Topic(
+            f"{self._name}-notifications",
+            name=topic_name,
+            kms_master_key_id=key.arn,
+            tags=name_tag(topic_name),
+            opts=self._child,
+        )
+        policy = aws.sns.TopicPolicy(
+            f"{self._name}-notifications-policy",
+            arn=topic.arn,
+            policy=trail_topic_policy(topic.arn, trail_arn, self._args.context),
+            opts=self._child,
+        )
+        return topic, policy
 
     def _bucket(
         self, key: EncryptionKey, trail_arn: pulumi.Output[str]
@@ -355,8 +417,15 @@ class AuditTrail(pulumi.ComponentResource):
                         {"noncurrent_days": args.transition_days, "storage_class": "GLACIER_IR"}
                     ],
                     "noncurrent_version_expiration": {"noncurrent_days": args.expiration_days},
+                },
+                # Every object, not only the logs' prefix: an upload abandoned anywhere in the
+                # bucket would otherwise be stored (and charged) for ever.
+                {
+                    "id": "abort-incomplete-uploads",
+                    "status": "Enabled",
+                    "filter": {"prefix": ""},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
-                }
+                },
             ],
             opts=self._child,
         )

@@ -125,10 +125,15 @@ def secret_read_policy(label: str, secret_arn: str, key_arn: str, region: str) -
 
 
 def cloudtrail_key_statements(
-    trail_arn: str, *, partition: str = "aws", dns_suffix: str = "amazonaws.com"
+    trail_arn: str,
+    topic_arn: str,
+    *,
+    partition: str = "aws",
+    dns_suffix: str = "amazonaws.com",
 ) -> list[dict]:
     """The audit key's CloudTrail statements (`components.audit.cloudtrail_key_grants`): encrypt
-    for this account's trails, describe and decrypt, each only for `trail_arn`."""
+    for this account's trails, describe and decrypt, each only for `trail_arn`; publish to the
+    encrypted notification topic `topic_arn` only."""
     principal = {"Service": f"cloudtrail.{dns_suffix}"}
     return [
         {
@@ -153,6 +158,14 @@ def cloudtrail_key_statements(
             "Action": ["kms:DescribeKey", "kms:Decrypt"],
             "Resource": "*",
             "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}},
+        },
+        {
+            "Sid": "CloudTrailNotifyEncryptedTopic",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"kms:EncryptionContext:aws:sns:topicArn": topic_arn}},
         },
     ]
 

@@ -24,6 +24,7 @@ REGION = "eu-central-1"
 LOGS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/11111111-2222-3333-4444-555555555555"
 TRAIL_NAME = "media-trail-test"
 TRAIL_ARN = f"arn:aws:cloudtrail:{REGION}:{ACCOUNT_ID}:trail/{TRAIL_NAME}"
+TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-trail-notifications-test"
 BUCKET = f"media-trail-{ACCOUNT_ID}-test"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 GROUP_NAME = "/aws/cloudtrail/media-trail-test"
@@ -81,10 +82,30 @@ def test_o3_trail_delivers_to_cloudwatch_with_the_log_stream_wildcard(created):
     )
 
 
-def test_o3_trail_waits_for_the_bucket_policy_and_the_role_policy(created):
+def test_o3_trail_waits_for_the_bucket_topic_and_role_policies(created):
     trail = created.one(TRAIL)
     assert created.one("aws:s3/bucketPolicy:BucketPolicy").urn in trail.dependencies
     assert created.one("aws:iam/rolePolicy:RolePolicy").urn in trail.dependencies
+    assert created.one("aws:sns/topicPolicy:TopicPolicy").urn in trail.dependencies
+
+
+def test_o3_trail_notifies_an_encrypted_topic_only_it_may_publish_to(created):
+    """Issue "Operate" item 1: a CloudTrail SNS notification topic, encrypted."""
+    topic = created.one("aws:sns/topic:Topic")
+    assert topic.inputs["name"] == "media-trail-notifications-test"
+    assert topic.inputs["kmsMasterKeyId"] == audit_key(created).state["arn"]
+    assert created.one(TRAIL).inputs["snsTopicName"] == topic.state["arn"]
+    policy = json.loads(created.one("aws:sns/topicPolicy:TopicPolicy").inputs["policy"])
+    assert policy["Statement"] == [
+        {
+            "Sid": "CloudTrailPublishesForThisTrail",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": topic.state["arn"],
+            "Condition": {"StringEquals": {"aws:SourceArn": TRAIL_ARN}},
+        }
+    ]
 
 
 def test_o3_trail_log_group_uses_the_logs_key_and_retention(created):
@@ -142,25 +163,28 @@ def test_o3_audit_key_policy_has_the_cloudtrail_statements_k2(created):
         "EnableAccountIamPolicies",
         "CloudTrailEncryptLogs",
         "CloudTrailDescribeKeyAndBucketKey",
+        "CloudTrailNotifyEncryptedTopic",
     }
     assert [
         policy["CloudTrailEncryptLogs"],
         policy["CloudTrailDescribeKeyAndBucketKey"],
-    ] == cloudtrail_key_statements(TRAIL_ARN)
+        policy["CloudTrailNotifyEncryptedTopic"],
+    ] == cloudtrail_key_statements(TRAIL_ARN, TOPIC_ARN)
 
 
 def test_o3_key_grants_use_the_partition(context):
     """G1: in aws-cn the principal and the trail ARNs follow the partition and DNS suffix."""
     china = replace(context, partition="aws-cn", region="cn-north-1", dns_suffix="amazonaws.com.cn")
     trail = f"arn:aws-cn:cloudtrail:cn-north-1:{ACCOUNT_ID}:trail/media-trail-test"
+    topic = f"arn:aws-cn:sns:cn-north-1:{ACCOUNT_ID}:media-trail-notifications-test"
 
     def program():
-        grants = cloudtrail_key_grants(china, trail)
+        grants = cloudtrail_key_grants(china, trail, topic)
         pulumi.export("statements", pulumi.Output.json_dumps([g.statement() for g in grants]))
 
     run = run_components(program, region="cn-north-1")
     assert json.loads(run.outputs["statements"]) == cloudtrail_key_statements(
-        trail, partition="aws-cn", dns_suffix="amazonaws.com.cn"
+        trail, topic, partition="aws-cn", dns_suffix="amazonaws.com.cn"
     )
 
 
@@ -260,8 +284,14 @@ def test_o3_lifecycle_moves_to_glacier_ir_then_expires_noncurrent_too(base_args)
             "expiration": {"days": 2557},
             "noncurrentVersionTransitions": [{"noncurrentDays": 90, "storageClass": "GLACIER_IR"}],
             "noncurrentVersionExpiration": {"noncurrentDays": 2557},
+        },
+        # Issue "Operate" item 1: abandoned uploads are aborted everywhere in the bucket.
+        {
+            "id": "abort-incomplete-uploads",
+            "status": "Enabled",
+            "filter": {"prefix": ""},
             "abortIncompleteMultipartUpload": {"daysAfterInitiation": 7},
-        }
+        },
     ]
 
 
@@ -284,6 +314,8 @@ def test_o3_created_mode_exposes_trail_bucket_key_and_group(created):
             "aws:cloudwatch/logGroup:LogGroup",
             "aws:iam/role:Role",
             "aws:iam/rolePolicy:RolePolicy",
+            "aws:sns/topic:Topic",
+            "aws:sns/topicPolicy:TopicPolicy",
             TRAIL,
         ]
     )
