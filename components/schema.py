@@ -156,6 +156,9 @@ class SchemaMigrations(pulumi.ComponentResource):
                 environment_key_arn=args.secrets_key_arn,
                 log_retention_days=args.log_retention_days,
                 timeout_seconds=args.timeout_seconds,
+                # Migrations never run twice at once: the advisory lock already serialises
+                # them, and one reserved instance keeps a second invocation from even starting.
+                reserved_concurrency=1,
                 access_grants=args.access_grants,
             ),
             parent=self,

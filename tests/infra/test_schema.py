@@ -105,6 +105,8 @@ def test_r1_function_runs_the_migrate_handler_in_the_app_subnets_with_its_own_gr
     assert function["handler"] == "services.migrate.handler.handler"
     assert function["runtime"] == "python3.12"
     assert function["timeout"] == 300
+    # Issue "Operate" item 1: one migration at a time, whoever invokes it.
+    assert function["reservedConcurrentExecutions"] == 1
     assert function["sourceCodeHash"] == "bWlncmF0ZQ=="
     assert function["vpcConfig"] == {
         "subnetIds": SUBNETS,
