@@ -661,7 +661,7 @@ def test_program_prod_database_three_zones_protected(prod_run):
         prod_run.one("aws:cloudwatch/logGroup:LogGroup", "database-postgresql-logs").inputs[
             "retentionInDays"
         ]
-        == 90
+        == 365
     )
 
 

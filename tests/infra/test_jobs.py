@@ -525,7 +525,7 @@ def test_program_pipe_reads_the_program_stream_with_its_key(request, run_name):
 def test_program_log_retention_follows_stack(dev_run, prod_run):
     group = "aws:cloudwatch/logGroup:LogGroup"
     assert dev_run.one(group, "jobs-pipe-logs").inputs["retentionInDays"] == 14
-    assert prod_run.one(group, "jobs-pipe-logs").inputs["retentionInDays"] == 90
+    assert prod_run.one(group, "jobs-pipe-logs").inputs["retentionInDays"] == 365
 
 
 def test_program_queue_settings_from_config():

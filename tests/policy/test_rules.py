@@ -72,7 +72,7 @@ def test_o4_rule_names_are_unique_and_configured_ones_are_known():
 
 def test_o4_policy_pack_project_file_declares_the_python_runtime():
     project = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
-    assert project["runtime"] == "python"
+    assert project["runtime"]["name"] == "python"
     assert "O4" in project["description"]
 
 
