@@ -36,6 +36,7 @@ INTERFACE_ENDPOINT_SERVICES = (
     "xray",
 )
 DATA_PORTS = (POSTGRES, REDIS, NFS)
+EPHEMERAL_PORTS = (1024, 65535)
 MAX_AZS = 4  # the CIDR plan cuts each tier quarter into four subnets
 # A /20 VPC gives /24 subnets (251 usable addresses): room for Lambda ENIs, up to 200 tasks
 # and the interface endpoints. Smaller VPCs would cut subnets that run out of addresses.
@@ -175,6 +176,10 @@ class SecureVpc(pulumi.ComponentResource):
         self._child = pulumi.ResourceOptions(parent=self)
         self.plan = plan_subnets(args.cidr, len(args.availability_zones))
         self.zones = list(args.availability_zones)
+        # What a workload placed in the app or data subnets uses from its first second
+        # (routes, ACL rules, endpoints): it lists these in `depends_on` (issue 14, item 4).
+        self.app_prerequisites: list[pulumi.Resource] = []
+        self.data_prerequisites: list[pulumi.Resource] = []
         vpc_name = args.namer.name("vpc")
         self.vpc = aws.ec2.Vpc(
             f"{name}-vpc",
@@ -254,7 +259,12 @@ class SecureVpc(pulumi.ComponentResource):
             )
         return subnets
 
-    def _route_table(self, label: str, subnets: list[aws.ec2.Subnet]) -> aws.ec2.RouteTable:
+    def _route_table(
+        self,
+        label: str,
+        subnets: list[aws.ec2.Subnet],
+        prerequisites: list[pulumi.Resource] | None = None,
+    ) -> aws.ec2.RouteTable:
         table = aws.ec2.RouteTable(
             f"{self._name}-{label}-rt",
             vpc_id=self.vpc.id,
@@ -262,12 +272,14 @@ class SecureVpc(pulumi.ComponentResource):
             opts=self._child,
         )
         for index, subnet in enumerate(subnets):
-            aws.ec2.RouteTableAssociation(
+            association = aws.ec2.RouteTableAssociation(
                 f"{self._name}-{label}-rta-{index}",
                 subnet_id=subnet.id,
                 route_table_id=table.id,
                 opts=self._child,
             )
+            if prerequisites is not None:
+                prerequisites.append(association)
         return table
 
     def _public_routes(self, public: list[aws.ec2.Subnet]) -> None:
@@ -309,21 +321,22 @@ class SecureVpc(pulumi.ComponentResource):
         """One table per AZ, routed to the NAT in the same AZ (or the shared one)."""
         tables = []
         for index, subnet in enumerate(app):
-            table = self._route_table(f"app-{self.zones[index]}", [subnet])
+            table = self._route_table(f"app-{self.zones[index]}", [subnet], self.app_prerequisites)
             if nat_ids:
-                aws.ec2.Route(
+                route = aws.ec2.Route(
                     f"{self._name}-app-{index}-default",
                     route_table_id=table.id,
                     destination_cidr_block="0.0.0.0/0",
                     nat_gateway_id=nat_ids[index % len(nat_ids)],
                     opts=self._child,
                 )
+                self.app_prerequisites.append(route)
             tables.append(table)
         return tables
 
     def _data_routes(self, data: list[aws.ec2.Subnet]) -> aws.ec2.RouteTable:
         # Data subnets keep only the local route: databases never reach the internet.
-        return self._route_table("data", data)
+        return self._route_table("data", data, self.data_prerequisites)
 
     def _flow_logs(self) -> None:
         args = self._args
@@ -378,7 +391,9 @@ class SecureVpc(pulumi.ComponentResource):
         )
 
     def _data_nacl(self, data: list[aws.ec2.Subnet]) -> None:
-        """Data subnets admit only the data ports from the app tier, and talk among themselves."""
+        """Data subnets admit only the data ports from the app tier, and among themselves only
+        the data ports and their replies: cache replicas replicate from their primary over the
+        cache port; Aurora replicates in its storage layer and EFS has no peers in the tier."""
         app_cidr, data_cidr = self.plan.app.summary, self.plan.data.summary
         nacl = aws.ec2.NetworkAcl(
             f"{self._name}-data-nacl",
@@ -391,13 +406,19 @@ class SecureVpc(pulumi.ComponentResource):
             (100 + i * 10, False, "6", port, port, app_cidr) for i, port in enumerate(DATA_PORTS)
         ]
         rules += [
-            (200, False, "-1", 0, 0, data_cidr),
-            (100, True, "6", 1024, 65535, app_cidr),
-            (200, True, "-1", 0, 0, data_cidr),
+            (200 + i * 10, False, "6", port, port, data_cidr) for i, port in enumerate(DATA_PORTS)
+        ]
+        rules += [
+            (300, False, "6", *EPHEMERAL_PORTS, data_cidr),
+            (100, True, "6", *EPHEMERAL_PORTS, app_cidr),
+            (200, True, "6", *EPHEMERAL_PORTS, data_cidr),
+        ]
+        rules += [
+            (300 + i * 10, True, "6", port, port, data_cidr) for i, port in enumerate(DATA_PORTS)
         ]
         for number, egress, protocol, from_port, to_port, cidr in rules:
             direction = "out" if egress else "in"
-            aws.ec2.NetworkAclRule(
+            rule = aws.ec2.NetworkAclRule(
                 f"{self._name}-data-nacl-{direction}-{number}",
                 network_acl_id=nacl.id,
                 rule_number=number,
@@ -409,6 +430,7 @@ class SecureVpc(pulumi.ComponentResource):
                 to_port=to_port,
                 opts=self._child,
             )
+            self.data_prerequisites.append(rule)
         self.data_nacl = nacl
 
     def _s3_gateway(self, app_tables: list[aws.ec2.RouteTable]) -> None:
@@ -435,6 +457,7 @@ class SecureVpc(pulumi.ComponentResource):
             tags=name_tag(self._args.namer.name("s3-endpoint")),
             opts=self._child,
         )
+        self.app_prerequisites.append(self.s3_endpoint)
 
     def _endpoints(self) -> None:
         invoke = pulumi.InvokeOptions(parent=self)
@@ -451,7 +474,7 @@ class SecureVpc(pulumi.ComponentResource):
             found = aws.ec2.get_vpc_endpoint_service_output(
                 service=service, service_type="Interface", opts=invoke
             )
-            aws.ec2.VpcEndpoint(
+            endpoint = aws.ec2.VpcEndpoint(
                 f"{self._name}-{label}-endpoint",
                 vpc_id=self.vpc.id,
                 service_name=found.service_name,
@@ -462,3 +485,4 @@ class SecureVpc(pulumi.ComponentResource):
                 tags=name_tag(self._args.namer.name(f"{label}-endpoint")),
                 opts=self._child,
             )
+            self.app_prerequisites.append(endpoint)

@@ -65,6 +65,9 @@ class SchemaMigrationsArgs(AppPlacement):
     `allow_from` and the network's `grant_aws_apis`; the invocation waits for those rules."""
     run_after: Sequence[pulumi.Resource] = ()
     """Resources the invocation waits for: the writer instance. Default none."""
+    placement_ready: Sequence[pulumi.Resource] = ()
+    """What the app subnets need before the function can reach anything (their routes and
+    endpoints: `SecureVpc.app_prerequisites`); the invocation waits for them. Default none."""
     db_ssl: str = "require"
     """`DB_SSL` for the function: `require` (default) or `verify-full`."""
     timeout_seconds: int = 300
@@ -179,7 +182,12 @@ class SchemaMigrations(pulumi.ComponentResource):
                 "cluster": args.cluster_resource_id,
             },
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[*args.run_after, *self.security_group.access_rules]
+                parent=self,
+                depends_on=[
+                    *args.run_after,
+                    *args.placement_ready,
+                    *self.security_group.access_rules,
+                ],
             ),
         )
         self.register_outputs(

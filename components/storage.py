@@ -68,6 +68,9 @@ class SharedFileSystemArgs:
     """When untouched files move to Infrequent Access. Default `AFTER_30_DAYS`."""
     backups: bool = True
     """AWS Backup's daily EFS backups (35-day recovery points). Default on; off is an opt-out."""
+    placement_ready: Sequence[pulumi.Resource] = ()
+    """What the data subnets need before a client can mount (their route-table associations
+    and network ACL rules: `SecureVpc.data_prerequisites`); the mount targets wait for them."""
     protect_data: bool = False
     """False (default): the file system is deleted on destroy. True: the engine refuses to
     delete or replace it and it is retained on delete — the shared media survive (G3)."""
@@ -158,7 +161,7 @@ class SharedFileSystem(pulumi.ComponentResource):
                 file_system_id=self.file_system.id,
                 subnet_id=subnet_id,
                 security_groups=[self.security_group.id],
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.placement_ready)),
             )
             for index, subnet_id in enumerate(args.subnet_ids)
         ]

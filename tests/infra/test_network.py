@@ -4,6 +4,7 @@ endpoints."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -161,7 +162,8 @@ def test_flow_log_role_is_scoped_to_its_group_and_this_accounts_flow_logs_n4(nam
     ]
 
 
-def test_data_nacl_admits_only_data_ports_from_app_tier_n5(namer, context):
+def test_data_nacl_admits_only_data_ports_from_app_tier_and_within_the_data_tier_n5(namer, context):
+    """Issue "Operate" item 1: no all-protocol rule any more, also inside the data tier."""
     run = build(namer, context)
     rules = sorted(
         (
@@ -178,15 +180,51 @@ def test_data_nacl_admits_only_data_ports_from_app_tier_n5(namer, context):
         (False, 100, "6", 5432, 5432, "10.0.0.0/18"),
         (False, 110, "6", 6379, 6379, "10.0.0.0/18"),
         (False, 120, "6", 2049, 2049, "10.0.0.0/18"),
-        (False, 200, "-1", 0, 0, "10.0.64.0/18"),
+        (False, 200, "6", 5432, 5432, "10.0.64.0/18"),
+        (False, 210, "6", 6379, 6379, "10.0.64.0/18"),
+        (False, 220, "6", 2049, 2049, "10.0.64.0/18"),
+        (False, 300, "6", 1024, 65535, "10.0.64.0/18"),
         (True, 100, "6", 1024, 65535, "10.0.0.0/18"),
-        (True, 200, "-1", 0, 0, "10.0.64.0/18"),
+        (True, 200, "6", 1024, 65535, "10.0.64.0/18"),
+        (True, 300, "6", 5432, 5432, "10.0.64.0/18"),
+        (True, 310, "6", 6379, 6379, "10.0.64.0/18"),
+        (True, 320, "6", 2049, 2049, "10.0.64.0/18"),
     ]
     nacl = run.one("aws:ec2/networkAcl:NetworkAcl")
     data_ids = [
         s.id for s in run.of_type("aws:ec2/subnet:Subnet") if s.inputs["tags"]["Tier"] == "data"
     ]
     assert sorted(nacl.inputs["subnetIds"]) == sorted(data_ids)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "endpoints", "routes"),
+    [
+        (NatStrategy.ONE_PER_AZ, True, 3),
+        (NatStrategy.SINGLE, False, 3),
+        (NatStrategy.NONE, True, 0),
+    ],
+)
+def test_workloads_can_wait_for_what_their_subnets_need(
+    namer, context, strategy, endpoints, routes
+):
+    """Issue 14 item 4: what a workload in the app or data subnets uses from its first
+    second is offered as prerequisites to wait for."""
+    made = {}
+    args = vpc_args(namer, context, nat_strategy=strategy, vpc_endpoints=endpoints)
+    run_components(lambda: made.setdefault("net", SecureVpc("net", args)))
+    network = made["net"]
+    assert Counter(type(r).__name__ for r in network.data_prerequisites) == {
+        "RouteTableAssociation": 3,
+        "NetworkAclRule": 12,
+    }
+    expected = {
+        "RouteTableAssociation": 3,
+        "VpcEndpoint": 1 + endpoints * len(INTERFACE_ENDPOINT_SERVICES),
+    }
+    if routes:
+        expected["Route"] = routes
+    assert Counter(type(r).__name__ for r in network.app_prerequisites) == expected
 
 
 def test_nacls_are_optional_n5(namer, context):
