@@ -256,13 +256,15 @@ def test_m8_unreadable_signing_secret_is_503_with_retry_after(
     )
 
 
-@pytest.mark.parametrize(
-    "secret",
-    ["not a key", distribution_key().public_pem, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END"],
-)
+@pytest.mark.parametrize("case", ["text", "public key", "truncated"])
 def test_m8_malformed_signing_secret_is_500_configuration_error_and_never_echoed(
-    api_database, aws, redis_proc, redis_client, admin_db, caplog, secret
+    api_database, aws, redis_proc, redis_client, admin_db, caplog, case
 ):
+    secret = {
+        "text": "not a key",
+        "public key": distribution_key().public_pem,
+        "truncated": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END",
+    }[case]
     arn = aws.secrets.create_secret(Name="bad-signing", SecretString=secret)["ARN"]
     app = make_app(api_database, aws, redis_proc.port, playback=secret_signer(aws.secrets, arn))
     video_id = insert_video(admin_db)
