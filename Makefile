@@ -3,13 +3,27 @@ PYTHON ?= python3
 STACK ?= dev
 REGION ?=
 
-.PHONY: install plan test time-tests lint schema bench
+.PHONY: install plan test time-tests lint schema bench cost preflight diagram
 
 install:
 	$(PYTHON) -m pip install -r requirements-dev.txt
 
 plan:
 	$(PYTHON) -m offline.plan $(STACK) $(if $(REGION),--region $(REGION))
+
+# Idle monthly baseline from the offline plan and offline/prices.json; MAX_MONTHLY=100 fails
+# (exit 1) above it, exit 3 when the plan holds something the table cannot price.
+cost:
+	$(PYTHON) -m offline.cost $(STACK) $(if $(REGION),--region $(REGION)) \
+		$(if $(MAX_MONTHLY),--max-monthly $(MAX_MONTHLY))
+
+# Read-only checks of the account the AWS credentials point at, before `pulumi up`.
+preflight:
+	$(PYTHON) -m offline.preflight $(STACK) $(if $(REGION),--region $(REGION))
+
+# docs/architecture.dot and .svg from the dev plan (the SVG needs Graphviz's `dot`).
+diagram:
+	$(PYTHON) -m offline.diagram dev
 
 # Parallel (pytest-xdist): the worker count and distribution are in pyproject.toml's addopts.
 test:

@@ -580,6 +580,9 @@ USAGE: dict[str, str] = {
     "aws:cloudfront/distribution:Distribution": "no monthly charge: GB out to viewers (by "
     "edge region), HTTPS requests per 10,000, origin fetches",
     "aws:cloudfront/function:Function": "invocations",
+    "aws:cloudfront/monitoringSubscription:MonitoringSubscription": "additional CloudFront "
+    "metrics, billed as CloudWatch custom metrics",
+    "aws:cloudwatch/logDelivery:LogDelivery": "GB of vended logs delivered",
     "aws:lambda/functionUrl:FunctionUrl": "requests are billed as the function's",
     "docker-build:index:Image": "built on the deploying machine; stored in ECR",
 }
@@ -609,6 +612,8 @@ FREE: frozenset[str] = frozenset(
         "aws:cloudfront/originRequestPolicy:OriginRequestPolicy",
         "aws:cloudfront/publicKey:PublicKey",
         "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy",
+        "aws:cloudwatch/logDeliveryDestination:LogDeliveryDestination",
+        "aws:cloudwatch/logDeliverySource:LogDeliverySource",
         "aws:cloudwatch/logResourcePolicy:LogResourcePolicy",
         "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",
         "aws:ec2/internetGateway:InternetGateway",

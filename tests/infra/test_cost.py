@@ -214,8 +214,11 @@ def test_keys_secrets_alarms_dashboard_and_web_acl_k1_a6(prod_cost, prod_run):
     alarms = prod_run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     assert total("aws:cloudwatch/metricAlarm:MetricAlarm") == pytest.approx(0.1 * len(alarms))
     assert total("aws:cloudwatch/dashboard:Dashboard") == 3.0
-    rules = len(prod_run.one("aws:wafv2/webAcl:WebAcl").inputs["rules"])
-    assert total("aws:wafv2/webAcl:WebAcl") == 5.0 + rules * 1.0
+    acls = prod_run.of_type("aws:wafv2/webAcl:WebAcl")
+    assert total("aws:wafv2/webAcl:WebAcl") == sum(5.0 + len(a.inputs["rules"]) for a in acls)
+    (api_acl,) = [line for line in prod_cost.lines if line.resource == "api-waf"]
+    assert api_acl.what == "web ACL (REGIONAL) with 3 rule(s)"
+    assert api_acl.monthly == 8.0
 
 
 def test_totals_are_the_sum_of_the_tiers(dev_cost, prod_cost):
