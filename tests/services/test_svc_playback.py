@@ -215,6 +215,18 @@ def test_m8_unknown_video_is_404_and_a_malformed_id_400(playback_app):
     )
 
 
+@pytest.mark.parametrize(
+    "bad_id",
+    ["\ud800", "x" * 10_000, "..", "%2e%2e", "00000000-0000-0000-0000-00000000000g", "\x00", ""],
+    ids=["surrogate", "huge", "dots", "encoded-dots", "almost-uuid", "nul", "empty"],
+)
+def test_h1_m8_hostile_video_ids_on_the_playback_route_are_400(playback_app, bad_id):
+    response = playback_app.handle(event("GET", "/videos/x/playback") | {
+        "pathParameters": {"videoId": bad_id}, "path": "/videos/x/playback"})  # fmt: skip
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]["code"]) == (400, "validation_failed")
+
+
 @pytest.mark.parametrize("status", ["UPLOADING", "UPLOADED", "PROCESSING", "FAILED", "ABORTED"])
 def test_m8_video_not_completed_is_409(playback_app, admin_db, status):
     video_id = insert_video(admin_db, status, published=False)
