@@ -68,8 +68,10 @@ class SchemaMigrationsArgs(AppPlacement):
     placement_ready: Sequence[pulumi.Resource] = ()
     """What the app subnets need before the function can reach anything (their routes and
     endpoints: `SecureVpc.app_prerequisites`); the invocation waits for them. Default none."""
-    db_ssl: str = "require"
-    """`DB_SSL` for the function: `require` (default) or `verify-full`."""
+    db_ssl: str = "verify-full"
+    """`DB_SSL` for the function: `verify-full` (default: the server's certificate checked
+    against the RDS CA bundle shipped in the archive, so no interceptor in the VPC can take
+    the master credentials) or `require` (encrypted, unchecked)."""
     timeout_seconds: int = 300
     """Function timeout, 300..900 s; default 300."""
     log_retention_days: int = 30

@@ -208,9 +208,11 @@ class SslMode:
     VERIFY_FULL = "verify-full"  # encrypted, chain and host name verified
 
 
-# What a stack may set: always TLS. Without the RDS CA bundle only `require` works;
-# `verify-full` once the bundle ships with the code.
+# What a stack may set: always TLS; `verify-full` checks the server against the RDS CA bundle
+# that ships with the code (refreshed by scripts/refresh_rds_ca.py).
 DB_SSL_MODES = (SslMode.REQUIRE, SslMode.VERIFY_FULL)
+RDS_CA_BUNDLE = "common/certs/rds-ca-bundle.pem"
+"""The bundle's path inside the `services` package (every Lambda archive, the worker image)."""
 
 # PostgreSQL login roles of the services, created by migrations/003_service_roles.sql. The
 # infrastructure sets them as DB_IAM_USER and scopes each service's `rds-db:connect` to its own.

@@ -12,9 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import services
 from services.contract import (
     API_ENVIRONMENT,
     DB_LOGIN_IAM,
@@ -27,6 +28,7 @@ from services.contract import (
     MIGRATE_ENVIRONMENT,
     PLAYBACK_GRANT_SECONDS_DEFAULT,
     PLAYBACK_GRANT_SECONDS_RANGE,
+    RDS_CA_BUNDLE,
     SEGMENT_SECONDS_DEFAULT,
     SEGMENT_SECONDS_RANGE,
     SOURCE_MAX_DURATION_DEFAULT,
@@ -177,7 +179,8 @@ class DatabaseSettings:
     ssl_mode: str
     """`verify-full` (DB_SSL=true, the default), `require`, or `disable` (DB_SSL=false)."""
     ssl_root_cert: str | None = None
-    """PEM bundle to trust instead of the system store (DB_SSL_ROOT_CERT)."""
+    """PEM bundle to trust instead of the system store (DB_SSL_ROOT_CERT); with `verify-full`
+    and none given, the RDS CA bundle shipped with the code (RDS_CA_BUNDLE)."""
     iam_user: str | None = None
     """Login role authenticated with an RDS IAM auth token per connection (DB_IAM_USER)."""
     secret_arn: str | None = None
@@ -340,6 +343,14 @@ def _db_auth(env: _Env, allowed: tuple[DbAuth, ...]) -> DbAuth:
     return auth
 
 
+def default_root_cert(ssl_mode: str) -> str | None:
+    """The platform's database is always RDS: `verify-full` trusts AWS's RDS certificate
+    authorities, shipped beside this code in every Lambda archive and the worker image."""
+    if ssl_mode != SslMode.VERIFY_FULL:
+        return None
+    return str(Path(services.__file__).resolve().parent / RDS_CA_BUNDLE)
+
+
 def _database(
     env: _Env, *, allowed_auth: tuple[DbAuth, ...], region: str | None
 ) -> DatabaseSettings:
@@ -363,7 +374,7 @@ def _database(
         port=env.integer(EnvVar.DB_PORT, 5432, low=1, high=65535),
         name=env.text(EnvVar.DB_NAME),
         ssl_mode=ssl_mode,
-        ssl_root_cert=env.optional(EnvVar.DB_SSL_ROOT_CERT),
+        ssl_root_cert=env.optional(EnvVar.DB_SSL_ROOT_CERT) or default_root_cert(ssl_mode),
         iam_user=env.optional(EnvVar.DB_IAM_USER) if auth == DbAuth.IAM else None,
         secret_arn=env.optional(EnvVar.DB_SECRET_ARN) if auth == DbAuth.SECRET else None,
         username=env.optional(EnvVar.DB_USERNAME) if auth == DbAuth.PASSWORD else None,

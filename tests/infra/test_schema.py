@@ -129,7 +129,7 @@ def test_d5_g5_only_this_function_gets_the_master_secret_by_arn_never_its_value(
             "DB_HOST": "db.cluster.example",
             "DB_PORT": "5432",
             "DB_NAME": "media",
-            "DB_SSL": "require",
+            "DB_SSL": "verify-full",  # issue 14 item 6: the RDS CA bundle ships in the zip
             "DB_SECRET_ARN": MASTER_SECRET,
             "LOG_LEVEL": "INFO",
         }

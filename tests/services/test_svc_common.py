@@ -684,3 +684,18 @@ def test_r4_configure_logging_replaces_root_handlers(capsys):
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_d6_verify_full_trusts_the_shipped_rds_ca_bundle_by_default():
+    """Issue 14 item 6: verify-full (the default) checks the server against AWS's RDS roots
+    shipped with the code, not the system store; an explicit bundle still wins."""
+    settings = api_common({**BASE_ENV, "DB_SECRET_ARN": "arn:db"}).database
+    assert settings.ssl_mode == SslMode.VERIFY_FULL
+    assert settings.ssl_root_cert.endswith("services/common/certs/rds-ca-bundle.pem")
+    context = ssl_context_for(settings)
+    assert context.cert_store_stats()["x509_ca"] >= 40
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    explicit = {**BASE_ENV, "DB_SECRET_ARN": "arn:db", "DB_SSL_ROOT_CERT": "/opt/ca.pem"}
+    assert api_common(explicit).database.ssl_root_cert == "/opt/ca.pem"
+    required = {**BASE_ENV, "DB_SECRET_ARN": "arn:db", "DB_SSL": "require"}
+    assert api_common(required).database.ssl_root_cert is None
