@@ -3,7 +3,8 @@
 A regional API Gateway REST API with `/videos` (POST creates a video and opens its presigned
 multipart upload, GET lists by status), `/videos/{videoId}` (GET) and the upload's
 `/videos/{videoId}/upload/parts` (POST: part URLs), `/upload/complete` (POST: completes it and
-requests processing) and `/upload` (DELETE: aborts it) (M1). The CreateVideo model is the
+requests processing) and `/upload` (DELETE: aborts it) (M1), and `/videos/{videoId}/playback`
+(GET: a signed grant for the delivery tier, never cached, M8). The CreateVideo model is the
 contract's, narrowed to the stack's upload size and content types. Requests are validated by API
 Gateway (a JSON-schema model for the body, declared parameters) before the Lambda backend is
 invoked through a proxy integration. Every method requires an API key whose value lives only
@@ -40,6 +41,7 @@ from components.api_routes import (
 )
 from components.aws_limits import API_CACHE_SIZES_GB
 from components.connections import DataPlane, db_ssl_problems
+from components.delivery import PlaybackTarget
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.logs import encrypted_log_group, retention_problems
@@ -49,10 +51,13 @@ from components.observability import metric_alarm
 from components.placement import AppPlacement
 from components.secrets import stored_secret
 from components.tunables import Tunables, tunable
-from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, RegionalWafArgs, regional_waf
+from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, WebAclArgs, web_acl
 from services.contract import API_DB_USER, LOG_LEVELS, EnvVar
 
 HANDLER = "services.api.handler.handler"
+API_STEM = "api"
+"""The API function's name stem: `function_role_arn(ctx, namer, API_STEM)` is its role's ARN,
+which the signing key's policy names before this component exists (it is built after)."""
 # API Gateway ends every integration call after 29 s; the function must answer before.
 INTEGRATION_TIMEOUT_SECONDS = 29
 API_KEY_LENGTH = 40
@@ -193,6 +198,9 @@ class PublicApiArgs(PublicApiSettings, AppPlacement):
     uploads: UploadTarget
     """The ingest bucket, the upload limits (in the environment and the CreateVideo model)
     and the grant for presigned uploads (required)."""
+    playback: PlaybackTarget | None = None
+    """The delivery tier's playback domain, signing key and grant lifetime, and the grant to
+    read the signing key (M8). Default None: `GET /videos/{id}/playback` answers 503."""
     logs_key_arn: pulumi.Input[str]
     """CMK of every log group here (required)."""
     secrets_key_arn: pulumi.Input[str]
@@ -335,7 +343,7 @@ class PublicApi(pulumi.ComponentResource):
         backend = vpc_function(
             self._name,
             VpcFunctionArgs(
-                stem="api",
+                stem=API_STEM,
                 description="Video API backend (API Gateway proxy integration)",
                 handler=HANDLER,
                 code_path=args.code_path,
@@ -352,13 +360,19 @@ class PublicApi(pulumi.ComponentResource):
                 memory_mb=args.memory_mb,
                 timeout_seconds=args.timeout_seconds,
                 reserved_concurrency=args.reserved_concurrency,
-                access_grants={**args.access_grants, "uploads": args.uploads.grant_upload},
+                access_grants={**args.access_grants, **self._media_grants()},
                 start_after=args.start_after,
             ),
             parent=self,
         )
         self.role = backend.role
         return backend.function
+
+    def _media_grants(self) -> dict[str, GrantFn]:
+        grants: dict[str, GrantFn] = {"uploads": self._args.uploads.grant_upload}
+        if self._args.playback is not None:
+            grants["playback-signing"] = self._args.playback.grant_signing
+        return grants
 
     def _environment(self) -> dict[str, pulumi.Input[str]]:
         backend, uploads = self._args.backend, self._args.uploads
@@ -373,6 +387,13 @@ class PublicApi(pulumi.ComponentResource):
         }
         if backend.redis_auth_secret_arn is not None:
             variables[EnvVar.REDIS_AUTH_SECRET_ARN] = backend.redis_auth_secret_arn
+        if (playback := self._args.playback) is not None:
+            variables |= {
+                EnvVar.PLAYBACK_DOMAIN: playback.domain,
+                EnvVar.PLAYBACK_KEY_PAIR_ID: playback.key_pair_id,
+                EnvVar.PLAYBACK_SIGNING_SECRET_ARN: playback.signing_secret_arn,
+                EnvVar.PLAYBACK_GRANT_SECONDS: str(playback.grant_seconds),
+            }
         return variables
 
     # -- resources, validation, methods, deployment (A1, A5, A7) ---------------------------
@@ -609,14 +630,28 @@ class PublicApi(pulumi.ComponentResource):
                     "unauthorized_cache_control_header_strategy": "FAIL_WITH_403",
                 }
             )
+        options = pulumi.ResourceOptions(parent=self, depends_on=[account] if account else [])
         aws.apigateway.MethodSettings(
             f"{self._name}-method-settings",
             rest_api=self.rest_api.id,
             stage_name=self.stage.stage_name,
             method_path="*/*",
             settings=settings,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account] if account else []),
+            opts=options,
         )
+        if not cached:
+            return
+        # A grant must never be answered from the cache, to another caller or after it expired.
+        for route in ROUTES:
+            if not route.cacheable:
+                aws.apigateway.MethodSettings(
+                    f"{self._name}-{route.key}-method-settings",
+                    rest_api=self.rest_api.id,
+                    stage_name=self.stage.stage_name,
+                    method_path=route.method_path(),
+                    settings={**settings, "caching_enabled": False},
+                    opts=options,
+                )
 
     # -- API key, usage plan (A2, A3) ------------------------------------------------------
 
@@ -696,9 +731,9 @@ class PublicApi(pulumi.ComponentResource):
 
     def _firewall(self) -> pulumi.Output[str]:
         args = self._args
-        acl = regional_waf(
+        acl = web_acl(
             self._name,
-            RegionalWafArgs(
+            WebAclArgs(
                 namer=args.namer,
                 context=args.context,
                 stem="api",

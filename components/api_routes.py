@@ -49,6 +49,8 @@ class Route:
     query_parameters: tuple[str, ...] = ()
     path_parameters: tuple[str, ...] = ()
     body_model: str | None = None
+    cacheable: bool = True
+    """False: never answered from the stage cache, as for a response that holds a grant."""
 
     def request_parameters(self) -> dict[str, bool]:
         """API Gateway's `method.request.*` map: path parameters required, queries optional."""
@@ -59,6 +61,10 @@ class Route:
     def cache_key_parameters(self) -> list[str]:
         """Every declared parameter keys the stage cache, so `?status=A` never answers `B`."""
         return sorted(self.request_parameters())
+
+    def method_path(self) -> str:
+        """The method's key in a stage's method settings: `videos/{videoId}/playback/GET`."""
+        return f"{self.path.lstrip('/')}/{self.http_method}"
 
     def arn_path(self) -> str:
         """The method's part of an execute-api ARN: `GET/videos/*` for `/videos/{videoId}`."""
@@ -73,6 +79,7 @@ RESOURCES = {
     "/videos/{videoId}/upload": ("upload", "/videos/{videoId}"),
     "/videos/{videoId}/upload/parts": ("parts", "/videos/{videoId}/upload"),
     "/videos/{videoId}/upload/complete": ("complete", "/videos/{videoId}/upload"),
+    "/videos/{videoId}/playback": ("playback", "/videos/{videoId}"),
 }
 VIDEO_ID = ("videoId",)
 ROUTES = (
@@ -107,6 +114,15 @@ ROUTES = (
         "DELETE",
         "parameters-only",
         path_parameters=VIDEO_ID,
+    ),
+    # Signed playback (M8): a fresh grant per call, never a cached one.
+    Route(
+        "get-playback",
+        "/videos/{videoId}/playback",
+        "GET",
+        "parameters-only",
+        path_parameters=VIDEO_ID,
+        cacheable=False,
     ),
 )
 

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.firewall import RoleSecurityGroup
-from components.iam import Grant, attach_grants, decrypt_via, service_role
+from components.iam import Grant, attach_grants, decrypt_via, role_arn, service_role
 from components.kms import AwsContext
 from components.logs import encrypted_log_group
 from components.naming import NameKind, Namer, check_name, name_tag
@@ -66,6 +66,17 @@ class VpcFunctionArgs:
     reserved_concurrency: int = -1
     access_grants: Mapping[str, GrantFn] = field(default_factory=dict)
     start_after: Sequence[pulumi.Resource] = ()
+
+
+def function_role_name(namer: Namer, stem: str) -> str:
+    """The physical name of the role `vpc_function` gives the function of `stem`."""
+    return namer.name(f"{stem}-lambda", NameKind.IAM_ROLE)
+
+
+def function_role_arn(ctx: AwsContext, namer: Namer, stem: str) -> pulumi.Output[str]:
+    """The ARN that role has, known before it exists: a resource policy built earlier (a
+    secret's readers) may name it without waiting for, or cycling through, the function."""
+    return role_arn(ctx, function_role_name(namer, stem))
 
 
 @dataclass(frozen=True)

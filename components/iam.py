@@ -91,6 +91,14 @@ def service_role(
     )
 
 
+def role_arn(ctx: AwsContext, physical_name: str) -> pulumi.Output[str]:
+    """The ARN a role of this account named `physical_name` has (or will have): for naming a
+    role in a resource policy before the role exists, where waiting for it would be a cycle."""
+    return pulumi.Output.concat(
+        "arn:", ctx.partition, ":iam::", ctx.account_id, ":role/", physical_name
+    )
+
+
 def attach_grants(
     resource_name: str, role: aws.iam.Role, grants: Sequence[Grant], *, parent: pulumi.Resource
 ) -> aws.iam.RolePolicy:

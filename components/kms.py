@@ -121,6 +121,15 @@ class EncryptionKeyArgs:
     """False (default): the key is scheduled for deletion on destroy. True: the engine refuses
     to delete or replace it and it is retained on delete — the data it encrypts (snapshots,
     backups, retained stores) stays readable (G3)."""
+    region: str | None = None
+    """Region of the key and its alias; default None: the provider's (the stack's) region.
+    Set only where AWS fixes the region (CloudFront's pieces, `CLOUDFRONT_REGION`)."""
+    separate_policy: bool = False
+    """False (default): the policy is the key's own `policy`. True: the key is created with
+    AWS's default policy (the same account-root statement) and the whole policy is a
+    `kms.KeyPolicy` of its own, so a statement may name a resource that is itself built on
+    the key (the media key's distribution) without a dependency cycle, and nothing that
+    encrypts with the key waits for that resource (PITFALLS 23, 127)."""
 
     def validate(self) -> None:
         problems = []
@@ -148,17 +157,31 @@ class EncryptionKey(pulumi.ComponentResource):
         super().__init__("media:kms:EncryptionKey", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.alias_name = args.namer.alias(args.purpose)
+        policy = key_policy(args.context, args.service_grants)
         self.key = aws.kms.Key(
             f"{name}-key",
             description=f"{args.purpose} data at rest ({self.alias_name})",
             enable_key_rotation=True,
             deletion_window_in_days=args.deletion_window_days,
-            policy=key_policy(args.context, args.service_grants),
+            policy=None if args.separate_policy else policy,
             tags=name_tag(self.alias_name.removeprefix("alias/")),
+            region=args.region,
             opts=data_store_options(self, args.protect_data),
         )
+        if args.separate_policy:
+            aws.kms.KeyPolicy(
+                f"{name}-policy",
+                key_id=self.key.key_id,
+                policy=policy,
+                region=args.region,
+                opts=child,
+            )
         aws.kms.Alias(
-            f"{name}-alias", name=self.alias_name, target_key_id=self.key.key_id, opts=child
+            f"{name}-alias",
+            name=self.alias_name,
+            target_key_id=self.key.key_id,
+            region=args.region,
+            opts=child,
         )
         self.arn = self.key.arn
         self.key_id = self.key.key_id

@@ -27,7 +27,10 @@ def encrypted_log_group(
     kms_key_arn: pulumi.Input[str],
     retention_days: int,
     parent: pulumi.Resource,
+    region: str | None = None,
 ) -> aws.cloudwatch.LogGroup:
+    """A log group under `kms_key_arn` that expires after `retention_days`; in `region` where
+    AWS fixes one (CloudFront's access logs and WAF logs), else the stack's."""
     if problems := retention_problems("retention_days", retention_days):
         raise ValueError(problems[0])
     return aws.cloudwatch.LogGroup(
@@ -35,5 +38,6 @@ def encrypted_log_group(
         name=name,
         kms_key_id=kms_key_arn,
         retention_in_days=retention_days,
+        region=region,
         opts=pulumi.ResourceOptions(parent=parent),
     )

@@ -6,15 +6,19 @@
 
 Both data buckets are private (public access blocked, ACLs disabled), versioned, TLS-only and
 encrypted with a customer-managed key of their own, the *media key*. It is separate from the
-platform's other keys because part 2's CloudFront origin access control will be granted
-`kms:Decrypt` on exactly this key: with its own key, what the distribution may decrypt is the
-media and nothing else (no queue, log, secret or database key is ever in that grant).
+platform's other keys because the delivery tier's CloudFront distribution (origin access
+control, M7) is granted `kms:Decrypt` on exactly this key: with its own key, what the
+distribution may decrypt is the media and nothing else (no queue, log, secret or database key
+is ever in that grant). The distribution is built after the storage (it reads from it), so its
+ARN arrives as an output resolved later and lands only in the media bucket's policy and the
+media key's policy, each a resource of its own that nothing else waits for.
 
 Access is granted, not pre-wired: `grant_upload` gives the API function exactly what a
 presigned multipart upload needs, `grant_transcode` what the worker needs, each on the exact
-prefixes. The bucket policies only *deny* (no TLS, another key, customer-provided keys): an
+prefixes. The bucket policies *deny* (no TLS, another key, customer-provided keys): an
 identity policy is enough inside one account, and a policy that only denies never locks the
-deployer or the account's administrators out of their own buckets.
+deployer or the account's administrators out of their own buckets. The one allow is the media
+bucket's for the distribution, on `media/*` and only for that distribution's ARN.
 """
 
 from __future__ import annotations
@@ -165,12 +169,11 @@ class MediaStorageArgs(MediaStorageSettings):
     """False (default): the buckets are emptied and deleted on destroy and the key waits 7
     days. True: the engine refuses to delete or replace the three buckets and the key, they
     are retained on delete, never emptied, and the key waits 30 days (G3)."""
-    key_service_grants: tuple[ServiceGrant, ...] = ()
-    """Service principals allowed to use the media key (part 2: CloudFront's origin access
-    control, `kms:Decrypt`); default none."""
-    media_bucket_statements: tuple[dict[str, Any], ...] = ()
-    """Statements added to the media bucket's policy after its denies (part 2: the one
-    distribution allowed to read); default none."""
+    distribution_arn: pulumi.Input[str] | None = None
+    """The one CloudFront distribution that reads the media (M7): the media bucket's policy
+    lets it GetObject under `media/` and the media key's policy lets it decrypt, each only
+    for this ARN. Typically a `pulumi.deferred_output()` resolved once the distribution
+    exists. Default None: nothing outside the account's roles reads the media."""
 
     def validate(self) -> None:
         problems = self.tunable_problems()
@@ -236,6 +239,41 @@ def data_bucket_policy(
         *extra,
     ]
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+CLOUDFRONT_PRINCIPAL = "cloudfront.amazonaws.com"
+
+
+def distribution_read_statement(
+    bucket_arn: pulumi.Input[str], distribution_arn: pulumi.Input[str]
+) -> dict[str, Any]:
+    """Origin access control: CloudFront may read renditions, only for this distribution
+    (PITFALLS 126). The one allow of the media bucket."""
+    return {
+        "Sid": "AllowDistributionReadMedia",
+        "Effect": "Allow",
+        "Principal": {"Service": CLOUDFRONT_PRINCIPAL},
+        "Action": "s3:GetObject",
+        "Resource": pulumi.Output.concat(bucket_arn, "/", MEDIA_PREFIX, "*"),
+        "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}},
+    }
+
+
+def distribution_key_grants(
+    distribution_arn: pulumi.Input[str] | None,
+) -> tuple[ServiceGrant, ...]:
+    """SSE-KMS objects behind origin access control: CloudFront decrypts with the media key,
+    only for this distribution (PITFALLS 127). Decrypt alone: it never writes."""
+    if distribution_arn is None:
+        return ()
+    return (
+        ServiceGrant(
+            sid="AllowDistributionDecryptMedia",
+            service=CLOUDFRONT_PRINCIPAL,
+            actions=("kms:Decrypt",),
+            conditions={"StringEquals": {"AWS:SourceArn": distribution_arn}},
+        ),
+    )
 
 
 def log_bucket_policy(
@@ -405,6 +443,8 @@ class MediaStorage(pulumi.ComponentResource):
     ingest_bucket_arn: pulumi.Output[str]
     media_bucket_name: pulumi.Output[str]
     media_bucket_arn: pulumi.Output[str]
+    media_bucket_domain_name: pulumi.Output[str]
+    """The media bucket's regional domain name: the distribution's S3 origin (M7)."""
     log_bucket_name: pulumi.Output[str]
     key_arn: pulumi.Output[str]
     settings: MediaStorageSettings
@@ -425,23 +465,25 @@ class MediaStorage(pulumi.ComponentResource):
                 context=args.context,
                 namer=args.namer,
                 deletion_window_days=Lifecycle(args.protect_data).key_deletion_window_days,
-                service_grants=args.key_service_grants,
+                service_grants=distribution_key_grants(args.distribution_arn),
                 protect_data=args.protect_data,
+                # The distribution reads through the storage: its ARN may only reach a policy
+                # nothing else waits for.
+                separate_policy=True,
             ),
             self._child,
         )
         self.key_arn = self.key.arn
         logs, log_policy = self._log_bucket()
         ingest = self._data_bucket("ingest", ingest_lifecycle_rules(args))
-        media = self._data_bucket(
-            "media", media_lifecycle_rules(args), extra=args.media_bucket_statements
-        )
+        media = self._data_bucket("media", media_lifecycle_rules(args))
         self._cors(ingest)
         self._access_logging(ingest, logs, log_policy, "ingest")
         self._access_logging(media, logs, log_policy, "media")
         self.ingest_bucket, self.media_bucket, self.log_bucket = ingest, media, logs
         self.ingest_bucket_name, self.ingest_bucket_arn = ingest.bucket, ingest.arn
         self.media_bucket_name, self.media_bucket_arn = media.bucket, media.arn
+        self.media_bucket_domain_name = media.bucket_regional_domain_name
         self.log_bucket_name = logs.bucket
         self.register_outputs(
             {
@@ -487,15 +529,16 @@ class MediaStorage(pulumi.ComponentResource):
         self._blocks[word] = made.public_access_block
         return made.bucket
 
-    def _data_bucket(
-        self, word: str, rules: list[dict[str, Any]], extra: tuple[dict[str, Any], ...] = ()
-    ) -> aws.s3.Bucket:
+    def _data_bucket(self, word: str, rules: list[dict[str, Any]]) -> aws.s3.Bucket:
         name = self._name
         bucket = self._bucket(word)
         versioned_and_key_encrypted(f"{name}-{word}", bucket, self.key_arn, parent=self)
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-{word}-lifecycle", bucket=bucket.id, rules=rules, opts=self._child
         )
+        extra: tuple[dict[str, Any], ...] = ()
+        if word == "media" and self._args.distribution_arn is not None:
+            extra = (distribution_read_statement(bucket.arn, self._args.distribution_arn),)
         aws.s3.BucketPolicy(
             f"{name}-{word}-policy",
             bucket=bucket.id,

@@ -76,6 +76,11 @@ class NameKind(Enum):
         255, _LOWER_HYPHENATED, "lowercase letters, digits, single hyphens; starts with a letter"
     )
     DASHBOARD = _rule(255, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
+    # Public keys, key groups and cache, origin-request and response-headers policies.
+    CLOUDFRONT = _rule(128, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
+    CLOUDFRONT_OAC = _rule(64, r"^[A-Za-z0-9_-]+$", "letters, digits, _ -")
+    # CloudWatch Logs delivery sources and destinations (PutDeliverySource: [\w-]{1,60}).
+    LOG_DELIVERY = _rule(60, r"^[\w-]+$", "letters, digits, _ -")
 
 
 class InvalidNameError(ValueError):

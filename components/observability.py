@@ -44,6 +44,11 @@ class AlarmTopicArgs(AlarmTopicSettings):
     """Account facts for the topic policy (required)."""
     kms_key_arn: pulumi.Input[str]
     """CMK for the topic; its policy must let cloudwatch.amazonaws.com use it (required)."""
+    stem: str = "alarms"
+    """Physical name stem: the topic is `{prefix}-{stem}-{suffix}`; default `alarms`."""
+    region: str | None = None
+    """Region of the topic: alarms publish only to a topic in their own region. Default None
+    (the stack's); CloudFront's alarms live in `CLOUDFRONT_REGION`."""
 
     def validate(self) -> None:
         if problems := self.tunable_problems():
@@ -59,17 +64,22 @@ class AlarmTopic(pulumi.ComponentResource):
         args.validate()
         super().__init__("media:observability:AlarmTopic", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        physical = args.namer.name("alarms", NameKind.SNS_TOPIC)
+        physical = args.namer.name(args.stem, NameKind.SNS_TOPIC)
         self.topic = aws.sns.Topic(
             f"{name}-topic",
             name=physical,
             kms_master_key_id=args.kms_key_arn,
             tags=name_tag(physical),
+            region=args.region,
             opts=child,
         )
         self.arn = self.topic.arn
         aws.sns.TopicPolicy(
-            f"{name}-policy", arn=self.topic.arn, policy=self._policy(args.context), opts=child
+            f"{name}-policy",
+            arn=self.topic.arn,
+            policy=self._policy(args.context),
+            region=args.region,
+            opts=child,
         )
         if args.email:
             aws.sns.TopicSubscription(
@@ -77,6 +87,7 @@ class AlarmTopic(pulumi.ComponentResource):
                 topic=self.topic.arn,
                 protocol="email",
                 endpoint=args.email,
+                region=args.region,
                 opts=child,
             )
         self.register_outputs({"arn": self.arn})
@@ -140,11 +151,13 @@ def metric_alarm(
     period: int = 300,
     evaluation_periods: int = 1,
     treat_missing_data: str = "notBreaching",
+    region: str | None = None,
 ) -> aws.cloudwatch.MetricAlarm:
     """A CloudWatch alarm on one metric that notifies (and clears) through the alarm topic.
 
     Missing data counts as not breaching by default: idle queues and streams publish no
     datapoints. Pass `treat_missing_data="breaching"` where silence itself is the failure.
+    `region` is the metric's where it is not the stack's (CloudFront's, with a topic there).
     """
     extended = statistic.startswith("p")
     return aws.cloudwatch.MetricAlarm(
@@ -163,6 +176,7 @@ def metric_alarm(
         treat_missing_data=treat_missing_data,
         alarm_actions=[topic_arn],
         ok_actions=[topic_arn],
+        region=region,
         opts=pulumi.ResourceOptions(parent=parent),
     )
 

@@ -6,6 +6,8 @@ the recovery window data protection asks for, and its value written as the first
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_aws as aws
 
@@ -40,3 +42,46 @@ def stored_secret(
         f"{resource_name}-value", secret_id=secret.id, secret_string=value, opts=child
     )
     return secret, version
+
+
+def readers_only_policy(sid: str, readers: Sequence[pulumi.Input[str]]) -> pulumi.Output[str]:
+    """A secret policy that denies reading the value to every principal but `readers`.
+
+    An explicit deny beats every allow, the account root's and administrators' included.
+    Managing the secret (describe, policy, rotation, deletion) stays with IAM; removing this
+    policy is the audited break-glass."""
+    return pulumi.Output.json_dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": sid,
+                    "Effect": "Deny",
+                    "Principal": {"AWS": "*"},
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": "*",
+                    "Condition": {"StringNotEquals": {"aws:PrincipalArn": list(readers)}},
+                }
+            ],
+        }
+    )
+
+
+def restrict_reads(
+    resource_name: str,
+    *,
+    secret: aws.secretsmanager.Secret,
+    version: aws.secretsmanager.SecretVersion,
+    sid: str,
+    readers: Sequence[pulumi.Input[str]],
+    parent: pulumi.Resource,
+) -> aws.secretsmanager.SecretPolicy:
+    """Only `readers` may read `secret`'s value (`readers_only_policy`)."""
+    return aws.secretsmanager.SecretPolicy(
+        resource_name,
+        secret_arn=secret.arn,
+        block_public_policy=True,
+        policy=readers_only_policy(sid, readers),
+        # After the version exists: the provider reads the value back right after writing it.
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[version]),
+    )

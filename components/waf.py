@@ -1,22 +1,26 @@
-"""A regional WAF web ACL in front of one resource, with its logging (A6, O1).
+"""A WAF web ACL in front of one resource, with its logging (A6, M7, O1).
 
-A rate-based rule (requests per 5 minutes per client IP) and AWS managed rule groups, the
-association with the protected resource (an API Gateway stage, a load balancer …), and logs to
-an encrypted `aws-waf-logs-` log group with credential headers redacted.
+A rate-based rule (requests per 5 minutes per client IP) and AWS managed rule groups, and logs
+to an encrypted `aws-waf-logs-` log group with credentials redacted. A REGIONAL ACL is
+associated with the resource it protects (an API Gateway stage, a load balancer …); a
+CLOUDFRONT ACL lives in `CLOUDFRONT_REGION` with its logs, and the distribution names it in its
+own `web_acl_id` (CloudFront takes no association).
 
-`regional_waf` is a builder, not a component: its resources are children of the calling
-component, so they keep that component's URNs.
+`web_acl` is a builder, not a component: its resources are children of the calling component,
+so they keep that component's URNs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_limits import CLOUDFRONT_REGION
 from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.naming import NameKind, Namer, name_tag
@@ -28,9 +32,14 @@ WAF_REDACTED_HEADERS = ("x-api-key", "authorization")
 WAF_MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
 
 
+class WafScope(StrEnum):
+    REGIONAL = "REGIONAL"
+    CLOUDFRONT = "CLOUDFRONT"
+
+
 @dataclass(frozen=True, kw_only=True)
-class RegionalWafArgs:
-    """Inputs of `regional_waf`."""
+class WebAclArgs:
+    """Inputs of `web_acl`."""
 
     namer: Namer
     """Stack namer for the web ACL's and the log group's names (required)."""
@@ -41,8 +50,9 @@ class RegionalWafArgs:
     `aws-waf-logs-{prefix}-{stem}-{suffix}` (required)."""
     description: str
     """Description of the web ACL (required)."""
-    resource_arn: pulumi.Input[str]
-    """ARN of the regional resource the ACL protects, e.g. a stage's `arn` (required)."""
+    resource_arn: pulumi.Input[str] | None
+    """ARN of the regional resource the ACL protects, e.g. a stage's `arn`; None with scope
+    CLOUDFRONT, where the distribution names the ACL instead (required)."""
     rate_limit: int
     """Requests per 5 minutes per client IP before WAF blocks (required)."""
     logs_key_arn: pulumi.Input[str]
@@ -54,6 +64,16 @@ class RegionalWafArgs:
     rule set and known bad inputs."""
     redacted_headers: Sequence[str] = WAF_REDACTED_HEADERS
     """Headers kept out of the logs; default `x-api-key` and `authorization`."""
+    redact_query_string: bool = False
+    """Keep query strings out of the logs (they carry signed grants); default False."""
+    scope: WafScope = WafScope.REGIONAL
+    """REGIONAL (default: the stack's region, associated with `resource_arn`) or CLOUDFRONT
+    (in `CLOUDFRONT_REGION`, named by a distribution)."""
+
+    @property
+    def region(self) -> str | None:
+        """Where the ACL and its logs live: None (the stack's region) unless CloudFront's."""
+        return CLOUDFRONT_REGION if self.scope is WafScope.CLOUDFRONT else None
 
     def validate(self) -> None:
         problems = retention_problems("log_retention_days", self.log_retention_days)
@@ -61,12 +81,18 @@ class RegionalWafArgs:
             problems.append(
                 f"rate_limit={self.rate_limit}: allowed {WAF_MIN_RATE_LIMIT}..{WAF_MAX_RATE_LIMIT}"
             )
+        regional = self.scope is WafScope.REGIONAL
+        if regional != (self.resource_arn is not None):
+            problems.append(
+                f"resource_arn: allowed {'an ARN' if regional else 'None'} with scope "
+                f"{self.scope.value}"
+            )
         if problems:
-            raise ValueError("RegionalWafArgs: " + "; ".join(problems))
+            raise ValueError("WebAclArgs: " + "; ".join(problems))
 
 
-def regional_waf(name: str, args: RegionalWafArgs, parent: pulumi.Resource) -> aws.wafv2.WebAcl:
-    """`{name}-waf` and its association, logs and logging, all children of `parent`."""
+def web_acl(name: str, args: WebAclArgs, parent: pulumi.Resource) -> aws.wafv2.WebAcl:
+    """`{name}-waf`, its association (REGIONAL), logs and logging, all children of `parent`."""
     args.validate()
     child = pulumi.ResourceOptions(parent=parent)
     acl_name = args.namer.name(f"{args.stem}-waf", NameKind.WAF)
@@ -74,19 +100,21 @@ def regional_waf(name: str, args: RegionalWafArgs, parent: pulumi.Resource) -> a
         f"{name}-waf",
         name=acl_name,
         description=args.description,
-        scope="REGIONAL",
+        scope=args.scope.value,
         default_action={"allow": {}},
         rules=web_acl_rules(acl_name, args.rate_limit, args.managed_rule_groups),
         visibility_config=_visibility(acl_name),
         tags=name_tag(acl_name),
+        region=args.region,
         opts=child,
     )
-    aws.wafv2.WebAclAssociation(
-        f"{name}-waf-association",
-        resource_arn=args.resource_arn,
-        web_acl_arn=acl.arn,
-        opts=child,
-    )
+    if args.resource_arn is not None:
+        aws.wafv2.WebAclAssociation(
+            f"{name}-waf-association",
+            resource_arn=args.resource_arn,
+            web_acl_arn=acl.arn,
+            opts=child,
+        )
     _logging(name, args, acl, parent)
     return acl
 
@@ -124,31 +152,36 @@ def _visibility(metric: str) -> dict[str, Any]:
     }
 
 
-def _logging(
-    name: str, args: RegionalWafArgs, acl: aws.wafv2.WebAcl, parent: pulumi.Resource
-) -> None:
-    # WAF accepts only log groups whose names start with aws-waf-logs-.
+def _logging(name: str, args: WebAclArgs, acl: aws.wafv2.WebAcl, parent: pulumi.Resource) -> None:
+    # WAF accepts only log groups whose names start with aws-waf-logs-, in the ACL's region.
     group = encrypted_log_group(
         f"{name}-waf-logs",
         name=args.namer.path("aws-waf-logs-", args.stem),
         kms_key_arn=args.logs_key_arn,
         retention_days=args.log_retention_days,
         parent=parent,
+        region=args.region,
     )
+    ctx = args.context if args.region is None else replace(args.context, region=args.region)
     # WAF delivers through CloudWatch Logs' log-delivery service. A policy on this group
     # grants it up front, instead of WAF growing the account-wide AWSWAF-LOGS policy
     # (5,120 characters, ten per region) on every web ACL.
     policy = aws.cloudwatch.LogResourcePolicy(
         f"{name}-waf-logs-policy",
         resource_arn=group.arn,
-        policy_document=pulumi.Output.json_dumps(log_delivery_policy(group.arn, args.context)),
+        policy_document=pulumi.Output.json_dumps(log_delivery_policy(group.arn, ctx)),
+        region=args.region,
         opts=pulumi.ResourceOptions(parent=parent),
     )
+    redacted: list[dict[str, Any]] = [{"single_header": {"name": h}} for h in args.redacted_headers]
+    if args.redact_query_string:
+        redacted.append({"query_string": {}})
     aws.wafv2.WebAclLoggingConfiguration(
         f"{name}-waf-logging",
         resource_arn=acl.arn,
         log_destination_configs=[group.arn],
-        redacted_fields=[{"single_header": {"name": h}} for h in args.redacted_headers],
+        redacted_fields=redacted,
+        region=args.region,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[policy]),
     )
 

@@ -49,7 +49,7 @@ from components.naming import NameKind, name_tag
 from components.observability import metric_alarm
 from components.placement import AppPlacement
 from components.protection import Lifecycle
-from components.secrets import stored_secret
+from components.secrets import restrict_reads, stored_secret
 from components.tunables import Problem, Tunables, describe, tunable
 from services.contract import (
     CONTENT_KEY_BYTES,
@@ -466,6 +466,9 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings, AppPlacement):
     provider does on refresh and replacement; it can rewrite the secret's policy anyway, so
     this grants it nothing new. Default none: then only the task role reads the value, and
     refreshing this secret fails with AccessDenied."""
+    content_key_readers: Sequence[pulumi.Input[str]] = ()
+    """Role ARNs besides the task role that may read the content key: the key-delivery
+    function's, which derives title keys for authorised players (K3, M9). Default none."""
     execution_grants: Mapping[str, GrantFn] = field(default_factory=dict)
     """Label -> grant letting the execution role read an injected secret (data tier's
     `grant_secret_read`). Default none."""
@@ -792,37 +795,17 @@ class MediaWorkerService(pulumi.ComponentResource):
             parent=self,
         )
         self.content_key_secret_arn = self.content_key_secret.arn
-        # After the version exists: the provider reads the value back right after writing it.
-        aws.secretsmanager.SecretPolicy(
+        # Only the worker task role, the key-delivery function (M9) and the deployer read it.
+        readers = [self.task_role.arn, *args.content_key_readers]
+        if args.deployer_arn is not None:
+            readers.append(args.deployer_arn)
+        restrict_reads(
             f"{name}-content-key-policy",
-            secret_arn=self.content_key_secret.arn,
-            block_public_policy=True,
-            policy=self._content_key_policy(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[version]),
-        )
-
-    def _content_key_policy(self) -> pulumi.Output[str]:
-        # An explicit deny beats every allow, the account root's and administrators' included:
-        # only the worker task role (and the deployer) can read the value. Managing the secret
-        # (describe, policy, rotation, deletion) stays with IAM; removing this policy is the
-        # audited break-glass.
-        readers = [self.task_role.arn]
-        if self._args.deployer_arn is not None:
-            readers.append(self._args.deployer_arn)
-        return pulumi.Output.json_dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "OnlyWorkerTaskRoleReadsContentKey",
-                        "Effect": "Deny",
-                        "Principal": {"AWS": "*"},
-                        "Action": "secretsmanager:GetSecretValue",
-                        "Resource": "*",
-                        "Condition": {"StringNotEquals": {"aws:PrincipalArn": readers}},
-                    }
-                ],
-            }
+            secret=self.content_key_secret,
+            version=version,
+            sid="OnlyWorkerTaskRoleReadsContentKey",
+            readers=readers,
+            parent=self,
         )
 
     # -- task definition and service -------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 import pulumi
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 # The one name taken from outside `pulumi.runtime`'s exports: `set_mocks(monitor=...)` accepts a
@@ -67,9 +69,11 @@ class EngineMocks(Mocks):
     registration on a worker thread and calls `new_resource` on that same thread, so the
     monitor can pair its request with the inputs the mocks were given."""
 
-    def arn(self, service: str, resource: str, *, regional: bool = True) -> str:
-        region = self.region if regional else ""
-        return f"arn:aws:{service}:{region}:{self.account_id}:{resource}"
+    def arn(
+        self, service: str, resource: str, *, regional: bool = True, region: str | None = None
+    ) -> str:
+        where = (region or self.region) if regional else ""
+        return f"arn:aws:{service}:{where}:{self.account_id}:{resource}"
 
     # -- resources -----------------------------------------------------------------------
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict]:
@@ -107,46 +111,55 @@ class EngineMocks(Mocks):
             return _uuid_like(name)
         if typ == "aws:apigateway/restApi:RestApi":
             return _short_hash(name)[:10]
+        if typ in _CLOUDFRONT_IDS:
+            return _CLOUDFRONT_IDS[typ] + _short_hash(typ, name).upper()[:13]
+        if typ in _CLOUDFRONT_TYPES:
+            return _uuid_like(f"{typ}/{name}")
         if typ in _IDENTIFIER_INPUTS:
             return physical  # AWS uses the chosen identifier as the resource id
         return inputs.get("name") or f"{name}-id"
 
     def _computed(self, typ: str, rid: str, physical: str, inputs: dict) -> dict:
-        region, account = self.region, self.account_id
+        # A resource given `region` (pulumi-aws v7) lives there, not in the provider's region.
+        region, account = inputs.get("region") or self.region, self.account_id
         service = typ.split(":")[1].split("/")[0]
+
+        def arn(service: str, resource: str, *, regional: bool = True) -> str:
+            return self.arn(service, resource, regional=regional, region=region)
+
+        bucket = inputs.get("bucket", rid)
+
         table: dict[str, dict[str, Any]] = {
-            "aws:kms/key:Key": {"arn": self.arn("kms", f"key/{rid}"), "keyId": rid},
-            "aws:kms/alias:Alias": {"arn": self.arn("kms", physical)},
+            "aws:kms/key:Key": {"arn": arn("kms", f"key/{rid}"), "keyId": rid},
+            "aws:kms/alias:Alias": {"arn": arn("kms", physical)},
             "aws:iam/role:Role": {
-                "arn": self.arn("iam", f"role/{physical}", regional=False),
+                "arn": arn("iam", f"role/{physical}", regional=False),
                 "uniqueId": "AROA" + _short_hash(physical).upper(),
             },
-            "aws:iam/policy:Policy": {"arn": self.arn("iam", f"policy/{physical}", regional=False)},
-            "aws:cloudwatch/logGroup:LogGroup": {"arn": self.arn("logs", f"log-group:{physical}")},
+            "aws:iam/policy:Policy": {"arn": arn("iam", f"policy/{physical}", regional=False)},
+            "aws:cloudwatch/logGroup:LogGroup": {"arn": arn("logs", f"log-group:{physical}")},
             "aws:ec2/vpc:Vpc": {
-                "arn": self.arn("ec2", f"vpc/{rid}"),
+                "arn": arn("ec2", f"vpc/{rid}"),
                 "defaultSecurityGroupId": "sg-default",
             },
-            "aws:ec2/subnet:Subnet": {"arn": self.arn("ec2", f"subnet/{rid}")},
-            "aws:ec2/securityGroup:SecurityGroup": {
-                "arn": self.arn("ec2", f"security-group/{rid}")
-            },
-            "aws:ec2/flowLog:FlowLog": {"arn": self.arn("ec2", f"vpc-flow-log/{rid}")},
+            "aws:ec2/subnet:Subnet": {"arn": arn("ec2", f"subnet/{rid}")},
+            "aws:ec2/securityGroup:SecurityGroup": {"arn": arn("ec2", f"security-group/{rid}")},
+            "aws:ec2/flowLog:FlowLog": {"arn": arn("ec2", f"vpc-flow-log/{rid}")},
             "aws:ec2/vpcEndpoint:VpcEndpoint": {
-                "arn": self.arn("ec2", f"vpc-endpoint/{rid}"),
+                "arn": arn("ec2", f"vpc-endpoint/{rid}"),
                 # Gateway endpoints expose the service's managed prefix list.
                 "prefixListId": "pl-" + _short_hash(str(inputs.get("serviceName")))[:8]
                 if inputs.get("vpcEndpointType") == "Gateway"
                 else None,
             },
-            "aws:sqs/queue:Queue": {"arn": self.arn("sqs", physical), "url": rid},
-            "aws:sns/topic:Topic": {"arn": self.arn("sns", physical)},
-            "aws:kinesis/stream:Stream": {"arn": self.arn("kinesis", f"stream/{physical}")},
+            "aws:sqs/queue:Queue": {"arn": arn("sqs", physical), "url": rid},
+            "aws:sns/topic:Topic": {"arn": arn("sns", physical)},
+            "aws:kinesis/stream:Stream": {"arn": arn("kinesis", f"stream/{physical}")},
             "aws:secretsmanager/secret:Secret": {
-                "arn": self.arn("secretsmanager", f"secret:{physical}-AbCdEf")
+                "arn": arn("secretsmanager", f"secret:{physical}-AbCdEf")
             },
             "aws:rds/cluster:Cluster": {
-                "arn": self.arn("rds", f"cluster:{physical}"),
+                "arn": arn("rds", f"cluster:{physical}"),
                 "endpoint": f"{physical}.cluster-c0ffee.{region}.rds.amazonaws.com",
                 "readerEndpoint": f"{physical}.cluster-ro-c0ffee.{region}.rds.amazonaws.com",
                 "engineVersionActual": inputs.get("engineVersion"),
@@ -154,74 +167,78 @@ class EngineMocks(Mocks):
                 "clusterResourceId": "cluster-" + _short_hash(physical).upper(),
                 "masterUserSecrets": [
                     {
-                        "secretArn": self.arn("secretsmanager", f"secret:rds!cluster-{rid}-XyZ012"),
+                        "secretArn": arn("secretsmanager", f"secret:rds!cluster-{rid}-XyZ012"),
                         "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", ""),
                         "secretStatus": "active",
                     }
                 ],
             },
             "aws:rds/clusterInstance:ClusterInstance": {
-                "arn": self.arn("rds", f"db:{physical}"),
+                "arn": arn("rds", f"db:{physical}"),
                 "endpoint": f"{physical}.c0ffee.{region}.rds.amazonaws.com",
             },
             "aws:elasticache/replicationGroup:ReplicationGroup": {
-                "arn": self.arn("elasticache", f"replicationgroup:{rid}"),
+                "arn": arn("elasticache", f"replicationgroup:{rid}"),
                 "primaryEndpointAddress": f"master.{rid}.c0ffee.{_az_code(region)}.cache."
                 "amazonaws.com",
                 "readerEndpointAddress": f"replica.{rid}.c0ffee.{_az_code(region)}.cache."
                 "amazonaws.com",
             },
             "aws:efs/fileSystem:FileSystem": {
-                "arn": self.arn("elasticfilesystem", f"file-system/{rid}"),
+                "arn": arn("elasticfilesystem", f"file-system/{rid}"),
                 "dnsName": f"{rid}.efs.{region}.amazonaws.com",
             },
             "aws:efs/accessPoint:AccessPoint": {
-                "arn": self.arn("elasticfilesystem", f"access-point/{rid}")
+                "arn": arn("elasticfilesystem", f"access-point/{rid}")
             },
-            "aws:ecs/cluster:Cluster": {"arn": self.arn("ecs", f"cluster/{physical}")},
-            "aws:ecs/service:Service": {"arn": self.arn("ecs", f"service/{physical}")},
+            "aws:ecs/cluster:Cluster": {"arn": arn("ecs", f"cluster/{physical}")},
+            "aws:ecs/service:Service": {"arn": arn("ecs", f"service/{physical}")},
             "aws:ecs/taskDefinition:TaskDefinition": {
-                "arn": self.arn("ecs", f"task-definition/{inputs.get('family', rid)}:1"),
+                "arn": arn("ecs", f"task-definition/{inputs.get('family', rid)}:1"),
                 "revision": 1,
             },
             "aws:ecr/repository:Repository": {
-                "arn": self.arn("ecr", f"repository/{physical}"),
+                "arn": arn("ecr", f"repository/{physical}"),
                 "repositoryUrl": f"{account}.dkr.ecr.{region}.amazonaws.com/{physical}",
                 "registryId": account,
             },
             "aws:lambda/function:Function": {
-                "arn": self.arn("lambda", f"function:{physical}"),
+                "arn": arn("lambda", f"function:{physical}"),
                 "invokeArn": f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
-                f"{self.arn('lambda', f'function:{physical}')}/invocations",
-                "qualifiedArn": self.arn("lambda", f"function:{physical}:1"),
+                f"{arn('lambda', f'function:{physical}')}/invocations",
+                "qualifiedArn": arn("lambda", f"function:{physical}:1"),
                 "version": "1",
             },
             "aws:apigateway/restApi:RestApi": {
                 "arn": f"arn:aws:apigateway:{region}::/restapis/{rid}",
                 "rootResourceId": "root" + rid[:6],
-                "executionArn": self.arn("execute-api", rid),
+                "executionArn": arn("execute-api", rid),
             },
             "aws:apigateway/stage:Stage": {
                 "arn": f"arn:aws:apigateway:{region}::/restapis/{inputs.get('restApi')}"
                 f"/stages/{inputs.get('stageName')}",
                 "invokeUrl": f"https://{inputs.get('restApi')}.execute-api.{region}."
                 f"amazonaws.com/{inputs.get('stageName')}",
-                "executionArn": self.arn(
+                "executionArn": arn(
                     "execute-api", f"{inputs.get('restApi')}/{inputs.get('stageName')}"
                 ),
             },
             "aws:apigateway/apiKey:ApiKey": {"arn": f"arn:aws:apigateway:{region}::/apikeys/{rid}"},
             "aws:wafv2/webAcl:WebAcl": {
-                "arn": self.arn("wafv2", f"regional/webacl/{physical}/{_uuid_like(physical)}")
+                "arn": arn(
+                    "wafv2",
+                    f"{_waf_scope(inputs)}/webacl/{physical}/{_uuid_like(physical)}",
+                )
             },
             "aws:s3/bucket:Bucket": {
-                "arn": f"arn:aws:s3:::{inputs.get('bucket', rid)}",
-                "bucket": inputs.get("bucket", rid),
+                "arn": f"arn:aws:s3:::{bucket}",
+                "bucket": bucket,
+                "bucketRegionalDomainName": f"{bucket}.s3.{region}.amazonaws.com",
             },
-            "aws:cloudtrail/trail:Trail": {"arn": self.arn("cloudtrail", f"trail/{physical}")},
-            "aws:pipes/pipe:Pipe": {"arn": self.arn("pipes", f"pipe/{physical}")},
+            "aws:cloudtrail/trail:Trail": {"arn": arn("cloudtrail", f"trail/{physical}")},
+            "aws:pipes/pipe:Pipe": {"arn": arn("pipes", f"pipe/{physical}")},
             "aws:cloudwatch/metricAlarm:MetricAlarm": {
-                "arn": self.arn("cloudwatch", f"alarm:{physical}")
+                "arn": arn("cloudwatch", f"alarm:{physical}")
             },
             "random:index/randomPassword:RandomPassword": {
                 "result": "x" * int(inputs.get("length", 32))
@@ -234,13 +251,23 @@ class EngineMocks(Mocks):
                 "hex": "ab" * int(inputs.get("length", 32)),
             },
         }
+        if typ in _CLOUDFRONT_TYPES:
+            return {
+                "arn": f"arn:aws:cloudfront::{account}:{_CLOUDFRONT_TYPES[typ]}/{rid}",
+                "etag": "E" + _short_hash(rid, "etag").upper()[:13],
+                **_cloudfront_outputs(typ, rid),
+            }
+        if typ in _EDGE_TYPES:
+            return _EDGE_TYPES[typ](self, region, rid, physical, inputs)
+        if typ == "tls:index/privateKey:PrivateKey":
+            return _private_key_outputs(physical)
         if typ == "docker-build:index:Image":
             # pulumi-docker-build: the pushed manifest digest, and the first tag pinned to it.
             return _image_outputs(inputs)
         if typ in table:
             return table[typ]
         if typ.startswith("aws:"):
-            return {"arn": self.arn(service, f"{typ.split(':')[-1].lower()}/{rid}")}
+            return {"arn": arn(service, f"{typ.split(':')[-1].lower()}/{rid}")}
         return {}
 
     # -- invokes -------------------------------------------------------------------------
@@ -302,6 +329,8 @@ class EngineMocks(Mocks):
                 "expiresAt": "2030-01-01T00:00:00Z",
                 "id": self.region,
             }
+        if token == "aws:cloudfront/getCachePolicy:getCachePolicy":
+            return _managed_cache_policy(call_args["name"])
         raise NotImplementedError(f"EngineMocks has no answer for invoke {token}")
 
 
@@ -312,6 +341,137 @@ _IDENTIFIER_INPUTS = {
     "aws:elasticache/replicationGroup:ReplicationGroup": "replicationGroupId",
     "aws:s3/bucket:Bucket": "bucket",
 }
+
+
+# CloudFront (global: no region in its ARNs) resource types -> the ARN's resource word.
+_CLOUDFRONT_TYPES = {
+    "aws:cloudfront/distribution:Distribution": "distribution",
+    "aws:cloudfront/publicKey:PublicKey": "public-key",
+    "aws:cloudfront/keyGroup:KeyGroup": "key-group",
+    "aws:cloudfront/originAccessControl:OriginAccessControl": "origin-access-control",
+    "aws:cloudfront/cachePolicy:CachePolicy": "cache-policy",
+    "aws:cloudfront/originRequestPolicy:OriginRequestPolicy": "origin-request-policy",
+    "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": "response-headers-policy",
+}
+# Ids CloudFront gives in its own form (a letter and 13 more); the policies' ids are UUIDs.
+_CLOUDFRONT_IDS = {
+    "aws:cloudfront/distribution:Distribution": "E",
+    "aws:cloudfront/publicKey:PublicKey": "K",
+    "aws:cloudfront/originAccessControl:OriginAccessControl": "E",
+}
+# The managed cache policies' ids, the same in every account (AWS's managed-policy page).
+MANAGED_CACHE_POLICIES = {
+    "Managed-CachingDisabled": "4135ea2d-6df8-44a3-9df3-4b5a84be39ad",
+    "Managed-CachingOptimized": "658327ea-f89d-4fab-a63d-7e88639e58f6",
+}
+CLOUDFRONT_HOSTED_ZONE = "Z2FDTNDATAQYW2"  # every distribution's alias target zone
+
+
+def _cloudfront_outputs(typ: str, rid: str) -> dict[str, Any]:
+    if typ != "aws:cloudfront/distribution:Distribution":
+        return {}
+    return {
+        "domainName": f"d{_short_hash(rid, 'domain')[:13]}.cloudfront.net",
+        "hostedZoneId": CLOUDFRONT_HOSTED_ZONE,
+        "status": "Deployed",
+    }
+
+
+def _managed_cache_policy(name: str) -> dict[str, Any]:
+    if name not in MANAGED_CACHE_POLICIES:
+        raise ValueError(f"no CloudFront cache policy named {name!r}")
+    return {"id": MANAGED_CACHE_POLICIES[name], "name": name, "etag": "E1MANAGED"}
+
+
+def _waf_scope(inputs: dict) -> str:
+    return "global" if inputs.get("scope") == "CLOUDFRONT" else "regional"
+
+
+def _function_url(mocks: EngineMocks, region: str, rid: str, physical: str, inputs: dict) -> dict:
+    url_id = _short_hash(str(inputs.get("functionName")), "url") * 2
+    return {
+        "functionUrl": f"https://{url_id[:32]}.lambda-url.{region}.on.aws/",
+        "urlId": url_id[:32],
+        "functionArn": mocks.arn("lambda", f"function:{inputs.get('functionName')}", region=region),
+    }
+
+
+def _certificate(mocks: EngineMocks, region: str, rid: str, physical: str, inputs: dict) -> dict:
+    domain = inputs.get("domainName", "")
+    token = _short_hash(domain, "acm")
+    return {
+        "arn": mocks.arn("acm", f"certificate/{_uuid_like(domain)}", region=region),
+        "domainValidationOptions": [
+            {
+                "domainName": domain,
+                "resourceRecordName": f"_{token}.{domain}.",
+                "resourceRecordType": "CNAME",
+                "resourceRecordValue": f"_{token[::-1]}.acm-validations.aws.",
+            }
+        ],
+    }
+
+
+def _certificate_validation(
+    mocks: EngineMocks, region: str, rid: str, physical: str, inputs: dict
+) -> dict:
+    return {"certificateArn": inputs.get("certificateArn")}
+
+
+def _record(mocks: EngineMocks, region: str, rid: str, physical: str, inputs: dict) -> dict:
+    return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
+
+
+def _log_delivery_part(word: str):
+    def outputs(mocks: EngineMocks, region: str, rid: str, physical: str, inputs: dict) -> dict:
+        return {"arn": mocks.arn("logs", f"{word}:{physical}", region=region)}
+
+    return outputs
+
+
+_EDGE_TYPES = {
+    "aws:lambda/functionUrl:FunctionUrl": _function_url,
+    "aws:acm/certificate:Certificate": _certificate,
+    "aws:acm/certificateValidation:CertificateValidation": _certificate_validation,
+    "aws:route53/record:Record": _record,
+    "aws:cloudwatch/logDeliverySource:LogDeliverySource": _log_delivery_part("delivery-source"),
+    "aws:cloudwatch/logDeliveryDestination:LogDeliveryDestination": _log_delivery_part(
+        "delivery-destination"
+    ),
+}
+
+
+@functools.cache
+def _private_key_outputs(seed: str) -> dict[str, Any]:
+    """A real RSA 2048 key pair, as pulumi_tls's PrivateKey reports it; one per resource name
+    and process (RSA generation cannot be seeded, so runs in other processes differ)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    openssh = public.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    return {
+        "algorithm": "RSA",
+        "rsaBits": 2048,
+        "privateKeyPem": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ).decode(),
+        "privateKeyPemPkcs8": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "publicKeyPem": public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+        "publicKeyOpenssh": openssh + "\n",
+        "publicKeyFingerprintSha256": "SHA256:" + hashlib.sha256(der).hexdigest(),
+    }
 
 
 def _image_outputs(inputs: dict) -> dict[str, Any]:

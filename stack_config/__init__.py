@@ -21,6 +21,7 @@ from components.audit import AuditTrailSettings
 from components.aws_limits import LOG_RETENTION_DAYS
 from components.cache import RedisReplicationGroupSettings
 from components.database import EncryptedAuroraSettings
+from components.delivery import MediaDistributionSettings
 from components.jobs import JobQueueSettings
 from components.media_storage import MediaStorageSettings
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH, Namer
@@ -136,6 +137,7 @@ TIERS: tuple[type[Tunables], ...] = (
     JobQueueSettings,
     MediaStorageSettings,
     MediaWorkerServiceSettings,
+    MediaDistributionSettings,
     PublicApiSettings,
     AlarmTopicSettings,
     AuditTrailSettings,
@@ -176,6 +178,7 @@ class StackSettings:
     queue: JobQueueSettings
     media_storage: MediaStorageSettings
     worker: MediaWorkerServiceSettings
+    delivery: MediaDistributionSettings
     api: PublicApiSettings
     alarms: AlarmTopicSettings
     audit: AuditTrailSettings

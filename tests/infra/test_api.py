@@ -18,6 +18,7 @@ from components.api_routes import (
     redeploy_hash,
     request_models,
 )
+from components.delivery import PlaybackTarget
 from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.media_storage import UploadTarget
@@ -151,17 +152,19 @@ def test_resources_are_videos_one_video_and_its_upload_a1_m1(run):
             "complete",
             run.named("api-videos-videoid-upload").id,
         ),
+        "api-videos-videoid-playback": ("playback", run.named("api-videos-videoid").id),
     }
     resources = run.of_type("aws:apigateway/resource:Resource")
     assert {r.name: (r.inputs["pathPart"], r.inputs["parentId"]) for r in resources} == tree
 
 
-def test_six_methods_on_their_resources_a1_m1(run):
+def test_seven_methods_on_their_resources_a1_m1_m8(run):
     found = {(m.inputs["resourceId"], m.inputs["httpMethod"]) for m in run.of_type(T_METHOD)}
     videos, video = run.named("api-videos").id, run.named("api-videos-videoid").id
     upload = run.named("api-videos-videoid-upload").id
     parts = run.named("api-videos-videoid-upload-parts").id
     complete = run.named("api-videos-videoid-upload-complete").id
+    playback = run.named("api-videos-videoid-playback").id
     assert found == {
         (videos, "GET"),
         (videos, "POST"),
@@ -169,6 +172,7 @@ def test_six_methods_on_their_resources_a1_m1(run):
         (parts, "POST"),
         (complete, "POST"),
         (upload, "DELETE"),
+        (playback, "GET"),
     }
 
 
@@ -177,7 +181,7 @@ def test_six_methods_on_their_resources_a1_m1(run):
 
 def test_every_method_requires_the_api_key_a3(run):
     methods = run.of_type(T_METHOD)
-    assert len(methods) == 6
+    assert len(methods) == 7
     for m in methods:
         assert m.inputs["apiKeyRequired"] is True
         assert m.inputs["authorization"] == "NONE"
@@ -258,6 +262,7 @@ def test_usage_plan_binds_the_stage_with_throttle_and_quota_a2(namer, context):
                 {"path": "/videos/{videoId}/upload/parts/POST", **throttle},
                 {"path": "/videos/{videoId}/upload/complete/POST", **throttle},
                 {"path": "/videos/{videoId}/upload/DELETE", **throttle},
+                {"path": "/videos/{videoId}/playback/GET", **throttle},
             ],
         }
     ]
@@ -373,7 +378,7 @@ def test_video_id_path_parameter_is_required_and_list_queries_optional_a7(run):
 
 def test_every_method_is_a_lambda_proxy_called_with_post_a4(run):
     integrations = run.of_type(T_INTEGRATION)
-    assert len(integrations) == 6
+    assert len(integrations) == 7
     for integration in integrations:
         assert integration.inputs["type"] == "AWS_PROXY"
         assert integration.inputs["integrationHttpMethod"] == "POST"
@@ -392,7 +397,7 @@ def test_every_declared_parameter_keys_the_cache(run):
     assert "cacheKeyParameters" not in run.named("api-create-video-integration").inputs
 
 
-def test_api_gateway_may_invoke_the_function_only_through_the_six_methods_a4(run):
+def test_api_gateway_may_invoke_the_function_only_through_the_seven_methods_a4(run):
     execution = run.one(T_REST_API).state["executionArn"]
     permissions = run.of_type("aws:lambda/permission:Permission")
     assert {p.inputs["sourceArn"] for p in permissions} == {
@@ -402,6 +407,7 @@ def test_api_gateway_may_invoke_the_function_only_through_the_six_methods_a4(run
         f"{execution}/v1/POST/videos/*/upload/parts",
         f"{execution}/v1/POST/videos/*/upload/complete",
         f"{execution}/v1/DELETE/videos/*/upload",
+        f"{execution}/v1/GET/videos/*/playback",
     }
     for p in permissions:
         assert p.inputs["principal"] == "apigateway.amazonaws.com"
@@ -485,6 +491,7 @@ def test_route_arn_paths_wildcard_path_parameters():
         "POST/videos/*/upload/parts",
         "POST/videos/*/upload/complete",
         "DELETE/videos/*/upload",
+        "GET/videos/*/playback",
     ]
 
 
@@ -554,12 +561,26 @@ def test_stage_cache_is_encrypted_and_keyed_when_enabled(namer, context):
     run = build(namer, context, cache_size_gb="0.5")
     stage = run.one(T_STAGE).inputs
     assert (stage["cacheClusterEnabled"], stage["cacheClusterSize"]) == (True, "0.5")
-    settings = run.one("aws:apigateway/methodSettings:MethodSettings").inputs["settings"]
+    settings = run.named("api-method-settings").inputs["settings"]
     assert settings["cachingEnabled"] is True
     assert settings["cacheDataEncrypted"] is True
     assert settings["cacheTtlInSeconds"] == 60
     assert settings["requireAuthorizationForCacheControl"] is True
     assert settings["unauthorizedCacheControlHeaderStrategy"] == "FAIL_WITH_403"
+    # A playback grant is never answered from the cache (M8): its method opts out.
+    playback = run.named("api-get-playback-method-settings").inputs
+    assert playback["methodPath"] == "videos/{videoId}/playback/GET"
+    assert playback["settings"] == {**settings, "cachingEnabled": False}
+    assert [r.name for r in run.of_type("aws:apigateway/methodSettings:MethodSettings")] == [
+        "api-method-settings",
+        "api-get-playback-method-settings",
+    ]
+
+
+def test_without_a_stage_cache_one_method_setting_covers_every_method_a5(run):
+    (settings,) = run.of_type("aws:apigateway/methodSettings:MethodSettings")
+    assert settings.inputs["methodPath"] == "*/*"
+    assert settings.inputs["settings"]["cachingEnabled"] is False
 
 
 def test_no_account_wide_logging_role_unless_asked(run):
@@ -885,6 +906,43 @@ def test_grants_of_other_tiers_attach_to_the_role_and_precede_the_function_a4(na
     assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
 
 
+SIGNING_SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:media-signing-AbC"
+
+
+def fake_signing_grant(resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
+    """Stands in for `MediaDistribution.grant_signing`."""
+    grant = Grant("FakeSigning", ("secretsmanager:GetSecretValue",), (SIGNING_SECRET,))
+    return attach_grants(resource_name, role, [grant], parent=role)
+
+
+def test_m8_playback_target_writes_the_signing_variables_and_grants_the_key(namer, context):
+    playback = PlaybackTarget(
+        domain="d1234abcd.cloudfront.net",
+        key_pair_id="K2JCJMDEHXQW5F",
+        signing_secret_arn=SIGNING_SECRET,
+        grant_seconds=900,
+        grant_signing=fake_signing_grant,
+    )
+    run = build(namer, context, playback=playback)
+    variables = run.one(T_FUNCTION).inputs["environment"]["variables"]
+    assert {k: v for k, v in variables.items() if k.startswith("PLAYBACK_")} == {
+        "PLAYBACK_DOMAIN": "d1234abcd.cloudfront.net",
+        "PLAYBACK_KEY_PAIR_ID": "K2JCJMDEHXQW5F",
+        "PLAYBACK_SIGNING_SECRET_ARN": SIGNING_SECRET,
+        "PLAYBACK_GRANT_SECONDS": "900",
+    }
+    policy = run.named("api-playback-signing")
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert json.loads(policy.inputs["policy"])["Statement"][0]["Sid"] == "FakeSigning"
+    assert policy.urn in run.one(T_FUNCTION).dependencies
+
+
+def test_m8_without_delivery_the_function_gets_no_playback_variables(run):
+    variables = run.one(T_FUNCTION).inputs["environment"]["variables"]
+    assert [k for k in variables if k.startswith("PLAYBACK_")] == []
+    assert [r.name for r in run.resources if r.name == "api-playback-signing"] == []
+
+
 def test_upload_grant_attaches_to_the_function_role_before_the_function_m1(run):
     """M1: the role that signs presigned uploads gets the storage's upload grant."""
     policy = run.named("api-uploads")
@@ -1051,7 +1109,7 @@ def test_program_throttles_and_quotas_come_from_the_stack_file_a2(
     assert plan["quotaSettings"] == {"limit": quota, "period": "MONTH"}
     settings = run.one("aws:apigateway/methodSettings:MethodSettings").inputs["settings"]
     assert (settings["throttlingRateLimit"], settings["throttlingBurstLimit"]) == (rate, burst)
-    assert run.one("aws:wafv2/webAcl:WebAcl").inputs["rules"][0]["statement"] == {
+    assert run.one("aws:wafv2/webAcl:WebAcl", "api-waf").inputs["rules"][0]["statement"] == {
         "rateBasedStatement": {"limit": 2000, "aggregateKeyType": "IP"}
     }
 
@@ -1069,7 +1127,7 @@ def test_program_sizes_the_function_per_stack_a4(dev_run, prod_run):
         ]
         == 30
     )
-    for run, days in ((dev_run, 14), (prod_run, 90)):
+    for run, days in ((dev_run, 14), (prod_run, 365)):
         groups = [g for g in run.of_type(T_LOG_GROUP) if g.name.startswith("api-")]
         assert len(groups) == 4
         assert {g.inputs["retentionInDays"] for g in groups} == {days}

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pulumi
 import pulumi_aws as aws
 import pytest
 
@@ -134,7 +135,11 @@ def test_m1_media_key_is_its_own_rotating_key_admitting_no_service(run):
     key = run.one("aws:kms/key:Key", "media-key-key").inputs
     assert key["enableKeyRotation"] is True
     assert key["deletionWindowInDays"] == 7
-    assert [s["Sid"] for s in json.loads(key["policy"])["Statement"]] == [
+    # The policy is a resource of its own (the distribution's ARN may land in it, M7).
+    assert "policy" not in key
+    policy = run.one("aws:kms/keyPolicy:KeyPolicy").inputs
+    assert policy["keyId"] == run.one("aws:kms/key:Key", "media-key-key").state["keyId"]
+    assert [s["Sid"] for s in json.loads(policy["policy"])["Statement"]] == [
         "EnableAccountIamPolicies"
     ]
     assert run.one("aws:kms/alias:Alias").inputs["name"] == "alias/media-media-key-test"
@@ -295,13 +300,70 @@ def test_m1_m6_data_bucket_policy_only_denies(run, word, arn):
     assert run.named(f"media-{word}-public-access").urn in policy.dependencies
 
 
-def test_m7_hook_media_bucket_takes_extra_statements_after_its_denies():
-    extra = {"Sid": "PartTwo", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject"}
-    other = build(storage_args(media_bucket_statements=(extra,)))
-    statements = document(other, "aws:s3/bucketPolicy:BucketPolicy", "media-media-policy")
-    assert statements["Statement"][-1] == extra and len(statements["Statement"]) == 5
-    ingest = document(other, "aws:s3/bucketPolicy:BucketPolicy", "media-ingest-policy")
-    assert len(ingest["Statement"]) == 4
+DISTRIBUTION_ARN = f"arn:aws:cloudfront::{ACCOUNT_ID}:distribution/E2ABCDEFGHIJKL"
+
+
+@pytest.fixture(scope="module")
+def delivered():
+    return build(storage_args(distribution_arn=DISTRIBUTION_ARN))
+
+
+def test_m7_the_media_bucket_admits_exactly_the_distribution_to_read_renditions(delivered):
+    statements = document(delivered, "aws:s3/bucketPolicy:BucketPolicy", "media-media-policy")
+    assert statements["Statement"] == [
+        *data_bucket_statements(MEDIA_ARN, media_key_arn(delivered)),
+        {
+            "Sid": "AllowDistributionReadMedia",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudfront.amazonaws.com"},
+            "Action": "s3:GetObject",
+            "Resource": f"{MEDIA_ARN}/media/*",
+            "Condition": {"StringEquals": {"AWS:SourceArn": DISTRIBUTION_ARN}},
+        },
+    ]
+    # Sources are never served: the ingest bucket keeps its denies only.
+    ingest = document(delivered, "aws:s3/bucketPolicy:BucketPolicy", "media-ingest-policy")
+    assert ingest["Statement"] == data_bucket_statements(INGEST_ARN, media_key_arn(delivered))
+
+
+def test_m7_the_media_key_lets_exactly_the_distribution_decrypt(delivered):
+    policy = delivered.one("aws:kms/keyPolicy:KeyPolicy").inputs
+    assert json.loads(policy["policy"])["Statement"] == [
+        {
+            "Sid": "EnableAccountIamPolicies",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        },
+        {
+            "Sid": "AllowDistributionDecryptMedia",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudfront.amazonaws.com"},
+            "Action": ["kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"AWS:SourceArn": DISTRIBUTION_ARN}},
+        },
+    ]
+    # The key itself names no distribution: what encrypts with it never waits for one.
+    assert "policy" not in delivered.one("aws:kms/key:Key").inputs
+
+
+def test_m7_a_deferred_distribution_arn_reaches_only_the_two_policies():
+    """The program resolves the ARN after the distribution exists (pulumi.deferred_output):
+    the bucket policy and key policy wait for it, nothing else does."""
+
+    def program():
+        arn, resolve = pulumi.deferred_output()
+        MediaStorage("media", storage_args(distribution_arn=arn))
+        # Stands in for the distribution: any resource created after the storage.
+        later = aws.sns.Topic("later", name="later")
+        resolve(later.arn)
+
+    run = run_components(program, region=REGION)
+    cdn = run.one("aws:sns/topic:Topic").urn
+    waiting = sorted(r.name for r in run.resources if cdn in r.dependencies)
+    assert waiting == ["media-key-policy", "media-media-policy"]
 
 
 # -- access logs --------------------------------------------------------------------------------
