@@ -8,10 +8,12 @@ from functools import partial
 import pulumi
 
 from components.account import DeploymentTarget
-from components.api import ApiBackend, PublicApi, PublicApiArgs
+from components.api import API_STEM, ApiBackend, PublicApi, PublicApiArgs
 from components.audit import AuditTrail, AuditTrailArgs
 from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
 from components.database import EncryptedAurora, EncryptedAuroraArgs
+from components.delivery import KEYS_STEM, MediaDistribution, MediaDistributionArgs, PlaybackTarget
+from components.functions import function_role_arn
 from components.jobs import JobQueue, JobQueueArgs
 from components.kms import PlatformKeys, PlatformKeysArgs
 from components.media_storage import MediaStorage, MediaStorageArgs, TranscodeTarget, UploadTarget
@@ -22,7 +24,12 @@ from components.observability import (
     OperationsDashboard,
     OperationsDashboardArgs,
 )
-from components.packaging import build_api_package, build_migrate_package, migrations_fingerprint
+from components.packaging import (
+    build_api_package,
+    build_keys_package,
+    build_migrate_package,
+    migrations_fingerprint,
+)
 from components.schema import SchemaMigrations, SchemaMigrationsArgs
 from components.storage import SharedFileSystem, SharedFileSystemArgs
 from components.stream import AnalyticsStream, AnalyticsStreamArgs
@@ -128,9 +135,14 @@ migrations = SchemaMigrations(
 data_tiers = dict(database=database, cache=cache, stream=stream)
 
 # Sources are uploaded to the ingest bucket, renditions published to the media bucket (M1, M6).
+# The distribution that reads the media is built later (it needs the worker's content key);
+# its ARN reaches only the media bucket's and key's policies, resolved once it exists (M7).
+distribution_arn, resolve_distribution_arn = pulumi.deferred_output()
 storage = MediaStorage(
     "media",
-    MediaStorageArgs.of(settings.media_storage, **common, **protect),
+    MediaStorageArgs.of(
+        settings.media_storage, **common, **protect, distribution_arn=distribution_arn
+    ),
     on_provider,
 )
 
@@ -154,6 +166,8 @@ worker = MediaWorkerService(
         images_key_arn=keys.images.arn,
         secrets_key_arn=keys.secrets.arn,
         deployer_arn=target.deployer_arn,
+        # Key delivery derives title keys from the content key (K3, M9).
+        content_key_readers=[function_role_arn(context, namer, KEYS_STEM)],
         connections=WorkerConnections.of_tiers(**data_tiers, jobs=jobs),
         media=TranscodeTarget.of(storage),
         shared_volume=SharedVolume.of(files),
@@ -169,6 +183,30 @@ worker = MediaWorkerService(
     on_provider,
 )
 
+# --- delivery tier: CloudFront, signed playback, key delivery (M7-M9) ------------------------
+keys_package = build_keys_package()
+delivery = MediaDistribution(
+    "delivery",
+    MediaDistributionArgs.of(
+        settings.delivery,
+        **common,
+        **protect,
+        **app_subnets,
+        media_bucket_domain_name=storage.media_bucket_domain_name,
+        content_key_secret_arn=worker.content_key_secret_arn,
+        code_path=keys_package.archive_path(),
+        code_sha256=keys_package.sha256_base64,
+        secrets_key_arn=keys.secrets.arn,
+        logs_key_arn=keys.logs.arn,
+        # The API signs grants with the private key (M8); its role exists only later.
+        signing_key_readers=[function_role_arn(context, namer, API_STEM)],
+        deployer_arn=target.deployer_arn,
+        alarm_email=settings.alarms.email,
+    ),
+    on_provider,
+)
+resolve_distribution_arn(delivery.distribution_arn)
+
 # --- API tier ---------------------------------------------------------------------------------
 # The function's zip is rebuilt from services/ and the installed wheels on every run; the same
 # sources give the same bytes, so an unchanged API shows no diff (A4).
@@ -183,6 +221,7 @@ api = PublicApi(
         code_sha256=api_package.sha256_base64,
         backend=ApiBackend.of_tiers(**data_tiers),
         uploads=UploadTarget.of(storage),
+        playback=PlaybackTarget.of(delivery),
         secrets_key_arn=keys.secrets.arn,
         start_after=[migrations.invocation],
         access_grants={
@@ -199,6 +238,8 @@ for consumer, label in ((worker, "worker"), (api, "api")):
     network.grant_aws_apis(consumer.security_group, label)
     database.allow_from(consumer.security_group)
     cache.allow_from(consumer.security_group)
+# Key delivery reads only Secrets Manager (and KMS through it): no database, no cache.
+network.grant_aws_apis(delivery.security_group, "keys")
 if settings.worker.efs_mount:
     files.allow_from(worker.security_group)
 
@@ -243,6 +284,10 @@ outputs = {
     "ingestBucketName": storage.ingest_bucket_name,
     "mediaBucketName": storage.media_bucket_name,
     "mediaKeyArn": storage.key_arn,
+    "distributionDomainName": delivery.domain_name,
+    "distributionId": delivery.distribution_id,
+    "playbackKeyGroupId": delivery.key_group_id,
+    "playbackPublicKeyId": delivery.public_key_id,
     "apiUrl": api.invoke_url,
     "apiId": api.rest_api_id,
     "apiStageName": api.stage_name,

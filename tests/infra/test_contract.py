@@ -1,6 +1,6 @@
-"""A4, W3, R1, G5: the environment each component writes (the API function's, the worker
-container's with what ECS injects, the migration function's) is the environment its service
-reads; A7, R2: the API Gateway model is the handler's own request rules (services/contract.py).
+"""A4, W3, R1, G5, M9: the environment each component writes (the API function's, the worker
+container's with what ECS injects, the migration function's, key delivery's) is the
+environment its service reads; A7, R2: the API Gateway model is the handler's own request rules (services/contract.py).
 
 Each whole-stack run's API function, worker container and migration function environment is
 fed into the settings loader of the service that reads it, through a mapping that records
@@ -18,15 +18,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from components.api_routes import create_video_schema
-from components.packaging import API_SOURCES, MIGRATE_SOURCES
+from components.packaging import API_SOURCES, KEYS_SOURCES, MIGRATE_SOURCES
 from offline.engine import ROOT, ProgramRun
 from services.api.http import ApiError
 from services.api.validation import parse_create, parse_list_query, parse_parts
 from services.common.settings import (
     SettingsError,
     load_api_settings,
+    load_keys_settings,
     load_migrate_settings,
     load_worker_settings,
 )
@@ -34,6 +38,7 @@ from services.contract import (
     API_DB_USER,
     API_ENVIRONMENT,
     CREATE_VIDEO_SCHEMA,
+    KEYS_ENVIRONMENT,
     LIMIT_MAX,
     MIGRATE_ENVIRONMENT,
     UPLOAD_PARTS_SCHEMA,
@@ -46,6 +51,12 @@ from services.contract import (
 from services.worker import healthcheck
 
 FUNCTION = "aws:lambda/function:Function"
+PUBLIC_KEY_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 ECS_INJECTED = "value-injected-by-ecs"
 
@@ -79,6 +90,10 @@ def api_environment(run: ProgramRun) -> dict[str, str]:
 
 def migrate_environment(run: ProgramRun) -> dict[str, str]:
     return dict(run.one(FUNCTION, "schema-function").inputs["environment"]["variables"])
+
+
+def keys_environment(run: ProgramRun) -> dict[str, str]:
+    return dict(run.one(FUNCTION, "delivery-function").inputs["environment"]["variables"])
 
 
 def worker_environment(run: ProgramRun) -> dict[str, str]:
@@ -131,6 +146,28 @@ API_FIELDS: dict[str, Field] = {
     EnvVar.UPLOAD_MAX_BYTES: (lambda s: s.uploads.max_bytes, int),
     EnvVar.UPLOAD_CONTENT_TYPES: (lambda s: s.uploads.content_types, lambda t: tuple(t.split(","))),
     EnvVar.UPLOAD_URL_TTL_SECONDS: (lambda s: s.uploads.url_ttl_seconds, int),
+    # M8: the stacks have a delivery tier, so the API signs playback grants.
+    EnvVar.PLAYBACK_DOMAIN: (lambda s: s.playback.domain, _text),
+    EnvVar.PLAYBACK_KEY_PAIR_ID: (lambda s: s.playback.key_pair_id, _text),
+    EnvVar.PLAYBACK_SIGNING_SECRET_ARN: (lambda s: s.playback.signing_secret_arn, _text),
+    EnvVar.PLAYBACK_GRANT_SECONDS: (lambda s: s.playback.grant_seconds, int),
+}
+
+
+def _public_numbers(pems: Mapping[str, Any]) -> dict[str, Any]:
+    return {key_id: key.public_numbers() for key_id, key in pems.items()}
+
+
+KEYS_FIELDS: dict[str, Field] = {
+    EnvVar.CONTENT_KEY_SECRET_ARN: (lambda s: s.content_key_secret_arn, _text),
+    # The key group's public keys: the same key ids, the same RSA keys.
+    EnvVar.PLAYBACK_PUBLIC_KEYS: (
+        lambda s: _public_numbers(s.public_keys),
+        lambda text: _public_numbers(
+            {key_id: load_pem_public_key(pem.encode()) for key_id, pem in json.loads(text).items()}
+        ),
+    ),
+    EnvVar.LOG_LEVEL: (lambda s: s.log_level, _text),
 }
 MIGRATE_FIELDS = database_fields(lambda s: s.database)
 WORKER_FIELDS: dict[str, Field] = {
@@ -176,6 +213,7 @@ SERVICES = {
         WORKER_FIELDS,
     ),
     "migrate": (migrate_environment, load_migrate_settings, MIGRATE_ENVIRONMENT, MIGRATE_FIELDS),
+    "keys": (keys_environment, load_keys_settings, KEYS_ENVIRONMENT, KEYS_FIELDS),
 }
 
 
@@ -213,7 +251,9 @@ def test_a4_w3_r1_every_required_variable_and_one_database_login_are_written(run
     written = written_by(run)
     assert contract.required <= written.keys()
     logins = [group for group in contract.db_logins if set(group) <= written.keys()]
-    assert len(logins) == 1, f"{service}: database logins written: {logins}"
+    # Key delivery reads no database: it has no login to write (M9).
+    wanted = 1 if contract.db_logins else 0
+    assert len(logins) == wanted, f"{service}: database logins written: {logins}"
     assert not written.keys() & {EnvVar.AWS_REGION, EnvVar.AWS_DEFAULT_REGION}
 
 
@@ -232,6 +272,7 @@ def minimal_environment(contract: ServiceEnvironment) -> dict[str, str]:
         EnvVar.MEDIA_ROOT: "/mnt/media",
         EnvVar.MAX_RECEIVE_COUNT: "5",
         EnvVar.DB_SECRET_ARN: "arn:aws:secretsmanager:eu-central-1:123456789012:secret:db",
+        EnvVar.PLAYBACK_PUBLIC_KEYS: json.dumps({"K2JCJMDEHXQW5F": PUBLIC_KEY_PEM}),
     }
     return {name: values.get(name, "x") for name in contract.required | {EnvVar.DB_SECRET_ARN}}
 
@@ -363,8 +404,10 @@ def test_the_contract_imports_the_standard_library_only():
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
 
 
-@pytest.mark.parametrize("sources", [API_SOURCES, MIGRATE_SOURCES], ids=["api", "migrate"])
-def test_both_lambda_packages_ship_the_contract(sources):
+@pytest.mark.parametrize(
+    "sources", [API_SOURCES, MIGRATE_SOURCES, KEYS_SOURCES], ids=["api", "migrate", "keys"]
+)
+def test_every_lambda_package_ships_the_contract(sources):
     assert "services/contract.py" in sources
     assert (Path(ROOT) / "services" / "contract.py").is_file()
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from components.aws_limits import CLOUDFRONT_REGION
 from components.kms import (
     PLATFORM_KEY_PURPOSES,
     AwsContext,
@@ -20,6 +21,7 @@ from offline.engine import run_components
 from tests.infra.expect import cloudtrail_key_statements, guarded
 
 KEY = "aws:kms/key:Key"
+KEY_POLICY = "aws:kms/keyPolicy:KeyPolicy"
 LOGS_STATEMENT = {
     "Sid": "AllowCloudWatchLogs",
     "Effect": "Allow",
@@ -187,7 +189,8 @@ PLATFORM_KEY_STATEMENTS = {
 
 def audit_key_statements(stack: str) -> list[dict]:
     trail = f"arn:aws:cloudtrail:eu-central-1:123456789012:trail/media-trail-{stack}"
-    return [ROOT_STATEMENT, *cloudtrail_key_statements(trail)]
+    topic = f"arn:aws:sns:eu-central-1:123456789012:media-trail-notifications-{stack}"
+    return [ROOT_STATEMENT, *cloudtrail_key_statements(trail, topic)]
 
 
 def test_every_purpose_has_a_statement_list_k2():
@@ -212,16 +215,89 @@ def test_platform_key_policy_is_exactly_root_plus_its_service_statements_k2(
     }
 
 
+def edge_statements() -> list[dict]:
+    """The CloudFront-region key's (M7, O2): logs and alarms of us-east-1 only."""
+    logs = json.loads(json.dumps(LOGS_STATEMENT).replace("eu-central-1", CLOUDFRONT_REGION))
+    return [ROOT_STATEMENT, logs, ALARMS_STATEMENT]
+
+
+def media_key_statements(run) -> list[dict]:
+    """The media key's: the account, and the program's one distribution decrypting (M7)."""
+    distribution = run.one("aws:cloudfront/distribution:Distribution").state["arn"]
+    return [
+        ROOT_STATEMENT,
+        {
+            "Sid": "AllowDistributionDecryptMedia",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudfront.amazonaws.com"},
+            "Action": ["kms:Decrypt"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"AWS:SourceArn": distribution}},
+        },
+    ]
+
+
+def key_policies(run) -> dict[str, dict]:
+    """Every key's policy by key name: its own `policy`, or its `kms.KeyPolicy`'s."""
+    separate = {p.inputs["keyId"]: p.inputs["policy"] for p in run.of_type(KEY_POLICY)}
+    return {
+        k.name: json.loads(k.inputs.get("policy") or separate[k.state["keyId"]])
+        for k in run.of_type(KEY)
+    }
+
+
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_program_keys_have_exactly_the_expected_policies_k2(dev_run, prod_run, stack):
-    """Every key the program makes (8 platform keys, the audit key and the media key),
-    statement by statement: no extra service principal, action or condition on any of them.
-    The media key admits no service until part 2's CloudFront (M7)."""
+    """Every key the program makes (8 platform keys, the audit key, the media key and the
+    CloudFront-region key), statement by statement: no extra service principal, action or
+    condition on any of them. Only the media key's policy is a resource of its own."""
     run = {"dev": dev_run, "prod": prod_run}[stack]
     expected = {f"keys-{p}-key": s for p, s in PLATFORM_KEY_STATEMENTS.items()}
     expected["audit-key-key"] = audit_key_statements(stack)
-    expected["media-key-key"] = [ROOT_STATEMENT]
-    assert {k.name: json.loads(k.inputs["policy"]) for k in run.of_type(KEY)} == {
+    expected["media-key-key"] = media_key_statements(run)
+    expected["delivery-edge-key-key"] = edge_statements()
+    assert key_policies(run) == {
         name: {"Version": "2012-10-17", "Statement": statements}
         for name, statements in expected.items()
     }
+    (separate,) = run.of_type(KEY_POLICY)
+    assert separate.inputs["keyId"] == run.one(KEY, "media-key-key").state["keyId"]
+    assert "policy" not in run.one(KEY, "media-key-key").inputs
+
+
+def test_a_separate_policy_is_the_keys_whole_policy_as_its_own_resource_k2(namer, context):
+    grant = ServiceGrant(sid="AllowS3", service="s3.amazonaws.com", actions=("kms:Decrypt",))
+    run = run_components(
+        lambda: EncryptionKey(
+            "media",
+            EncryptionKeyArgs(
+                purpose="media-key",
+                context=context,
+                namer=namer,
+                service_grants=(grant,),
+                separate_policy=True,
+            ),
+        )
+    )
+    key = run.one(KEY)
+    assert "policy" not in key.inputs
+    policy = run.one(KEY_POLICY).inputs
+    assert policy["keyId"] == key.state["keyId"]
+    assert json.loads(policy["policy"])["Statement"] == [ROOT_STATEMENT, grant.statement()]
+
+
+def test_a_key_in_the_cloudfront_region_has_its_alias_there_too_k1(namer, context):
+    run = run_components(
+        lambda: EncryptionKey(
+            "edge",
+            EncryptionKeyArgs(
+                purpose="edge-key", context=context, namer=namer, region=CLOUDFRONT_REGION
+            ),
+        )
+    )
+    assert run.one(KEY).inputs["region"] == CLOUDFRONT_REGION
+    assert run.one(KEY).state["arn"].startswith(f"arn:aws:kms:{CLOUDFRONT_REGION}:")
+    assert run.one("aws:kms/alias:Alias").inputs["region"] == CLOUDFRONT_REGION
+    # Nothing else: a key without `region` is in the provider's region.
+    plain = build_platform_keys(namer, context)
+    assert all("region" not in r.inputs for r in plain.resources if r.custom)

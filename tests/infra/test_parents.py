@@ -59,6 +59,7 @@ def test_components_sit_at_the_root_or_inside_another_component(stack, request):
             "files",
             "media",
             "worker",
+            "delivery",
             "api",
             "audit",
             "operations",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.aws_limits import LOG_RETENTION_DAYS
+from components.aws_limits import CLOUDFRONT_REGION, LOG_RETENTION_DAYS
 from components.kms import PLATFORM_KEY_PURPOSES
 from components.naming import MAX_PREFIX_LENGTH, MAX_SUFFIX_LENGTH
 from offline.engine import (
@@ -21,6 +21,7 @@ from offline.engine import (
 from stack_config import parse_settings
 
 REGIONS = ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"]
+DISTRIBUTION = "aws:cloudfront/distribution:Distribution"
 STACKS = ["dev", "prod"]
 
 
@@ -55,11 +56,29 @@ def test_zones_are_looked_up_for_the_region_g1_g7(runs, stack, region):
     assert subnet_zones == set(zones)
 
 
+def outside_cloudfront_region(run) -> list[dict]:
+    """Every resource's inputs but those CloudFront pins to its region (M7): the resources
+    given `region`, and the distribution's reference to its web ACL there."""
+    return [
+        {k: v for k, v in r.inputs.items() if (r.type, k) != (DISTRIBUTION, "webAclId")}
+        for r in run.resources
+        if r.inputs.get("region") != CLOUDFRONT_REGION
+    ]
+
+
 @pytest.mark.parametrize("region", REGIONS)
 def test_no_region_account_or_zone_of_another_region_leaks_in_g1(runs, region):
-    text = repr([r.inputs for r in runs["prod", region].resources])
+    run = runs["prod", region]
+    text = repr(outside_cloudfront_region(run))
     for other in set(REGIONS) - {region}:
         assert other not in text
+    # CloudFront's pieces are the one exception: the only region a resource names.
+    pinned = {
+        r.inputs["region"]
+        for r in run.resources
+        if "region" in r.inputs and r.type != "pulumi:providers:aws"
+    }
+    assert pinned == {CLOUDFRONT_REGION}
 
 
 # Every physical name carrying the suffix (G2) is the policy pack's `names-carry-suffix` rule,
@@ -86,7 +105,7 @@ def test_every_log_group_keeps_the_stacks_retention_o1(runs, stack):
     run = runs[stack, "eu-central-1"]
     # The key of every group is asserted exactly in test_program_wiring.py (O1).
     groups = run.of_type("aws:cloudwatch/logGroup:LogGroup")
-    expected_retention = {"dev": 14, "prod": 90}[stack]
+    expected_retention = {"dev": 14, "prod": 365}[stack]
     assert expected_retention in LOG_RETENTION_DAYS
     assert {g.name: g.inputs["retentionInDays"] for g in groups} == {
         g.name: expected_retention for g in groups
@@ -129,7 +148,7 @@ def test_outputs_expose_network_ids_and_alarm_topic_g6(runs, stack):
     run = runs[stack, "eu-central-1"]
     outputs = run.outputs
     assert outputs["vpcId"] == run.one("aws:ec2/vpc:Vpc").id
-    assert outputs["alarmTopicArn"] == run.one("aws:sns/topic:Topic").state["arn"]
+    assert outputs["alarmTopicArn"] == run.one("aws:sns/topic:Topic", "alarms-topic").state["arn"]
     assert outputs["alarmTopicArn"] == f"arn:aws:sns:eu-central-1:123456789012:media-alarms-{stack}"
 
 
@@ -168,6 +187,8 @@ PROTECTED_IN_PROD = {
     ("aws:s3/bucket:Bucket", "media-media"),
     ("aws:s3/bucket:Bucket", "media-s3-logs"),
     ("aws:kms/key:Key", "media-key-key"),
+    # The delivery tier's key in the CloudFront region (its logs and alarm topic, M7).
+    ("aws:kms/key:Key", "delivery-edge-key-key"),
     # Every platform key (test_kms pins the eight purposes, statement by statement).
     *(("aws:kms/key:Key", f"keys-{purpose}-key") for purpose in PLATFORM_KEY_PURPOSES),
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from components.aws_limits import CLOUDFRONT_REGION
 from offline.engine import ACCOUNT_ID, ProgramRun, run_stack
 
 STACKS = ["dev", "prod"]
@@ -175,12 +176,15 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
         "worker-sg": set(),
         "api-sg": set(),
         "schema-sg": set(),
+        # Key delivery is reached through its function URL, never through the VPC (M9).
+        "delivery-sg": set(),
     }
     if stack_run.stack == "prod":  # interface endpoints (N6) are prod-only
         expected["network-endpoints-sg"] = {
             ("api-sg", "tcp", 443, 443),
             ("worker-sg", "tcp", 443, 443),
             ("schema-sg", "tcp", 443, 443),
+            ("delivery-sg", "tcp", 443, 443),
         }
     assert security_rules(stack_run, "ingress") == expected
 
@@ -203,6 +207,8 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
         "api-sg": aws_apis | {("database-sg", "tcp", 5432, 5432), ("cache-sg", "tcp", 6379, 6379)},
         # The migration function: the database and Secrets Manager, nothing else.
         "schema-sg": aws_apis | {("database-sg", "tcp", 5432, 5432)},
+        # Key delivery: Secrets Manager (the content key) and nothing else (M9).
+        "delivery-sg": aws_apis,
         "database-sg": set(),
         "cache-sg": set(),
         "files-sg": set(),
@@ -293,6 +299,14 @@ def test_s4_producers_cannot_read_the_stream(stack_run, role):
 # --- alarms notify the one topic (O2) ---------------------------------------------------------
 
 
+def alarm_topic_of(run: ProgramRun, alarm) -> str:
+    """The topic an alarm must notify: the alarm topic, or for CloudFront's alarms (which
+    live in the CloudFront region) the delivery tier's topic there (O2, M7)."""
+    if alarm.inputs.get("region") == CLOUDFRONT_REGION:
+        return run.one("aws:sns/topic:Topic", "delivery-alarms-topic").state["arn"]
+    return run.outputs["alarmTopicArn"]
+
+
 def test_o2_every_alarm_of_the_program_notifies_and_clears_through_the_alarm_topic(stack_run):
     topic = stack_run.outputs["alarmTopicArn"]
     alarms = stack_run.of_type(ALARM)
@@ -300,10 +314,13 @@ def test_o2_every_alarm_of_the_program_notifies_and_clears_through_the_alarm_top
     wrong = [
         (a.name, a.inputs.get("alarmActions"), a.inputs.get("okActions"))
         for a in alarms
-        if a.inputs.get("alarmActions") != [topic] or a.inputs.get("okActions") != [topic]
+        if a.inputs.get("alarmActions") != [alarm_topic_of(stack_run, a)]
+        or a.inputs.get("okActions") != [alarm_topic_of(stack_run, a)]
     ]
     assert wrong == []
     assert topic == stack_run.one("aws:sns/topic:Topic", "alarms-topic").state["arn"]
+    edge = sorted(a.name for a in alarms if a.inputs.get("region") == CLOUDFRONT_REGION)
+    assert edge == ["delivery-5xx-rate-alarm", "delivery-origin-latency-alarm"]
 
 
 def test_o2_stack_files_subscribe_nobody_by_default(stack_run):
@@ -313,9 +330,17 @@ def test_o2_stack_files_subscribe_nobody_by_default(stack_run):
 def test_o2_alarm_email_from_config_subscribes_exactly_that_address():
     run = run_stack("dev", {"alarmEmail": "ops@example.com"})
     subscriptions = run.of_type(SUBSCRIPTION)
-    assert [
+    delivery_topic = run.one("aws:sns/topic:Topic", "delivery-alarms-topic").state["arn"]
+    # Both alarm topics: the stack's, and the delivery tier's in the CloudFront region (M7).
+    assert sorted(
         (s.inputs["protocol"], s.inputs["endpoint"], s.inputs["topic"]) for s in subscriptions
-    ] == [("email", "ops@example.com", run.outputs["alarmTopicArn"])]
+    ) == sorted(
+        [
+            ("email", "ops@example.com", run.outputs["alarmTopicArn"]),
+            ("email", "ops@example.com", delivery_topic),
+        ]
+    )
+    assert delivery_topic.startswith(f"arn:aws:sns:{CLOUDFRONT_REGION}:")
     assert run.warnings == []
 
 
@@ -324,11 +349,83 @@ def test_o2_alarm_email_from_config_subscribes_exactly_that_address():
 
 def test_o1_every_log_group_is_encrypted_with_exactly_the_logs_key(stack_run):
     """No log group is deliberately on another key: the trail's own audit key encrypts only
-    its S3 bucket, its CloudWatch copy uses the logs key like every other group."""
+    its S3 bucket, its CloudWatch copy uses the logs key like every other group. The groups
+    CloudFront makes live in its region (access logs, WAF logs) use the key there (M7)."""
     logs_key = stack_run.one("aws:kms/key:Key", "keys-logs-key").state["arn"]
+    edge_key = stack_run.one("aws:kms/key:Key", "delivery-edge-key-key").state["arn"]
     groups = stack_run.of_type(LOG_GROUP)
     assert len(groups) >= 12
-    assert {g.name: g.inputs["kmsKeyId"] for g in groups} == {g.name: logs_key for g in groups}
+    expected = {
+        g.name: edge_key if g.inputs.get("region") == CLOUDFRONT_REGION else logs_key
+        for g in groups
+    }
+    assert {g.name: g.inputs["kmsKeyId"] for g in groups} == expected
+    assert sorted(n for n, key in expected.items() if key == edge_key) == [
+        "delivery-access-logs",
+        "delivery-waf-logs",
+    ]
+
+
+# --- who reads which secret (K3, G5, M8, M9) ---------------------------------------------------
+
+
+def secret_labels(run: ProgramRun) -> dict[str, str]:
+    """Secret ARN -> label: every Secrets Manager secret of the stack and the RDS-managed one."""
+    labels = {s.state["arn"]: s.name for s in run.of_type("aws:secretsmanager/secret:Secret")}
+    cluster = run.one("aws:rds/cluster:Cluster").state
+    labels[cluster["masterUserSecrets"][0]["secretArn"]] = "database-master"
+    return labels
+
+
+def granted_readers(run: ProgramRun) -> dict[str, set[str]]:
+    """Secret label -> the roles whose policies allow reading its value."""
+    labels = secret_labels(run)
+    roles = {r.id: r.name for r in run.of_type("aws:iam/role:Role")}
+    readers: dict[str, set[str]] = {label: set() for label in labels.values()}
+    for policy in run.of_type(ROLE_POLICY):
+        for statement in json.loads(policy.inputs["policy"])["Statement"]:
+            if "secretsmanager:GetSecretValue" in statement["Action"]:
+                for arn in statement["Resource"]:
+                    readers[labels[arn]].add(roles[policy.inputs["role"]])
+    return readers
+
+
+def test_k3_g5_m8_m9_each_secret_is_granted_to_exactly_the_roles_that_use_it(stack_run):
+    assert granted_readers(stack_run) == {
+        "database-master": {"schema-role"},
+        "cache-auth-secret": {"worker-exec-role", "api-role"},
+        "api-key-secret": set(),
+        # The content key: the workers encrypt titles with it, key delivery derives their keys.
+        "worker-content-key": {"worker-task-role", "delivery-role"},
+        # The playback signing key: only the API signs grants.
+        "delivery-signing-secret": {"api-role"},
+    }
+
+
+def test_k3_m8_secret_policies_deny_every_other_reader(stack_run):
+    """The content and signing keys' own policies name their readers (and the deployer, for
+    refresh): even the account's administrators cannot read them otherwise."""
+    role_arn = {r.name: r.state["arn"] for r in stack_run.of_type("aws:iam/role:Role")}
+    deployer = f"arn:aws:iam::{ACCOUNT_ID}:role/deployer"
+    policies = {
+        p.name: json.loads(p.inputs["policy"])["Statement"]
+        for p in stack_run.of_type("aws:secretsmanager/secretPolicy:SecretPolicy")
+    }
+    readers = {
+        name: statements[0]["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
+        for name, statements in policies.items()
+    }
+    assert readers == {
+        "worker-content-key-policy": [
+            role_arn["worker-task-role"],
+            role_arn["delivery-role"],
+            deployer,
+        ],
+        "delivery-signing-secret-policy": [role_arn["api-role"], deployer],
+    }
+    assert {(s["Effect"], s["Action"]) for statements in policies.values() for s in statements} == {
+        ("Deny", "secretsmanager:GetSecretValue")
+    }
 
 
 # --- nothing depends on the account (G1) ------------------------------------------------------

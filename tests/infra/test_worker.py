@@ -1155,12 +1155,14 @@ def test_w3_worker_image_runs_as_uid_1000_with_a_writable_scratch_volume():
     assert 'ENTRYPOINT ["python", "-m", "services.worker"]' in lines
 
 
-def test_k3_the_deployer_may_read_the_content_key_back_for_refresh(prod_run):
-    """The stack passes the role running Pulumi: refresh and replacement read the value."""
+def test_k3_m9_the_content_key_is_read_by_the_task_role_key_delivery_and_the_deployer(prod_run):
+    """The stack passes key delivery's role (M9) and the role running Pulumi (refresh and
+    replacement read the value)."""
     run = prod_run
-    policy = json.loads(run.one("aws:secretsmanager/secretPolicy:SecretPolicy").inputs["policy"])
+    policy = json.loads(run.named("worker-content-key-policy").inputs["policy"])
     readers = policy["Statement"][0]["Condition"]["StringNotEquals"]["aws:PrincipalArn"]
     assert readers == [
         run.named("worker-task-role").state["arn"],
+        run.named("delivery-role").state["arn"],
         "arn:aws:iam::123456789012:role/deployer",
     ]
