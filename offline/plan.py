@@ -70,6 +70,17 @@ SECURITY_KEYS = (
     "enableLogFileValidation",
     "isMultiRegionTrail",
     "cidrBlock",
+    # Delivery (M7-M9): CloudFront's region, edges, protocols, signing and access logs.
+    "region",
+    "priceClass",
+    "httpVersion",
+    "isIpv6Enabled",
+    "retainOnDelete",
+    "scope",
+    "originAccessControlOriginType",
+    "signingBehavior",
+    "authorizationType",
+    "logType",
 )
 
 

@@ -376,6 +376,142 @@ BUCKETS_ENCRYPTED_AND_PRIVATE = Rule(
 
 
 # ---------------------------------------------------------------------------------------
+# CloudFront distributions (M7, M8)
+# ---------------------------------------------------------------------------------------
+
+DISTRIBUTION_TYPE = "aws:cloudfront/distribution:Distribution"
+LOG_DELIVERY_SOURCE_TYPE = "aws:cloudwatch/logDeliverySource:LogDeliverySource"
+LOG_DELIVERY_TYPE = "aws:cloudwatch/logDelivery:LogDelivery"
+# TLS floors CloudFront offers with a custom certificate; older ones allow TLS 1.0/1.1.
+TLS_1_2_OR_LATER = re.compile(r"^TLSv1\.[23]")
+# Protocols CloudFront may speak to a custom origin; anything below TLS 1.2 is refused.
+ORIGIN_TLS_1_2_OR_LATER = frozenset({"TLSv1.2"})
+
+
+def _behaviours(p: Props) -> list[tuple[str, Any]]:
+    """(label, behaviour) of the default and every ordered cache behaviour."""
+    default = document(p.get("defaultCacheBehavior"))
+    ordered = items(p.get("orderedCacheBehaviors"))
+    labelled = [("defaultCacheBehavior", default)]
+    labelled += [(f"orderedCacheBehaviors[{nested(b, 'pathPattern')}]", b) for b in ordered]
+    return labelled
+
+
+def _behaviour(label: str, behaviour: Any) -> list[str]:
+    if behaviour is UNKNOWN:
+        return []
+    return _require(
+        equals(nested(behaviour, "viewerProtocolPolicy"), "https-only"),
+        f"{label}.viewerProtocolPolicy must be https-only",
+    ) + _require(
+        given(nested(behaviour, "trustedKeyGroups")),
+        f"{label}.trustedKeyGroups must name a key group (signed access only)",
+    )
+
+
+def _origin(origin: Any) -> list[str]:
+    if origin is UNKNOWN:
+        return []
+    origin_id = nested(origin, "originId")
+    problems = _require(
+        given(nested(origin, "originAccessControlId")),
+        f"origin {origin_id!r} must sign with an origin access control",
+    )
+    identity = nested(origin, "s3OriginConfig", "originAccessIdentity")
+    if identity is not UNKNOWN and identity:
+        problems.append(f"origin {origin_id!r} must not use a legacy origin access identity")
+    custom = nested(origin, "customOriginConfig")
+    if given(custom) and custom is not UNKNOWN:
+        protocols = items(nested(custom, "originSslProtocols"))
+        problems += _require(
+            equals(nested(custom, "originProtocolPolicy"), "https-only"),
+            f"origin {origin_id!r}: customOriginConfig.originProtocolPolicy must be https-only",
+        ) + _require(
+            all(p is UNKNOWN or p in ORIGIN_TLS_1_2_OR_LATER for p in protocols),
+            f"origin {origin_id!r}: customOriginConfig.originSslProtocols must be TLSv1.2 only",
+        )
+    return problems
+
+
+def _viewer_tls(p: Props) -> list[str]:
+    """With a certificate of the stack's own, TLS 1.2 or later (the default *.cloudfront.net
+    certificate's floor is fixed by CloudFront and cannot be raised)."""
+    certificate = document(p.get("viewerCertificate"))
+    own = given(nested(certificate, "acmCertificateArn")) or given(
+        nested(certificate, "iamCertificateId")
+    )
+    version = nested(certificate, "minimumProtocolVersion")
+    ok = not own or version is UNKNOWN or bool(TLS_1_2_OR_LATER.match(str(version or "")))
+    return _require(
+        ok, f"viewerCertificate.minimumProtocolVersion={version!r} must be TLSv1.2_* or later"
+    )
+
+
+def _distribution(p: Props) -> list[str]:
+    problems = [m for label, b in _behaviours(p) for m in _behaviour(label, b)]
+    problems += [m for origin in items(p.get("origins")) for m in _origin(origin)]
+    return problems + _viewer_tls(p)
+
+
+def _is_distribution_arn(value: Any) -> bool:
+    return value is UNKNOWN or (
+        isinstance(value, str) and ":cloudfront::" in value and ":distribution/" in value
+    )
+
+
+def _access_logged_sources(resources: Captured) -> int:
+    """Access-log delivery sources of distributions that a delivery sends somewhere."""
+    delivered = {
+        props.get("deliverySourceName")
+        for resource_type, _, props in resources
+        if resource_type == LOG_DELIVERY_TYPE
+    }
+    return sum(
+        1
+        for resource_type, _, props in resources
+        if resource_type == LOG_DELIVERY_SOURCE_TYPE
+        and equals(props.get("logType"), "ACCESS_LOGS")
+        and _is_distribution_arn(props.get("resourceArn"))
+        and (UNKNOWN in delivered or props.get("name") is UNKNOWN or props.get("name") in delivered)
+    )
+
+
+def _distributions_hardened(resources: Captured) -> list[tuple[str, str]]:
+    """Each distribution: HTTPS only, signed access on every behaviour, origin access control
+    on every origin, TLS 1.2+ with its own certificate, and access logs. A distribution's ARN
+    is not among its inputs, so standard logging v2 is matched by count: as many delivered
+    ACCESS_LOGS sources of distributions as distributions without legacy logging."""
+    distributions = [(n, p) for t, n, p in resources if t == DISTRIBUTION_TYPE]
+    problems = [(name, m) for name, props in distributions for m in _distribution(props)]
+    unlogged = [
+        name for name, props in distributions if not given(nested(props, "loggingConfig", "bucket"))
+    ]
+    if len(unlogged) > _access_logged_sources(resources):
+        problems += [
+            (
+                name,
+                "no access logs: neither loggingConfig nor an ACCESS_LOGS log delivery "
+                "source of the distribution with a log delivery",
+            )
+            for name in unlogged
+        ]
+    return problems
+
+
+DISTRIBUTIONS_HARDENED = Rule(
+    name="cloudfront-distributions-hardened",
+    description="Every CloudFront distribution is HTTPS-only, requires signed access (a "
+    "trusted key group) on every behaviour, reaches every origin through origin access "
+    "control over TLS 1.2, enforces TLS 1.2 or later with its own certificate, and logs "
+    "access.",
+    requirements="M7, M8",
+    mandatory=True,
+    stack_types=(DISTRIBUTION_TYPE,),
+    stack_check=_distributions_hardened,
+)
+
+
+# ---------------------------------------------------------------------------------------
 # Encryption in transit (C3, W4, D6)
 # ---------------------------------------------------------------------------------------
 
@@ -648,6 +784,9 @@ SCOPED_NAME_TYPES = frozenset(
         "aws:apigateway/requestValidator:RequestValidator",
         "aws:apigateway/authorizer:Authorizer",
         "aws:apigateway/stage:Stage",
+        # DNS records carry the names of the stack's own zone (deliveryDomainName, ACM's
+        # validation record): the DNS decides them, not the naming convention.
+        "aws:route53/record:Record",
     }
 )
 
@@ -743,6 +882,8 @@ def _destroyable(config: PolicyConfig) -> Mapping[str, Callable[[Props], list[st
         "aws:s3/bucket:Bucket": flag("forceDestroy", True),
         "aws:ecr/repository:Repository": flag("forceDelete", True),
         "aws:kinesis/stream:Stream": flag("enforceConsumerDeletion", True),
+        # Destroy disables and deletes a distribution; retained, it is only disabled.
+        "aws:cloudfront/distribution:Distribution": flag("retainOnDelete", False),
         "aws:elasticache/replicationGroup:ReplicationGroup": cache,
     }
 
@@ -813,6 +954,7 @@ STATIC_RULES = (
     LOG_GROUPS,
     AUDIT_TRAIL,
     IAM_NO_WILDCARD_ACTIONS,
+    DISTRIBUTIONS_HARDENED,
     Rule(
         name="no-deprecated-resources",
         description="No resource type or inline argument that pulumi-aws v7 deprecates (or "

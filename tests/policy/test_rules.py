@@ -4,6 +4,7 @@ resource with its message. The same functions run in CrossGuard (`policy/pack.py
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
@@ -61,7 +62,7 @@ def test_o4_every_stack_file_has_a_policy_config():
 
 def test_o4_rule_names_are_unique_and_configured_ones_are_known():
     names = [r.name for r in build_rules(DEV)]
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) == 14
     assert [r.name for r in configured_rules(DEV)] == [
         "required-tags",
         "names-carry-suffix",
@@ -475,6 +476,12 @@ BROKEN = [
         {"finalSnapshotIdentifier": "media-cache-final"},
         ["finalSnapshotIdentifier must be absent when dataProtection is false (G3)"],
     ),
+    (
+        "destroyable-unless-protected",
+        "aws:cloudfront/distribution:Distribution",
+        {"retainOnDelete": True},
+        ["retainOnDelete must be false when dataProtection is false (G3)"],
+    ),
 ]
 
 BROKEN_WHEN_PROTECTED = [
@@ -512,6 +519,11 @@ BROKEN_WHEN_PROTECTED = [
         ["enforceConsumerDeletion must be false when dataProtection is true (G3)"],
     ),
     (CACHE, {}, ["finalSnapshotIdentifier must be set when dataProtection is true (G3)"]),
+    (
+        "aws:cloudfront/distribution:Distribution",
+        {"retainOnDelete": False},
+        ["retainOnDelete must be true when dataProtection is true (G3)"],
+    ),
 ]
 
 ADVISORY = [
@@ -570,10 +582,11 @@ def test_o4_deprecated_resources_are_advisory(resource_type, props, messages):
 
 
 def test_o4_every_rule_has_a_broken_example():
-    # The stack-wide rule's broken examples are the bucket tests below.
+    # The stack-wide rules' broken examples are the bucket and distribution tests below.
     covered = {b[0] for b in BROKEN} | {
         "no-deprecated-resources",
         "s3-buckets-encrypted-and-private",
+        "cloudfront-distributions-hardened",
     }
     assert covered == {r.name for r in build_rules(DEV)}
 
@@ -798,3 +811,183 @@ def test_o4_prod_config_on_dev_resources_fails_destroyability(stack_runs):
     failed = {f.rule for f in findings}
     assert failed == {"destroyable-unless-protected"}
     assert any("forceDestroy must be false" in f.message for f in findings)
+
+
+# --- CloudFront distributions (M7, M8) --------------------------------------------------------
+
+DISTRIBUTION = "aws:cloudfront/distribution:Distribution"
+SOURCE = "aws:cloudwatch/logDeliverySource:LogDeliverySource"
+DELIVERY = "aws:cloudwatch/logDelivery:LogDelivery"
+DIST_ARN = "arn:aws:cloudfront::123456789012:distribution/E2ABCDEFGHIJKL"
+HARDENED = " (M7, M8)"
+
+
+def hardened_distribution() -> dict:
+    behaviour = {"viewerProtocolPolicy": "https-only", "trustedKeyGroups": ["kg-1"]}
+    return {
+        "origins": [
+            {
+                "originId": "media",
+                "domainName": "b.s3.amazonaws.com",
+                "originAccessControlId": "E1",
+            },
+            {
+                "originId": "keys",
+                "domainName": "x.lambda-url.eu-central-1.on.aws",
+                "originAccessControlId": "E2",
+                "customOriginConfig": {
+                    "originProtocolPolicy": "https-only",
+                    "originSslProtocols": ["TLSv1.2"],
+                },
+            },
+        ],
+        "defaultCacheBehavior": behaviour,
+        "orderedCacheBehaviors": [{"pathPattern": "media/*/keys/*", **behaviour}],
+        "viewerCertificate": {
+            "acmCertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/c",
+            "minimumProtocolVersion": "TLSv1.2_2021",
+        },
+    }
+
+
+def logged(name: str = "cdn-logs", arn: Any = DIST_ARN) -> list[tuple[str, str, dict]]:
+    return [
+        (SOURCE, f"{name}-source", {"name": name, "logType": "ACCESS_LOGS", "resourceArn": arn}),
+        (DELIVERY, f"{name}-delivery", {"deliverySourceName": name}),
+    ]
+
+
+def test_o4_m7_m8_a_hardened_and_logged_distribution_passes():
+    stack_rule = rule("cloudfront-distributions-hardened")
+    assert stack_rule.mandatory is True
+    resources = [(DISTRIBUTION, "cdn", hardened_distribution()), *logged()]
+    assert stack_rule.check_stack(resources) == []
+    # During preview the ARNs and names are unknown: counted as the distribution's.
+    assert (
+        stack_rule.check_stack(
+            [(DISTRIBUTION, "cdn", hardened_distribution()), *logged(UNKNOWN, UNKNOWN)]
+        )
+        == []
+    )
+    # The default certificate's floor is CloudFront's: no version to check.
+    default_cert = {
+        **hardened_distribution(),
+        "viewerCertificate": {"cloudfrontDefaultCertificate": True},
+    }
+    assert stack_rule.check_stack([(DISTRIBUTION, "cdn", default_cert), *logged()]) == []
+
+
+def test_o4_m7_m8_a_misconfigured_distribution_is_caught_on_every_count():
+    broken = hardened_distribution()
+    broken["defaultCacheBehavior"] = {"viewerProtocolPolicy": "allow-all"}
+    broken["orderedCacheBehaviors"] = [
+        {"pathPattern": "media/*.m3u8", "viewerProtocolPolicy": "redirect-to-https"}
+    ]
+    broken["origins"] = [
+        {
+            "originId": "media",
+            "s3OriginConfig": {"originAccessIdentity": "origin-access-identity/x"},
+        },
+        {
+            "originId": "keys",
+            "originAccessControlId": "E2",
+            "customOriginConfig": {
+                "originProtocolPolicy": "match-viewer",
+                "originSslProtocols": ["TLSv1", "TLSv1.2"],
+            },
+        },
+    ]
+    broken["viewerCertificate"] = {
+        "acmCertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/c",
+        "minimumProtocolVersion": "TLSv1.1_2016",
+    }
+    assert rule("cloudfront-distributions-hardened").check_stack(
+        [(DISTRIBUTION, "cdn", broken)]
+    ) == [
+        ("cdn", m + HARDENED)
+        for m in (
+            "defaultCacheBehavior.viewerProtocolPolicy must be https-only",
+            "defaultCacheBehavior.trustedKeyGroups must name a key group (signed access only)",
+            "orderedCacheBehaviors[media/*.m3u8].viewerProtocolPolicy must be https-only",
+            "orderedCacheBehaviors[media/*.m3u8].trustedKeyGroups must name a key group "
+            "(signed access only)",
+            "origin 'media' must sign with an origin access control",
+            "origin 'media' must not use a legacy origin access identity",
+            "origin 'keys': customOriginConfig.originProtocolPolicy must be https-only",
+            "origin 'keys': customOriginConfig.originSslProtocols must be TLSv1.2 only",
+            "viewerCertificate.minimumProtocolVersion='TLSv1.1_2016' must be TLSv1.2_* or later",
+            "no access logs: neither loggingConfig nor an ACCESS_LOGS log delivery source of "
+            "the distribution with a log delivery",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "logs",
+    [
+        [],
+        # A source of another kind of resource, or of another log type, is not the CDN's.
+        logged(arn="arn:aws:logs:us-east-1:123456789012:log-group:x"),
+        [(SOURCE, "s", {"name": "n", "logType": "EVENT_LOGS", "resourceArn": DIST_ARN})],
+        # A source nothing delivers.
+        logged()[:1],
+    ],
+    ids=["none", "other-resource", "other-log-type", "undelivered"],
+)
+def test_o4_m7_a_distribution_without_delivered_access_logs_is_caught(logs):
+    findings = rule("cloudfront-distributions-hardened").check_stack(
+        [(DISTRIBUTION, "cdn", hardened_distribution()), *logs]
+    )
+    assert findings == [
+        (
+            "cdn",
+            "no access logs: neither loggingConfig nor an ACCESS_LOGS log delivery source of "
+            "the distribution with a log delivery" + HARDENED,
+        )
+    ]
+
+
+def test_o4_m7_two_distributions_need_two_log_sources():
+    resources = [
+        (DISTRIBUTION, "a", hardened_distribution()),
+        (DISTRIBUTION, "b", hardened_distribution()),
+        *logged("one"),
+    ]
+    assert [
+        name for name, _ in rule("cloudfront-distributions-hardened").check_stack(resources)
+    ] == [
+        "a",
+        "b",
+    ]
+    assert rule("cloudfront-distributions-hardened").check_stack(resources + logged("two")) == []
+
+
+def test_o4_m7_m8_a_misconfigured_distribution_in_a_captured_stack_is_caught(stack_runs):
+    """The program's distribution with its key behaviour opened to plain HTTP and unsigned
+    access, and its access logs removed, fails the pack."""
+    resources = []
+    for resource_type, name, props in captured(stack_runs["prod"]):
+        if resource_type == SOURCE:
+            continue
+        if resource_type == DISTRIBUTION:
+            ordered = [dict(b) for b in props["orderedCacheBehaviors"]]
+            ordered[0] = {**ordered[0], "viewerProtocolPolicy": "allow-all", "trustedKeyGroups": []}
+            props = {**props, "orderedCacheBehaviors": ordered}
+        resources.append((resource_type, name, props))
+    _, findings = evaluate(build_rules(PolicyConfig("prod", True)), resources)
+    assert sorted((f.rule, f.resource, f.message) for f in findings) == [
+        (
+            "cloudfront-distributions-hardened",
+            "delivery-distribution",
+            m + HARDENED,
+        )
+        for m in sorted(
+            (
+                "orderedCacheBehaviors[media/*/keys/*].viewerProtocolPolicy must be https-only",
+                "orderedCacheBehaviors[media/*/keys/*].trustedKeyGroups must name a key group "
+                "(signed access only)",
+                "no access logs: neither loggingConfig nor an ACCESS_LOGS log delivery source of "
+                "the distribution with a log delivery",
+            )
+        )
+    ]
