@@ -391,6 +391,10 @@ class MediaDistribution(pulumi.ComponentResource):
     def _signing_key(self) -> None:
         args, name, namer = self._args, self._name, self._args.namer
         # RSA 2048: CloudFront takes RSA 2048 or ECDSA P-256 (tls's ECDSA default is P-224).
+        # The provider keeps the private key in the stack's state as a secret (encrypted by the
+        # secrets provider, readable by whoever may decrypt the state, PITFALLS 150); at run
+        # time it exists only in the secret below. Rotation adds a second public key to the
+        # key group before the first leaves it.
         self.signing_key = tls.PrivateKey(
             f"{name}-signing-key", algorithm="RSA", rsa_bits=2048, opts=self._child
         )

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER = {
     "name": PROJECT,
     "description": "Secure, highly available video-processing platform on AWS "
-    "(network, keys, Aurora, cache, stream, queue, Fargate workers, API, audit).",
+    "(network, keys, Aurora, cache, stream, queue, media buckets, Fargate workers, CloudFront "
+    "delivery, API, audit).",
     "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}},
 }
 
