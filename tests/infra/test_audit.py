@@ -470,7 +470,7 @@ def test_o3_stacks_create_the_trail_and_export_it_g6(stack, dev_run, prod_run):
     ("stack", "transition", "expiration", "retention", "destroy", "window"),
     [
         ("dev", 30, 90, 14, True, 7),
-        ("prod", 90, 2557, 90, False, 30),
+        ("prod", 90, 2557, 365, False, 30),
     ],
 )
 def test_o3_stack_config_reaches_the_trail_g3(

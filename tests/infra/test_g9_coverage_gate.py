@@ -57,5 +57,5 @@ def test_g9_readme_and_ci_use_make_test():
     assert re.search(r"^make test\s", readme, re.MULTILINE)
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert "make test" in ci
-    workflow = (ROOT / ".github" / "workflows" / "preview.yml").read_text()
+    workflow = (ROOT / ".github" / "workflows" / "tests.yml").read_text()
     assert re.search(r"^\s+run: make test$", workflow, re.MULTILINE)
