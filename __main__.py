@@ -76,7 +76,19 @@ data_store = dict(
     availability_zones=network.zones,
     secret_key_arn=keys.secrets.arn,
 )
-app_subnets = dict(vpc_id=network.vpc_id, subnet_ids=network.app_subnet_ids)
+# App-tier workloads run in the app subnets and wait for their routes and endpoints (and, via
+# `network_grants`, for every flow they are granted) before they start work.
+app_subnets = dict(
+    vpc_id=network.vpc_id,
+    subnet_ids=network.app_subnet_ids,
+    placement_ready=network.app_prerequisites,
+)
+
+
+def aws_apis(label: str):
+    """The grant of HTTPS to the AWS APIs (endpoints or NAT) for one workload's group."""
+    return lambda group: network.grant_aws_apis(group, label)
+
 
 # --- data tier: database, cache (consumers are let in with `allow_from`) ---------------------
 database = EncryptedAurora(
@@ -128,7 +140,7 @@ migrations = SchemaMigrations(
         migrations_sha256=migrations_fingerprint(),
         logs_key_arn=keys.logs.arn,
         secrets_key_arn=keys.secrets.arn,
-        network_grants=(lambda group: network.grant_aws_apis(group, "migrate"),),
+        network_grants=(aws_apis("migrate"),),
     ),
     on_provider,
 )
@@ -153,6 +165,7 @@ files = SharedFileSystem(
         vpc_id=network.vpc_id,
         subnet_ids=network.data_subnet_ids,
         kms_key_arn=keys.filesystem.arn,
+        placement_ready=network.data_prerequisites,
         **protect,
     ),
     on_provider,
@@ -172,6 +185,12 @@ worker = MediaWorkerService(
         media=TranscodeTarget.of(storage),
         shared_volume=SharedVolume.of(files),
         start_after=[migrations.invocation],
+        network_grants=(
+            aws_apis("worker"),
+            database.allow_from,
+            cache.allow_from,
+            *([files.allow_from] if settings.worker.efs_mount else []),
+        ),
         execution_grants={"cache-secret": cache.grant_secret_read},
         task_grants={
             "jobs": jobs.grant_consume,
@@ -202,6 +221,8 @@ delivery = MediaDistribution(
         signing_key_readers=[function_role_arn(context, namer, API_STEM)],
         deployer_arn=target.deployer_arn,
         alarm_email=settings.alarms.email,
+        # Key delivery reads only Secrets Manager (and KMS through it): no database, no cache.
+        network_grants=(aws_apis("keys"),),
     ),
     on_provider,
 )
@@ -224,6 +245,7 @@ api = PublicApi(
         playback=PlaybackTarget.of(delivery),
         secrets_key_arn=keys.secrets.arn,
         start_after=[migrations.invocation],
+        network_grants=(aws_apis("api"), database.allow_from, cache.allow_from),
         access_grants={
             "db-connect": partial(database.grant_connect, db_user=API_DB_USER),
             "cache-secret": cache.grant_secret_read,
@@ -232,16 +254,6 @@ api = PublicApi(
     ),
     on_provider,
 )
-
-# --- grants: each consumer is let into exactly what it uses ----------------------------------
-for consumer, label in ((worker, "worker"), (api, "api")):
-    network.grant_aws_apis(consumer.security_group, label)
-    database.allow_from(consumer.security_group)
-    cache.allow_from(consumer.security_group)
-# Key delivery reads only Secrets Manager (and KMS through it): no database, no cache.
-network.grant_aws_apis(delivery.security_group, "keys")
-if settings.worker.efs_mount:
-    files.allow_from(worker.security_group)
 
 # --- operations: audit trail, dashboard -------------------------------------------------------
 audit = AuditTrail(

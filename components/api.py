@@ -92,9 +92,10 @@ ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
 class ApiBackend(DataPlane):
     """What the handler connects to, plus its own settings."""
 
-    db_ssl: str = "require"
-    """`DB_SSL` for the handler: `require` (default: TLS without CA check, since the Lambda
-    runtime's trust store lacks the RDS CA) or `verify-full` (ship the RDS bundle first)."""
+    db_ssl: str = "verify-full"
+    """`DB_SSL` for the handler: `verify-full` (default: the server's certificate checked
+    against the RDS CA bundle shipped in the archive, so no interceptor in the VPC can take
+    the 15-minute IAM tokens) or `require` (encrypted, unchecked)."""
     db_user: str = API_DB_USER
     """Database role the handler logs in as with IAM tokens (created by the migrations;
     the function's role gets `rds-db:connect` for it); default `media_api`."""
@@ -361,7 +362,7 @@ class PublicApi(pulumi.ComponentResource):
                 timeout_seconds=args.timeout_seconds,
                 reserved_concurrency=args.reserved_concurrency,
                 access_grants={**args.access_grants, **self._media_grants()},
-                start_after=args.start_after,
+                start_after=[*args.start_after, *args.open_flows(self.security_group)],
             ),
             parent=self,
         )

@@ -468,6 +468,7 @@ class MediaDistribution(pulumi.ComponentResource):
                 memory_mb=KEYS_MEMORY_MB,
                 timeout_seconds=KEYS_TIMEOUT_SECONDS,
                 access_grants={"content-key": self._grant_content_key},
+                start_after=args.open_flows(self.security_group),
             ),
             parent=self,
         )

@@ -9,13 +9,19 @@ run in the private app subnets (`AppPlacement`); the data stores in the data sub
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pulumi
 
 from components.kms import AwsContext
 from components.naming import Namer
+
+if TYPE_CHECKING:
+    from components.firewall import RoleSecurityGroup
+
+NetworkGrant = Callable[["RoleSecurityGroup"], object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,3 +43,18 @@ class AppPlacement(VpcPlacement):
     subnet_ids: Sequence[pulumi.Input[str]]
     """Private app subnets with a path to AWS APIs (NAT or endpoints), one per AZ, at least two
     (required)."""
+    network_grants: Sequence[NetworkGrant] = ()
+    """Called with the workload's security group before the workload exists — the tiers'
+    `allow_from`, the network's `grant_aws_apis` — so the workload waits for the rules they
+    add (its egress and its peers' ingress). Default none."""
+    placement_ready: Sequence[pulumi.Resource] = ()
+    """What the app subnets need before the workload reaches anything — their routes and
+    endpoints (`SecureVpc.app_prerequisites`); the workload waits for them. Default none."""
+
+    def open_flows(self, group: RoleSecurityGroup) -> list[pulumi.Resource]:
+        """Apply `network_grants` to `group`: everything the workload waits for before it
+        starts (its rules and the subnets' prerequisites), so its first connection never
+        races a rule or a route being created (issue 14, item 4)."""
+        for grant in self.network_grants:
+            grant(group)
+        return [*group.access_rules, *self.placement_ready]

@@ -11,7 +11,7 @@ migration fails `pulumi up` with the function's error instead of surfacing later
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -22,11 +22,10 @@ from components.connections import as_text, db_ssl_problems
 from components.firewall import RoleSecurityGroup
 from components.functions import GrantFn, VpcFunctionArgs, vpc_function
 from components.logs import retention_problems
-from components.placement import AppPlacement
+from components.placement import AppPlacement, NetworkGrant
 from services.contract import DEFAULT_LOG_LEVEL, EnvVar
 
 HANDLER = "services.migrate.handler.handler"
-NetworkGrant = Callable[[RoleSecurityGroup], None]
 # The handler gives each statement up to 240 s (services/migrate/handler.py), so the function
 # must live longer than that; Lambda allows at most 900 s.
 MIN_TIMEOUT_SECONDS = 300
@@ -60,14 +59,8 @@ class SchemaMigrationsArgs(AppPlacement):
     """Secrets Manager CMK, also encrypting the function's environment (required)."""
     access_grants: Mapping[str, GrantFn] = field(default_factory=dict)
     """Label -> grant helper, e.g. `database.grant_secret_read` (the master secret)."""
-    network_grants: Sequence[NetworkGrant] = ()
-    """Called with the function's security group to open its flows — the database's
-    `allow_from` and the network's `grant_aws_apis`; the invocation waits for those rules."""
     run_after: Sequence[pulumi.Resource] = ()
     """Resources the invocation waits for: the writer instance. Default none."""
-    placement_ready: Sequence[pulumi.Resource] = ()
-    """What the app subnets need before the function can reach anything (their routes and
-    endpoints: `SecureVpc.app_prerequisites`); the invocation waits for them. Default none."""
     db_ssl: str = "verify-full"
     """`DB_SSL` for the function: `verify-full` (default: the server's certificate checked
     against the RDS CA bundle shipped in the archive, so no interceptor in the VPC can take
@@ -147,6 +140,7 @@ class SchemaMigrations(pulumi.ComponentResource):
                 code_sha256=args.code_sha256,
                 subnet_ids=args.subnet_ids,
                 security_group=self.security_group,
+                start_after=args.open_flows(self.security_group),
                 environment={
                     EnvVar.DB_HOST: args.db_host,
                     EnvVar.DB_PORT: as_text(args.db_port),
@@ -169,8 +163,6 @@ class SchemaMigrations(pulumi.ComponentResource):
             parent=self,
         )
         self.function_name = function.function.name
-        for grant in args.network_grants:
-            grant(self.security_group)
         self.invocation = aws.lambda_.Invocation(
             f"{name}-run",
             function_name=function.function.name,
@@ -185,11 +177,7 @@ class SchemaMigrations(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[
-                    *args.run_after,
-                    *args.placement_ready,
-                    *self.security_group.access_rules,
-                ],
+                depends_on=[*args.run_after, *self.security_group.access_rules],
             ),
         )
         self.register_outputs(

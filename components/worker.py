@@ -490,9 +490,9 @@ class MediaWorkerServiceArgs(MediaWorkerServiceSettings, AppPlacement):
     """Container log retention (an allowed CloudWatch value). Default 30."""
     log_level: str = "INFO"
     """Worker log level. Default INFO."""
-    db_ssl: str = "require"
-    """`DB_SSL`: `require` (TLS without CA check: the image's trust store lacks the RDS CA) or
-    `verify-full` (once the image ships the RDS bundle). Default `require`."""
+    db_ssl: str = "verify-full"
+    """`DB_SSL`: `verify-full` (default: checked against the RDS CA bundle the image ships in
+    `services/common/certs`) or `require` (encrypted, unchecked)."""
     db_user: str = WORKER_DB_USER
     """Database role the worker logs in as with IAM tokens (created by the migrations; grant
     the task role `rds-db:connect` through `task_grants`). Default `media_worker`."""
@@ -581,6 +581,8 @@ class MediaWorkerService(pulumi.ComponentResource):
             namer=namer,
             parent=self,
         )
+        # Tasks connect the moment they start: the service waits for every flow they use.
+        self._flows = args.open_flows(self.security_group)
         self._cluster()
         self._repository()
         self.log_group = encrypted_log_group(
@@ -959,7 +961,13 @@ class MediaWorkerService(pulumi.ComponentResource):
                 parent=self,
                 # Association before a strategy names FARGATE_SPOT; policies and mount targets
                 # outlive the service on destroy so draining tasks keep their access.
-                depends_on=[self.capacity_providers, *policies, *mount_targets, *args.start_after],
+                depends_on=[
+                    self.capacity_providers,
+                    *policies,
+                    *mount_targets,
+                    *self._flows,
+                    *args.start_after,
+                ],
                 # App Auto Scaling owns the count after creation.
                 ignore_changes=["desiredCount"],
             ),

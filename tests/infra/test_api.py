@@ -772,7 +772,7 @@ def test_environment_holds_endpoints_names_and_secret_arns_only_a4_g5(run):
             "DB_HOST": "media-aurora-test.cluster-c0ffee.rds.amazonaws.com",
             "DB_PORT": "5432",
             "DB_NAME": "media",
-            "DB_SSL": "require",
+            "DB_SSL": "verify-full",  # issue 14 item 6
             "DB_IAM_USER": "media_api",
             "REDIS_HOST": "master.media-cache-test.cache.amazonaws.com",
             "REDIS_PORT": "6379",

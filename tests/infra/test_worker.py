@@ -424,7 +424,7 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
         "DB_HOST": "db.cluster.example",
         "DB_PORT": "5432",
         "DB_NAME": "media",
-        "DB_SSL": "require",
+        "DB_SSL": "verify-full",  # issue 14 item 6
         "DB_IAM_USER": "media_worker",
         "REDIS_HOST": "master.cache.example",
         "REDIS_PORT": "6379",
@@ -453,10 +453,10 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
     assert not any(k in environment for k in ("DB_PASSWORD", "DB_USERNAME", "REDIS_AUTH_TOKEN"))
 
 
-def test_d6_database_tls_can_be_verified_once_the_image_ships_the_rds_bundle(namer, context):
-    run = build_run(namer, context, db_ssl="verify-full")
+def test_d6_database_tls_unchecked_only_when_asked_for(namer, context):
+    run = build_run(namer, context, db_ssl="require")
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
-    assert environment["DB_SSL"] == "verify-full"
+    assert environment["DB_SSL"] == "require"
 
 
 def test_w3_d6_only_the_cache_token_is_injected_the_database_takes_iam_tokens(run):
