@@ -322,6 +322,12 @@ class MediaDistribution(pulumi.ComponentResource):
         self._key_delivery()
         certificate_arn = self._certificate() if args.domain_name else None
         web_acl_arn = self._firewall() if args.waf else None
+        if not args.waf:
+            pulumi.log.warn(
+                "deliveryWaf=false: the distribution has no web ACL (no per-IP rate limit or "
+                "managed rules at the edge); every object still needs a signed grant (M8)",
+                resource=self,
+            )
         self.distribution = self._distribution(certificate_arn, web_acl_arn)
         self.distribution_id = self.distribution.id
         self.distribution_arn = self.distribution.arn

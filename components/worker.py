@@ -83,6 +83,7 @@ ECR_PULL_ACTIONS = (
 )
 SCALE_OUT_COOLDOWN_SECONDS = 60
 SCALE_IN_COOLDOWN_SECONDS = 300
+IDLE_MINUTES = 15  # empty and nothing in flight this long before scaling to zero
 KEEP_IMAGES = 20
 UNTAGGED_IMAGE_DAYS = 7
 # The worker stops taking jobs on SIGTERM and must be done before ECS sends SIGKILL.
@@ -377,11 +378,14 @@ class MediaWorkerServiceSettings(Tunables):
     min_tasks: int = tunable(
         "workerMinTasks",
         2,
-        "Fewest tasks and the initial desired count, one per AZ at least (W7).",
-        range=(2, 200),
+        "Fewest tasks and the initial desired count (W7). 0 lets an idle stack run no task: the "
+        "first queued job wakes one within about two minutes, and the service returns to 0 once "
+        "the queue has been empty, nothing in flight, for 15 minutes.",
+        range=(2, 200),  # one per AZ at least while the service runs (G7)
+        also=(0,),
     )
     max_tasks: int = tunable(
-        "workerMaxTasks", 20, "Most tasks, >= workerMinTasks (W7).", range=(2, 200)
+        "workerMaxTasks", 20, "Most tasks, >= workerMinTasks (W7).", range=(1, 200)
     )
     fargate_base: int = tunable(
         "workerFargateBase",
@@ -996,6 +1000,9 @@ class MediaWorkerService(pulumi.ComponentResource):
         cooldowns = {
             "scale_out_cooldown": SCALE_OUT_COOLDOWN_SECONDS,
             "scale_in_cooldown": SCALE_IN_COOLDOWN_SECONDS,
+            # Scaling to zero: only the idle alarm scales in, once nothing is in flight, so no
+            # task is stopped mid-transcode on the way down.
+            "disable_scale_in": args.min_tasks == 0,
         }
         aws.appautoscaling.Policy(
             f"{name}-scale-backlog",
@@ -1018,6 +1025,93 @@ class MediaWorkerService(pulumi.ComponentResource):
                 },
                 **cooldowns,
             },
+        )
+        if args.min_tasks == 0:
+            self._scale_from_and_to_zero(target)
+
+    def _scale_from_and_to_zero(self, target: aws.appautoscaling.Target) -> None:
+        """Backlog per task cannot be tracked with no task (it divides by the running count),
+        so a visible job wakes the first task, and an empty queue with nothing in flight
+        returns the service to zero (PITFALLS 151)."""
+        args, name, namer = self._args, self._name, self._args.namer
+        common = {
+            "resource_id": target.resource_id,
+            "scalable_dimension": target.scalable_dimension,
+            "service_namespace": target.service_namespace,
+            "policy_type": "StepScaling",
+            "opts": self._child,
+        }
+        wake = aws.appautoscaling.Policy(
+            f"{name}-scale-wake",
+            name=namer.name("worker-wake"),
+            **common,
+            step_scaling_policy_configuration={
+                "adjustment_type": "ChangeInCapacity",
+                "cooldown": SCALE_OUT_COOLDOWN_SECONDS,
+                "metric_aggregation_type": "Maximum",
+                "step_adjustments": [{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}],
+            },
+        )
+        idle = aws.appautoscaling.Policy(
+            f"{name}-scale-idle",
+            name=namer.name("worker-idle"),
+            **common,
+            step_scaling_policy_configuration={
+                "adjustment_type": "ExactCapacity",
+                "cooldown": SCALE_IN_COOLDOWN_SECONDS,
+                "metric_aggregation_type": "Maximum",
+                "step_adjustments": [{"metric_interval_upper_bound": "0", "scaling_adjustment": 0}],
+            },
+        )
+        queue = {"QueueName": args.connections.jobs_queue_name}
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-wake-alarm",
+            name=namer.name("worker-wake"),
+            alarm_description="A job is waiting: start a worker (scaling from zero, W7)",
+            namespace="AWS/SQS",
+            metric_name="ApproximateNumberOfMessagesVisible",
+            dimensions=queue,
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            # An idle queue publishes nothing: silence is no job.
+            treat_missing_data="notBreaching",
+            alarm_actions=[wake.arn],
+            opts=self._child,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-idle-alarm",
+            name=namer.name("worker-idle"),
+            alarm_description="No job waiting or in flight for 15 minutes: scale to zero (W7)",
+            comparison_operator="LessThanOrEqualToThreshold",
+            threshold=0,
+            evaluation_periods=IDLE_MINUTES,
+            # SQS publishes nothing for a queue idle long enough: silence is idle too.
+            treat_missing_data="breaching",
+            metric_queries=[
+                *(
+                    {
+                        "id": metric_id,
+                        "return_data": False,
+                        "metric": {
+                            "namespace": "AWS/SQS",
+                            "metric_name": metric,
+                            "dimensions": queue,
+                            "stat": "Maximum",
+                            "period": 60,
+                        },
+                    }
+                    for metric_id, metric in (
+                        ("visible", "ApproximateNumberOfMessagesVisible"),
+                        ("inflight", "ApproximateNumberOfMessagesNotVisible"),
+                    )
+                ),
+                {"id": "jobs", "expression": "visible + inflight", "return_data": True},
+            ],
+            alarm_actions=[idle.arn],
+            opts=self._child,
         )
 
     def _backlog_metrics(self) -> list[dict[str, Any]]:
@@ -1081,6 +1175,8 @@ class MediaWorkerService(pulumi.ComponentResource):
                 evaluation_periods=2,
                 **common,
             )
+        if args.min_tasks == 0:
+            return  # no floor to fall below; the wake alarm brings a task for any job
         metric_alarm(
             f"{name}-tasks-alarm",
             alarm_name=namer.name("worker-tasks-low"),

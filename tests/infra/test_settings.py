@@ -172,7 +172,7 @@ BAD_CONFIGURATIONS = [
         {"workerCpu": "1024", "workerMemory": "1024"},
         "workerMemory=1024: allowed for workerCpu=1024: 2048..8192 in steps of 1024",
     ),
-    ({"workerMinTasks": "1"}, "workerMinTasks=1: allowed 2..200"),
+    ({"workerMinTasks": "1"}, "workerMinTasks=1: allowed 0 or 2..200"),
     (
         {"workerMinTasks": "5", "workerMaxTasks": "3"},
         "workerMaxTasks=3: allowed >= workerMinTasks (5)",

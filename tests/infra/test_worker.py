@@ -700,6 +700,50 @@ def test_w7_backlog_per_task_policy_uses_metric_math_pitfall_82(run):
     }
 
 
+def test_w7_scales_from_and_to_zero_when_the_minimum_is_zero(namer, context):
+    """Issue "Operate" item 2: a visible job wakes the first task (+1), an empty queue with
+    nothing in flight for 15 minutes returns to zero; target tracking never scales in, so no
+    task is stopped mid-transcode; no "too few tasks" alarm guards a floor of zero."""
+    run = build_run(namer, context, min_tasks=0, max_tasks=4)
+    policies = {p.name: p.inputs for p in run.of_type("aws:appautoscaling/policy:Policy")}
+    for tracking in ("worker-scale-backlog", "worker-scale-cpu"):
+        assert policies[tracking]["targetTrackingScalingPolicyConfiguration"]["disableScaleIn"]
+    assert policies["worker-scale-wake"]["stepScalingPolicyConfiguration"] == {
+        "adjustmentType": "ChangeInCapacity",
+        "cooldown": 60,
+        "metricAggregationType": "Maximum",
+        "stepAdjustments": [{"metricIntervalLowerBound": "0", "scalingAdjustment": 1}],
+    }
+    assert policies["worker-scale-idle"]["stepScalingPolicyConfiguration"] == {
+        "adjustmentType": "ExactCapacity",
+        "cooldown": 300,
+        "metricAggregationType": "Maximum",
+        "stepAdjustments": [{"metricIntervalUpperBound": "0", "scalingAdjustment": 0}],
+    }
+    alarms = {a.name: a for a in run.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    wake, idle = alarms["worker-wake-alarm"].inputs, alarms["worker-idle-alarm"].inputs
+    assert (wake["metricName"], wake["comparisonOperator"], wake["threshold"]) == (
+        "ApproximateNumberOfMessagesVisible",
+        "GreaterThanOrEqualToThreshold",
+        1,
+    )
+    assert wake["alarmActions"] == [
+        run.one("aws:appautoscaling/policy:Policy", "worker-scale-wake").state["arn"]
+    ]
+    queries = {q["id"]: q for q in idle["metricQueries"]}
+    assert queries["jobs"]["expression"] == "visible + inflight"
+    assert queries["inflight"]["metric"]["metricName"] == "ApproximateNumberOfMessagesNotVisible"
+    assert (idle["comparisonOperator"], idle["threshold"], idle["evaluationPeriods"]) == (
+        "LessThanOrEqualToThreshold",
+        0,
+        15,
+    )
+    assert idle["treatMissingData"] == "breaching"
+    assert "worker-tasks-alarm" not in alarms
+    service = run.one("aws:ecs/service:Service").inputs
+    assert service["desiredCount"] == 0
+
+
 def test_w7_cpu_policy_targets_average_service_cpu(run):
     policy = run.one("aws:appautoscaling/policy:Policy", "worker-scale-cpu").inputs
     assert policy["name"] == "media-worker-cpu-test"
@@ -707,6 +751,7 @@ def test_w7_cpu_policy_targets_average_service_cpu(run):
         "targetValue": 70,
         "scaleOutCooldown": 60,
         "scaleInCooldown": 300,
+        "disableScaleIn": False,
         "predefinedMetricSpecification": {
             "predefinedMetricType": "ECSServiceAverageCPUUtilization"
         },
@@ -821,8 +866,8 @@ def test_exposes_what_main_wires(namer, context):
             {"cpu": 256, "memory": 4096},
             "memory=4096: allowed for cpu=256: 512..2048 in steps of 512 (512, 1024, 2048)",
         ),
-        ({"min_tasks": 1}, "min_tasks=1: allowed 2..200"),
-        ({"max_tasks": 201}, "max_tasks=201: allowed 2..200"),
+        ({"min_tasks": 1}, "min_tasks=1: allowed 0 or 2..200"),
+        ({"max_tasks": 201}, "max_tasks=201: allowed 1..200"),
         ({"min_tasks": 5, "max_tasks": 4}, "max_tasks=4: allowed >= min_tasks (5)"),
         ({"fargate_base": 101}, "fargate_base=101: allowed 0..100"),
         (
@@ -874,8 +919,8 @@ def test_bad_args_are_rejected_naming_the_field(namer, context, overrides, messa
 
 def test_bad_args_register_nothing(namer, context):
     with pytest.raises(ValueError) as error:
-        build_run(namer, context, cpu=100, min_tasks=0)
-    assert "cpu=100" in str(error.value) and "min_tasks=0" in str(error.value)
+        build_run(namer, context, cpu=100, min_tasks=1)
+    assert "cpu=100" in str(error.value) and "min_tasks=1" in str(error.value)
     registered = [r.type for r in error.value.registered]  # type: ignore[attr-defined]
     assert "media:worker:MediaWorkerService" not in registered
 
@@ -1119,7 +1164,7 @@ def test_stack_with_external_image_skips_the_build():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"workerMaxTasks": 201}, "workerMaxTasks=201: allowed 2..200"),
+        ({"workerMaxTasks": 201}, "workerMaxTasks=201: allowed 1..200"),
         (
             {"workerImage": "latest"},
             'workerImage="latest": allowed empty (build from services/worker) '
