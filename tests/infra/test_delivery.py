@@ -513,9 +513,14 @@ def test_m7_waf_logs_in_us_east_1_never_hold_a_grant(run):
     )
 
 
-def test_m7_waf_can_be_left_off(custom):
+def test_m7_waf_can_be_left_off_and_the_preview_says_so(custom, run):
     assert custom.of_type(WEB_ACL) == []
     assert "webAclId" not in distribution(custom)
+    assert [w for w in custom.warnings if w.startswith("deliveryWaf=false")] == [
+        "deliveryWaf=false: the distribution has no web ACL (no per-IP rate limit or managed "
+        "rules at the edge); every object still needs a signed grant (M8)"
+    ]
+    assert not any(w.startswith("deliveryWaf") for w in run.warnings)
 
 
 # -- standard logging v2 (M7, O1) --------------------------------------------------------------

@@ -31,15 +31,6 @@ def runs(region_runs):
     return region_runs
 
 
-EXPECTED_OPT_OUTS = {
-    "dev": [
-        "deliveryWaf=false: the distribution has no web ACL (no per-IP rate limit or managed "
-        "rules at the edge); every object still needs a signed grant (M8)"
-    ],
-    "prod": [],
-}
-
-
 def all_runs(runs):
     return [pytest.param(key, id=f"{key[0]}-{key[1]}") for key in runs]
 
@@ -47,9 +38,8 @@ def all_runs(runs):
 @pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("region", REGIONS)
 def test_evaluates_without_warnings_or_deprecations_g1(runs, stack, region):
-    """Only the stack file's explicit opt-outs warn: dev's edge without a web ACL."""
     run = runs[stack, region]
-    assert run.warnings == EXPECTED_OPT_OUTS[stack]
+    assert run.warnings == []
     assert run.python_warnings == []
     assert run.outputs["region"] == region
 

@@ -349,7 +349,7 @@ def test_o2_alarm_email_from_config_subscribes_exactly_that_address():
         ]
     )
     assert delivery_topic.startswith(f"arn:aws:sns:{CLOUDFRONT_REGION}:")
-    assert [w for w in run.warnings if not w.startswith("deliveryWaf=false")] == []
+    assert run.warnings == []
 
 
 # --- log groups use the logs key (O1, K2) -----------------------------------------------------
@@ -368,10 +368,10 @@ def test_o1_every_log_group_is_encrypted_with_exactly_the_logs_key(stack_run):
         for g in groups
     }
     assert {g.name: g.inputs["kmsKeyId"] for g in groups} == expected
-    edge_groups = ["delivery-access-logs"]
-    if stack_run.stack == "prod":  # dev's edge has no web ACL, so no WAF logs
-        edge_groups.append("delivery-waf-logs")
-    assert sorted(n for n, key in expected.items() if key == edge_key) == edge_groups
+    assert sorted(n for n, key in expected.items() if key == edge_key) == [
+        "delivery-access-logs",
+        "delivery-waf-logs",
+    ]
 
 
 # --- who reads which secret (K3, G5, M8, M9) ---------------------------------------------------
