@@ -88,6 +88,21 @@ ACCESS_LOG_FIELDS = {
 ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
 
 
+# The id of the one API Gateway account-settings resource per region.
+API_GATEWAY_ACCOUNT_ID = "api-gateway-account"
+
+
+def _logging_role_or_fail(role_arn: str | None) -> str:
+    if not role_arn:
+        raise ValueError(
+            "PublicApi: this account's API Gateway settings have no CloudWatch logging role, "
+            "which stage logging needs; set apiManageCloudwatchRole: true on exactly one stack "
+            "of this account and region (it owns the setting), deploy it first, or set the "
+            "role once by hand"
+        )
+    return role_arn
+
+
 @dataclass(frozen=True, kw_only=True)
 class ApiBackend(DataPlane):
     """What the handler connects to, plus its own settings."""
@@ -316,6 +331,8 @@ class PublicApi(pulumi.ComponentResource):
         self.rest_api_id = self.rest_api.id
         deployment = self._methods_and_deployment()
         account = self._cloudwatch_account() if args.manage_cloudwatch_role else None
+        if account is None:
+            self._require_account_logging_role()
         self.stage = self._stage(deployment, account)
         self.stage_name = self.stage.stage_name
         self.invoke_url = self.stage.invoke_url
@@ -512,6 +529,17 @@ class PublicApi(pulumi.ComponentResource):
         return [method, integration]
 
     # -- stage, logging, throttling (A2, A5) -----------------------------------------------
+
+    def _require_account_logging_role(self) -> None:
+        """Read the region's API Gateway settings that another stack (or the account's owner)
+        manages: without a logging role the stage's access and execution logs fail to deploy,
+        so the preview stops here with what to do instead of at the stage, minutes into `up`."""
+        settings = aws.apigateway.Account.get(
+            f"{self._name}-account-settings",
+            API_GATEWAY_ACCOUNT_ID,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        settings.cloudwatch_role_arn.apply(_logging_role_or_fail)
 
     def _cloudwatch_account(self) -> aws.apigateway.Account:
         """The region's API Gateway logging role: an account-wide singleton, kept on destroy

@@ -64,6 +64,9 @@ def _short_hash(*parts: str) -> str:
 class EngineMocks(Mocks):
     region: str
     account_id: str = ACCOUNT_ID
+    api_logging_role: bool = True
+    """Whether the account already has API Gateway's CloudWatch logging role (set by another
+    stack, or by hand): what reading the account's API Gateway settings finds."""
     last: threading.local = field(default_factory=threading.local, repr=False, compare=False)
     """Per thread, the last `new_resource` call: `(args, state)`. The SDK's monitor answers a
     registration on a worker thread and calls `new_resource` on that same thread, so the
@@ -84,10 +87,19 @@ class EngineMocks(Mocks):
             or f"{args.name}-{_short_hash(args.name)[:7]}"
         )
         resource_id = args.resource_id or self._id_for(args.typ, args.name, inputs, physical)
+        if args.resource_id and not inputs:
+            return resource_id, self._read(args.typ, resource_id)
         outputs = self._computed(args.typ, resource_id, physical, inputs)
         state = {**inputs, **outputs}
         self.last.registration = (args, state)
         return resource_id, state
+
+    def _read(self, typ: str, resource_id: str) -> dict[str, Any]:
+        """The state `Resource.get` finds in the account: only what the program reads."""
+        if typ == "aws:apigateway/account:Account":
+            role = self.arn("iam", "role/apigateway-cloudwatch-logs", regional=False)
+            return {"cloudwatchRoleArn": role if self.api_logging_role else ""}
+        raise ValueError(f"the offline engine cannot read {typ} {resource_id!r}")
 
     def _id_for(self, typ: str, name: str, inputs: dict, physical: str) -> str:
         prefixes = {
@@ -640,9 +652,11 @@ def run_stack(
     *,
     preview: bool = False,
     account_id: str = ACCOUNT_ID,
+    api_logging_role: bool = True,
 ) -> ProgramRun:
     """Run `__main__.py` for `Pulumi.<stack>.yaml` (+ overrides) under mocks, as if deployed
-    into `account_id` (G1: nothing may depend on which account that is)."""
+    into `account_id` (G1: nothing may depend on which account that is), whose API Gateway
+    settings hold a logging role or not (`api_logging_role`)."""
     raw = {qualify(k): v for k, v in project_defaults().items()}
     raw.update({qualify(k): v for k, v in stack_config(stack).items()})
     for key, value in (overrides or {}).items():
@@ -652,7 +666,14 @@ def run_stack(
             raw[qualify(key)] = value
     config = {k: to_engine_value(v) for k, v in raw.items()}
     region = config.get("aws:region", "")
-    return run_program(stack, config, region, preview=preview, account_id=account_id)
+    return run_program(
+        stack,
+        config,
+        region,
+        preview=preview,
+        account_id=account_id,
+        api_logging_role=api_logging_role,
+    )
 
 
 def run_program(
@@ -662,6 +683,7 @@ def run_program(
     *,
     preview: bool = False,
     account_id: str = ACCOUNT_ID,
+    api_logging_role: bool = True,
 ) -> ProgramRun:
     return run_under_mocks(
         lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"),
@@ -670,6 +692,7 @@ def run_program(
         region=region,
         preview=preview,
         account_id=account_id,
+        api_logging_role=api_logging_role,
     )
 
 
@@ -688,8 +711,9 @@ def run_under_mocks(
     region: str,
     preview: bool = False,
     account_id: str = ACCOUNT_ID,
+    api_logging_role: bool = True,
 ) -> ProgramRun:
-    mocks = EngineMocks(region=region, account_id=account_id)
+    mocks = EngineMocks(region=region, account_id=account_id, api_logging_role=api_logging_role)
     monitor = RecordingMonitor(mocks)
     logger = logging.getLogger(f"offline.{stack}")
     logger.propagate = False

@@ -23,7 +23,7 @@ from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.media_storage import UploadTarget
 from components.packaging import build_api_package
-from offline.engine import ACCOUNT_ID, run_components, run_stack
+from offline.engine import ACCOUNT_ID, run_components, run_stack, stack_config
 from services.contract import CREATE_VIDEO_SCHEMA, UPLOAD_PARTS_SCHEMA
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
@@ -1233,3 +1233,30 @@ def test_program_with_iam_auth_exports_no_key_a3():
     assert "apiKeyId" not in run.outputs and "apiKeySecretArn" not in run.outputs
     assert run.outputs["apiId"] == run.one(T_REST_API).id
     assert {m.inputs["authorization"] for m in run.of_type(T_METHOD)} == {"AWS_IAM"}
+
+
+# -- the account-wide logging role: one owner, the others read it (issue 14, item 3) ---------
+
+
+def test_a5_exactly_one_stack_file_owns_the_account_logging_role(dev_run, prod_run):
+    key = "media-pipeline:apiManageCloudwatchRole"
+    owners = [s for s in ("dev", "prod") if stack_config(s)[key] is True]
+    assert owners == ["dev"]
+    account = "aws:apigateway/account:Account"
+    assert [a.name for a in dev_run.of_type(account)] == ["api-account"]
+    assert prod_run.of_type(account) == []
+
+
+def test_a5_a_reading_stack_stops_at_preview_when_the_account_has_no_logging_role():
+    with pytest.raises(Exception) as error:
+        run_stack("prod", api_logging_role=False)
+    assert "this account's API Gateway settings have no CloudWatch logging role" in str(error.value)
+    assert "set apiManageCloudwatchRole: true on exactly one stack" in str(error.value)
+
+
+def test_a5_an_owning_stack_needs_no_role_in_the_account():
+    run = run_stack("dev", api_logging_role=False)
+    assert (
+        run.one("aws:apigateway/account:Account").inputs["cloudwatchRoleArn"]
+        == (run.one("aws:iam/role:Role", "api-cloudwatch-role").state["arn"])
+    )

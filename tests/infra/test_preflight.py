@@ -133,10 +133,15 @@ def test_needs_come_from_the_plan_n2(dev_needs, prod_needs, dev_run, prod_run):
 # -- a healthy account ------------------------------------------------------------------------
 
 
-def test_every_check_passes_on_a_fresh_account(aws, prod_needs):
+def test_every_check_passes_on_a_fresh_account_but_prods_reading_of_the_logging_role(
+    aws, prod_needs, dev_needs
+):
+    """Prod reads the account's API Gateway logging role that dev owns (issue 14 item 3): on
+    a fresh account only that check fails, and dev's preflight passes it (dev sets it)."""
     client = with_stubs(aws, account_settings(1000), serverless_options("16.4", "16.9", "17.5"))
     checks, code = run_checks(prod_needs, client, docker_ok)
-    assert code == 0, [c.line() for c in checks]
+    assert [c.name for c in checks if c.status == FAIL] == ["api logging role"]
+    assert code == 1
     lines = {check.name.split(" (")[0]: check.line() for check in checks}
     assert lines["credentials"].startswith("PASS  credentials")
     assert "(account 123456789012)" in lines["credentials"]
@@ -153,7 +158,12 @@ def test_every_check_passes_on_a_fresh_account(aws, prod_needs):
     assert (
         f"the stack reserves {reserved}, leaving {1000 - reserved}" in lines["lambda concurrency"]
     )
-    assert "the stack sets it (apiManageCloudwatchRole; none set yet)" in lines["api logging role"]
+    assert (
+        "stage logging would fail (set apiManageCloudwatchRole: true" in lines["api logging role"]
+    )
+    client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
+    dev_role = by_name(run_checks(dev_needs, client, docker_ok)[0])["api logging role"]
+    assert "the stack sets it (apiManageCloudwatchRole; none set yet)" in dev_role.detail
     assert (
         lines["docker"] == "PASS  docker                 daemon 27.3.1 for the worker image build"
     )
