@@ -375,6 +375,15 @@ class MediaWorkerServiceSettings(Tunables):
         "Parallel S3 transfers (parts, segments) per job.",
         range=(1, 64),
     )
+    content_key_versions: int = tunable(
+        "contentKeyVersions",
+        1,
+        "Versions of the content key in the keyring (K3, M5). Raising it by one rotates: new "
+        "titles are keyed from the newest version, earlier titles keep theirs and stay "
+        "playable. Never lower it (the versions it drops would leave their titles unplayable; "
+        "with data protection the engine refuses).",
+        range=(1, 50),
+    )
     min_tasks: int = tunable(
         "workerMinTasks",
         2,
@@ -777,18 +786,20 @@ class MediaWorkerService(pulumi.ComponentResource):
     # -- content-protection key (K3) -------------------------------------------------------
     def _content_key(self) -> None:
         args, name = self._args, self._name
-        material = random.RandomBytes(
-            f"{name}-content-key-material", length=CONTENT_KEY_BYTES, opts=self._child
-        )
+        # One random key per version; the first keeps its original logical name. Protected
+        # with the data: dropping a version would strand the titles keyed from it.
+        materials = [
+            random.RandomBytes(
+                f"{name}-content-key-material" + (f"-v{number}" if number > 1 else ""),
+                length=CONTENT_KEY_BYTES,
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect_data),
+            )
+            for number in range(1, args.content_key_versions + 1)
+        ]
         # The keyring of services/contract.py: rotation adds a version and moves `current`,
         # earlier versions stay so titles keyed from them stay playable (M5).
         value = pulumi.Output.secret(
-            material.base64.apply(
-                lambda key: json.dumps(
-                    {KEYRING_CURRENT: _key_id(key), KEYRING_KEYS: {_key_id(key): key}},
-                    sort_keys=True,
-                )
-            )
+            pulumi.Output.all(*[m.base64 for m in materials]).apply(keyring_document)
         )
         self.content_key_secret, version = stored_secret(
             f"{name}-content-key",
@@ -1191,6 +1202,14 @@ class MediaWorkerService(pulumi.ComponentResource):
             treat_missing_data="breaching",
             **common,
         )
+
+
+def keyring_document(keys_base64: list[str]) -> str:
+    """The keyring secret's JSON: every version by its id, the newest current."""
+    keys = {_key_id(key): key for key in keys_base64}
+    return json.dumps(
+        {KEYRING_CURRENT: _key_id(keys_base64[-1]), KEYRING_KEYS: keys}, sort_keys=True
+    )
 
 
 def _key_id(key_base64: str) -> str:

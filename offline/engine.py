@@ -10,6 +10,7 @@ the offline plan both use it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -54,6 +55,12 @@ REGION_ZONES: dict[str, tuple[str, ...]] = {
     "me-central-1": ("me-central-1a", "me-central-1b", "me-central-1c"),
     "us-west-1": ("us-west-1b", "us-west-1c"),
 }
+
+
+def _random_bytes(seed: str, length: int) -> dict[str, str]:
+    """Stand-in random bytes: distinct per resource, the same on every run."""
+    data = hashlib.shake_256(seed.encode()).digest(length)
+    return {"base64": base64.b64encode(data).decode(), "hex": data.hex()}
 
 
 def _short_hash(*parts: str) -> str:
@@ -258,10 +265,9 @@ class EngineMocks(Mocks):
             "random:index/randomString:RandomString": {
                 "result": (_short_hash(physical) * 4)[: int(inputs.get("length", 8))]
             },
-            "random:index/randomBytes:RandomBytes": {
-                "base64": "QUJD" * 8,
-                "hex": "ab" * int(inputs.get("length", 32)),
-            },
+            "random:index/randomBytes:RandomBytes": _random_bytes(
+                physical, int(inputs.get("length", 32))
+            ),
         }
         if typ in _CLOUDFRONT_TYPES:
             return {

@@ -187,6 +187,8 @@ PROTECTED_IN_PROD = {
     ("aws:s3/bucket:Bucket", "media-media"),
     ("aws:s3/bucket:Bucket", "media-s3-logs"),
     ("aws:kms/key:Key", "media-key-key"),
+    # The content key's material: replacing it would strand every title keyed from it (K3).
+    ("random:index/randomBytes:RandomBytes", "worker-content-key-material"),
     # The delivery tier's key in the CloudFront region (its logs and alarm topic, M7).
     ("aws:kms/key:Key", "delivery-edge-key-key"),
     # Every platform key (test_kms pins the eight purposes, statement by statement).
@@ -216,6 +218,7 @@ def test_data_protection_guards_every_data_store_and_only_those_g3(runs, region)
         "aws:sqs/queue:Queue",
         "aws:s3/bucket:Bucket",
         "aws:kms/key:Key",
+        "random:index/randomBytes:RandomBytes",
     }
     # Every key of the stack, wherever it is made, is among them.
     assert {

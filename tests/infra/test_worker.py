@@ -1103,9 +1103,36 @@ def test_w4_mount_target_in_every_data_subnet_of_the_stack(dev_run, prod_run, st
     assert fs["kmsKeyId"] == keys["keys-filesystem-key"]
 
 
+def test_k3_m5_rotation_adds_a_version_and_keeps_every_earlier_one(namer, context, run):
+    """Issue 14 item 7: raising contentKeyVersions rotates the content key: new titles are
+    keyed from the newest version; the first keeps its logical name (and so its value), so
+    titles keyed before stay playable."""
+    rotated = build_run(namer, context, content_key_versions=3)
+    materials = {m.name: m for m in rotated.of_type("random:index/randomBytes:RandomBytes")}
+    assert sorted(materials) == [
+        "worker-content-key-material",
+        "worker-content-key-material-v2",
+        "worker-content-key-material-v3",
+    ]
+    document = json.loads(
+        rotated.one("aws:secretsmanager/secretVersion:SecretVersion").inputs["secretString"][
+            "value"
+        ]
+    )
+    before = json.loads(
+        run.one("aws:secretsmanager/secretVersion:SecretVersion").inputs["secretString"]["value"]
+    )
+    assert len(document["keys"]) == 3
+    assert before["keys"].items() <= document["keys"].items()
+    newest = materials["worker-content-key-material-v3"].state["base64"]
+    assert document["keys"][document["current"]] == newest
+
+
 def test_g3_dev_is_destroyable_and_prod_protects_images_and_the_content_key(dev_run, prod_run):
     for run, force, window in ((dev_run, True, 0), (prod_run, False, 30)):
         assert run.one("aws:ecr/repository:Repository").inputs["forceDelete"] is force
+        material = run.one("random:index/randomBytes:RandomBytes", "worker-content-key-material")
+        assert material.protect is not force  # losing it would strand every title
         assert (
             run.one("aws:secretsmanager/secret:Secret", "worker-content-key").inputs[
                 "recoveryWindowInDays"
