@@ -73,10 +73,10 @@ from services.common.secrets import StaticDbCredentials
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 # Every job runs the whole media path (three ffprobe/ffmpeg processes, about 0.3 CPU-s of
-# process start-up alone; 400 jobs cost 214 CPU-s), so the suite's run uses 200 jobs to stay
+# process start-up alone; 400 jobs cost 214 CPU-s), so the suite's run uses 150 jobs to stay
 # inside its five-minute budget; every fault kind and kill point still happens
 # (AWS_FAULT_ENSURED_WITHIN, KILL_POINTS). FAULT_JOBS=1000 is the full run (README).
-JOBS = int(os.environ.get("FAULT_JOBS", "200"))
+JOBS = int(os.environ.get("FAULT_JOBS", "150"))
 WORKERS = 3
 MAX_RECEIVES = 8
 MISSING = "missing"  # the upload never reached the ingest bucket
@@ -92,8 +92,8 @@ AWS_FAULT_RATE = 0.05
 # dozens of transfers, which is all each path needs.
 S3_FAULT_RATE = 0.01
 # A kind with this many calls in a row unfaulted fails the next one (see AwsFaults).
-# Below the dead-letter SendMessage calls of a run (one per bad upload: 20 in the suite's run).
-AWS_FAULT_ENSURED_WITHIN = 15
+# Below the dead-letter SendMessage calls of a run (one per bad upload: 15 in the suite's run).
+AWS_FAULT_ENSURED_WITHIN = 10
 # Message visibility, job lease and publication lease. Shorter makes a busy machine (this run
 # beside the rest of the suite) redeliver messages whose turn in a batch comes late, which
 # spends receives that are meant for faults.
