@@ -20,6 +20,7 @@ from services.api.playback import PlaybackSigner, signing_key_source
 from services.common.aws import EventStream, LazyClient, aws_client
 from services.common.cache import VideoCache
 from services.common.db import Database
+from services.common.invocation import function_timeout
 from services.common.logs import configure_logging
 from services.common.redis_client import create_redis
 from services.common.secrets import SecretCache, db_credentials, redis_token
@@ -187,18 +188,6 @@ def _build_cache(settings: CommonSettings, secrets: SecretCache, timeout: float)
     return VideoCache(client, settings.cache_ttl_seconds, bypass_seconds=CACHE_BYPASS_SECONDS)
 
 
-def function_timeout(context: Any) -> float:
-    """The time this invocation has left, which on the first one is about the function's
-    timeout; the default when the context cannot tell."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if callable(remaining):
-        try:
-            return max(1.0, float(remaining()) / 1000)
-        except (TypeError, ValueError):
-            pass
-    return DEFAULT_FUNCTION_TIMEOUT_SECONDS
-
-
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _app
     if _app is None:
@@ -210,7 +199,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 500, "configuration_error", "the service is misconfigured"
             ).to_response()
         configure_logging(settings.common.log_level)
-        _app = build_app(settings, function_timeout(context))
+        _app = build_app(settings, function_timeout(context, DEFAULT_FUNCTION_TIMEOUT_SECONDS))
     request_id = getattr(context, "aws_request_id", None) or os.environ.get("_X_AMZN_TRACE_ID")
     log.debug("request", extra={"request_id": request_id, "path": event.get("path")})
     return _app.handle(event)

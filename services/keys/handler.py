@@ -32,6 +32,7 @@ from typing import Any
 
 from services.common.aws import aws_client
 from services.common.content_keys import ContentKeyError, Keyring, load_keyring
+from services.common.invocation import function_timeout
 from services.common.logs import configure_logging
 from services.common.secrets import CredentialsError, RefreshingSecret
 from services.common.settings import KeysSettings, SettingsError, load_keys_settings
@@ -259,16 +260,6 @@ def build_delivery(settings: KeysSettings, function_timeout: float) -> KeyDelive
     return KeyDelivery(keyring, settings.public_keys)
 
 
-def function_timeout(context: Any) -> float:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if callable(remaining):
-        try:
-            return max(1.0, float(remaining()) / 1000)
-        except (TypeError, ValueError):
-            pass
-    return DEFAULT_FUNCTION_TIMEOUT_SECONDS
-
-
 def handler(event: Any, context: Any) -> dict[str, Any]:
     global _delivery
     if _delivery is None:
@@ -278,7 +269,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             log.error("invalid configuration", extra={"error": str(error)})
             return error_response(500, "configuration_error", "the service is misconfigured")
         configure_logging(settings.log_level)
-        _delivery = build_delivery(settings, function_timeout(context))
+        _delivery = build_delivery(
+            settings, function_timeout(context, DEFAULT_FUNCTION_TIMEOUT_SECONDS)
+        )
     return _delivery.handle(event)
 
 
