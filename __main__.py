@@ -9,7 +9,7 @@ import pulumi
 
 from components.account import DeploymentTarget
 from components.api import API_STEM, ApiBackend, PublicApi, PublicApiArgs
-from components.audit import AuditTrail, AuditTrailArgs
+from components.audit import AuditTrail, AuditTrailArgs, AuditTrailMode, trail_bucket_arn
 from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
 from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.delivery import KEYS_STEM, MediaDistribution, MediaDistributionArgs, PlaybackTarget
@@ -153,7 +153,16 @@ distribution_arn, resolve_distribution_arn = pulumi.deferred_output()
 storage = MediaStorage(
     "media",
     MediaStorageArgs.of(
-        settings.media_storage, **common, **protect, distribution_arn=distribution_arn
+        settings.media_storage,
+        **common,
+        **protect,
+        distribution_arn=distribution_arn,
+        # The trail bucket (created below, its name fixed up front) logs here too (S3.9).
+        logged_bucket_arns=(
+            (trail_bucket_arn(namer, context),)
+            if settings.audit.mode is AuditTrailMode.CREATE
+            else ()
+        ),
     ),
     on_provider,
 )
@@ -258,7 +267,13 @@ api = PublicApi(
 # --- operations: audit trail, dashboard -------------------------------------------------------
 audit = AuditTrail(
     "audit",
-    AuditTrailArgs.of(settings.audit, **common, **protect, logs_key_arn=keys.logs.arn),
+    AuditTrailArgs.of(
+        settings.audit,
+        **common,
+        **protect,
+        logs_key_arn=keys.logs.arn,
+        access_log_target=storage.access_log_target,
+    ),
     on_provider,
 )
 dashboard = OperationsDashboard(

@@ -19,6 +19,7 @@ from components.buckets import deny_insecure_transport, private_bucket, versione
 from components.iam import Grant, attach_grants, service_role
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs, ServiceGrant
 from components.logs import encrypted_log_group, retention_problems
+from components.media_storage import AccessLogTarget
 from components.naming import InvalidNameError, NameKind, Namer, name_tag
 from components.protection import Lifecycle
 from components.tunables import Problem, Tunables, tunable
@@ -32,6 +33,14 @@ TRAIL_LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 def trail_bucket_name(namer: Namer, account_id: str) -> str:
     """`{prefix}-trail-{account}-{suffix}`: bucket names are global, the account makes it ours."""
     return namer.name(f"trail-{account_id}", NameKind.S3_BUCKET)
+
+
+def trail_bucket_arn(namer: Namer, ctx: AwsContext) -> pulumi.Output[str]:
+    """The trail bucket's ARN before it exists (its name is fixed up front)."""
+    name = pulumi.Output.from_input(ctx.account_id).apply(
+        lambda account: trail_bucket_name(namer, account)
+    )
+    return pulumi.Output.concat("arn:", ctx.partition, ":s3:::", name)
 
 
 class AuditTrailMode(StrEnum):
@@ -115,6 +124,9 @@ class AuditTrailArgs(AuditTrailSettings):
     """CMK of the trail's CloudWatch log group (the platform logs key); required with CREATE."""
     log_retention_days: int = 90
     """Retention of the trail's CloudWatch log group; default 90."""
+    access_log_target: AccessLogTarget | None = None
+    """The stack's access-log bucket for the trail bucket's server access logs (FSBP S3.9),
+    under `audit/`; default none."""
     protect_data: bool = False
     """False (default): the bucket is emptied and deleted on destroy and the key waits 7 days.
     True: the engine refuses to delete or replace the log bucket and the audit key, both are
@@ -392,6 +404,16 @@ class AuditTrail(pulumi.ComponentResource):
         bucket = made.bucket
         versioned_and_key_encrypted(f"{name}-bucket", bucket, key.arn, parent=self)
         self._lifecycle(bucket)
+        target = args.access_log_target
+        if target is not None:
+            aws.s3.BucketLogging(
+                f"{name}-bucket-access-logging",
+                bucket=bucket.id,
+                target_bucket=target.bucket_name,
+                target_prefix="audit/",
+                # PutBucketLogging checks that the target admits log delivery.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[target.ready]),
+            )
         policy = aws.s3.BucketPolicy(
             f"{name}-bucket-policy",
             bucket=bucket.id,

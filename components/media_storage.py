@@ -174,6 +174,9 @@ class MediaStorageArgs(MediaStorageSettings):
     lets it GetObject under `media/` and the media key's policy lets it decrypt, each only
     for this ARN. Typically a `pulumi.deferred_output()` resolved once the distribution
     exists. Default None: nothing outside the account's roles reads the media."""
+    logged_bucket_arns: tuple[pulumi.Input[str], ...] = ()
+    """Other buckets of the stack whose server access logs the access-log bucket accepts
+    (the audit bucket, FSBP S3.9); default none."""
 
     def validate(self) -> None:
         problems = self.tunable_problems()
@@ -436,6 +439,15 @@ def _noncurrent_rule(days: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class AccessLogTarget:
+    """Where another bucket of the stack writes its server access logs (S3.9)."""
+
+    bucket_name: pulumi.Input[str]
+    ready: pulumi.Resource
+    """The target's bucket policy: PutBucketLogging checks that it admits log delivery."""
+
+
 class MediaStorage(pulumi.ComponentResource):
     """Ingest, media and access-log buckets with the media key and the grant helpers."""
 
@@ -485,6 +497,7 @@ class MediaStorage(pulumi.ComponentResource):
         self.media_bucket_name, self.media_bucket_arn = media.bucket, media.arn
         self.media_bucket_domain_name = media.bucket_regional_domain_name
         self.log_bucket_name = logs.bucket
+        self.access_log_target = AccessLogTarget(bucket_name=logs.bucket, ready=log_policy)
         self.register_outputs(
             {
                 "ingest_bucket_name": self.ingest_bucket_name,
@@ -580,8 +593,11 @@ class MediaStorage(pulumi.ComponentResource):
             opts=self._child,
         )
         sources = [
-            pulumi.Output.concat("arn:", ctx.partition, ":s3:::", self._physical(w))
-            for w in ("ingest", "media")
+            *(
+                pulumi.Output.concat("arn:", ctx.partition, ":s3:::", self._physical(w))
+                for w in ("ingest", "media")
+            ),
+            *args.logged_bucket_arns,
         ]
         policy = aws.s3.BucketPolicy(
             f"{name}-{word}-policy",

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pulumi
+import pulumi_aws as aws
 import pytest
 
 from components.audit import (
@@ -15,6 +16,7 @@ from components.audit import (
     cloudtrail_key_grants,
     trail_bucket_name,
 )
+from components.media_storage import AccessLogTarget
 from components.naming import Namer
 from offline.engine import ACCOUNT_ID, run_components, run_stack
 from stack_config import ConfigError, parse_settings
@@ -547,3 +549,22 @@ def test_g3_data_protection_protects_and_retains_the_log_bucket_and_the_audit_ke
         ("aws:kms/key:Key", "audit-key-key", True, True),
     }
     assert audit_key(run).protect is True
+
+
+def test_s3_9_trail_bucket_logs_its_requests_after_the_target_admits_them(base_args):
+    """FSBP S3.9: with an access-log target the trail bucket's server access logs go there
+    under `audit/`, once the target's policy admits log delivery."""
+
+    def program():
+        ready = aws.s3.BucketPolicy("logs-policy", bucket="media-s3-logs-test", policy="{}")
+        target = AccessLogTarget(bucket_name="media-s3-logs-test", ready=ready)
+        AuditTrail("audit", replace(base_args, access_log_target=target))
+
+    run = run_components(program, region=REGION)
+    logging = run.one("aws:s3/bucketLogging:BucketLogging")
+    assert logging.inputs["bucket"] == run.one("aws:s3/bucket:Bucket", "audit-bucket").id
+    assert (logging.inputs["targetBucket"], logging.inputs["targetPrefix"]) == (
+        "media-s3-logs-test",
+        "audit/",
+    )
+    assert run.one("aws:s3/bucketPolicy:BucketPolicy", "logs-policy").urn in logging.dependencies

@@ -4,6 +4,8 @@ stacks — not a list of today's resource names."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -75,3 +77,36 @@ def test_dev_database_pauses_when_idle_prod_keeps_its_floor(dev_run, prod_run):
     prod = prod_run.one("aws:rds/cluster:Cluster").inputs["serverlessv2ScalingConfiguration"]
     assert (dev["minCapacity"], dev["secondsUntilAutoPause"]) == (0, 3600)
     assert prod == {"minCapacity": 2, "maxCapacity": 32}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_s3_9_every_bucket_but_the_log_bucket_writes_access_logs_it_admits(
+    stack, dev_run, prod_run
+):
+    """FSBP S3.9: ingest, media and the audit trail's bucket log their requests to the
+    access-log bucket, whose policy admits log delivery for exactly those buckets."""
+    run = {"dev": dev_run, "prod": prod_run}[stack]
+    logs = run.one(BUCKET, "media-s3-logs")
+    logged = {
+        entry.inputs["bucket"]: (entry.inputs["targetBucket"], entry.inputs["targetPrefix"])
+        for entry in run.of_type("aws:s3/bucketLogging:BucketLogging")
+    }
+    by_name = {b.name: b.id for b in run.of_type(BUCKET)}
+    assert logged == {
+        by_name["media-ingest"]: (logs.inputs["bucket"], "ingest/"),
+        by_name["media-media"]: (logs.inputs["bucket"], "media/"),
+        by_name["audit-bucket"]: (logs.inputs["bucket"], "audit/"),
+    }
+    policy = json.loads(
+        next(
+            p
+            for p in run.of_type("aws:s3/bucketPolicy:BucketPolicy")
+            if p.inputs["bucket"] == logs.id
+        ).inputs["policy"]
+    )
+    (delivery,) = [s for s in policy["Statement"] if s.get("Sid") == "S3ServerAccessLogsDelivery"]
+    sources = delivery["Condition"]["ArnLike"]["aws:SourceArn"]
+    assert sorted(sources) == sorted(
+        f"arn:aws:s3:::{run.one(BUCKET, name).inputs['bucket']}"
+        for name in ("media-ingest", "media-media", "audit-bucket")
+    )
