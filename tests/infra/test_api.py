@@ -110,9 +110,10 @@ def build(namer, context, **overrides):
     return run
 
 
-@pytest.fixture
-def run(namer, context):
-    return build(namer, context)
+@pytest.fixture(scope="module")
+def run(module_namer, module_context):
+    """The default build, shared by the tests that only read it."""
+    return build(module_namer, module_context)
 
 
 def state(run, name, key):

@@ -44,9 +44,10 @@ def build(args: AuditTrailArgs):
     return run_components(lambda: AuditTrail("audit", args), region=REGION)
 
 
-@pytest.fixture
-def created(base_args):
-    return build(base_args)
+@pytest.fixture(scope="module")
+def created(module_namer, module_context):
+    """The default trail, shared by the tests that only read it."""
+    return build(AuditTrailArgs(namer=module_namer, context=module_context, logs_key_arn=LOGS_KEY))
 
 
 def audit_key(run):

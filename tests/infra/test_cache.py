@@ -57,9 +57,10 @@ def build(namer, context, *, peer: bool = False, grant: bool = False, **override
     return run_components(program, region=REGION), made
 
 
-@pytest.fixture
-def run(namer, context):
-    return build(namer, context)[0]
+@pytest.fixture(scope="module")
+def run(module_namer, module_context):
+    """The default build, shared by the tests that only read it."""
+    return build(module_namer, module_context)[0]
 
 
 def group_of(run):

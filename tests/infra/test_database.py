@@ -55,9 +55,10 @@ def build(namer, context, *, peers: int = 0, grant: bool = False, **overrides: A
     return run, made
 
 
-@pytest.fixture
-def run(namer, context):
-    return build(namer, context)[0]
+@pytest.fixture(scope="module")
+def run(module_namer, module_context):
+    """The default build, shared by the tests that only read it."""
+    return build(module_namer, module_context)[0]
 
 
 def cluster_of(run):

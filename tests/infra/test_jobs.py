@@ -49,8 +49,7 @@ MESSAGING_KEY_STATEMENT = {
 }
 
 
-@pytest.fixture
-def base_args(namer, context) -> JobQueueArgs:
+def job_queue_args(namer, context) -> JobQueueArgs:
     return JobQueueArgs(
         namer=namer,
         context=context,
@@ -63,6 +62,11 @@ def base_args(namer, context) -> JobQueueArgs:
     )
 
 
+@pytest.fixture
+def base_args(namer, context) -> JobQueueArgs:
+    return job_queue_args(namer, context)
+
+
 def build(args: JobQueueArgs, *, worker: bool = False):
     def program():
         jobs = JobQueue("jobs", args)
@@ -73,9 +77,10 @@ def build(args: JobQueueArgs, *, worker: bool = False):
     return run_components(program, region=REGION)
 
 
-@pytest.fixture
-def run(base_args):
-    return build(base_args)
+@pytest.fixture(scope="module")
+def run(module_namer, module_context):
+    """The default queue, shared by the tests that only read it."""
+    return build(job_queue_args(module_namer, module_context))
 
 
 def queue(run, role: str):

@@ -94,9 +94,10 @@ def build(namer, context, **overrides: Any):
     return run_components(program, region=REGION)
 
 
-@pytest.fixture
-def run(namer, context):
-    return build(namer, context)
+@pytest.fixture(scope="module")
+def run(module_namer, module_context):
+    """The default build, shared by the tests that only read it."""
+    return build(module_namer, module_context)
 
 
 def test_r1_function_runs_the_migrate_handler_in_the_app_subnets_with_its_own_group(run):

@@ -57,9 +57,10 @@ def _run(namer, context, *, grant: bool = False, peer: bool = False, **overrides
     return run_components(build)
 
 
-@pytest.fixture
-def run(namer, context):
-    return _run(namer, context, grant=True, peer=True)
+@pytest.fixture(scope="module")
+def run(module_namer, module_context):
+    """The default build, shared by the tests that only read it."""
+    return _run(module_namer, module_context, grant=True, peer=True)
 
 
 def test_file_system_encrypted_with_filesystem_cmk_elastic_throughput_w4(run):

@@ -284,11 +284,12 @@ def test_m3_rejected_source_ends_failed_with_a_reason_and_publishes_nothing(
         if case == "over-the-size-limit":
             worker_args["media"] = flow.media(max_source_bytes=1000)
         else:
-            # The real free-space check, with the scratch's reserve set above what is free.
+            # The real free-space check, with the scratch's reserve set above what is free —
+            # by far more than other tests free on the same disk meanwhile.
             s3 = s3_client(REGION, concurrency=4, endpoint_url=flow.proxy.url)
             free = __import__("shutil").disk_usage(flow.scratch).free
             worker_args["storage"] = MediaStorage(
-                s3, flow.media(), scratch_reserve_bytes=free - 100
+                s3, flow.media(), scratch_reserve_bytes=free + 64 * 2**30
             )
     assert flow.worker(**worker_args).poll_once() == [Outcome.FAILED]
     job = flow.job(job_id)
