@@ -10,6 +10,7 @@ import pulumi
 from components.account import DeploymentTarget
 from components.api import API_STEM, ApiBackend, PublicApi, PublicApiArgs
 from components.audit import AuditTrail, AuditTrailArgs, AuditTrailMode, trail_bucket_arn
+from components.backup import DatabaseBackups, DatabaseBackupsArgs
 from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
 from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.delivery import KEYS_STEM, MediaDistribution, MediaDistributionArgs, PlaybackTarget
@@ -96,6 +97,19 @@ database = EncryptedAurora(
     EncryptedAuroraArgs.of(settings.database, **data_store, storage_key_arn=keys.database.arn),
     on_provider,
 )
+if settings.backups.enabled:
+    DatabaseBackups(
+        "backups",
+        DatabaseBackupsArgs.of(
+            settings.backups,
+            namer=namer,
+            context=context,
+            cluster_arn=database.cluster.arn,
+            vault_key_arn=keys.database.arn,
+            **protect,
+        ),
+        on_provider,
+    )
 cache = RedisReplicationGroup(
     "cache",
     RedisReplicationGroupArgs.of(settings.cache, **data_store, storage_key_arn=keys.cache.arn),

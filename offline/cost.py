@@ -563,6 +563,9 @@ USAGE: dict[str, str] = {
     "aws:efs/fileSystem:FileSystem": "GB-month stored (Standard, IA), elastic throughput GB "
     "read and written",
     "aws:efs/backupPolicy:BackupPolicy": "AWS Backup storage GB-month of the file system",
+    "aws:backup/vault:Vault": "AWS Backup storage GB-month of the recovery points it holds",
+    "aws:backup/plan:Plan": "each daily recovery point (storage billed by the vault) and, "
+    "with a copy region, cross-region transfer per GB",
     "aws:s3/bucket:Bucket": "GB-month stored per storage class, PUT/GET requests, "
     "lifecycle transitions",
     "aws:cloudwatch/logGroup:LogGroup": "GB ingested and GB-month stored until retention",
@@ -630,6 +633,8 @@ FREE: frozenset[str] = frozenset(
         "aws:ecs/clusterCapacityProviders:ClusterCapacityProviders",
         "aws:ecs/taskDefinition:TaskDefinition",
         "aws:efs/accessPoint:AccessPoint",
+        "aws:backup/vaultLockConfiguration:VaultLockConfiguration",
+        "aws:backup/selection:Selection",
         "aws:efs/fileSystemPolicy:FileSystemPolicy",
         "aws:efs/mountTarget:MountTarget",
         "aws:elasticache/parameterGroup:ParameterGroup",

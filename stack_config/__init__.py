@@ -19,6 +19,7 @@ from typing import Any
 from components.api import PublicApiSettings
 from components.audit import AuditTrailSettings
 from components.aws_limits import LOG_RETENTION_DAYS
+from components.backup import DatabaseBackupSettings
 from components.cache import RedisReplicationGroupSettings
 from components.database import EncryptedAuroraSettings
 from components.delivery import MediaDistributionSettings
@@ -132,6 +133,7 @@ TIERS: tuple[type[Tunables], ...] = (
     StackWide,
     SecureVpcSettings,
     EncryptedAuroraSettings,
+    DatabaseBackupSettings,
     RedisReplicationGroupSettings,
     AnalyticsStreamSettings,
     JobQueueSettings,
@@ -173,6 +175,7 @@ class StackSettings:
     stack_wide: StackWide
     network: SecureVpcSettings
     database: EncryptedAuroraSettings
+    backups: DatabaseBackupSettings
     cache: RedisReplicationGroupSettings
     stream: AnalyticsStreamSettings
     queue: JobQueueSettings
@@ -264,6 +267,14 @@ def _media_rules(settings: StackSettings) -> list[str]:
 def _cross_tier_rules(settings: StackSettings) -> list[str]:
     """Rules that span tiers: the media path's sizes, and what data protection forbids."""
     problems = _media_rules(settings)
+    if settings.backups.copy_region and settings.backups.copy_region == settings.region:
+        problems.append(
+            render(
+                DatabaseBackupSettings.key_of("copy_region"),
+                settings.backups.copy_region,
+                "a region other than the stack's (a copy beside the original protects nothing)",
+            )
+        )
     if not settings.protection.protect_data:
         return problems
     protected = f"when {StackWide.key_of('data_protection')} is true"

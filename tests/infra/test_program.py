@@ -72,13 +72,21 @@ def test_no_region_account_or_zone_of_another_region_leaks_in_g1(runs, region):
     text = repr(outside_cloudfront_region(run))
     for other in set(REGIONS) - {region}:
         assert other not in text
-    # CloudFront's pieces are the one exception: the only region a resource names.
+    # The only regions a resource names: CloudFront's (fixed by AWS), and the backup copy
+    # region the stack file chose (dbBackupCopyRegion), for exactly the copy's vault and key.
+    copy_region = stack_config("prod")["media-pipeline:dbBackupCopyRegion"]
     pinned = {
-        r.inputs["region"]
+        (r.inputs["region"], r.name)
         for r in run.resources
         if "region" in r.inputs and r.type != "pulumi:providers:aws"
     }
-    assert pinned == {CLOUDFRONT_REGION}
+    assert {where for where, _ in pinned} == {CLOUDFRONT_REGION, copy_region}
+    assert sorted(name for where, name in pinned if where == copy_region) == [
+        "backups-copy-key-alias",
+        "backups-copy-key-key",
+        "backups-copy-vault",
+        "backups-copy-vault-lock",
+    ]
 
 
 # Every physical name carrying the suffix (G2) is the policy pack's `names-carry-suffix` rule,
@@ -187,6 +195,10 @@ PROTECTED_IN_PROD = {
     ("aws:s3/bucket:Bucket", "media-media"),
     ("aws:s3/bucket:Bucket", "media-s3-logs"),
     ("aws:kms/key:Key", "media-key-key"),
+    # The AWS Backup vaults and the copy region's key (dbBackupPlan, dbBackupCopyRegion).
+    ("aws:backup/vault:Vault", "backups-vault"),
+    ("aws:backup/vault:Vault", "backups-copy-vault"),
+    ("aws:kms/key:Key", "backups-copy-key-key"),
     # The content key's material: replacing it would strand every title keyed from it (K3).
     ("random:index/randomBytes:RandomBytes", "worker-content-key-material"),
     # The delivery tier's key in the CloudFront region (its logs and alarm topic, M7).
@@ -219,6 +231,7 @@ def test_data_protection_guards_every_data_store_and_only_those_g3(runs, region)
         "aws:s3/bucket:Bucket",
         "aws:kms/key:Key",
         "random:index/randomBytes:RandomBytes",
+        "aws:backup/vault:Vault",
     }
     # Every key of the stack, wherever it is made, is among them.
     assert {
