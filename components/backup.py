@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import service_role
+from components.iam import service_role, service_role_policy_arn
 from components.kms import AwsContext, EncryptionKey, EncryptionKeyArgs
 from components.naming import Namer, name_tag
 from components.protection import Lifecycle
@@ -188,9 +188,7 @@ class DatabaseBackups(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(
                 f"{name}-{policy}",
                 role=role.name,
-                policy_arn=pulumi.Output.concat(
-                    "arn:", args.context.partition, ":iam::aws:policy/service-role/", policy
-                ),
+                policy_arn=service_role_policy_arn(args.context, policy),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for policy in BACKUP_POLICIES

@@ -29,7 +29,7 @@ from components.aws_limits import (
 )
 from components.data_tier import DataStore, DataStorePlacement
 from components.firewall import POSTGRES, RoleSecurityGroup
-from components.iam import Grant, attach_grants, service_role
+from components.iam import Grant, attach_grants, service_role, service_role_policy_arn
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, name_tag
 from components.observability import metric_alarm
@@ -397,11 +397,7 @@ class EncryptedAurora(DataStore):
         attachment = aws.iam.RolePolicyAttachment(
             f"{self._name}-monitoring-policy",
             role=role.name,
-            policy_arn=pulumi.Output.concat(
-                "arn:",
-                args.context.partition,
-                ":iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
-            ),
+            policy_arn=service_role_policy_arn(args.context, "AmazonRDSEnhancedMonitoringRole"),
             opts=self._child,
         )
         return role, attachment

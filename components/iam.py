@@ -69,6 +69,11 @@ def service_trust_policy(
     )
 
 
+def service_role_policy_arn(ctx: AwsContext, name: str) -> pulumi.Output[str]:
+    """The ARN of an AWS managed service-role policy, e.g. AmazonRDSEnhancedMonitoringRole."""
+    return pulumi.Output.concat("arn:", ctx.partition, ":iam::aws:policy/service-role/", name)
+
+
 def service_role(
     resource_name: str,
     *,
