@@ -43,7 +43,7 @@ from components.aws_limits import API_CACHE_SIZES_GB
 from components.connections import DataPlane, db_ssl_problems
 from components.delivery import PlaybackTarget
 from components.firewall import RoleSecurityGroup
-from components.functions import GrantFn, VpcFunctionArgs, vpc_function
+from components.functions import GrantFn, app_function_args, vpc_function
 from components.logs import encrypted_log_group, retention_problems
 from components.media_storage import UploadTarget
 from components.naming import NameKind, name_tag
@@ -94,9 +94,10 @@ API_GATEWAY_ACCOUNT_ID = "api-gateway-account"
 
 def _logging_role_or_fail(role_arn: str | None) -> str:
     if not role_arn:
+        key = PublicApiSettings.key_of("manage_cloudwatch_role")
         raise ValueError(
             "PublicApi: this account's API Gateway settings have no CloudWatch logging role, "
-            "which stage logging needs; set apiManageCloudwatchRole: true on exactly one stack "
+            f"which stage logging needs; set {key}: true on exactly one stack "
             "of this account and region (it owns the setting), deploy it first, or set the "
             "role once by hand"
         )
@@ -360,26 +361,19 @@ class PublicApi(pulumi.ComponentResource):
         args = self._args
         backend = vpc_function(
             self._name,
-            VpcFunctionArgs(
+            app_function_args(
+                args,
+                self.security_group,
+                start_after=args.start_after,
                 stem=API_STEM,
                 description="Video API backend (API Gateway proxy integration)",
                 handler=HANDLER,
-                code_path=args.code_path,
-                code_sha256=args.code_sha256,
-                subnet_ids=args.subnet_ids,
-                security_group=self.security_group,
                 environment=self._environment(),
-                namer=args.namer,
-                context=args.context,
-                logs_key_arn=args.logs_key_arn,
-                environment_key_arn=args.secrets_key_arn,
-                log_retention_days=args.log_retention_days,
                 log_level=args.backend.log_level,
                 memory_mb=args.memory_mb,
                 timeout_seconds=args.timeout_seconds,
                 reserved_concurrency=args.reserved_concurrency,
                 access_grants={**args.access_grants, **self._media_grants()},
-                start_after=[*args.start_after, *args.open_flows(self.security_group)],
             ),
             parent=self,
         )

@@ -374,18 +374,17 @@ class EncryptedAurora(DataStore):
         )
         return cluster_params, instance_params
 
-    def _monitoring_role(
-        self,
-    ) -> tuple[aws.iam.Role, aws.iam.RolePolicyAttachment] | tuple[()]:
+    def _monitoring_role(self) -> aws.iam.RolePolicyAttachment | None:
         """The role Enhanced Monitoring publishes OS metrics with (to the account's
-        RDSOSMetrics log group, which RDS owns and shares between every instance)."""
+        RDSOSMetrics log group, which RDS owns and shares between every instance): its
+        attachment, which the instances wait for; None with monitoring off."""
         args = self._args
         if args.monitoring_interval_seconds == 0:
             pulumi.log.warn(
                 "dbMonitoringIntervalSeconds=0: Enhanced Monitoring is off (FSBP RDS.6)",
                 resource=self,
             )
-            return ()
+            return None
         role = service_role(
             f"{self._name}-monitoring-role",
             role="rds-monitoring",
@@ -394,21 +393,20 @@ class EncryptedAurora(DataStore):
             namer=args.namer,
             parent=self,
         )
-        attachment = aws.iam.RolePolicyAttachment(
+        self._monitoring_role_arn = role.arn
+        return aws.iam.RolePolicyAttachment(
             f"{self._name}-monitoring-policy",
             role=role.name,
             policy_arn=service_role_policy_arn(args.context, "AmazonRDSEnhancedMonitoringRole"),
             opts=self._child,
         )
-        return role, attachment
 
     def _monitoring_settings(self) -> dict[str, pulumi.Input[str] | int]:
-        if not self._monitoring:
+        if self._monitoring is None:
             return {"monitoring_interval": 0}
-        role = self._monitoring[0]
         return {
             "monitoring_interval": self._args.monitoring_interval_seconds,
-            "monitoring_role_arn": role.arn,
+            "monitoring_role_arn": self._monitoring_role_arn,
         }
 
     def _log_group(self) -> aws.cloudwatch.LogGroup:
@@ -524,7 +522,7 @@ class EncryptedAurora(DataStore):
                     # RDS refuses a monitoring role that cannot publish yet (pitfall 146).
                     opts=pulumi.ResourceOptions(
                         parent=self,
-                        depends_on=[*after, *self._monitoring[1:]],
+                        depends_on=[*after, *([self._monitoring] if self._monitoring else [])],
                         ignore_changes=self._version_drift,
                     ),
                 )

@@ -53,7 +53,7 @@ from components.delivery_policies import (
     viewer_certificate,
 )
 from components.firewall import RoleSecurityGroup
-from components.functions import VpcFunctionArgs, vpc_function
+from components.functions import app_function_args, vpc_function
 from components.iam import Grant, attach_grants, decrypt_via
 from components.kms import (
     EncryptionKey,
@@ -456,25 +456,17 @@ class MediaDistribution(pulumi.ComponentResource):
         )
         backend = vpc_function(
             name,
-            VpcFunctionArgs(
+            app_function_args(
+                args,
+                self.security_group,
                 stem=KEYS_STEM,
                 description="Per-title keys for holders of a playback grant (function URL)",
                 handler=KEYS_HANDLER,
-                code_path=args.code_path,
-                code_sha256=args.code_sha256,
-                subnet_ids=args.subnet_ids,
-                security_group=self.security_group,
                 environment=self._environment(),
-                namer=args.namer,
-                context=args.context,
-                logs_key_arn=args.logs_key_arn,
-                environment_key_arn=args.secrets_key_arn,
-                log_retention_days=args.log_retention_days,
                 log_level=args.log_level,
                 memory_mb=KEYS_MEMORY_MB,
                 timeout_seconds=KEYS_TIMEOUT_SECONDS,
                 access_grants={"content-key": self._grant_content_key},
-                start_after=args.open_flows(self.security_group),
             ),
             parent=self,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_aws as aws
@@ -77,6 +78,47 @@ def function_role_arn(ctx: AwsContext, namer: Namer, stem: str) -> pulumi.Output
     """The ARN that role has, known before it exists: a resource policy built earlier (a
     secret's readers) may name it without waiting for, or cycling through, the function."""
     return role_arn(ctx, function_role_name(namer, stem))
+
+
+class AppFunctionSource(Protocol):
+    """The args of an app-tier component that runs its code as a VPC function."""
+
+    namer: Namer
+    context: AwsContext
+    subnet_ids: Sequence[pulumi.Input[str]]
+    code_path: str
+    code_sha256: str
+    logs_key_arn: pulumi.Input[str]
+    secrets_key_arn: pulumi.Input[str]
+    log_retention_days: int
+
+    def open_flows(self, group: RoleSecurityGroup) -> list[pulumi.Resource]: ...
+
+
+def app_function_args(
+    args: AppFunctionSource,
+    group: RoleSecurityGroup,
+    *,
+    start_after: Sequence[pulumi.Resource] = (),
+    **own: Any,
+) -> VpcFunctionArgs:
+    """`VpcFunctionArgs` for a component's function: its code, placement, keys and log
+    retention from the component's args, its network flows opened first (and waited for),
+    and what is its own (`stem`, `handler`, `environment`, sizes, grants) from `own`."""
+    return VpcFunctionArgs(
+        code_path=args.code_path,
+        code_sha256=args.code_sha256,
+        subnet_ids=args.subnet_ids,
+        security_group=group,
+        namer=args.namer,
+        context=args.context,
+        logs_key_arn=args.logs_key_arn,
+        # The environment is encrypted with the Secrets Manager key, like the secrets it names.
+        environment_key_arn=args.secrets_key_arn,
+        log_retention_days=args.log_retention_days,
+        start_after=[*start_after, *args.open_flows(group)],
+        **own,
+    )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pulumi_aws as aws
 
 from components.connections import as_text, db_ssl_problems
 from components.firewall import RoleSecurityGroup
-from components.functions import GrantFn, VpcFunctionArgs, vpc_function
+from components.functions import GrantFn, app_function_args, vpc_function
 from components.logs import retention_problems
 from components.placement import AppPlacement, NetworkGrant
 from services.contract import DEFAULT_LOG_LEVEL, EnvVar
@@ -132,15 +132,12 @@ class SchemaMigrations(pulumi.ComponentResource):
         )
         function = vpc_function(
             name,
-            VpcFunctionArgs(
+            app_function_args(
+                args,
+                self.security_group,
                 stem="migrate",
                 description="Applies the database schema and service roles (pulumi up)",
                 handler=HANDLER,
-                code_path=args.code_path,
-                code_sha256=args.code_sha256,
-                subnet_ids=args.subnet_ids,
-                security_group=self.security_group,
-                start_after=args.open_flows(self.security_group),
                 environment={
                     EnvVar.DB_HOST: args.db_host,
                     EnvVar.DB_PORT: as_text(args.db_port),
@@ -149,11 +146,6 @@ class SchemaMigrations(pulumi.ComponentResource):
                     EnvVar.DB_SECRET_ARN: args.db_secret_arn,
                     EnvVar.LOG_LEVEL: DEFAULT_LOG_LEVEL,
                 },
-                namer=args.namer,
-                context=args.context,
-                logs_key_arn=args.logs_key_arn,
-                environment_key_arn=args.secrets_key_arn,
-                log_retention_days=args.log_retention_days,
                 timeout_seconds=args.timeout_seconds,
                 # Migrations never run twice at once: the advisory lock already serialises
                 # them, and one reserved instance keeps a second invocation from even starting.

@@ -31,8 +31,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from offline.engine import ProgramRun, run_stack
+from components.api import PublicApiSettings
+from components.database import EncryptedAuroraSettings
+from offline.engine import ProgramRun, qualify, run_stack
 from stack_config import ConfigError
+
+# Named from the declarations, so a renamed key is renamed here too.
+ENGINE_VERSION = EncryptedAuroraSettings.key_of("engine_version")
+MANAGE_LOGGING_ROLE = PublicApiSettings.key_of("manage_cloudwatch_role")
 
 # Short, bounded calls: a preflight that hangs is worse than one that says it could not check.
 CLIENT_CONFIG = Config(
@@ -84,7 +90,7 @@ class StackNeeds:
 
 def needs_from_plan(run: ProgramRun) -> StackNeeds:
     clusters = run.of_type("aws:rds/cluster:Cluster")
-    configured = run.config.get("media-pipeline:dbEngineVersion")
+    configured = run.config.get(qualify(ENGINE_VERSION))
     planned = str(clusters[0].inputs.get("engineVersion", "")) if clusters else ""
     subnet_zone = {
         subnet.id: subnet.inputs.get("availabilityZone")
@@ -160,7 +166,7 @@ def check_engine_version(client: ClientFactory, needs: StackNeeds) -> Check:
         found = sorted((v for v in versions if v.split(".")[0] == wanted), key=_version_key)
     label = f"{needs.engine} {wanted} on db.serverless in {needs.region}"
     if not found:
-        return Check("engine version", FAIL, f"{label}: not offered (set dbEngineVersion)")
+        return Check("engine version", FAIL, f"{label}: not offered (set {ENGINE_VERSION})")
     return Check("engine version", PASS, f"{label}: offered (newest {found[-1]})")
 
 
@@ -235,16 +241,14 @@ def check_api_logging_role(client: ClientFactory, needs: StackNeeds) -> Check:
     role = client("apigateway").get_account().get("cloudwatchRoleArn")
     if needs.sets_api_logging_role:
         now = f"replaces {role}" if role else "none set yet"
-        return Check(
-            "api logging role", PASS, f"the stack sets it (apiManageCloudwatchRole; {now})"
-        )
+        return Check("api logging role", PASS, f"the stack sets it ({MANAGE_LOGGING_ROLE}; {now})")
     if role:
         return Check("api logging role", PASS, f"set for the account: {role}")
     return Check(
         "api logging role",
         FAIL,
         f"no CloudWatch role for API Gateway in {needs.region}: stage logging would fail "
-        "(set apiManageCloudwatchRole: true, or set the role once for the account)",
+        f"(set {MANAGE_LOGGING_ROLE}: true, or set the role once for the account)",
     )
 
 
