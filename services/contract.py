@@ -33,6 +33,7 @@ class EnvVar:
     REDIS_TLS = "REDIS_TLS"
     REDIS_AUTH_SECRET_ARN = "REDIS_AUTH_SECRET_ARN"
     REDIS_AUTH_TOKEN = "REDIS_AUTH_TOKEN"
+    CACHE_REPLICATION_GROUP_ID = "CACHE_REPLICATION_GROUP_ID"
     STREAM_NAME = "STREAM_NAME"
     CACHE_TTL_SECONDS = "CACHE_TTL_SECONDS"
     # Files and logging
@@ -189,6 +190,23 @@ KEYS_ENVIRONMENT = ServiceEnvironment(
     optional=frozenset({EnvVar.LOG_LEVEL}),
     db_logins=(),
 )
+
+
+# Rotation of the cache's AUTH token (issue 14, item 7): a Secrets Manager rotation function
+# that changes the replication group's token with ElastiCache's ROTATE strategy.
+CACHE_TOKEN_ROTATION_ENVIRONMENT = ServiceEnvironment(
+    service="cache-token-rotation",
+    required=frozenset(
+        {EnvVar.REDIS_HOST, EnvVar.REDIS_AUTH_SECRET_ARN, EnvVar.CACHE_REPLICATION_GROUP_ID}
+    ),
+    optional=frozenset({EnvVar.REDIS_PORT, EnvVar.REDIS_TLS, EnvVar.LOG_LEVEL}),
+    db_logins=(),
+)
+CACHE_TOKEN_ROTATION_HANDLER = "services.rotation.cache_token.handler"
+CACHE_AUTH_TOKEN_SPECIALS = "!&#$^<>-"
+"""The only special characters ElastiCache accepts in an AUTH token (16-128 printable
+characters; https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/auth.html)."""
+CACHE_AUTH_TOKEN_LENGTH = 64
 
 
 def env_flag(value: bool) -> str:

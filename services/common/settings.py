@@ -251,6 +251,19 @@ class KeysSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CacheTokenRotationSettings:
+    """The cache AUTH token's rotation function (issue 14, item 7)."""
+
+    redis: RedisSettings
+    """The primary endpoint the new token is tested against; `auth_secret_arn` is the one
+    secret this function rotates."""
+    replication_group_id: str
+    """The replication group whose token is changed (CACHE_REPLICATION_GROUP_ID)."""
+    log_level: str
+    aws_region: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class MediaSettings:
     """Where sources come from, how they are checked and transcoded, where outputs go."""
 
@@ -472,6 +485,25 @@ def load_keys_settings(environ: Mapping[str, str] | None = None) -> KeysSettings
     return KeysSettings(
         content_key_secret_arn=env.text(EnvVar.CONTENT_KEY_SECRET_ARN),
         public_keys=_public_keys(env),
+        log_level=env.choice(EnvVar.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS),
+        aws_region=_region(env),
+    )
+
+
+def load_cache_token_rotation_settings(
+    environ: Mapping[str, str] | None = None,
+) -> CacheTokenRotationSettings:
+    """Settings of the cache token's rotation function; it reads no database and no token
+    from its environment (the token is the secret it rotates)."""
+    env = _Env(os.environ if environ is None else environ)
+    return CacheTokenRotationSettings(
+        redis=RedisSettings(
+            host=env.text(EnvVar.REDIS_HOST),
+            port=env.integer(EnvVar.REDIS_PORT, 6379, low=1, high=65535),
+            tls=env.boolean(EnvVar.REDIS_TLS, True),
+            auth_secret_arn=env.text(EnvVar.REDIS_AUTH_SECRET_ARN),
+        ),
+        replication_group_id=env.text(EnvVar.CACHE_REPLICATION_GROUP_ID),
         log_level=env.choice(EnvVar.LOG_LEVEL, DEFAULT_LOG_LEVEL, LOG_LEVELS),
         aws_region=_region(env),
     )
