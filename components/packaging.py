@@ -95,6 +95,16 @@ KEYS_SOURCES = (
     "services/keys",
 )
 KEYS_DISTRIBUTIONS = ("cryptography",)
+# The secrets' rotation functions (issue 14, item 7): the shared code and `services/rotation`
+# (the four-step protocol and each credential's handler); one archive, one handler per secret.
+# The cache token's test step speaks to the cache with `redis`; boto3 is the runtime's.
+ROTATION_SOURCES = (
+    "services/__init__.py",
+    "services/contract.py",
+    "services/common",
+    "services/rotation",
+)
+ROTATION_DISTRIBUTIONS = ("redis",)
 MIGRATIONS_DIR = "services/migrations"
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -684,6 +694,17 @@ def build_keys_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) -> 
     )
 
 
+def build_rotation_package(*, root: Path = REPO_ROOT, out_dir: Path = BUILD_DIR) -> LambdaPackage:
+    """The rotation functions' package: the shared code, `services/rotation` and redis."""
+    return build_package(
+        "rotation",
+        root=root,
+        out_dir=out_dir,
+        sources=ROTATION_SOURCES,
+        distributions=ROTATION_DISTRIBUTIONS,
+    )
+
+
 def migrations_fingerprint(root: Path = REPO_ROOT) -> str:
     """SHA-256 over the migration files' names and contents: changes exactly when the
     schema the services expect changes."""
@@ -800,7 +821,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for wheel in locked_wheels().values():
                 print(f"{wheel.path.relative_to(REPO_ROOT)}  sha256:{wheel.sha256}")
         else:
-            for build in (build_api_package, build_migrate_package, build_keys_package):
+            for build in (
+                build_api_package,
+                build_migrate_package,
+                build_keys_package,
+                build_rotation_package,
+            ):
                 package = build()
                 print(f"{package.archive_path()}  {package.sha256_base64}")
     except PackagingError as error:

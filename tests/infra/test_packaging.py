@@ -31,6 +31,7 @@ from components.packaging import (
     build_keys_package,
     build_migrate_package,
     build_package,
+    build_rotation_package,
     locked_wheels,
     migrations_fingerprint,
     parse_lock,
@@ -331,6 +332,33 @@ def test_m8_keys_archive_holds_the_key_service_and_only_cryptographys_closure(
     } <= entries
     assert not [
         e for e in entries if e.startswith(("services/api/", "services/migrations/", "pg8000"))
+    ]
+
+
+def test_i14_7_rotation_archive_holds_the_protocol_its_handlers_and_only_redis(
+    wheels, services_copy, tmp_path
+):
+    rotation = services_copy / "services" / "rotation"
+    (rotation / "cache_token.py").write_text("def handler(event, context):\n    return None\n")
+    package = build_rotation_package(root=services_copy, out_dir=tmp_path / "out")
+    assert package.path == (tmp_path / "out" / "rotation.zip").resolve()
+    assert set(package.distributions) == {"redis==8.2.0"}
+    entries = set(package.entries)
+    assert {
+        "services/__init__.py",
+        "services/contract.py",
+        "services/common/redis_client.py",
+        "services/common/aws.py",
+        "services/rotation/__init__.py",
+        "services/rotation/protocol.py",
+        "services/rotation/cache_token.py",
+        "redis/__init__.py",
+    } <= entries
+    assert not [
+        e
+        for e in entries
+        if e.startswith(("services/api/", "services/keys/", "services/migrations/", "pg8000"))
+        or e.startswith(("cryptography", "services/worker/"))
     ]
 
 
