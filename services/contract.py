@@ -72,6 +72,11 @@ class EnvVar:
     PLAYBACK_SIGNING_SECRET_ARN = "PLAYBACK_SIGNING_SECRET_ARN"
     PLAYBACK_GRANT_SECONDS = "PLAYBACK_GRANT_SECONDS"
     PLAYBACK_PUBLIC_KEYS = "PLAYBACK_PUBLIC_KEYS"
+    # API key rotation
+    API_KEY_SECRET_ARN = "API_KEY_SECRET_ARN"
+    API_KEY_NAME = "API_KEY_NAME"
+    API_KEY_ID = "API_KEY_ID"
+    API_USAGE_PLAN_ID = "API_USAGE_PLAN_ID"
     # Set by Lambda and ECS themselves, never by the infrastructure code.
     AWS_REGION = "AWS_REGION"
     AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
@@ -207,6 +212,27 @@ CACHE_AUTH_TOKEN_SPECIALS = "!&#$^<>-"
 """The only special characters ElastiCache accepts in an AUTH token (16-128 printable
 characters; https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/auth.html)."""
 CACHE_AUTH_TOKEN_LENGTH = 64
+
+
+# Rotation of the API key (issue 14, item 7): a Secrets Manager rotation function that issues
+# a new API Gateway key into the usage plan and retires the key before the previous one.
+API_KEY_ROTATION_ENVIRONMENT = ServiceEnvironment(
+    service="api-key-rotation",
+    required=frozenset(
+        {
+            EnvVar.API_KEY_SECRET_ARN,
+            EnvVar.API_KEY_NAME,
+            EnvVar.API_KEY_ID,
+            EnvVar.API_USAGE_PLAN_ID,
+        }
+    ),
+    optional=frozenset({EnvVar.LOG_LEVEL}),
+    db_logins=(),
+)
+API_KEY_ROTATION_HANDLER = "services.rotation.api_key.handler"
+API_KEY_LENGTH = 40
+"""Characters of every API key value the stack makes (Pulumi's first, the rotation's later):
+letters and digits only, as API Gateway requires of a value it is given (20-128 characters)."""
 
 
 def env_flag(value: bool) -> str:
