@@ -22,8 +22,8 @@ from services.common.cache import VideoCache
 from services.common.db import Database
 from services.common.invocation import function_timeout
 from services.common.logs import configure_logging
-from services.common.redis_client import create_redis
-from services.common.secrets import SecretCache, db_credentials, redis_token
+from services.common.redis_client import create_redis, redis_auth
+from services.common.secrets import SecretCache, db_credentials
 from services.common.settings import (
     ApiSettings,
     CommonSettings,
@@ -181,9 +181,8 @@ def build_app(api_settings: ApiSettings, function_timeout: float) -> ApiApp:
 
 
 def _build_cache(settings: CommonSettings, secrets: SecretCache, timeout: float) -> VideoCache:
-    token = redis_token(
-        secrets, secret_arn=settings.redis.auth_secret_arn, token=settings.redis.auth_token
-    )
+    # A token the cache refuses (rotated twice since it was read) is re-read once.
+    token = redis_auth(secrets, settings.redis)
     client = create_redis(settings.redis, token, client_name="media-api", timeout=timeout)
     return VideoCache(client, settings.cache_ttl_seconds, bypass_seconds=CACHE_BYPASS_SECONDS)
 

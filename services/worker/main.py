@@ -20,8 +20,8 @@ from services.common.cache import VideoCache
 from services.common.db import Database, DatabaseAuthError, DatabaseUnavailable
 from services.common.logs import configure_logging
 from services.common.migrations import MigrationError, require_current_schema
-from services.common.redis_client import create_redis
-from services.common.secrets import CredentialsError, SecretCache, db_credentials, redis_token
+from services.common.redis_client import create_redis, redis_auth
+from services.common.secrets import CredentialsError, SecretCache, db_credentials
 from services.common.settings import SettingsError, WorkerSettings, load_worker_settings
 from services.worker.consumer import StopSignal, Worker, WorkerDeps
 from services.worker.heartbeat import heartbeat_path, write_heartbeat
@@ -89,9 +89,8 @@ def build_worker(settings: WorkerSettings, stop: StopSignal) -> Worker | None:
     )
     if not wait_for_schema(database, settings, stop):
         return None
-    token = redis_token(
-        secrets, secret_arn=common.redis.auth_secret_arn, token=common.redis.auth_token
-    )
+    # A token the cache refuses (rotated twice since it was read) is re-read once.
+    token = redis_auth(secrets, common.redis)
     cache = VideoCache(
         create_redis(common.redis, token, client_name="media-worker"), common.cache_ttl_seconds
     )
