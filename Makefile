@@ -3,7 +3,7 @@ PYTHON ?= python3
 STACK ?= dev
 REGION ?=
 
-.PHONY: install plan test time-tests lint schema bench cost preflight diagram
+.PHONY: install plan test time-tests lint schema bench cost preflight diagram base-image
 
 install:
 	$(PYTHON) -m pip install -r requirements-dev.txt
@@ -20,6 +20,12 @@ cost:
 # Read-only checks of the account the AWS credentials point at, before `pulumi up`.
 preflight:
 	$(PYTHON) -m offline.preflight $(STACK) $(if $(REGION),--region $(REGION))
+
+# The worker's base image pin (services/worker/Dockerfile's FROM line) against Docker Hub: exit 1
+# when the tag has moved or the pinned digest no longer resolves; WRITE=1 re-pins at the tag's
+# digest, TAG=<tag> WRITE=1 moves to another tag (scripts/refresh_base_image.py).
+base-image:
+	$(PYTHON) scripts/refresh_base_image.py $(if $(WRITE),--write,--check) $(if $(TAG),--tag $(TAG))
 
 # docs/architecture.dot and .svg from the dev plan (the SVG needs Graphviz's `dot`).
 diagram:

@@ -5,7 +5,9 @@
 The offline plan says what the stack would create (VPCs, Elastic IPs, NAT gateways per zone,
 reserved Lambda concurrency, the Aurora engine version, whether it sets API Gateway's logging
 role, a Docker image build); each check compares one of these with the account, using only
-Get/Describe/List calls with short timeouts, and prints one line: PASS, FAIL or WARN.
+Get/Describe/List calls with short timeouts, and prints one line: PASS, FAIL or WARN. When the
+stack builds the worker image, its Dockerfile's pinned base image must also resolve in its
+registry (anonymous Registry HTTP API v2 HEAD requests, scripts/refresh_base_image.py).
 
 Exit codes: 0 every check passed (warnings allowed); 1 a check failed; 2 no usable AWS
 credentials (nothing else is checked); 3 the stack's settings are invalid.
@@ -25,6 +27,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,7 +36,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from components.api import PublicApiSettings
 from components.database import EncryptedAuroraSettings
-from offline.engine import ProgramRun, qualify, run_stack
+from offline.engine import ROOT, ProgramRun, qualify, run_stack
+from scripts.refresh_base_image import PinError, PinStatus, RegistryError, status_of
 from stack_config import ConfigError
 
 # Named from the declarations, so a renamed key is renamed here too.
@@ -47,6 +51,7 @@ CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 2},
 )
 DOCKER_TIMEOUT_SECONDS = 15
+REPIN = "make base-image WRITE=1"
 # Pages of orderable-instance options to read before giving up (each holds up to 100).
 MAX_PAGES = 20
 
@@ -86,6 +91,8 @@ class StackNeeds:
     reserved_concurrency: int = 0
     sets_api_logging_role: bool = False
     builds_image: bool = False
+    dockerfile: str = ""
+    """The worker image's Dockerfile, relative to the repository (when it builds one)."""
 
 
 def needs_from_plan(run: ProgramRun) -> StackNeeds:
@@ -100,6 +107,7 @@ def needs_from_plan(run: ProgramRun) -> StackNeeds:
         subnet_zone.get(nat.inputs.get("subnetId"), "?")
         for nat in run.of_type("aws:ec2/natGateway:NatGateway")
     )
+    images = run.of_type("docker-build:index:Image")
     return StackNeeds(
         stack=run.stack,
         region=run.region,
@@ -114,7 +122,8 @@ def needs_from_plan(run: ProgramRun) -> StackNeeds:
             if int(function.inputs.get("reservedConcurrentExecutions") or 0) > 0
         ),
         sets_api_logging_role=bool(run.of_type("aws:apigateway/account:Account")),
-        builds_image=bool(run.of_type("docker-build:index:Image")),
+        builds_image=bool(images),
+        dockerfile=images[0].inputs.get("dockerfile", {}).get("location", "") if images else "",
     )
 
 
@@ -280,6 +289,38 @@ def check_docker(needs: StackNeeds, docker_version: Callable[[], str]) -> Check:
         return Check("docker", FAIL, f"the worker image build needs a Docker daemon: {error}")
 
 
+def check_base_image(needs: StackNeeds, base_image_status: Callable[[Path], PinStatus]) -> Check:
+    """The image build starts FROM a digest: one its registry no longer serves fails the build."""
+    if not needs.builds_image:
+        return Check("base image", PASS, "the stack builds no image")
+    try:
+        status = base_image_status(ROOT / needs.dockerfile)
+    except (PinError, RegistryError) as error:
+        return Check("base image", FAIL, f"could not check: {error}")
+    pin, now = status.pin, status.tag_digest
+    if pin.digest is None:
+        return Check("base image", FAIL, f"{pin.reference} is not pinned by digest ({REPIN})")
+    if not status.pinned_resolves:
+        return Check(
+            "base image",
+            FAIL,
+            f"{pin.reference} does not resolve in {pin.registry}: the build would fail ({REPIN})",
+        )
+    if now is None:
+        return Check(
+            "base image",
+            WARN,
+            f"{pin.reference} resolves, but its tag is gone (make base-image TAG=<tag> WRITE=1)",
+        )
+    if now != pin.digest:
+        return Check(
+            "base image",
+            WARN,
+            f"{pin.reference} resolves, but the tag now points at {now}, a rebuilt base ({REPIN})",
+        )
+    return Check("base image", PASS, f"{pin.reference} resolves (the tag's current digest)")
+
+
 # -- running them ------------------------------------------------------------------------------
 
 
@@ -305,6 +346,7 @@ def run_checks(
     needs: StackNeeds,
     client: ClientFactory,
     docker_version: Callable[[], str] = docker_server_version,
+    base_image_status: Callable[[Path], PinStatus] = status_of,
 ) -> tuple[list[Check], int]:
     try:
         identity = check_credentials(client)
@@ -323,6 +365,7 @@ def run_checks(
             ("lambda concurrency", lambda: check_lambda_concurrency(client, needs)),
             ("api logging role", lambda: check_api_logging_role(client, needs)),
             ("docker", lambda: check_docker(needs, docker_version)),
+            ("base image", lambda: check_base_image(needs, base_image_status)),
         )
     ]
     return checks, 1 if any(check.status == FAIL for check in checks) else 0

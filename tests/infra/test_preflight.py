@@ -1,7 +1,9 @@
 """`make preflight` (offline/preflight.py): read-only checks of an account before `pulumi up`,
 against moto's AWS (and botocore's Stubber for the two calls moto does not answer:
 lambda GetAccountSettings and db.serverless orderable options). One line per check, a clear
-exit code, and without credentials one FAIL line and exit 2, never a traceback."""
+exit code, and without credentials one FAIL line and exit 2, never a traceback. The worker's
+base image (issue 14, item 1) is looked up through an injected resolver, as the Docker daemon
+is; its registry client is tested over HTTP in tests/infra/test_worker_image.py."""
 
 from __future__ import annotations
 
@@ -15,14 +17,18 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 import offline.preflight
+from offline.engine import ROOT
 from offline.preflight import (
     FAIL,
     PASS,
+    WARN,
     StackNeeds,
+    check_base_image,
     client_factory,
     needs_from_plan,
     run_checks,
 )
+from scripts.refresh_base_image import PinStatus, RegistryError, read_pin
 
 REGION = "eu-central-1"
 
@@ -110,6 +116,12 @@ def docker_ok() -> str:
     return "27.3.1"
 
 
+def base_current(dockerfile) -> PinStatus:
+    """The registry still points the pinned tag at the pinned digest."""
+    pin = read_pin(dockerfile)
+    return PinStatus(pin, tag_digest=pin.digest, pinned_resolves=True)
+
+
 # -- what the plan needs ----------------------------------------------------------------------
 
 
@@ -128,6 +140,7 @@ def test_needs_come_from_the_plan_n2(dev_needs, prod_needs, dev_run, prod_run):
     assert dev_needs.engine == "aurora-postgresql"
     assert dev_needs.engine_version == "16"
     assert dev_needs.sets_api_logging_role and dev_needs.builds_image
+    assert dev_needs.dockerfile == prod_needs.dockerfile == "services/worker/Dockerfile"
 
 
 # -- a healthy account ------------------------------------------------------------------------
@@ -139,7 +152,7 @@ def test_every_check_passes_on_a_fresh_account_but_prods_reading_of_the_logging_
     """Prod reads the account's API Gateway logging role that dev owns (issue 14 item 3): on
     a fresh account only that check fails, and dev's preflight passes it (dev sets it)."""
     client = with_stubs(aws, account_settings(1000), serverless_options("16.4", "16.9", "17.5"))
-    checks, code = run_checks(prod_needs, client, docker_ok)
+    checks, code = run_checks(prod_needs, client, docker_ok, base_current)
     assert [c.name for c in checks if c.status == FAIL] == ["api logging role"]
     assert code == 1
     lines = {check.name.split(" (")[0]: check.line() for check in checks}
@@ -162,10 +175,16 @@ def test_every_check_passes_on_a_fresh_account_but_prods_reading_of_the_logging_
         "stage logging would fail (set apiManageCloudwatchRole: true" in lines["api logging role"]
     )
     client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
-    dev_role = by_name(run_checks(dev_needs, client, docker_ok)[0])["api logging role"]
+    dev_role = by_name(run_checks(dev_needs, client, docker_ok, base_current)[0])[
+        "api logging role"
+    ]
     assert "the stack sets it (apiManageCloudwatchRole; none set yet)" in dev_role.detail
     assert (
         lines["docker"] == "PASS  docker                 daemon 27.3.1 for the worker image build"
+    )
+    pinned = read_pin(ROOT / "services/worker/Dockerfile").reference
+    assert lines["base image"] == (
+        f"PASS  base image             {pinned} resolves (the tag's current digest)"
     )
 
 
@@ -186,7 +205,7 @@ def test_quotas_the_stack_would_exceed_fail_n2(aws, dev_needs):
         allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
         ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)
     client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
-    checks, code = run_checks(dev_needs, client, docker_ok)
+    checks, code = run_checks(dev_needs, client, docker_ok, base_current)
     found = by_name(checks)
     assert code == 1
     assert found["VPCs"].status == FAIL
@@ -202,7 +221,7 @@ def test_quotas_the_stack_would_exceed_fail_n2(aws, dev_needs):
 def test_reservation_above_unreserved_concurrency_fails(aws, prod_needs):
     # New accounts start with 10 concurrent executions: a 50 reservation cannot be made.
     client = with_stubs(aws, account_settings(10, total=10), serverless_options("16.9"))
-    checks, code = run_checks(prod_needs, client, docker_ok)
+    checks, code = run_checks(prod_needs, client, docker_ok, base_current)
     concurrency = by_name(checks)["lambda concurrency"]
     assert code == 1
     assert concurrency.status == FAIL
@@ -216,7 +235,7 @@ def test_reservation_above_unreserved_concurrency_fails(aws, prod_needs):
 def test_engine_version_not_offered_fails(aws, dev_needs):
     # moto's orderable catalogue has no db.serverless options at all.
     client = with_stubs(aws, account_settings(1000))
-    checks, _ = run_checks(dev_needs, client, docker_ok)
+    checks, _ = run_checks(dev_needs, client, docker_ok, base_current)
     engine = by_name(checks)["engine version"]
     assert engine.line() == (
         "FAIL  engine version         aurora-postgresql 16 on db.serverless in eu-central-1: "
@@ -226,14 +245,16 @@ def test_engine_version_not_offered_fails(aws, dev_needs):
 
 def test_pinned_engine_version_must_be_offered_exactly(aws, dev_needs):
     client = with_stubs(aws, account_settings(1000), serverless_options("16.4", "16.9"))
-    checks, _ = run_checks(replace(dev_needs, engine_version="16.2"), client, docker_ok)
+    checks, _ = run_checks(
+        replace(dev_needs, engine_version="16.2"), client, docker_ok, base_current
+    )
     assert by_name(checks)["engine version"].status == FAIL
 
 
 def test_api_logging_role_missing_fails_unless_the_stack_sets_it(aws, dev_needs):
     needs = replace(dev_needs, sets_api_logging_role=False)
     client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
-    role = by_name(run_checks(needs, client, docker_ok)[0])["api logging role"]
+    role = by_name(run_checks(needs, client, docker_ok, base_current)[0])["api logging role"]
     assert role.status == FAIL
     assert "stage logging would fail (set apiManageCloudwatchRole: true" in role.detail
     arn = "arn:aws:iam::123456789012:role/apigw-logs"
@@ -241,7 +262,7 @@ def test_api_logging_role_missing_fails_unless_the_stack_sets_it(aws, dev_needs)
         patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": arn}]
     )
     client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
-    role = by_name(run_checks(needs, client, docker_ok)[0])["api logging role"]
+    role = by_name(run_checks(needs, client, docker_ok, base_current)[0])["api logging role"]
     assert role.line() == f"PASS  api logging role       set for the account: {arn}"
 
 
@@ -250,7 +271,7 @@ def test_docker_missing_fails_the_image_build_check(aws, dev_needs):
         raise RuntimeError("docker is not installed")
 
     client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
-    checks, code = run_checks(dev_needs, client, no_docker)
+    checks, code = run_checks(dev_needs, client, no_docker, base_current)
     assert code == 1
     assert by_name(checks)["docker"].line() == (
         "FAIL  docker                 the worker image build needs a Docker daemon: "
@@ -265,7 +286,7 @@ def test_a_refused_call_is_a_fail_line_not_a_traceback(aws, dev_needs):
     stubber.add_client_error("get_account", "AccessDeniedException", "not allowed", 403)
     stubber.activate()
     checks, code = run_checks(
-        dev_needs, lambda s: apigateway if s == "apigateway" else base(s), docker_ok
+        dev_needs, lambda s: apigateway if s == "apigateway" else base(s), docker_ok, base_current
     )
     assert code == 1
     assert by_name(checks)["api logging role"].detail == (
@@ -289,3 +310,76 @@ def test_without_credentials_one_clear_line_and_exit_2(
     fails = [line for line in text.splitlines() if line.startswith("FAIL")]
     assert fails == ["FAIL  credentials            no AWS credentials found (AWS_PROFILE or keys)"]
     assert text.splitlines()[-1] == "0/1 passed: no credentials"
+
+
+# -- the worker's base image (issue 14, item 1) ------------------------------------------------
+
+
+def base_image_check(dev_needs, tag_digest="pinned", pinned_resolves=True, error=None):
+    """check_base_image with the registry answering as told; the pin is the committed one."""
+    seen = []
+
+    def status(dockerfile) -> PinStatus:
+        seen.append(dockerfile)
+        if error:
+            raise error
+        pin = read_pin(dockerfile)
+        now = pin.digest if tag_digest == "pinned" else tag_digest
+        return PinStatus(pin, tag_digest=now, pinned_resolves=pinned_resolves)
+
+    check = check_base_image(dev_needs, status)
+    return check, seen
+
+
+REBUILT = "sha256:" + "b" * 64
+
+
+def test_issue14_1_base_image_check_reads_the_planned_dockerfile(dev_needs):
+    check, seen = base_image_check(dev_needs)
+    assert seen == [ROOT / "services/worker/Dockerfile"]
+    pinned = read_pin(seen[0])
+    assert pinned.digest and pinned.digest in check.detail
+    assert check.status == PASS
+
+
+def test_issue14_1_a_pinned_digest_the_registry_no_longer_serves_fails(dev_needs):
+    check, _ = base_image_check(dev_needs, tag_digest=REBUILT, pinned_resolves=False)
+    pin = read_pin(ROOT / "services/worker/Dockerfile")
+    assert check.line() == (
+        f"FAIL  base image             {pin.reference} does not resolve in "
+        "https://registry-1.docker.io: the build would fail (make base-image WRITE=1)"
+    )
+
+
+def test_issue14_1_a_moved_tag_warns_but_does_not_fail(aws, dev_needs):
+    check, _ = base_image_check(dev_needs, tag_digest=REBUILT)
+    pin = read_pin(ROOT / "services/worker/Dockerfile")
+    assert (check.status, check.detail) == (
+        WARN,
+        f"{pin.reference} resolves, but the tag now points at {REBUILT}, a rebuilt base "
+        "(make base-image WRITE=1)",
+    )
+    gone, _ = base_image_check(dev_needs, tag_digest=None)
+    assert gone.status == WARN
+    assert gone.detail.endswith("resolves, but its tag is gone (make base-image TAG=<tag> WRITE=1)")
+    # Warnings leave the exit code at 0 when everything else passes.
+    client = with_stubs(aws, account_settings(1000), serverless_options("16.9"))
+    moved = lambda dockerfile: PinStatus(read_pin(dockerfile), REBUILT, True)  # noqa: E731
+    checks, code = run_checks(dev_needs, client, docker_ok, moved)
+    assert (by_name(checks)["base image"].status, code) == (WARN, 0)
+
+
+def test_issue14_1_an_unreachable_registry_is_a_fail_line(dev_needs):
+    error = RegistryError(
+        "HEAD https://registry-1.docker.io/v2/...: [Errno 111] Connection refused"
+    )
+    check, _ = base_image_check(dev_needs, error=error)
+    assert check.line() == (
+        "FAIL  base image             could not check: HEAD https://registry-1.docker.io/v2/...: "
+        "[Errno 111] Connection refused"
+    )
+
+
+def test_issue14_1_a_stack_running_a_prebuilt_image_skips_the_base_image(dev_needs):
+    check, seen = base_image_check(replace(dev_needs, builds_image=False, dockerfile=""))
+    assert (check.status, check.detail, seen) == (PASS, "the stack builds no image", [])

