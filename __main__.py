@@ -11,7 +11,11 @@ from components.account import DeploymentTarget
 from components.api import API_STEM, ApiBackend, PublicApi, PublicApiArgs
 from components.audit import AuditTrail, AuditTrailArgs, AuditTrailMode, trail_bucket_arn
 from components.backup import DatabaseBackups, DatabaseBackupsArgs
-from components.cache import RedisReplicationGroup, RedisReplicationGroupArgs
+from components.cache import (
+    RedisReplicationGroup,
+    RedisReplicationGroupArgs,
+    TokenRotationPlacement,
+)
 from components.database import EncryptedAurora, EncryptedAuroraArgs
 from components.delivery import KEYS_STEM, MediaDistribution, MediaDistributionArgs, PlaybackTarget
 from components.functions import function_role_arn
@@ -29,6 +33,7 @@ from components.packaging import (
     build_api_package,
     build_keys_package,
     build_migrate_package,
+    build_rotation_package,
     migrations_fingerprint,
 )
 from components.schema import SchemaMigrations, SchemaMigrationsArgs
@@ -110,9 +115,23 @@ if settings.backups.enabled:
         ),
         on_provider,
     )
+# One archive for the secrets' rotation functions (issue 14, item 7).
+rotation_package = build_rotation_package()
 cache = RedisReplicationGroup(
     "cache",
-    RedisReplicationGroupArgs.of(settings.cache, **data_store, storage_key_arn=keys.cache.arn),
+    RedisReplicationGroupArgs.of(
+        settings.cache,
+        **data_store,
+        storage_key_arn=keys.cache.arn,
+        # The AUTH token's rotation function runs in the app subnets, like the API.
+        token_rotation=TokenRotationPlacement(
+            subnet_ids=network.app_subnet_ids,
+            placement_ready=network.app_prerequisites,
+            code_path=rotation_package.archive_path(),
+            code_sha256=rotation_package.sha256_base64,
+            network_grants=(aws_apis("cache-rotation"),),
+        ),
+    ),
     on_provider,
 )
 

@@ -31,19 +31,23 @@ def private_bucket(
     physical: pulumi.Output[str],
     protect_data: bool,
     parent: pulumi.Resource,
+    region: str | None = None,
 ) -> PrivateBucket:
+    """`region`: where the bucket and its settings live; default None, the stack's region."""
     child = pulumi.ResourceOptions(parent=parent)
     bucket = aws.s3.Bucket(
         resource_name,
         bucket=physical,
         force_destroy=Lifecycle(protect_data).destroyable,
         tags=physical.apply(name_tag),
+        region=region,
         opts=data_store_options(parent, protect_data),
     )
     aws.s3.BucketOwnershipControls(
         f"{resource_name}-ownership",
         bucket=bucket.id,
         rule={"object_ownership": "BucketOwnerEnforced"},
+        region=region,
         opts=child,
     )
     block = aws.s3.BucketPublicAccessBlock(
@@ -53,6 +57,7 @@ def private_bucket(
         block_public_policy=True,
         ignore_public_acls=True,
         restrict_public_buckets=True,
+        region=region,
         opts=child,
     )
     return PrivateBucket(bucket, block)
@@ -64,14 +69,17 @@ def versioned_and_key_encrypted(
     key_arn: pulumi.Input[str],
     *,
     parent: pulumi.Resource,
-) -> None:
+    region: str | None = None,
+) -> aws.s3.BucketVersioning:
     """Versioning on, and SSE-KMS with `key_arn` for every object a request does not encrypt
-    otherwise (bucket keys: one data key per bucket instead of a KMS call per object)."""
+    otherwise (bucket keys: one data key per bucket instead of a KMS call per object). The
+    versioning is returned for what needs it first (replication)."""
     child = pulumi.ResourceOptions(parent=parent)
-    aws.s3.BucketVersioning(
+    versioning = aws.s3.BucketVersioning(
         f"{resource_name}-versioning",
         bucket=bucket.id,
         versioning_configuration={"status": "Enabled"},
+        region=region,
         opts=child,
     )
     aws.s3.BucketServerSideEncryptionConfiguration(
@@ -86,8 +94,10 @@ def versioned_and_key_encrypted(
                 "bucket_key_enabled": True,
             }
         ],
+        region=region,
         opts=child,
     )
+    return versioning
 
 
 def deny_insecure_transport(bucket_arn: pulumi.Input[str]) -> dict[str, Any]:

@@ -5,12 +5,19 @@ a primary and replicas spread round-robin over the zones with Multi-AZ automatic
 encrypted at rest with the cache CMK, TLS plus an AUTH token kept in Secrets Manager, slow
 and engine logs in encrypted log groups, and alarms on engine CPU, memory and evictions.
 Turning TLS off is one explicit flag that logs a warning and drops the token and its secret.
+
+The token rotates (issue 14, item 7): a Secrets Manager rotation function of its own
+(`services/rotation/cache_token.py`, in the app subnets, admitted to the cache port) gives the
+group a new token every `cacheAuthTokenRotationDays` with ElastiCache's ROTATE strategy, which
+keeps the two most recent tokens valid: each token works until the rotation after the one
+that replaced it. `pulumi up` writes only the first token; from then on the group's token and
+the secret's versions are the rotation's, so the program ignores both (PITFALLS 147).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
@@ -23,10 +30,19 @@ from components.aws_limits import (
 )
 from components.data_tier import DataStore, DataStorePlacement
 from components.firewall import REDIS, RoleSecurityGroup
+from components.functions import VpcFunctionArgs
+from components.iam import Grant, attach_grants
 from components.logs import encrypted_log_group
 from components.naming import NameKind, check_name, member_cluster_ids, name_tag
 from components.observability import metric_alarm
-from components.secrets import stored_secret
+from components.placement import NetworkGrant
+from components.rotation import (
+    ROTATION_DAYS_RANGE,
+    SecretRotationArgs,
+    SecretRotator,
+    rotated_secret,
+    rotation_function,
+)
 from components.tunables import Problem, Tunables, tunable
 from components.windows import (
     DAILY_FORM,
@@ -35,6 +51,13 @@ from components.windows import (
     WEEKLY_WINDOW,
     window_pair_rules,
 )
+from services.contract import (
+    CACHE_AUTH_TOKEN_LENGTH,
+    CACHE_AUTH_TOKEN_SPECIALS,
+    CACHE_TOKEN_ROTATION_HANDLER,
+    EnvVar,
+    env_flag,
+)
 
 # ElastiCache accepts TransitEncryptionMode (set to `required` here) from Redis 7.0.5 on;
 # Valkey has it in every version.
@@ -42,9 +65,15 @@ TLS_MODE_TOO_OLD = {"redis": ("6.2",)}
 # With cluster mode disabled a group holds one primary and up to five replicas.
 MIN_NODES, MAX_NODES = 2, 6
 LOG_TYPES = ("slow-log", "engine-log")
-# ElastiCache accepts only these specials in an AUTH token (16-128 printable characters).
-AUTH_TOKEN_SPECIALS = "!&#$^<>-"
-AUTH_TOKEN_LENGTH = 64
+# ElastiCache accepts only these specials in an AUTH token (16-128 printable characters);
+# the rotation function makes its tokens from the same contract.
+AUTH_TOKEN_SPECIALS = CACHE_AUTH_TOKEN_SPECIALS
+AUTH_TOKEN_LENGTH = CACHE_AUTH_TOKEN_LENGTH
+ROTATION_STEM = "cache-rotation"
+# The test step waits for the group to apply a new token (minutes on a busy group), inside
+# Lambda's 15-minute limit.
+ROTATION_TIMEOUT_SECONDS = 300
+ROTATION_ACTIONS = ("elasticache:DescribeReplicationGroups", "elasticache:ModifyReplicationGroup")
 
 
 def node_zones(zones: Sequence[str], node_count: int) -> list[str]:
@@ -117,6 +146,16 @@ class RedisReplicationGroupSettings(Tunables):
         pattern=WEEKLY_WINDOW,
         allowed=WEEKLY_FORM,
     )
+    auth_token_rotation_days: int = tunable(
+        "cacheAuthTokenRotationDays",
+        30,
+        "Days between rotations of the AUTH token (issue 14, item 7): a rotation function "
+        "gives the group a new token with ElastiCache's ROTATE strategy; each token works "
+        "until the rotation after the one that replaced it. 0: never rotates (warned in the "
+        "preview). Ignored with cacheTransitEncryption false (no token).",
+        range=ROTATION_DAYS_RANGE,
+        also=(0,),
+    )
     cpu_alarm_percent: int = tunable(
         "alarmCacheCpuPercent",
         75,
@@ -127,6 +166,11 @@ class RedisReplicationGroupSettings(Tunables):
     @property
     def parameter_group_family(self) -> str:
         return cache_parameter_group_family(self.engine, self.engine_version)
+
+    @property
+    def rotates_token(self) -> bool:
+        """Whether the group has an AUTH token and it rotates."""
+        return self.transit_encryption and self.auth_token_rotation_days > 0
 
     def rules(self) -> list[Problem]:
         problems = []
@@ -159,6 +203,40 @@ class RedisReplicationGroupSettings(Tunables):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TokenRotationPlacement:
+    """Where the AUTH token's rotation function runs, and its code."""
+
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private app subnets with a path to Secrets Manager and the ElastiCache API, at least
+    two (required)."""
+    code_path: str
+    """The rotation functions' zip (`components.packaging.build_rotation_package`)
+    (required)."""
+    code_sha256: str
+    """Base64 SHA-256 of that zip (required)."""
+    network_grants: Sequence[NetworkGrant] = ()
+    """Called with the function's security group before it exists (the network's
+    `grant_aws_apis`); the cache admits the function itself. Default none."""
+    placement_ready: Sequence[pulumi.Resource] = ()
+    """The app subnets' routes and endpoints; the function waits for them. Default none."""
+    log_level: str = "INFO"
+    """The function's log level; default INFO."""
+
+    def problems(self) -> list[str]:
+        problems = []
+        if len(self.subnet_ids) < 2:
+            problems.append(
+                f"token_rotation.subnet_ids: {len(self.subnet_ids)} given, allowed at least 2"
+            )
+        if not self.code_path or not self.code_sha256:
+            problems.append(
+                "token_rotation.code_path/code_sha256: allowed a built package "
+                "(components.packaging.build_rotation_package)"
+            )
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
 class RedisReplicationGroupArgs(RedisReplicationGroupSettings, DataStorePlacement):
     """Inputs of `RedisReplicationGroup`: its settings, its placement and these.
 
@@ -169,11 +247,22 @@ class RedisReplicationGroupArgs(RedisReplicationGroupSettings, DataStorePlacemen
 
     memory_alarm_percent: int = 80
     """DatabaseMemoryUsagePercentage per node that alarms when sustained; default 80."""
+    token_rotation: TokenRotationPlacement | None = field(default=None)
+    """Where the token's rotation function runs; required while the token rotates
+    (`rotates_token`), unused otherwise. Default None."""
 
     def validate(self) -> None:
         problems = self.tunable_problems() + self.placement_problems()
         if not 1 <= self.memory_alarm_percent <= 100:
             problems.append(f"memory_alarm_percent={self.memory_alarm_percent}: allowed 1..100")
+        if self.rotates_token and self.token_rotation is None:
+            problems.append(
+                "token_rotation: required while the AUTH token rotates (the rotation "
+                f"function's subnets and code; {self.key_of('auth_token_rotation_days')} 0 "
+                "turns rotation off)"
+            )
+        elif self.rotates_token and self.token_rotation is not None:
+            problems += self.token_rotation.problems()
         if problems:
             raise ValueError("RedisReplicationGroupArgs: " + "; ".join(problems))
 
@@ -186,6 +275,7 @@ class RedisReplicationGroup(DataStore):
     port: int
     transit_encryption: bool
     auth_secret_arn: pulumi.Output[str] | None
+    token_rotation: SecretRotator | None
     security_group: RoleSecurityGroup
     replication_group_id: str
     node_count: int
@@ -227,6 +317,7 @@ class RedisReplicationGroup(DataStore):
         self.primary_endpoint = self.group.primary_endpoint_address
         self.reader_endpoint = self.group.reader_endpoint_address
         self.auth_secret_arn = self._auth_secret(token) if token is not None else None
+        self.token_rotation = self._token_rotation()
         self._alarms()
         self.register_outputs(
             {
@@ -302,6 +393,7 @@ class RedisReplicationGroup(DataStore):
             transit_encryption_enabled=tls,
             transit_encryption_mode="required" if tls else None,
             auth_token=token,
+            # Only used when the token changes: keeps the old one valid beside the new.
             auth_token_update_strategy="ROTATE" if tls else None,
             snapshot_retention_limit=args.snapshot_retention_days,
             snapshot_window=args.snapshot_window,
@@ -321,12 +413,15 @@ class RedisReplicationGroup(DataStore):
                 for log_type in LOG_TYPES
             ],
             tags=name_tag(self.replication_group_id),
-            opts=self._child,
+            # After its first token the group's token is the rotation's (PITFALLS 147): a
+            # changed input must not set it back (nor cut the current one off). Also with
+            # rotation off: a stack that has rotated keeps the token it has.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["authToken"] if tls else None),
         )
 
     def _auth_secret(self, token: pulumi.Output[str]) -> pulumi.Output[str]:
         args = self._args
-        secret, _ = stored_secret(
+        secret, _ = rotated_secret(
             f"{self._name}-auth-secret",
             namer=args.namer,
             stem="cache-auth-token",
@@ -337,6 +432,79 @@ class RedisReplicationGroup(DataStore):
             parent=self,
         )
         return secret.arn
+
+    # -- token rotation (issue 14, item 7) -------------------------------------------------
+    def _token_rotation(self) -> SecretRotator | None:
+        args = self._args
+        if self.auth_secret_arn is None:
+            return None
+        if not args.rotates_token:
+            pulumi.log.warn(
+                f"{self._name}: {args.key_of('auth_token_rotation_days')} is 0 — the cache's "
+                "AUTH token never rotates (issue 14, item 7 opt-out); anyone who once read it "
+                "keeps access while the network lets them reach the cache.",
+                resource=self,
+            )
+            return None
+        assert args.token_rotation is not None  # validate() requires it
+        return rotation_function(
+            f"{self._name}-rotation",
+            SecretRotationArgs(
+                secret_arn=self.auth_secret_arn,
+                secret_key_arn=args.secret_key_arn,
+                function=self._rotation_function_args(args.token_rotation),
+                rotation_days=args.auth_token_rotation_days,
+            ),
+            parent=self,
+        )
+
+    def _rotation_function_args(self, placement: TokenRotationPlacement) -> VpcFunctionArgs:
+        args = self._args
+        group = RoleSecurityGroup(
+            f"{self._name}-rotation-sg",
+            role=ROTATION_STEM,
+            description="Cache token rotation Lambda: the cache port and AWS APIs only",
+            vpc_id=args.vpc_id,
+            namer=args.namer,
+            parent=self,
+        )
+        self.allow_from(group)
+        for grant in placement.network_grants:
+            grant(group)
+        assert self.auth_secret_arn is not None
+        return VpcFunctionArgs(
+            stem=ROTATION_STEM,
+            description=f"Rotates the AUTH token of the {self.replication_group_id} cache",
+            handler=CACHE_TOKEN_ROTATION_HANDLER,
+            code_path=placement.code_path,
+            code_sha256=placement.code_sha256,
+            subnet_ids=placement.subnet_ids,
+            security_group=group,
+            environment={
+                EnvVar.REDIS_HOST: self.primary_endpoint,
+                EnvVar.REDIS_PORT: str(self.port),
+                EnvVar.REDIS_TLS: env_flag(True),
+                EnvVar.REDIS_AUTH_SECRET_ARN: self.auth_secret_arn,
+                EnvVar.CACHE_REPLICATION_GROUP_ID: self.replication_group_id,
+                EnvVar.LOG_LEVEL: placement.log_level,
+            },
+            namer=args.namer,
+            context=args.context,
+            logs_key_arn=args.logs_key_arn,
+            # The environment is encrypted with the Secrets Manager key, like the secret.
+            environment_key_arn=args.secret_key_arn,
+            log_retention_days=args.log_retention_days,
+            log_level=placement.log_level,
+            timeout_seconds=ROTATION_TIMEOUT_SECONDS,
+            access_grants={"elasticache": self._grant_token_change},
+            # Its rules into the cache and to the AWS APIs, the subnets' routes and endpoints.
+            start_after=[*group.access_rules, *placement.placement_ready],
+        )
+
+    def _grant_token_change(self, resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
+        """Describe and modify exactly this replication group (its token)."""
+        grant = Grant("ChangeOwnAuthToken", ROTATION_ACTIONS, (self.group.arn,))
+        return attach_grants(resource_name, role, [grant], parent=self)
 
     def _alarms(self) -> None:
         args = self._args

@@ -23,7 +23,8 @@ from components.naming import Namer, name_tag
 from components.tunables import Problem, Tunables, tunable
 
 # Interface endpoints for the AWS APIs the workloads call (N6): image pulls, logs, secrets,
-# keys, the queue, the stream, STS for SDK credential chains and X-Ray for traces.
+# keys, the queue, the stream, STS for SDK credential chains, X-Ray for traces and the
+# ElastiCache API (the cache token's rotation changes the group's token).
 INTERFACE_ENDPOINT_SERVICES = (
     "ecr.api",
     "ecr.dkr",
@@ -34,6 +35,7 @@ INTERFACE_ENDPOINT_SERVICES = (
     "kinesis-streams",
     "sts",
     "xray",
+    "elasticache",
 )
 DATA_PORTS = (POSTGRES, REDIS, NFS)
 EPHEMERAL_PORTS = (1024, 65535)

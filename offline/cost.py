@@ -568,6 +568,9 @@ USAGE: dict[str, str] = {
     "with a copy region, cross-region transfer per GB",
     "aws:s3/bucket:Bucket": "GB-month stored per storage class, PUT/GET requests, "
     "lifecycle transitions",
+    "aws:s3/bucketReplicationConfig:BucketReplicationConfig": "GB replicated to another "
+    "region (inter-region transfer) and the KMS requests of re-encryption; the replicas are "
+    "stored and billed in the replica bucket",
     "aws:cloudwatch/logGroup:LogGroup": "GB ingested and GB-month stored until retention",
     "aws:cloudtrail/trail:Trail": "first copy of management events is free; data events per "
     "100,000; its S3 and CloudWatch Logs delivery",

@@ -265,16 +265,23 @@ def _media_rules(settings: StackSettings) -> list[str]:
 
 
 def _cross_tier_rules(settings: StackSettings) -> list[str]:
-    """Rules that span tiers: the media path's sizes, and what data protection forbids."""
+    """Rules that span tiers: the media path's sizes, second regions apart from the stack's,
+    and what data protection forbids."""
     problems = _media_rules(settings)
-    if settings.backups.copy_region and settings.backups.copy_region == settings.region:
-        problems.append(
-            render(
-                DatabaseBackupSettings.key_of("copy_region"),
-                settings.backups.copy_region,
-                "a region other than the stack's (a copy beside the original protects nothing)",
+    second_regions = (
+        (DatabaseBackupSettings.key_of("copy_region"), settings.backups.copy_region, "a copy"),
+        (AuditTrailSettings.key_of("replica_region"), settings.audit.replica_region, "a replica"),
+    )
+    for key, region, kept in second_regions:
+        if region and region == settings.region:
+            problems.append(
+                render(
+                    key,
+                    region,
+                    f"a region other than the stack's ({kept} beside the original protects "
+                    "nothing)",
+                )
             )
-        )
     if not settings.protection.protect_data:
         return problems
     protected = f"when {StackWide.key_of('data_protection')} is true"

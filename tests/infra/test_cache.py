@@ -13,6 +13,7 @@ from components.aws_limits import cache_parameter_group_family
 from components.cache import (
     RedisReplicationGroup,
     RedisReplicationGroupArgs,
+    TokenRotationPlacement,
     node_zones,
 )
 from components.firewall import RoleSecurityGroup
@@ -30,6 +31,13 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 SECRET_ARN = (
     f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-cache-auth-token-test-AbCdEf"
 )
+ROTATION_WARNING = (
+    "cache: cacheAuthTokenRotationDays is 0 — the cache's AUTH token never rotates (issue 14, "
+    "item 7 opt-out); anyone who once read it keeps access while the network lets them reach "
+    "the cache."
+)
+APP_SUBNETS = ["subnet-app-a", "subnet-app-b"]
+ROTATION_CODE = "build/lambda/rotation.zip"
 TLS_WARNING = (
     "cache: cacheTransitEncryption is false — the cache accepts plaintext connections "
     "without an AUTH token (C3 opt-out; development only). Changing it later "
@@ -37,8 +45,25 @@ TLS_WARNING = (
 )
 
 
+def rotation_placement(**overrides: Any) -> TokenRotationPlacement:
+    return TokenRotationPlacement(
+        **{
+            "subnet_ids": APP_SUBNETS,
+            "code_path": ROTATION_CODE,
+            "code_sha256": "cm90YXRpb24=",
+            **overrides,
+        }
+    )
+
+
 def cache_args(namer, context, **overrides: Any) -> RedisReplicationGroupArgs:
-    return RedisReplicationGroupArgs(**{**expect.placement(namer, context, "cache"), **overrides})
+    return RedisReplicationGroupArgs(
+        **{
+            **expect.placement(namer, context, "cache"),
+            "token_rotation": rotation_placement(),
+            **overrides,
+        }
+    )
 
 
 def build(namer, context, *, peer: bool = False, grant: bool = False, **overrides: Any):
@@ -233,15 +258,21 @@ def test_c3_grant_secret_read_is_exact_secret_and_key_via_secrets_manager(namer,
 # -- C4 access, snapshots, maintenance, logs ---------------------------------------------------
 
 
-def test_c4_security_group_admits_nothing_until_granted(run):
+def test_c4_security_group_admits_only_its_token_rotation_until_granted(run):
     sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg")
     assert sg.inputs["name"] == "media-cache-sg-test"
     assert group_of(run)["securityGroupIds"] == [sg.id]
+    # Issue 14, item 7: the rotation function tests each new token on the cache port.
+    expect.assert_admits_only(run, "cache-sg", "cache-rotation-sg", 6379)
+
+
+def test_c4_without_token_rotation_the_group_admits_nothing_until_granted(namer, context):
+    run, _ = build(namer, context, auth_token_rotation_days=0)
     expect.assert_admits_nothing(run)
 
 
 def test_c4_allow_from_admits_6379_only_from_the_peer_group(namer, context):
-    run, _ = build(namer, context, peer=True)
+    run, _ = build(namer, context, peer=True, auth_token_rotation_days=0)
     expect.assert_admits_only(run, "cache-sg", "api-sg", 6379)
 
 
@@ -485,6 +516,211 @@ def test_six_nodes_over_two_zones_is_valid_config():
     assert settings.cache.node_count == 6
 
 
+# -- issue 14, item 7: the AUTH token rotates (PITFALLS 147, 148) ------------------------------
+
+FUNCTION = "aws:lambda/function:Function"
+PERMISSION = "aws:lambda/permission:Permission"
+ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+def test_i14_7_rotation_function_in_the_app_subnets_with_its_own_group(run):
+    function = run.one(FUNCTION, "cache-rotation-function").inputs
+    group = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-rotation-sg")
+    assert group.inputs["name"] == "media-cache-rotation-sg-test"
+    assert function["name"] == "media-cache-rotation-test"
+    assert function["handler"] == "services.rotation.cache_token.handler"
+    assert function["code"].path == ROTATION_CODE
+    assert function["vpcConfig"] == {"subnetIds": APP_SUBNETS, "securityGroupIds": [group.id]}
+    assert function["timeout"] == 300
+    assert function["kmsKeyArn"] == key("secrets")
+    state = run.one(GROUP).state
+    secret = run.one(SECRET, "cache-auth-secret").state["arn"]
+    assert function["environment"] == {
+        "variables": {
+            "REDIS_HOST": state["primaryEndpointAddress"],
+            "REDIS_PORT": "6379",
+            "REDIS_TLS": "true",
+            "REDIS_AUTH_SECRET_ARN": secret,
+            "CACHE_REPLICATION_GROUP_ID": "media-cache-test",
+            "LOG_LEVEL": "INFO",
+        }
+    }
+
+
+def test_i14_7_rotation_may_change_exactly_this_groups_token(run):
+    expect.assert_role_policy(
+        run,
+        "cache-rotation-elasticache",
+        "cache-rotation-role",
+        [
+            {
+                "Sid": "ChangeOwnAuthToken",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticache:DescribeReplicationGroups",
+                    "elasticache:ModifyReplicationGroup",
+                ],
+                "Resource": [run.one(GROUP).state["arn"]],
+            }
+        ],
+    )
+
+
+def test_i14_7_rotation_may_rotate_exactly_the_token_secret(run):
+    secret = run.one(SECRET, "cache-auth-secret").state["arn"]
+    expect.assert_role_policy(
+        run,
+        "cache-rotation-rotation",
+        "cache-rotation-role",
+        [
+            {
+                "Sid": "RotateOneSecret",
+                "Effect": "Allow",
+                "Action": [
+                    "secretsmanager:DescribeSecret",
+                    "secretsmanager:GetSecretValue",
+                    "secretsmanager:PutSecretValue",
+                    "secretsmanager:UpdateSecretVersionStage",
+                ],
+                "Resource": [secret],
+            },
+            {
+                "Sid": "UseRotatedSecretKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": [key("secrets")],
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
+                        "kms:EncryptionContext:SecretARN": secret,
+                    }
+                },
+            },
+        ],
+    )
+
+
+def test_i14_7_secrets_manager_invokes_it_for_this_secret_every_30_days(run):
+    secret = run.one(SECRET, "cache-auth-secret").state["arn"]
+    function = run.one(FUNCTION, "cache-rotation-function")
+    permission = run.one(PERMISSION, "cache-rotation-invoke")
+    assert permission.inputs == {
+        "action": "lambda:InvokeFunction",
+        "function": "media-cache-rotation-test",
+        "principal": "secretsmanager.amazonaws.com",
+        "sourceArn": secret,
+        "sourceAccount": ACCOUNT_ID,
+    }
+    rotation = run.one(ROTATION, "cache-rotation-schedule")
+    assert rotation.inputs == {
+        "secretId": secret,
+        "rotationLambdaArn": function.state["arn"],
+        "rotationRules": {"automaticallyAfterDays": 30},
+        "rotateImmediately": False,
+    }
+    assert permission.urn in rotation.dependencies
+
+
+def test_i14_7_the_function_waits_for_its_flows_and_the_subnets(namer, context):
+    def program():
+        ready = aws.ec2.Route("app-route", route_table_id="rtb-1")
+        opened: list[str] = []
+
+        def grant(group: RoleSecurityGroup) -> None:
+            opened.append(group.physical_name)
+            group.allow_https_egress()
+
+        RedisReplicationGroup(
+            "cache",
+            cache_args(
+                namer,
+                context,
+                token_rotation=rotation_placement(
+                    network_grants=(grant,), placement_ready=(ready,), log_level="DEBUG"
+                ),
+            ),
+        )
+        assert opened == ["media-cache-rotation-sg-test"]
+
+    run = run_components(program, region=REGION)
+    function = run.one(FUNCTION, "cache-rotation-function")
+    assert function.inputs["environment"]["variables"]["LOG_LEVEL"] == "DEBUG"
+    rules = [r.urn for r in run.of_type(expect.INGRESS) + run.of_type(expect.EGRESS)]
+    assert len(rules) == 3  # into the cache (both sides) and HTTPS to the AWS APIs
+    assert set(rules) | {run.one("aws:ec2/route:Route").urn} <= set(function.dependencies)
+
+
+def test_i14_7_pulumi_never_sets_the_token_back(run):
+    """PITFALLS 147: after the first token the group's token and the secret's versions are
+    the rotation's; the first version keeps a label so it is never deleted and rewritten."""
+    assert run.one(GROUP).ignore_changes == ["authToken"]
+    version = run.one(SECRET_VERSION, "cache-auth-secret-value")
+    assert version.inputs["versionStages"] == ["AWSCURRENT", "DEPLOYED"]
+    assert sorted(version.ignore_changes) == ["secretString", "versionStages"]
+
+
+def test_i14_7_zero_days_builds_no_rotation_and_warns(namer, context):
+    run, made = build(namer, context, auth_token_rotation_days=0, token_rotation=None)
+    assert run.warnings == [ROTATION_WARNING]
+    assert made["cache"].token_rotation is None
+    assert run.of_type(FUNCTION) == [] and run.of_type(ROTATION) == []
+    assert run.of_type(PERMISSION) == [] and run.of_type(ROLE_POLICY) == []
+    # The token the stack may have rotated before is kept all the same.
+    assert run.one(GROUP).ignore_changes == ["authToken"]
+
+
+def test_i14_7_no_token_no_rotation(namer, context):
+    run, made = build(namer, context, transit_encryption=False, token_rotation=None)
+    assert run.warnings == [TLS_WARNING]
+    assert made["cache"].token_rotation is None and run.of_type(FUNCTION) == []
+    assert run.one(GROUP).ignore_changes == []
+
+
+def test_i14_7_custom_days(namer, context):
+    run, _ = build(namer, context, auth_token_rotation_days=7)
+    rules = run.one(ROTATION).inputs["rotationRules"]
+    assert rules == {"automaticallyAfterDays": 7}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"token_rotation": None},
+            "token_rotation: required while the AUTH token rotates (the rotation function's "
+            "subnets and code; cacheAuthTokenRotationDays 0 turns rotation off)",
+        ),
+        (
+            {"token_rotation": rotation_placement(subnet_ids=["subnet-app-a"])},
+            "token_rotation.subnet_ids: 1 given, allowed at least 2",
+        ),
+        (
+            {"token_rotation": rotation_placement(code_sha256="")},
+            "token_rotation.code_path/code_sha256: allowed a built package "
+            "(components.packaging.build_rotation_package)",
+        ),
+        (
+            {"auth_token_rotation_days": 1001},
+            "auth_token_rotation_days=1001: allowed 0 or 1..1000",
+        ),
+    ],
+)
+def test_i14_7_bad_rotation_args_are_rejected(namer, context, overrides, message):
+    expect.assert_rejected(cache_args(namer, context, **overrides), message)
+
+
+def test_i14_7_rotation_days_config_key():
+    assert expect.config_problems(cacheAuthTokenRotationDays="-1") == [
+        "cacheAuthTokenRotationDays=-1: allowed 0 or 1..1000"
+    ]
+    settings = parse_settings(
+        {"cacheAuthTokenRotationDays": "0"}, project="media-pipeline", stack="test", region=REGION
+    )
+    assert settings.cache.auth_token_rotation_days == 0
+    assert settings.cache.rotates_token is False
+
+
 # -- whole program -------------------------------------------------------------------------------
 
 
@@ -520,6 +756,47 @@ def test_program_prod_cache_three_nodes_protected(prod_run):
     assert group["preferredCacheClusterAzs"] == prod_run.outputs["availabilityZones"]
     assert group["finalSnapshotIdentifier"].startswith("media-cache-prod-final-")
     assert prod_run.one(SECRET, "cache-auth-secret").inputs["recoveryWindowInDays"] == 30
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_i14_7_both_stacks_rotate_the_token_from_the_app_subnets(stack, dev_run, prod_run):
+    run = {"dev": dev_run, "prod": prod_run}[stack]
+    function = run.one(FUNCTION, "cache-rotation-function").inputs
+    assert function["vpcConfig"]["subnetIds"] == run.outputs["appSubnetIds"]
+    assert function["name"] == f"media-cache-rotation-{stack}"
+    rotation = run.one(ROTATION, "cache-rotation-schedule").inputs
+    assert rotation["rotationRules"] == {"automaticallyAfterDays": 30}
+    assert rotation["rotateImmediately"] is False
+    assert rotation["secretId"] == run.outputs["cacheAuthSecretArn"]
+    # Into the cache on its port from the function's own group, and HTTPS to the AWS APIs.
+    own = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-rotation-sg").id
+    cache_sg = run.one("aws:ec2/securityGroup:SecurityGroup", "cache-sg").id
+    into_cache = [
+        (r.inputs["ipProtocol"], r.inputs["fromPort"], r.inputs["toPort"])
+        for r in run.of_type(expect.INGRESS)
+        if r.inputs["securityGroupId"] == cache_sg
+        and r.inputs.get("referencedSecurityGroupId") == own
+    ]
+    assert into_cache == [("tcp", 6379, 6379)]
+    out = {
+        (r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId") == cache_sg)
+        for r in run.of_type(expect.EGRESS)
+        if r.inputs["securityGroupId"] == own
+    }
+    assert (6379, True) in out and (443, False) in out
+    assert {port for port, _ in out} == {6379, 443}
+
+
+def test_i14_7_prod_reaches_the_elasticache_api_through_an_interface_endpoint(prod_run):
+    endpoints = {
+        r.inputs["serviceName"]
+        for r in prod_run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        if r.inputs["vpcEndpointType"] == "Interface"
+    }
+    assert {
+        "com.amazonaws.eu-central-1.elasticache",
+        "com.amazonaws.eu-central-1.secretsmanager",
+    } <= endpoints
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -256,8 +256,9 @@ def test_program_keys_have_exactly_the_expected_policies_k2(dev_run, prod_run, s
     expected["audit-key-key"] = audit_key_statements(stack)
     expected["media-key-key"] = media_key_statements(run)
     expected["delivery-edge-key-key"] = edge_statements()
-    if stack == "prod":  # the backup copy region's vault key: the account's IAM policies only
+    if stack == "prod":  # the second region's keys: the account's IAM policies only
         expected["backups-copy-key-key"] = [ROOT_STATEMENT]
+        expected["audit-replica-key-key"] = [ROOT_STATEMENT]
     assert key_policies(run) == {
         name: {"Version": "2012-10-17", "Statement": statements}
         for name, statements in expected.items()

@@ -84,7 +84,8 @@ def test_s3_9_every_bucket_but_the_log_bucket_writes_access_logs_it_admits(
     stack, dev_run, prod_run
 ):
     """FSBP S3.9: ingest, media and the audit trail's bucket log their requests to the
-    access-log bucket, whose policy admits log delivery for exactly those buckets."""
+    access-log bucket, whose policy admits log delivery for exactly those buckets; in prod the
+    trail's replica logs to the access-log bucket of its own region (auditReplicaRegion)."""
     run = {"dev": dev_run, "prod": prod_run}[stack]
     logs = run.one(BUCKET, "media-s3-logs")
     logged = {
@@ -92,10 +93,15 @@ def test_s3_9_every_bucket_but_the_log_bucket_writes_access_logs_it_admits(
         for entry in run.of_type("aws:s3/bucketLogging:BucketLogging")
     }
     by_name = {b.name: b.id for b in run.of_type(BUCKET)}
+    replica = {}
+    if stack == "prod":
+        replica_logs = run.one(BUCKET, "audit-replica-logs").inputs["bucket"]
+        replica = {by_name["audit-replica-bucket"]: (replica_logs, "audit/")}
     assert logged == {
         by_name["media-ingest"]: (logs.inputs["bucket"], "ingest/"),
         by_name["media-media"]: (logs.inputs["bucket"], "media/"),
         by_name["audit-bucket"]: (logs.inputs["bucket"], "audit/"),
+        **replica,
     }
     policy = json.loads(
         next(

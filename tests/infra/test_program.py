@@ -72,9 +72,11 @@ def test_no_region_account_or_zone_of_another_region_leaks_in_g1(runs, region):
     text = repr(outside_cloudfront_region(run))
     for other in set(REGIONS) - {region}:
         assert other not in text
-    # The only regions a resource names: CloudFront's (fixed by AWS), and the backup copy
-    # region the stack file chose (dbBackupCopyRegion), for exactly the copy's vault and key.
+    # The only regions a resource names: CloudFront's (fixed by AWS), and the second region
+    # the stack file chose for the backup copy (dbBackupCopyRegion) and the trail's replica
+    # (auditReplicaRegion), for exactly the copy's vault and key and the replica's buckets and key.
     copy_region = stack_config("prod")["media-pipeline:dbBackupCopyRegion"]
+    assert stack_config("prod")["media-pipeline:auditReplicaRegion"] == copy_region
     pinned = {
         (r.inputs["region"], r.name)
         for r in run.resources
@@ -82,6 +84,22 @@ def test_no_region_account_or_zone_of_another_region_leaks_in_g1(runs, region):
     }
     assert {where for where, _ in pinned} == {CLOUDFRONT_REGION, copy_region}
     assert sorted(name for where, name in pinned if where == copy_region) == [
+        "audit-replica-bucket",
+        "audit-replica-bucket-access-logging",
+        "audit-replica-bucket-encryption",
+        "audit-replica-bucket-lifecycle",
+        "audit-replica-bucket-ownership",
+        "audit-replica-bucket-policy",
+        "audit-replica-bucket-public-access",
+        "audit-replica-bucket-versioning",
+        "audit-replica-key-alias",
+        "audit-replica-key-key",
+        "audit-replica-logs",
+        "audit-replica-logs-encryption",
+        "audit-replica-logs-lifecycle",
+        "audit-replica-logs-ownership",
+        "audit-replica-logs-policy",
+        "audit-replica-logs-public-access",
         "backups-copy-key-alias",
         "backups-copy-key-key",
         "backups-copy-vault",
@@ -199,6 +217,10 @@ PROTECTED_IN_PROD = {
     ("aws:backup/vault:Vault", "backups-vault"),
     ("aws:backup/vault:Vault", "backups-copy-vault"),
     ("aws:kms/key:Key", "backups-copy-key-key"),
+    # The audit trail's replica, its access-log bucket and its key (auditReplicaRegion).
+    ("aws:s3/bucket:Bucket", "audit-replica-bucket"),
+    ("aws:s3/bucket:Bucket", "audit-replica-logs"),
+    ("aws:kms/key:Key", "audit-replica-key-key"),
     # The content key's material: replacing it would strand every title keyed from it (K3).
     ("random:index/randomBytes:RandomBytes", "worker-content-key-material"),
     # The delivery tier's key in the CloudFront region (its logs and alarm topic, M7).

@@ -401,7 +401,8 @@ def granted_readers(run: ProgramRun) -> dict[str, set[str]]:
 def test_k3_g5_m8_m9_each_secret_is_granted_to_exactly_the_roles_that_use_it(stack_run):
     assert granted_readers(stack_run) == {
         "database-master": {"schema-role"},
-        "cache-auth-secret": {"worker-exec-role", "api-role"},
+        # The AUTH token: its users, and its rotation function (issue 14, item 7).
+        "cache-auth-secret": {"worker-exec-role", "api-role", "cache-rotation-role"},
         "api-key-secret": set(),
         # The content key: the workers encrypt titles with it, key delivery derives their keys.
         "worker-content-key": {"worker-task-role", "delivery-role"},
