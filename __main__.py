@@ -356,6 +356,7 @@ outputs = {
     "operationsDashboardName": dashboard.dashboard_name,
     "auditTrailArn": audit.trail_arn,
     "auditBucketName": audit.bucket_name,  # none when OFF
+    "auditReplicaBucketName": audit.replica_bucket_name,  # none without auditReplicaRegion
 }
 for name, value in outputs.items():
     if value is not None:
