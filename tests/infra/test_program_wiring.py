@@ -163,19 +163,24 @@ def security_rules(run: ProgramRun, direction: str) -> dict[str, set[tuple]]:
 
 def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
     """The complete ingress of every group: the database admits exactly the API, the workers
-    and the migration function, the cache the API and the workers, the file system only the
-    workers, the endpoints HTTPS from those three."""
+    and the migration function, the cache the API, the workers and its token's rotation
+    function, the file system only the workers, the endpoints HTTPS from the app tier."""
     expected = {
         "database-sg": {
             ("api-sg", "tcp", 5432, 5432),
             ("worker-sg", "tcp", 5432, 5432),
             ("schema-sg", "tcp", 5432, 5432),
         },
-        "cache-sg": {("api-sg", "tcp", 6379, 6379), ("worker-sg", "tcp", 6379, 6379)},
+        "cache-sg": {
+            ("api-sg", "tcp", 6379, 6379),
+            ("worker-sg", "tcp", 6379, 6379),
+            ("cache-rotation-sg", "tcp", 6379, 6379),
+        },
         "files-sg": {("worker-sg", "tcp", 2049, 2049)},
         "worker-sg": set(),
         "api-sg": set(),
         "schema-sg": set(),
+        "cache-rotation-sg": set(),
         # Key delivery is reached through its function URL, never through the VPC (M9).
         "delivery-sg": set(),
     }
@@ -185,6 +190,7 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
             ("worker-sg", "tcp", 443, 443),
             ("schema-sg", "tcp", 443, 443),
             ("delivery-sg", "tcp", 443, 443),
+            ("cache-rotation-sg", "tcp", 443, 443),
         }
     assert security_rules(stack_run, "ingress") == expected
 
@@ -209,6 +215,8 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
         "schema-sg": aws_apis | {("database-sg", "tcp", 5432, 5432)},
         # Key delivery: Secrets Manager (the content key) and nothing else (M9).
         "delivery-sg": aws_apis,
+        # The cache token's rotation: Secrets Manager, the ElastiCache API and the cache.
+        "cache-rotation-sg": aws_apis | {("cache-sg", "tcp", 6379, 6379)},
         "database-sg": set(),
         "cache-sg": set(),
         "files-sg": set(),
