@@ -8,7 +8,7 @@ from functools import partial
 import pulumi
 
 from components.account import DeploymentTarget
-from components.api import API_STEM, ApiBackend, PublicApi, PublicApiArgs
+from components.api import API_STEM, ApiBackend, KeyRotationCode, PublicApi, PublicApiArgs
 from components.audit import AuditTrail, AuditTrailArgs, AuditTrailMode, trail_bucket_arn
 from components.backup import DatabaseBackups, DatabaseBackupsArgs
 from components.cache import (
@@ -22,7 +22,7 @@ from components.functions import function_role_arn
 from components.jobs import JobQueue, JobQueueArgs
 from components.kms import PlatformKeys, PlatformKeysArgs
 from components.media_storage import MediaStorage, MediaStorageArgs, TranscodeTarget, UploadTarget
-from components.network import SecureVpc, SecureVpcArgs
+from components.network import INTERFACE_ENDPOINT_SERVICES, SecureVpc, SecureVpcArgs
 from components.observability import (
     AlarmTopic,
     AlarmTopicArgs,
@@ -60,7 +60,12 @@ keys = PlatformKeys("keys", PlatformKeysArgs(context=context, namer=namer, **pro
 network = SecureVpc(
     "network",
     SecureVpcArgs.of(
-        settings.network, **common, availability_zones=zones, logs_key_arn=keys.logs.arn
+        settings.network,
+        **common,
+        availability_zones=zones,
+        logs_key_arn=keys.logs.arn,
+        # The API key's rotation reaches the API Gateway management API through one more.
+        endpoint_services=(*INTERFACE_ENDPOINT_SERVICES, *settings.api.interface_endpoints()),
     ),
     on_provider,
 )
@@ -288,6 +293,11 @@ api = PublicApi(
         secrets_key_arn=keys.secrets.arn,
         start_after=[migrations.invocation],
         network_grants=(aws_apis("api"), database.allow_from, cache.allow_from),
+        key_rotation=KeyRotationCode(
+            code_path=rotation_package.archive_path(),
+            code_sha256=rotation_package.sha256_base64,
+            network_grants=(aws_apis("api-key-rotation"),),
+        ),
         access_grants={
             "db-connect": partial(database.grant_connect, db_user=API_DB_USER),
             "cache-secret": cache.grant_secret_read,

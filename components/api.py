@@ -14,6 +14,12 @@ on the stage; access logs, execution logs and WAF logs go to encrypted log group
 the stage and the function. The Lambda runs in the private app subnets with its own security
 group; consumers of other tiers let it in with their `allow_from(api.security_group)`.
 The routes are data in `components.api_routes`; the web ACL is built by `components.waf`.
+
+The API key rotates (issue 14, item 7): a Secrets Manager rotation function of its own
+(`services/rotation/api_key.py`, in the app subnets) issues a new key into the usage plan
+every `apiKeyRotationDays` and retires the key before the previous one, so each key works
+for two rotation periods; the first key, the one this component creates, is disabled rather
+than deleted when it retires, and its `enabled` flag is the rotation's from then on.
 """
 
 from __future__ import annotations
@@ -43,16 +49,29 @@ from components.aws_limits import API_CACHE_SIZES_GB
 from components.connections import DataPlane, db_ssl_problems
 from components.delivery import PlaybackTarget
 from components.firewall import RoleSecurityGroup
-from components.functions import GrantFn, app_function_args, vpc_function
+from components.functions import GrantFn, VpcFunctionArgs, app_function_args, vpc_function
+from components.iam import Grant, attach_grants
+from components.kms import AwsContext
 from components.logs import encrypted_log_group, retention_problems
 from components.media_storage import UploadTarget
 from components.naming import NameKind, name_tag
 from components.observability import metric_alarm
-from components.placement import AppPlacement
-from components.secrets import stored_secret
+from components.placement import AppPlacement, NetworkGrant
+from components.rotation import (
+    ROTATION_DAYS_RANGE,
+    SecretRotationArgs,
+    rotated_secret,
+    rotation_function,
+)
 from components.tunables import Tunables, tunable
 from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, WebAclArgs, web_acl
-from services.contract import API_DB_USER, LOG_LEVELS, EnvVar
+from services.contract import (
+    API_DB_USER,
+    API_KEY_LENGTH,
+    API_KEY_ROTATION_HANDLER,
+    LOG_LEVELS,
+    EnvVar,
+)
 
 HANDLER = "services.api.handler.handler"
 API_STEM = "api"
@@ -60,7 +79,6 @@ API_STEM = "api"
 which the signing key's policy names before this component exists (it is built after)."""
 # API Gateway ends every integration call after 29 s; the function must answer before.
 INTEGRATION_TIMEOUT_SECONDS = 29
-API_KEY_LENGTH = 40
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 STAGE_CACHE_TTL_SECONDS = 60
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
@@ -90,6 +108,15 @@ ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
 
 # The id of the one API Gateway account-settings resource per region.
 API_GATEWAY_ACCOUNT_ID = "api-gateway-account"
+
+KEY_ROTATION_STEM = "api-key-rotation"
+# A step makes a handful of API Gateway and Secrets Manager calls, each bounded to 3 attempts
+# of at most 13 s by the function's own clients.
+KEY_ROTATION_TIMEOUT_SECONDS = 60
+API_GATEWAY_ENDPOINT_SERVICE = "apigateway"
+"""The API Gateway management API's interface endpoint (AWS PrivateLink lists
+`com.amazonaws.{region}.apigateway` besides `execute-api`): the rotation function's way to
+API Gateway from app subnets whose only way out is the interface endpoints."""
 
 
 def _logging_role_or_fail(role_arn: str | None) -> str:
@@ -200,6 +227,41 @@ class PublicApiSettings(Tunables):
         "API p99 latency (ms) that alarms (O2).",
         range=(50, INTEGRATION_TIMEOUT_SECONDS * 1000),
     )
+    # 90 days: the credential age content-security audits commonly accept (MPA best practices
+    # ask passwords to change at least that often), without asking clients outside the
+    # platform, which must re-read the secret once per period, to do so monthly.
+    key_rotation_days: int = tunable(
+        "apiKeyRotationDays",
+        90,
+        "Days between API key rotations (A3); each key works until the rotation after the one "
+        "that replaced it, so clients re-read the key's secret at least once per period. 0: "
+        "never rotates (warned in the preview). Ignored with apiAuth IAM.",
+        range=ROTATION_DAYS_RANGE,
+        also=(0,),
+    )
+
+    @property
+    def rotates_key(self) -> bool:
+        """Whether the stack has an API key and rotates it."""
+        return self.auth is ApiAuth.API_KEY and self.key_rotation_days > 0
+
+    def interface_endpoints(self) -> tuple[str, ...]:
+        """The interface endpoints this tier needs beyond the network's own (when the network
+        has endpoints): the API Gateway management API for the key's rotation."""
+        return (API_GATEWAY_ENDPOINT_SERVICE,) if self.rotates_key else ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRotationCode:
+    """The API key's rotation function: its code and the flows of its own security group."""
+
+    code_path: str
+    """Zip built by `components.packaging.build_rotation_package` (required)."""
+    code_sha256: str
+    """Base64 SHA-256 of that zip (required)."""
+    network_grants: Sequence[NetworkGrant] = ()
+    """Called with the function's security group before it exists: HTTPS to Secrets Manager
+    and the API Gateway management API (the network's `grant_aws_apis`). Default none."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +280,9 @@ class PublicApiArgs(PublicApiSettings, AppPlacement):
     playback: PlaybackTarget | None = None
     """The delivery tier's playback domain, signing key and grant lifetime, and the grant to
     read the signing key (M8). Default None: `GET /videos/{id}/playback` answers 503."""
+    key_rotation: KeyRotationCode | None = None
+    """The key's rotation function; required when the key rotates (`rotates_key`). Default
+    None."""
     logs_key_arn: pulumi.Input[str]
     """CMK of every log group here (required)."""
     secrets_key_arn: pulumi.Input[str]
@@ -245,6 +310,7 @@ class PublicApiArgs(PublicApiSettings, AppPlacement):
             *self._network_problems(),
             *self._function_problems(),
             *self._stage_problems(),
+            *self._rotation_problems(),
         ]
         if problems:
             raise ValueError("PublicApiArgs: " + "; ".join(problems))
@@ -281,12 +347,47 @@ class PublicApiArgs(PublicApiSettings, AppPlacement):
             )
         return problems
 
+    def _rotation_problems(self) -> list[str]:
+        code = self.key_rotation
+        if not self.rotates_key or (code and code.code_path and code.code_sha256):
+            return []
+        return [
+            f"key_rotation: required when key_rotation_days={self.key_rotation_days} "
+            "(components.packaging.build_rotation_package, with the network's grants)"
+        ]
+
     def _stage_problems(self) -> list[str]:
         problems = []
         if not _STAGE_NAME.match(self.stage_name):
             problems.append(f"stage_name={self.stage_name!r}: allowed 1-128 letters, digits, _")
         problems += retention_problems("log_retention_days", self.log_retention_days)
         return problems
+
+
+def key_management_grants(ctx: AwsContext, usage_plan_id: pulumi.Input[str]) -> list[Grant]:
+    """What the key's rotation function does in API Gateway, on exactly the stack's usage plan
+    and the region's API keys (API Gateway's IAM: the HTTP verb on the resource's path)."""
+
+    def arn(*path: pulumi.Input[str]) -> pulumi.Output[str]:
+        return pulumi.Output.concat("arn:", ctx.partition, ":apigateway:", ctx.region, "::", *path)
+
+    keys, each_key = arn("/apikeys"), arn("/apikeys/*")
+    plan = arn("/usageplans/", usage_plan_id)
+    members, each_member = (
+        arn("/usageplans/", usage_plan_id, "/keys"),
+        arn("/usageplans/", usage_plan_id, "/keys/*"),
+    )
+    # A key created with tags may also be authorised as tagging it; the tags resource names
+    # the (URL-encoded) key ARN, so this admits tagging API keys and nothing else.
+    key_tags = arn("/tags/*apikeys*")
+    return [
+        Grant(
+            "ReadKeysAndThePlan", ("apigateway:GET",), (keys, each_key, plan, members, each_member)
+        ),
+        Grant("IssueKeysIntoThePlan", ("apigateway:POST",), (keys, members, key_tags)),
+        Grant("DisableRetiredKeys", ("apigateway:PATCH",), (each_key,)),
+        Grant("DeleteRetiredKeys", ("apigateway:DELETE",), (each_key, each_member)),
+    ]
 
 
 class PublicApi(pulumi.ComponentResource):
@@ -298,6 +399,7 @@ class PublicApi(pulumi.ComponentResource):
     videos_url: pulumi.Output[str]
     api_key_id: pulumi.Output[str] | None
     api_key_secret_arn: pulumi.Output[str] | None
+    key_rotation_function_name: pulumi.Output[str] | None
     security_group: RoleSecurityGroup
     function_name: pulumi.Output[str]
     web_acl_arn: pulumi.Output[str]
@@ -339,6 +441,7 @@ class PublicApi(pulumi.ComponentResource):
         self.invoke_url = self.stage.invoke_url
         self.videos_url = pulumi.Output.concat(self.stage.invoke_url, "/videos")
         self._method_settings(account)
+        self.key_rotation_function_name = None
         self.api_key_id, self.api_key_secret_arn = self._access_control()
         self.web_acl_arn = self._firewall()
         self._alarms()
@@ -349,6 +452,7 @@ class PublicApi(pulumi.ComponentResource):
                 "invoke_url": self.invoke_url,
                 "api_key_id": self.api_key_id,
                 "api_key_secret_arn": self.api_key_secret_arn,
+                "key_rotation_function_name": self.key_rotation_function_name,
                 "security_group_id": self.security_group.id,
                 "function_name": self.function_name,
                 "web_acl_arn": self.web_acl_arn,
@@ -698,7 +802,9 @@ class PublicApi(pulumi.ComponentResource):
             min_numeric=4,
             opts=self._child,
         )
-        secret, _ = stored_secret(
+        # Stored as a rotated secret even when the key does not rotate: turning rotation off
+        # after rotations must not write the first value back as AWSCURRENT (a disabled key).
+        secret, _ = rotated_secret(
             f"{name}-key-secret",
             namer=args.namer,
             stem="api-key",
@@ -715,7 +821,8 @@ class PublicApi(pulumi.ComponentResource):
             enabled=True,
             value=value.result,
             tags=name_tag(key_name),
-            opts=self._child,
+            # The rotation disables this key when it retires; `up` must not enable it again.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["enabled"]),
         )
         plan_name = args.namer.name("api-plan")
         throttle = {
@@ -748,7 +855,94 @@ class PublicApi(pulumi.ComponentResource):
             usage_plan_id=plan.id,
             opts=self._child,
         )
+        self._key_rotation(secret, api_key, plan)
         return api_key.id, secret.arn
+
+    # -- API key rotation (A3, issue 14 item 7) ----------------------------------------------
+
+    def _key_rotation(
+        self,
+        secret: aws.secretsmanager.Secret,
+        api_key: aws.apigateway.ApiKey,
+        plan: aws.apigateway.UsagePlan,
+    ) -> None:
+        args, name = self._args, self._name
+        if not args.rotates_key:
+            pulumi.log.warn(
+                f"PublicApi: {PublicApiSettings.key_of('key_rotation_days')}=0 — the API key "
+                "never rotates: a leaked key works until someone rotates the secret by hand",
+                resource=self,
+            )
+            return
+        environment: dict[str, pulumi.Input[str]] = {
+            EnvVar.API_KEY_SECRET_ARN: secret.arn,
+            EnvVar.API_KEY_NAME: api_key.name,
+            EnvVar.API_KEY_ID: api_key.id,
+            EnvVar.API_USAGE_PLAN_ID: plan.id,
+            EnvVar.LOG_LEVEL: args.backend.log_level,
+        }
+        rotator = rotation_function(
+            f"{name}-key-rotation",
+            SecretRotationArgs(
+                secret_arn=secret.arn,
+                secret_key_arn=args.secrets_key_arn,
+                function=self._key_rotation_function(environment, plan),
+                rotation_days=args.key_rotation_days,
+            ),
+            parent=self,
+        )
+        self.key_rotation_function_name = rotator.function.name
+        # `pulumi destroy` knows only the first key: on delete, this invocation has the
+        # function delete the keys the rotations made (create and update do nothing).
+        aws.lambda_.Invocation(
+            f"{name}-key-rotation-cleanup",
+            function_name=rotator.function.name,
+            input=json.dumps({"purpose": "delete the rotation-made API keys on destroy"}),
+            lifecycle_scope="CRUD",
+            opts=self._child,
+        )
+
+    def _key_rotation_function(
+        self, environment: Mapping[str, pulumi.Input[str]], plan: aws.apigateway.UsagePlan
+    ) -> VpcFunctionArgs:
+        args = self._args
+        code = args.key_rotation
+        assert code is not None  # validated: required when the key rotates
+        group = RoleSecurityGroup(
+            f"{self._name}-key-rotation-sg",
+            role=KEY_ROTATION_STEM,
+            description="API key rotation function",
+            vpc_id=args.vpc_id,
+            namer=args.namer,
+            parent=self,
+        )
+        for grant in code.network_grants:
+            grant(group)
+
+        def grant_key_management(resource_name: str, role: aws.iam.Role) -> aws.iam.RolePolicy:
+            grants = key_management_grants(args.context, plan.id)
+            return attach_grants(resource_name, role, grants, parent=self)
+
+        return VpcFunctionArgs(
+            stem=KEY_ROTATION_STEM,
+            description="Rotates the API key (Secrets Manager rotation function)",
+            handler=API_KEY_ROTATION_HANDLER,
+            code_path=code.code_path,
+            code_sha256=code.code_sha256,
+            subnet_ids=args.subnet_ids,
+            security_group=group,
+            environment=environment,
+            namer=args.namer,
+            context=args.context,
+            logs_key_arn=args.logs_key_arn,
+            environment_key_arn=args.secrets_key_arn,
+            log_retention_days=args.log_retention_days,
+            log_level=args.backend.log_level,
+            timeout_seconds=KEY_ROTATION_TIMEOUT_SECONDS,
+            access_grants={"api-keys": grant_key_management},
+            # Its rules, routes and endpoints exist before Secrets Manager first invokes it.
+            start_after=[*group.access_rules, *args.placement_ready],
+        )
 
     # -- WAF (A6) --------------------------------------------------------------------------
 

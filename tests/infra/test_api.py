@@ -9,7 +9,14 @@ import pulumi_aws as aws
 import pytest
 from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
 
-from components.api import ACCESS_LOG_FORMAT, ApiBackend, PublicApi, PublicApiArgs
+from components.api import (
+    ACCESS_LOG_FORMAT,
+    ApiBackend,
+    KeyRotationCode,
+    PublicApi,
+    PublicApiArgs,
+    PublicApiSettings,
+)
 from components.api_routes import (
     ROUTES,
     ApiAuth,
@@ -22,9 +29,17 @@ from components.delivery import PlaybackTarget
 from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.media_storage import UploadTarget
-from components.packaging import build_api_package
+from components.packaging import build_api_package, build_rotation_package
+from components.rotation import DEPLOYED_STAGE
 from offline.engine import ACCOUNT_ID, run_components, run_stack, stack_config
-from services.contract import CREATE_VIDEO_SCHEMA, UPLOAD_PARTS_SCHEMA
+from services.contract import (
+    API_KEY_ROTATION_ENVIRONMENT,
+    API_KEY_ROTATION_HANDLER,
+    CREATE_VIDEO_SCHEMA,
+    UPLOAD_PARTS_SCHEMA,
+    EnvVar,
+)
+from services.rotation.api_key import load_settings as load_rotation_settings
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
@@ -94,6 +109,9 @@ def api_args(namer, context, **overrides) -> PublicApiArgs:
         secrets_key_arn=SECRETS_KEY,
         alarm_topic_arn=TOPIC,
         log_retention_days=90,
+        key_rotation=KeyRotationCode(
+            code_path="build/lambda/rotation.zip", code_sha256="cm90YXRpb24="
+        ),
     )
     values.update(overrides)
     return PublicApiArgs(**values)
@@ -400,7 +418,11 @@ def test_every_declared_parameter_keys_the_cache(run):
 
 def test_api_gateway_may_invoke_the_function_only_through_the_seven_methods_a4(run):
     execution = run.one(T_REST_API).state["executionArn"]
-    permissions = run.of_type("aws:lambda/permission:Permission")
+    permissions = [
+        p
+        for p in run.of_type("aws:lambda/permission:Permission")
+        if p.inputs["principal"] == "apigateway.amazonaws.com"
+    ]
     assert {p.inputs["sourceArn"] for p in permissions} == {
         f"{execution}/v1/GET/videos",
         f"{execution}/v1/POST/videos",
@@ -552,6 +574,7 @@ def test_every_log_group_is_encrypted_with_the_logs_key_and_expires_o1(run):
         "api-access-logs",
         "api-execution-logs",
         "api-waf-logs",
+        "api-key-rotation-function-logs",
     }
     for group in groups:
         assert group.inputs["kmsKeyId"] == LOGS_KEY
@@ -725,7 +748,7 @@ def test_waf_log_delivery_policy_is_scoped_to_the_group_and_account_a6(run):
 
 
 def test_function_runtime_size_tracing_and_encrypted_environment_a4(run):
-    function = run.one(T_FUNCTION).inputs
+    function = run.one(T_FUNCTION, "api-function").inputs
     assert function["name"] == "media-api-test"
     assert function["runtime"] == "python3.12"
     assert function["runtime"] in {r.value for r in aws.lambda_.Runtime}
@@ -740,7 +763,7 @@ def test_function_runtime_size_tracing_and_encrypted_environment_a4(run):
 
 
 def test_function_logs_as_json_to_its_precreated_group_o1(run):
-    function = run.one(T_FUNCTION)
+    function = run.one(T_FUNCTION, "api-function")
     group = run.named("api-function-logs")
     assert group.inputs["name"] == "/aws/lambda/media-api-test"
     assert function.inputs["loggingConfig"] == {
@@ -752,13 +775,13 @@ def test_function_logs_as_json_to_its_precreated_group_o1(run):
 
 
 def test_log_group_and_role_policies_are_created_before_the_function_a4(run):
-    dependencies = run.one(T_FUNCTION).dependencies
+    dependencies = run.one(T_FUNCTION, "api-function").dependencies
     assert run.named("api-function-logs").urn in dependencies
     assert run.named("api-runtime-policy").urn in dependencies
 
 
 def test_function_runs_in_the_app_subnets_with_its_own_group_a4_n3(run):
-    function = run.one(T_FUNCTION).inputs
+    function = run.one(T_FUNCTION, "api-function").inputs
     group = run.named("api-sg")
     assert function["vpcConfig"] == {"subnetIds": SUBNETS, "securityGroupIds": [group.id]}
     assert group.inputs["name"] == "media-api-sg-test"
@@ -768,7 +791,7 @@ def test_function_runs_in_the_app_subnets_with_its_own_group_a4_n3(run):
 
 
 def test_environment_holds_endpoints_names_and_secret_arns_only_a4_g5(run):
-    assert run.one(T_FUNCTION).inputs["environment"] == {
+    assert run.one(T_FUNCTION, "api-function").inputs["environment"] == {
         "variables": {
             "DB_HOST": "media-aurora-test.cluster-c0ffee.rds.amazonaws.com",
             "DB_PORT": "5432",
@@ -795,7 +818,7 @@ def test_environment_names_the_cache_token_secret_when_there_is_one_c3(namer, co
         context,
         backend=backend(redis_auth_secret_arn=REDIS_SECRET, redis_tls=True, log_level="WARNING"),
     )
-    function = run.one(T_FUNCTION).inputs
+    function = run.one(T_FUNCTION, "api-function").inputs
     assert function["environment"]["variables"]["REDIS_AUTH_SECRET_ARN"] == REDIS_SECRET
     assert function["environment"]["variables"]["LOG_LEVEL"] == "WARNING"
     assert function["loggingConfig"]["applicationLogLevel"] == "WARN"
@@ -803,19 +826,21 @@ def test_environment_names_the_cache_token_secret_when_there_is_one_c3(namer, co
 
 def test_environment_says_when_the_cache_has_no_tls_c3(namer, context):
     run = build(namer, context, backend=backend(redis_tls=False))
-    variables = run.one(T_FUNCTION).inputs["environment"]["variables"]
+    variables = run.one(T_FUNCTION, "api-function").inputs["environment"]["variables"]
     assert variables["REDIS_TLS"] == "false"
     assert "REDIS_AUTH_SECRET_ARN" not in variables
 
 
 def test_reserved_concurrency_and_memory_come_from_args(namer, context):
-    function = build(namer, context, reserved_concurrency=50, memory_mb=512).one(T_FUNCTION)
+    function = build(namer, context, reserved_concurrency=50, memory_mb=512).one(
+        T_FUNCTION, "api-function"
+    )
     assert function.inputs["reservedConcurrentExecutions"] == 50
     assert function.inputs["memorySize"] == 512
 
 
 def test_role_is_trusted_by_lambda_for_this_account_only_a4(run):
-    role = run.one("aws:iam/role:Role")
+    role = run.one("aws:iam/role:Role", "api-role")
     assert role.inputs["name"] == "media-api-lambda-test"
     assert json.loads(role.inputs["assumeRolePolicy"])["Statement"] == [
         {
@@ -825,13 +850,13 @@ def test_role_is_trusted_by_lambda_for_this_account_only_a4(run):
             "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}},
         }
     ]
-    assert run.one(T_FUNCTION).inputs["role"] == role.state["arn"]
+    assert run.one(T_FUNCTION, "api-function").inputs["role"] == role.state["arn"]
 
 
 def test_runtime_policy_grants_exact_actions_on_exact_resources_a4(run):
     policy = run.named("api-runtime-policy")
     group_arn = run.named("api-function-logs").state["arn"]
-    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
     assert statements(policy.inputs["policy"]) == {
         "WriteOwnLogGroup": {
             "Sid": "WriteOwnLogGroup",
@@ -903,8 +928,8 @@ def test_grants_of_other_tiers_attach_to_the_role_and_precede_the_function_a4(na
     ]
     assert all(c[2] is run.api.role for c in calls)
     policy = run.named("api-stream-write")
-    assert policy.urn in run.one(T_FUNCTION).dependencies
-    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert policy.urn in run.one(T_FUNCTION, "api-function").dependencies
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
 
 
 SIGNING_SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:media-signing-AbC"
@@ -925,7 +950,7 @@ def test_m8_playback_target_writes_the_signing_variables_and_grants_the_key(name
         grant_signing=fake_signing_grant,
     )
     run = build(namer, context, playback=playback)
-    variables = run.one(T_FUNCTION).inputs["environment"]["variables"]
+    variables = run.one(T_FUNCTION, "api-function").inputs["environment"]["variables"]
     assert {k: v for k, v in variables.items() if k.startswith("PLAYBACK_")} == {
         "PLAYBACK_DOMAIN": "d1234abcd.cloudfront.net",
         "PLAYBACK_KEY_PAIR_ID": "K2JCJMDEHXQW5F",
@@ -933,13 +958,13 @@ def test_m8_playback_target_writes_the_signing_variables_and_grants_the_key(name
         "PLAYBACK_GRANT_SECONDS": "900",
     }
     policy = run.named("api-playback-signing")
-    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
     assert json.loads(policy.inputs["policy"])["Statement"][0]["Sid"] == "FakeSigning"
-    assert policy.urn in run.one(T_FUNCTION).dependencies
+    assert policy.urn in run.one(T_FUNCTION, "api-function").dependencies
 
 
 def test_m8_without_delivery_the_function_gets_no_playback_variables(run):
-    variables = run.one(T_FUNCTION).inputs["environment"]["variables"]
+    variables = run.one(T_FUNCTION, "api-function").inputs["environment"]["variables"]
     assert [k for k in variables if k.startswith("PLAYBACK_")] == []
     assert [r.name for r in run.resources if r.name == "api-playback-signing"] == []
 
@@ -947,9 +972,9 @@ def test_m8_without_delivery_the_function_gets_no_playback_variables(run):
 def test_upload_grant_attaches_to_the_function_role_before_the_function_m1(run):
     """M1: the role that signs presigned uploads gets the storage's upload grant."""
     policy = run.named("api-uploads")
-    assert policy.inputs["role"] == run.one("aws:iam/role:Role").id
+    assert policy.inputs["role"] == run.one("aws:iam/role:Role", "api-role").id
     assert json.loads(policy.inputs["policy"])["Statement"][0]["Sid"] == "FakeUploads"
-    assert policy.urn in run.one(T_FUNCTION).dependencies
+    assert policy.urn in run.one(T_FUNCTION, "api-function").dependencies
 
 
 # -- alarms (O2) -------------------------------------------------------------------------------
@@ -1075,6 +1100,233 @@ def test_component_type_token(run):
     )
 
 
+# -- API key rotation (A3, K3; issue 14, item 7) -----------------------------------------------
+
+T_ROTATION = "aws:secretsmanager/secretRotation:SecretRotation"
+T_INVOCATION = "aws:lambda/invocation:Invocation"
+ROTATION_FUNCTION = "media-api-key-rotation-test"
+ROTATION_FUNCTION_ARN = f"arn:aws:lambda:eu-central-1:123456789012:function:{ROTATION_FUNCTION}"
+
+
+def key_secret_arn(run) -> str:
+    return run.named("api-key-secret").state["arn"]
+
+
+def test_k_the_key_rotates_every_90_days_by_default_never_during_up(run):
+    rotation = run.one(T_ROTATION).inputs
+    assert rotation["secretId"] == key_secret_arn(run)
+    assert rotation["rotationLambdaArn"] == ROTATION_FUNCTION_ARN
+    assert rotation["rotationRules"] == {"automaticallyAfterDays": 90}
+    assert rotation["rotateImmediately"] is False
+    assert run.named("api-key-rotation-invoke").urn in run.one(T_ROTATION).dependencies
+
+
+def test_k_the_rotation_period_comes_from_args(namer, context):
+    run = build(namer, context, key_rotation_days=30)
+    assert run.one(T_ROTATION).inputs["rotationRules"] == {"automaticallyAfterDays": 30}
+
+
+def test_k_rotation_function_runs_its_handler_in_the_app_subnets_with_its_own_group(run):
+    function = run.one(T_FUNCTION, "api-key-rotation-function").inputs
+    assert function["name"] == ROTATION_FUNCTION
+    assert function["handler"] == API_KEY_ROTATION_HANDLER
+    assert function["timeout"] == 60
+    assert function["kmsKeyArn"] == SECRETS_KEY
+    assert function["tracingConfig"] == {"mode": "Active"}
+    own_group = run.named("api-key-rotation-sg")
+    assert own_group.inputs["name"] == "media-api-key-rotation-sg-test"
+    assert function["vpcConfig"] == {
+        "subnetIds": SUBNETS,
+        "securityGroupIds": [own_group.id],
+    }
+    assert run.named("api-sg").id not in function["vpcConfig"]["securityGroupIds"]
+
+
+def test_k_rotation_function_is_told_the_secret_the_first_key_and_the_plan(run):
+    variables = run.one(T_FUNCTION, "api-key-rotation-function").inputs["environment"]["variables"]
+    key = run.one("aws:apigateway/apiKey:ApiKey")
+    assert variables == {
+        EnvVar.API_KEY_SECRET_ARN: key_secret_arn(run),
+        EnvVar.API_KEY_NAME: "media-api-key-test",
+        EnvVar.API_KEY_ID: key.id,
+        EnvVar.API_USAGE_PLAN_ID: run.one("aws:apigateway/usagePlan:UsagePlan").id,
+        EnvVar.LOG_LEVEL: "INFO",
+    }
+    # What the stack writes is what the function reads (the contract, round-tripped).
+    settings = load_rotation_settings({**variables, EnvVar.AWS_REGION: "eu-central-1"})
+    assert (settings.secret_arn, settings.key_name, settings.first_key_id) == (
+        key_secret_arn(run),
+        "media-api-key-test",
+        key.id,
+    )
+    assert set(variables) == API_KEY_ROTATION_ENVIRONMENT.required | {EnvVar.LOG_LEVEL}
+
+
+def test_k_rotation_function_may_manage_keys_only_in_the_stacks_usage_plan(run):
+    plan = run.one("aws:apigateway/usagePlan:UsagePlan").id
+    api = "arn:aws:apigateway:eu-central-1::"
+    policy = run.named("api-key-rotation-api-keys")
+    assert policy.inputs["role"] == run.named("api-key-rotation-role").id
+    assert statements(policy.inputs["policy"]) == {
+        "ReadKeysAndThePlan": {
+            "Sid": "ReadKeysAndThePlan",
+            "Effect": "Allow",
+            "Action": ["apigateway:GET"],
+            "Resource": [
+                f"{api}/apikeys",
+                f"{api}/apikeys/*",
+                f"{api}/usageplans/{plan}",
+                f"{api}/usageplans/{plan}/keys",
+                f"{api}/usageplans/{plan}/keys/*",
+            ],
+        },
+        "IssueKeysIntoThePlan": {
+            "Sid": "IssueKeysIntoThePlan",
+            "Effect": "Allow",
+            "Action": ["apigateway:POST"],
+            "Resource": [
+                f"{api}/apikeys",
+                f"{api}/usageplans/{plan}/keys",
+                f"{api}/tags/*apikeys*",
+            ],
+        },
+        "DisableRetiredKeys": {
+            "Sid": "DisableRetiredKeys",
+            "Effect": "Allow",
+            "Action": ["apigateway:PATCH"],
+            "Resource": [f"{api}/apikeys/*"],
+        },
+        "DeleteRetiredKeys": {
+            "Sid": "DeleteRetiredKeys",
+            "Effect": "Allow",
+            "Action": ["apigateway:DELETE"],
+            "Resource": [f"{api}/apikeys/*", f"{api}/usageplans/{plan}/keys/*"],
+        },
+    }
+    assert policy.urn in run.one(T_FUNCTION, "api-key-rotation-function").dependencies
+
+
+def test_k_rotation_function_may_rotate_exactly_the_key_secret(run):
+    secret = key_secret_arn(run)
+    rotation = statements(run.named("api-key-rotation-rotation").inputs["policy"])
+    assert rotation["RotateOneSecret"]["Action"] == [
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+    ]
+    assert rotation["RotateOneSecret"]["Resource"] == [secret]
+    assert rotation["UseRotatedSecretKey"]["Resource"] == [SECRETS_KEY]
+    # Random values come from the function's own CSPRNG: no GetRandomPassword on "*".
+    assert "RandomValues" not in rotation
+    # Nothing of the API function's (database, cache, stream, uploads): these three only.
+    role = run.named("api-key-rotation-role").id
+    assert {
+        policy.name
+        for policy in run.of_type("aws:iam/rolePolicy:RolePolicy")
+        if policy.inputs["role"] == role
+    } == {
+        "api-key-rotation-runtime-policy",
+        "api-key-rotation-rotation",
+        "api-key-rotation-api-keys",
+    }
+
+
+def test_k_only_secrets_manager_may_invoke_it_for_this_secret_in_this_account(run):
+    permission = run.named("api-key-rotation-invoke").inputs
+    assert permission == {
+        "action": "lambda:InvokeFunction",
+        "function": ROTATION_FUNCTION,
+        "principal": "secretsmanager.amazonaws.com",
+        "sourceArn": key_secret_arn(run),
+        "sourceAccount": ACCOUNT_ID,
+    }
+
+
+def test_k_up_never_undoes_a_rotation(run):
+    """After a rotation the first key is disabled and AWSCURRENT is on another version: the
+    next `up` writes neither back (and `refresh` + `preview --expect-no-changes` stays quiet)."""
+    key = run.one("aws:apigateway/apiKey:ApiKey")
+    assert key.ignore_changes == ["enabled"]
+    version = run.named("api-key-secret-value")
+    assert version.inputs["versionStages"] == ["AWSCURRENT", DEPLOYED_STAGE]
+    assert sorted(version.ignore_changes) == ["secretString", "versionStages"]
+
+
+def test_g3_destroy_has_the_function_delete_the_keys_rotations_made(run):
+    cleanup = run.one(T_INVOCATION)
+    assert cleanup.name == "api-key-rotation-cleanup"
+    assert cleanup.inputs["functionName"] == ROTATION_FUNCTION
+    assert cleanup.inputs["lifecycleScope"] == "CRUD"
+    assert "tf" not in json.loads(cleanup.inputs["input"])
+    # Created after the function and its grants, so deleted before them.
+    assert run.one(T_FUNCTION, "api-key-rotation-function").urn in cleanup.dependencies
+
+
+def test_k_the_function_waits_for_the_flows_it_is_granted(namer, context):
+    granted = []
+
+    def https_out(group):
+        group.allow_https_egress()
+        granted.append(group.physical_name)
+
+    code = KeyRotationCode(
+        code_path="build/lambda/rotation.zip", code_sha256="cm90", network_grants=(https_out,)
+    )
+    run = build(namer, context, key_rotation=code)
+    assert granted == ["media-api-key-rotation-sg-test"]
+    rule = run.named("api-key-rotation-sg-https-out")
+    assert rule.inputs["securityGroupId"] == run.named("api-key-rotation-sg").id
+    assert (rule.inputs["cidrIpv4"], rule.inputs["fromPort"]) == ("0.0.0.0/0", 443)
+    assert rule.urn in run.one(T_FUNCTION, "api-key-rotation-function").dependencies
+
+
+def test_k_no_rotation_is_a_visible_opt_out(namer, context):
+    run = build(namer, context, key_rotation_days=0, key_rotation=None)
+    assert run.of_type(T_ROTATION) == [] and run.of_type(T_INVOCATION) == []
+    assert [f.name for f in run.of_type(T_FUNCTION)] == ["api-function"]
+    assert run.warnings == [
+        "PublicApi: apiKeyRotationDays=0 — the API key never rotates: a leaked key works until "
+        "someone rotates the secret by hand"
+    ]
+    # Still stored as a rotated secret: a stack that rotated before keeps its current key.
+    assert run.named("api-key-secret-value").inputs["versionStages"] == [
+        "AWSCURRENT",
+        DEPLOYED_STAGE,
+    ]
+
+
+def test_k_iam_auth_has_no_key_to_rotate(namer, context):
+    run = build(namer, context, auth=ApiAuth.IAM, key_rotation=None)
+    assert run.of_type(T_ROTATION) == [] and run.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("auth", "days", "endpoints"),
+    [(ApiAuth.API_KEY, 90, ("apigateway",)), (ApiAuth.API_KEY, 0, ()), (ApiAuth.IAM, 90, ())],
+)
+def test_k_the_management_api_endpoint_is_needed_only_while_the_key_rotates(auth, days, endpoints):
+    assert PublicApiSettings(auth=auth, key_rotation_days=days).interface_endpoints() == endpoints
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"key_rotation": None}, "key_rotation: required when key_rotation_days=90"),
+        (
+            {"key_rotation": KeyRotationCode(code_path="", code_sha256="")},
+            "key_rotation: required when key_rotation_days=90",
+        ),
+        ({"key_rotation_days": 1001}, "key_rotation_days=1001: allowed 0 or 1..1000"),
+        ({"key_rotation_days": -1}, "key_rotation_days=-1: allowed 0 or 1..1000"),
+    ],
+)
+def test_k_bad_rotation_args_fail_naming_the_field_g8(namer, context, overrides, message):
+    with pytest.raises(ValueError, match="PublicApiArgs: ") as error:
+        api_args(namer, context, **overrides).validate()
+    assert message in str(error.value)
+
+
 # -- whole program (G6, A2, A4, N3, G1) --------------------------------------------------------
 
 PROGRAM_REGIONS = ["eu-central-1", "us-east-1", "ca-central-1", "ap-northeast-1"]
@@ -1130,7 +1382,8 @@ def test_program_sizes_the_function_per_stack_a4(dev_run, prod_run):
     )
     for run, days in ((dev_run, 14), (prod_run, 365)):
         groups = [g for g in run.of_type(T_LOG_GROUP) if g.name.startswith("api-")]
-        assert len(groups) == 4
+        # The function's, access, execution and WAF logs, and the key rotation function's.
+        assert len(groups) == 5
         assert {g.inputs["retentionInDays"] for g in groups} == {days}
 
 
@@ -1208,7 +1461,9 @@ def test_program_role_connects_as_its_db_user_reads_the_cache_secret_and_writes_
     }
     assert not any(r.name == "api-db-secret" for r in dev_run.resources)
     # The function starts only once the schema and its role exist.
-    assert dev_run.one("aws:lambda/invocation:Invocation").urn in function.dependencies
+    assert (
+        dev_run.one("aws:lambda/invocation:Invocation", "schema-run").urn in function.dependencies
+    )
     stream_arn = dev_run.one("aws:kinesis/stream:Stream").state["arn"]
     write = statements(dev_run.named("api-stream-write").inputs["policy"])
     assert any(stream_arn in s["Resource"] for s in write.values())
@@ -1261,3 +1516,56 @@ def test_a5_an_owning_stack_needs_no_role_in_the_account():
         run.one("aws:apigateway/account:Account").inputs["cloudwatchRoleArn"]
         == (run.one("aws:iam/role:Role", "api-cloudwatch-role").state["arn"])
     )
+
+
+# -- API key rotation in the stacks (issue 14, item 7) -----------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["dev_run", "prod_run"])
+def test_k_both_stacks_rotate_the_key_every_90_days(request, fixture):
+    run = request.getfixturevalue(fixture)
+    rotation = run.one(T_ROTATION, "api-key-rotation-schedule").inputs
+    assert rotation["rotationRules"] == {"automaticallyAfterDays": 90}
+    assert rotation["secretId"] == run.named("api-key-secret").state["arn"]
+    function = run.one(T_FUNCTION, "api-key-rotation-function").inputs
+    assert function["code"].path == "build/lambda/rotation.zip"
+    assert function["sourceCodeHash"] == build_rotation_package().sha256_base64
+
+
+def test_k_prod_reaches_the_management_api_through_an_interface_endpoint(prod_run):
+    """Prod's app subnets have no way out but the interface endpoints: the rotation function
+    gets the management API's endpoint, and HTTPS to the endpoints' group only."""
+    endpoint = prod_run.named("network-apigateway-endpoint").inputs
+    assert endpoint["serviceName"] == "com.amazonaws.eu-central-1.apigateway"
+    assert (endpoint["vpcEndpointType"], endpoint["privateDnsEnabled"]) == ("Interface", True)
+    group = prod_run.named("api-key-rotation-sg").id
+    egress = [
+        r.inputs
+        for r in prod_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.inputs["securityGroupId"] == group
+    ]
+    assert not any(rule.get("cidrIpv4") for rule in egress)
+    endpoints_group = prod_run.named("network-endpoints-sg").id
+    assert {"referencedSecurityGroupId": endpoints_group, "fromPort": 443} in [
+        {k: rule.get(k) for k in ("referencedSecurityGroupId", "fromPort")} for rule in egress
+    ]
+
+
+def test_k_dev_reaches_the_management_api_through_its_nat(dev_run):
+    assert not any(r.name == "network-apigateway-endpoint" for r in dev_run.resources)
+    group = dev_run.named("api-key-rotation-sg").id
+    egress = [
+        r.inputs
+        for r in dev_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.inputs["securityGroupId"] == group
+    ]
+    assert [(rule.get("cidrIpv4"), rule["fromPort"]) for rule in egress] == [("0.0.0.0/0", 443)]
+
+
+def test_k_a_stack_without_rotation_has_no_management_api_endpoint():
+    run = run_stack("prod", {"apiKeyRotationDays": "0"})
+    assert not any(r.name == "network-apigateway-endpoint" for r in run.resources)
+    assert not run.of_type(T_ROTATION) or all(
+        r.name != "api-key-rotation-schedule" for r in run.of_type(T_ROTATION)
+    )
+    assert any("apiKeyRotationDays=0" in warning for warning in run.warnings)
