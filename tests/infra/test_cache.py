@@ -19,6 +19,8 @@ from components.cache import (
 from components.firewall import RoleSecurityGroup
 from components.naming import member_cluster_ids
 from offline.engine import ACCOUNT_ID, run_components, run_stack
+from services.common.settings import load_cache_token_rotation_settings
+from services.contract import CACHE_TOKEN_ROTATION_ENVIRONMENT
 from stack_config import parse_settings
 from tests.infra import expect
 from tests.infra.expect import REGION, SUBNETS, TOPIC, ZONES, key
@@ -785,6 +787,37 @@ def test_i14_7_both_stacks_rotate_the_token_from_the_app_subnets(stack, dev_run,
     }
     assert (6379, True) in out and (443, False) in out
     assert {port for port, _ in out} == {6379, 443}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_i14_7_the_rotation_function_reads_exactly_the_environment_it_is_given(
+    stack, dev_run, prod_run
+):
+    """The contract round trip (services/contract.py): what the component writes is what
+    `load_cache_token_rotation_settings` reads, value for value, and nothing else."""
+    run = {"dev": dev_run, "prod": prod_run}[stack]
+    written = dict(run.one(FUNCTION, "cache-rotation-function").inputs["environment"]["variables"])
+    read: set[str] = set()
+
+    class Recording(dict):
+        def get(self, name, default=None):
+            read.add(name)
+            return super().get(name, default)
+
+    settings = load_cache_token_rotation_settings(Recording(written, AWS_REGION=REGION))
+    assert set(written) <= read <= CACHE_TOKEN_ROTATION_ENVIRONMENT.variables
+    assert (
+        read
+        >= CACHE_TOKEN_ROTATION_ENVIRONMENT.required | CACHE_TOKEN_ROTATION_ENVIRONMENT.optional
+    )
+    assert CACHE_TOKEN_ROTATION_ENVIRONMENT.required <= set(written)
+    assert (settings.redis.host, settings.redis.port, settings.redis.tls) == (
+        run.outputs["cacheEndpoint"],
+        6379,
+        True,
+    )
+    assert settings.redis.auth_secret_arn == run.outputs["cacheAuthSecretArn"]
+    assert settings.replication_group_id == f"media-cache-{stack}"
 
 
 def test_i14_7_prod_reaches_the_elasticache_api_through_an_interface_endpoint(prod_run):
