@@ -149,6 +149,6 @@ def test_every_method_waits_for_the_request_models_it_names(run):
 def test_the_migration_runs_only_once_its_function_can_reach_everything(run):
     """The invocation waits for the function, and through it for the function's needs."""
     graph = Graph(run)
-    (invocation,) = run.of_type("aws:lambda/invocation:Invocation")
+    invocation = run.one("aws:lambda/invocation:Invocation", "schema-run")
     function = next(f for f in run.of_type(FUNCTION) if f.name == "schema-function")
     assert function.urn in graph.waits_for(invocation.urn)

@@ -181,6 +181,7 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
         "api-sg": set(),
         "schema-sg": set(),
         "cache-rotation-sg": set(),
+        "api-key-rotation-sg": set(),
         # Key delivery is reached through its function URL, never through the VPC (M9).
         "delivery-sg": set(),
     }
@@ -191,6 +192,7 @@ def test_n3_d6_c4_every_ingress_rule_of_the_program_is_intended(stack_run):
             ("schema-sg", "tcp", 443, 443),
             ("delivery-sg", "tcp", 443, 443),
             ("cache-rotation-sg", "tcp", 443, 443),
+            ("api-key-rotation-sg", "tcp", 443, 443),
         }
     assert security_rules(stack_run, "ingress") == expected
 
@@ -217,6 +219,8 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
         "delivery-sg": aws_apis,
         # The cache token's rotation: Secrets Manager, the ElastiCache API and the cache.
         "cache-rotation-sg": aws_apis | {("cache-sg", "tcp", 6379, 6379)},
+        # The API key's rotation: Secrets Manager and the API Gateway management API only.
+        "api-key-rotation-sg": aws_apis,
         "database-sg": set(),
         "cache-sg": set(),
         "files-sg": set(),
@@ -411,7 +415,9 @@ def test_k3_g5_m8_m9_each_secret_is_granted_to_exactly_the_roles_that_use_it(sta
         "database-master": {"schema-role"},
         # The AUTH token: its users, and its rotation function (issue 14, item 7).
         "cache-auth-secret": {"worker-exec-role", "api-role", "cache-rotation-role"},
-        "api-key-secret": set(),
+        # The API key: its rotation function (issue 14, item 7); clients use credentials of
+        # their own.
+        "api-key-secret": {"api-key-rotation-role"},
         # The content key: the workers encrypt titles with it, key delivery derives their keys.
         "worker-content-key": {"worker-task-role", "delivery-role"},
         # The playback signing key: only the API signs grants.

@@ -1090,7 +1090,7 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
     }
     assert exec_policies == {"worker-exec-policy", "worker-exec-cache-secret"}
     # No task starts before the schema and the worker's database role exist.
-    invocation = run.one("aws:lambda/invocation:Invocation")
+    invocation = run.one("aws:lambda/invocation:Invocation", "schema-run")
     assert invocation.urn in run.one(SERVICE).dependencies
 
 
