@@ -194,6 +194,22 @@ def test_k_first_rotation_issues_a_new_key_into_the_plan_and_the_first_keeps_wor
     assert stack.key(stack.first_key_id)["enabled"] is True
 
 
+def test_k_turning_rotation_on_only_tests_the_current_key(stack):
+    """`up` turns rotation on without rotating (rotate_immediately off): Secrets Manager then
+    runs testSecret alone, on a pending copy of the current value, and nothing changes."""
+    stack.secrets.rotate_secret(
+        SecretId=stack.secret_arn,
+        RotationLambdaARN=stack.function_arn,
+        RotationRules={"AutomaticallyAfterDays": 90},
+        RotateImmediately=False,
+    )
+
+    assert stack.steps == ["testSecret"]
+    assert stack.value(CURRENT) == FIRST_VALUE
+    assert set(stack.plan_keys()) == {FIRST_VALUE}
+    assert stack.gateway.get_api_keys(nameQuery=f"{KEY_NAME}-")["items"] == []
+
+
 def test_k_second_rotation_disables_the_first_key_and_keeps_it(stack):
     stack.rotate()
     first_rotation = stack.value(CURRENT)
