@@ -238,8 +238,8 @@ worker = MediaWorkerService(
             cache.allow_from,
             *([files.allow_from] if settings.worker.efs_mount else []),
         ),
-        execution_grants={"cache-secret": cache.grant_secret_read},
         task_grants={
+            "cache-secret": cache.grant_secret_read,
             "jobs": jobs.grant_consume,
             "stream": stream.grant_write,
             "db-connect": partial(database.grant_connect, db_user=WORKER_DB_USER),

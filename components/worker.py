@@ -852,13 +852,11 @@ class MediaWorkerService(pulumi.ComponentResource):
         }
         if args.efs_mount:
             values[EnvVar.MEDIA_ROOT] = MEDIA_ROOT
+        # The AUTH token by its secret, read by the worker itself (task role), not injected
+        # at task start: a rotation (twice in a task's life) would strand an injected copy.
+        if c.redis_auth_secret_arn is not None:
+            values[EnvVar.REDIS_AUTH_SECRET_ARN] = c.redis_auth_secret_arn
         return [{"name": key, "value": value} for key, value in sorted(values.items())]
-
-    def _secrets(self) -> list[dict[str, pulumi.Input[str]]]:
-        c = self._args.connections
-        if c.redis_auth_secret_arn is None:
-            return []
-        return [{"name": EnvVar.REDIS_AUTH_TOKEN, "valueFrom": c.redis_auth_secret_arn}]
 
     def _mounts(self) -> list[dict[str, Any]]:
         mounts = [{"sourceVolume": "scratch", "containerPath": SCRATCH_PATH, "readOnly": False}]
@@ -899,7 +897,6 @@ class MediaWorkerService(pulumi.ComponentResource):
             # An init process forwards SIGTERM to the worker and reaps ffprobe children.
             "linuxParameters": {"initProcessEnabled": True},
             "environment": self._environment(),
-            "secrets": self._secrets(),
             "mountPoints": self._mounts(),
             "healthCheck": {
                 "command": list(HEALTH_COMMAND),

@@ -414,7 +414,7 @@ def test_k3_g5_m8_m9_each_secret_is_granted_to_exactly_the_roles_that_use_it(sta
     assert granted_readers(stack_run) == {
         "database-master": {"schema-role"},
         # The AUTH token: its users, and its rotation function (issue 14, item 7).
-        "cache-auth-secret": {"worker-exec-role", "api-role", "cache-rotation-role"},
+        "cache-auth-secret": {"worker-task-role", "api-role", "cache-rotation-role"},
         # The API key: its rotation function (issue 14, item 7); clients use credentials of
         # their own.
         "api-key-secret": {"api-key-rotation-role"},

@@ -140,8 +140,8 @@ def worker_args(namer, context, files: SharedFileSystem | None, **overrides: Any
         "images_key_arn": key("images"),
         "secrets_key_arn": key("secrets"),
         "alarm_topic_arn": TOPIC,
-        "execution_grants": {"cache-secret": fake_grant("FakeCacheSecret", REDIS_SECRET)},
         "task_grants": {
+            "cache-secret": fake_grant("FakeCacheSecret", REDIS_SECRET),
             "jobs": fake_grant("FakeJobs", "arn:jobs"),
             "stream": fake_grant("FakeStream", "arn:stream"),
         },
@@ -429,6 +429,7 @@ def test_w3_environment_carries_endpoints_names_and_arns_only(run):
         "REDIS_HOST": "master.cache.example",
         "REDIS_PORT": "6379",
         "REDIS_TLS": "true",
+        "REDIS_AUTH_SECRET_ARN": REDIS_SECRET,
         "STREAM_NAME": "media-kinesis-test",
         "JOBS_QUEUE_URL": "https://sqs.example/jobs",
         "DEAD_LETTER_QUEUE_URL": "https://sqs.example/dlq",
@@ -459,15 +460,20 @@ def test_d6_database_tls_unchecked_only_when_asked_for(namer, context):
     assert environment["DB_SSL"] == "require"
 
 
-def test_w3_d6_only_the_cache_token_is_injected_the_database_takes_iam_tokens(run):
-    assert container(run)["secrets"] == [{"name": "REDIS_AUTH_TOKEN", "valueFrom": REDIS_SECRET}]
+def test_w3_d6_issue14_no_secret_is_injected_the_worker_reads_the_rotating_cache_token_itself(run):
+    """ECS would inject the token once, at task start; the worker reads it by ARN so it
+    follows a rotation (issue 14 item 7), and the database takes IAM tokens (D6)."""
+    assert "secrets" not in container(run)
+    environment = {e["name"]: e["value"] for e in container(run)["environment"]}
+    assert environment["REDIS_AUTH_SECRET_ARN"] == REDIS_SECRET
 
 
-def test_no_secret_injected_when_the_cache_has_no_auth(namer, context):
+def test_no_token_secret_named_when_the_cache_has_no_auth(namer, context):
     run = build_run(
         namer, context, connections=connections(redis_auth_secret_arn=None, redis_tls=False)
     )
-    assert container(run)["secrets"] == []
+    environment = {e["name"] for e in container(run)["environment"]}
+    assert "REDIS_AUTH_SECRET_ARN" not in environment and "secrets" not in container(run)
     environment = {e["name"]: e["value"] for e in container(run)["environment"]}
     assert environment["REDIS_TLS"] == "false"
 
@@ -539,9 +545,9 @@ def test_w3_execution_role_pulls_only_this_repository_and_writes_only_its_logs(r
     ]
 
 
-def test_w3_injected_secrets_are_granted_to_the_execution_role_via_the_tier_helper(run):
-    assert role_of(run, "worker-exec-cache-secret") == "media-worker-exec-test"
-    assert [s["Sid"] for s in policy_statements(run, "worker-exec-cache-secret")] == [
+def test_w3_issue14_the_cache_token_is_granted_to_the_task_role_via_the_tier_helper(run):
+    assert role_of(run, "worker-task-cache-secret") == "media-worker-task-test"
+    assert [s["Sid"] for s in policy_statements(run, "worker-task-cache-secret")] == [
         "FakeCacheSecret"
     ]
 
@@ -573,10 +579,7 @@ def test_execution_role_gets_nothing_the_worker_code_uses(run):
     exec_policies = [
         r for r in run.of_type(ROLE_POLICY) if r.inputs["role"] == "media-worker-exec-test"
     ]
-    assert sorted(r.name for r in exec_policies) == [
-        "worker-exec-cache-secret",
-        "worker-exec-policy",
-    ]
+    assert sorted(r.name for r in exec_policies) == ["worker-exec-policy"]
     text = " ".join(r.inputs["policy"] for r in exec_policies)
     assert "elasticfilesystem:" not in text and CONTENT_KEY_ARN not in text
 
@@ -1056,8 +1059,8 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
     assert environment["DEAD_LETTER_QUEUE_URL"] == outputs["deadLetterQueueUrl"]
     assert environment["CONTENT_KEY_SECRET_ARN"] == outputs["contentKeySecretArn"]
     assert environment["DB_IAM_USER"] == "media_worker"
-    secrets = {s["name"]: s["valueFrom"] for s in _container_of(run)["secrets"]}
-    assert secrets == {"REDIS_AUTH_TOKEN": outputs["cacheAuthSecretArn"]}
+    assert environment["REDIS_AUTH_SECRET_ARN"] == outputs["cacheAuthSecretArn"]
+    assert "secrets" not in _container_of(run)
     task_policies = {
         r.name
         for r in run.of_type(ROLE_POLICY)
@@ -1070,6 +1073,7 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
         "worker-task-stream",
         "worker-task-efs",
         "worker-task-db-connect",
+        "worker-task-cache-secret",
     }
     cluster = run.one("aws:rds/cluster:Cluster").state
     assert policy_statements(run, "worker-task-db-connect") == [
@@ -1088,7 +1092,7 @@ def test_stacks_wire_the_worker_to_every_tier(dev_run, prod_run, stack):
         for r in run.of_type(ROLE_POLICY)
         if r.inputs["role"] == f"media-worker-exec-{suffix}"
     }
-    assert exec_policies == {"worker-exec-policy", "worker-exec-cache-secret"}
+    assert exec_policies == {"worker-exec-policy"}
     # No task starts before the schema and the worker's database role exist.
     invocation = run.one("aws:lambda/invocation:Invocation", "schema-run")
     assert invocation.urn in run.one(SERVICE).dependencies
