@@ -22,7 +22,7 @@ from components.functions import function_role_arn
 from components.jobs import JobQueue, JobQueueArgs
 from components.kms import PlatformKeys, PlatformKeysArgs
 from components.media_storage import MediaStorage, MediaStorageArgs, TranscodeTarget, UploadTarget
-from components.network import INTERFACE_ENDPOINT_SERVICES, SecureVpc, SecureVpcArgs
+from components.network import SecureVpc, SecureVpcArgs
 from components.observability import (
     AlarmTopic,
     AlarmTopicArgs,
@@ -64,8 +64,6 @@ network = SecureVpc(
         **common,
         availability_zones=zones,
         logs_key_arn=keys.logs.arn,
-        # The API key's rotation reaches the API Gateway management API through one more.
-        endpoint_services=(*INTERFACE_ENDPOINT_SERVICES, *settings.api.interface_endpoints()),
     ),
     on_provider,
 )
@@ -296,7 +294,10 @@ api = PublicApi(
         key_rotation=KeyRotationCode(
             code_path=rotation_package.archive_path(),
             code_sha256=rotation_package.sha256_base64,
-            network_grants=(aws_apis("api-key-rotation"),),
+            network_grants=(
+                aws_apis("api-key-rotation"),
+                lambda group: network.grant_public_aws_api(group, "api-key-rotation"),
+            ),
         ),
         access_grants={
             "db-connect": partial(database.grant_connect, db_user=API_DB_USER),

@@ -113,10 +113,6 @@ KEY_ROTATION_STEM = "api-key-rotation"
 # A step makes a handful of API Gateway and Secrets Manager calls, each bounded to 3 attempts
 # of at most 13 s by the function's own clients.
 KEY_ROTATION_TIMEOUT_SECONDS = 60
-API_GATEWAY_ENDPOINT_SERVICE = "apigateway"
-"""The API Gateway management API's interface endpoint (AWS PrivateLink lists
-`com.amazonaws.{region}.apigateway` besides `execute-api`): the rotation function's way to
-API Gateway from app subnets whose only way out is the interface endpoints."""
 
 
 def _logging_role_or_fail(role_arn: str | None) -> str:
@@ -245,11 +241,6 @@ class PublicApiSettings(Tunables):
         """Whether the stack has an API key and rotates it."""
         return self.auth is ApiAuth.API_KEY and self.key_rotation_days > 0
 
-    def interface_endpoints(self) -> tuple[str, ...]:
-        """The interface endpoints this tier needs beyond the network's own (when the network
-        has endpoints): the API Gateway management API for the key's rotation."""
-        return (API_GATEWAY_ENDPOINT_SERVICE,) if self.rotates_key else ()
-
 
 @dataclass(frozen=True, kw_only=True)
 class KeyRotationCode:
@@ -261,7 +252,9 @@ class KeyRotationCode:
     """Base64 SHA-256 of that zip (required)."""
     network_grants: Sequence[NetworkGrant] = ()
     """Called with the function's security group before it exists: HTTPS to Secrets Manager
-    and the API Gateway management API (the network's `grant_aws_apis`). Default none."""
+    (the network's `grant_aws_apis`) and to the API Gateway management API, which has no
+    interface endpoint (`execute-api` only invokes private APIs), so it goes out through the
+    NAT gateways (`grant_public_aws_api`). Default none."""
 
 
 @dataclass(frozen=True, kw_only=True)

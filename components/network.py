@@ -243,6 +243,18 @@ class SecureVpc(pulumi.ComponentResource):
         self.endpoint_security_group.allow_from(consumer, HTTPS, label)
         consumer.allow_https_to_prefix_list(self.s3_endpoint.prefix_list_id, "s3")
 
+    def grant_public_aws_api(self, consumer: RoleSecurityGroup, label: str) -> None:
+        """Let `consumer` reach an AWS API that has no interface endpoint (the API Gateway
+        management API) over HTTPS through the NAT gateways; without endpoints
+        `grant_aws_apis` has opened that already."""
+        if self._args.nat_strategy is NatStrategy.NONE:
+            raise ValueError(
+                f"SecureVpc: {label} needs HTTPS to an AWS API without an interface endpoint, "
+                f"and {self._args.key_of('nat_strategy')}=NONE leaves the app subnets no way out"
+            )
+        if self._args.vpc_endpoints:
+            consumer.allow_https_egress()
+
     def _subnets(self, tier: str, plan: TierPlan) -> list[aws.ec2.Subnet]:
         subnets = []
         for index, (zone, cidr) in enumerate(zip(self.zones, plan.subnets, strict=False)):

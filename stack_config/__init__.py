@@ -282,6 +282,16 @@ def _cross_tier_rules(settings: StackSettings) -> list[str]:
                     "nothing)",
                 )
             )
+    if settings.api.rotates_key and settings.network.nat_strategy is NatStrategy.NONE:
+        problems.append(
+            render(
+                SecureVpcSettings.key_of("nat_strategy"),
+                NatStrategy.NONE.value,
+                f"ONE_PER_AZ or SINGLE while {PublicApiSettings.key_of('key_rotation_days')} is "
+                "above 0 (the API Gateway management API the rotation calls has no interface "
+                "endpoint)",
+            )
+        )
     if not settings.protection.protect_data:
         return problems
     protected = f"when {StackWide.key_of('data_protection')} is true"

@@ -15,7 +15,6 @@ from components.api import (
     KeyRotationCode,
     PublicApi,
     PublicApiArgs,
-    PublicApiSettings,
 )
 from components.api_routes import (
     ROUTES,
@@ -1302,14 +1301,6 @@ def test_k_iam_auth_has_no_key_to_rotate(namer, context):
 
 
 @pytest.mark.parametrize(
-    ("auth", "days", "endpoints"),
-    [(ApiAuth.API_KEY, 90, ("apigateway",)), (ApiAuth.API_KEY, 0, ()), (ApiAuth.IAM, 90, ())],
-)
-def test_k_the_management_api_endpoint_is_needed_only_while_the_key_rotates(auth, days, endpoints):
-    assert PublicApiSettings(auth=auth, key_rotation_days=days).interface_endpoints() == endpoints
-
-
-@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"key_rotation": None}, "key_rotation: required when key_rotation_days=90"),
@@ -1532,23 +1523,39 @@ def test_k_both_stacks_rotate_the_key_every_90_days(request, fixture):
     assert function["sourceCodeHash"] == build_rotation_package().sha256_base64
 
 
-def test_k_prod_reaches_the_management_api_through_an_interface_endpoint(prod_run):
-    """Prod's app subnets have no way out but the interface endpoints: the rotation function
-    gets the management API's endpoint, and HTTPS to the endpoints' group only."""
-    endpoint = prod_run.named("network-apigateway-endpoint").inputs
-    assert endpoint["serviceName"] == "com.amazonaws.eu-central-1.apigateway"
-    assert (endpoint["vpcEndpointType"], endpoint["privateDnsEnabled"]) == ("Interface", True)
+def test_k_prod_reaches_the_management_api_through_its_nat_and_the_rest_through_endpoints(
+    prod_run,
+):
+    """The API Gateway management API has no interface endpoint (`execute-api` only invokes
+    private APIs): prod's rotation function, alone in the app tier, gets HTTPS out through
+    the NAT gateways besides the endpoints' group; no endpoint is made for it."""
+    endpoints = prod_run.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert not any(e.inputs["serviceName"].endswith(".apigateway") for e in endpoints)
+    egress_rules = prod_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
     group = prod_run.named("api-key-rotation-sg").id
-    egress = [
-        r.inputs
-        for r in prod_run.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
-        if r.inputs["securityGroupId"] == group
-    ]
-    assert not any(rule.get("cidrIpv4") for rule in egress)
+    egress = [r.inputs for r in egress_rules if r.inputs["securityGroupId"] == group]
+    anywhere = [(rule["cidrIpv4"], rule["fromPort"]) for rule in egress if rule.get("cidrIpv4")]
+    assert anywhere == [("0.0.0.0/0", 443)]
     endpoints_group = prod_run.named("network-endpoints-sg").id
     assert {"referencedSecurityGroupId": endpoints_group, "fromPort": 443} in [
         {k: rule.get(k) for k in ("referencedSecurityGroupId", "fromPort")} for rule in egress
     ]
+    worker_group = prod_run.named("worker-sg").id
+    assert not any(
+        r.inputs.get("cidrIpv4")
+        for r in egress_rules
+        if r.inputs["securityGroupId"] == worker_group
+    )
+
+
+def test_k_rotation_without_a_nat_is_refused_before_anything_is_made():
+    with pytest.raises(Exception) as error:
+        run_stack("prod", {"natStrategy": "NONE"})
+    assert str(error.value) == (
+        "invalid configuration for stack (1 problem(s)):\n"
+        '  - natStrategy="NONE": allowed ONE_PER_AZ or SINGLE while apiKeyRotationDays is '
+        "above 0 (the API Gateway management API the rotation calls has no interface endpoint)"
+    )
 
 
 def test_k_dev_reaches_the_management_api_through_its_nat(dev_run):
@@ -1562,9 +1569,9 @@ def test_k_dev_reaches_the_management_api_through_its_nat(dev_run):
     assert [(rule.get("cidrIpv4"), rule["fromPort"]) for rule in egress] == [("0.0.0.0/0", 443)]
 
 
-def test_k_a_stack_without_rotation_has_no_management_api_endpoint():
+def test_k_a_stack_without_rotation_opens_no_way_out_for_it():
     run = run_stack("prod", {"apiKeyRotationDays": "0"})
-    assert not any(r.name == "network-apigateway-endpoint" for r in run.resources)
+    assert not any(r.name == "api-key-rotation-sg" for r in run.resources)
     assert not run.of_type(T_ROTATION) or all(
         r.name != "api-key-rotation-schedule" for r in run.of_type(T_ROTATION)
     )

@@ -113,7 +113,7 @@ def test_interface_endpoints_cost_per_az_gateway_endpoint_free_n6(prod_cost, pro
     ]
     # Nine for the workloads' AWS APIs, ElastiCache's (the token rotation) and API Gateway's
     # management API (the API key rotation).
-    assert len(endpoints) == len(interface) == 11
+    assert len(endpoints) == len(interface) == 10
     for line in endpoints:
         assert line.monthly == pytest.approx(3 * 0.012 * HOURS)
         assert "in 3 AZ" in line.what

@@ -165,7 +165,7 @@ def test_dev_skips_interface_endpoints_and_prod_has_them_but_both_have_s3s_gatew
         )
         for stack in STACKS
     }
-    assert kinds == {"dev": ["Gateway"], "prod": ["Gateway"] + ["Interface"] * 11}
+    assert kinds == {"dev": ["Gateway"], "prod": ["Gateway"] + ["Interface"] * 10}
 
 
 @pytest.mark.parametrize("stack", STACKS)

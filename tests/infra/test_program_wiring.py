@@ -219,8 +219,9 @@ def test_n3_n6_every_egress_rule_of_the_program_is_intended(stack_run):
         "delivery-sg": aws_apis,
         # The cache token's rotation: Secrets Manager, the ElastiCache API and the cache.
         "cache-rotation-sg": aws_apis | {("cache-sg", "tcp", 6379, 6379)},
-        # The API key's rotation: Secrets Manager and the API Gateway management API only.
-        "api-key-rotation-sg": aws_apis,
+        # The API key's rotation: Secrets Manager and the API Gateway management API only;
+        # the management API has no interface endpoint, so in prod it alone goes out via NAT.
+        "api-key-rotation-sg": aws_apis | {("0.0.0.0/0", "tcp", 443, 443)},
         "database-sg": set(),
         "cache-sg": set(),
         "files-sg": set(),
