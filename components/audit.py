@@ -698,6 +698,11 @@ class AuditTrail(pulumi.ComponentResource):
             ctx=args.context,
             namer=args.namer,
             parent=self,
+            # AWS documents S3 replication's trust without conditions and does not say S3
+            # sends aws:SourceAccount when it assumes the role: a condition it does not send
+            # would fail every replication quietly. A role cannot be passed to another
+            # account's bucket, so the condition would guard nothing here.
+            source_account=False,
         )
         grants = replication_grants(ends, args.context)
         return role, attach_grants(f"{name}-replication-policy", role, grants, parent=self)

@@ -48,25 +48,27 @@ def policy_document(grants: Sequence[Grant]) -> pulumi.Output[str]:
 
 
 def service_trust_policy(
-    service: str, ctx: AwsContext, source_arn: pulumi.Input[str] | None = None
+    service: str,
+    ctx: AwsContext,
+    source_arn: pulumi.Input[str] | None = None,
+    *,
+    source_account: bool = True,
 ) -> pulumi.Output[str]:
-    """Trust `service` only on behalf of this account (confused-deputy guard)."""
-    condition: dict[str, Any] = {"StringEquals": {"aws:SourceAccount": ctx.account_id}}
+    """Trust `service` only on behalf of this account (confused-deputy guard), unless
+    `source_account` is False: for a service whose documented trust carries no condition."""
+    condition: dict[str, Any] = (
+        {"StringEquals": {"aws:SourceAccount": ctx.account_id}} if source_account else {}
+    )
     if source_arn is not None:
         condition["ArnLike"] = {"aws:SourceArn": source_arn}
-    return pulumi.Output.json_dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": service},
-                    "Action": "sts:AssumeRole",
-                    "Condition": condition,
-                }
-            ],
-        }
-    )
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    }
+    if condition:
+        statement["Condition"] = condition
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def service_role_policy_arn(ctx: AwsContext, name: str) -> pulumi.Output[str]:
@@ -83,12 +85,15 @@ def service_role(
     namer: Namer,
     parent: pulumi.Resource,
     source_arn: pulumi.Input[str] | None = None,
+    source_account: bool = True,
 ) -> aws.iam.Role:
     physical = namer.name(role, NameKind.IAM_ROLE)
     return aws.iam.Role(
         resource_name,
         name=physical,
-        assume_role_policy=service_trust_policy(service, ctx, source_arn),
+        assume_role_policy=service_trust_policy(
+            service, ctx, source_arn, source_account=source_account
+        ),
         # Policies attached outside this program must not block `pulumi destroy`.
         force_detach_policies=True,
         tags=name_tag(physical),

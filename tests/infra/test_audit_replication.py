@@ -116,7 +116,9 @@ def test_replication_waits_for_both_buckets_versioning_and_the_roles_policy(repl
     } <= set(config.dependencies)
 
 
-def test_the_replication_role_is_trusted_by_s3_for_this_account_only(replicated):
+def test_the_replication_role_is_trusted_by_s3_in_the_documented_form(replicated):
+    """The trust AWS documents for S3 replication, without a condition S3 may not send (the
+    role cannot be passed to another account's bucket, so it would guard nothing)."""
     role = replicated.one("aws:iam/role:Role", "audit-replication-role").inputs
     assert role["name"] == ROLE
     assert statements(role["assumeRolePolicy"]) == [
@@ -124,7 +126,6 @@ def test_the_replication_role_is_trusted_by_s3_for_this_account_only(replicated)
             "Effect": "Allow",
             "Principal": {"Service": "s3.amazonaws.com"},
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}},
         }
     ]
 

@@ -209,7 +209,7 @@ def test_program_ships_the_migrate_package_and_fingerprints_the_migrations_r1(de
     assert {"services/migrate/handler.py", "services/migrations/003_service_roles.sql"} <= set(
         package.entries
     )
-    invocation = dev_run.one(INVOCATION)
+    invocation = dev_run.one(INVOCATION, "schema-run")
     assert invocation.inputs["triggers"] == {
         "migrations": migrations_fingerprint(),
         "code": package.sha256_base64,
@@ -220,7 +220,7 @@ def test_program_ships_the_migrate_package_and_fingerprints_the_migrations_r1(de
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_program_migrates_after_the_writer_with_the_master_secret_d5(dev_run, prod_run, stack):
     run = {"dev": dev_run, "prod": prod_run}[stack]
-    invocation = run.one(INVOCATION)
+    invocation = run.one(INVOCATION, "schema-run")  # beside the key rotation's cleanup
     writer = run.named("database-writer")
     assert writer.urn in invocation.dependencies
     cluster = run.one("aws:rds/cluster:Cluster").state
