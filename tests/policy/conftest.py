@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from offline.engine import ProgramRun
-from tests.infra.conftest import group_whole_stack_tests, plan_main_on_shared_runs, shared_run
+from tests.infra.conftest import (  # noqa: F401 (whole_programs_untraced: an autouse fixture)
+    group_whole_stack_tests,
+    plan_main_on_shared_runs,
+    shared_run,
+    whole_programs_untraced,
+)
 
 
 # Before pytest-xdist names each test's group (its own hook has no order).
