@@ -881,6 +881,7 @@ class PublicApi(pulumi.ComponentResource):
                 secret_key_arn=args.secrets_key_arn,
                 function=self._key_rotation_function(environment, plan),
                 rotation_days=args.key_rotation_days,
+                alarm_topic_arn=args.alarm_topic_arn,
             ),
             parent=self,
         )

@@ -454,6 +454,7 @@ class RedisReplicationGroup(DataStore):
                 secret_key_arn=args.secret_key_arn,
                 function=self._rotation_function_args(args.token_rotation),
                 rotation_days=args.auth_token_rotation_days,
+                alarm_topic_arn=args.alarm_topic_arn,
             ),
             parent=self,
         )

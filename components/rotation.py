@@ -19,6 +19,7 @@ import pulumi_aws as aws
 from components.functions import VpcFunctionArgs, vpc_function
 from components.iam import Grant, attach_grants, decrypt_via
 from components.naming import NameKind, Namer, name_tag
+from components.observability import metric_alarm
 from components.protection import Lifecycle
 
 ROTATION_PRINCIPAL = "secretsmanager.amazonaws.com"
@@ -51,6 +52,8 @@ class SecretRotationArgs:
     (what it needs on the credential's owner); the rotation grants are added here."""
     rotation_days: int
     """Days between rotations (required), 1-1000."""
+    alarm_topic_arn: pulumi.Input[str]
+    """Where a failed rotation step is reported (required)."""
     random_password: bool = False
     """Whether the function asks Secrets Manager for random values (GetRandomPassword);
     default False."""
@@ -71,6 +74,7 @@ class SecretRotator:
     role: aws.iam.Role
     permission: aws.lambda_.Permission
     rotation: aws.secretsmanager.SecretRotation
+    failures: aws.cloudwatch.MetricAlarm
 
 
 def rotation_grants(args: SecretRotationArgs) -> list[Grant]:
@@ -132,7 +136,25 @@ def rotation_function(
         rotate_immediately=False,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[permission]),
     )
-    return SecretRotator(built.function, built.role, permission, rotation)
+    failures = metric_alarm(
+        f"{name}-failed-alarm",
+        alarm_name=args.function.namer.name(f"{args.function.stem}-failed"),
+        description=(
+            f"A step of the {args.function.stem} function failed: the secret keeps its current "
+            "value and Secrets Manager tries the rotation again; its log group says why."
+        ),
+        namespace="AWS/Lambda",
+        metric_name="Errors",
+        dimensions={"FunctionName": built.function.name},
+        statistic="Sum",
+        comparison="GreaterThanOrEqualToThreshold",
+        threshold=1,
+        topic_arn=args.alarm_topic_arn,
+        parent=parent,
+        # A rotation is four invocations minutes apart, days apart from the next one.
+        period=3600,
+    )
+    return SecretRotator(built.function, built.role, permission, rotation, failures)
 
 
 def rotated_secret(

@@ -331,8 +331,14 @@ def test_c4_slow_and_engine_logs_as_json_to_encrypted_groups(namer, context):
 def test_c4_alarms_per_node_on_cpu_memory_and_evictions(namer, context):
     run, _ = build(namer, context, cpu_alarm_percent=60, memory_alarm_percent=85)
     alarms = {a.inputs["name"]: a.inputs for a in run.of_type(ALARM)}
+    # Beside the token rotation's own failure alarm (tests/infra/test_rotation.py).
     assert sorted(alarms) == sorted(
-        f"media-cache-{n}-{m}-test" for n in ("001", "002") for m in ("cpu", "memory", "evictions")
+        [
+            f"media-cache-{n}-{m}-test"
+            for n in ("001", "002")
+            for m in ("cpu", "memory", "evictions")
+        ]
+        + ["media-cache-rotation-failed-test"]
     )
     expected = {
         "cpu": ("EngineCPUUtilization", "Average", 60),

@@ -27,6 +27,8 @@ ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:media-thing-test-AbCdEf"
+TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:media-alarms-test"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 class Owner(pulumi.ComponentResource):
@@ -71,6 +73,7 @@ def build(namer, context, **overrides: Any):
             "secret_key_arn": key("secrets"),
             "function": function_args(namer, context, group),
             "rotation_days": 30,
+            "alarm_topic_arn": TOPIC,
             **overrides,
         }
         made["rotator"] = rotation_function("thing-rotation", SecretRotationArgs(**fields), owner)
@@ -198,3 +201,25 @@ def test_i14_7_rotated_secret_keeps_its_first_version_and_never_writes_it_back(
     # Rotation moves AWSCURRENT on and writes new values; a refresh or a changed input must
     # not make `up` move it back to this version or write a new one.
     assert sorted(version.ignore_changes) == ["secretString", "versionStages"]
+
+
+def test_i14_7_a_failed_rotation_step_raises_an_alarm_on_the_alarm_topic(namer, context):
+    """O2: any failed step (an unhandled RotationError is a Lambda error) alarms within the
+    hour; the secret keeps its value and Secrets Manager retries the rotation."""
+    run, made = build(namer, context)
+    alarm = run.one(ALARM).inputs
+    assert alarm["name"] == "media-thing-rotation-failed-test"
+    assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == (
+        "AWS/Lambda",
+        "Errors",
+        "Sum",
+    )
+    assert alarm["dimensions"] == {"FunctionName": run.one(FUNCTION).inputs["name"]}
+    assert (alarm["comparisonOperator"], alarm["threshold"], alarm["period"]) == (
+        "GreaterThanOrEqualToThreshold",
+        1,
+        3600,
+    )
+    assert alarm["alarmActions"] == alarm["okActions"] == [TOPIC]
+    assert alarm["treatMissingData"] == "notBreaching"
+    assert made["rotator"].failures is not None
