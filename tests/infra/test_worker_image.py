@@ -515,14 +515,17 @@ def test_issue14_5_the_lock_names_its_refresh_command_for_the_image_platform():
 
 def test_issue14_1_make_base_image_runs_the_check_or_the_write():
     def planned(*variables: str) -> str:
+        # Under `make test` this make is a sub-make: without --no-print-directory it adds
+        # "make[1]: Entering/Leaving directory" lines around the command.
         done = subprocess.run(
-            ["make", "-n", "base-image", *variables],
+            ["make", "--no-print-directory", "-n", "base-image", *variables],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=30,
         )
-        return done.stdout.split("refresh_base_image.py", 1)[1].split()
+        (command,) = [line for line in done.stdout.splitlines() if "refresh_base_image.py" in line]
+        return command.split("refresh_base_image.py", 1)[1].split()
 
     assert planned() == ["--check"]
     assert planned("WRITE=1") == ["--write"]
