@@ -60,9 +60,9 @@ from components.placement import AppPlacement, NetworkGrant
 from components.rotation import (
     ROTATION_DAYS_RANGE,
     SecretRotationArgs,
-    rotated_secret,
     rotation_function,
 )
+from components.secrets import stored_secret
 from components.tunables import Tunables, tunable
 from components.waf import WAF_MAX_RATE_LIMIT, WAF_MIN_RATE_LIMIT, WebAclArgs, web_acl
 from services.contract import (
@@ -797,7 +797,7 @@ class PublicApi(pulumi.ComponentResource):
         )
         # Stored as a rotated secret even when the key does not rotate: turning rotation off
         # after rotations must not write the first value back as AWSCURRENT (a disabled key).
-        secret, _ = rotated_secret(
+        secret, _ = stored_secret(
             f"{name}-key-secret",
             namer=args.namer,
             stem="api-key",
@@ -806,6 +806,7 @@ class PublicApi(pulumi.ComponentResource):
             kms_key_arn=args.secrets_key_arn,
             protect_data=args.protect_data,
             parent=self,
+            rotated=True,
         )
         api_key = aws.apigateway.ApiKey(
             f"{name}-key",

@@ -40,9 +40,9 @@ from components.rotation import (
     ROTATION_DAYS_RANGE,
     SecretRotationArgs,
     SecretRotator,
-    rotated_secret,
     rotation_function,
 )
+from components.secrets import stored_secret
 from components.tunables import Problem, Tunables, tunable
 from components.windows import (
     DAILY_FORM,
@@ -421,7 +421,7 @@ class RedisReplicationGroup(DataStore):
 
     def _auth_secret(self, token: pulumi.Output[str]) -> pulumi.Output[str]:
         args = self._args
-        secret, _ = rotated_secret(
+        secret, _ = stored_secret(
             f"{self._name}-auth-secret",
             namer=args.namer,
             stem="cache-auth-token",
@@ -430,6 +430,7 @@ class RedisReplicationGroup(DataStore):
             kms_key_arn=args.secret_key_arn,
             protect_data=args.protect_data,
             parent=self,
+            rotated=True,
         )
         return secret.arn
 

@@ -4,8 +4,8 @@ Secrets Manager invokes the function four times per rotation (services/rotation/
 Here are the pieces every such rotation needs (PITFALLS 148): the function in the VPC
 (`components.functions.vpc_function`, the caller's handler, environment, grants and
 placement) with the rotation actions on exactly its secret, the invoke permission for Secrets
-Manager scoped to that secret, and the schedule. `rotated_secret` stores the secret so that
-the next `pulumi up` never undoes a rotation.
+Manager scoped to that secret, and the schedule. `components.secrets.stored_secret` with
+`rotated=True` stores the secret so that the next `pulumi up` never undoes a rotation.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import pulumi_aws as aws
 
 from components.functions import VpcFunctionArgs, vpc_function
 from components.iam import Grant, attach_grants, decrypt_via
-from components.naming import NameKind, Namer, name_tag
 from components.observability import metric_alarm
-from components.protection import Lifecycle
 
 ROTATION_PRINCIPAL = "secretsmanager.amazonaws.com"
 ROTATION_SECRET_ACTIONS = (
@@ -31,12 +29,6 @@ ROTATION_SECRET_ACTIONS = (
 )
 # Secrets Manager's RotationRules.AutomaticallyAfterDays.
 ROTATION_DAYS_RANGE = (1, 1000)
-CURRENT_STAGE = "AWSCURRENT"
-DEPLOYED_STAGE = "DEPLOYED"
-"""A staging label of our own on the version `pulumi up` wrote. Rotation moves AWSCURRENT and
-AWSPREVIOUS away from it; a version left with no label is deprecated and Secrets Manager may
-delete it, after which the provider would drop it from the state and the next `up` would
-write it again as AWSCURRENT — the old value back (hashicorp/terraform-provider-aws#37302)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,43 +147,3 @@ def rotation_function(
         period=3600,
     )
     return SecretRotator(built.function, built.role, permission, rotation, failures)
-
-
-def rotated_secret(
-    resource_name: str,
-    *,
-    namer: Namer,
-    stem: str,
-    description: str,
-    value: pulumi.Input[str],
-    kms_key_arn: pulumi.Input[str],
-    protect_data: bool,
-    parent: pulumi.Resource,
-) -> tuple[aws.secretsmanager.Secret, aws.secretsmanager.SecretVersion]:
-    """`components.secrets.stored_secret` for a secret a rotation function owns after `up`
-    wrote its first value (same names, so a stored secret becomes a rotated one in place).
-
-    The first version keeps `DEPLOYED_STAGE`, so it is never deleted and re-created, and its
-    value and stages are the rotation's from then on: a changed `value` or a refreshed state
-    (AWSCURRENT moved on) never makes the next `up` write the old value back."""
-    child = pulumi.ResourceOptions(parent=parent)
-    name = namer.name(stem, NameKind.SECRET)
-    secret = aws.secretsmanager.Secret(
-        resource_name,
-        name=name,
-        description=description,
-        kms_key_id=kms_key_arn,
-        recovery_window_in_days=Lifecycle(protect_data).secret_recovery_window_days,
-        tags=name_tag(name),
-        opts=child,
-    )
-    version = aws.secretsmanager.SecretVersion(
-        f"{resource_name}-value",
-        secret_id=secret.id,
-        secret_string=value,
-        version_stages=[CURRENT_STAGE, DEPLOYED_STAGE],
-        opts=pulumi.ResourceOptions(
-            parent=parent, ignore_changes=["secretString", "versionStages"]
-        ),
-    )
-    return secret, version

@@ -14,6 +14,13 @@ import pulumi_aws as aws
 from components.naming import NameKind, Namer, name_tag
 from components.protection import Lifecycle
 
+CURRENT_STAGE = "AWSCURRENT"
+DEPLOYED_STAGE = "DEPLOYED"
+"""A staging label of our own on the version `pulumi up` wrote. Rotation moves AWSCURRENT and
+AWSPREVIOUS away from it; a version left with no label is deprecated and Secrets Manager may
+delete it, after which the provider would drop it from the state and the next `up` would
+write it again as AWSCURRENT — the old value back (hashicorp/terraform-provider-aws#37302)."""
+
 
 def stored_secret(
     resource_name: str,
@@ -25,8 +32,14 @@ def stored_secret(
     kms_key_arn: pulumi.Input[str],
     protect_data: bool,
     parent: pulumi.Resource,
+    rotated: bool = False,
 ) -> tuple[aws.secretsmanager.Secret, aws.secretsmanager.SecretVersion]:
-    """The secret `namer.name(stem)` holding `value` (its version is `<resource_name>-value`)."""
+    """The secret `namer.name(stem)` holding `value` (its version is `<resource_name>-value`).
+
+    `rotated`: a rotation function owns the value after `up` wrote the first one. That
+    version keeps `DEPLOYED_STAGE`, so it is never deleted and written again, and its value
+    and stages are the rotation's from then on: a changed `value` or a refreshed state
+    (AWSCURRENT moved on) never makes the next `up` write the old value back."""
     child = pulumi.ResourceOptions(parent=parent)
     name = namer.name(stem, NameKind.SECRET)
     secret = aws.secretsmanager.Secret(
@@ -39,7 +52,14 @@ def stored_secret(
         opts=child,
     )
     version = aws.secretsmanager.SecretVersion(
-        f"{resource_name}-value", secret_id=secret.id, secret_string=value, opts=child
+        f"{resource_name}-value",
+        secret_id=secret.id,
+        secret_string=value,
+        version_stages=[CURRENT_STAGE, DEPLOYED_STAGE] if rotated else None,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            ignore_changes=["secretString", "versionStages"] if rotated else None,
+        ),
     )
     return secret, version
 

@@ -124,6 +124,37 @@ def secret_read_policy(label: str, secret_arn: str, key_arn: str, region: str) -
     }
 
 
+def rotation_statements(secret_arn: str, key_arn: str, region: str) -> list[dict]:
+    """The grants every rotation function has (components/rotation.py): the rotation
+    protocol's actions on exactly its secret, that secret's key only through Secrets Manager
+    for that secret."""
+    return [
+        {
+            "Sid": "RotateOneSecret",
+            "Effect": "Allow",
+            "Action": [
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+                "secretsmanager:UpdateSecretVersionStage",
+            ],
+            "Resource": [secret_arn],
+        },
+        {
+            "Sid": "UseRotatedSecretKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [key_arn],
+            "Condition": {
+                "StringEquals": {
+                    "kms:ViaService": f"secretsmanager.{region}.amazonaws.com",
+                    "kms:EncryptionContext:SecretARN": secret_arn,
+                }
+            },
+        },
+    ]
+
+
 def cloudtrail_key_statements(
     trail_arn: str,
     topic_arn: str,

@@ -29,7 +29,7 @@ from components.functions import VPC_NETWORK_INTERFACE_ACTIONS
 from components.iam import Grant, attach_grants
 from components.media_storage import UploadTarget
 from components.packaging import build_api_package, build_rotation_package
-from components.rotation import DEPLOYED_STAGE
+from components.secrets import DEPLOYED_STAGE
 from offline.engine import ACCOUNT_ID, run_components, run_stack, stack_config
 from services.contract import (
     API_KEY_ROTATION_ENVIRONMENT,
@@ -39,6 +39,7 @@ from services.contract import (
     EnvVar,
 )
 from services.rotation.api_key import load_settings as load_rotation_settings
+from tests.infra import expect
 
 LOGS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/logs"
 SECRETS_KEY = "arn:aws:kms:eu-central-1:123456789012:key/secrets"
@@ -1209,17 +1210,10 @@ def test_k_rotation_function_may_manage_keys_only_in_the_stacks_usage_plan(run):
 
 def test_k_rotation_function_may_rotate_exactly_the_key_secret(run):
     secret = key_secret_arn(run)
-    rotation = statements(run.named("api-key-rotation-rotation").inputs["policy"])
-    assert rotation["RotateOneSecret"]["Action"] == [
-        "secretsmanager:DescribeSecret",
-        "secretsmanager:GetSecretValue",
-        "secretsmanager:PutSecretValue",
-        "secretsmanager:UpdateSecretVersionStage",
-    ]
-    assert rotation["RotateOneSecret"]["Resource"] == [secret]
-    assert rotation["UseRotatedSecretKey"]["Resource"] == [SECRETS_KEY]
-    # Random values come from the function's own CSPRNG: no GetRandomPassword on "*".
-    assert "RandomValues" not in rotation
+    rotation = json.loads(run.named("api-key-rotation-rotation").inputs["policy"])["Statement"]
+    # Exactly these two: random values come from the function's own CSPRNG, so no
+    # GetRandomPassword on "*".
+    assert rotation == expect.rotation_statements(secret, SECRETS_KEY, "eu-central-1")
     # Nothing of the API function's (database, cache, stream, uploads): these three only.
     role = run.named("api-key-rotation-role").id
     assert {

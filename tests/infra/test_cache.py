@@ -581,31 +581,7 @@ def test_i14_7_rotation_may_rotate_exactly_the_token_secret(run):
         run,
         "cache-rotation-rotation",
         "cache-rotation-role",
-        [
-            {
-                "Sid": "RotateOneSecret",
-                "Effect": "Allow",
-                "Action": [
-                    "secretsmanager:DescribeSecret",
-                    "secretsmanager:GetSecretValue",
-                    "secretsmanager:PutSecretValue",
-                    "secretsmanager:UpdateSecretVersionStage",
-                ],
-                "Resource": [secret],
-            },
-            {
-                "Sid": "UseRotatedSecretKey",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                "Resource": [key("secrets")],
-                "Condition": {
-                    "StringEquals": {
-                        "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
-                        "kms:EncryptionContext:SecretARN": secret,
-                    }
-                },
-            },
-        ],
+        expect.rotation_statements(secret, key("secrets"), REGION),
     )
 
 

@@ -12,12 +12,12 @@ import pytest
 from components.firewall import RoleSecurityGroup
 from components.functions import VpcFunctionArgs
 from components.rotation import (
-    DEPLOYED_STAGE,
     SecretRotationArgs,
-    rotated_secret,
     rotation_function,
 )
+from components.secrets import DEPLOYED_STAGE, stored_secret
 from offline.engine import ACCOUNT_ID, run_components
+from tests.infra import expect
 from tests.infra.expect import REGION, key
 
 FUNCTION = "aws:lambda/function:Function"
@@ -101,31 +101,9 @@ def test_i14_7_function_runs_in_the_given_subnets_with_the_given_group(run):
 def test_i14_7_role_may_rotate_exactly_its_secret_and_use_its_key_through_secrets_manager(run):
     policy = run.one(ROLE_POLICY, "thing-rotation-rotation")
     assert policy.inputs["role"] == run.one("aws:iam/role:Role", "thing-rotation-role").id
-    assert json.loads(policy.inputs["policy"])["Statement"] == [
-        {
-            "Sid": "RotateOneSecret",
-            "Effect": "Allow",
-            "Action": [
-                "secretsmanager:DescribeSecret",
-                "secretsmanager:GetSecretValue",
-                "secretsmanager:PutSecretValue",
-                "secretsmanager:UpdateSecretVersionStage",
-            ],
-            "Resource": [SECRET_ARN],
-        },
-        {
-            "Sid": "UseRotatedSecretKey",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-            "Resource": [key("secrets")],
-            "Condition": {
-                "StringEquals": {
-                    "kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
-                    "kms:EncryptionContext:SecretARN": SECRET_ARN,
-                }
-            },
-        },
-    ]
+    assert json.loads(policy.inputs["policy"])["Statement"] == expect.rotation_statements(
+        SECRET_ARN, key("secrets"), REGION
+    )
 
 
 def test_i14_7_random_values_are_granted_on_star_only_when_asked(module_namer, module_context):
@@ -179,7 +157,7 @@ def test_i14_7_rotated_secret_keeps_its_first_version_and_never_writes_it_back(
     module_namer,
 ):
     def program():
-        rotated_secret(
+        stored_secret(
             "thing-secret",
             namer=module_namer,
             stem="thing",
@@ -188,6 +166,7 @@ def test_i14_7_rotated_secret_keeps_its_first_version_and_never_writes_it_back(
             kms_key_arn=key("secrets"),
             protect_data=False,
             parent=Owner(),
+            rotated=True,
         )
 
     run = run_components(program, region=REGION)
@@ -206,7 +185,7 @@ def test_i14_7_rotated_secret_keeps_its_first_version_and_never_writes_it_back(
 def test_i14_7_a_failed_rotation_step_raises_an_alarm_on_the_alarm_topic(namer, context):
     """O2: any failed step (an unhandled RotationError is a Lambda error) alarms within the
     hour; the secret keeps its value and Secrets Manager retries the rotation."""
-    run, made = build(namer, context)
+    run, _ = build(namer, context)
     alarm = run.one(ALARM).inputs
     assert alarm["name"] == "media-thing-rotation-failed-test"
     assert (alarm["namespace"], alarm["metricName"], alarm["statistic"]) == (
@@ -222,4 +201,3 @@ def test_i14_7_a_failed_rotation_step_raises_an_alarm_on_the_alarm_topic(namer, 
     )
     assert alarm["alarmActions"] == alarm["okActions"] == [TOPIC]
     assert alarm["treatMissingData"] == "notBreaching"
-    assert made["rotator"].failures is not None

@@ -484,3 +484,26 @@ def scratch_jobs(scratch: Path) -> list[str]:
     """What is left of the per-job scratch directories (nothing, between jobs)."""
     root = scratch / "jobs"
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def rotation_function_arn(handler_module: str, function_name: str, region: str) -> str:
+    """A function registered in moto's Lambda (with an empty package) for moto's RotateSecret
+    to accept as the rotation function; the tests invoke the real handler themselves."""
+    import io
+    import zipfile
+
+    import boto3
+
+    role = boto3.client("iam", region_name=region).create_role(
+        RoleName=function_name, AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(handler_module.replace(".", "/") + ".py", "")
+    return boto3.client("lambda", region_name=region).create_function(
+        FunctionName=function_name,
+        Runtime="python3.12",
+        Role=role,
+        Handler=f"{handler_module}.handler",
+        Code={"ZipFile": archive.getvalue()},
+    )["FunctionArn"]

@@ -8,11 +8,9 @@ key (tagged like every resource of the stack) and the usage plan with that key.
 
 from __future__ import annotations
 
-import io
 import json
 import string
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 from conftest import REGION
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+from svc_support import rotation_function_arn
 
 from services.common.settings import SettingsError
 from services.contract import API_KEY_LENGTH, API_KEY_ROTATION_ENVIRONMENT, EnvVar
@@ -130,22 +129,6 @@ class Stack:
         return key_id
 
 
-def _function_arn() -> str:
-    role = boto3.client("iam", region_name=REGION).create_role(
-        RoleName="api-key-rotation", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("services/rotation/api_key.py", "")
-    return boto3.client("lambda", region_name=REGION).create_function(
-        FunctionName="media-api-key-rotation-test",
-        Runtime="python3.12",
-        Role=role,
-        Handler="services.rotation.api_key.handler",
-        Code={"ZipFile": archive.getvalue()},
-    )["FunctionArn"]
-
-
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     with mock_aws(config={"lambda": {"use_docker": False}}):
@@ -155,7 +138,16 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
             "ARN"
         ]
         plan_id = gateway.create_usage_plan(name="media-api-plan-test")["id"]
-        first = Stack(secrets, gateway, secret_arn, _function_arn(), "", plan_id)
+        first = Stack(
+            secrets,
+            gateway,
+            secret_arn,
+            rotation_function_arn(
+                "services.rotation.api_key", "media-api-key-rotation-test", REGION
+            ),
+            "",
+            plan_id,
+        )
         first.first_key_id = first.add_key(KEY_NAME, FIRST_VALUE, {**STACK_TAGS, "Name": KEY_NAME})
         for name, value in {
             EnvVar.API_KEY_SECRET_ARN: secret_arn,

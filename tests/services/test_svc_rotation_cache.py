@@ -13,11 +13,9 @@ oldest of more than two (`ACL SETUSER default >new <oldest`), SET keeps only the
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +32,7 @@ from moto.secretsmanager.models import secretsmanager_backends
 from pytest_redis import factories as redis_factories
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from svc_support import rotation_function_arn
 
 from services.common.cache import VideoCache
 from services.common.redis_client import SecretAuth, StaticAuth, create_redis, redis_auth
@@ -187,22 +186,6 @@ class Stack:
         return RedisSettings(host=self.host, port=self.port, tls=False)
 
 
-def _function_arn() -> str:
-    role = boto3.client("iam", region_name=REGION).create_role(
-        RoleName="cache-token-rotation", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("services/rotation/cache_token.py", "")
-    return boto3.client("lambda", region_name=REGION).create_function(
-        FunctionName="media-cache-rotation-test",
-        Runtime="python3.12",
-        Role=role,
-        Handler="services.rotation.cache_token.handler",
-        Code={"ZipFile": archive.getvalue()},
-    )["FunctionArn"]
-
-
 @pytest.fixture
 def admin(token_redis_proc: Any) -> Iterator[Any]:
     """An ACL user of our own that changes the default user's passwords, as ElastiCache
@@ -234,7 +217,9 @@ def stack(monkeypatch: pytest.MonkeyPatch, token_redis_proc: Any, admin: Any) ->
         made = Stack(
             secrets,
             secret_arn,
-            _function_arn(),
+            rotation_function_arn(
+                "services.rotation.cache_token", "media-cache-rotation-test", REGION
+            ),
             cache,
             token_redis_proc.host,
             token_redis_proc.port,
